@@ -1,0 +1,509 @@
+"""MTLClassifier: a multi-task backbone trained as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
+from skorch.callbacks import EarlyStopping
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+
+from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
+from sklearn_rmtl._encoding import FeatureEncoder, check_features
+from sklearn_rmtl._loss import WeightedMultiTaskBCE
+from sklearn_rmtl._net import MultiTaskNet
+from sklearn_rmtl._network import MultiTaskNetwork
+from sklearn_rmtl._validation import (
+    check_metadata,
+    check_multitask_target,
+    resolve_device,
+)
+from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+
+# Rows encoded and scored at a time in predict_proba: bounds the memory of the
+# encoded copy for arbitrarily many rows.
+_PREDICT_CHUNK = 65_536
+
+
+def _silent(*_: Any) -> None:
+    """A print sink that drops the message (``verbose=0``)."""
+
+
+@contextlib.contextmanager
+def torch_seed(seed: int, device: str) -> Iterator[None]:
+    """Seed torch inside the block, leaving the caller's global RNG untouched."""
+    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def encode_inputs(
+    Xt: np.ndarray, n_categorical: int, **extra: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Split an encoder output into the network's input dict."""
+    return {
+        "x_cat": Xt[:, :n_categorical].astype(np.int64),
+        "x_num": np.ascontiguousarray(Xt[:, n_categorical:]),
+        **extra,
+    }
+
+
+class MTLClassifier(ClassifierMixin, BaseEstimator):
+    """Multi-task classifier: one network predicts K binary tasks at once.
+
+    The paper's baselines (SingleTask, SharedBottom, ESMM, MMoE, PLE, plus
+    OMoE and AITM) trained with a fixed weighting of the per-task binary
+    cross-entropies. It is also the pretraining step (the actor) of
+    :class:`RMTLClassifier`.
+
+    Features are encoded by a :class:`FeatureEncoder` (categorical columns to
+    embedding codes, numerical columns standardised), embedded, and fed to the
+    backbone; the network is a :class:`skorch.NeuralNet` built in :meth:`fit`.
+
+    Parameters
+    ----------
+    backbone : {"singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", \
+            "aitm"}, default="ple"
+        Multi-task architecture (see :mod:`sklearn_rmtl.backbones`). "esmm"
+        and "aitm" model a funnel and need at least two tasks, in funnel
+        order (e.g. click then purchase).
+    backbone_params : dict, default=None
+        Network sizes overriding the paper's defaults: ``embedding_dim``
+        (128), ``bottom_dims`` ((512, 256)), ``tower_dims`` ((128, 64)),
+        ``dropout`` (0.2), and where the backbone has experts ``n_experts``
+        (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE).
+        Keys the backbone does not use raise an error.
+    categorical_features : "from_dtype", array-like or None, default="from_dtype"
+        Which columns are categorical; see :class:`FeatureEncoder`.
+    min_frequency : int or float, default=None
+        Categories rarer than this share one embedding; see
+        :class:`FeatureEncoder`.
+    max_categories : int, default=None
+        Largest number of categories kept per column; see
+        :class:`FeatureEncoder`.
+    task_weights : array-like of shape (n_tasks,), default=None
+        Fixed non-negative weight of each task's loss; the loss is
+        ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
+        (the mean over tasks).
+    max_epochs : int, default=20
+        Maximum number of passes over the training rows.
+    batch_size : int, default=2048
+        Rows per gradient step (the authors' code).
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam L2 penalty.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows, stop when the validation
+        loss has not improved for ``n_iter_no_change`` epochs and restore the
+        best epoch's weights. With ``timestamps`` the latest rows are held
+        out, otherwise a seeded random subset.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out for early stopping.
+    n_iter_no_change : int, default=3
+        Epochs without improvement of the validation loss before stopping.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train. "auto" uses a CUDA GPU when torch sees one.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling, dropout and the validation
+        split. An int gives identical predictions across fits on CPU.
+    verbose : int, default=0
+        0 prints nothing; 1 prints skorch's table of losses per epoch.
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        Extra skorch callbacks, e.g. ``skorch.callbacks.LRScheduler``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_tasks, 2)
+        Sorted labels of each task; ``classes_[k, 1]`` is the positive one.
+    n_tasks_ : int
+        Number of tasks K.
+    task_names_ : ndarray of str of shape (n_tasks,)
+        Column names of a DataFrame ``y``, else ``"task_0"``...
+    n_features_in_ : int
+        Number of input columns seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str of shape (n_features_in_,)
+        Input column names, when X was a DataFrame with string names.
+    encoder_ : FeatureEncoder
+        The fitted feature encoder.
+    backbone_ : skorch.NeuralNet
+        The fitted skorch net; ``backbone_.module_`` is the torch network
+        (:class:`~sklearn_rmtl._network.MultiTaskNetwork`).
+    backbone_params_ : dict
+        The network sizes used (``backbone_params`` merged over the defaults).
+    device_ : str
+        The torch device trained on.
+    history_ : dict
+        ``{"pretrain": [...]}``, one dict per epoch with ``train_loss``,
+        ``valid_loss`` (with early stopping) and ``dur`` (seconds).
+    n_iter_ : int
+        Number of epochs run.
+
+    See Also
+    --------
+    RMTLClassifier : The same backbones refit with RL-derived loss weights.
+    FeatureEncoder : The feature encoding used in front of the network.
+
+    Notes
+    -----
+    ``predict_proba`` returns an array of shape (n_samples, n_tasks) with the
+    probability of each task's positive label, not sklearn's list of
+    per-output (n, 2) arrays; ``predict`` returns (n_samples, n_tasks) labels.
+    Predictions are computed in chunks, so memory stays bounded for any
+    number of rows.
+
+    References
+    ----------
+    Z. Liu et al., "Multi-Task Recommendations with Reinforcement Learning",
+    WWW 2023.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import MTLClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 200),
+    ...                   "price": rng.normal(size=200)})
+    >>> Y = np.column_stack([X["item"] == "a", (X["item"] == "a") & (X["price"] > 0)])
+    >>> clf = MTLClassifier(backbone="mmoe", max_epochs=3, random_state=0,
+    ...                     backbone_params={"embedding_dim": 8, "bottom_dims": (16,),
+    ...                                      "tower_dims": (8,), "n_experts": 2})
+    >>> clf.fit(X, Y).predict_proba(X).shape
+    (200, 2)
+    """
+
+    # Routed meta-estimators pass these without ``set_fit_request``.
+    __metadata_request__fit = {"session_ids": True, "timestamps": True}
+
+    _parameter_constraints: dict = {
+        "backbone": [StrOptions(set(BACKBONES))],
+        "backbone_params": [dict, None],
+        "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "min_frequency": FeatureEncoder._parameter_constraints["min_frequency"],
+        "max_categories": FeatureEncoder._parameter_constraints["max_categories"],
+        "task_weights": ["array-like", None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "ple",
+        backbone_params: dict[str, Any] | None = None,
+        categorical_features: Any = "from_dtype",
+        min_frequency: int | float | None = None,
+        max_categories: int | None = None,
+        task_weights: Any = None,
+        max_epochs: int = 20,
+        batch_size: int = BATCH_SIZE,
+        lr: float = LEARNING_RATE,
+        weight_decay: float = 0.0,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 3,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Any] | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.backbone_params = backbone_params
+        self.categorical_features = categorical_features
+        self.min_frequency = min_frequency
+        self.max_categories = max_categories
+        self.task_weights = task_weights
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    # ------------------------------------------------------------------ fit
+    def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
+        """Cross-parameter checks that need the data; raise before training."""
+        params = resolve_backbone_params(self.backbone, self.backbone_params)
+        min_tasks = BACKBONES[self.backbone].min_tasks
+        if n_tasks < min_tasks:
+            raise ValueError(
+                f"backbone={self.backbone!r} models a funnel and needs at least "
+                f"{min_tasks} tasks (y columns in funnel order), got {n_tasks}. "
+                "Use e.g. backbone='sharedbottom' or 'mmoe' for a single task."
+            )
+        if self.task_weights is None:
+            weights = np.full(n_tasks, 1.0 / n_tasks)
+        else:
+            weights = np.asarray(self.task_weights, dtype=np.float64)
+            if weights.shape != (n_tasks,):
+                raise ValueError(
+                    f"task_weights must have one entry per task ({n_tasks}), got "
+                    f"shape {weights.shape}."
+                )
+            if not np.all(np.isfinite(weights)) or (weights < 0).any():
+                raise ValueError("task_weights must be finite and non-negative.")
+            if not weights.any():
+                raise ValueError("task_weights must not all be zero.")
+        return params, weights
+
+    def _validation_mask(
+        self, n_samples: int, timestamps: np.ndarray | None, seed: int
+    ) -> np.ndarray | None:
+        """Rows held out for early stopping: the latest, else a random subset."""
+        if not self.early_stopping:
+            return None
+        n_valid = max(1, round(self.validation_fraction * n_samples))
+        if n_valid >= n_samples:
+            raise ValueError(
+                f"early_stopping needs more rows: with {n_samples} samples and "
+                f"validation_fraction={self.validation_fraction} no row is left "
+                "for training. Pass more data or early_stopping=False."
+            )
+        if timestamps is not None:
+            order = np.argsort(timestamps, kind="stable")
+        else:
+            order = np.random.default_rng(seed).permutation(n_samples)
+        mask = np.zeros(n_samples, dtype=bool)
+        mask[order[-n_valid:]] = True
+        return mask
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        session_ids: Any = None,
+        timestamps: Any = None,
+    ) -> MTLClassifier:
+        """Train the network on all tasks at once.
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Features; see ``categorical_features`` for which are categorical.
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
+            Two labels per column (0/1, booleans, or any two labels; the
+            larger one is positive).
+        session_ids : array-like of shape (n_samples,), default=None
+            Session of each row. Validated and accepted so that the same call
+            fits this and :class:`RMTLClassifier`; the baseline does not use
+            sessions.
+        timestamps : array-like of shape (n_samples,), default=None
+            Time of each row (numbers or datetimes); with early stopping the
+            latest rows are held out for validation.
+
+        Returns
+        -------
+        self : MTLClassifier
+            The fitted estimator.
+        """
+        state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
+        self.__dict__.update(state)
+        return self
+
+    def _fit_state(
+        self, X: Any, y: Any, *, session_ids: Any, timestamps: Any
+    ) -> dict[str, Any]:
+        """Fit everything and return the fitted attributes without setting them.
+
+        Nothing is assigned to ``self`` until training has succeeded, so a
+        failing fit leaves a previous fit intact.
+        """
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y "
+                "is None."
+            )
+        X = check_features(X)
+        y01, classes, task_names = check_multitask_target(y)
+        n_samples, n_tasks = y01.shape
+        probe = BaseEstimator()  # holds feature names until the fit succeeds
+        validate_data(probe, X, reset=True, skip_check_array=True)
+        check_consistent_length(X, y01)
+        if n_samples < 2:
+            raise ValueError(
+                f"Found 1 sample (n_samples = {n_samples}); at least 2 are needed."
+            )
+        check_metadata(session_ids, n_samples, name="session_ids", sortable=False)
+        times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
+        backbone_params, task_weights = self._check_params(n_tasks)
+        device = resolve_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+        encoder = FeatureEncoder(
+            categorical_features=self.categorical_features,
+            min_frequency=self.min_frequency,
+            max_categories=self.max_categories,
+        )
+        Xt = encoder.fit_transform(X)
+        n_cat = len(encoder.cardinalities_)
+        inputs = encode_inputs(Xt, n_cat)
+        valid = self._validation_mask(n_samples, times, seed)
+        net = self._build_net(
+            encoder, n_tasks, backbone_params, task_weights, device, inputs, y01, valid
+        )
+        with torch_seed(seed, device):
+            if valid is None:
+                net.fit(inputs, y01)
+            else:
+                train = {k: v[~valid] for k, v in inputs.items()}
+                net.fit(train, y01[~valid])
+        history = [
+            {k: row[k] for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
+            for row in net.history
+        ]
+        state = {
+            "classes_": classes,
+            "n_tasks_": n_tasks,
+            "task_names_": task_names,
+            "n_features_in_": probe.n_features_in_,  # type: ignore[attr-defined]
+            "encoder_": encoder,
+            "backbone_": net,
+            "backbone_params_": backbone_params,
+            "device_": device,
+            "history_": {"pretrain": history},
+            "n_iter_": len(history),
+        }
+        if hasattr(probe, "feature_names_in_"):
+            state["feature_names_in_"] = probe.feature_names_in_
+        else:
+            self.__dict__.pop("feature_names_in_", None)
+        return state
+
+    def _build_net(
+        self,
+        encoder: FeatureEncoder,
+        n_tasks: int,
+        backbone_params: dict[str, Any],
+        task_weights: np.ndarray,
+        device: str,
+        inputs: dict[str, np.ndarray],
+        y01: np.ndarray,
+        valid: np.ndarray | None,
+    ) -> MultiTaskNet:
+        callbacks: list[Any] = list(self.callbacks or [])
+        train_split = None
+        if valid is not None:
+            held_out = {k: v[valid] for k, v in inputs.items()}
+            train_split = predefined_split(Dataset(held_out, y01[valid]))
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        load_best=True,
+                        sink=print if self.verbose else _silent,
+                    ),
+                )
+            )
+        return MultiTaskNet(
+            module=MultiTaskNetwork,
+            module__cardinalities=encoder.cardinalities_.tolist(),
+            module__n_numerical=inputs["x_num"].shape[1],
+            module__n_tasks=n_tasks,
+            module__backbone=self.backbone,
+            module__backbone_params=backbone_params,
+            criterion=WeightedMultiTaskBCE,
+            criterion__task_weights=task_weights.tolist(),
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            train_split=train_split,
+            callbacks=callbacks,
+            predict_nonlinearity=None,
+            device=device,
+            verbose=self.verbose,
+        )
+
+    # -------------------------------------------------------------- predict
+    def _logits(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = check_features(X)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        n_cat = len(self.encoder_.cardinalities_)
+        out = []
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            part = X[start : start + _PREDICT_CHUNK]
+            Xt = self.encoder_.transform(part)
+            out.append(self.backbone_.predict_proba(encode_inputs(Xt, n_cat)))
+        return np.concatenate(out).astype(np.float64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probability of each task's positive label.
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
+            Features with the columns seen in :meth:`fit`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_tasks)
+            ``proba[i, k]`` is P(task k = ``classes_[k, 1]``) for row i.
+        """
+        return expit(self._logits(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted label of every task (positive when its probability > 0.5).
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
+            Features with the columns seen in :meth:`fit`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples, n_tasks)
+            Labels from ``classes_``.
+        """
+        positive = self._logits(X) > 0
+        columns = [self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)]
+        return np.column_stack(columns)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "backbone_")
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        tags.classifier_tags.multi_label = True
+        tags.classifier_tags.multi_class = False
+        return tags

@@ -1,0 +1,156 @@
+"""Validation of targets, session metadata and devices shared by the estimators."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.multiclass import type_of_target
+
+
+def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate an (n_samples, n_tasks) target with two labels per column.
+
+    Label types are checked before the shape, with scikit-learn's messages
+    ("Unknown label type", "Only binary classification is supported").
+
+    Parameters
+    ----------
+    y : array-like or DataFrame of shape (n_samples, n_tasks)
+        One column per task; each holds at most two distinct labels.
+
+    Returns
+    -------
+    y01 : ndarray of shape (n_samples, n_tasks), dtype float32
+        1 where the label is the task's positive (larger) label.
+    classes : ndarray of shape (n_tasks, 2)
+        Sorted labels of each task.
+    task_names : ndarray of str of shape (n_tasks,)
+        Column names of a DataFrame ``y``, else ``"task_0"``, ``"task_1"``...
+    """
+    if isinstance(y, pd.DataFrame):
+        names = np.array([str(c) for c in y.columns], dtype=object)
+        columns = [y.iloc[:, k].to_numpy() for k in range(y.shape[1])]
+        ndim = 2
+    else:
+        if hasattr(y, "toarray") or hasattr(y, "tocsr"):
+            raise TypeError(
+                "A sparse target y is not supported; pass a dense array of "
+                "shape (n_samples, n_tasks)."
+            )
+        arr = np.asarray(y.to_numpy() if isinstance(y, pd.Series) else y)
+        ndim = arr.ndim
+        columns = [arr] if ndim == 1 else [arr[:, k] for k in range(arr.shape[1])]
+        names = np.array([f"task_{k}" for k in range(len(columns))], dtype=object)
+        if ndim > 2:
+            raise ValueError(
+                f"y must be 2-D of shape (n_samples, n_tasks), got shape {arr.shape}."
+            )
+    for name, col in zip(names, columns, strict=True):
+        if col.dtype.kind in "fc" and np.isnan(col).any() or (
+            col.dtype == object and pd.isna(col).any()
+        ):
+            raise ValueError(
+                f"y contains missing values (NaN) in task {name!r}; drop or fill "
+                "those rows before fitting."
+            )
+        kind = type_of_target(col, input_name="y")
+        if kind in ("continuous", "unknown") or kind.endswith("multioutput"):
+            raise ValueError(
+                f"Unknown label type: {kind!r} in task {name!r}. Each task column "
+                "must hold two class labels such as 0/1 or False/True."
+            )
+        if kind == "multiclass":
+            raise ValueError(
+                f"Only binary classification is supported: task {name!r} has "
+                f"{len(np.unique(col))} labels, at most 2 are allowed per task."
+            )
+    if ndim != 2:
+        raise ValueError(
+            "y must be 2-D of shape (n_samples, n_tasks), got a 1-D array. For a "
+            "single task pass y.reshape(-1, 1) (or a one-column DataFrame)."
+        )
+    if not columns:
+        raise ValueError("y has no task columns; pass at least one.")
+    classes, y01 = [], []
+    for name, col in zip(names, columns, strict=True):
+        labels = np.unique(col)
+        if labels.size == 1:
+            labels = _complete_single_label(name, labels)
+        classes.append(labels)
+        y01.append(col == labels[1])
+    return (
+        np.column_stack(y01).astype(np.float32),
+        np.array(classes),
+        names,
+    )
+
+
+def _complete_single_label(name: str, labels: np.ndarray) -> np.ndarray:
+    """Infer the missing class of a task whose y holds one label only."""
+    label = labels[0]
+    if labels.dtype.kind in "biuf" and label in (0, 1):
+        missing = "positive" if label == 0 else "negative"
+        warnings.warn(
+            f"Task {name!r} has no {missing} label in y; its predictions will "
+            "be trained towards a constant and its AUC is undefined.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return np.array([0, 1]).astype(labels.dtype)
+    raise ValueError(
+        f"Task {name!r} has a single label value {label!r}; cannot tell which "
+        "second label it would have. Use 0/1 or False/True labels for tasks "
+        "without positives."
+    )
+
+
+def check_metadata(
+    values: Any, n_samples: int, *, name: str, sortable: bool
+) -> np.ndarray | None:
+    """Validate ``session_ids`` or ``timestamps`` and return them as an array.
+
+    Timestamps (``sortable=True``) may be numbers or datetimes and are
+    returned as float64 or int64 (nanoseconds) sort keys.
+    """
+    if values is None:
+        return None
+    arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values)
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} must be 1-D with one entry per row of X ({n_samples}), got "
+            f"shape {arr.shape}."
+        )
+    if sortable:
+        if arr.dtype.kind == "O" or arr.dtype.kind == "M":
+            try:
+                arr = pd.to_datetime(arr).to_numpy()
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"{name} must hold numbers or datetimes; {exc}"
+                ) from exc
+        elif arr.dtype.kind not in "iufb":
+            raise TypeError(f"{name} must hold numbers or datetimes, got {arr.dtype}.")
+    if pd.isna(arr).any():
+        raise ValueError(
+            f"{name} contains missing values (NaN/NaT/None); every row needs one."
+        )
+    if sortable:
+        return arr.view(np.int64) if arr.dtype.kind == "M" else arr.astype(np.float64)
+    return arr
+
+
+def resolve_device(device: str) -> str:
+    """Map the ``device`` parameter to a torch device string."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but torch sees no CUDA GPU (installed "
+            f"torch {torch.__version__}). Use device='cpu', or device='auto' to "
+            "use a GPU only when one is available."
+        )
+    return device

@@ -1,0 +1,73 @@
+"""Multi-task backbones (the RMTL actor), registered by name.
+
+Adding a backbone is one module defining a :class:`Backbone` subclass and one
+line in :data:`BACKBONES`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS
+from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones.aitm import AITM
+from sklearn_rmtl.backbones.esmm import ESMM
+from sklearn_rmtl.backbones.mmoe import MMoE
+from sklearn_rmtl.backbones.omoe import OMoE
+from sklearn_rmtl.backbones.ple import PLE
+from sklearn_rmtl.backbones.sharedbottom import SharedBottom
+from sklearn_rmtl.backbones.singletask import SingleTask
+
+#: Backbone classes by the name the estimators accept as ``backbone``.
+BACKBONES: dict[str, type[Backbone]] = {
+    "singletask": SingleTask,
+    "sharedbottom": SharedBottom,
+    "esmm": ESMM,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "omoe": OMoE,
+    "aitm": AITM,
+}
+
+
+def backbone_keys(name: str) -> list[str]:
+    """Size keywords that backbone ``name`` accepts (besides the input sizes)."""
+    params = inspect.signature(BACKBONES[name]).parameters
+    return [p for p in params if p not in ("in_features", "n_tasks")]
+
+
+def resolve_backbone_params(
+    name: str, params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Merge ``params`` over the paper's defaults for backbone ``name``.
+
+    Returns the full keyword set, including ``embedding_dim`` (used by the
+    feature embedding, not the backbone). Unknown keys raise a ``ValueError``
+    listing the valid ones, so that a typo never silently falls back to a
+    default.
+    """
+    valid = ["embedding_dim", *backbone_keys(name)]
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"backbone_params has keys {unknown} that backbone {name!r} does not "
+            f"use; valid keys are {valid}."
+        )
+    return {k: params.get(k, BACKBONE_DEFAULTS[k]) for k in valid}
+
+
+__all__ = [
+    "AITM",
+    "BACKBONES",
+    "ESMM",
+    "OMoE",
+    "PLE",
+    "Backbone",
+    "MMoE",
+    "SharedBottom",
+    "SingleTask",
+    "resolve_backbone_params",
+]

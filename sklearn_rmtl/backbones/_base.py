@@ -1,0 +1,73 @@
+"""The interface every multi-task backbone implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """Base class of the multi-task networks (the RMTL actor).
+
+    A backbone maps a state vector (the concatenated feature embeddings) to one
+    logit per task. Subclasses take ``in_features`` and ``n_tasks`` plus the
+    size keywords they use, all keyword-only; the estimators fill the sizes
+    from ``backbone_params`` and the paper's defaults.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of the state vector.
+    n_tasks : int
+        Number of tasks K (``>= min_tasks``).
+
+    Shape
+    -----
+    - input: ``(batch, in_features)``
+    - output: ``(batch, n_tasks)`` logits; ``sigmoid(output)[:, k]`` is the
+      predicted probability of task ``k``.
+    """
+
+    #: Smallest number of tasks the architecture is defined for.
+    min_tasks: ClassVar[int] = 1
+
+    def __init__(self, *, in_features: int, n_tasks: int) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if in_features < 1:
+            raise ValueError(f"{name}: in_features must be >= 1, got {in_features}")
+        if n_tasks < self.min_tasks:
+            raise ValueError(
+                f"{name} needs at least {self.min_tasks} tasks (y must have >= "
+                f"{self.min_tasks} columns), got {n_tasks}; use another backbone "
+                "such as 'sharedbottom' or 'mmoe' for fewer tasks."
+            )
+        self.in_features = in_features
+        self.n_tasks = n_tasks
+
+
+def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:
+    """Validate a sequence of layer sizes and return it as a tuple."""
+    dims = tuple(dims)
+    if (not dims and not allow_empty) or any(
+        not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims
+    ):
+        need = "positive ints" if allow_empty else "a non-empty sequence of positive ints"
+        raise ValueError(f"{name} must be {need}, got {dims!r}")
+    return dims
+
+
+def check_dropout(dropout: float) -> float:
+    """Validate a dropout probability."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
+def check_count(name: str, value: int) -> int:
+    """Validate a positive count such as a number of experts."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value

@@ -1,0 +1,162 @@
+"""Building blocks shared by the backbones.
+
+Every block runs several independent networks ("groups": tasks or experts) as
+one batched matrix product instead of a Python loop over small ``nn.Linear``
+layers, so each expert and tower is evaluated exactly once per input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class GroupedLinear(nn.Module):
+    """``n_groups`` independent affine maps applied in one batched product.
+
+    Parameters
+    ----------
+    n_groups : int
+        Number of independent maps.
+    in_features, out_features : int
+        Sizes of each map.
+
+    Shape
+    -----
+    - input: ``(batch, in_features)`` (every group reads the same input) or
+      ``(batch, n_groups, in_features)`` (group ``g`` reads ``x[:, g]``).
+    - output: ``(batch, n_groups, out_features)``.
+    """
+
+    def __init__(self, n_groups: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        if min(n_groups, in_features, out_features) < 1:
+            raise ValueError(
+                "n_groups, in_features and out_features must be >= 1, got "
+                f"{n_groups}, {in_features}, {out_features}"
+            )
+        self.n_groups = n_groups
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(n_groups, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(n_groups, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same distribution as ``nn.Linear``'s default, group by group.
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            # Shared input: a single (in, groups * out) product.
+            w = self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
+            out = (x @ w).view(x.shape[0], self.n_groups, self.out_features)
+        else:
+            out = torch.einsum("bgi,gio->bgo", x, self.weight)
+        return out + self.bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_groups={self.n_groups}, in_features={self.in_features}, "
+            f"out_features={self.out_features}"
+        )
+
+
+class GroupedMLP(nn.Module):
+    """``n_groups`` independent MLPs (Linear -> ReLU -> Dropout per layer).
+
+    Parameters
+    ----------
+    n_groups : int
+        Number of independent MLPs.
+    in_features : int
+        Input size of each MLP.
+    hidden_dims : sequence of int
+        Output size of each layer; empty means the identity.
+    dropout : float
+        Dropout probability after each activation.
+
+    Shape
+    -----
+    - input: ``(batch, in_features)`` or ``(batch, n_groups, in_features)``.
+    - output: ``(batch, n_groups, hidden_dims[-1])``.
+    """
+
+    def __init__(
+        self,
+        n_groups: int,
+        in_features: int,
+        hidden_dims: Sequence[int],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_features
+        for h in hidden_dims:
+            layers += [GroupedLinear(n_groups, d, h), nn.ReLU(), nn.Dropout(dropout)]
+            d = h
+        self.n_groups = n_groups
+        self.out_features = d
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not len(self.layers):
+            return x if x.dim() == 3 else x.unsqueeze(1).expand(-1, self.n_groups, -1)
+        return self.layers(x)
+
+
+class Towers(nn.Module):
+    """One tower per task: an MLP followed by a linear map to one logit.
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of towers.
+    in_features : int
+        Input size of each tower.
+    hidden_dims : sequence of int
+        Hidden sizes of each tower (paper: 128, 64).
+    dropout : float
+        Dropout probability after each hidden activation.
+
+    Shape
+    -----
+    - input: ``(batch, in_features)`` or ``(batch, n_tasks, in_features)``.
+    - output: ``(batch, n_tasks)`` logits.
+    """
+
+    def __init__(
+        self,
+        n_tasks: int,
+        in_features: int,
+        hidden_dims: Sequence[int],
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.mlp = GroupedMLP(n_tasks, in_features, hidden_dims, dropout)
+        self.head = GroupedLinear(n_tasks, self.mlp.out_features, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.mlp(x)).squeeze(-1)
+
+
+def gate(logits: Tensor, experts: Tensor) -> Tensor:
+    """Mix expert outputs with softmax gates.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (batch, n_gates, n_experts)
+        Gate scores, normalised here with a softmax over experts.
+    experts : Tensor of shape (batch, n_experts, dim)
+        Expert outputs.
+
+    Returns
+    -------
+    Tensor of shape (batch, n_gates, dim)
+    """
+    return torch.bmm(torch.softmax(logits, dim=-1), experts)

@@ -1,0 +1,65 @@
+"""MMoE: multi-gate mixture-of-experts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
+from sklearn_rmtl.backbones._base import (
+    Backbone,
+    check_count,
+    check_dims,
+    check_dropout,
+)
+from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, Towers, gate
+
+
+class MMoE(Backbone):
+    """Shared experts mixed by one softmax gate per task.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of the state vector.
+    n_tasks : int
+        Number of tasks.
+    n_experts : int, default=8
+        Number of shared experts.
+    bottom_dims : sequence of int, default=(512, 256)
+        Hidden sizes of each expert MLP.
+    tower_dims : sequence of int, default=(128, 64)
+        Hidden sizes of each task's tower.
+    dropout : float, default=0.2
+        Dropout after every hidden activation.
+
+    Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
+
+    References
+    ----------
+    J. Ma et al., "Modeling Task Relationships in Multi-task Learning with
+    Multi-gate Mixture-of-Experts", KDD 2018.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_tasks: int,
+        n_experts: int = D["n_experts"],
+        bottom_dims: Sequence[int] = D["bottom_dims"],
+        tower_dims: Sequence[int] = D["tower_dims"],
+        dropout: float = D["dropout"],
+    ) -> None:
+        super().__init__(in_features=in_features, n_tasks=n_tasks)
+        n_experts = check_count("n_experts", n_experts)
+        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
+        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
+        dropout = check_dropout(dropout)
+        self.experts = GroupedMLP(n_experts, in_features, bottom_dims, dropout)
+        self.gates = GroupedLinear(n_tasks, in_features, n_experts)
+        self.towers = Towers(n_tasks, self.experts.out_features, tower_dims, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.towers(gate(self.gates(x), self.experts(x)))

@@ -1,0 +1,143 @@
+"""PLE: progressive layered extraction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
+from sklearn_rmtl.backbones._base import (
+    Backbone,
+    check_count,
+    check_dims,
+    check_dropout,
+)
+from sklearn_rmtl.backbones._layers import GroupedLinear, Towers
+
+
+class _ExtractionLayer(nn.Module):
+    """One PLE level: task-specific and shared experts with their gates.
+
+    Shape: ``(x_tasks, x_shared) -> (y_tasks, y_shared)`` where ``x_tasks`` is
+    ``(batch, in_features)`` (first level) or ``(batch, n_tasks,
+    in_features)``, ``x_shared`` is ``(batch, in_features)``, ``y_tasks`` is
+    ``(batch, n_tasks, out_features)`` and ``y_shared`` is ``(batch,
+    out_features)`` or ``None`` on the last level.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_tasks: int,
+        in_features: int,
+        out_features: int,
+        n_specific: int,
+        n_shared: int,
+        dropout: float,
+        last: bool,
+    ) -> None:
+        super().__init__()
+        self.n_tasks, self.n_specific, self.n_shared = n_tasks, n_specific, n_shared
+        self.out_features = out_features
+        # Task k's experts are one group of n_specific * out outputs reading
+        # task k's input; every expert runs once per input.
+        self.specific = GroupedLinear(n_tasks, in_features, n_specific * out_features)
+        self.shared = GroupedLinear(1, in_features, n_shared * out_features)
+        self.act = nn.Sequential(nn.ReLU(), nn.Dropout(dropout))
+        self.task_gates = GroupedLinear(n_tasks, in_features, n_specific + n_shared)
+        self.shared_gate = (
+            None
+            if last
+            else GroupedLinear(1, in_features, n_tasks * n_specific + n_shared)
+        )
+
+    def forward(self, x_tasks: Tensor, x_shared: Tensor) -> tuple[Tensor, Tensor | None]:
+        b, k, s, h = x_shared.shape[0], self.n_tasks, self.n_specific, self.out_features
+        spec = self.act(self.specific(x_tasks)).view(b, k, s, h)
+        shared = self.act(self.shared(x_shared)).view(b, self.n_shared, h)
+        g = torch.softmax(self.task_gates(x_tasks), dim=-1)
+        y_tasks = torch.einsum("bks,bksh->bkh", g[..., :s], spec) + torch.einsum(
+            "bkj,bjh->bkh", g[..., s:], shared
+        )
+        if self.shared_gate is None:
+            return y_tasks, None
+        g_sh = torch.softmax(self.shared_gate(x_shared).squeeze(1), dim=-1)
+        y_shared = torch.einsum(
+            "bs,bsh->bh", g_sh[:, : k * s], spec.view(b, k * s, h)
+        ) + torch.einsum("bj,bjh->bh", g_sh[:, k * s :], shared)
+        return y_tasks, y_shared
+
+
+class PLE(Backbone):
+    """Progressive layered extraction: stacked task-specific and shared experts.
+
+    One extraction layer per entry of ``bottom_dims``; in each, task ``k``'s
+    gate mixes its own experts with the shared ones, and a shared gate mixes
+    all experts as the input of the next layer's shared experts.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of the state vector.
+    n_tasks : int
+        Number of tasks.
+    n_shared_experts : int, default=4
+        Shared experts per extraction layer.
+    n_specific_experts : int, default=4
+        Task-specific experts per task and extraction layer.
+    bottom_dims : sequence of int, default=(512, 256)
+        Output size of the experts of each extraction layer (its length is
+        the number of layers).
+    tower_dims : sequence of int, default=(128, 64)
+        Hidden sizes of each task's tower.
+    dropout : float, default=0.2
+        Dropout after every hidden activation.
+
+    Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
+
+    References
+    ----------
+    H. Tang et al., "Progressive Layered Extraction (PLE)", RecSys 2020.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_tasks: int,
+        n_shared_experts: int = D["n_shared_experts"],
+        n_specific_experts: int = D["n_specific_experts"],
+        bottom_dims: Sequence[int] = D["bottom_dims"],
+        tower_dims: Sequence[int] = D["tower_dims"],
+        dropout: float = D["dropout"],
+    ) -> None:
+        super().__init__(in_features=in_features, n_tasks=n_tasks)
+        n_shared = check_count("n_shared_experts", n_shared_experts)
+        n_specific = check_count("n_specific_experts", n_specific_experts)
+        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
+        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
+        dropout = check_dropout(dropout)
+        dims = (in_features, *bottom_dims)
+        self.levels = nn.ModuleList(
+            _ExtractionLayer(
+                n_tasks=n_tasks,
+                in_features=dims[i],
+                out_features=dims[i + 1],
+                n_specific=n_specific,
+                n_shared=n_shared,
+                dropout=dropout,
+                last=i == len(bottom_dims) - 1,
+            )
+            for i in range(len(bottom_dims))
+        )
+        self.towers = Towers(n_tasks, bottom_dims[-1], tower_dims, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_tasks, x_shared = x, x
+        for level in self.levels:
+            x_tasks, shared = level(x_tasks, x_shared)
+            if shared is not None:
+                x_shared = shared
+        return self.towers(x_tasks)

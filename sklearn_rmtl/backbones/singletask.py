@@ -1,0 +1,56 @@
+"""SingleTask: one independent network per task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
+from sklearn_rmtl.backbones._base import Backbone, check_dims, check_dropout
+from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+
+
+class SingleTask(Backbone):
+    """One bottom MLP and one tower per task, sharing nothing but the input.
+
+    Parameters
+    ----------
+    in_features : int
+        Size of the state vector.
+    n_tasks : int
+        Number of tasks.
+    bottom_dims : sequence of int, default=(512, 256)
+        Hidden sizes of each task's bottom MLP.
+    tower_dims : sequence of int, default=(128, 64)
+        Hidden sizes of each task's tower (a final layer maps to one logit).
+    dropout : float, default=0.2
+        Dropout after every hidden activation.
+
+    Notes
+    -----
+    NOTE[DIFF]: the feature embeddings are shared by the tasks (they live in
+    the estimator's embedding layer, which the critics also start from);
+    everything after them is independent per task.
+
+    Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_tasks: int,
+        bottom_dims: Sequence[int] = D["bottom_dims"],
+        tower_dims: Sequence[int] = D["tower_dims"],
+        dropout: float = D["dropout"],
+    ) -> None:
+        super().__init__(in_features=in_features, n_tasks=n_tasks)
+        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=True)
+        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
+        dropout = check_dropout(dropout)
+        self.bottoms = GroupedMLP(n_tasks, in_features, bottom_dims, dropout)
+        self.towers = Towers(n_tasks, self.bottoms.out_features, tower_dims, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.towers(self.bottoms(x))

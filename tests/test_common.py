@@ -1,0 +1,33 @@
+"""scikit-learn's estimator checks on every public estimator."""
+
+from __future__ import annotations
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_rmtl import FeatureEncoder, MTLClassifier
+
+# Small networks keep the checks fast; behaviour does not depend on size.
+SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts": 2}
+
+# These checks assume a 1-D target; the estimators are multi-output only
+# (predict_proba returns (n_samples, n_tasks)). See API.md.
+ONE_D_TARGET_CHECKS = {
+    "check_classifiers_train": "assumes a 1-D target and (n, n_classes) probabilities",
+    "check_classifiers_one_label": "assumes a 1-D target",
+    "check_classifiers_classes": "assumes a 1-D target and classes_ of shape (n_classes,)",
+}
+
+
+def _expected_failed_checks(estimator):
+    return ONE_D_TARGET_CHECKS if isinstance(estimator, MTLClassifier) else {}
+
+
+@parametrize_with_checks(
+    [
+        FeatureEncoder(),
+        MTLClassifier(backbone="mmoe", backbone_params=SMALL, max_epochs=3),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
