@@ -21,7 +21,14 @@ _MAX_CODE = 2**24
 
 # Column dtypes that ``categorical_features="from_dtype"`` treats as categorical.
 _CATEGORICAL_KINDS = {"O", "b", "U", "S"}
-_HOMOGENEOUS = {"string", "integer", "floating", "mixed-integer-float", "boolean", "empty"}
+_HOMOGENEOUS = {
+    "string",
+    "integer",
+    "floating",
+    "mixed-integer-float",
+    "boolean",
+    "empty",
+}
 
 
 def _is_categorical_dtype(dtype: Any) -> bool:
@@ -145,9 +152,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     >>> enc = FeatureEncoder().fit(X)
     >>> enc.cardinalities_
     array([4])
-    >>> enc.transform(pd.DataFrame({"item": ["b", "z"], "price": [2.5, np.nan]}))
-    array([[3.        , 0.4472136],
-           [1.        , 0.       ]], dtype=float32)
+    >>> enc.transform(pd.DataFrame({"item": ["b", "z"], "price": [4.0, np.nan]}))
+    array([[3.       , 1.3416408],
+           [1.       , 0.       ]], dtype=float32)
     """
 
     _parameter_constraints: dict = {
@@ -201,7 +208,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             return mask
         if spec.dtype.kind in "UO" and isinstance(X, pd.DataFrame):
             names = [str(c) for c in frame.columns]
-            missing = sorted(set(spec.astype(str)) - set(names))
+            missing = sorted(set(spec.astype(str).tolist()) - set(names))
             if missing:
                 raise ValueError(
                     f"categorical_features names columns {missing} that X does "
@@ -364,7 +371,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         return self._encode(frame)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the output columns.
+        """Get the names of the output columns.
 
         Parameters
         ----------
@@ -394,4 +401,3 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
 
 __all__ = ["MISSING_CODE", "UNKNOWN_CODE", "FeatureEncoder", "check_features"]
-

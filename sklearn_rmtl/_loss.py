@@ -22,6 +22,8 @@ class WeightedMultiTaskBCE(nn.Module):
         Non-negative weight of each task.
     """
 
+    task_weights: Tensor
+
     def __init__(self, task_weights: list[float] | Tensor) -> None:
         super().__init__()
         self.register_buffer(

@@ -8,7 +8,6 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -328,6 +327,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
+        self.__dict__.pop("feature_names_in_", None)  # a previous fit's names
         self.__dict__.update(state)
         return self
 
@@ -358,7 +358,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
         backbone_params, task_weights = self._check_params(n_tasks)
         device = resolve_device(self.device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = int(
+            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        )
 
         encoder = FeatureEncoder(
             categorical_features=self.categorical_features,
@@ -379,14 +381,18 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 train = {k: v[~valid] for k, v in inputs.items()}
                 net.fit(train, y01[~valid])
         history = [
-            {k: row[k] for k in ("epoch", "train_loss", "valid_loss", "dur") if k in row}
+            {
+                k: row[k]
+                for k in ("epoch", "train_loss", "valid_loss", "dur")
+                if k in row
+            }
             for row in net.history
         ]
         state = {
             "classes_": classes,
             "n_tasks_": n_tasks,
             "task_names_": task_names,
-            "n_features_in_": probe.n_features_in_,  # type: ignore[attr-defined]
+            "n_features_in_": probe.n_features_in_,
             "encoder_": encoder,
             "backbone_": net,
             "backbone_params_": backbone_params,
@@ -396,8 +402,6 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         }
         if hasattr(probe, "feature_names_in_"):
             state["feature_names_in_"] = probe.feature_names_in_
-        else:
-            self.__dict__.pop("feature_names_in_", None)
         return state
 
     def _build_net(
@@ -491,7 +495,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             Labels from ``classes_``.
         """
         positive = self._logits(X) > 0
-        columns = [self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)]
+        columns = [
+            self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)
+        ]
         return np.column_stack(columns)
 
     def __sklearn_is_fitted__(self) -> bool:

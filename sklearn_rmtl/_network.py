@@ -37,6 +37,8 @@ class FeatureEmbedding(nn.Module):
       (len(cardinalities) + (n_numerical > 0))``.
     """
 
+    offsets: Tensor
+
     def __init__(
         self, *, cardinalities: Sequence[int], n_numerical: int, embedding_dim: int
     ) -> None:

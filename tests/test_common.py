@@ -14,7 +14,7 @@ SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts
 ONE_D_TARGET_CHECKS = {
     "check_classifiers_train": "assumes a 1-D target and (n, n_classes) probabilities",
     "check_classifiers_one_label": "assumes a 1-D target",
-    "check_classifiers_classes": "assumes a 1-D target and classes_ of shape (n_classes,)",
+    "check_classifiers_classes": "assumes a 1-D target and 1-D classes_",
 }
 
 

@@ -43,10 +43,27 @@ def resolve_backbone_params(
 ) -> dict[str, Any]:
     """Merge ``params`` over the paper's defaults for backbone ``name``.
 
-    Returns the full keyword set, including ``embedding_dim`` (used by the
-    feature embedding, not the backbone). Unknown keys raise a ``ValueError``
-    listing the valid ones, so that a typo never silently falls back to a
-    default.
+    Unknown keys raise a ``ValueError`` listing the valid ones, so that a typo
+    never silently falls back to a default.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BACKBONES`.
+    params : mapping or None
+        User overrides (the estimators' ``backbone_params``).
+
+    Returns
+    -------
+    params : dict
+        Every size keyword of the backbone plus ``embedding_dim`` (used by
+        the feature embedding, not the backbone).
+
+    Examples
+    --------
+    >>> from sklearn_rmtl.backbones import resolve_backbone_params
+    >>> resolve_backbone_params("mmoe", {"n_experts": 4})["n_experts"]
+    4
     """
     valid = ["embedding_dim", *backbone_keys(name)]
     params = dict(params or {})
@@ -63,10 +80,10 @@ __all__ = [
     "AITM",
     "BACKBONES",
     "ESMM",
-    "OMoE",
     "PLE",
     "Backbone",
     "MMoE",
+    "OMoE",
     "SharedBottom",
     "SingleTask",
     "resolve_backbone_params",

@@ -54,7 +54,9 @@ def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[in
     if (not dims and not allow_empty) or any(
         not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims
     ):
-        need = "positive ints" if allow_empty else "a non-empty sequence of positive ints"
+        need = (
+            "positive ints" if allow_empty else "a non-empty sequence of positive ints"
+        )
         raise ValueError(f"{name} must be {need}, got {dims!r}")
     return dims
 

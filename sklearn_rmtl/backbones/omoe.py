@@ -34,6 +34,8 @@ class OMoE(Backbone):
     dropout : float, default=0.2
         Dropout after every hidden activation.
 
+    Notes
+    -----
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
     """
 

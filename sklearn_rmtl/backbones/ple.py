@@ -53,7 +53,9 @@ class _ExtractionLayer(nn.Module):
             else GroupedLinear(1, in_features, n_tasks * n_specific + n_shared)
         )
 
-    def forward(self, x_tasks: Tensor, x_shared: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x_tasks: Tensor, x_shared: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         b, k, s, h = x_shared.shape[0], self.n_tasks, self.n_specific, self.out_features
         spec = self.act(self.specific(x_tasks)).view(b, k, s, h)
         shared = self.act(self.shared(x_shared)).view(b, self.n_shared, h)
@@ -95,6 +97,8 @@ class PLE(Backbone):
     dropout : float, default=0.2
         Dropout after every hidden activation.
 
+    Notes
+    -----
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
 
     References

@@ -27,6 +27,8 @@ class SharedBottom(Backbone):
     dropout : float, default=0.2
         Dropout after every hidden activation.
 
+    Notes
+    -----
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
     """
 

@@ -1,0 +1,166 @@
+"""FeatureEncoder: codes, reserved indices, scaling, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_rmtl import FeatureEncoder
+from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame(
+        {
+            "item": ["a", "b", "a", None, "c", "a"],
+            "shop": pd.Categorical([1, 2, 2, 1, np.nan, 1]),
+            "flag": [True, False, True, True, False, False],
+            "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "stock": [1.0, np.nan, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+
+
+def test_dtype_inference_and_layout(frame):
+    enc = FeatureEncoder().fit(frame)
+    assert list(enc.categorical_features_) == ["item", "shop", "flag"]
+    assert list(enc.numerical_features_) == ["price", "stock"]
+    assert list(enc.missing_indicator_features_) == ["stock"]
+    # 2 reserved codes + known categories (None / NaN are missing, not a category)
+    assert enc.cardinalities_.tolist() == [2 + 3, 2 + 2, 2 + 2]
+    Xt = enc.transform(frame)
+    assert Xt.dtype == np.float32
+    assert Xt.shape == (6, 3 + 2 + 1)
+    assert list(enc.get_feature_names_out()) == [
+        "item",
+        "shop",
+        "flag",
+        "price",
+        "stock",
+        "missingindicator_stock",
+    ]
+    codes = Xt[:, :3]
+    assert np.all(codes == np.round(codes))
+    assert codes[3, 0] == MISSING_CODE and codes[4, 1] == MISSING_CODE
+    assert len(set(codes[[0, 1, 4], 0])) == 3  # a, b, c distinct
+    assert codes[0, 0] == codes[2, 0] == codes[5, 0]
+
+
+def test_unseen_and_missing_at_transform(frame):
+    enc = FeatureEncoder().fit(frame)
+    new = pd.DataFrame(
+        {
+            "item": ["zzz", None],
+            "shop": pd.Categorical([7, np.nan]),
+            "flag": [None, True],  # missing although flag had none in training
+            "price": [np.nan, 3.5],
+            "stock": [np.nan, 3.5],
+        }
+    )
+    Xt = enc.transform(new)
+    assert Xt[0, 0] == UNKNOWN_CODE and Xt[1, 0] == MISSING_CODE
+    assert Xt[0, 1] == UNKNOWN_CODE and Xt[1, 1] == MISSING_CODE
+    assert Xt[0, 2] == MISSING_CODE
+    # NaN numbers are imputed with the training mean (0 after scaling) ...
+    assert Xt[0, 3] == 0.0 and Xt[0, 4] == 0.0
+    # ... and flagged only for columns that had missing values in training.
+    assert Xt[:, 5].tolist() == [1.0, 0.0]
+    scaled = (3.5 - frame["price"].mean()) / frame["price"].std(ddof=0)
+    np.testing.assert_allclose(Xt[1, 3], scaled, rtol=1e-6)
+
+
+def test_vocabulary_learnt_from_training_only(frame):
+    enc = FeatureEncoder().fit(frame.iloc[:3])
+    Xt = enc.transform(frame)
+    assert Xt[4, 0] == UNKNOWN_CODE  # "c" only occurs after the fit rows
+    assert enc.cardinalities_[0] == 2 + 2
+
+
+def test_min_frequency_merges_rare_categories():
+    X = pd.DataFrame({"item": ["a"] * 5 + ["b"] * 3 + ["c", "d"]})
+    enc = FeatureEncoder(min_frequency=3).fit(X)
+    codes = enc.transform(X)[:, 0]
+    assert enc.cardinalities_.tolist() == [2 + 3]  # a, b, infrequent
+    assert codes[8] == codes[9] != codes[0]
+    enc = FeatureEncoder(max_categories=2).fit(X)
+    assert enc.cardinalities_.tolist() == [2 + 2]
+
+
+def test_int_categories_match_float_at_predict():
+    # pandas turns an int column into float once a NaN appears.
+    enc = FeatureEncoder(categorical_features=["shop"]).fit(
+        pd.DataFrame({"shop": [10, 20, 10]})
+    )
+    Xt = enc.transform(pd.DataFrame({"shop": [20.0, np.nan, 30.0]}))
+    assert Xt[:, 0].tolist() == [3.0, MISSING_CODE, UNKNOWN_CODE]
+
+
+def test_mixed_type_column_is_compared_as_strings():
+    X = pd.DataFrame({"c": np.array([1, "1", "x", 2.5], dtype=object)})
+    enc = FeatureEncoder().fit(X)
+    codes = enc.transform(X)[:, 0]
+    assert codes[0] == codes[1]
+    assert enc.cardinalities_.tolist() == [2 + 3]
+
+
+@pytest.mark.parametrize(
+    "spec", [[0], np.array([True, False]), ["c0"]], ids=["positions", "mask", "names"]
+)
+def test_categorical_features_specs(spec):
+    X = np.array([[1.0, 0.5], [2.0, 1.5], [1.0, 2.5]])
+    if isinstance(spec, list) and isinstance(spec[0], str):
+        X = pd.DataFrame(X, columns=["c0", "c1"])
+    enc = FeatureEncoder(categorical_features=spec).fit(X)
+    assert enc.cardinalities_.tolist() == [4]
+    assert enc.transform(X)[:, 0].tolist() == [2.0, 3.0, 2.0]
+
+
+def test_arrays_are_numerical_by_default():
+    X = np.arange(6.0).reshape(3, 2)
+    enc = FeatureEncoder().fit(X)
+    assert enc.cardinalities_.size == 0
+    assert enc.transform(X).shape == (3, 2)
+
+
+def test_none_makes_every_column_numerical(frame):
+    with pytest.raises(ValueError, match="'item' is treated as numerical"):
+        FeatureEncoder(categorical_features=None).fit(frame)
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (["nope"], "names columns \\['nope'\\]"),
+        ([5], "outside the 5 columns"),
+        (np.array([True]), "one entry per column"),
+    ],
+)
+def test_bad_categorical_features(frame, spec, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureEncoder(categorical_features=spec).fit(frame)
+
+
+def test_names_need_a_dataframe():
+    with pytest.raises(ValueError, match="names need X to be a pandas DataFrame"):
+        FeatureEncoder(categorical_features=["a"]).fit(np.ones((3, 2)))
+
+
+def test_infinity_is_rejected(frame):
+    frame.loc[0, "price"] = np.inf
+    with pytest.raises(ValueError, match="infinity in numerical columns \\['price'\\]"):
+        FeatureEncoder().fit(frame)
+
+
+def test_column_mismatch_at_transform(frame):
+    enc = FeatureEncoder().fit(frame)
+    with pytest.raises(ValueError, match="feature names"):
+        enc.transform(frame[frame.columns[::-1]])
+    with pytest.raises(ValueError, match="Feature names"):
+        enc.transform(frame.drop(columns="price"))
+
+
+def test_empty_input():
+    with pytest.raises(ValueError, match="at least 1 sample"):
+        FeatureEncoder().fit(pd.DataFrame({"a": []}))
