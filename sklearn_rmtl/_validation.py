@@ -50,7 +50,7 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 f"y must be 2-D of shape (n_samples, n_tasks), got shape {arr.shape}."
             )
     for name, col in zip(names, columns, strict=True):
-        if col.dtype.kind in "fc" and np.isnan(col).any() or (
+        if (col.dtype.kind in "fc" and np.isnan(col).any()) or (
             col.dtype == object and pd.isna(col).any()
         ):
             raise ValueError(
