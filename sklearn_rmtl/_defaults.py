@@ -23,3 +23,12 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
 
 BATCH_SIZE = 2048
 LEARNING_RATE = 1e-3
+
+# RMTL (ALGORITHM.md Sec. 4-5).
+GAMMA = 0.95  # discount; the authors' code used 0.9
+TAU = 0.2  # soft-update rate beta of Eq. (18)
+SOFT_UPDATE_FREQ = 2  # steps between soft updates
+Q_LAMBDA = 0.7  # lambda of Eq. (17)
+CRITIC_HIDDEN_DIMS = (512, 256)
+#: Std of the Gaussian noise added to the actor's actions in the buffer.
+ACTION_NOISE = 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
@@ -61,6 +62,65 @@ def encode_inputs(
         "x_num": np.ascontiguousarray(Xt[:, n_categorical:]),
         **extra,
     }
+
+
+@dataclass
+class FitData:
+    """Validated training inputs shared by the phases of a fit."""
+
+    X: Any
+    y01: np.ndarray
+    classes: np.ndarray
+    task_names: np.ndarray
+    probe: BaseEstimator
+    session_ids: np.ndarray | None
+    times: np.ndarray | None
+    device: str
+    seed: int
+    valid: np.ndarray | None
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    cardinalities: list[int] = field(default_factory=list)
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.y01.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.y01.shape[0])
+
+    def make_encoder(self, est: MTLClassifier) -> FeatureEncoder:
+        return FeatureEncoder(
+            categorical_features=est.categorical_features,
+            min_frequency=est.min_frequency,
+            max_categories=est.max_categories,
+        )
+
+    def encode(self, encoder: FeatureEncoder, *, fitted: bool = False) -> None:
+        """Encode X once for every phase (fitting the encoder unless fitted)."""
+        Xt = encoder.transform(self.X) if fitted else encoder.fit_transform(self.X)
+        self.cardinalities = encoder.cardinalities_.tolist()
+        self.inputs = encode_inputs(Xt, len(self.cardinalities))
+
+    def fitted_state(self, **state: Any) -> dict[str, Any]:
+        """Fitted attributes common to the estimators, plus ``state``."""
+        out = {
+            "classes_": self.classes,
+            "n_tasks_": self.n_tasks,
+            "task_names_": self.task_names,
+            "n_features_in_": self.probe.n_features_in_,
+            "device_": self.device,
+            **state,
+        }
+        if hasattr(self.probe, "feature_names_in_"):
+            out["feature_names_in_"] = self.probe.feature_names_in_
+        return out
+
+
+def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
+    """Plain per-epoch records of a skorch history."""
+    keys = ("epoch", "train_loss", "valid_loss", "dur")
+    return [{k: row[k] for k in keys if k in row} for row in net.history]
 
 
 class MTLClassifier(ClassifierMixin, BaseEstimator):
@@ -339,6 +399,24 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         Nothing is assigned to ``self`` until training has succeeded, so a
         failing fit leaves a previous fit intact.
         """
+        data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
+        encoder = data.make_encoder(self)
+        data.encode(encoder)
+        params, task_weights = self._check_params(data.n_tasks)
+        net = self._train_net(
+            data, MultiTaskNet, params, task_weights, max_epochs=self.max_epochs
+        )
+        history = net_history(net)
+        return data.fitted_state(
+            encoder_=encoder,
+            backbone_=net,
+            backbone_params_=params,
+            history_={"pretrain": history},
+            n_iter_=len(history),
+        )
+
+    def _prepare(self, X: Any, y: Any, *, session_ids: Any, timestamps: Any) -> FitData:
+        """Validate the inputs of fit; raise before any training starts."""
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y "
@@ -346,7 +424,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             )
         X = check_features(X)
         y01, classes, task_names = check_multitask_target(y)
-        n_samples, n_tasks = y01.shape
+        n_samples = y01.shape[0]
         probe = BaseEstimator()  # holds feature names until the fit succeeds
         validate_data(probe, X, reset=True, skip_check_array=True)
         check_consistent_length(X, y01)
@@ -354,72 +432,54 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"Found 1 sample (n_samples = {n_samples}); at least 2 are needed."
             )
-        check_metadata(session_ids, n_samples, name="session_ids", sortable=False)
+        sessions = check_metadata(
+            session_ids, n_samples, name="session_ids", sortable=False
+        )
         times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
-        backbone_params, task_weights = self._check_params(n_tasks)
+        self._check_params(y01.shape[1])
         device = resolve_device(self.device)
         seed = int(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
-
-        encoder = FeatureEncoder(
-            categorical_features=self.categorical_features,
-            min_frequency=self.min_frequency,
-            max_categories=self.max_categories,
+        return FitData(
+            X=X,
+            y01=y01,
+            classes=classes,
+            task_names=task_names,
+            probe=probe,
+            session_ids=sessions,
+            times=times,
+            device=device,
+            seed=seed,
+            valid=self._validation_mask(n_samples, times, seed),
         )
-        Xt = encoder.fit_transform(X)
-        n_cat = len(encoder.cardinalities_)
-        inputs = encode_inputs(Xt, n_cat)
-        valid = self._validation_mask(n_samples, times, seed)
-        net = self._build_net(
-            encoder, n_tasks, backbone_params, task_weights, device, inputs, y01, valid
-        )
-        with torch_seed(seed, device):
-            if valid is None:
-                net.fit(inputs, y01)
-            else:
-                train = {k: v[~valid] for k, v in inputs.items()}
-                net.fit(train, y01[~valid])
-        history = [
-            {
-                k: row[k]
-                for k in ("epoch", "train_loss", "valid_loss", "dur")
-                if k in row
-            }
-            for row in net.history
-        ]
-        state = {
-            "classes_": classes,
-            "n_tasks_": n_tasks,
-            "task_names_": task_names,
-            "n_features_in_": probe.n_features_in_,
-            "encoder_": encoder,
-            "backbone_": net,
-            "backbone_params_": backbone_params,
-            "device_": device,
-            "history_": {"pretrain": history},
-            "n_iter_": len(history),
-        }
-        if hasattr(probe, "feature_names_in_"):
-            state["feature_names_in_"] = probe.feature_names_in_
-        return state
 
-    def _build_net(
+    def _train_net(
         self,
-        encoder: FeatureEncoder,
-        n_tasks: int,
+        data: FitData,
+        net_cls: type[MultiTaskNet],
         backbone_params: dict[str, Any],
         task_weights: np.ndarray,
-        device: str,
-        inputs: dict[str, np.ndarray],
-        y01: np.ndarray,
-        valid: np.ndarray | None,
+        *,
+        max_epochs: int,
+        seed_offset: int = 0,
+        init_module: torch.nn.Module | None = None,
+        extra_inputs: dict[str, np.ndarray] | None = None,
+        **net_kwargs: Any,
     ) -> MultiTaskNet:
+        """Build a skorch net for ``data`` and train it.
+
+        ``init_module`` starts training from a copy of those weights (RMTL's
+        refit continues the pretrained actor); ``extra_inputs`` ride in the
+        input dict next to the features (for ``get_loss``, not the module).
+        """
+        inputs = {**data.inputs, **(extra_inputs or {})}
+        valid = data.valid
         callbacks: list[Any] = list(self.callbacks or [])
         train_split = None
         if valid is not None:
             held_out = {k: v[valid] for k, v in inputs.items()}
-            train_split = predefined_split(Dataset(held_out, y01[valid]))
+            train_split = predefined_split(Dataset(held_out, data.y01[valid]))
             callbacks.append(
                 (
                     "early_stopping",
@@ -431,27 +491,41 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                     ),
                 )
             )
-        return MultiTaskNet(
+        net = net_cls(
             module=MultiTaskNetwork,
-            module__cardinalities=encoder.cardinalities_.tolist(),
-            module__n_numerical=inputs["x_num"].shape[1],
-            module__n_tasks=n_tasks,
-            module__backbone=self.backbone,
+            module__cardinalities=data.cardinalities,
+            module__n_numerical=data.inputs["x_num"].shape[1],
+            module__n_tasks=data.n_tasks,
+            module__backbone=self._backbone_name(),
             module__backbone_params=backbone_params,
             criterion=WeightedMultiTaskBCE,
             criterion__task_weights=task_weights.tolist(),
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
-            max_epochs=self.max_epochs,
+            max_epochs=max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             train_split=train_split,
             callbacks=callbacks,
             predict_nonlinearity=None,
-            device=device,
+            device=data.device,
             verbose=self.verbose,
+            **net_kwargs,
         )
+        with torch_seed(data.seed + seed_offset, data.device):
+            net.initialize()
+            if init_module is not None:
+                net.module_.load_state_dict(init_module.state_dict())
+            train = (
+                inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
+            )
+            y_train = data.y01 if valid is None else data.y01[~valid]
+            net.partial_fit(train, y_train)
+        return net
+
+    def _backbone_name(self) -> str:
+        return str(self.backbone)
 
     # -------------------------------------------------------------- predict
     def _logits(self, X: Any) -> np.ndarray:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from skorch import NeuralNet
 from torch import Tensor
+
+from sklearn_rmtl._critic import SessionCritic
+from sklearn_rmtl._weighting import WEIGHTINGS
 
 
 class MultiTaskNet(NeuralNet):
@@ -16,10 +20,68 @@ class MultiTaskNet(NeuralNet):
     documented seam, hands them to the criterion. The module ignores them.
     """
 
+    def row_weights(
+        self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool
+    ) -> Tensor | None:
+        """Per-row, per-task loss weights of a batch, or None for equal weights."""
+        weight = X.get("sample_weight") if isinstance(X, dict) else None
+        return None if weight is None else weight.to(y_pred.device)
+
     def get_loss(
         self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
     ) -> Tensor:
-        weight = X.get("sample_weight") if isinstance(X, dict) else None
-        if weight is not None:
-            weight = weight.to(y_pred.device)
+        weight = self.row_weights(y_pred, y_true, X, training)
         return self.criterion_(y_pred, y_true.to(y_pred.device), weight)
+
+
+class QWeightedNet(MultiTaskNet):
+    """The RMTL refit: per-row, per-task BCE weights from the critics (Eq. 17).
+
+    In every training step the critic evaluates ``Q_k(s_t, pi(s_t)_k)`` at the
+    actor's current, detached prediction, and :data:`WEIGHTINGS` turns it
+    into weights. The critic reads its own encoding of the batch, carried in
+    the input dict as ``critic_x_cat`` / ``critic_x_num``. Validation losses
+    (early stopping) are the unweighted BCE, the metric that is reported.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to :class:`MultiTaskNet`.
+    critic : SessionCritic
+        Frozen critics whose ``module`` (``(x_cat, x_num, actions) -> Q``) is
+        on the net's device. Held through the container because skorch only
+        accepts torch modules it creates itself.
+    weighting : str
+        Key of :data:`WEIGHTINGS`.
+    q_lambda : float
+        The paper's lambda.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        critic: SessionCritic,
+        weighting: str,
+        q_lambda: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.critic = critic
+        self.weighting = weighting
+        self.q_lambda = q_lambda
+
+    def row_weights(
+        self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool
+    ) -> Tensor | None:
+        if not training:
+            # NOTE[DIFF]: early stopping monitors the unweighted BCE (the
+            # reported metric) rather than the weighted training loss.
+            return None
+        device = y_pred.device
+        with torch.no_grad():
+            q = self.critic.module(
+                X["critic_x_cat"].to(device),
+                X["critic_x_num"].to(device),
+                torch.sigmoid(y_pred.detach()),
+            )
+        return WEIGHTINGS[self.weighting](q, y_true.to(device), self.q_lambda)

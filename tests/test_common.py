@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_rmtl import FeatureEncoder, MTLClassifier
+from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier
+
+# sklearn's checks have no sessions; RMTL warns about that on every fit.
+pytestmark = pytest.mark.filterwarnings("ignore:session_ids is None")
 
 # Small networks keep the checks fast; behaviour does not depend on size.
 SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts": 2}
@@ -26,6 +30,13 @@ def _expected_failed_checks(estimator):
     [
         FeatureEncoder(),
         MTLClassifier(backbone="mmoe", backbone_params=SMALL, max_epochs=3),
+        RMTLClassifier(
+            backbone="mmoe",
+            backbone_params=SMALL,
+            critic_hidden_dims=(8,),
+            max_epochs=2,
+            critic_max_epochs=2,
+        ),
     ],
     expected_failed_checks=_expected_failed_checks,
 )

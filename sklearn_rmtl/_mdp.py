@@ -1,0 +1,118 @@
+"""The session MDP: ordering rows into sessions, transitions and rewards.
+
+ALGORITHM.md Sec. 2 (paper Sec. 2.3-2.4, Algorithm 1). A transition is
+``(s_t, a_t, r_t, s_{t+1}, done_t)``; it is stored as row indices into the
+encoded features, never as copies of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Actions are clipped to this interval before the log of Eq. (2) (authors' code).
+ACTION_CLIP = 1e-4
+
+
+@dataclass(frozen=True)
+class SessionTransitions:
+    """Next-row links of every row, in the input row order.
+
+    Attributes
+    ----------
+    next_row : ndarray of shape (n_samples,), dtype int64
+        Index of the next row of the same session; a row's own index where
+        the session ends (masked by ``done``).
+    done : ndarray of shape (n_samples,), dtype bool
+        True on the last row of each session.
+    position : ndarray of shape (n_samples,), dtype int64
+        0-based position of the row in its session.
+    n_sessions : int
+        Number of distinct sessions.
+    """
+
+    next_row: np.ndarray
+    done: np.ndarray
+    position: np.ndarray
+    n_sessions: int
+
+
+def build_transitions(
+    session_ids: np.ndarray | None,
+    sort_keys: np.ndarray | None,
+    n_samples: int,
+) -> SessionTransitions:
+    """Link every row to the next row of its session, vectorised.
+
+    Rows are sorted by session, then by ``sort_keys`` (timestamps); the sort
+    is stable, so tied timestamps keep the input row order. Sessions are
+    ordered by their id's value, so the links do not depend on the order of
+    the input rows (except between exactly tied rows).
+
+    Parameters
+    ----------
+    session_ids : ndarray of shape (n_samples,) or None
+        Session of each row (ints or strings). ``None``: each row is its own
+        one-step session.
+    sort_keys : ndarray of shape (n_samples,) or None
+        Numeric sort key of each row (see ``check_metadata``). ``None``: row
+        order.
+    n_samples : int
+        Number of rows.
+
+    Returns
+    -------
+    SessionTransitions
+    """
+    rows = np.arange(n_samples)
+    if session_ids is None:
+        return SessionTransitions(
+            next_row=rows,
+            done=np.ones(n_samples, dtype=bool),
+            position=np.zeros(n_samples, dtype=np.int64),
+            n_sessions=n_samples,
+        )
+    # sort=True numbers sessions by id value, independent of row order.
+    codes, uniques = pd.factorize(session_ids, sort=True)
+    keys = rows if sort_keys is None else sort_keys
+    order = np.lexsort((keys, codes))  # stable: ties keep row order
+    sorted_codes = codes[order]
+    last = np.ones(n_samples, dtype=bool)
+    last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
+    next_sorted = np.where(last, order, np.roll(order, -1))
+    # Position = index in sorted order minus the index of the session start.
+    first = np.ones(n_samples, dtype=bool)
+    first[1:] = last[:-1]
+    starts = np.maximum.accumulate(np.where(first, rows, 0))
+    next_row = np.empty(n_samples, dtype=np.int64)
+    done = np.empty(n_samples, dtype=bool)
+    position = np.empty(n_samples, dtype=np.int64)
+    next_row[order] = next_sorted
+    done[order] = last
+    position[order] = rows - starts
+    return SessionTransitions(
+        next_row=next_row, done=done, position=position, n_sessions=len(uniques)
+    )
+
+
+def rewards(y01: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Per-task reward of Eq. (2): the negative BCE of the action.
+
+    ``r = y log(a) + (1 - y) log(1 - a)`` with ``a`` clipped to
+    ``[1e-4, 1 - 1e-4]``, so ``-9.21 <= r <= 0``.
+
+    Parameters
+    ----------
+    y01 : ndarray of shape (n_samples, n_tasks)
+        0/1 labels.
+    actions : ndarray of shape (n_samples, n_tasks)
+        Predicted probabilities (the actions).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_tasks), dtype float32
+    """
+    a = np.clip(actions, ACTION_CLIP, 1 - ACTION_CLIP)
+    return (y01 * np.log(a) + (1 - y01) * np.log1p(-a)).astype(np.float32)

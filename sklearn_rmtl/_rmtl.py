@@ -1,0 +1,699 @@
+"""RMTLClassifier: pretrain, session MDP, per-task critics, Q-weighted refit."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context, clone
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from sklearn_rmtl._critic import Critic, SessionCritic
+from sklearn_rmtl._defaults import (
+    ACTION_NOISE,
+    BATCH_SIZE,
+    CRITIC_HIDDEN_DIMS,
+    GAMMA,
+    LEARNING_RATE,
+    Q_LAMBDA,
+    SOFT_UPDATE_FREQ,
+    TAU,
+)
+from sklearn_rmtl._encoding import FeatureEncoder, check_features
+from sklearn_rmtl._mdp import build_transitions, rewards
+from sklearn_rmtl._mtl import (
+    FitData,
+    MTLClassifier,
+    encode_inputs,
+    net_history,
+    torch_seed,
+)
+from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._td import TDConfig, train_critic
+from sklearn_rmtl._validation import check_metadata, check_multitask_target
+from sklearn_rmtl._weighting import WEIGHTINGS
+from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.backbones._base import check_dims
+
+_CHUNK = 65_536
+
+
+def _encode(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
+    return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
+
+
+def _check_critic_features(critic: SessionCritic, X: Any) -> None:
+    """Raise if ``critic`` was not fitted on X's feature columns."""
+    try:
+        validate_data(critic.encoder, X, reset=False, skip_check_array=True)
+    except ValueError as exc:
+        raise ValueError(
+            "critic was fitted on other feature columns than X; a critic "
+            f"transfers only between estimators fitted on the same features. {exc}"
+        ) from exc
+
+
+@torch.no_grad()
+def _actor_proba(
+    actor: torch.nn.Module, inputs: dict[str, np.ndarray], device: str
+) -> np.ndarray:
+    """The actor's probabilities for every row, in eval mode and in chunks."""
+    actor.eval().to(device)
+    out = []
+    for i in range(0, len(inputs["x_cat"]), _CHUNK):
+        x_cat = torch.as_tensor(inputs["x_cat"][i : i + _CHUNK], device=device)
+        x_num = torch.as_tensor(inputs["x_num"][i : i + _CHUNK], device=device)
+        out.append(torch.sigmoid(actor(x_cat, x_num)).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+# Seeds of the phases derive from one seed, so each phase's random stream
+# does not depend on how much randomness the earlier phases consumed.
+_CRITIC_SEED, _REFIT_SEED = 1, 2
+
+
+class RMTLClassifier(MTLClassifier):
+    """Reinforcement-learning-enhanced multi-task classifier (RMTL).
+
+    Liu et al., WWW 2023. ``fit`` runs four phases:
+
+    1. **Pretrain** the actor, a multi-task backbone, exactly as
+       :class:`MTLClassifier` (or take a given fitted one).
+    2. **Session MDP**: rows are ordered by session and time; each row is a
+       transition to the next row of its session, with per-task rewards equal
+       to the negative BCE of the behaviour action (Eq. 2).
+    3. **Critics**: one ``Q_k(s, a_k) <= 0`` per task, trained by TD learning
+       with target networks and soft updates (Eqs. 11-14, 18), the actor
+       frozen.
+    4. **Refit** the pretrained actor with per-row, per-task BCE weights
+       ``w = 1 - q_lambda * Q_k(s, pi(s)_k)`` (Eq. 17), Q evaluated at the
+       actor's current prediction and detached.
+
+    Parameters
+    ----------
+    backbone : str or MTLClassifier, default="ple"
+        The actor: a backbone name (see :class:`MTLClassifier`), or an
+        :class:`MTLClassifier`. A fitted one is used as the pretrained actor
+        as is (its encoder and network; its weights are not modified); an
+        unfitted one is fitted on the same data as the pretraining step.
+        With an ``MTLClassifier``, the pretraining parameters below
+        (``backbone_params`` ... ``max_epochs``) are ignored.
+    backbone_params : dict, default=None
+        Network sizes; see :class:`MTLClassifier`.
+    categorical_features : "from_dtype", array-like or None, default="from_dtype"
+        Which columns are categorical; see :class:`FeatureEncoder`.
+    min_frequency : int or float, default=None
+        Categories rarer than this share one embedding.
+    max_categories : int, default=None
+        Largest number of categories kept per column.
+    task_weights : array-like of shape (n_tasks,), default=None
+        Fixed per-task loss weights of pretraining and refit (``None``:
+        ``1 / n_tasks`` each); RMTL's row weights multiply them.
+    max_epochs : int, default=20
+        Maximum pretraining epochs.
+    batch_size : int, default=2048
+        Rows per step in every phase.
+    lr : float, default=1e-3
+        Adam learning rate of the actor (pretraining and refit).
+    weight_decay : float, default=0.0
+        Adam L2 penalty of the actor.
+    early_stopping : bool, default=True
+        Early stopping on held-out rows in pretraining and refit; see
+        :class:`MTLClassifier`. Refit stops on the unweighted validation BCE.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out (the latest ones when ``timestamps`` are
+        given). Held-out rows still serve as transitions for the critics.
+    n_iter_no_change : int, default=3
+        Patience of early stopping, in epochs.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train.
+    random_state : int, RandomState instance or None, default=None
+        Seeds every phase; an int gives identical predictions on CPU.
+    verbose : int, default=0
+        0 prints nothing; 1 prints the losses of every phase.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks for pretraining and refit.
+    refit_max_epochs : int, default=None
+        Maximum refit epochs; ``None`` means ``max_epochs``.
+    behavior_policy : {"actor", "uniform"}, default="actor"
+        Actions stored in the transitions: the pretrained actor's predictions
+        plus Gaussian noise (std ``action_noise``, clipped at two std, the
+        paper), or uniform draws from [0, 1] (the authors' code).
+    action_noise : float, default=0.1
+        Std of the exploration noise of ``behavior_policy="actor"``.
+    gamma : float, default=0.95
+        Discount factor of the session return.
+    tau : float, default=0.2
+        Soft-update rate of the target networks (the paper's beta, Eq. 18).
+    soft_update_freq : int, default=2
+        Critic steps between soft updates.
+    critic_hidden_dims : tuple of int, default=(512, 256)
+        Hidden sizes of the critic MLP over ``[state embedding, action
+        embedding]``.
+    shared_critic : bool, default=True
+        True: the critics share the embedding and MLP, each task has its own
+        head (the paper). False: K independent critics with their own
+        embeddings (the authors' code). Embeddings start as copies of the
+        actor's either way.
+    double_q : bool, default=False
+        Bootstrap from the minimum of the target and current critics at the
+        next state (clipped double Q, the authors' final code).
+    ips_weighting : bool, default=False
+        Weight the critic loss by inverse label frequency per task (the
+        authors' "IPS" weights), so rare positives count as much as
+        negatives.
+    critic_lr : float, default=1e-3
+        Adam learning rate of the critics.
+    critic_max_epochs : int, default=20
+        Maximum passes over the transitions.
+    critic_tol : float, default=1e-3
+        Convergence: the epoch's mean TD loss changed by at most
+        ``critic_tol`` times the previous one ...
+    critic_patience : int, default=2
+        ... for this many consecutive epochs.
+    actor_update : bool, default=False
+        Also train the actor by the critics' Q-gradient (Eq. 15) during the
+        critic phase, with a soft-updated target actor. The paper keeps the
+        actor frozen.
+    weighting : {"rmtl", "constant", "label_q", "neg_q"}, default="rmtl"
+        Refit weights (paper Table 2): ``1 - q_lambda * Q`` (RMTL), ``1``
+        (continue training the baseline; no critic is trained), ``1 -
+        q_lambda * y * Q``, or ``-Q``.
+    q_lambda : float, default=0.7
+        The paper's lambda.
+    critic : SessionCritic, default=None
+        Critics fitted by another RMTLClassifier (its ``critic_``), possibly
+        with another backbone, on the same feature columns and tasks: the
+        critic phase is skipped and the refit uses them (paper Sec. 3.4).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_tasks, 2)
+        Sorted labels of each task.
+    n_tasks_ : int
+        Number of tasks.
+    task_names_ : ndarray of str of shape (n_tasks,)
+        Task names (column names of a DataFrame ``y``).
+    n_features_in_ : int
+        Number of input columns.
+    feature_names_in_ : ndarray of str of shape (n_features_in_,)
+        Input column names, when X was a DataFrame with string names.
+    encoder_ : FeatureEncoder
+        The actor's feature encoder.
+    backbone_ : skorch.NeuralNet
+        The refitted actor (predictions come from it).
+    backbone_params_ : dict
+        Network sizes of the actor.
+    device_ : str
+        Torch device used.
+    critic_ : SessionCritic or None
+        The critics used in the refit (trained here or given as ``critic``);
+        ``None`` with ``weighting="constant"`` and no ``critic``.
+    history_ : dict
+        Per-phase curves: ``"pretrain"`` and ``"refit"`` (per epoch
+        ``train_loss``, ``valid_loss``, ``dur``) and ``"critic"`` (per epoch
+        ``td_loss``; empty when the critic was given).
+    n_iter_ : int
+        Epochs run in all phases together.
+
+    See Also
+    --------
+    MTLClassifier : The baselines and the pretraining step.
+
+    Notes
+    -----
+    The critics see each row's features and action only, so transitions need
+    sessions to carry information across rows: without ``session_ids`` every
+    row is a one-step session and Q reduces to the immediate reward.
+
+    References
+    ----------
+    Z. Liu, J. Tian, Q. Cai, X. Zhao, J. Gao, S. Liu, D. Chen, T. He, D. Zheng,
+    P. Jiang, K. Gai, "Multi-Task Recommendations with Reinforcement
+    Learning", WWW 2023.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import RMTLClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
+    ...                   "position": np.tile(np.arange(10), 30)})
+    >>> click = X["item"] == "a"
+    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
+    >>> sessions = np.repeat(np.arange(30), 10)
+    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
+    ...                      critic_hidden_dims=(8,), max_epochs=2,
+    ...                      critic_max_epochs=2, random_state=0)
+    >>> clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
+    RMTLClassifier(...)
+    >>> clf.predict_proba(X).shape
+    (300, 2)
+    >>> bool((clf.loss_weights(X, Y) >= 1).all())
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **MTLClassifier._parameter_constraints,
+        "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
+        "refit_max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "behavior_policy": [StrOptions({"actor", "uniform"})],
+        "action_noise": [Interval(Real, 0, None, closed="left")],
+        "gamma": [Interval(Real, 0, 1, closed="both")],
+        "tau": [Interval(Real, 0, 1, closed="right")],
+        "soft_update_freq": [Interval(Integral, 1, None, closed="left")],
+        "critic_hidden_dims": [tuple, list],
+        "shared_critic": ["boolean"],
+        "double_q": ["boolean"],
+        "ips_weighting": ["boolean"],
+        "critic_lr": [Interval(Real, 0, None, closed="neither")],
+        "critic_max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "critic_tol": [Interval(Real, 0, None, closed="left")],
+        "critic_patience": [Interval(Integral, 1, None, closed="left")],
+        "actor_update": ["boolean"],
+        "weighting": [StrOptions(set(WEIGHTINGS))],
+        "q_lambda": [Interval(Real, 0, None, closed="left")],
+        "critic": [SessionCritic, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str | MTLClassifier = "ple",
+        backbone_params: dict[str, Any] | None = None,
+        categorical_features: Any = "from_dtype",
+        min_frequency: int | float | None = None,
+        max_categories: int | None = None,
+        task_weights: Any = None,
+        max_epochs: int = 20,
+        batch_size: int = BATCH_SIZE,
+        lr: float = LEARNING_RATE,
+        weight_decay: float = 0.0,
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 3,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list[Any] | None = None,
+        refit_max_epochs: int | None = None,
+        behavior_policy: str = "actor",
+        action_noise: float = ACTION_NOISE,
+        gamma: float = GAMMA,
+        tau: float = TAU,
+        soft_update_freq: int = SOFT_UPDATE_FREQ,
+        critic_hidden_dims: tuple[int, ...] = CRITIC_HIDDEN_DIMS,
+        shared_critic: bool = True,
+        double_q: bool = False,
+        ips_weighting: bool = False,
+        critic_lr: float = LEARNING_RATE,
+        critic_max_epochs: int = 20,
+        critic_tol: float = 1e-3,
+        critic_patience: int = 2,
+        actor_update: bool = False,
+        weighting: str = "rmtl",
+        q_lambda: float = Q_LAMBDA,
+        critic: SessionCritic | None = None,
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            backbone_params=backbone_params,
+            categorical_features=categorical_features,
+            min_frequency=min_frequency,
+            max_categories=max_categories,
+            task_weights=task_weights,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        self.refit_max_epochs = refit_max_epochs
+        self.behavior_policy = behavior_policy
+        self.action_noise = action_noise
+        self.gamma = gamma
+        self.tau = tau
+        self.soft_update_freq = soft_update_freq
+        self.critic_hidden_dims = critic_hidden_dims
+        self.shared_critic = shared_critic
+        self.double_q = double_q
+        self.ips_weighting = ips_weighting
+        self.critic_lr = critic_lr
+        self.critic_max_epochs = critic_max_epochs
+        self.critic_tol = critic_tol
+        self.critic_patience = critic_patience
+        self.actor_update = actor_update
+        self.weighting = weighting
+        self.q_lambda = q_lambda
+        self.critic = critic
+
+    # ---------------------------------------------------------- parameters
+    def _backbone_name(self) -> str:
+        if isinstance(self.backbone, MTLClassifier):
+            return str(self.backbone.backbone)
+        return str(self.backbone)
+
+    def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
+        if isinstance(self.backbone, MTLClassifier):
+            actor = self.backbone
+            if hasattr(actor, "n_tasks_") and actor.n_tasks_ != n_tasks:
+                raise ValueError(
+                    f"backbone was fitted on {actor.n_tasks_} tasks but y has "
+                    f"{n_tasks} columns."
+                )
+            actor._check_params(n_tasks)
+            # The refit uses this estimator's task weights.
+            probe = copy.copy(self)
+            probe.backbone = actor.backbone
+            probe.backbone_params = actor.backbone_params
+            return MTLClassifier._check_params(probe, n_tasks)
+        if self.critic is not None and self.critic.n_tasks != n_tasks:
+            raise ValueError(
+                f"critic was trained for {self.critic.n_tasks} tasks "
+                f"{list(self.critic.task_names)} but y has {n_tasks} columns."
+            )
+        check_dims("critic_hidden_dims", self.critic_hidden_dims, allow_empty=True)
+        return super()._check_params(n_tasks)
+
+    # ----------------------------------------------------------------- fit
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        session_ids: Any = None,
+        timestamps: Any = None,
+    ) -> RMTLClassifier:
+        """Pretrain, learn the critics on the session MDP, and refit.
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Features; see ``categorical_features``.
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
+            Two labels per column (the larger one is positive).
+        session_ids : array-like of shape (n_samples,), default=None
+            Session of each row (ints or strings). ``None``: every row is a
+            one-step session (a warning says RMTL then has no sequence to
+            learn from).
+        timestamps : array-like of shape (n_samples,), default=None
+            Time of each row (numbers or datetimes), ordering rows inside a
+            session (ties keep row order); ``None``: row order.
+
+        Returns
+        -------
+        self : RMTLClassifier
+            The fitted estimator.
+        """
+        state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
+        self.__dict__.pop("feature_names_in_", None)
+        self.__dict__.update(state)
+        return self
+
+    def _fit_state(
+        self, X: Any, y: Any, *, session_ids: Any, timestamps: Any
+    ) -> dict[str, Any]:
+        data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
+        params, task_weights = self._check_params(data.n_tasks)
+        if self.critic is not None:
+            _check_critic_features(self.critic, data.X)
+        train_critic_here = self.critic is None and self.weighting != "constant"
+        if train_critic_here and data.session_ids is None:
+            warnings.warn(
+                "session_ids is None: every row is treated as a one-step session, "
+                "so the critics only learn immediate rewards and RMTL has no "
+                "sequence to learn from. Pass session_ids (and timestamps).",
+                UserWarning,
+                stacklevel=3,
+            )
+        encoder, pretrained, pretrain_history = self._pretrain(
+            data, params, task_weights
+        )
+        actor = copy.deepcopy(pretrained.module_)
+
+        session_critic = self.critic
+        critic_history: list[dict[str, Any]] = []
+        if train_critic_here:
+            self._log("critic")
+            session_critic = self._train_critics(data, encoder, actor, params)
+            critic_history = session_critic.history
+
+        self._log("refit")
+        net = self._refit(data, encoder, params, task_weights, actor, session_critic)
+        refit_history = net_history(net)
+        history = {
+            "pretrain": pretrain_history,
+            "critic": critic_history,
+            "refit": refit_history,
+        }
+        return data.fitted_state(
+            encoder_=encoder,
+            backbone_=net,
+            backbone_params_=params,
+            critic_=session_critic,
+            history_=history,
+            n_iter_=sum(len(h) for h in history.values()),
+        )
+
+    def _log(self, phase: str) -> None:
+        if self.verbose:
+            print(f"[RMTLClassifier] {phase}")
+
+    def _pretrain(
+        self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
+    ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
+        """Phase 1: the actor, trained here or taken from ``backbone``."""
+        if isinstance(self.backbone, MTLClassifier):
+            actor = self.backbone
+            if not actor.__sklearn_is_fitted__():
+                self._log("pretrain (fitting the given MTLClassifier)")
+                actor = clone(actor).fit(data.X, data.y01, timestamps=data.times)
+            try:
+                validate_data(actor, data.X, reset=False, skip_check_array=True)
+            except ValueError as exc:
+                raise ValueError(
+                    f"backbone was fitted on other features than X: {exc}"
+                ) from exc
+            data.encode(actor.encoder_, fitted=True)
+            return actor.encoder_, actor.backbone_, actor.history_["pretrain"]
+        self._log("pretrain")
+        encoder = data.make_encoder(self)
+        data.encode(encoder)
+        net = self._train_net(
+            data, MultiTaskNet, params, task_weights, max_epochs=self.max_epochs
+        )
+        return encoder, net, net_history(net)
+
+    def _train_critics(
+        self,
+        data: FitData,
+        encoder: FeatureEncoder,
+        actor: torch.nn.Module,
+        params: dict[str, Any],
+    ) -> SessionCritic:
+        """Phases 2 and 3: build the transitions and fit the critics."""
+        n = data.n_samples
+        device = data.device
+        rng = np.random.default_rng(data.seed + _CRITIC_SEED)
+        proba = _actor_proba(actor, data.inputs, device)
+        if self.behavior_policy == "actor":
+            sd = self.action_noise
+            noise = np.clip(rng.normal(0.0, sd, proba.shape), -2 * sd, 2 * sd)
+            actions = np.clip(proba + noise, 0.0, 1.0)
+        else:  # "uniform": the authors' code
+            actions = rng.random(proba.shape)
+        transitions = build_transitions(data.session_ids, data.times, n)
+
+        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        config = TDConfig(
+            gamma=self.gamma,
+            tau=self.tau,
+            soft_update_freq=self.soft_update_freq,
+            lr=self.critic_lr,
+            batch_size=self.batch_size,
+            max_epochs=self.critic_max_epochs,
+            tol=self.critic_tol,
+            patience=self.critic_patience,
+            double_q=self.double_q,
+            ips=self.ips_weighting,
+            actor_update=self.actor_update,
+            verbose=self.verbose,
+        )
+        with torch_seed(data.seed + _CRITIC_SEED, device):
+            critic = Critic(
+                cardinalities=data.cardinalities,
+                n_numerical=data.inputs["x_num"].shape[1],
+                n_tasks=data.n_tasks,
+                embedding_dim=params["embedding_dim"],
+                hidden_dims=tuple(self.critic_hidden_dims),
+                shared=self.shared_critic,
+            )
+            critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+            reward = rewards(data.y01, actions)
+            # Expected discounted return if every step paid the mean reward.
+            horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
+            critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
+            critic.to(device)
+            actor.to(device)
+            history = train_critic(
+                critic,
+                inputs={
+                    "x_cat": tensor(data.inputs["x_cat"], torch.long),
+                    "x_num": tensor(data.inputs["x_num"]),
+                },
+                actions=tensor(actions),
+                rewards=tensor(reward),
+                next_row=tensor(transitions.next_row, torch.long),
+                done=tensor(transitions.done),
+                y01=tensor(data.y01),
+                actor=actor,
+                config=config,
+                generator=torch.Generator().manual_seed(data.seed + _CRITIC_SEED),
+            )
+        return SessionCritic(
+            encoder=encoder,
+            module=critic.cpu().eval(),
+            task_names=data.task_names,
+            history=history,
+        )
+
+    def _refit(
+        self,
+        data: FitData,
+        encoder: FeatureEncoder,
+        params: dict[str, Any],
+        task_weights: np.ndarray,
+        actor: torch.nn.Module,
+        critic: SessionCritic | None,
+    ) -> MultiTaskNet:
+        """Phase 4: continue training the actor with Q-derived weights."""
+        max_epochs = self.refit_max_epochs or self.max_epochs
+        if critic is None:  # weighting="constant": plain continued training
+            return self._train_net(
+                data,
+                MultiTaskNet,
+                params,
+                task_weights,
+                max_epochs=max_epochs,
+                seed_offset=_REFIT_SEED,
+                init_module=actor,
+            )
+        critic_inputs = (
+            data.inputs
+            if critic.encoder is encoder
+            else _encode(critic.encoder, data.X)
+        )
+        if data.device != "cpu":
+            module = copy.deepcopy(critic.module).to(data.device)
+            critic = dataclasses.replace(critic, module=module)
+        return self._train_net(
+            data,
+            QWeightedNet,
+            params,
+            task_weights,
+            max_epochs=max_epochs,
+            seed_offset=_REFIT_SEED,
+            init_module=actor,
+            extra_inputs={f"critic_{k}": v for k, v in critic_inputs.items()},
+            critic=critic,
+            weighting=self.weighting,
+            q_lambda=self.q_lambda,
+        )
+
+    # ------------------------------------------------------------- inspect
+    def loss_weights(
+        self,
+        X: Any,
+        y: Any,
+        session_ids: Any = None,
+        timestamps: Any = None,
+    ) -> np.ndarray:
+        """Per-row, per-task BCE weights of the refit for these rows.
+
+        The weights are ``WEIGHTINGS[weighting](Q_k(s, pi(s)_k), y)``, with
+        ``pi`` the fitted actor and ``Q`` the critics (``critic_``). They
+        depend on each row's features, prediction and labels only; sessions
+        entered the weights through the critics' training.
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
+            Features with the columns seen in :meth:`fit`.
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
+            Labels, from ``classes_``.
+        session_ids : array-like of shape (n_samples,), default=None
+            Accepted for symmetry with :meth:`fit`; checked for length only.
+        timestamps : array-like of shape (n_samples,), default=None
+            Accepted for symmetry with :meth:`fit`; checked for length only.
+
+        Returns
+        -------
+        weights : ndarray of shape (n_samples, n_tasks)
+            In the input row order; all ones with ``weighting="constant"``
+            and no critic.
+        """
+        check_is_fitted(self)
+        X = check_features(X)
+        y01 = self._binarize(y)
+        n = y01.shape[0]
+        if X.shape[0] != n:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
+        check_metadata(session_ids, n, name="session_ids", sortable=False)
+        check_metadata(timestamps, n, name="timestamps", sortable=True)
+        proba = self.predict_proba(X)
+        if self.critic_ is None:
+            return np.ones_like(proba)
+        inputs = _encode(self.critic_.encoder, X)
+        module = self.critic_.module.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, _CHUNK):
+                part = slice(i, i + _CHUNK)
+                q = module(
+                    torch.as_tensor(inputs["x_cat"][part]),
+                    torch.as_tensor(inputs["x_num"][part]),
+                    torch.as_tensor(proba[part], dtype=torch.float32),
+                )
+                w = WEIGHTINGS[self.weighting](
+                    q, torch.as_tensor(y01[part]), self.q_lambda
+                )
+                out.append(w.numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def _binarize(self, y: Any) -> np.ndarray:
+        """Map labels of a fitted estimator's tasks to 0/1."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
+            check_multitask_target(y)
+        arr = np.asarray(y)
+        if arr.shape[1] != self.n_tasks_:
+            raise ValueError(
+                f"y has {arr.shape[1]} task columns but the estimator was fitted "
+                f"on {self.n_tasks_}."
+            )
+        out = np.empty(arr.shape, dtype=np.float32)
+        for k in range(self.n_tasks_):
+            unknown = ~np.isin(arr[:, k], self.classes_[k])
+            if unknown.any():
+                raise ValueError(
+                    f"y has labels {np.unique(arr[unknown, k]).tolist()} in task "
+                    f"{self.task_names_[k]!r} not seen in fit "
+                    f"({self.classes_[k].tolist()})."
+                )
+            out[:, k] = arr[:, k] == self.classes_[k, 1]
+        return out

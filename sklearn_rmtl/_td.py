@@ -1,0 +1,205 @@
+"""Temporal-difference training of the critics (Eqs. 11-14 and 18)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sklearn_rmtl._critic import Critic
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Eq. (18): ``theta' <- tau * theta + (1 - tau) * theta'`` in place."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+
+def td_target(reward: Tensor, done: Tensor, q_next: Tensor, gamma: float) -> Tensor:
+    """Eq. (11): ``r + gamma * (1 - done) * Q'(s_{t+1}, pi'(s_{t+1}))``.
+
+    Shapes: ``reward`` and ``q_next`` (batch, K), ``done`` (batch,).
+    """
+    return reward + gamma * (1.0 - done.unsqueeze(1)) * q_next
+
+
+def ips_weights(y01: Tensor) -> Tensor:
+    """Inverse label-frequency weights per row and task, mean 1 per task.
+
+    A positive of task k gets ``0.5 / p_k`` and a negative ``0.5 / (1 - p_k)``
+    where ``p_k`` is the positive rate, so both classes weigh the same in
+    total (the authors' "IPS" weights). A task with one class gets weight 1.
+    """
+    p = y01.mean(0, keepdim=True)
+    pos = torch.where(p > 0, 0.5 / p.clamp(min=1e-12), torch.ones_like(p))
+    neg = torch.where(p < 1, 0.5 / (1 - p).clamp(min=1e-12), torch.ones_like(p))
+    return torch.where(y01 > 0.5, pos, neg)
+
+
+@dataclass
+class TDConfig:
+    """Hyper-parameters of the critic phase (see ``RMTLClassifier``)."""
+
+    gamma: float
+    tau: float
+    soft_update_freq: int
+    lr: float
+    batch_size: int
+    max_epochs: int
+    tol: float
+    patience: int
+    double_q: bool
+    ips: bool
+    actor_update: bool
+    verbose: int
+
+
+class DivergenceError(FloatingPointError):
+    """A training loss became NaN or infinite."""
+
+
+def train_critic(
+    critic: Critic,
+    *,
+    inputs: dict[str, Tensor],
+    actions: Tensor,
+    rewards: Tensor,
+    next_row: Tensor,
+    done: Tensor,
+    y01: Tensor,
+    actor: nn.Module,
+    config: TDConfig,
+    generator: torch.Generator,
+) -> list[dict[str, Any]]:
+    """Fit the critics by TD learning on the session transitions.
+
+    The behaviour actions, rewards and next-row links are fixed. With the
+    actor frozen (``config.actor_update=False``, the paper's setting), the
+    target actor equals the actor, so ``pi'(s_{t+1})`` is computed once for
+    all rows. With ``actor_update=True`` the actor also takes the Q-gradient
+    step of Eq. (15) after every critic step, and next actions come from the
+    soft-updated target actor, batch by batch.
+
+    Parameters
+    ----------
+    critic : Critic
+        Critic to train in place (embeddings already initialised).
+    inputs : dict of Tensor
+        ``x_cat``, ``x_num`` of all rows (the states), on the device.
+    actions, rewards : Tensor of shape (n_samples, n_tasks)
+        Behaviour actions and their rewards (Eq. 2).
+    next_row : Tensor of shape (n_samples,)
+        Index of each row's next row in its session.
+    done : Tensor of shape (n_samples,)
+        1.0 on the last row of a session.
+    y01 : Tensor of shape (n_samples, n_tasks)
+        Labels, for the optional IPS weights.
+    actor : nn.Module
+        The pretrained actor (returns logits); trained in place only when
+        ``config.actor_update``.
+    config : TDConfig
+        Hyper-parameters.
+    generator : torch.Generator
+        Source of the batch order.
+
+    Returns
+    -------
+    history : list of dict
+        Per epoch: ``epoch``, ``td_loss`` (mean over batches), ``dur``, and
+        ``actor_loss`` when the actor is updated.
+    """
+    n = actions.shape[0]
+    x_cat, x_num = inputs["x_cat"], inputs["x_num"]
+    target_critic = copy.deepcopy(critic)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    weights = ips_weights(y01) if config.ips else None
+    actor.eval()  # no dropout in the actor's actions
+    target_actor = copy.deepcopy(actor) if config.actor_update else actor
+    actor_optimizer = (
+        torch.optim.Adam(actor.parameters(), lr=config.lr)
+        if config.actor_update
+        else None
+    )
+    next_actions = None
+    if not config.actor_update:
+        with torch.no_grad():
+            next_actions = torch.cat(
+                [
+                    torch.sigmoid(actor(x_cat[i : i + 65536], x_num[i : i + 65536]))
+                    for i in range(0, n, 65536)
+                ]
+            )[next_row]
+    history: list[dict[str, Any]] = []
+    step, stable, previous = 0, 0, None
+    for epoch in range(1, config.max_epochs + 1):
+        start = time.perf_counter()
+        critic.train()
+        order = torch.randperm(n, generator=generator).to(actions.device)
+        total, actor_total, batches = 0.0, 0.0, 0
+        for b in range(0, n, config.batch_size):
+            idx = order[b : b + config.batch_size]
+            nxt = next_row[idx]
+            with torch.no_grad():
+                if next_actions is None:
+                    a_next = torch.sigmoid(target_actor(x_cat[nxt], x_num[nxt]))
+                else:
+                    a_next = next_actions[idx]
+                q_next = target_critic(x_cat[nxt], x_num[nxt], a_next)
+                if config.double_q:
+                    q_next = torch.minimum(
+                        q_next, critic(x_cat[nxt], x_num[nxt], a_next)
+                    )
+                target = td_target(rewards[idx], done[idx], q_next, config.gamma)
+            q = critic(x_cat[idx], x_num[idx], actions[idx])
+            err = (q - target) ** 2
+            loss = (err * weights[idx]).mean() if weights is not None else err.mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            if actor_optimizer is not None:
+                actor.train()
+                a_pi = torch.sigmoid(actor(x_cat[idx], x_num[idx]))
+                actor_loss = -critic(x_cat[idx], x_num[idx], a_pi).mean()  # Eq. (15)
+                actor_optimizer.zero_grad()
+                actor_loss.backward()
+                actor_optimizer.step()
+                actor_total += actor_loss.item()
+            batches += 1
+            step += 1
+            if step % config.soft_update_freq == 0:
+                soft_update(target_critic, critic, config.tau)
+                if config.actor_update:
+                    soft_update(target_actor, actor, config.tau)
+        mean = total / batches
+        if not torch.isfinite(torch.tensor(mean)):
+            raise DivergenceError(
+                f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
+                "critic_lr, check the features for extreme values, or set "
+                "double_q=True."
+            )
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "td_loss": mean,
+            "dur": time.perf_counter() - start,
+        }
+        if actor_optimizer is not None:
+            row["actor_loss"] = actor_total / batches
+        history.append(row)
+        if config.verbose:
+            print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
+        if previous is not None and abs(previous - mean) <= config.tol * abs(previous):
+            stable += 1
+            if stable >= config.patience:
+                break
+        else:
+            stable = 0
+        previous = mean
+    critic.eval()
+    actor.eval()
+    return history

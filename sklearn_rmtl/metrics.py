@@ -1,0 +1,752 @@
+"""Multi-task and session-aware metrics and scorers (paper Sec. 3.1.3).
+
+Every metric takes ``y_true`` of 0/1 labels and ``y_proba`` of P(y = 1), both
+1-D (one task) or 2-D of shape (n_samples, n_tasks), and returns one value
+per task or their macro average. The scorers wrap them for
+:class:`~sklearn.model_selection.GridSearchCV` and
+:func:`~sklearn.model_selection.cross_validate`; those that need
+``session_ids`` receive them through metadata routing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from functools import partial
+from numbers import Integral
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics._scorer import _BaseScorer, _cached_call
+from sklearn.utils._param_validation import StrOptions, validate_params
+
+__all__ = [
+    "group_roc_auc",
+    "group_roc_auc_scorer",
+    "make_task_scorer",
+    "per_task_log_loss",
+    "per_task_roc_auc",
+    "session_log_loss",
+    "session_log_loss_scorer",
+]
+
+_AVERAGE = [StrOptions({"macro"}), None]
+
+_MISSING_SESSIONS = (
+    "The {name} scorer needs the session_ids of the scored rows but received "
+    "none. scikit-learn passes metadata to scorers only when metadata routing "
+    "is enabled: call sklearn.set_config(enable_metadata_routing=True) and pass "
+    "session_ids as fit/cross-validation params, e.g. "
+    "cross_validate(est, X, Y, scoring=scorer, params={{'session_ids': s}}) or "
+    "GridSearchCV(...).fit(X, Y, session_ids=s). A direct call takes them as "
+    "scorer(est, X, Y, session_ids=s)."
+)
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+def _to_2d(values: Any, name: str) -> tuple[np.ndarray, bool]:
+    """Return ``values`` as an (n_samples, n_tasks) array and whether it was 1-D."""
+    if isinstance(values, pd.DataFrame | pd.Series):
+        arr = values.to_numpy()
+    else:
+        if hasattr(values, "toarray"):
+            raise TypeError(f"{name} must be a dense array-like, got a sparse matrix.")
+        arr = np.asarray(values)
+    if arr.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be 1-D (one task) or 2-D of shape (n_samples, n_tasks), "
+            f"got shape {arr.shape}."
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty; at least one sample is required.")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"{name} has no task columns; at least one is required.")
+    was_1d = arr.ndim == 1
+    return (arr.reshape(-1, 1) if was_1d else arr), was_1d
+
+
+def _as_float(arr: np.ndarray, name: str, what: str) -> np.ndarray:
+    if arr.dtype.kind in "biuf":
+        return arr.astype(np.float64)
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must hold {what}, got values of dtype {arr.dtype}."
+        ) from None
+
+
+def _check_targets(
+    y_true: Any, y_proba: Any
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate labels and probabilities; return both as float (n, n_tasks)."""
+    y, y_1d = _to_2d(y_true, "y_true")
+    p, p_1d = _to_2d(y_proba, "y_proba")
+    y = _as_float(y, "y_true", "binary labels 0/1 (or bool)")
+    p = _as_float(p, "y_proba", "probabilities")
+    if y.shape[0] != p.shape[0]:
+        raise ValueError(
+            "y_true and y_proba have different numbers of samples: "
+            f"{y.shape[0]} and {p.shape[0]}."
+        )
+    if y.shape[1] != p.shape[1]:
+        raise ValueError(
+            "y_true and y_proba have different numbers of tasks: "
+            f"{y.shape[1]} and {p.shape[1]}."
+        )
+    if np.isnan(y).any():
+        raise ValueError("y_true contains NaN; every sample needs a 0/1 label.")
+    if not ((y == 0) | (y == 1)).all():
+        bad = np.unique(y[(y != 0) & (y != 1)])[:5]
+        raise ValueError(
+            "y_true must hold binary labels 0/1 (or bool) in every task; got "
+            f"values such as {bad.tolist()}."
+        )
+    if np.isnan(p).any():
+        raise ValueError("y_proba contains NaN; every sample needs a probability.")
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError(
+            "y_proba must hold probabilities in [0, 1]; got values in "
+            f"[{p.min():.6g}, {p.max():.6g}]."
+        )
+    return y, p, y_1d and p_1d
+
+
+def _session_codes(session_ids: Any, n_samples: int) -> np.ndarray:
+    """Integer code 0..n_sessions-1 of each sample's session."""
+    if session_ids is None:
+        raise ValueError("session_ids is required: one session id per sample.")
+    if isinstance(session_ids, pd.Series | pd.Index):
+        arr = session_ids.to_numpy()
+    else:
+        arr = np.asarray(session_ids)
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(
+            "session_ids must be 1-D with one entry per sample of y_true "
+            f"({n_samples}), got shape {arr.shape}."
+        )
+    codes, _ = pd.factorize(arr, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValueError("session_ids contains missing values (NaN/None).")
+    return codes
+
+
+def _reduce(values: np.ndarray, average: str | None) -> np.ndarray | float:
+    """Per-task values, or their mean over the tasks where they are defined."""
+    if average is None:
+        return values
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
+def _clipped_log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Element-wise binary cross-entropy with sklearn's clipping of ``p``."""
+    eps = np.finfo(p.dtype).eps
+    p = np.clip(p, eps, 1 - eps)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+# ---------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------
+
+
+@validate_params(
+    {"y_true": ["array-like"], "y_proba": ["array-like"], "average": _AVERAGE},
+    prefer_skip_nested_validation=True,
+)
+def per_task_roc_auc(y_true, y_proba, *, average=None):
+    """Area under the ROC curve of each task.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Binary labels 0/1 (or bool), one column per task.
+    y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Predicted probability of label 1, e.g. ``est.predict_proba(X)``.
+    average : {"macro"} or None, default=None
+        ``None`` returns one AUC per task; ``"macro"`` their unweighted mean
+        over the tasks where the AUC is defined.
+
+    Returns
+    -------
+    auc : ndarray of shape (n_tasks,) or float
+        AUC of each task (an array of one value for 1-D input), or their mean
+        when ``average="macro"``.
+
+    Warns
+    -----
+    UndefinedMetricWarning
+        When a task's ``y_true`` holds a single class; that task's AUC is
+        then ``nan`` (and left out of the macro average).
+
+    See Also
+    --------
+    group_roc_auc : AUC computed within sessions or users (GAUC).
+    sklearn.metrics.roc_auc_score : The single-task metric applied per task.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_rmtl.metrics import per_task_roc_auc
+    >>> y_true = np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
+    >>> y_proba = np.array([[0.1, 0.2], [0.8, 0.3], [0.7, 0.9], [0.4, 0.1]])
+    >>> per_task_roc_auc(y_true, y_proba)
+    array([1.  , 0.75])
+    >>> per_task_roc_auc(y_true, y_proba, average="macro")
+    0.875
+    """
+    y, p, _ = _check_targets(y_true, y_proba)
+    values = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        if np.unique(y[:, k]).size < 2:
+            warnings.warn(
+                f"Only one class is present in y_true of task {k}; its ROC AUC "
+                "is not defined and is set to nan.",
+                UndefinedMetricWarning,
+                stacklevel=2,
+            )
+            continue
+        values[k] = roc_auc_score(y[:, k], p[:, k])
+    return _reduce(values, average)
+
+
+@validate_params(
+    {"y_true": ["array-like"], "y_proba": ["array-like"], "average": _AVERAGE},
+    prefer_skip_nested_validation=True,
+)
+def per_task_log_loss(y_true, y_proba, *, average=None):
+    """Binary cross-entropy (logloss) of each task.
+
+    Unlike ``sklearn.metrics.log_loss(Y, P)`` on a 2-D target, which treats
+    the columns as classes of one multilabel problem and ignores the
+    negatives, this is the binary logloss of every task on its own.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Binary labels 0/1 (or bool), one column per task.
+    y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Predicted probability of label 1. Probabilities are clipped to
+        ``[eps, 1 - eps]`` (``eps`` the float64 machine epsilon), as
+        :func:`sklearn.metrics.log_loss` does.
+    average : {"macro"} or None, default=None
+        ``None`` returns one logloss per task; ``"macro"`` their mean.
+
+    Returns
+    -------
+    loss : ndarray of shape (n_tasks,) or float
+        Logloss of each task (an array of one value for 1-D input), or their
+        mean when ``average="macro"``. Lower is better.
+
+    See Also
+    --------
+    session_log_loss : The paper's s-Logloss, averaged per session first.
+    sklearn.metrics.log_loss : The single-task metric applied per task.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_rmtl.metrics import per_task_log_loss
+    >>> y_true = np.array([[1, 0], [0, 0]])
+    >>> y_proba = np.array([[0.5, 0.5], [0.5, 0.5]])
+    >>> per_task_log_loss(y_true, y_proba).round(4)
+    array([0.6931, 0.6931])
+    """
+    y, p, _ = _check_targets(y_true, y_proba)
+    values = np.array(
+        [log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(y.shape[1])]
+    )
+    return _reduce(values, average)
+
+
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_proba": ["array-like"],
+        "session_ids": ["array-like"],
+        "average": _AVERAGE,
+    },
+    prefer_skip_nested_validation=True,
+)
+def session_log_loss(y_true, y_proba, *, session_ids, average=None):
+    """Session logloss (the paper's s-Logloss) of each task.
+
+    The logloss is averaged over the rows of each session, then over the
+    sessions, so that every session weighs the same whatever its length.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Binary labels 0/1 (or bool), one column per task.
+    y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Predicted probability of label 1, clipped as in
+        :func:`per_task_log_loss`.
+    session_ids : array-like of shape (n_samples,)
+        Session of each row (ints or strings); rows of a session need not be
+        contiguous.
+    average : {"macro"} or None, default=None
+        ``None`` returns one value per task; ``"macro"`` their mean.
+
+    Returns
+    -------
+    loss : ndarray of shape (n_tasks,) or float
+        s-Logloss of each task, or their mean when ``average="macro"``.
+        Lower is better.
+
+    See Also
+    --------
+    per_task_log_loss : The logloss averaged over rows.
+    session_log_loss_scorer : This metric as a scorer for model selection.
+
+    References
+    ----------
+    .. [1] Liu, Z. et al. "Multi-Task Recommendations with Reinforcement
+       Learning." WWW 2023, Sec. 3.1.3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_rmtl.metrics import session_log_loss
+    >>> y_true = np.array([1, 0, 1])
+    >>> y_proba = np.array([0.5, 0.5, 0.9])
+    >>> round(float(session_log_loss(y_true, y_proba, session_ids=[0, 0, 1])[0]), 4)
+    0.3993
+    """
+    y, p, _ = _check_targets(y_true, y_proba)
+    codes = _session_codes(session_ids, y.shape[0])
+    counts = np.bincount(codes)
+    losses = _clipped_log_losses(y, p)
+    values = np.array(
+        [
+            np.mean(np.bincount(codes, weights=losses[:, k]) / counts)
+            for k in range(y.shape[1])
+        ]
+    )
+    return _reduce(values, average)
+
+
+def _group_auc_one_task(
+    y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.ndarray
+) -> float:
+    """Row-weighted mean over groups with both classes of the per-group AUC.
+
+    Each group's AUC is the Mann-Whitney statistic on within-group average
+    ranks (ties share their mean rank, as in ``roc_auc_score``), computed for
+    all groups at once from a single sort.
+    """
+    n = y.shape[0]
+    order = np.lexsort((p, codes))
+    c, s, yy = codes[order], p[order], y[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = c[1:] != c[:-1]
+    new_run = new_group.copy()
+    new_run[1:] |= s[1:] != s[:-1]
+    run_start = np.flatnonzero(new_run)
+    run_end = np.append(run_start[1:], n)
+    # 1-based average position of each run of equal (group, score) rows.
+    run_rank = (run_start + run_end + 1) / 2
+    group_start = np.flatnonzero(new_group)[np.cumsum(new_group) - 1]
+    ranks = run_rank[np.cumsum(new_run) - 1] - group_start
+    n_pos = np.bincount(c, weights=yy, minlength=counts.size)
+    n_neg = counts - n_pos
+    valid = (n_pos > 0) & (n_neg > 0)
+    if not valid.any():
+        return float("nan")
+    rank_sum = np.bincount(c, weights=ranks * yy, minlength=counts.size)
+    auc = (rank_sum[valid] - n_pos[valid] * (n_pos[valid] + 1) / 2) / (
+        n_pos[valid] * n_neg[valid]
+    )
+    return float(np.average(auc, weights=counts[valid]))
+
+
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_proba": ["array-like"],
+        "session_ids": ["array-like"],
+        "average": _AVERAGE,
+    },
+    prefer_skip_nested_validation=True,
+)
+def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
+    """Group AUC (GAUC): ROC AUC within each session or user, row-weighted.
+
+    The AUC is computed within every group whose labels hold both classes
+    (groups with a single class are skipped), then averaged with weights
+    equal to the number of rows of each group. Ties in ``y_proba`` get their
+    average rank, as in :func:`sklearn.metrics.roc_auc_score`.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Binary labels 0/1 (or bool), one column per task.
+    y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
+        Predicted probability of label 1.
+    session_ids : array-like of shape (n_samples,)
+        Group of each row: session ids, or user ids for the per-user GAUC.
+    average : {"macro"} or None, default=None
+        ``None`` returns one GAUC per task; ``"macro"`` their mean over the
+        tasks where it is defined.
+
+    Returns
+    -------
+    gauc : ndarray of shape (n_tasks,) or float
+        GAUC of each task, or their mean when ``average="macro"``.
+
+    Warns
+    -----
+    UndefinedMetricWarning
+        When no group of a task holds both classes; that task's GAUC is then
+        ``nan``.
+
+    See Also
+    --------
+    per_task_roc_auc : The AUC over all rows.
+    group_roc_auc_scorer : This metric as a scorer for model selection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_rmtl.metrics import group_roc_auc
+    >>> y_true = np.array([1, 0, 0, 1, 1, 1])
+    >>> y_proba = np.array([0.9, 0.2, 0.4, 0.3, 0.8, 0.5])
+    >>> group_roc_auc(y_true, y_proba, session_ids=[0, 0, 1, 1, 2, 2])
+    array([0.5])
+    """
+    y, p, _ = _check_targets(y_true, y_proba)
+    codes = _session_codes(session_ids, y.shape[0])
+    counts = np.bincount(codes).astype(np.float64)
+    values = np.array(
+        [_group_auc_one_task(y[:, k], p[:, k], codes, counts) for k in range(y.shape[1])]
+    )
+    for k in np.flatnonzero(np.isnan(values)):
+        warnings.warn(
+            f"No group holds both classes in y_true of task {k}; its group ROC "
+            "AUC is not defined and is set to nan.",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+    return _reduce(values, average)
+
+
+# ---------------------------------------------------------------------------
+# Scorers
+# ---------------------------------------------------------------------------
+
+
+class _MetricSpec(NamedTuple):
+    func: Callable[..., Any]
+    greater_is_better: bool
+    needs_sessions: bool
+
+
+# Built-in metrics by name: feeds both the validation of ``metric`` and the
+# scorer construction.
+METRICS: dict[str, _MetricSpec] = {
+    "roc_auc": _MetricSpec(per_task_roc_auc, True, False),
+    "log_loss": _MetricSpec(per_task_log_loss, False, False),
+    "session_log_loss": _MetricSpec(session_log_loss, False, True),
+    "group_roc_auc": _MetricSpec(group_roc_auc, True, True),
+}
+
+
+def _binarize(y_true: Any, classes: Any) -> np.ndarray:
+    """Map each task's labels to 0/1 with the estimator's ``classes_``."""
+    y = y_true.to_numpy() if isinstance(y_true, pd.DataFrame | pd.Series) else y_true
+    y = np.asarray(y)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if classes is None:
+        return y
+    classes = np.asarray(classes)
+    if classes.ndim == 1 and classes.size == 2:
+        classes = classes.reshape(1, 2)  # a single-output binary classifier
+    if classes.ndim != 2 or classes.shape[1] != 2:
+        return y  # not a per-task binary classifier: labels must already be 0/1
+    if y.ndim != 2 or classes.shape[0] != y.shape[1]:
+        raise ValueError(
+            f"y_true has {y.shape[1] if y.ndim == 2 else '?'} task columns but the "
+            f"estimator was fitted on {classes.shape[0]} tasks (classes_ has "
+            f"shape {classes.shape})."
+        )
+    y01 = np.empty(y.shape, dtype=np.int64)
+    for k in range(y.shape[1]):
+        known = np.isin(y[:, k], classes[k])
+        if not known.all():
+            raise ValueError(
+                f"y_true of task {k} holds labels {np.unique(y[~known, k])[:5]} "
+                f"that are not among the estimator's classes_ {classes[k]}."
+            )
+        y01[:, k] = y[:, k] == classes[k, 1]
+    return y01
+
+
+class _TaskScorer(_BaseScorer):
+    """Scorer of a per-task metric on ``predict_proba`` of a multi-task model.
+
+    ``_score`` follows sklearn's private scorer protocol so that a dict of
+    scorers shares one cached ``predict_proba`` call.
+    """
+
+    def __init__(
+        self,
+        score_func: Callable[..., Any],
+        sign: int,
+        *,
+        metric_name: str,
+        builtin: bool,
+        task: int | str | None,
+        average: Any,
+        needs_sessions: bool,
+    ) -> None:
+        super().__init__(score_func, sign, {}, response_method="predict_proba")
+        self._metric_name = metric_name
+        self._builtin = builtin
+        self._task = task
+        self._average = average
+        self._needs_sessions = needs_sessions
+
+    def __repr__(self) -> str:
+        return (
+            f"make_task_scorer({self._metric_name!r}, task={self._task!r}, "
+            f"average={self._average!r})"
+        )
+
+    def __call__(self, estimator: Any, X: Any, y_true: Any, **kwargs: Any) -> float:
+        """Score ``estimator`` on ``X`` against ``y_true``.
+
+        Parameters
+        ----------
+        estimator : object
+            Fitted estimator with ``predict_proba`` returning (n_samples,
+            n_tasks) probabilities of the positive labels.
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Test data.
+        y_true : array-like of shape (n_samples, n_tasks)
+            True labels, in the estimator's label encoding (``classes_``).
+        **kwargs : dict
+            ``session_ids`` for session metrics. Accepted here even without
+            metadata routing, since a direct call cannot drop them silently.
+
+        Returns
+        -------
+        score : float
+            The metric, negated for losses (greater is better).
+        """
+        return self._score(partial(_cached_call, None), estimator, X, y_true, **kwargs)
+
+    def _score(
+        self,
+        method_caller: Callable[..., Any],
+        estimator: Any,
+        X: Any,
+        y_true: Any,
+        **kwargs: Any,
+    ) -> float:
+        allowed = {"session_ids"} if self._needs_sessions else set()
+        if unexpected := set(kwargs) - allowed:
+            raise TypeError(
+                f"The {self._metric_name} scorer got unexpected metadata "
+                f"{sorted(unexpected)}; it accepts {sorted(allowed) or 'none'}."
+            )
+        metadata = {}
+        if self._needs_sessions:
+            if kwargs.get("session_ids") is None:
+                raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
+            metadata["session_ids"] = kwargs["session_ids"]
+        proba = np.asarray(method_caller(estimator, "predict_proba", X, pos_label=None))
+        if proba.ndim == 1:
+            proba = proba.reshape(-1, 1)
+        y01 = _binarize(y_true, getattr(estimator, "classes_", None))
+        columns = self._columns(estimator, y_true, proba.shape[1])
+        y_sel, p_sel = y01[:, columns], proba[:, columns]
+        if self._builtin:
+            values = np.asarray(self._score_func(y_sel, p_sel, **metadata), dtype=float)
+        else:
+            values = np.array(
+                [
+                    float(self._score_func(y_sel[:, j], p_sel[:, j], **metadata))
+                    for j in range(len(columns))
+                ]
+            )
+        return self._sign * self._combine(values)
+
+    def _columns(self, estimator: Any, y_true: Any, n_tasks: int) -> list[int]:
+        """Indices of the scored tasks: all, or the one named by ``task``."""
+        task = self._task
+        if task is None:
+            return list(range(n_tasks))
+        if isinstance(task, str):
+            names = getattr(estimator, "task_names_", None)
+            if names is None and isinstance(y_true, pd.DataFrame):
+                names = y_true.columns
+            if names is None:
+                raise ValueError(
+                    f"task={task!r} is a name, but the estimator has no "
+                    "task_names_ attribute; select the task by integer index."
+                )
+            names = [str(name) for name in names]
+            if task not in names:
+                raise ValueError(f"task={task!r} is not one of the tasks {names}.")
+            return [names.index(task)]
+        if not -n_tasks <= task < n_tasks:
+            raise ValueError(
+                f"task={task} is out of range for a model with {n_tasks} tasks."
+            )
+        return [int(task) % n_tasks]
+
+    def _combine(self, values: np.ndarray) -> float:
+        if self._task is not None:
+            return float(values[0])
+        if isinstance(self._average, str):  # "macro"
+            return float(_reduce(values, "macro"))
+        weights = np.asarray(self._average, dtype=float)
+        if weights.shape != values.shape:
+            raise ValueError(
+                f"average has {weights.size} task weights but the model has "
+                f"{values.size} tasks."
+            )
+        defined = ~np.isnan(values)
+        if not defined.any() or weights[defined].sum() == 0:
+            return float("nan")
+        return float(np.average(values[defined], weights=weights[defined]))
+
+
+class _SessionTaskScorer(_TaskScorer):
+    """A :class:`_TaskScorer` that requests ``session_ids`` by default."""
+
+    __metadata_request__score = {"session_ids": True}
+
+
+@validate_params(
+    {
+        "metric": [StrOptions(set(METRICS)), callable],
+        "task": [Integral, str, None],
+        "average": [StrOptions({"macro"}), "array-like"],
+        "greater_is_better": ["boolean", None],
+        "needs_sessions": ["boolean", None],
+    },
+    prefer_skip_nested_validation=True,
+)
+def make_task_scorer(
+    metric,
+    *,
+    task=None,
+    average="macro",
+    greater_is_better=None,
+    needs_sessions=None,
+):
+    """Make a scorer of a per-task metric for multi-task classifiers.
+
+    The scorer calls ``estimator.predict_proba(X)`` (an (n_samples, n_tasks)
+    array of P(y_k = 1)), maps ``y_true`` to 0/1 with the estimator's
+    ``classes_``, computes the metric per task and returns one task's value
+    or an average over tasks. Losses are negated, so greater is better.
+
+    Parameters
+    ----------
+    metric : {"roc_auc", "log_loss", "session_log_loss", "group_roc_auc"} \
+            or callable
+        The metric. A callable is called once per scored task as
+        ``metric(y_true_k, y_proba_k)`` (plus ``session_ids=...`` when
+        ``needs_sessions``) on 1-D 0/1 labels and probabilities and returns
+        a float.
+    task : int, str or None, default=None
+        Score one task only: its index, or its name as found in the fitted
+        estimator's ``task_names_`` when scoring. ``None`` scores all tasks.
+    average : {"macro"} or array-like of shape (n_tasks,), default="macro"
+        How to combine the tasks when ``task=None``: their unweighted mean,
+        or a mean weighted by the given task weights. Tasks whose metric is
+        undefined (``nan``) are left out.
+    greater_is_better : bool, default=None
+        Whether higher metric values are better. ``None`` infers it for the
+        named metrics; it must be given for a callable.
+    needs_sessions : bool, default=None
+        Whether the metric needs ``session_ids``. ``None`` infers it: true
+        for the session metrics and for a callable with a ``session_ids``
+        parameter.
+
+    Returns
+    -------
+    scorer : callable
+        A scorer ``scorer(estimator, X, y_true, **metadata)``. A scorer that
+        needs sessions requests ``session_ids`` through metadata routing; if
+        it receives none it raises a ``ValueError`` instead of scoring.
+
+    See Also
+    --------
+    session_log_loss_scorer : Ready-made negated s-Logloss scorer.
+    group_roc_auc_scorer : Ready-made GAUC scorer.
+
+    Notes
+    -----
+    scikit-learn hands metadata such as ``session_ids`` to scorers only when
+    routing is enabled: call ``sklearn.set_config(enable_metadata_routing=True)``
+    and pass ``params={"session_ids": s}`` to ``cross_validate`` (or
+    ``session_ids=s`` to ``GridSearchCV.fit``); each fold's scorer then gets
+    the session ids of its test rows.
+
+    Examples
+    --------
+    >>> from sklearn_rmtl.metrics import make_task_scorer
+    >>> make_task_scorer("roc_auc", task="purchase")
+    make_task_scorer('roc_auc', task='purchase', average='macro')
+    >>> make_task_scorer("log_loss", average=[0.7, 0.3])
+    make_task_scorer('log_loss', task=None, average=[0.7, 0.3])
+    """
+    if isinstance(metric, str):
+        spec = METRICS[metric]
+        name, func, builtin = metric, spec.func, True
+        if greater_is_better is not None and greater_is_better != spec.greater_is_better:
+            raise ValueError(
+                f"greater_is_better={greater_is_better} contradicts metric="
+                f"{metric!r}, for which greater_is_better={spec.greater_is_better}."
+            )
+        if needs_sessions is not None and needs_sessions != spec.needs_sessions:
+            raise ValueError(
+                f"needs_sessions={needs_sessions} contradicts metric={metric!r}, "
+                f"for which needs_sessions={spec.needs_sessions}."
+            )
+        greater_is_better = spec.greater_is_better
+        needs_sessions = spec.needs_sessions
+    else:
+        name = getattr(metric, "__name__", repr(metric))
+        func, builtin = metric, False
+        if greater_is_better is None:
+            raise ValueError(
+                "greater_is_better must be given for a callable metric: True "
+                "for a score, False for a loss."
+            )
+        if needs_sessions is None:
+            try:
+                needs_sessions = "session_ids" in inspect.signature(metric).parameters
+            except (TypeError, ValueError):
+                needs_sessions = False
+    if not isinstance(average, str):
+        average = [float(w) for w in np.asarray(average, dtype=float).ravel()]
+    cls = _SessionTaskScorer if needs_sessions else _TaskScorer
+    return cls(
+        func,
+        1 if greater_is_better else -1,
+        metric_name=name,
+        builtin=builtin,
+        task=task,
+        average=average,
+        needs_sessions=needs_sessions,
+    )
+
+
+#: Negated macro s-Logloss over tasks; requests ``session_ids``.
+session_log_loss_scorer = make_task_scorer("session_log_loss")
+
+#: Macro GAUC over tasks (groups = the routed ``session_ids``).
+group_roc_auc_scorer = make_task_scorer("group_roc_auc")
