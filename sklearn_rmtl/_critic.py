@@ -110,7 +110,7 @@ class SessionCritic:
     ``RMTLClassifier(critic=other.critic_)``. It keeps its own encoder, so the
     receiving estimator may encode features differently.
 
-    Attributes
+    Parameters
     ----------
     encoder : FeatureEncoder
         The encoder whose codes the critic's embeddings read.

@@ -31,12 +31,16 @@ class SessionTransitions:
         0-based position of the row in its session.
     n_sessions : int
         Number of distinct sessions.
+    order : ndarray of shape (n_samples,), dtype int64
+        Rows sorted by session, then time: a canonical order that does not
+        depend on the input order (used to draw per-row random numbers).
     """
 
     next_row: np.ndarray
     done: np.ndarray
     position: np.ndarray
     n_sessions: int
+    order: np.ndarray
 
 
 def build_transitions(
@@ -73,6 +77,7 @@ def build_transitions(
             done=np.ones(n_samples, dtype=bool),
             position=np.zeros(n_samples, dtype=np.int64),
             n_sessions=n_samples,
+            order=rows,
         )
     # sort=True numbers sessions by id value, independent of row order.
     codes, uniques = pd.factorize(session_ids, sort=True)
@@ -93,7 +98,11 @@ def build_transitions(
     done[order] = last
     position[order] = rows - starts
     return SessionTransitions(
-        next_row=next_row, done=done, position=position, n_sessions=len(uniques)
+        next_row=next_row,
+        done=done,
+        position=position,
+        n_sessions=len(uniques),
+        order=order,
     )
 
 

@@ -509,13 +509,17 @@ class RMTLClassifier(MTLClassifier):
         device = data.device
         rng = np.random.default_rng(data.seed + _CRITIC_SEED)
         proba = _actor_proba(actor, data.inputs, device)
+        transitions = build_transitions(data.session_ids, data.times, n)
+        # Random numbers are drawn in the canonical (session, time) order, so
+        # the buffer does not depend on the order of the input rows.
+        draws = np.empty_like(proba)
         if self.behavior_policy == "actor":
             sd = self.action_noise
-            noise = np.clip(rng.normal(0.0, sd, proba.shape), -2 * sd, 2 * sd)
-            actions = np.clip(proba + noise, 0.0, 1.0)
+            draws[transitions.order] = rng.normal(0.0, sd, proba.shape)
+            actions = np.clip(proba + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
         else:  # "uniform": the authors' code
-            actions = rng.random(proba.shape)
-        transitions = build_transitions(data.session_ids, data.times, n)
+            draws[transitions.order] = rng.random(proba.shape)
+            actions = draws
 
         def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(a, dtype=dtype, device=device)

@@ -36,9 +36,9 @@ def ips_weights(y01: Tensor) -> Tensor:
     total (the authors' "IPS" weights). A task with one class gets weight 1.
     """
     p = y01.mean(0, keepdim=True)
-    pos = torch.where(p > 0, 0.5 / p.clamp(min=1e-12), torch.ones_like(p))
-    neg = torch.where(p < 1, 0.5 / (1 - p).clamp(min=1e-12), torch.ones_like(p))
-    return torch.where(y01 > 0.5, pos, neg)
+    w = torch.where(y01 > 0.5, 0.5 / p.clamp(min=1e-12), 0.5 / (1 - p).clamp(min=1e-12))
+    both_classes = (p > 0) & (p < 1)
+    return torch.where(both_classes, w, torch.ones_like(w))
 
 
 @dataclass

@@ -40,3 +40,45 @@ def make_mtl_data(
 @pytest.fixture
 def mtl_data():
     return make_mtl_data()
+
+
+def make_session_data(
+    n_sessions: int = 150, max_length: int = 8, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """Sessions of varying length whose click rate decays with position.
+
+    Returns X, Y (click, purchase), string session ids and datetime
+    timestamps, with the rows shuffled so that no test relies on order.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_length + 1, n_sessions)
+    sessions = np.repeat([f"s{i}" for i in range(n_sessions)], lengths)
+    position = np.concatenate([np.arange(n) for n in lengths])
+    n = len(sessions)
+    X = pd.DataFrame(
+        {
+            "item": pd.Categorical(rng.choice(list("abcdef"), n)),
+            "position": position,
+            "price": rng.normal(size=n),
+        }
+    )
+    score = (
+        np.where(X["item"].isin(list("ab")), 1.0, -0.5) + X["price"] - 0.3 * position
+    )
+    click = rng.random(n) < 1 / (1 + np.exp(-score))
+    purchase = click & (rng.random(n) < 0.4)
+    Y = pd.DataFrame({"click": click.astype(int), "purchase": purchase.astype(int)})
+    start = pd.Timestamp("2024-01-01") + pd.to_timedelta(
+        rng.integers(0, 10**6, n_sessions), unit="s"
+    )
+    times = (
+        np.repeat(start.to_numpy(), lengths)
+        + pd.to_timedelta(position * 30, unit="s").to_numpy()
+    )
+    perm = rng.permutation(n)
+    return (
+        X.iloc[perm].reset_index(drop=True),
+        Y.iloc[perm].reset_index(drop=True),
+        sessions[perm],
+        times[perm],
+    )

@@ -1,0 +1,173 @@
+"""Critics: structure, TD target, soft update, and that they learn returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from sklearn_rmtl._critic import Critic
+from sklearn_rmtl._mdp import build_transitions
+from sklearn_rmtl._network import FeatureEmbedding
+from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_target, train_critic
+
+
+def _critic(shared=True, n_tasks=2):
+    torch.manual_seed(0)
+    return Critic(
+        cardinalities=[5, 4],
+        n_numerical=2,
+        n_tasks=n_tasks,
+        embedding_dim=3,
+        hidden_dims=(6,),
+        shared=shared,
+    )
+
+
+def _batch(n=7):
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randint(0, 4, (n, 2), generator=g),
+        torch.randn(n, 2, generator=g),
+        torch.rand(n, 2, generator=g),
+    )
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_critic_outputs_non_positive_q_per_task(shared):
+    critic = _critic(shared)
+    critic.init_output(torch.tensor([-1.0, -2.0]))
+    q = critic(*_batch())
+    assert q.shape == (7, 2) and (q <= 0).all() and (q < 0).any()
+    assert len(critic.embeddings) == (1 if shared else 2)
+
+
+def test_each_task_critic_reads_its_own_action():
+    critic = _critic()
+    critic.init_output(torch.tensor([-1.0, -1.0]))
+    x_cat, x_num, a = _batch()
+    q = critic(x_cat, x_num, a)
+    a2 = a.clone()
+    a2[:, 1] = 1 - a2[:, 1]
+    q2 = critic(x_cat, x_num, a2)
+    torch.testing.assert_close(q[:, 0], q2[:, 0])
+    assert not torch.allclose(q[:, 1], q2[:, 1])
+
+
+def test_embeddings_start_from_the_actors():
+    actor_embedding = FeatureEmbedding(
+        cardinalities=[5, 4], n_numerical=2, embedding_dim=3
+    )
+    critic = _critic(shared=False)
+    critic.init_embeddings_from(actor_embedding)
+    for own in critic.embeddings:
+        torch.testing.assert_close(
+            own.embedding.weight, actor_embedding.embedding.weight
+        )
+    # copies, not shared tensors
+    assert critic.embeddings[0].embedding.weight.data_ptr() != (
+        actor_embedding.embedding.weight.data_ptr()
+    )
+
+
+def test_td_target_by_hand():
+    r = torch.tensor([[-0.5, -1.0], [-0.2, -0.1]])
+    q_next = torch.tensor([[-2.0, -3.0], [-4.0, -5.0]])
+    done = torch.tensor([0.0, 1.0])
+    out = td_target(r, done, q_next, gamma=0.9)
+    expected = torch.tensor([[-0.5 - 1.8, -1.0 - 2.7], [-0.2, -0.1]])
+    torch.testing.assert_close(out, expected)
+
+
+def test_soft_update_by_hand():
+    target, source = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        target.weight.fill_(1.0)
+        target.bias.fill_(0.0)
+        source.weight.fill_(3.0)
+        source.bias.fill_(10.0)
+    soft_update(target, source, tau=0.2)
+    torch.testing.assert_close(target.weight, torch.full((1, 2), 0.2 * 3 + 0.8 * 1))
+    torch.testing.assert_close(target.bias, torch.tensor([2.0]))
+    torch.testing.assert_close(source.weight, torch.full((1, 2), 3.0))  # untouched
+
+
+def test_ips_weights_balance_classes():
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    w = ips_weights(y)
+    torch.testing.assert_close(w.mean(0), torch.ones(2))
+    assert w[0, 0] == pytest.approx(2.0) and w[1, 0] == pytest.approx(2 / 3)
+    torch.testing.assert_close(w[:, 1], torch.ones(4))  # one class: no reweighting
+
+
+class _ConstantActor(torch.nn.Module):
+    def forward(self, x_cat, x_num):
+        return torch.zeros(len(x_cat), 2)
+
+
+def test_critic_learns_the_discounted_session_return():
+    """Q(s_t, a_t) tracks the Monte-Carlo return G_t of known reward streams."""
+    rng = np.random.default_rng(0)
+    gamma = 0.9
+    lengths = rng.integers(1, 9, 400)
+    sessions = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.concatenate([np.arange(k) for k in lengths])
+    steps_left = np.concatenate([np.arange(k)[::-1] for k in lengths])
+    n = len(sessions)
+    kind = rng.integers(0, 3, n)  # a categorical feature that sets the reward
+    reward = -(0.2 + 0.4 * kind)[:, None] * np.array([1.0, 0.5])
+    tr = build_transitions(sessions, position.astype(float), n)
+    # Monte-Carlo returns, computed backwards along the session links.
+    ret = reward.copy()
+    for p in range(position.max() - 1, -1, -1):
+        rows = np.flatnonzero((position == p) & ~tr.done)
+        ret[rows] += gamma * ret[tr.next_row[rows]]
+    critic = Critic(
+        cardinalities=[5],
+        n_numerical=1,
+        n_tasks=2,
+        embedding_dim=8,
+        hidden_dims=(32, 16),
+        shared=True,
+    )
+    torch.manual_seed(0)
+    critic.init_output(torch.tensor(reward.mean(0) * 3))
+    inputs = {
+        "x_cat": torch.as_tensor(kind[:, None] + 2),
+        "x_num": torch.as_tensor(steps_left[:, None] / 8.0, dtype=torch.float32),
+    }
+    actions = torch.rand(n, 2, generator=torch.Generator().manual_seed(0))
+    config = TDConfig(
+        gamma=gamma,
+        tau=0.2,
+        soft_update_freq=2,
+        lr=3e-3,
+        batch_size=64,
+        max_epochs=60,
+        tol=0.0,
+        patience=1,
+        double_q=False,
+        ips=False,
+        actor_update=False,
+        verbose=0,
+    )
+    history = train_critic(
+        critic,
+        inputs=inputs,
+        actions=actions,
+        rewards=torch.as_tensor(reward, dtype=torch.float32),
+        next_row=torch.as_tensor(tr.next_row),
+        done=torch.as_tensor(tr.done, dtype=torch.float32),
+        y01=torch.zeros(n, 2),
+        actor=_ConstantActor(),
+        config=config,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert history[-1]["td_loss"] < history[0]["td_loss"] / 5
+    with torch.no_grad():
+        q = critic(inputs["x_cat"], inputs["x_num"], actions).numpy()
+    for k in range(2):
+        rho = spearmanr(q[:, k], ret[:, k]).statistic
+        assert rho > 0.9, (k, rho)
+    assert np.abs(q - ret).mean() < 0.25 * np.abs(ret).mean()

@@ -1,0 +1,265 @@
+"""RMTLClassifier end to end: phases, weighting variants, transfer, seeds."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+from conftest import SMALL, make_session_data
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
+from sklearn_rmtl._net import MultiTaskNet
+
+FAST = {
+    "backbone_params": SMALL,
+    "critic_hidden_dims": (16,),
+    "max_epochs": 4,
+    "refit_max_epochs": 3,
+    "critic_max_epochs": 6,
+    "batch_size": 128,
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    return make_session_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(sessions):
+    X, Y, s, t = sessions
+    return RMTLClassifier(backbone="mmoe", **FAST).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+
+
+def test_phases_and_attributes(fitted, sessions):
+    X, Y, _s, _t = sessions
+    assert set(fitted.history_) == {"pretrain", "critic", "refit"}
+    assert 1 <= len(fitted.history_["critic"]) <= 6
+    assert {"epoch", "td_loss", "dur"} <= set(fitted.history_["critic"][0])
+    assert fitted.n_iter_ == sum(len(v) for v in fitted.history_.values())
+    assert isinstance(fitted.critic_, SessionCritic)
+    assert list(fitted.critic_.task_names) == ["click", "purchase"]
+    assert fitted.critic_.encoder is fitted.encoder_
+    proba = fitted.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert roc_auc_score(Y["click"], proba[:, 0]) > 0.7
+
+
+def test_rmtl_weights_are_at_least_one_and_vary(fitted, sessions):
+    X, Y, s, t = sessions
+    w = fitted.loss_weights(X, Y, session_ids=s, timestamps=t)
+    assert w.shape == (len(X), 2)
+    assert (w >= 1).all()
+    assert w.std(axis=0).min() > 1e-3
+    # Longer remaining sessions accumulate more (negative) reward: rows early
+    # in a session get larger weights than the last rows.
+    first = X["position"].to_numpy() == 0
+    assert w[first].mean() > w[~first].mean()
+
+
+def test_loss_weights_follow_row_order(fitted, sessions):
+    X, Y, _s, _t = sessions
+    w = fitted.loss_weights(X, Y)
+    perm = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_allclose(fitted.loss_weights(X.iloc[perm], Y.iloc[perm]), w[perm])
+
+
+def test_loss_weights_validate_labels(fitted, sessions):
+    X, Y, _s, _t = sessions
+    with pytest.raises(ValueError, match="not seen in fit"):
+        fitted.loss_weights(X, Y.replace({1: 2}))
+    with pytest.raises(ValueError, match="3 task columns"):
+        fitted.loss_weights(X, Y.assign(extra=0))
+
+
+@pytest.mark.parametrize("weighting", ["constant", "label_q", "neg_q"])
+def test_ablation_variants_train(sessions, weighting):
+    X, Y, s, t = sessions
+    est = RMTLClassifier(backbone="sharedbottom", weighting=weighting, **FAST)
+    est.fit(X, Y, session_ids=s, timestamps=t)
+    w = est.loss_weights(X, Y)
+    if weighting == "constant":
+        assert est.critic_ is None and est.history_["critic"] == []
+        np.testing.assert_array_equal(w, 1.0)
+    elif weighting == "label_q":
+        np.testing.assert_array_equal(w[Y.to_numpy() == 0], 1.0)
+        assert (w[Y.to_numpy() == 1] > 1).all()
+    else:
+        assert (w > 0).all()
+    assert np.isfinite(est.predict_proba(X)).all()
+
+
+def test_zero_lambda_equals_constant_weighting(sessions):
+    """w = 1 - 0 * Q = 1: the critic-weighted refit reduces to plain training."""
+    X, Y, s, _t = sessions
+    constant = RMTLClassifier(weighting="constant", **FAST).fit(X, Y, session_ids=s)
+    zero = RMTLClassifier(q_lambda=0.0, **FAST).fit(X, Y, session_ids=s)
+    np.testing.assert_allclose(
+        zero.predict_proba(X), constant.predict_proba(X), rtol=1e-5
+    )
+    weighted = RMTLClassifier(**FAST).fit(X, Y, session_ids=s)
+    assert not np.allclose(weighted.predict_proba(X), constant.predict_proba(X))
+
+
+def test_constant_weighting_is_continued_baseline_training(sessions):
+    X, Y, _s, _t = sessions
+    common = {
+        k: v for k, v in FAST.items() if "critic" not in k and k != "refit_max_epochs"
+    }
+    rmtl = RMTLClassifier(weighting="constant", refit_max_epochs=2, **common).fit(X, Y)
+    mtl = MTLClassifier(backbone="ple", **common).fit(X, Y)
+    assert (
+        rmtl.history_["pretrain"][0]["train_loss"]
+        == mtl.history_["pretrain"][0]["train_loss"]
+    )
+    # Continue the baseline by hand, with the refit's seed.
+    data = mtl._prepare(X, Y, session_ids=None, timestamps=None)
+    data.encode(mtl.encoder_, fitted=True)
+    params, task_weights = mtl._check_params(2)
+    net = mtl._train_net(
+        data,
+        MultiTaskNet,
+        params,
+        task_weights,
+        max_epochs=2,
+        seed_offset=2,
+        init_module=copy.deepcopy(mtl.backbone_.module_),
+    )
+    mtl.backbone_ = net
+    np.testing.assert_allclose(rmtl.predict_proba(X), mtl.predict_proba(X), rtol=1e-5)
+
+
+def test_random_state_reproducible(sessions, fitted):
+    X, Y, s, t = sessions
+    again = RMTLClassifier(backbone="mmoe", **FAST).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    np.testing.assert_array_equal(again.loss_weights(X, Y), fitted.loss_weights(X, Y))
+
+
+def test_input_row_order_does_not_change_the_transitions(sessions):
+    """Critic training sees the same transitions whatever the row order."""
+    X, Y, s, t = sessions
+    params = {
+        **FAST,
+        "critic_max_epochs": 1,
+        "max_epochs": 1,
+        "batch_size": 10**6,
+        "early_stopping": False,
+        "backbone_params": {**SMALL, "dropout": 0.0},
+    }
+    a = RMTLClassifier(backbone="sharedbottom", **params).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    perm = np.random.default_rng(2).permutation(len(X))
+    b = RMTLClassifier(backbone="sharedbottom", **params).fit(
+        X.iloc[perm], Y.iloc[perm], session_ids=s[perm], timestamps=t[perm]
+    )
+    # Full-batch steps: only the order inside the batch differs (float sums).
+    assert a.history_["critic"][0]["td_loss"] == pytest.approx(
+        b.history_["critic"][0]["td_loss"], rel=1e-3
+    )
+
+
+def test_without_sessions_warns(sessions):
+    X, Y, _s, _t = sessions
+    with pytest.warns(UserWarning, match="session_ids is None"):
+        RMTLClassifier(**{**FAST, "critic_max_epochs": 1}).fit(X, Y)
+
+
+def test_critic_transfer_across_backbones(sessions, fitted):
+    X, Y, s, t = sessions
+    est = RMTLClassifier(backbone="esmm", critic=fitted.critic_, **FAST)
+    est.fit(X, Y, session_ids=s, timestamps=t)
+    assert est.history_["critic"] == []
+    assert est.critic_ is fitted.critic_
+    assert (est.loss_weights(X, Y) >= 1).all()
+    # A clone (as in GridSearchCV) carries a copy of the critic.
+    cloned = clone(est)
+    assert isinstance(cloned.critic, SessionCritic)
+
+
+def test_critic_transfer_needs_same_features(sessions, fitted):
+    X, Y, s, _t = sessions
+    est = RMTLClassifier(critic=fitted.critic_, **FAST)
+    with pytest.raises(ValueError, match="critic was fitted on other feature columns"):
+        est.fit(X.drop(columns="price"), Y, session_ids=s)
+    with pytest.raises(ValueError, match="critic was trained for 2 tasks"):
+        est.fit(X, Y.assign(extra=Y["click"]), session_ids=s)
+    assert not hasattr(est, "backbone_")
+
+
+def test_fitted_mtl_backbone_is_the_starting_point(sessions):
+    X, Y, s, t = sessions
+    mtl = MTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
+    ).fit(X, Y)
+    before = mtl.predict_proba(X)
+    est = RMTLClassifier(backbone=mtl, **FAST).fit(X, Y, session_ids=s, timestamps=t)
+    np.testing.assert_array_equal(mtl.predict_proba(X), before)  # not modified
+    assert est.history_["pretrain"] == mtl.history_["pretrain"]
+    assert est.encoder_ is mtl.encoder_
+    assert est.backbone_params_ == mtl.backbone_params_
+
+
+def test_unfitted_mtl_backbone_is_fitted_as_pretraining(sessions):
+    X, Y, s, _t = sessions
+    mtl = MTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
+    )
+    est = RMTLClassifier(backbone=mtl, **FAST).fit(X, Y, session_ids=s)
+    assert not hasattr(mtl, "backbone_")
+    assert len(est.history_["pretrain"]) == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"shared_critic": False},
+        {"double_q": True, "ips_weighting": True},
+        {"behavior_policy": "uniform"},
+        {"actor_update": True},
+    ],
+    ids=["independent", "double_q+ips", "uniform", "actor_update"],
+)
+def test_critic_options_train(sessions, options):
+    X, Y, s, t = sessions
+    est = RMTLClassifier(backbone="sharedbottom", **{**FAST, **options})
+    est.fit(X, Y, session_ids=s, timestamps=t)
+    assert (est.loss_weights(X, Y) >= 1).all()
+    if options.get("actor_update"):
+        assert "actor_loss" in est.history_["critic"][0]
+    if options.get("shared_critic") is False:
+        assert len(est.critic_.module.embeddings) == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"gamma": 1.5}, "'gamma' parameter"),
+        ({"weighting": "softmax"}, "'weighting' parameter"),
+        ({"q_lambda": -1.0}, "'q_lambda' parameter"),
+        ({"critic_lr": 0.0}, "'critic_lr' parameter"),
+        ({"critic_hidden_dims": (0,)}, "critic_hidden_dims must be"),
+        ({"backbone": "esmm", "critic": "nope"}, "'critic' parameter"),
+    ],
+)
+def test_invalid_parameters(sessions, params, match):
+    X, Y, s, _t = sessions
+    with pytest.raises(ValueError, match=match):
+        RMTLClassifier(**params).fit(X, Y, session_ids=s)
+
+
+def test_pickle_round_trip(fitted, sessions):
+    X, Y, _s, _t = sessions
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    np.testing.assert_array_equal(again.loss_weights(X, Y), fitted.loss_weights(X, Y))
