@@ -27,7 +27,10 @@ def _public_names():
                 for attr, member in vars(obj).items():
                     if attr.startswith("_") or not inspect.isfunction(member):
                         continue
-                    if obj.__module__.startswith("sklearn_rmtl.backbones") and attr == "forward":
+                    if (
+                        obj.__module__.startswith("sklearn_rmtl.backbones")
+                        and attr == "forward"
+                    ):
                         continue  # documented by the class "Shape" section
                     yield f"{obj.__module__}.{obj.__qualname__}.{attr}"
 
