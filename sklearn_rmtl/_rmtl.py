@@ -514,6 +514,9 @@ class RMTLClassifier(MTLClassifier):
         # the buffer does not depend on the order of the input rows.
         draws = np.empty_like(proba)
         if self.behavior_policy == "actor":
+            # NOTE[DIFF]: the paper names the pretrained actor as behaviour
+            # policy without noise details; clipped Gaussian noise explores
+            # around it (TD3-style).
             sd = self.action_noise
             draws[transitions.order] = rng.normal(0.0, sd, proba.shape)
             actions = np.clip(proba + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
@@ -549,7 +552,9 @@ class RMTLClassifier(MTLClassifier):
             )
             critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
             reward = rewards(data.y01, actions)
-            # Expected discounted return if every step paid the mean reward.
+            # NOTE[DIFF]: the paper does not say how critics start. With the
+            # -ReLU output a head that starts negative is dead (Q = 0, w = 1
+            # everywhere, observed); start near the expected discounted return.
             horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
             critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
             critic.to(device)

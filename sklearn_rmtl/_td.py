@@ -193,6 +193,8 @@ def train_critic(
         history.append(row)
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
+        # NOTE[DIFF]: relative rather than absolute change, so one tolerance
+        # suits any reward scale.
         if previous is not None and abs(previous - mean) <= config.tol * abs(previous):
             stable += 1
             if stable >= config.patience:
