@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, check_dims, check_dropout
-from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+from sklearn_rmtl.backbones.singletask import SingleTask
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -20,12 +16,13 @@ def _log1mexp(x: Tensor) -> Tensor:
     )
 
 
-class ESMM(Backbone):
+class ESMM(SingleTask):
     """Entire-space multi-task model, generalised to a K-step funnel.
 
     Task ``k``'s probability is the product of the sigmoids of towers
     ``1..k`` (with K = 2: pCTCVR = pCTR x pCVR), so every task is learned over
-    the full sample space. Each task has its own bottom MLP and tower.
+    the full sample space. Each task has its own bottom MLP and tower, as in
+    :class:`SingleTask`, whose parameters it takes.
 
     Parameters
     ----------
@@ -55,25 +52,9 @@ class ESMM(Backbone):
 
     min_tasks = 2
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=True)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        self.bottoms = GroupedMLP(n_tasks, in_features, bottom_dims, dropout)
-        self.towers = Towers(n_tasks, self.bottoms.out_features, tower_dims, dropout)
-
     def forward(self, x: Tensor) -> Tensor:
         # log p_k = sum_{i<=k} log sigmoid(z_i); logit = log p - log(1 - p).
         # The clamp keeps p < 1 so the logit stays finite.
-        log_p = torch.cumsum(F.logsigmoid(self.towers(self.bottoms(x))), dim=1)
+        log_p = torch.cumsum(F.logsigmoid(super().forward(x)), dim=1)
         log_p = log_p.clamp(max=-1e-7)
         return log_p - _log1mexp(log_p)

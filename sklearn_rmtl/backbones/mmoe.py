@@ -44,6 +44,9 @@ class MMoE(Backbone):
     Multi-gate Mixture-of-Experts", KDD 2018.
     """
 
+    #: One gate shared by all tasks (OMoE) instead of one per task.
+    one_gate: bool = False
+
     def __init__(
         self,
         *,
@@ -60,8 +63,12 @@ class MMoE(Backbone):
         tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
         dropout = check_dropout(dropout)
         self.experts = GroupedMLP(n_experts, in_features, bottom_dims, dropout)
-        self.gates = GroupedLinear(n_tasks, in_features, n_experts)
+        self.gates = GroupedLinear(
+            1 if self.one_gate else n_tasks, in_features, n_experts
+        )
         self.towers = Towers(n_tasks, self.experts.out_features, tower_dims, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.towers(gate(self.gates(x), self.experts(x)))
+        mixed = gate(self.gates(x), self.experts(x))  # (batch, n_gates, dim)
+        # One gate: every tower reads the same (batch, dim) mixture.
+        return self.towers(mixed.squeeze(1) if self.one_gate else mixed)

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from torch import Tensor
-
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_count,
-    check_dims,
-    check_dropout,
-)
-from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, Towers, gate
+from sklearn_rmtl.backbones.mmoe import MMoE
 
 
-class OMoE(Backbone):
+class OMoE(MMoE):
     """Shared experts mixed by a single softmax gate shared by all tasks.
+
+    Takes the parameters of :class:`MMoE`; the only difference is the one
+    gate, so every tower reads the same mixture.
 
     Parameters
     ----------
@@ -39,24 +31,4 @@ class OMoE(Backbone):
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
     """
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        n_experts: int = D["n_experts"],
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        n_experts = check_count("n_experts", n_experts)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        self.experts = GroupedMLP(n_experts, in_features, bottom_dims, dropout)
-        self.gate = GroupedLinear(1, in_features, n_experts)
-        self.towers = Towers(n_tasks, self.experts.out_features, tower_dims, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.towers(gate(self.gate(x), self.experts(x)).squeeze(1))
+    one_gate = True
