@@ -15,4 +15,6 @@ __all__ = [
     "RMTLClassifier",
     "SessionCritic",
     "__version__",
+    "metrics",
+    "model_selection",
 ]

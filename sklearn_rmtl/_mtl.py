@@ -407,6 +407,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             data, MultiTaskNet, params, task_weights, max_epochs=self.max_epochs
         )
         history = net_history(net)
+        net.trim_for_prediction()
         return data.fitted_state(
             encoder_=encoder,
             backbone_=net,

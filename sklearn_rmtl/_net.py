@@ -60,7 +60,7 @@ class QWeightedNet(MultiTaskNet):
     def __init__(
         self,
         *args: Any,
-        critic: SessionCritic,
+        critic: SessionCritic | None,
         weighting: str,
         q_lambda: float,
         **kwargs: Any,
@@ -73,7 +73,7 @@ class QWeightedNet(MultiTaskNet):
     def row_weights(
         self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool
     ) -> Tensor | None:
-        if not training:
+        if not training or self.critic is None:
             # NOTE[DIFF]: early stopping monitors the unweighted BCE (the
             # reported metric) rather than the weighted training loss.
             return None

@@ -454,6 +454,11 @@ class RMTLClassifier(MTLClassifier):
         self._log("refit")
         net = self._refit(data, encoder, params, task_weights, actor, session_critic)
         refit_history = net_history(net)
+        # Keep configuration and weights only: no optimizer state, callbacks,
+        # validation data or critic copy in the fitted (pickled) net.
+        net.trim_for_prediction()
+        if isinstance(net, QWeightedNet):
+            net.critic = None
         history = {
             "pretrain": pretrain_history,
             "critic": critic_history,

@@ -127,7 +127,9 @@ def check_metadata(
     if sortable:
         if arr.dtype.kind == "O" or arr.dtype.kind == "M":
             try:
-                arr = pd.to_datetime(arr).to_numpy()
+                # UTC makes time-zone-aware and naive datetimes comparable.
+                times = pd.DatetimeIndex(pd.to_datetime(arr, utc=True))
+                arr = times.tz_localize(None).to_numpy()
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"{name} must hold numbers or datetimes; {exc}"

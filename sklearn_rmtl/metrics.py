@@ -54,6 +54,7 @@ _MISSING_SESSIONS = (
 
 def _to_2d(values: Any, name: str) -> tuple[np.ndarray, bool]:
     """Return ``values`` as an (n_samples, n_tasks) array and whether it was 1-D."""
+    arr: np.ndarray
     if isinstance(values, pd.DataFrame | pd.Series):
         arr = values.to_numpy()
     else:
@@ -74,8 +75,6 @@ def _to_2d(values: Any, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _as_float(arr: np.ndarray, name: str, what: str) -> np.ndarray:
-    if arr.dtype.kind in "biuf":
-        return arr.astype(np.float64)
     try:
         return arr.astype(np.float64)
     except (TypeError, ValueError):
@@ -84,9 +83,7 @@ def _as_float(arr: np.ndarray, name: str, what: str) -> np.ndarray:
         ) from None
 
 
-def _check_targets(
-    y_true: Any, y_proba: Any
-) -> tuple[np.ndarray, np.ndarray, bool]:
+def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validate labels and probabilities; return both as float (n, n_tasks)."""
     y, y_1d = _to_2d(y_true, "y_true")
     p, p_1d = _to_2d(y_proba, "y_proba")
@@ -200,9 +197,9 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
     >>> y_true = np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
     >>> y_proba = np.array([[0.1, 0.2], [0.8, 0.3], [0.7, 0.9], [0.4, 0.1]])
     >>> per_task_roc_auc(y_true, y_proba)
-    array([1.  , 0.75])
+    array([1. , 0.5])
     >>> per_task_roc_auc(y_true, y_proba, average="macro")
-    0.875
+    0.75
     """
     y, p, _ = _check_targets(y_true, y_proba)
     values = np.full(y.shape[1], np.nan)
@@ -212,7 +209,7 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
                 f"Only one class is present in y_true of task {k}; its ROC AUC "
                 "is not defined and is set to nan.",
                 UndefinedMetricWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             continue
         values[k] = roc_auc_score(y[:, k], p[:, k])
@@ -299,7 +296,7 @@ def session_log_loss(y_true, y_proba, *, session_ids, average=None):
     Returns
     -------
     loss : ndarray of shape (n_tasks,) or float
-        s-Logloss of each task, or their mean when ``average="macro"``.
+        The s-Logloss of each task, or their mean when ``average="macro"``.
         Lower is better.
 
     See Also
@@ -426,14 +423,17 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     codes = _session_codes(session_ids, y.shape[0])
     counts = np.bincount(codes).astype(np.float64)
     values = np.array(
-        [_group_auc_one_task(y[:, k], p[:, k], codes, counts) for k in range(y.shape[1])]
+        [
+            _group_auc_one_task(y[:, k], p[:, k], codes, counts)
+            for k in range(y.shape[1])
+        ]
     )
     for k in np.flatnonzero(np.isnan(values)):
         warnings.warn(
             f"No group holds both classes in y_true of task {k}; its group ROC "
             "AUC is not defined and is set to nan.",
             UndefinedMetricWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return _reduce(values, average)
 
@@ -451,7 +451,7 @@ class _MetricSpec(NamedTuple):
 
 # Built-in metrics by name: feeds both the validation of ``metric`` and the
 # scorer construction.
-METRICS: dict[str, _MetricSpec] = {
+_METRICS: dict[str, _MetricSpec] = {
     "roc_auc": _MetricSpec(per_task_roc_auc, True, False),
     "log_loss": _MetricSpec(per_task_log_loss, False, False),
     "session_log_loss": _MetricSpec(session_log_loss, False, True),
@@ -629,7 +629,7 @@ class _SessionTaskScorer(_TaskScorer):
 
 @validate_params(
     {
-        "metric": [StrOptions(set(METRICS)), callable],
+        "metric": [StrOptions(set(_METRICS)), callable],
         "task": [Integral, str, None],
         "average": [StrOptions({"macro"}), "array-like"],
         "greater_is_better": ["boolean", None],
@@ -704,9 +704,12 @@ def make_task_scorer(
     make_task_scorer('log_loss', task=None, average=[0.7, 0.3])
     """
     if isinstance(metric, str):
-        spec = METRICS[metric]
+        spec = _METRICS[metric]
         name, func, builtin = metric, spec.func, True
-        if greater_is_better is not None and greater_is_better != spec.greater_is_better:
+        if (
+            greater_is_better is not None
+            and greater_is_better != spec.greater_is_better
+        ):
             raise ValueError(
                 f"greater_is_better={greater_is_better} contradicts metric="
                 f"{metric!r}, for which greater_is_better={spec.greater_is_better}."
@@ -732,7 +735,13 @@ def make_task_scorer(
             except (TypeError, ValueError):
                 needs_sessions = False
     if not isinstance(average, str):
-        average = [float(w) for w in np.asarray(average, dtype=float).ravel()]
+        weights = np.asarray(average, dtype=float)
+        if weights.ndim != 1 or not (np.isfinite(weights) & (weights >= 0)).all():
+            raise ValueError(
+                "average must be 'macro' or a 1-D array of non-negative task "
+                f"weights, got {average!r}."
+            )
+        average = weights.tolist()
     cls = _SessionTaskScorer if needs_sessions else _TaskScorer
     return cls(
         func,
