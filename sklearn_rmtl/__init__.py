@@ -15,6 +15,7 @@ __all__ = [
     "RMTLClassifier",
     "SessionCritic",
     "__version__",
+    "exceptions",
     "metrics",
     "model_selection",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -34,6 +35,7 @@ from sklearn_rmtl._validation import (
     resolve_device,
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+from sklearn_rmtl.exceptions import InconsistentVersionWarning
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
@@ -574,6 +576,28 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)
         ]
         return np.column_stack(columns)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if getattr(self, "__sklearn_is_fitted__", lambda: False)():
+            from sklearn_rmtl import __version__
+
+            state["_sklearn_rmtl_version"] = __version__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from sklearn_rmtl import __version__
+
+        saved = state.pop("_sklearn_rmtl_version", __version__)
+        if saved != __version__:
+            warnings.warn(
+                f"This {type(self).__name__} was saved with sklearn_rmtl {saved} "
+                f"and is loaded with {__version__}; predictions may differ or fail. "
+                "Refit it with the installed version if you can.",
+                InconsistentVersionWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "backbone_")

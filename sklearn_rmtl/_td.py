@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._critic import Critic
+from sklearn_rmtl.exceptions import DivergenceError
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -57,10 +58,6 @@ class TDConfig:
     ips: bool
     actor_update: bool
     verbose: int
-
-
-class DivergenceError(FloatingPointError):
-    """A training loss became NaN or infinite."""
 
 
 def train_critic(

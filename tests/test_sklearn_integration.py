@@ -1,0 +1,188 @@
+"""The estimators inside scikit-learn's model selection, routing and joblib."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+import sklearn
+from conftest import SMALL, make_session_data
+from sklearn.compose import ColumnTransformer
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    cross_val_predict,
+    cross_validate,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl.metrics import (
+    group_roc_auc_scorer,
+    make_task_scorer,
+    session_log_loss_scorer,
+)
+from sklearn_rmtl.model_selection import SessionTimeSeriesSplit
+
+FAST = {
+    "backbone_params": SMALL,
+    "critic_hidden_dims": (8,),
+    "max_epochs": 2,
+    "critic_max_epochs": 2,
+    "batch_size": 256,
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_session_data(n_sessions=120)
+
+
+def test_grid_search_with_routing_group_kfold_and_session_scorer(data):
+    X, Y, s, t = data
+    search = GridSearchCV(
+        Pipeline([("rmtl", RMTLClassifier(**FAST))]),
+        {"rmtl__backbone": ["mmoe", "sharedbottom"], "rmtl__q_lambda": [0.0, 0.7]},
+        cv=GroupKFold(n_splits=2),
+        scoring={"s_logloss": session_log_loss_scorer, "gauc": group_roc_auc_scorer},
+        refit="s_logloss",
+        error_score="raise",
+    )
+    with sklearn.config_context(enable_metadata_routing=True):
+        # No set_fit_request: the estimators request session_ids/timestamps.
+        search.fit(X, Y, groups=s, session_ids=s, timestamps=t)
+    results = search.cv_results_
+    assert len(results["params"]) == 4
+    assert np.isfinite(results["mean_test_s_logloss"]).all()
+    assert (results["mean_test_s_logloss"] < 0).all()  # negated loss
+    assert np.isfinite(results["mean_test_gauc"]).all()
+    assert search.best_estimator_.predict_proba(X).shape == (len(X), 2)
+
+
+def test_grid_search_without_routing_classic_fit_params(data):
+    X, Y, s, t = data
+    search = GridSearchCV(
+        Pipeline(
+            [
+                (
+                    "mtl",
+                    MTLClassifier(
+                        **{k: v for k, v in FAST.items() if "critic" not in k}
+                    ),
+                )
+            ]
+        ),
+        {"mtl__backbone": ["esmm", "omoe"]},
+        cv=GroupKFold(n_splits=2),
+        scoring=make_task_scorer("roc_auc", task="purchase"),
+        error_score="raise",
+    )
+    search.fit(X, Y, groups=s, mtl__session_ids=s, mtl__timestamps=t)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_session_scorer_without_routing_raises(data):
+    X, Y, s, _t = data
+    est = MTLClassifier(**{k: v for k, v in FAST.items() if "critic" not in k})
+    with pytest.raises(ValueError, match="enable_metadata_routing=True"):
+        cross_validate(
+            est,
+            X,
+            Y,
+            groups=s,
+            cv=GroupKFold(2),
+            scoring=session_log_loss_scorer,
+            error_score="raise",
+        )
+
+
+def test_cross_validate_with_params_and_session_splitter(data):
+    X, Y, s, t = data
+    with sklearn.config_context(enable_metadata_routing=True):
+        out = cross_validate(
+            RMTLClassifier(**FAST),
+            X,
+            Y,
+            cv=SessionTimeSeriesSplit(n_splits=2),
+            scoring={"gauc": group_roc_auc_scorer},
+            params={"session_ids": s, "timestamps": t},
+            error_score="raise",
+        )
+    assert out["test_gauc"].shape == (2,) and np.isfinite(out["test_gauc"]).all()
+
+
+def test_cross_val_predict_returns_n_by_k(data):
+    X, Y, s, _t = data
+    est = MTLClassifier(**{k: v for k, v in FAST.items() if "critic" not in k})
+    proba = cross_val_predict(
+        est, X, Y, groups=s, cv=GroupKFold(3), method="predict_proba"
+    )
+    assert proba.shape == (len(X), 2)
+    assert ((proba > 0) & (proba < 1)).all()
+
+
+def test_column_transformer_in_front_keeps_categories(data):
+    X, Y, s, t = data
+    pre = ColumnTransformer(
+        [("scale", StandardScaler(), ["price", "position"])], remainder="passthrough"
+    ).set_output(transform="pandas")
+    pipe = Pipeline([("pre", pre), ("rmtl", RMTLClassifier(**FAST))])
+    pipe.fit(X, Y, rmtl__session_ids=s, rmtl__timestamps=t)
+    est = pipe.named_steps["rmtl"]
+    assert list(est.encoder_.categorical_features_) == ["remainder__item"]
+    assert pipe.predict_proba(X).shape == (len(X), 2)
+
+
+@pytest.mark.parametrize("cls", [MTLClassifier, RMTLClassifier])
+def test_joblib_round_trip_in_a_new_process(cls, data, tmp_path):
+    X, Y, s, t = data
+    params = (
+        FAST
+        if cls is RMTLClassifier
+        else {k: v for k, v in FAST.items() if "critic" not in k}
+    )
+    est = cls(backbone="ple", **params).fit(X, Y, session_ids=s, timestamps=t)
+    path = tmp_path / "model.joblib"
+    joblib.dump(est, path)
+    X.to_pickle(tmp_path / "X.pkl")
+    expected = est.predict_proba(X)
+    np.save(tmp_path / "expected.npy", expected)
+    code = (
+        "import joblib, numpy as np, pandas as pd;"
+        f"est = joblib.load({str(path)!r});"
+        f"X = pd.read_pickle({str(tmp_path / 'X.pkl')!r});"
+        f"expected = np.load({str(tmp_path / 'expected.npy')!r});"
+        "np.testing.assert_array_equal(est.predict_proba(X), expected);"
+        "print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    size = path.stat().st_size
+    print(f"{cls.__name__} (ple, small) joblib file: {size / 1024:.1f} KiB")
+    # Configuration and weights only: no optimizer state or training data.
+    n_params = sum(p.numel() for p in est.backbone_.module_.parameters())
+    if cls is RMTLClassifier:
+        n_params += sum(p.numel() for p in est.critic_.module.parameters())
+    assert size < 4 * n_params + 200_000
+    loaded = joblib.load(path)
+    assert loaded.backbone_.optimizer_ is None
+    assert len(loaded.backbone_.history) == 0 and loaded.backbone_.train_split is None
+
+
+def test_unpickling_another_version_warns(data):
+    X, Y, _s, _t = data
+    est = MTLClassifier(**{k: v for k, v in FAST.items() if "critic" not in k}).fit(
+        X, Y
+    )
+    state = est.__getstate__()
+    state["_sklearn_rmtl_version"] = "0.0.1"
+    clone_ = MTLClassifier.__new__(MTLClassifier)
+    with pytest.warns(UserWarning, match="saved with sklearn_rmtl 0.0.1"):
+        clone_.__setstate__(state)
