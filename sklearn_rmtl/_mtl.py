@@ -524,7 +524,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
             )
             y_train = data.y01 if valid is None else data.y01[~valid]
-            net.partial_fit(train, y_train)
+            if max_epochs > 0:  # 0: the initial weights as they are
+                net.partial_fit(train, y_train)
         return net
 
     def _backbone_name(self) -> str:

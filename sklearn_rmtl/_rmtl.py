@@ -140,7 +140,10 @@ class RMTLClassifier(MTLClassifier):
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks for pretraining and refit.
     refit_max_epochs : int, default=None
-        Maximum refit epochs; ``None`` means ``max_epochs``.
+        Maximum refit epochs; ``None`` means ``max_epochs``. ``0`` skips the
+        refit: with ``actor_update=True`` the result is the paper's DDPG
+        baseline (D-PLE with ``backbone="ple"``), an actor trained by the
+        critics' Q-gradient only.
     behavior_policy : {"actor", "uniform"}, default="actor"
         Actions stored in the transitions: the pretrained actor's predictions
         plus Gaussian noise (std ``action_noise``, clipped at two std, the
@@ -183,7 +186,8 @@ class RMTLClassifier(MTLClassifier):
         actor frozen.
     weighting : {"rmtl", "constant", "label_q", "neg_q"}, default="rmtl"
         Refit weights (paper Table 2): ``1 - q_lambda * Q`` (RMTL), ``1``
-        (continue training the baseline; no critic is trained), ``1 -
+        (continue training the baseline; no critic is trained unless
+        ``actor_update``), ``1 -
         q_lambda * y * Q``, or ``-Q``.
     q_lambda : float, default=0.7
         The paper's lambda.
@@ -263,7 +267,7 @@ class RMTLClassifier(MTLClassifier):
     _parameter_constraints: dict = {
         **MTLClassifier._parameter_constraints,
         "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
-        "refit_max_epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "behavior_policy": [StrOptions({"actor", "uniform"})],
         "action_noise": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
@@ -430,7 +434,9 @@ class RMTLClassifier(MTLClassifier):
         params, task_weights = self._check_params(data.n_tasks)
         if self.critic is not None:
             _check_critic_features(self.critic, data.X)
-        train_critic_here = self.critic is None and self.weighting != "constant"
+        train_critic_here = self.critic is None and (
+            self.weighting != "constant" or self.actor_update
+        )
         if train_critic_here and data.session_ids is None:
             warnings.warn(
                 "session_ids is None: every row is treated as a one-step session, "
@@ -596,8 +602,10 @@ class RMTLClassifier(MTLClassifier):
         critic: SessionCritic | None,
     ) -> MultiTaskNet:
         """Phase 4: continue training the actor with Q-derived weights."""
-        max_epochs = self.refit_max_epochs or self.max_epochs
-        if critic is None:  # weighting="constant": plain continued training
+        max_epochs = (
+            self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
+        )
+        if critic is None:  # weighting="constant": continued baseline training
             return self._train_net(
                 data,
                 MultiTaskNet,

@@ -263,3 +263,22 @@ def test_pickle_round_trip(fitted, sessions):
     again = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
     np.testing.assert_array_equal(again.loss_weights(X, Y), fitted.loss_weights(X, Y))
+
+
+def test_ddpg_baseline_actor_trained_by_q_gradient_only(sessions):
+    """refit_max_epochs=0 with actor_update=True: the paper's D-PLE baseline."""
+    X, Y, s, t = sessions
+    params = {**FAST, "refit_max_epochs": 0}
+    ddpg = RMTLClassifier(actor_update=True, weighting="constant", **params)
+    ddpg.fit(X, Y, session_ids=s, timestamps=t)
+    assert ddpg.history_["refit"] == [] and "actor_loss" in ddpg.history_["critic"][0]
+    frozen = RMTLClassifier(weighting="constant", **params).fit(X, Y, session_ids=s)
+    pretrained_only = MTLClassifier(
+        **{k: v for k, v in params.items() if "critic" not in k and "refit" not in k}
+    ).fit(X, Y)
+    # Without actor updates and refit, the actor is the pretrained network ...
+    np.testing.assert_allclose(
+        frozen.predict_proba(X), pretrained_only.predict_proba(X), rtol=1e-6
+    )
+    # ... and the Q-gradient steps moved it.
+    assert not np.allclose(ddpg.predict_proba(X), frozen.predict_proba(X))
