@@ -100,3 +100,20 @@ def test_esmm_is_a_funnel():
 def test_invalid_sizes(overrides, match):
     with pytest.raises(ValueError, match=match):
         _build("mmoe", 2, **overrides)
+
+
+def test_dropout_rate_scale_and_eval_identity():
+    from sklearn_rmtl.backbones._layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 51 / 256) < 0.005
+    assert abs(y.mean().item() - 1.0) < 0.01  # inverted dropout keeps the mean
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # gradient uses the same mask
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match="dropout must be in"):
+        Dropout(1.0)
