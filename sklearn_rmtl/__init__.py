@@ -18,4 +18,5 @@ __all__ = [
     "exceptions",
     "metrics",
     "model_selection",
+    "persistence",
 ]

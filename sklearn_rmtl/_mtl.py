@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 
@@ -185,7 +185,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         Seeds weight initialisation, shuffling, dropout and the validation
         split. An int gives identical predictions across fits on CPU.
     verbose : int, default=0
-        0 prints nothing; 1 prints skorch's table of losses per epoch.
+        0 prints nothing; 1 shows a progress bar over each epoch's batches
+        with the running loss, and a table of train and validation losses
+        per epoch (skorch's).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra skorch callbacks, e.g. ``skorch.callbacks.LRScheduler``.
 
@@ -494,6 +496,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                     ),
                 )
             )
+        if self.verbose:
+            # A bar per epoch over its batches, with the running train loss.
+            callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))
         net = net_cls(
             module=MultiTaskNetwork,
             module__cardinalities=data.cardinalities,
@@ -592,10 +597,14 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         saved = state.pop("_sklearn_rmtl_version", __version__)
         if saved != __version__:
             warnings.warn(
-                f"This {type(self).__name__} was saved with sklearn_rmtl {saved} "
-                f"and is loaded with {__version__}; predictions may differ or fail. "
-                "Refit it with the installed version if you can.",
-                InconsistentVersionWarning,
+                InconsistentVersionWarning(
+                    f"This {type(self).__name__} was saved with sklearn_rmtl "
+                    f"{saved} and is loaded with {__version__}; predictions may "
+                    "differ or fail. Refit it with the installed version if you "
+                    "can.",
+                    original_version=str(saved),
+                    current_version=__version__,
+                ),
                 stacklevel=2,
             )
         super().__setstate__(state)

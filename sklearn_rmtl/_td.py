@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from sklearn_rmtl._critic import Critic
 from sklearn_rmtl.exceptions import DivergenceError
@@ -138,7 +139,10 @@ def train_critic(
         critic.train()
         order = torch.randperm(n, generator=generator).to(actions.device)
         total, actor_total, batches = 0.0, 0.0, 0
-        for b in range(0, n, config.batch_size):
+        starts = range(0, n, config.batch_size)
+        if config.verbose:
+            starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
+        for b in starts:
             idx = order[b : b + config.batch_size]
             nxt = next_row[idx]
             with torch.no_grad():

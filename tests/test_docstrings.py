@@ -9,11 +9,17 @@ import pytest
 numpydoc_validate = pytest.importorskip("numpydoc.validate")
 
 import sklearn_rmtl  # noqa: E402
-from sklearn_rmtl import backbones, metrics, model_selection  # noqa: E402
+from sklearn_rmtl import (  # noqa: E402
+    backbones,
+    exceptions,
+    metrics,
+    model_selection,
+    persistence,
+)
 
 # Missing docstring, undocumented / unknown parameters, missing sections.
 CHECKED = {"GL08", "PR01", "PR02", "PR03", "PR07", "RT01", "SS01", "SS03", "SS05"}
-MODULES = [sklearn_rmtl, backbones, metrics, model_selection]
+MODULES = [sklearn_rmtl, backbones, exceptions, metrics, model_selection, persistence]
 
 
 def _public_names():

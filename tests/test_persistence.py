@@ -1,0 +1,645 @@
+"""The safe file format: round trips, tampered files, versions, sklearn use."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+import zipfile
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from skorch.callbacks import EpochTimer
+
+import sklearn_rmtl
+from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl.persistence import (
+    InconsistentVersionWarning,
+    InvalidFileError,
+    load,
+    save,
+)
+
+SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+EXPERTS = {
+    "mmoe": {"n_experts": 2},
+    "omoe": {"n_experts": 2},
+    "ple": {"n_shared_experts": 1, "n_specific_experts": 1},
+}
+FAST = {"max_epochs": 2, "random_state": 0, "min_frequency": 4}
+RMTL_FAST = {**FAST, "critic_hidden_dims": (8,), "critic_max_epochs": 2}
+
+
+def small(backbone: str) -> dict:
+    return {**SMALL, **EXPERTS.get(backbone, {})}
+
+
+def make_data(n: int = 160, seed: int = 0):
+    """Category and object columns with missing and rare values, NaN numbers."""
+    rng = np.random.default_rng(seed)
+    item = rng.choice(list("abcdef"), n, p=[0.35, 0.3, 0.2, 0.1, 0.04, 0.01])
+    item = pd.Categorical(item, categories=list("abcdefgh"))
+    item[rng.random(n) < 0.05] = np.nan
+    user = rng.choice(
+        ["u1", "u2", "u3", "u4", "rare"], n, p=[0.3, 0.3, 0.2, 0.18, 0.02]
+    )
+    user = user.astype(object)
+    user[rng.random(n) < 0.05] = None
+    price = rng.normal(size=n)
+    price[rng.random(n) < 0.1] = np.nan
+    X = pd.DataFrame(
+        {"item": item, "user": user, "price": price, "age": rng.uniform(18, 70, n)}
+    )
+    click = (rng.random(n) < 0.5).astype(int)
+    buy = click & (rng.random(n) < 0.5)
+    Y = pd.DataFrame({"click": click, "buy": buy.astype(int)})
+    sessions = np.repeat(np.arange(n // 8), 8)
+    return X, Y, sessions
+
+
+X, Y, SESSIONS = make_data()
+# Unseen categories, missing values of every kind, NaN numbers.
+X_NEW = pd.DataFrame(
+    {
+        "item": pd.Categorical(["a", "h", None, "f"], categories=list("abcdefgh")),
+        "user": np.array(["zzz", None, "rare", "u1"], dtype=object),
+        "price": [np.nan, 0.5, 1.0, np.nan],
+        "age": [20.0, 30.0, 40.0, 50.0],
+    }
+)
+
+
+def file_size(path, name, record_property) -> int:
+    size = os.path.getsize(path)
+    print(f"\n[safe format] {name}: {size} bytes ({size / 1024:.1f} KiB)")
+    record_property(f"file_size_{name}", size)
+    return size
+
+
+def assert_same_estimator(loaded, original, X_check):
+    assert type(loaded) is type(original)
+    assert (
+        loaded.get_params(deep=False).keys() == original.get_params(deep=False).keys()
+    )
+    np.testing.assert_array_equal(
+        loaded.predict_proba(X_check), original.predict_proba(X_check)
+    )
+    np.testing.assert_array_equal(loaded.predict(X_check), original.predict(X_check))
+    for attr in ("classes_", "task_names_", "feature_names_in_"):
+        np.testing.assert_array_equal(getattr(loaded, attr), getattr(original, attr))
+        assert getattr(loaded, attr).dtype == getattr(original, attr).dtype
+    for attr in ("n_tasks_", "n_features_in_", "device_", "n_iter_"):
+        assert getattr(loaded, attr) == getattr(original, attr)
+    assert loaded.backbone_params_ == original.backbone_params_
+    assert loaded.history_ == original.history_
+    # The rebuilt encoder codes unseen and missing values like the original.
+    np.testing.assert_array_equal(
+        loaded.encoder_.transform(X_check), original.encoder_.transform(X_check)
+    )
+    for name in ("categorical_features_", "numerical_features_", "cardinalities_"):
+        np.testing.assert_array_equal(
+            getattr(loaded.encoder_, name), getattr(original.encoder_, name)
+        )
+    # The same skorch net, trimmed for prediction.
+    net, ref = loaded.backbone_, original.backbone_
+    assert type(net) is type(ref)
+    for key in ("module__cardinalities", "module__backbone_params", "lr"):
+        assert getattr(net, key) == getattr(ref, key)
+    assert net.predict_nonlinearity is None and net._trimmed_for_prediction
+    for (k1, v1), (k2, v2) in zip(
+        net.module_.state_dict().items(),
+        ref.module_.state_dict().items(),
+        strict=True,
+    ):
+        assert k1 == k2
+        torch.testing.assert_close(v1, v2, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone", ["ple", "esmm", "mmoe", "sharedbottom", "aitm"])
+def test_mtl_round_trip(backbone, tmp_path, record_property):
+    clf = MTLClassifier(backbone=backbone, backbone_params=small(backbone), **FAST)
+    clf.fit(X, Y)
+    path = tmp_path / "mtl.rmtl"
+    save(clf, path)
+    file_size(path, f"MTLClassifier_{backbone}", record_property)
+    loaded = load(path)
+    assert_same_estimator(loaded, clf, pd.concat([X, X_NEW], ignore_index=True))
+    assert loaded.get_params() == clf.get_params()
+    # Unseen and missing categories get the reserved codes 1 and 0.
+    codes = loaded.encoder_.transform(X_NEW)[:, :2]
+    np.testing.assert_array_equal(codes[:, 0] <= 1, [False, True, True, False])
+    assert codes[0, 1] == 1 and codes[1, 1] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"min_frequency": None},
+        {"min_frequency": 0.05, "max_categories": 3},
+        {"categorical_features": ["item", "user", "bucket"]},
+        {"categorical_features": None},
+    ],
+)
+def test_encoder_options_round_trip(options, tmp_path):
+    """Vocabularies of ints, strings and NaN; with and without rare merging."""
+    Xb = X.assign(bucket=np.arange(len(X)) % 7)
+    Xb_new = X_NEW.assign(bucket=[0, 6, 9, -1])
+    if options.get("categorical_features", "") is None:
+        Xb, Xb_new = (
+            Xb.drop(columns=["item", "user"]),
+            Xb_new.drop(columns=["item", "user"]),
+        )
+    params = {**FAST, **options}
+    clf = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, **params)
+    clf.fit(Xb, Y)
+    save(clf, tmp_path / "enc.zip")
+    loaded = load(tmp_path / "enc.zip")
+    assert_same_estimator(loaded, clf, pd.concat([Xb, Xb_new], ignore_index=True))
+    assert loaded.get_params() == clf.get_params()
+
+
+@pytest.fixture(scope="module")
+def rmtl():
+    clf = RMTLClassifier(backbone="ple", backbone_params=small("ple"), **RMTL_FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return clf.fit(X, Y, session_ids=SESSIONS)
+
+
+@pytest.fixture(scope="module")
+def rmtl_file(rmtl, tmp_path_factory):
+    path = tmp_path_factory.mktemp("rmtl") / "rmtl.zip"
+    save(rmtl, path)
+    return path
+
+
+def test_rmtl_round_trip(rmtl, rmtl_file, record_property):
+    size = file_size(rmtl_file, "RMTLClassifier_ple", record_property)
+    pickled = len(pickle.dumps(rmtl))
+    print(f"[safe format] RMTLClassifier_ple as a pickle: {pickled} bytes")
+    record_property("pickle_size_RMTLClassifier_ple", pickled)
+    assert size < 5 * pickled
+    loaded = load(rmtl_file)
+    X_all = pd.concat([X, X_NEW], ignore_index=True)
+    assert_same_estimator(loaded, rmtl, X_all)
+    assert loaded.get_params() == rmtl.get_params()
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+    # The critics keep their encoder, shared with the actor as before.
+    critic = loaded.critic_
+    assert critic.encoder is loaded.encoder_
+    np.testing.assert_array_equal(critic.task_names, rmtl.critic_.task_names)
+    assert critic.history == rmtl.critic_.history
+    assert not critic.module.training
+    assert next(critic.module.parameters()).device.type == "cpu"
+    for (k1, v1), (k2, v2) in zip(
+        critic.module.state_dict().items(),
+        rmtl.critic_.module.state_dict().items(),
+        strict=True,
+    ):
+        assert k1 == k2
+        torch.testing.assert_close(v1, v2, rtol=0, atol=0)
+    assert loaded.backbone_.weighting == "rmtl" and loaded.backbone_.critic is None
+
+
+def test_rmtl_with_fitted_backbone_and_given_critic(rmtl, tmp_path):
+    """Library objects as parameters are stored with shared identity kept."""
+    actor = MTLClassifier(backbone="esmm", backbone_params=SMALL, **FAST).fit(X, Y)
+    clf = RMTLClassifier(backbone=actor, critic=rmtl.critic_, **RMTL_FAST)
+    clf.fit(X, Y, session_ids=SESSIONS)
+    path = tmp_path / "transfer.zip"
+    save(clf, path)
+    loaded = load(path)
+    assert_same_estimator(loaded, clf, X_NEW)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), clf.loss_weights(X, Y))
+    assert loaded.critic is loaded.critic_
+    assert loaded.encoder_ is loaded.backbone.encoder_
+    assert_same_estimator(loaded.backbone, actor, X_NEW)
+    # The pretrained actor's net and the refit net are distinct, as in fit.
+    assert loaded.backbone_ is not loaded.backbone.backbone_
+
+
+def test_rmtl_with_unfitted_backbone(tmp_path):
+    actor = MTLClassifier(backbone="mmoe", backbone_params=small("mmoe"), **FAST)
+    clf = RMTLClassifier(backbone=actor, **RMTL_FAST)
+    clf.fit(X, Y, session_ids=SESSIONS)
+    save(clf, tmp_path / "unfitted_actor.zip")
+    loaded = load(tmp_path / "unfitted_actor.zip")
+    assert_same_estimator(loaded, clf, X_NEW)
+    assert type(loaded.backbone) is MTLClassifier
+    assert not loaded.backbone.__sklearn_is_fitted__()
+    assert loaded.backbone.get_params() == actor.get_params()
+
+
+def test_rmtl_constant_weighting_has_no_critic(tmp_path):
+    clf = RMTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, weighting="constant", **FAST
+    ).fit(X, Y, session_ids=SESSIONS)
+    path = tmp_path / "constant.zip"
+    save(clf, path)
+    loaded = load(path)
+    assert loaded.critic_ is None
+    assert_same_estimator(loaded, clf, X_NEW)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), np.ones((len(X), 2)))
+
+
+def test_numpy_input_and_file_objects():
+    """Arrays without feature names, and in-memory files."""
+    rng = np.random.default_rng(1)
+    Xn, Yn = rng.normal(size=(60, 3)), rng.integers(0, 2, size=(60, 1))
+    clf = MTLClassifier(backbone="singletask", backbone_params=SMALL, **FAST)
+    clf.fit(Xn, Yn)
+    buffer = io.BytesIO()
+    save(clf, buffer)
+    loaded = load(io.BytesIO(buffer.getvalue()))
+    assert not hasattr(loaded, "feature_names_in_")
+    assert loaded.encoder_.ordinal_encoder_ is None
+    np.testing.assert_array_equal(loaded.predict_proba(Xn), clf.predict_proba(Xn))
+
+
+def test_save_is_deterministic(rmtl, rmtl_file, tmp_path):
+    again = tmp_path / "again.zip"
+    save(rmtl, again)
+    assert again.read_bytes() == rmtl_file.read_bytes()
+
+
+def test_load_in_fresh_process(rmtl, rmtl_file, tmp_path):
+    data = tmp_path / "X.pkl"
+    out = tmp_path / "proba.npy"
+    pd.concat([X, X_NEW], ignore_index=True).to_pickle(data)
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, pandas as pd
+        from sklearn_rmtl.persistence import load
+        X = pd.read_pickle({str(data)!r})
+        np.save({str(out)!r}, load({str(rmtl_file)!r}).predict_proba(X))
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    expected = rmtl.predict_proba(pd.concat([X, X_NEW], ignore_index=True))
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_load_leaves_global_rng_alone(rmtl_file):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    load(rmtl_file)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_loaded_estimator_works_in_sklearn(rmtl_file):
+    loaded = load(rmtl_file, device="cpu")
+    fresh = clone(loaded)
+    assert not hasattr(fresh, "backbone_")
+    assert fresh.get_params() == loaded.get_params()
+    assert fresh.get_params()["backbone_params"]["bottom_dims"] == (8,)
+    fresh.set_params(max_epochs=1, critic_max_epochs=1, refit_max_epochs=1)
+    fresh.fit(X, Y, session_ids=SESSIONS)
+    assert fresh.predict_proba(X_NEW).shape == (len(X_NEW), 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_model_loads_on_cpu_and_gpu(tmp_path):
+    clf = MTLClassifier(backbone="mmoe", backbone_params=small("mmoe"), **FAST)
+    clf.set_params(device="cuda").fit(X, Y)
+    path = tmp_path / "gpu.zip"
+    save(clf, path)
+    on_cpu = load(path)
+    assert next(on_cpu.backbone_.module_.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(
+        on_cpu.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6
+    )
+    on_gpu = load(path, device="cuda")
+    assert next(on_gpu.backbone_.module_.parameters()).device.type == "cuda"
+    np.testing.assert_array_equal(on_gpu.predict_proba(X), clf.predict_proba(X))
+
+
+# ---------------------------------------------------------------------------
+# What save refuses
+# ---------------------------------------------------------------------------
+
+
+def test_save_unfitted_raises(tmp_path):
+    with pytest.raises(NotFittedError, match="stores fitted models only"):
+        save(MTLClassifier(), tmp_path / "x.zip")
+    assert not (tmp_path / "x.zip").exists()
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [("callbacks", [EpochTimer()]), ("random_state", np.random.RandomState(0))],
+)
+def test_save_rejects_non_plain_params(param, value, tmp_path):
+    clf = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, **FAST)
+    clf.fit(X, Y)
+    clf.set_params(**{param: value})
+    with pytest.raises(TypeError, match=rf"(?s)parameter {param}=.*plain values"):
+        save(clf, tmp_path / "x.zip")
+    clf.set_params(**{param: None})  # the documented fix; the fit is kept
+    save(clf, tmp_path / "x.zip")
+    assert load(tmp_path / "x.zip").get_params()[param] is None
+
+
+def test_save_rejects_other_classes(tmp_path):
+    class Custom(MTLClassifier):
+        pass
+
+    clf = Custom(backbone="sharedbottom", backbone_params=SMALL, **FAST).fit(X, Y)
+    with pytest.raises(TypeError, match="joblib"):
+        save(clf, tmp_path / "x.zip")
+    with pytest.raises(TypeError, match="save stores"):
+        save(object(), tmp_path / "x.zip")
+
+
+# ---------------------------------------------------------------------------
+# Tampered and foreign files
+# ---------------------------------------------------------------------------
+
+
+def rewrite(src, dst, *, manifest=None, drop=(), replace=None):
+    """Copy a zip, editing the manifest and replacing or dropping members."""
+    replace = replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            if name in drop:
+                continue
+            data = zin.read(name)
+            if name == "manifest.json" and manifest is not None:
+                content = json.loads(data)
+                manifest(content)
+                data = json.dumps(content).encode()
+            zout.writestr(name, replace.get(name, data))
+        for name, data in replace.items():
+            if name not in zin.namelist():
+                zout.writestr(name, data)
+    return dst
+
+
+def npy_bytes(arr, allow_pickle=False):
+    buffer = io.BytesIO()
+    np.save(buffer, arr, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+WEIGHT = "estimator/backbone_/module_/embedding.embedding.weight"
+
+
+def edit_class(m):
+    m["estimator"]["class"] = "os.system"
+
+
+def edit_format(m):
+    m["format"] = "skops"
+
+
+def edit_format_version(m):
+    m["format_version"] = 99
+
+
+def edit_param(m):
+    m["estimator"]["params"]["__reduce__"] = "os.system"
+
+
+def edit_attribute(m):
+    m["estimator"]["fitted"]["__class__"] = "os.system"
+
+
+def edit_net_class(m):
+    m["estimator"]["fitted"]["backbone_"]["class"] = "subprocess.Popen"
+
+
+def edit_backbone(m):
+    m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__backbone"] = "os"
+
+
+def edit_tag(m):
+    m["estimator"]["fitted"]["classes_"] = {"__type__": "pickle", "data": "gASV"}
+
+
+def edit_cardinalities(m):
+    m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__cardinalities"][0] += 1
+
+
+def edit_declared_shape(m):
+    m["arrays"][WEIGHT]["shape"][0] += 1
+
+
+def edit_ref(m):
+    critic = m["estimator"]["fitted"]["critic_"]
+    critic["encoder"] = {"__type__": "ref", "path": "estimator/backbone_"}
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (edit_class, "'os.system' is not one of"),
+        (edit_format, "format is 'skops'"),
+        (edit_format_version, "version 99 of the sklearn_rmtl safe format"),
+        (edit_param, r"no parameters \['__reduce__'\]"),
+        (edit_attribute, r"unknown attributes \['__class__'\]"),
+        (edit_net_class, "'subprocess.Popen' is not allowed"),
+        (edit_backbone, "unknown backbone 'os'"),
+        (edit_tag, "expected a scalar"),
+        (edit_cardinalities, "do not match the rebuilt network|does not fit"),
+        (edit_declared_shape, "the manifest declares|wrong size"),
+        (edit_ref, "which is no FeatureEncoder"),
+    ],
+)
+def test_tampered_manifest_is_rejected(edit, match, rmtl_file, tmp_path):
+    bad = rewrite(rmtl_file, tmp_path / "bad.zip", manifest=edit)
+    with pytest.raises(InvalidFileError, match=match):
+        load(bad)
+
+
+def test_non_json_constants_are_rejected(rmtl_file, tmp_path):
+    with zipfile.ZipFile(rmtl_file) as zf:
+        text = zf.read("manifest.json").decode()
+    text = text.replace('"lr": 0.001', '"lr": NaN', 1)
+    bad = rewrite(
+        rmtl_file, tmp_path / "nan.zip", replace={"manifest.json": text.encode()}
+    )
+    with pytest.raises(InvalidFileError, match="NaN is not valid JSON"):
+        load(bad)
+
+
+def test_missing_and_extra_arrays_are_rejected(rmtl_file, tmp_path):
+    bad = rewrite(rmtl_file, tmp_path / "missing.zip", drop={WEIGHT + ".npy"})
+    with pytest.raises(InvalidFileError, match=r"missing: \['estimator/backbone_"):
+        load(bad)
+    bad = rewrite(
+        rmtl_file, tmp_path / "extra.zip", replace={"evil.npy": npy_bytes(np.ones(3))}
+    )
+    with pytest.raises(InvalidFileError, match=r"extra: \['evil.npy'\]"):
+        load(bad)
+
+    def declare_unused(m):
+        m["arrays"]["unused"] = {"dtype": "<f8", "shape": [3]}
+
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "unused.zip",
+        manifest=declare_unused,
+        replace={"unused.npy": npy_bytes(np.ones(3))},
+    )
+    with pytest.raises(InvalidFileError, match=r"\['unused'\] are not used"):
+        load(bad)
+
+
+def test_changed_shapes_and_dtypes_are_rejected(rmtl, rmtl_file, tmp_path):
+    weight = rmtl.backbone_.module_.embedding.embedding.weight.detach().numpy()
+    grown = np.vstack([weight, weight[:1]])
+
+    def declare(shape, dtype="<f4"):
+        def edit(m):
+            m["arrays"][WEIGHT] = {"dtype": dtype, "shape": list(shape)}
+
+        return edit
+
+    # A consistent manifest and array that do not fit the rebuilt network.
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "shape.zip",
+        manifest=declare(grown.shape),
+        replace={WEIGHT + ".npy": npy_bytes(grown)},
+    )
+    with pytest.raises(InvalidFileError, match="does not fit the rebuilt network"):
+        load(bad)
+    # An array whose .npy header disagrees with the manifest.
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "header.zip",
+        replace={WEIGHT + ".npy": npy_bytes(weight.T.copy())},
+    )
+    with pytest.raises(InvalidFileError, match="not the float32"):
+        load(bad)
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "dtype.zip",
+        manifest=declare(weight.shape, "<f8"),
+        replace={WEIGHT + ".npy": npy_bytes(weight.astype(np.float64))},
+    )
+    with pytest.raises(InvalidFileError, match="does not fit the rebuilt network"):
+        load(bad)
+
+
+def test_object_arrays_are_never_unpickled(rmtl_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("RMTL_BOOM", str(tmp_path))
+    payload = np.array([Boom()], dtype=object)
+
+    def declare_object(m):
+        m["arrays"][WEIGHT] = {"dtype": "|O", "shape": [1]}
+
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "object.zip",
+        manifest=declare_object,
+        replace={WEIGHT + ".npy": npy_bytes(payload, allow_pickle=True)},
+    )
+    with pytest.raises(InvalidFileError, match="unsupported dtype"):
+        load(bad)
+    bad = rewrite(
+        rmtl_file,
+        tmp_path / "object2.zip",
+        replace={WEIGHT + ".npy": npy_bytes(payload, allow_pickle=True)},
+    )
+    with pytest.raises(InvalidFileError):
+        load(bad)
+    assert not Boom.marker().exists()
+
+
+class Boom:
+    """Unpickling this creates a marker file: proof that code ran."""
+
+    @staticmethod
+    def marker():
+        from pathlib import Path
+
+        return Path(os.environ.get("RMTL_BOOM", "/nonexistent")) / "boom"
+
+    def __reduce__(self):
+        return (open, (str(self.marker()), "w"))
+
+
+def test_foreign_files_are_rejected(rmtl, tmp_path, monkeypatch):
+    monkeypatch.setenv("RMTL_BOOM", str(tmp_path))
+    random_bytes = tmp_path / "random.bin"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(InvalidFileError, match="not a zip archive"):
+        load(random_bytes)
+    # A pickle (joblib or plain) is refused before any byte is unpickled.
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(InvalidFileError, match="not a zip archive"):
+        load(evil)
+    assert not Boom.marker().exists()
+    joblib.dump(rmtl, tmp_path / "model.joblib")
+    with pytest.raises(InvalidFileError, match=r"joblib\.load"):
+        load(tmp_path / "model.joblib")
+    # A zip that is not ours.
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("data.pkl", pickle.dumps(Boom()))
+    with pytest.raises(InvalidFileError, match=r"has no manifest\.json"):
+        load(tmp_path / "other.zip")
+    with zipfile.ZipFile(tmp_path / "nojson.zip", "w") as zf:
+        zf.writestr("manifest.json", b"\x80\x04not json")
+    with pytest.raises(InvalidFileError, match="not valid JSON"):
+        load(tmp_path / "nojson.zip")
+    assert not Boom.marker().exists()
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "does-not-exist.zip")
+
+
+# ---------------------------------------------------------------------------
+# Versions and options
+# ---------------------------------------------------------------------------
+
+
+def test_other_version_warns(rmtl, tmp_path, monkeypatch):
+    monkeypatch.setattr(sklearn_rmtl, "__version__", "0.0.1")
+    path = tmp_path / "old.zip"
+    save(rmtl, path)
+    monkeypatch.undo()
+    with pytest.warns(InconsistentVersionWarning, match="sklearn_rmtl 0.0.1") as rec:
+        loaded = load(path)
+    warning = rec[0].message
+    assert warning.original_version == "0.0.1"
+    assert warning.current_version == sklearn_rmtl.__version__
+    assert sklearn_rmtl.__version__ in str(warning)
+    assert issubclass(InconsistentVersionWarning, UserWarning)
+    np.testing.assert_array_equal(loaded.predict_proba(X), rmtl.predict_proba(X))
+
+
+def test_same_version_does_not_warn(rmtl_file):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(rmtl_file)
+
+
+def test_invalid_device(rmtl_file):
+    with pytest.raises(ValueError, match="device"):
+        load(rmtl_file, device="not-a-device")
+
+
+def test_docstrings():
+    validate = pytest.importorskip("numpydoc.validate").validate
+    from sklearn_rmtl import persistence
+
+    checked = {"GL08", "PR01", "PR02", "PR03", "PR07", "RT01", "SS01", "SS03", "SS05"}
+    for name in persistence.__all__:
+        result = validate(f"sklearn_rmtl.persistence.{name}")
+        errors = [(c, m) for c, m in result["errors"] if c in checked]
+        assert not errors, f"{name}: {errors}"
