@@ -119,6 +119,31 @@ class FitData:
         return out
 
 
+def make_net(
+    net_cls: type[MultiTaskNet],
+    *,
+    device: str,
+    train_split: Any = None,
+    callbacks: list[Any] | None = None,
+    **params: Any,
+) -> MultiTaskNet:
+    """The skorch net of the actor; ``params`` are the fit-specific settings.
+
+    Shared by training and by :mod:`sklearn_rmtl.persistence`, which rebuilds
+    fitted nets from their saved ``params``.
+    """
+    return net_cls(
+        module=MultiTaskNetwork,
+        criterion=WeightedMultiTaskBCE,
+        optimizer=torch.optim.Adam,
+        train_split=train_split,
+        callbacks=callbacks or [],
+        predict_nonlinearity=None,
+        device=device,
+        **params,
+    )
+
+
 def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
     """Plain per-epoch records of a skorch history."""
     keys = ("epoch", "train_loss", "valid_loss", "dur")
@@ -499,25 +524,22 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose:
             # A bar per epoch over its batches, with the running train loss.
             callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))
-        net = net_cls(
-            module=MultiTaskNetwork,
+        net = make_net(
+            net_cls,
+            device=data.device,
+            train_split=train_split,
+            callbacks=callbacks,
             module__cardinalities=data.cardinalities,
             module__n_numerical=data.inputs["x_num"].shape[1],
             module__n_tasks=data.n_tasks,
             module__backbone=self._backbone_name(),
             module__backbone_params=backbone_params,
-            criterion=WeightedMultiTaskBCE,
             criterion__task_weights=task_weights.tolist(),
-            optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
             max_epochs=max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
-            train_split=train_split,
-            callbacks=callbacks,
-            predict_nonlinearity=None,
-            device=data.device,
             verbose=self.verbose,
             **net_kwargs,
         )

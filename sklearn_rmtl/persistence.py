@@ -44,8 +44,7 @@ from torch import nn
 
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._loss import WeightedMultiTaskBCE
-from sklearn_rmtl._mtl import MTLClassifier, torch_seed
+from sklearn_rmtl._mtl import MTLClassifier, make_net, torch_seed
 from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._network import FeatureEmbedding, MultiTaskNetwork
 from sklearn_rmtl._rmtl import RMTLClassifier
@@ -902,17 +901,7 @@ class _Reader:
             if kwargs["weighting"] not in WEIGHTINGS:
                 raise _fail(path, f"unknown weighting {kwargs['weighting']!r}")
             kwargs["critic"] = None  # dropped after the refit, as in fit
-        # The same net as ``MTLClassifier._train_net`` builds, before training.
-        net = net_cls(
-            module=MultiTaskNetwork,
-            criterion=WeightedMultiTaskBCE,
-            optimizer=torch.optim.Adam,
-            train_split=None,
-            callbacks=[],
-            predict_nonlinearity=None,
-            device=self.device,
-            **kwargs,
-        )
+        net = make_net(net_cls, device=self.device, **kwargs)
         try:
             with torch_seed(0, self.device):  # leaves the caller's RNG untouched
                 net.initialize()

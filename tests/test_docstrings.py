@@ -11,6 +11,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 import sklearn_rmtl  # noqa: E402
 from sklearn_rmtl import (  # noqa: E402
     backbones,
+    datasets,
     exceptions,
     metrics,
     model_selection,
@@ -19,7 +20,15 @@ from sklearn_rmtl import (  # noqa: E402
 
 # Missing docstring, undocumented / unknown parameters, missing sections.
 CHECKED = {"GL08", "PR01", "PR02", "PR03", "PR07", "RT01", "SS01", "SS03", "SS05"}
-MODULES = [sklearn_rmtl, backbones, exceptions, metrics, model_selection, persistence]
+MODULES = [
+    sklearn_rmtl,
+    backbones,
+    datasets,
+    exceptions,
+    metrics,
+    model_selection,
+    persistence,
+]
 
 
 def _public_names():
