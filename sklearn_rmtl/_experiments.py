@@ -25,6 +25,7 @@ from sklearn.utils import Bunch
 
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl.backbones import backbone_keys
 from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc, session_log_loss
 from sklearn_rmtl.model_selection import temporal_train_test_split
 
@@ -93,9 +94,12 @@ class Settings:
     device: str = "cpu"
 
     def mtl(self, backbone: str, seed: int) -> MTLClassifier:
+        # Sizes apply to the backbones that have them (experts, towers...).
+        valid = {"embedding_dim", *backbone_keys(backbone)}
+        params = {k: v for k, v in self.backbone_params.items() if k in valid}
         return MTLClassifier(
             backbone=backbone,
-            backbone_params=self.backbone_params or None,
+            backbone_params=params or None,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             validation_fraction=_VALIDATION_FRACTION,

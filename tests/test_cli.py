@@ -1,0 +1,114 @@
+"""The rmtl command line end to end on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl.cli import main
+
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--n-sessions",
+    "80",
+    "--seeds",
+    "2",
+    "--max-epochs",
+    "1",
+    "--critic-max-epochs",
+    "1",
+    "--batch-size",
+    "256",
+    "--embedding-dim",
+    "4",
+    "--backbone-params",
+    '{"bottom_dims": [8], "tower_dims": [4], "n_experts": 2, '
+    '"n_shared_experts": 1, "n_specific_experts": 1}',
+]
+
+
+def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
+    assert (
+        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        == 0
+    )
+    out = capsys.readouterr()
+    table = out.out
+    methods = [
+        "SingleTask",
+        "SharedBottom",
+        "ESMM",
+        "MMoE",
+        "PLE",
+        "D-PLE",
+        "RMTL-MMoE",
+    ]
+    for m in methods:
+        assert f"| {m} |" in table
+    for column in ("AUC", "Logloss", "s-Logloss"):
+        assert f"click {column}" in table and f"purchase {column}" in table
+    assert "[14/14]" in out.err and "left" in out.err  # progress with an estimate
+    folder = tmp_path / "reproduce" / "synthetic"
+    results = pd.read_csv(folder / "results.csv")
+    assert set(results["method"]) == set(methods)
+    assert (results["n_seeds"] == 2).all()
+    runs = json.loads((folder / "runs.json").read_text())
+    assert len(runs) == 14 and {r["seed"] for r in runs} == {0, 1}
+    assert all("fit_seconds" in r and "params" in r for r in runs)
+    assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
+    # A re-run skips the finished runs and gives the same table.
+    assert (
+        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        == 0
+    )
+    again = capsys.readouterr()
+    assert again.err.count("skipped (done before)") == 14
+    assert again.out == table
+
+
+@pytest.mark.parametrize(
+    ("command", "rows"),
+    [
+        (["ablation", "--backbone", "sharedbottom"], 5),
+        (["transfer", "--backbones", "sharedbottom", "esmm"], 2 + 4),
+    ],
+)
+def test_ablation_and_transfer(tmp_path, capsys, command, rows):
+    assert main([*command, *TINY, "--seeds", "1", "--output", str(tmp_path)]) == 0
+    results = pd.read_csv(next(tmp_path.glob("*/synthetic/results.csv")))
+    assert results["method"].nunique() == rows
+
+
+def _record(method, kind, seed, auc):
+    scores = {"AUC": auc, "Logloss": 1 - auc, "s-Logloss": 1 - auc}
+    return {"method": method, "kind": kind, "seed": seed, "scores": {"click": scores}}
+
+
+def test_t_test_marks_only_significant_improvements():
+    rng = np.random.default_rng(0)
+    results = []
+    for seed in range(5):
+        noise = rng.normal(0, 0.001)
+        results += [
+            _record("PLE", "baseline", seed, 0.70 + noise),
+            _record("MMoE", "baseline", seed, 0.69 + noise),
+            _record("RMTL-PLE", "rmtl", seed, 0.72 + noise + rng.normal(0, 0.001)),
+            _record("RMTL-tie", "rmtl", seed, 0.70 + rng.normal(0, 0.001)),
+            _record("RMTL-worse", "rmtl", seed, 0.60 + rng.normal(0, 0.001)),
+        ]
+    methods = ["PLE", "MMoE", "RMTL-PLE", "RMTL-tie", "RMTL-worse"]
+    summary = ex.summarise(results, methods).set_index(["method", "metric"])
+    assert summary.loc[("RMTL-PLE", "AUC"), "better"]
+    assert summary.loc[("RMTL-PLE", "Logloss"), "better"]  # lower is better
+    assert summary.loc[("RMTL-PLE", "AUC"), "best_baseline"] == "PLE"
+    assert summary.loc[("RMTL-PLE", "AUC"), "p_value"] < 0.05
+    assert not summary.loc[("RMTL-tie", "AUC"), "better"]
+    assert not summary.loc[("RMTL-worse", "AUC"), "better"]  # significant, but worse
+    assert np.isnan(summary.loc[("PLE", "AUC"), "p_value"])
+    table = ex.markdown_table(summary.reset_index(), methods)
+    assert table.count("*") == 3  # RMTL-PLE in AUC, Logloss and s-Logloss
