@@ -144,9 +144,20 @@ def make_net(
     )
 
 
+def _validation_loss(
+    net: MultiTaskNet, inputs: dict[str, np.ndarray], y01: np.ndarray, valid: np.ndarray
+) -> float:
+    """The net's unweighted validation loss, as early stopping measures it."""
+    held_out = {k: v[valid] for k, v in inputs.items()}
+    with torch.no_grad():
+        logits = net.forward(held_out, training=False, device=net.device)
+        y = torch.as_tensor(y01[valid], device=logits.device)
+        return float(net.criterion_(logits, y))
+
+
 def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
     """Plain per-epoch records of a skorch history."""
-    keys = ("epoch", "train_loss", "valid_loss", "dur")
+    keys = ("epoch", "train_loss", "valid_loss", "dur", "restored_start")
     return [{k: row[k] for k in keys if k in row} for row in net.history]
 
 
@@ -500,8 +511,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         """Build a skorch net for ``data`` and train it.
 
         ``init_module`` starts training from a copy of those weights (RMTL's
-        refit continues the pretrained actor); ``extra_inputs`` ride in the
-        input dict next to the features (for ``get_loss``, not the module).
+        refit continues the pretrained actor); with early stopping, the
+        starting weights count as epoch 0: if no epoch improves on their
+        validation loss they are restored, and the last history row records
+        ``restored_start=True``. ``extra_inputs`` ride in the input dict next
+        to the features (for ``get_loss``, not the module).
         """
         inputs = {**data.inputs, **(extra_inputs or {})}
         valid = data.valid
@@ -551,8 +565,16 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
             )
             y_train = data.y01 if valid is None else data.y01[~valid]
+            start_loss = None
+            if init_module is not None and valid is not None and max_epochs > 0:
+                start_loss = _validation_loss(net, inputs, data.y01, valid)
             if max_epochs > 0:  # 0: the initial weights as they are
                 net.partial_fit(train, y_train)
+            if start_loss is not None and init_module is not None:
+                best = min(row["valid_loss"] for row in net.history)
+                if not best < start_loss:
+                    net.module_.load_state_dict(init_module.state_dict())
+                    net.history.record("restored_start", True)
         return net
 
     def _backbone_name(self) -> str:

@@ -216,6 +216,12 @@ class RMTLClassifier(MTLClassifier):
         Network sizes of the actor.
     device_ : str
         Torch device used.
+    refit_improved_ : bool
+        Whether the refit improved on the pretrained actor's validation loss.
+        With early stopping the pretrained weights count as the refit's epoch
+        0: when no refit epoch beats them they are kept (and the last
+        ``history_["refit"]`` row has ``restored_start=True``). Always True
+        without early stopping.
     critic_ : SessionCritic or None
         The critics used in the refit (trained here or given as ``critic``);
         ``None`` with ``weighting="constant"`` and no ``critic``.
@@ -475,6 +481,7 @@ class RMTLClassifier(MTLClassifier):
             backbone_=net,
             backbone_params_=params,
             critic_=session_critic,
+            refit_improved_=not any(r.get("restored_start") for r in refit_history),
             history_=history,
             n_iter_=sum(len(h) for h in history.values()),
         )

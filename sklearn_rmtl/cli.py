@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, help_text in specs.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--dataset", choices=DATASETS, default="retailrocket")
+        sub.add_argument(
+            "--dataset",
+            choices=DATASETS,
+            default="retailrocket",
+            help="dataset (default: retailrocket, the bundled sample)",
+        )
         sub.add_argument(
             "--data-home",
             default=None,
@@ -62,10 +67,25 @@ def _parser() -> argparse.ArgumentParser:
                 default=["esmm", "mmoe", "ple"],
                 help="backbones to run RMTL on (default: esmm mmoe ple)",
             )
-        sub.add_argument("--seeds", type=int, default=3, help="number of seeds")
-        sub.add_argument("--max-epochs", type=int, default=5)
-        sub.add_argument("--critic-max-epochs", type=int, default=5)
-        sub.add_argument("--batch-size", type=int, default=2048)
+        sub.add_argument(
+            "--seeds", type=int, default=3, help="number of seeds 0..N-1 (default: 3)"
+        )
+        sub.add_argument(
+            "--max-epochs",
+            type=int,
+            default=5,
+            help="maximum epochs of pretraining and of the refit, each with early "
+            "stopping on the validation part (default: 5)",
+        )
+        sub.add_argument(
+            "--critic-max-epochs",
+            type=int,
+            default=5,
+            help="maximum epochs of critic training (default: 5)",
+        )
+        sub.add_argument(
+            "--batch-size", type=int, default=2048, help="rows per step (default: 2048)"
+        )
         sub.add_argument(
             "--embedding-dim",
             type=int,
@@ -76,11 +96,28 @@ def _parser() -> argparse.ArgumentParser:
             "--backbone-params",
             type=json.loads,
             default=None,
-            help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'",
+            help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
+            "each backbone takes the keys it uses",
         )
-        sub.add_argument("--n-sessions", type=int, default=2000, help="synthetic only")
-        sub.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-        sub.add_argument("--output", type=Path, default=Path("rmtl-results"))
+        sub.add_argument(
+            "--n-sessions",
+            type=int,
+            default=2000,
+            help="number of sessions of --dataset synthetic (default: 2000)",
+        )
+        sub.add_argument(
+            "--device",
+            choices=("cpu", "cuda", "auto"),
+            default="cpu",
+            help="torch device (default: cpu)",
+        )
+        sub.add_argument(
+            "--output",
+            type=Path,
+            default=Path("rmtl-results"),
+            help="results go to OUTPUT/<command>/<dataset>; finished runs there "
+            "are skipped (default: rmtl-results)",
+        )
     return parser
 
 

@@ -100,7 +100,7 @@ _MTL_FITTED = (
 )
 _FITTED: dict[str, tuple[str, ...]] = {
     "MTLClassifier": _MTL_FITTED,
-    "RMTLClassifier": (*_MTL_FITTED, "critic_"),
+    "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_"),
 }
 _ENCODER_FITTED = (
     "n_features_in_",

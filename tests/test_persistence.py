@@ -95,6 +95,9 @@ def assert_same_estimator(loaded, original, X_check):
         loaded.predict_proba(X_check), original.predict_proba(X_check)
     )
     np.testing.assert_array_equal(loaded.predict(X_check), original.predict(X_check))
+    # Every public fitted attribute survives the round trip.
+    fitted = {k for k in vars(original) if k.endswith("_") and not k.startswith("_")}
+    assert fitted <= set(vars(loaded)), fitted - set(vars(loaded))
     for attr in ("classes_", "task_names_", "feature_names_in_"):
         np.testing.assert_array_equal(getattr(loaded, attr), getattr(original, attr))
         assert getattr(loaded, attr).dtype == getattr(original, attr).dtype

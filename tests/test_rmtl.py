@@ -282,3 +282,17 @@ def test_ddpg_baseline_actor_trained_by_q_gradient_only(sessions):
     )
     # ... and the Q-gradient steps moved it.
     assert not np.allclose(ddpg.predict_proba(X), frozen.predict_proba(X))
+
+
+def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
+    """Early stopping counts the pretrained weights as the refit's epoch 0."""
+    X, Y, s, t = sessions
+    mtl = MTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
+    ).fit(X, Y, timestamps=t)
+    # A learning rate far too large makes every refit epoch worse.
+    est = RMTLClassifier(backbone=mtl, **{**FAST, "lr": 5.0, "refit_max_epochs": 2})
+    est.fit(X, Y, session_ids=s, timestamps=t)
+    assert est.refit_improved_ is False
+    assert est.history_["refit"][-1]["restored_start"] is True
+    np.testing.assert_allclose(est.predict_proba(X), mtl.predict_proba(X), rtol=1e-6)
