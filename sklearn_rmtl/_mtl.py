@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 
@@ -35,11 +35,33 @@ from sklearn_rmtl._validation import (
     resolve_device,
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
-from sklearn_rmtl.exceptions import InconsistentVersionWarning
+from sklearn_rmtl.exceptions import DivergenceError, InconsistentVersionWarning
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
+
+
+class DivergenceGuard(Callback):
+    """Stop with a clear error as soon as an epoch's training loss is not finite.
+
+    Parameters
+    ----------
+    phase : str
+        The training phase named in the error ("pretrain" or "refit").
+    """
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        loss = net.history[-1, "train_loss"]
+        if not np.isfinite(loss):
+            raise DivergenceError(
+                f"The {self.phase} loss became {loss} in epoch {len(net.history)}. "
+                "Lower lr, check the features for extreme values (scale or clip "
+                "them), or lower q_lambda for the refit."
+            )
 
 
 def _silent(*_: Any) -> None:
@@ -519,7 +541,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         """
         inputs = {**data.inputs, **(extra_inputs or {})}
         valid = data.valid
-        callbacks: list[Any] = list(self.callbacks or [])
+        phase = "refit" if init_module is not None else "pretrain"
+        callbacks: list[Any] = [
+            *(self.callbacks or []),
+            ("divergence_guard", DivergenceGuard(phase)),
+        ]
         train_split = None
         if valid is not None:
             held_out = {k: v[valid] for k, v in inputs.items()}
@@ -569,7 +595,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             if init_module is not None and valid is not None and max_epochs > 0:
                 start_loss = _validation_loss(net, inputs, data.y01, valid)
             if max_epochs > 0:  # 0: the initial weights as they are
-                net.partial_fit(train, y_train)
+                # partial_fit without its ``except KeyboardInterrupt: pass``: an
+                # interrupted fit must raise, not return a half-trained model.
+                net.notify("on_train_begin", X=train, y=y_train)
+                net.fit_loop(train, y_train)
+                net.notify("on_train_end", X=train, y=y_train)
             if start_loss is not None and init_module is not None:
                 best = min(row["valid_loss"] for row in net.history)
                 if not best < start_loss:

@@ -15,6 +15,7 @@ from skorch.callbacks import Callback
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.exceptions import DivergenceError
 
 
 def _fit(X, Y, **params):
@@ -320,3 +321,30 @@ def test_predict_in_chunks_matches_whole(mtl_data, monkeypatch):
     whole = clf.predict_proba(X)
     monkeypatch.setattr("sklearn_rmtl._mtl._PREDICT_CHUNK", 97)
     np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6)
+
+
+def test_divergence_stops_with_a_clear_error(mtl_data):
+    X, Y = mtl_data
+    clf = _fit(X, Y, backbone="sharedbottom", max_epochs=1)
+    before = clf.predict_proba(X)
+    with pytest.raises(DivergenceError, match=r"pretrain loss became nan.*Lower lr"):
+        clf.set_params(lr=1e20, max_epochs=3).fit(X, Y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_keyboard_interrupt_propagates_and_keeps_previous_fit(mtl_data):
+    X, Y = mtl_data
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            raise KeyboardInterrupt
+
+    clf = _fit(X, Y, backbone="sharedbottom", max_epochs=1)
+    before = clf.predict_proba(X)
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(callbacks=[Interrupt()]).fit(X, Y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    fresh = MTLClassifier(callbacks=[Interrupt()], backbone_params=SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.fit(X, Y)
+    assert not hasattr(fresh, "backbone_")
