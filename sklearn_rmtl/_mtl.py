@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
@@ -29,6 +28,11 @@ from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._net import MultiTaskNet
 from sklearn_rmtl._network import MultiTaskNetwork
+from sklearn_rmtl._seeding import (
+    init_parameters,
+    isolated_global_rng,
+    set_dropout_generator,
+)
 from sklearn_rmtl._validation import (
     check_metadata,
     check_multitask_target,
@@ -40,6 +44,26 @@ from sklearn_rmtl.exceptions import DivergenceError, InconsistentVersionWarning
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
+
+
+class _StopTraining(Exception):
+    """Early stopping's signal to end the epoch loop."""
+
+
+class _EarlyStopping(EarlyStopping):
+    """skorch's EarlyStopping, signalling with its own exception.
+
+    skorch stops training by raising ``KeyboardInterrupt``, which
+    ``partial_fit`` swallows, and so it would swallow a real Ctrl-C too and
+    return a half-trained model. Training here runs ``fit_loop`` directly
+    and only this signal ends it quietly.
+    """
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except KeyboardInterrupt as stop:
+            raise _StopTraining from stop
 
 
 class DivergenceGuard(Callback):
@@ -66,15 +90,6 @@ class DivergenceGuard(Callback):
 
 def _silent(*_: Any) -> None:
     """A print sink that drops the message (``verbose=0``)."""
-
-
-@contextlib.contextmanager
-def torch_seed(seed: int, device: str) -> Iterator[None]:
-    """Seed torch inside the block, leaving the caller's global RNG untouched."""
-    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def encode_inputs(
@@ -162,6 +177,9 @@ def make_net(
         callbacks=callbacks or [],
         predict_nonlinearity=None,
         device=device,
+        # DataLoaders draw a base seed even when not shuffling: a generator of
+        # their own keeps validation and prediction off the global one.
+        iterator_valid__generator=torch.Generator(),
         **params,
     )
 
@@ -542,6 +560,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         inputs = {**data.inputs, **(extra_inputs or {})}
         valid = data.valid
         phase = "refit" if init_module is not None else "pretrain"
+        # Initialisation, batch order and dropout of this fit draw from here.
+        generator = torch.Generator().manual_seed(data.seed + seed_offset)
         callbacks: list[Any] = [
             *(self.callbacks or []),
             ("divergence_guard", DivergenceGuard(phase)),
@@ -553,7 +573,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(
                 (
                     "early_stopping",
-                    EarlyStopping(
+                    _EarlyStopping(
                         monitor="valid_loss",
                         patience=self.n_iter_no_change,
                         load_best=True,
@@ -580,31 +600,35 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
+            iterator_train__generator=generator,
             verbose=self.verbose,
             **net_kwargs,
         )
-        with torch_seed(data.seed + seed_offset, data.device):
+        with isolated_global_rng(data.device):
             net.initialize()
-            if init_module is not None:
-                net.module_.load_state_dict(init_module.state_dict())
-            train = (
-                inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
-            )
-            y_train = data.y01 if valid is None else data.y01[~valid]
-            start_loss = None
-            if init_module is not None and valid is not None and max_epochs > 0:
-                start_loss = _validation_loss(net, inputs, data.y01, valid)
-            if max_epochs > 0:  # 0: the initial weights as they are
-                # partial_fit without its ``except KeyboardInterrupt: pass``: an
-                # interrupted fit must raise, not return a half-trained model.
-                net.notify("on_train_begin", X=train, y=y_train)
+        if init_module is not None:
+            net.module_.load_state_dict(init_module.state_dict())
+        else:
+            init_parameters(net.module_, generator)
+        set_dropout_generator(net.module_, generator)
+        train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
+        y_train = data.y01 if valid is None else data.y01[~valid]
+        start_loss = None
+        if init_module is not None and valid is not None and max_epochs > 0:
+            start_loss = _validation_loss(net, inputs, data.y01, valid)
+        if max_epochs > 0:  # 0: the initial weights as they are
+            # partial_fit without its ``except KeyboardInterrupt: pass``: an
+            # interrupted fit must raise, not return a half-trained model.
+            net.notify("on_train_begin", X=train, y=y_train)
+            with contextlib.suppress(_StopTraining):
                 net.fit_loop(train, y_train)
-                net.notify("on_train_end", X=train, y=y_train)
-            if start_loss is not None and init_module is not None:
-                best = min(row["valid_loss"] for row in net.history)
-                if not best < start_loss:
-                    net.module_.load_state_dict(init_module.state_dict())
-                    net.history.record("restored_start", True)
+            net.notify("on_train_end", X=train, y=y_train)
+        if start_loss is not None and init_module is not None:
+            best = min(row["valid_loss"] for row in net.history)
+            if not best < start_loss:
+                net.module_.load_state_dict(init_module.state_dict())
+                net.history.record("restored_start", True)
+        set_dropout_generator(net.module_, None)
         return net
 
     def _backbone_name(self) -> str:

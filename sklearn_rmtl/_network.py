@@ -61,15 +61,14 @@ class FeatureEmbedding(nn.Module):
         self.numerical = nn.Linear(n_numerical, embedding_dim) if n_numerical else None
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Initialise the embedding tables (the numerical layer is an nn.Linear)."""
         if self.embedding is not None:
-            nn.init.xavier_uniform_(self.embedding.weight)
+            nn.init.xavier_uniform_(self.embedding.weight, generator=generator)
             # Values unseen in training never receive a gradient: a zero
             # vector is a neutral representation for them.
             with torch.no_grad():
                 self.embedding.weight[self.offsets + UNKNOWN_CODE] = 0.0
-        if self.numerical is not None:
-            self.numerical.reset_parameters()
 
     def forward(self, x_cat: Tensor, x_num: Tensor) -> Tensor:
         parts = []

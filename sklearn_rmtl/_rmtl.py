@@ -32,9 +32,13 @@ from sklearn_rmtl._mtl import (
     MTLClassifier,
     encode_inputs,
     net_history,
-    torch_seed,
 )
 from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._seeding import (
+    init_parameters,
+    isolated_global_rng,
+    set_dropout_generator,
+)
 from sklearn_rmtl._td import TDConfig, train_critic
 from sklearn_rmtl._validation import check_metadata, check_multitask_target
 from sklearn_rmtl._weighting import WEIGHTINGS
@@ -559,7 +563,8 @@ class RMTLClassifier(MTLClassifier):
             actor_update=self.actor_update,
             verbose=self.verbose,
         )
-        with torch_seed(data.seed + _CRITIC_SEED, device):
+        generator = torch.Generator().manual_seed(data.seed + _CRITIC_SEED)
+        with isolated_global_rng(device):
             critic = Critic(
                 cardinalities=data.cardinalities,
                 n_numerical=data.inputs["x_num"].shape[1],
@@ -568,30 +573,33 @@ class RMTLClassifier(MTLClassifier):
                 hidden_dims=tuple(self.critic_hidden_dims),
                 shared=self.shared_critic,
             )
-            critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
-            reward = rewards(data.y01, actions)
-            # NOTE[DIFF]: the paper does not say how critics start. With the
-            # -ReLU output a head that starts negative is dead (Q = 0, w = 1
-            # everywhere, observed); start near the expected discounted return.
-            horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
-            critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
-            critic.to(device)
-            actor.to(device)
-            history = train_critic(
-                critic,
-                inputs={
-                    "x_cat": tensor(data.inputs["x_cat"], torch.long),
-                    "x_num": tensor(data.inputs["x_num"]),
-                },
-                actions=tensor(actions),
-                rewards=tensor(reward),
-                next_row=tensor(transitions.next_row, torch.long),
-                done=tensor(transitions.done),
-                y01=tensor(data.y01),
-                actor=actor,
-                config=config,
-                generator=torch.Generator().manual_seed(data.seed + _CRITIC_SEED),
-            )
+        init_parameters(critic, generator)
+        critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+        reward = rewards(data.y01, actions)
+        # NOTE[DIFF]: the paper does not say how critics start. With the
+        # -ReLU output a head that starts negative is dead (Q = 0, w = 1
+        # everywhere, observed); start near the expected discounted return.
+        horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
+        critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
+        critic.to(device)
+        actor.to(device)
+        set_dropout_generator(actor, generator)  # the actor trains with actor_update
+        history = train_critic(
+            critic,
+            inputs={
+                "x_cat": tensor(data.inputs["x_cat"], torch.long),
+                "x_num": tensor(data.inputs["x_num"]),
+            },
+            actions=tensor(actions),
+            rewards=tensor(reward),
+            next_row=tensor(transitions.next_row, torch.long),
+            done=tensor(transitions.done),
+            y01=tensor(data.y01),
+            actor=actor,
+            config=config,
+            generator=generator,
+        )
+        set_dropout_generator(actor, None)
         return SessionCritic(
             encoder=encoder,
             module=critic.cpu().eval(),

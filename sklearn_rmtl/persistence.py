@@ -44,10 +44,11 @@ from torch import nn
 
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._mtl import MTLClassifier, make_net, torch_seed
+from sklearn_rmtl._mtl import MTLClassifier, make_net
 from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._network import FeatureEmbedding, MultiTaskNetwork
 from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl._seeding import isolated_global_rng
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
@@ -903,7 +904,7 @@ class _Reader:
             kwargs["critic"] = None  # dropped after the refit, as in fit
         net = make_net(net_cls, device=self.device, **kwargs)
         try:
-            with torch_seed(0, self.device):  # leaves the caller's RNG untouched
+            with isolated_global_rng(self.device):  # leaves the caller's RNG alone
                 net.initialize()
         except (TypeError, ValueError, RuntimeError) as exc:
             raise _fail(path, f"the network cannot be rebuilt ({exc})") from exc
@@ -924,7 +925,7 @@ class _Reader:
         if not isinstance(kwargs, dict) or set(kwargs) != set(_CRITIC_KWARGS):
             raise _fail(path, f"critic arguments must be {sorted(_CRITIC_KWARGS)}")
         try:
-            with torch_seed(0, "cpu"):
+            with isolated_global_rng("cpu"):
                 module = Critic(**kwargs)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise _fail(path, f"the critic cannot be rebuilt ({exc})") from exc

@@ -296,3 +296,22 @@ def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
     assert est.refit_improved_ is False
     assert est.history_["refit"][-1]["restored_start"] is True
     np.testing.assert_allclose(est.predict_proba(X), mtl.predict_proba(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_parallel_fits_match_sequential(sessions, backend):
+    """Fits draw from their own generators, not torch's shared global one."""
+    from joblib import Parallel, delayed
+
+    X, Y, s, t = sessions
+    params = {**FAST, "max_epochs": 2, "critic_max_epochs": 2, "refit_max_epochs": 1}
+    seeds = [0, 1, 0, 1]
+
+    def fit(seed):
+        est = RMTLClassifier(backbone="sharedbottom", **{**params, "random_state": seed})
+        return est.fit(X, Y, session_ids=s, timestamps=t).predict_proba(X)
+
+    sequential = [fit(seed) for seed in seeds[:2]]
+    parallel = Parallel(n_jobs=2, backend=backend)(delayed(fit)(seed) for seed in seeds)
+    for seed, proba in zip(seeds, parallel, strict=True):
+        np.testing.assert_array_equal(proba, sequential[seed])

@@ -45,11 +45,11 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_groups, out_features))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         # Same distribution as ``nn.Linear``'s default, group by group.
         bound = 1.0 / math.sqrt(self.in_features)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        nn.init.uniform_(self.weight, -bound, bound, generator=generator)
+        nn.init.uniform_(self.bias, -bound, bound, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:
@@ -90,6 +90,8 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p!r}")
         self.p = p
+        #: Source of the masks; None uses torch's global generator.
+        self.generator: torch.Generator | None = None
         self._threshold = round(p * 256)
         self._scale = 1.0 / (1.0 - self._threshold / 256)
 
@@ -100,7 +102,12 @@ class Dropout(nn.Module):
             return nn.functional.dropout(x, self.p, training=True)
         n = x.numel()
         words = torch.randint(
-            -(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device
+            -(2**63),
+            2**63 - 1,
+            ((n + 7) // 8,),
+            dtype=torch.int64,
+            device=x.device,
+            generator=self.generator,
         )
         noise = words.view(torch.uint8)[:n].view(x.shape)
         keep = (noise >= self._threshold).to(x.dtype).mul_(self._scale)
