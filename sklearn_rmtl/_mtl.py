@@ -391,7 +391,13 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
-        """Cross-parameter checks that need the data; raise before training."""
+        """Cross-parameter checks that need the data; raise before training.
+
+        Returns the full backbone sizes and the per-task loss weights.
+        """
+        return self._network_params(n_tasks), self._task_weights(n_tasks)
+
+    def _network_params(self, n_tasks: int) -> dict[str, Any]:
         params = resolve_backbone_params(self.backbone, self.backbone_params)
         min_tasks = BACKBONES[self.backbone].min_tasks
         if n_tasks < min_tasks:
@@ -400,6 +406,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 f"{min_tasks} tasks (y columns in funnel order), got {n_tasks}. "
                 "Use e.g. backbone='sharedbottom' or 'mmoe' for a single task."
             )
+        return params
+
+    def _task_weights(self, n_tasks: int) -> np.ndarray:
         if self.task_weights is None:
             weights = np.full(n_tasks, 1.0 / n_tasks)
         else:
@@ -413,7 +422,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("task_weights must be finite and non-negative.")
             if not weights.any():
                 raise ValueError("task_weights must not all be zero.")
-        return params, weights
+        return weights
 
     def _validation_mask(
         self, n_samples: int, timestamps: np.ndarray | None, seed: int

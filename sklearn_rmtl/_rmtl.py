@@ -40,7 +40,11 @@ from sklearn_rmtl._seeding import (
     set_dropout_generator,
 )
 from sklearn_rmtl._td import TDConfig, train_critic
-from sklearn_rmtl._validation import check_metadata, check_multitask_target
+from sklearn_rmtl._validation import (
+    binarize_labels,
+    check_metadata,
+    check_multitask_target,
+)
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
@@ -381,19 +385,6 @@ class RMTLClassifier(MTLClassifier):
         return str(self.backbone)
 
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
-        if isinstance(self.backbone, MTLClassifier):
-            actor = self.backbone
-            if hasattr(actor, "n_tasks_") and actor.n_tasks_ != n_tasks:
-                raise ValueError(
-                    f"backbone was fitted on {actor.n_tasks_} tasks but y has "
-                    f"{n_tasks} columns."
-                )
-            actor._check_params(n_tasks)
-            # The refit uses this estimator's task weights.
-            probe = copy.copy(self)
-            probe.backbone = actor.backbone
-            probe.backbone_params = actor.backbone_params
-            return MTLClassifier._check_params(probe, n_tasks)
         if self.critic is not None and self.critic.n_tasks != n_tasks:
             raise ValueError(
                 f"critic was trained for {self.critic.n_tasks} tasks "
@@ -401,6 +392,17 @@ class RMTLClassifier(MTLClassifier):
             )
         check_dims("critic_hidden_dims", self.critic_hidden_dims, allow_empty=True)
         return super()._check_params(n_tasks)
+
+    def _network_params(self, n_tasks: int) -> dict[str, Any]:
+        if not isinstance(self.backbone, MTLClassifier):
+            return super()._network_params(n_tasks)
+        actor = self.backbone  # its sizes; the refit uses our task weights
+        if hasattr(actor, "n_tasks_") and actor.n_tasks_ != n_tasks:
+            raise ValueError(
+                f"backbone was fitted on {actor.n_tasks_} tasks but y has "
+                f"{n_tasks} columns."
+            )
+        return actor._network_params(n_tasks)
 
     # ----------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=False)
@@ -686,7 +688,10 @@ class RMTLClassifier(MTLClassifier):
         """
         check_is_fitted(self)
         X = check_features(X)
-        y01 = self._binarize(y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
+            check_multitask_target(y)
+        y01 = binarize_labels(y, self.classes_).astype(np.float32)
         n = y01.shape[0]
         if X.shape[0] != n:
             raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
@@ -711,26 +716,3 @@ class RMTLClassifier(MTLClassifier):
                 )
                 out.append(w.numpy())
         return np.concatenate(out).astype(np.float64)
-
-    def _binarize(self, y: Any) -> np.ndarray:
-        """Map labels of a fitted estimator's tasks to 0/1."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
-            check_multitask_target(y)
-        arr = np.asarray(y)
-        if arr.shape[1] != self.n_tasks_:
-            raise ValueError(
-                f"y has {arr.shape[1]} task columns but the estimator was fitted "
-                f"on {self.n_tasks_}."
-            )
-        out = np.empty(arr.shape, dtype=np.float32)
-        for k in range(self.n_tasks_):
-            unknown = ~np.isin(arr[:, k], self.classes_[k])
-            if unknown.any():
-                raise ValueError(
-                    f"y has labels {np.unique(arr[unknown, k]).tolist()} in task "
-                    f"{self.task_names_[k]!r} not seen in fit "
-                    f"({self.classes_[k].tolist()})."
-                )
-            out[:, k] = arr[:, k] == self.classes_[k, 1]
-        return out

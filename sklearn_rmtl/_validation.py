@@ -156,3 +156,34 @@ def resolve_device(device: str) -> str:
             "use a GPU only when one is available."
         )
     return device
+
+
+def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
+    """Map each task's labels to 0/1 with the estimator's ``classes_``."""
+    y = y_true.to_numpy() if isinstance(y_true, pd.DataFrame | pd.Series) else y_true
+    y = np.asarray(y)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if classes is None:
+        return y
+    classes = np.asarray(classes)
+    if classes.ndim == 1 and classes.size == 2:
+        classes = classes.reshape(1, 2)  # a single-output binary classifier
+    if classes.ndim != 2 or classes.shape[1] != 2:
+        return y  # not a per-task binary classifier: labels must already be 0/1
+    if y.ndim != 2 or classes.shape[0] != y.shape[1]:
+        raise ValueError(
+            f"y_true has {y.shape[1] if y.ndim == 2 else '?'} task columns but the "
+            f"estimator was fitted on {classes.shape[0]} tasks (classes_ has "
+            f"shape {classes.shape})."
+        )
+    y01 = np.empty(y.shape, dtype=np.int64)
+    for k in range(y.shape[1]):
+        known = np.isin(y[:, k], classes[k])
+        if not known.all():
+            raise ValueError(
+                f"y_true of task {k} holds labels {np.unique(y[~known, k])[:5]} "
+                f"that are not among the estimator's classes_ {classes[k]}."
+            )
+        y01[:, k] = y[:, k] == classes[k, 1]
+    return y01

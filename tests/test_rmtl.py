@@ -73,7 +73,7 @@ def test_loss_weights_follow_row_order(fitted, sessions):
 
 def test_loss_weights_validate_labels(fitted, sessions):
     X, Y, _s, _t = sessions
-    with pytest.raises(ValueError, match="not seen in fit"):
+    with pytest.raises(ValueError, match="not among the estimator.s classes_"):
         fitted.loss_weights(X, Y.replace({1: 2}))
     with pytest.raises(ValueError, match="3 task columns"):
         fitted.loss_weights(X, Y.assign(extra=0))
