@@ -73,7 +73,7 @@ def test_loss_weights_follow_row_order(fitted, sessions):
 
 def test_loss_weights_validate_labels(fitted, sessions):
     X, Y, _s, _t = sessions
-    with pytest.raises(ValueError, match="not among the estimator.s classes_"):
+    with pytest.raises(ValueError, match=r"not among the estimator.s classes_"):
         fitted.loss_weights(X, Y.replace({1: 2}))
     with pytest.raises(ValueError, match="3 task columns"):
         fitted.loss_weights(X, Y.assign(extra=0))
@@ -308,7 +308,9 @@ def test_parallel_fits_match_sequential(sessions, backend):
     seeds = [0, 1, 0, 1]
 
     def fit(seed):
-        est = RMTLClassifier(backbone="sharedbottom", **{**params, "random_state": seed})
+        est = RMTLClassifier(
+            backbone="sharedbottom", **{**params, "random_state": seed}
+        )
         return est.fit(X, Y, session_ids=s, timestamps=t).predict_proba(X)
 
     sequential = [fit(seed) for seed in seeds[:2]]
