@@ -310,3 +310,13 @@ def test_target_validation_never_crashes_on_valid_labels(bits, labels, n_tasks):
     assert y01.shape == (len(bits), n_tasks)
     np.testing.assert_array_equal(y01[:, 0], (col == classes[0, 1]).astype(np.float32))
     assert classes.shape == (n_tasks, 2)
+
+
+def test_critic_divergence_names_the_phase(data):
+    from sklearn_rmtl.exceptions import DivergenceError
+
+    X, Y = data
+    est = RMTLClassifier(**{**FAST, "critic_lr": 1e20, "critic_max_epochs": 5})
+    with pytest.raises(DivergenceError, match="critic TD loss became"):
+        est.fit(X, Y, session_ids=np.arange(len(X)) // 5)
+    assert not hasattr(est, "backbone_")
