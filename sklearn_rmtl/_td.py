@@ -145,16 +145,15 @@ def train_critic(
         for b in starts:
             idx = order[b : b + config.batch_size]
             nxt = next_row[idx]
+            s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
             with torch.no_grad():
                 if next_actions is None:
-                    a_next = torch.sigmoid(target_actor(x_cat[nxt], x_num[nxt]))
+                    a_next = torch.sigmoid(target_actor(*s_next))
                 else:
                     a_next = next_actions[idx]
-                q_next = target_critic(x_cat[nxt], x_num[nxt], a_next)
-                if config.double_q:
-                    q_next = torch.minimum(
-                        q_next, critic(x_cat[nxt], x_num[nxt], a_next)
-                    )
+                q_next = target_critic(*s_next, a_next)
+                if config.double_q:  # clipped double Q (authors' final code)
+                    q_next = torch.minimum(q_next, critic(*s_next, a_next))
                 target = td_target(rewards[idx], done[idx], q_next, config.gamma)
             q = critic(x_cat[idx], x_num[idx], actions[idx])
             err = (q - target) ** 2
