@@ -19,4 +19,5 @@ __all__ = [
     "metrics",
     "model_selection",
     "persistence",
+    "plotting",
 ]

@@ -16,6 +16,7 @@ from sklearn_rmtl import (  # noqa: E402
     metrics,
     model_selection,
     persistence,
+    plotting,
 )
 
 # Missing docstring, undocumented / unknown parameters, missing sections.
@@ -28,6 +29,7 @@ MODULES = [
     metrics,
     model_selection,
     persistence,
+    plotting,
 ]
 
 

@@ -1,0 +1,819 @@
+"""Plots of fitted estimators, following scikit-learn's Display API.
+
+Each display computes what it draws in a class method
+(``from_estimator`` or ``from_estimators``) and draws it with ``plot``,
+which can be called again on other axes. After ``plot`` the display holds
+the matplotlib objects it made (``ax_``, ``figure_`` and the artists).
+
+matplotlib is an optional dependency: ``pip install "sklearn-rmtl[plot]"``.
+It is imported only when a display draws, so the rest of the library works
+without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from sklearn_rmtl._mdp import build_transitions
+from sklearn_rmtl._validation import check_metadata
+from sklearn_rmtl.metrics import (
+    group_roc_auc,
+    per_task_log_loss,
+    per_task_roc_auc,
+    session_log_loss,
+)
+
+__all__ = ["LossWeightsDisplay", "MetricComparisonDisplay", "TrainingCurvesDisplay"]
+
+_INSTALL = 'pip install "sklearn-rmtl[plot]"'
+
+
+def _pyplot(caller: str) -> Any:
+    """Import ``matplotlib.pyplot`` or say how to install it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            f"{caller} needs matplotlib, an optional dependency of sklearn-rmtl. "
+            f"Install it with: {_INSTALL}"
+        ) from exc
+    return plt
+
+
+def _panels(
+    ax: Any, n_panels: int, caller: str, *, width: float = 4.2, height: float = 3.4
+) -> tuple[np.ndarray, Any]:
+    """One Axes per panel: new ones in a row, or the user's ``ax``."""
+    plt = _pyplot(caller)
+    if ax is None:
+        fig, axes = plt.subplots(
+            1,
+            n_panels,
+            figsize=(width * n_panels, height),
+            layout="constrained",
+            squeeze=False,
+        )
+        return axes.ravel(), fig
+    axes = np.empty(1, dtype=object)
+    if isinstance(ax, np.ndarray | list | tuple):
+        axes = np.asarray(ax, dtype=object).ravel()
+    else:
+        axes[0] = ax
+    if axes.size != n_panels:
+        raise ValueError(
+            f"{caller} draws {n_panels} panel(s) and needs one Axes per panel; "
+            f"ax holds {axes.size}."
+        )
+    return axes, axes[0].figure
+
+
+def _default_name(estimator: Any) -> str:
+    """``"RMTLClassifier (ple)"``: the class and its backbone's name."""
+    backbone = getattr(estimator, "backbone", None)
+    if backbone is not None and not isinstance(backbone, str):
+        backbone = getattr(backbone, "backbone", None)  # a given MTLClassifier
+    name = type(estimator).__name__
+    return f"{name} ({backbone})" if isinstance(backbone, str) else name
+
+
+# ---------------------------------------------------------------- training
+_PHASE_TITLES = {
+    "pretrain": "pretrain",
+    "critic": "critic (TD learning)",
+    "refit": "refit (Q-weighted)",
+}
+_CURVE_LABELS = {
+    "train_loss": "train loss",
+    "valid_loss": "validation loss",
+    "td_loss": "TD loss",
+    "actor_loss": "actor loss",
+}
+# Per-epoch entries that are not curves.
+_NOT_CURVES = {"epoch", "dur", "restored_start"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+class TrainingCurvesDisplay:
+    """Training curves of every phase of a fit, one panel per phase.
+
+    Build it with :meth:`from_estimator`; the constructor takes a history
+    already extracted. Each panel plots, against the epoch, every numerical
+    per-epoch entry of a phase: ``train_loss`` and ``valid_loss`` (held-out
+    BCE) for ``"pretrain"`` and ``"refit"``, ``td_loss`` (and ``actor_loss``
+    with ``actor_update=True``) for ``"critic"``.
+
+    Parameters
+    ----------
+    history : dict of str to list of dict
+        Per-phase, per-epoch records, as in the ``history_`` attribute of
+        :class:`~sklearn_rmtl.MTLClassifier` and
+        :class:`~sklearn_rmtl.RMTLClassifier`.
+    estimator_name : str, default=None
+        Name shown as the figure title; ``None`` shows none.
+
+    Attributes
+    ----------
+    ax_ : ndarray of matplotlib Axes of shape (n_panels,)
+        One Axes per plotted phase, in the order of ``history``.
+    figure_ : matplotlib Figure
+        The figure holding the panels.
+    lines_ : dict of str to list of matplotlib Line2D
+        The curves of each plotted phase.
+    phases_ : list of str
+        The plotted phases.
+
+    See Also
+    --------
+    LossWeightsDisplay : The refit's loss weights.
+    MetricComparisonDisplay : Test metrics of several estimators.
+
+    Notes
+    -----
+    A phase without epochs (the critic phase when a fitted ``critic`` was
+    given, or with ``weighting="constant"``) has no panel unless it is
+    requested through ``phases``. When the refit kept the pretrained weights
+    (``refit_improved_`` is False) the refit panel's title says so.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl.plotting import TrainingCurvesDisplay
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
+    ...                   "position": np.tile(np.arange(10), 30)})
+    >>> click = X["item"] == "a"
+    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
+    >>> sessions = np.repeat(np.arange(30), 10)
+    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
+    ...                      critic_hidden_dims=(8,), max_epochs=2,
+    ...                      critic_max_epochs=2, random_state=0)
+    >>> clf = clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
+    >>> display = TrainingCurvesDisplay.from_estimator(clf)
+    >>> display.phases_
+    ['pretrain', 'critic', 'refit']
+    >>> [line.get_label() for line in display.lines_["refit"]]
+    ['train loss', 'validation loss']
+    """
+
+    def __init__(
+        self,
+        *,
+        history: Mapping[str, Sequence[Mapping[str, Any]]],
+        estimator_name: str | None = None,
+    ) -> None:
+        self.history = history
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: Any,
+        *,
+        phases: Sequence[str] | None = None,
+        ax: Any = None,
+        name: str | None = None,
+    ) -> TrainingCurvesDisplay:
+        """Plot the training curves of a fitted estimator.
+
+        Parameters
+        ----------
+        estimator : MTLClassifier or RMTLClassifier
+            A fitted estimator with a ``history_`` attribute.
+        phases : sequence of str, default=None
+            Phases to plot, from ``"pretrain"``, ``"critic"`` and ``"refit"``
+            (the keys of ``history_``). ``None`` plots every phase that ran
+            at least one epoch.
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per plotted phase. ``None`` makes a new figure with the
+            panels in a row.
+        name : str, default=None
+            Figure title; ``None`` uses the estimator's class and backbone.
+
+        Returns
+        -------
+        display : TrainingCurvesDisplay
+            The display, with the drawn objects in ``ax_``, ``figure_`` and
+            ``lines_``.
+        """
+        check_is_fitted(estimator)
+        history = getattr(estimator, "history_", None)
+        if not isinstance(history, Mapping):
+            raise TypeError(
+                "TrainingCurvesDisplay needs an estimator with a history_ dict "
+                f"(MTLClassifier or RMTLClassifier); got {type(estimator).__name__}."
+            )
+        name = _default_name(estimator) if name is None else name
+        display = cls(history=history, estimator_name=name)
+        return display.plot(ax=ax, phases=phases)
+
+    def plot(
+        self,
+        ax: Any = None,
+        *,
+        phases: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> TrainingCurvesDisplay:
+        """Draw one panel of curves per phase.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per plotted phase. ``None`` makes a new figure with the
+            panels in a row.
+        phases : sequence of str, default=None
+            Phases to plot (keys of ``history``). ``None`` plots every phase
+            with at least one epoch.
+        name : str, default=None
+            Figure title; ``None`` uses ``estimator_name``.
+
+        Returns
+        -------
+        display : TrainingCurvesDisplay
+            This display, with ``ax_``, ``figure_``, ``lines_`` and
+            ``phases_`` set.
+        """
+        if phases is None:
+            chosen = [p for p, rows in self.history.items() if len(rows)]
+            if not chosen:
+                raise ValueError("The history has no epoch in any phase to plot.")
+        else:
+            if isinstance(phases, str):
+                phases = [phases]
+            chosen = list(phases)
+            unknown = [p for p in chosen if p not in self.history]
+            if unknown or not chosen:
+                raise ValueError(
+                    f"phases {unknown or chosen} are not in the history; "
+                    f"available phases are {list(self.history)}."
+                )
+        axes, fig = _panels(ax, len(chosen), "TrainingCurvesDisplay")
+        lines: dict[str, list[Any]] = {}
+        for axis, phase in zip(axes, chosen, strict=True):
+            lines[phase] = self._plot_phase(axis, phase)
+        name = self.estimator_name if name is None else name
+        if name:
+            fig.suptitle(name)
+        self.ax_, self.figure_, self.lines_, self.phases_ = axes, fig, lines, chosen
+        return self
+
+    def _plot_phase(self, axis: Any, phase: str) -> list[Any]:
+        from matplotlib.ticker import MaxNLocator
+
+        rows = list(self.history[phase])
+        title = _PHASE_TITLES.get(phase, phase)
+        if rows and rows[-1].get("restored_start"):
+            title += "\npretrained weights kept"
+        axis.set(title=title, xlabel="epoch", ylabel="loss")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not rows:
+            axis.text(
+                0.5,
+                0.5,
+                "no epochs",
+                ha="center",
+                va="center",
+                transform=axis.transAxes,
+            )
+            return []
+        epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+        keys = dict.fromkeys(k for row in rows for k in row if k not in _NOT_CURVES)
+        drawn = []
+        for key in keys:
+            values = [row.get(key) for row in rows]
+            if not all(v is None or _is_number(v) for v in values):
+                continue
+            y = np.array([np.nan if v is None else float(v) for v in values])
+            (line,) = axis.plot(
+                epochs,
+                y,
+                marker="o",
+                label=_CURVE_LABELS.get(key, key.replace("_", " ")),
+            )
+            drawn.append(line)
+        axis.legend()
+        return drawn
+
+
+# ------------------------------------------------------------ loss weights
+class LossWeightsDisplay:
+    """The refit's loss weights: their distribution and their trend in sessions.
+
+    The left panel shows a histogram of the per-row weights of each task;
+    the right one the mean weight of each task at each position in the
+    session (1 = a session's first row). Build it with
+    :meth:`from_estimator`.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_samples, n_tasks)
+        Per-row, per-task loss weights, as from
+        :meth:`RMTLClassifier.loss_weights <sklearn_rmtl.RMTLClassifier.loss_weights>`.
+    positions : ndarray of shape (n_samples,)
+        0-based position of each row in its session.
+    task_names : array-like of str of shape (n_tasks,)
+        Task names, for the legends.
+    estimator_name : str, default=None
+        Name shown as the figure title; ``None`` shows none.
+
+    Attributes
+    ----------
+    ax_ : ndarray of matplotlib Axes of shape (2,)
+        The histogram panel and the by-position panel.
+    figure_ : matplotlib Figure
+        The figure holding the panels.
+    hist_ : list of tuple
+        Per task, what :meth:`matplotlib.axes.Axes.hist` returned
+        (counts, bin edges, patches).
+    lines_ : list of matplotlib Line2D
+        Per task, the mean weight by position.
+    mean_by_position_ : DataFrame of shape (n_positions, n_tasks)
+        The plotted means, indexed by 1-based position; positions without
+        rows are left out.
+    rows_by_position_ : Series of shape (n_positions,)
+        Number of rows at each plotted position.
+
+    See Also
+    --------
+    TrainingCurvesDisplay : Losses of every phase of the fit.
+    sklearn_rmtl.RMTLClassifier.loss_weights : The weights plotted here.
+
+    Notes
+    -----
+    With ``weighting="rmtl"`` the weight is ``1 - q_lambda * Q`` with
+    ``Q <= 0``, so weights are at least 1, and larger where the critic
+    expects a lower (worse) discounted session return from that row on.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl.plotting import LossWeightsDisplay
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
+    ...                   "position": np.tile(np.arange(10), 30)})
+    >>> click = X["item"] == "a"
+    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
+    >>> sessions = np.repeat(np.arange(30), 10)
+    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
+    ...                      critic_hidden_dims=(8,), max_epochs=2,
+    ...                      critic_max_epochs=2, random_state=0)
+    >>> clf = clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
+    >>> display = LossWeightsDisplay.from_estimator(
+    ...     clf, X, Y, session_ids=sessions, timestamps=X["position"])
+    >>> display.mean_by_position_.shape
+    (10, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: np.ndarray,
+        positions: np.ndarray,
+        task_names: Sequence[str],
+        estimator_name: str | None = None,
+    ) -> None:
+        self.weights = weights
+        self.positions = positions
+        self.task_names = task_names
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: Any,
+        X: Any,
+        y: Any,
+        *,
+        session_ids: Any = None,
+        timestamps: Any = None,
+        bins: int | Sequence[float] = 30,
+        max_position: int = 20,
+        ax: Any = None,
+        name: str | None = None,
+    ) -> LossWeightsDisplay:
+        """Plot the loss weights a fitted RMTLClassifier gives these rows.
+
+        Parameters
+        ----------
+        estimator : RMTLClassifier
+            A fitted estimator with a ``loss_weights`` method.
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Features of the rows to weigh (e.g. the training rows).
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
+            Their labels.
+        session_ids : array-like of shape (n_samples,), default=None
+            Session of each row. ``None``: every row is the first of its
+            own session.
+        timestamps : array-like of shape (n_samples,), default=None
+            Time of each row (numbers or datetimes), ordering the rows of a
+            session; ``None``: row order.
+        bins : int or sequence of float, default=30
+            Histogram bins, shared by the tasks (see
+            :func:`numpy.histogram_bin_edges`).
+        max_position : int, default=20
+            Largest position in the session (1-based) in the right panel;
+            deeper rows are left out there, as few sessions reach them.
+        ax : array-like of 2 matplotlib Axes, default=None
+            Axes of the histogram and of the by-position panel. ``None``
+            makes a new figure.
+        name : str, default=None
+            Figure title; ``None`` uses the estimator's class and backbone.
+
+        Returns
+        -------
+        display : LossWeightsDisplay
+            The display, with the drawn objects in ``ax_``, ``figure_``,
+            ``hist_`` and ``lines_``.
+        """
+        check_is_fitted(estimator)
+        if not callable(getattr(estimator, "loss_weights", None)):
+            raise TypeError(
+                "LossWeightsDisplay needs an estimator with loss_weights "
+                f"(an RMTLClassifier); got {type(estimator).__name__}."
+            )
+        weights = np.asarray(estimator.loss_weights(X, y), dtype=float)
+        n_samples = weights.shape[0]
+        sessions = check_metadata(
+            session_ids, n_samples, name="session_ids", sortable=False
+        )
+        times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
+        positions = build_transitions(sessions, times, n_samples).position
+        display = cls(
+            weights=weights,
+            positions=positions,
+            task_names=[str(t) for t in estimator.task_names_],
+            estimator_name=_default_name(estimator) if name is None else name,
+        )
+        return display.plot(ax=ax, bins=bins, max_position=max_position)
+
+    def plot(
+        self,
+        ax: Any = None,
+        *,
+        bins: int | Sequence[float] = 30,
+        max_position: int = 20,
+        name: str | None = None,
+    ) -> LossWeightsDisplay:
+        """Draw the weight histograms and the mean weight by position.
+
+        Parameters
+        ----------
+        ax : array-like of 2 matplotlib Axes, default=None
+            Axes of the histogram and of the by-position panel. ``None``
+            makes a new figure.
+        bins : int or sequence of float, default=30
+            Histogram bins, shared by the tasks.
+        max_position : int, default=20
+            Largest 1-based position in the session plotted on the right.
+        name : str, default=None
+            Figure title; ``None`` uses ``estimator_name``.
+
+        Returns
+        -------
+        display : LossWeightsDisplay
+            This display, with ``ax_``, ``figure_``, ``hist_``, ``lines_``,
+            ``mean_by_position_`` and ``rows_by_position_`` set.
+        """
+        weights = np.asarray(self.weights, dtype=float)
+        if weights.ndim == 1:
+            weights = weights.reshape(-1, 1)
+        positions = np.asarray(self.positions, dtype=np.int64)
+        names = [str(t) for t in self.task_names]
+        if positions.shape != (weights.shape[0],) or len(names) != weights.shape[1]:
+            raise ValueError(
+                f"weights of shape {weights.shape} need one position per row and "
+                f"one task name per column; got {positions.shape[0]} positions "
+                f"and {len(names)} task names."
+            )
+        if int(max_position) < 1:
+            raise ValueError(f"max_position must be at least 1, got {max_position}.")
+        axes, fig = _panels(ax, 2, "LossWeightsDisplay")
+        hist_ax, pos_ax = axes
+        edges = np.histogram_bin_edges(weights, bins=bins)
+        hists = [
+            hist_ax.hist(weights[:, k], bins=edges, histtype="step", lw=1.5, label=task)
+            for k, task in enumerate(names)
+        ]
+        hist_ax.set(title="loss weight by task", xlabel="loss weight", ylabel="rows")
+        hist_ax.legend()
+
+        shown = positions < max_position
+        counts = np.bincount(positions[shown], minlength=int(max_position))
+        sums = np.stack(
+            [
+                np.bincount(positions[shown], weights[shown, k], int(max_position))
+                for k in range(len(names))
+            ],
+            axis=1,
+        )
+        present = counts > 0
+        index = pd.Index(np.flatnonzero(present) + 1, name="position")
+        means = pd.DataFrame(
+            sums[present] / counts[present, None], index=index, columns=names
+        )
+        lines = [
+            pos_ax.plot(index, means[task], marker="o", label=task)[0] for task in names
+        ]
+        pos_ax.set(
+            title="mean loss weight by position in session",
+            xlabel="position in session (1 = first row)",
+            ylabel="mean loss weight",
+        )
+        pos_ax.legend()
+        name = self.estimator_name if name is None else name
+        if name:
+            fig.suptitle(name)
+        self.ax_, self.figure_, self.hist_, self.lines_ = axes, fig, hists, lines
+        self.mean_by_position_ = means
+        self.rows_by_position_ = pd.Series(counts[present], index=index, name="rows")
+        return self
+
+
+# ------------------------------------------------------- metric comparison
+#: Metric name -> (function, needs session_ids, greater is better).
+_METRICS: dict[str, tuple[Callable[..., Any], bool, bool]] = {
+    "AUC": (per_task_roc_auc, False, True),
+    "Logloss": (per_task_log_loss, False, False),
+    "s-Logloss": (session_log_loss, True, False),
+    "GAUC": (group_roc_auc, True, True),
+}
+
+
+def _labels01(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
+    """Labels of each task as 0/1, by the estimator's ``classes_``."""
+    labels = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame | pd.Series) else y)
+    if labels.ndim == 1:
+        labels = labels.reshape(-1, 1)
+    classes = np.asarray(classes)
+    if labels.ndim != 2 or classes.ndim != 2 or labels.shape[1] != classes.shape[0]:
+        raise ValueError(
+            f"y has {labels.shape[1] if labels.ndim == 2 else '?'} task columns "
+            f"but estimator {name!r} was fitted on {classes.shape[0]} tasks."
+        )
+    known = (labels == classes[:, 0]) | (labels == classes[:, 1])
+    if not known.all():
+        raise ValueError(
+            f"y holds labels that estimator {name!r} did not see in fit "
+            f"(its classes_ are {classes.tolist()})."
+        )
+    return (labels == classes[:, 1]).astype(np.int64)
+
+
+class MetricComparisonDisplay:
+    """Per-task test metrics of several estimators, as grouped bars.
+
+    One panel per metric; in each, one group of bars per task and one bar
+    per estimator. Build it with :meth:`from_estimators`.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_metrics, n_estimators, n_tasks)
+        The metric values.
+    metric_names : list of str of shape (n_metrics,)
+        Metric names, one panel each (``"AUC"``, ``"Logloss"``,
+        ``"s-Logloss"``, ``"GAUC"`` or any other label).
+    estimator_names : list of str of shape (n_estimators,)
+        Legend labels of the estimators.
+    task_names : list of str of shape (n_tasks,)
+        Tick labels of the tasks.
+
+    Attributes
+    ----------
+    ax_ : ndarray of matplotlib Axes of shape (n_metrics,)
+        One Axes per metric.
+    figure_ : matplotlib Figure
+        The figure holding the panels.
+    bars_ : ndarray of matplotlib BarContainer of shape (n_metrics, n_estimators)
+        The bars of each metric and estimator (one bar per task).
+    scores_ : DataFrame
+        The scores in long form, columns ``metric``, ``estimator``, ``task``
+        and ``value``.
+
+    See Also
+    --------
+    sklearn_rmtl.metrics.per_task_roc_auc : The "AUC" metric.
+    sklearn_rmtl.metrics.session_log_loss : The "s-Logloss" metric.
+
+    Notes
+    -----
+    The y-axis of each panel is zoomed on the range of its values, as the
+    differences between models are often small next to the values
+    themselves; read the values (``annotate=True``), not the bar lengths.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import MTLClassifier
+    >>> from sklearn_rmtl.plotting import MetricComparisonDisplay
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
+    ...                   "price": rng.normal(size=300)})
+    >>> click = (X["item"] == "a") | (X["price"] > 1)
+    >>> Y = pd.DataFrame({"click": click, "buy": click & (X["price"] > 0)})
+    >>> sessions = np.repeat(np.arange(30), 10)
+    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> models = {
+    ...     name: MTLClassifier(backbone=name, backbone_params=small,
+    ...                         max_epochs=2, random_state=0).fit(X, Y)
+    ...     for name in ["sharedbottom", "esmm"]
+    ... }
+    >>> display = MetricComparisonDisplay.from_estimators(
+    ...     models, X, Y, session_ids=sessions)
+    >>> display.bars_.shape
+    (3, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        scores: np.ndarray,
+        metric_names: Sequence[str],
+        estimator_names: Sequence[str],
+        task_names: Sequence[str],
+    ) -> None:
+        self.scores = scores
+        self.metric_names = metric_names
+        self.estimator_names = estimator_names
+        self.task_names = task_names
+
+    @classmethod
+    def from_estimators(
+        cls,
+        estimators: Mapping[str, Any],
+        X: Any,
+        y: Any,
+        *,
+        session_ids: Any = None,
+        metrics: Sequence[str] = ("AUC", "Logloss", "s-Logloss"),
+        annotate: bool = True,
+        ax: Any = None,
+    ) -> MetricComparisonDisplay:
+        """Score fitted estimators on the same rows and plot the metrics.
+
+        Parameters
+        ----------
+        estimators : dict of str to estimator
+            Fitted multi-task classifiers by display name; each has
+            ``predict_proba`` returning (n_samples, n_tasks) and
+            ``classes_`` of shape (n_tasks, 2).
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Test features.
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
+            Test labels; a DataFrame's column names label the tasks.
+        session_ids : array-like of shape (n_samples,), default=None
+            Session of each row; needed by ``"s-Logloss"`` and ``"GAUC"``.
+        metrics : sequence of {"AUC", "Logloss", "s-Logloss", "GAUC"}, \
+                default=("AUC", "Logloss", "s-Logloss")
+            The paper's metrics (Sec. 3.1.3), one panel each: per-task ROC
+            AUC, logloss, session logloss, and group AUC over sessions.
+        annotate : bool, default=True
+            Write each value above its bar.
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per metric. ``None`` makes a new figure.
+
+        Returns
+        -------
+        display : MetricComparisonDisplay
+            The display, with the drawn objects in ``ax_``, ``figure_`` and
+            ``bars_``.
+        """
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        metrics = list(metrics)
+        unknown = [m for m in metrics if m not in _METRICS]
+        if unknown or not metrics:
+            raise ValueError(
+                f"metrics {unknown or metrics} are not supported; choose from "
+                f"{list(_METRICS)}."
+            )
+        if not isinstance(estimators, Mapping) or not estimators:
+            raise TypeError(
+                "estimators must be a non-empty dict of display name to fitted "
+                "estimator."
+            )
+        needs_sessions = [m for m in metrics if _METRICS[m][1]]
+        if needs_sessions and session_ids is None:
+            raise ValueError(
+                f"The metrics {needs_sessions} are computed per session and need "
+                "session_ids; pass session_ids=... or drop them from metrics."
+            )
+        scores = np.empty((len(metrics), len(estimators), 0))
+        task_names = None
+        for j, (name, est) in enumerate(estimators.items()):
+            check_is_fitted(est)
+            y01 = _labels01(y, est.classes_, name)
+            proba = np.asarray(est.predict_proba(X), dtype=float)
+            if proba.ndim == 1:
+                proba = proba.reshape(-1, 1)
+            if j == 0:
+                scores = np.empty((len(metrics), len(estimators), y01.shape[1]))
+                task_names = (
+                    [str(c) for c in y.columns]
+                    if isinstance(y, pd.DataFrame)
+                    else [str(t) for t in getattr(est, "task_names_", [])]
+                    or [f"task_{k}" for k in range(y01.shape[1])]
+                )
+            elif y01.shape[1] != scores.shape[2]:
+                raise ValueError("All estimators must predict the same tasks.")
+            for i, metric in enumerate(metrics):
+                func, sessions, _ = _METRICS[metric]
+                extra = {"session_ids": session_ids} if sessions else {}
+                scores[i, j] = func(y01, proba, **extra)
+        display = cls(
+            scores=scores,
+            metric_names=metrics,
+            estimator_names=[str(n) for n in estimators],
+            task_names=task_names or [],
+        )
+        return display.plot(ax=ax, annotate=annotate)
+
+    def plot(self, ax: Any = None, *, annotate: bool = True) -> MetricComparisonDisplay:
+        """Draw one panel of grouped bars per metric.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per metric. ``None`` makes a new figure.
+        annotate : bool, default=True
+            Write each value above its bar.
+
+        Returns
+        -------
+        display : MetricComparisonDisplay
+            This display, with ``ax_``, ``figure_``, ``bars_`` and
+            ``scores_`` set.
+        """
+        scores = np.asarray(self.scores, dtype=float)
+        metrics = [str(m) for m in self.metric_names]
+        names = [str(n) for n in self.estimator_names]
+        tasks = [str(t) for t in self.task_names]
+        if scores.shape != (len(metrics), len(names), len(tasks)):
+            raise ValueError(
+                f"scores has shape {scores.shape}; expected (n_metrics, "
+                f"n_estimators, n_tasks) = ({len(metrics)}, {len(names)}, "
+                f"{len(tasks)})."
+            )
+        new_figure = ax is None
+        axes, fig = _panels(
+            ax,
+            len(metrics),
+            "MetricComparisonDisplay",
+            width=max(4.2, 1.2 + 0.3 * len(names) * len(tasks)),
+        )
+        x = np.arange(len(tasks))
+        width = 0.8 / len(names)
+        bars = np.empty((len(metrics), len(names)), dtype=object)
+        for i, (axis, metric) in enumerate(zip(axes, metrics, strict=True)):
+            for j, name in enumerate(names):
+                offset = (j - (len(names) - 1) / 2) * width
+                bars[i, j] = axis.bar(x + offset, scores[i, j], width, label=name)
+                if annotate:
+                    axis.bar_label(
+                        bars[i, j],
+                        fmt="%.4f",
+                        rotation=90,
+                        padding=2,
+                        fontsize="x-small",
+                    )
+            title = metric
+            if metric in _METRICS:
+                greater = _METRICS[metric][2]
+                title += " (higher is better)" if greater else " (lower is better)"
+            axis.set(title=title, ylabel=metric)
+            axis.set_xticks(x, tasks)
+            finite = scores[i][np.isfinite(scores[i])]
+            if finite.size:
+                low, high = float(finite.min()), float(finite.max())
+                pad = max(high - low, 0.02 * max(abs(high), 1e-12))
+                # Room above the bars for the rotated value labels.
+                top = high + (1.6 if annotate else 0.3) * pad
+                axis.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, top)
+        if new_figure:  # one legend above the panels, clear of the bars
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(
+                handles, labels, loc="outside upper center", ncols=min(len(names), 4)
+            )
+        else:
+            axes[0].legend(fontsize="small")
+        rows = [
+            {"metric": m, "estimator": n, "task": t, "value": scores[i, j, k]}
+            for i, m in enumerate(metrics)
+            for j, n in enumerate(names)
+            for k, t in enumerate(tasks)
+        ]
+        self.ax_, self.figure_, self.bars_ = axes, fig, bars
+        self.scores_ = pd.DataFrame(rows)
+        return self
