@@ -10,6 +10,7 @@ order them by their first timestamp.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from numbers import Integral, Real
@@ -47,11 +48,6 @@ def _session_ranks(
     sizes : ndarray of shape (n_sessions,)
         Number of rows of the session of each rank.
     """
-    if isinstance(timestamps, pd.Series | pd.Index) and isinstance(
-        timestamps.dtype, pd.DatetimeTZDtype
-    ):
-        # Compare time zone-aware datetimes as UTC instants.
-        timestamps = pd.DatetimeIndex(timestamps).tz_convert(None)
     times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
     sessions = check_metadata(
         session_ids, n_samples, name="session_ids", sortable=False
@@ -247,14 +243,49 @@ class _SessionSplitter(BaseCrossValidator):
         "timestamps": True,
     }
 
-    def _ranks(
-        self, X: Any, groups: Any, session_ids: Any, timestamps: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def split(
+        self,
+        X: Any,
+        y: Any = None,
+        groups: Any = None,
+        *,
+        session_ids: Any = None,
+        timestamps: Any = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Generate the indices of the training and test folds.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data; only its number of rows is used.
+        y : array-like, default=None
+            Ignored, exists for compatibility.
+        groups : array-like of shape (n_samples,), default=None
+            Session id of each row (the only metadata scikit-learn passes
+            without metadata routing).
+        session_ids : array-like of shape (n_samples,), default=None
+            Session id of each row; same as ``groups``.
+        timestamps : array-like of shape (n_samples,), default=None
+            Time of each row (numbers or datetimes). ``None``: row order.
+
+        Yields
+        ------
+        train : ndarray
+            The training set indices for that split.
+        test : ndarray
+            The testing set indices for that split.
+        """
         if X is None:
             raise ValueError(f"{type(self).__name__}.split needs X to count rows.")
-        n_samples = _num_samples(X)
         sessions = _session_ids_from(groups, session_ids)
-        return _session_ranks(n_samples, sessions, timestamps)
+        row_rank, sizes = _session_ranks(_num_samples(X), sessions, timestamps)
+        yield from self._folds(row_rank, sizes)
+
+    @abstractmethod
+    def _folds(
+        self, row_rank: np.ndarray, sizes: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Train/test indices from each row's session rank and session sizes."""
 
 
 class TemporalSplit(_SessionSplitter):
@@ -361,40 +392,10 @@ class TemporalSplit(_SessionSplitter):
         """
         return 1
 
-    def split(
-        self,
-        X: Any,
-        y: Any = None,
-        groups: Any = None,
-        *,
-        session_ids: Any = None,
-        timestamps: Any = None,
+    def _folds(
+        self, row_rank: np.ndarray, sizes: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Generate the indices of the training and test folds.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data; only its number of rows is used.
-        y : array-like, default=None
-            Ignored, exists for compatibility.
-        groups : array-like of shape (n_samples,), default=None
-            Session id of each row (the only metadata scikit-learn passes
-            without metadata routing).
-        session_ids : array-like of shape (n_samples,), default=None
-            Session id of each row; same as ``groups``.
-        timestamps : array-like of shape (n_samples,), default=None
-            Time of each row (numbers or datetimes). ``None``: row order.
-
-        Yields
-        ------
-        train : ndarray
-            The training set indices for that split.
-        test : ndarray
-            The testing set indices for that split.
-        """
         fractions = self._fractions()
-        row_rank, sizes = self._ranks(X, groups, session_ids, timestamps)
         part = _cut_by_rows(sizes, fractions)[row_rank]
         train, test = np.flatnonzero(part == 0), np.flatnonzero(part == 1)
         if train.size == 0 or test.size == 0:
@@ -519,40 +520,10 @@ class SessionTimeSeriesSplit(_SessionSplitter):
         self._check_params()
         return int(self.n_splits)
 
-    def split(
-        self,
-        X: Any,
-        y: Any = None,
-        groups: Any = None,
-        *,
-        session_ids: Any = None,
-        timestamps: Any = None,
+    def _folds(
+        self, row_rank: np.ndarray, sizes: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Generate the indices of the training and test folds.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Data; only its number of rows is used.
-        y : array-like, default=None
-            Ignored, exists for compatibility.
-        groups : array-like of shape (n_samples,), default=None
-            Session id of each row (the only metadata scikit-learn passes
-            without metadata routing).
-        session_ids : array-like of shape (n_samples,), default=None
-            Session id of each row; same as ``groups``.
-        timestamps : array-like of shape (n_samples,), default=None
-            Time of each row (numbers or datetimes). ``None``: row order.
-
-        Yields
-        ------
-        train : ndarray
-            The training set indices for that split.
-        test : ndarray
-            The testing set indices for that split.
-        """
         self._check_params()
-        row_rank, sizes = self._ranks(X, groups, session_ids, timestamps)
         n_sessions, n_splits = sizes.size, int(self.n_splits)
         if n_splits + 1 > n_sessions:
             raise ValueError(
