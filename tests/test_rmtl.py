@@ -317,3 +317,15 @@ def test_parallel_fits_match_sequential(sessions, backend):
     parallel = Parallel(n_jobs=2, backend=backend)(delayed(fit)(seed) for seed in seeds)
     for seed, proba in zip(seeds, parallel, strict=True):
         np.testing.assert_array_equal(proba, sequential[seed])
+
+
+def test_verbose_zero_is_silent_and_one_reports_every_phase(sessions, capsys):
+    X, Y, s, t = sessions
+    RMTLClassifier(**FAST).fit(X, Y, session_ids=s, timestamps=t)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    RMTLClassifier(**{**FAST, "verbose": 1}).fit(X, Y, session_ids=s, timestamps=t)
+    out = capsys.readouterr().out
+    for phase in ("pretrain", "critic", "refit"):
+        assert f"[RMTLClassifier] {phase}" in out
+    assert "critic epoch" in out and "train_loss" in out
