@@ -281,6 +281,42 @@ class _SessionSplitter(BaseCrossValidator):
         row_rank, sizes = _session_ranks(_num_samples(X), sessions, timestamps)
         yield from self._folds(row_rank, sizes)
 
+    def get_n_splits(
+        self,
+        X: Any = None,
+        y: Any = None,
+        groups: Any = None,
+        *,
+        session_ids: Any = None,
+        timestamps: Any = None,
+    ) -> int:
+        """Return the number of folds.
+
+        Parameters
+        ----------
+        X : object, default=None
+            Ignored, exists for compatibility.
+        y : object, default=None
+            Ignored, exists for compatibility.
+        groups : object, default=None
+            Ignored, exists for compatibility.
+        session_ids : object, default=None
+            Ignored; accepted because search estimators pass the metadata
+            routed to ``split`` here as well.
+        timestamps : object, default=None
+            Ignored, as ``session_ids``.
+
+        Returns
+        -------
+        n_splits : int
+            The number of folds.
+        """
+        return self._n_folds()
+
+    @abstractmethod
+    def _n_folds(self) -> int:
+        """The number of folds of this splitter."""
+
     @abstractmethod
     def _folds(
         self, row_rank: np.ndarray, sizes: np.ndarray
@@ -360,36 +396,7 @@ class TemporalSplit(_SessionSplitter):
             )
         return [train, self.test_size, max(rest, 0.0)]
 
-    def get_n_splits(
-        self,
-        X: Any = None,
-        y: Any = None,
-        groups: Any = None,
-        *,
-        session_ids: Any = None,
-        timestamps: Any = None,
-    ) -> int:
-        """Return the number of folds, always 1.
-
-        Parameters
-        ----------
-        X : object, default=None
-            Ignored, exists for compatibility.
-        y : object, default=None
-            Ignored, exists for compatibility.
-        groups : object, default=None
-            Ignored, exists for compatibility.
-        session_ids : object, default=None
-            Ignored; accepted because search estimators pass the metadata
-            routed to ``split`` here as well.
-        timestamps : object, default=None
-            Ignored, as ``session_ids``.
-
-        Returns
-        -------
-        n_splits : int
-            The number of folds, 1.
-        """
+    def _n_folds(self) -> int:
         return 1
 
     def _folds(
@@ -487,36 +494,7 @@ class SessionTimeSeriesSplit(_SessionSplitter):
                 kind = "None or an int" if allow_none else "an int"
                 raise ValueError(f"{name} must be {kind} >= {low}, got {value!r}.")
 
-    def get_n_splits(
-        self,
-        X: Any = None,
-        y: Any = None,
-        groups: Any = None,
-        *,
-        session_ids: Any = None,
-        timestamps: Any = None,
-    ) -> int:
-        """Return the number of folds.
-
-        Parameters
-        ----------
-        X : object, default=None
-            Ignored, exists for compatibility.
-        y : object, default=None
-            Ignored, exists for compatibility.
-        groups : object, default=None
-            Ignored, exists for compatibility.
-        session_ids : object, default=None
-            Ignored; accepted because search estimators pass the metadata
-            routed to ``split`` here as well.
-        timestamps : object, default=None
-            Ignored, as ``session_ids``.
-
-        Returns
-        -------
-        n_splits : int
-            The number of folds, ``n_splits``.
-        """
+    def _n_folds(self) -> int:
         self._check_params()
         return int(self.n_splits)
 
