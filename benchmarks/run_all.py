@@ -228,6 +228,19 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
                 else "not met (>=70%, >=5x)",
             ]
         )
+        if "critic_call_fraction_needed" in c:
+            rows.append(
+                [
+                    f"  same, vs work needed (state part once: "
+                    f"{c['critic_flops_needed_share']:.0%} of FLOPs)",
+                    k(c["critic_call_transitions_s"]),
+                    k(c["critic_call_limit_needed_s"]),
+                    pct(c["critic_call_fraction_needed"]),
+                    "-",
+                    "-",
+                    "",
+                ]
+            )
         rows.append(
             [
                 f"  epoch loop only, {bb} actor",
