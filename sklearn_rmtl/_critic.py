@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._network import FeatureEmbedding
-from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP
+from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, grouped_matmul
 
 
 class Critic(nn.Module):
@@ -21,6 +21,12 @@ class Critic(nn.Module):
     ``Q_k(s, a_k) = -ReLU(head_k(MLP([embed(s), action_layer_k(a_k)])))``, so
     ``Q <= 0`` like the rewards. The action layer maps the scalar action to
     ``embedding_dim`` (the paper's "1 x 128 action layer").
+
+    The first affine map after the concatenation (``input_layer``) is split
+    into its state and action halves: the state half is computed once per
+    row, not once per task, and the action half, a linear function of the
+    scalar ``a_k``, costs one multiply-add per unit. The result is the same
+    function with the same parameters; only the redundant work is gone.
 
     Parameters
     ----------
@@ -33,7 +39,8 @@ class Critic(nn.Module):
     embedding_dim : int
         Size of each embedding and of the action embedding.
     hidden_dims : sequence of int
-        Hidden sizes of the critic MLP.
+        Hidden sizes of the critic MLP; empty means a linear critic head on
+        the concatenation.
     shared : bool
         True: one embedding and MLP shared by the tasks, one head per task
         (the paper). False: K fully independent critics, each with its own
@@ -58,6 +65,7 @@ class Critic(nn.Module):
         super().__init__()
         self.n_tasks = n_tasks
         self.shared = shared
+        self.hidden_dims = tuple(hidden_dims)
         n_embeddings = 1 if shared else n_tasks
         embeddings = [
             FeatureEmbedding(
@@ -68,10 +76,21 @@ class Critic(nn.Module):
             for _ in range(n_embeddings)
         ]
         self.embeddings = nn.ModuleList(embeddings)
-        in_features = embeddings[0].out_features + embedding_dim
+        self.state_features = embeddings[0].out_features
         self.action_layer = GroupedLinear(n_tasks, 1, embedding_dim)
-        self.mlp = GroupedMLP(n_embeddings, in_features, hidden_dims, dropout=0.0)
-        self.head = GroupedLinear(n_tasks, self.mlp.out_features, 1)
+        # Without hidden layers the first map is the per-task head itself.
+        first_out, first_groups = (
+            (self.hidden_dims[0], n_embeddings) if self.hidden_dims else (1, n_tasks)
+        )
+        self.input_layer = GroupedLinear(
+            first_groups, self.state_features + embedding_dim, first_out
+        )
+        self.mlp = GroupedMLP(n_embeddings, first_out, self.hidden_dims[1:], 0.0)
+        self.head = (
+            GroupedLinear(n_tasks, self.mlp.out_features, 1)
+            if self.hidden_dims
+            else None
+        )
 
     def init_embeddings_from(self, embedding: FeatureEmbedding) -> None:
         """Start every critic's embedding tables as copies of the actor's."""
@@ -85,20 +104,40 @@ class Critic(nn.Module):
         has zero gradient and stays at ``Q = 0`` for good; starting the bias at
         the expected return keeps the critics in their active region.
         """
+        out = self.head if self.head is not None else self.input_layer
         with torch.no_grad():
-            self.head.bias.copy_(-q_start.reshape(-1, 1).clamp(max=0.0))
+            out.bias.copy_(-q_start.reshape(-1, 1).clamp(max=0.0))
+
+    def _first_layer(self, states: Tensor, actions: Tensor) -> Tensor:
+        """``input_layer([states, action_layer(actions)])``: (batch, K, out)."""
+        layer = self.input_layer
+        w_state = layer.weight[:, : self.state_features]
+        w_action = layer.weight[:, self.state_features :]
+        h_state = grouped_matmul(states, w_state)  # (batch, 1 or K, out)
+        # action_layer_k(a) = a * u_k + c_k is affine in the scalar a, so its
+        # image under w_action is a * (u_k @ w) + (c_k @ w).
+        w_action = w_action.expand(self.n_tasks, -1, -1)
+        slope = torch.bmm(self.action_layer.weight, w_action).squeeze(1)
+        offset = torch.bmm(self.action_layer.bias.unsqueeze(1), w_action).squeeze(1)
+        offset = offset + layer.bias
+        return torch.addcmul(h_state + offset, actions.unsqueeze(-1), slope)
 
     def forward(self, x_cat: Tensor, x_num: Tensor, actions: Tensor) -> Tensor:
-        batch = actions.shape[0]
-        act = self.action_layer(actions.unsqueeze(-1))  # (batch, K, d)
-        states = torch.stack([e(x_cat, x_num) for e in self.embeddings], dim=1)
         if self.shared:
-            # One MLP applied to K (state, action_k) pairs: fold tasks into batch.
-            pairs = torch.cat([states.expand(-1, self.n_tasks, -1), act], dim=-1)
-            hidden = self.mlp(pairs.reshape(batch * self.n_tasks, 1, -1))
+            states = self.embeddings[0](x_cat, x_num)  # (batch, d_state)
+        else:
+            states = torch.stack([e(x_cat, x_num) for e in self.embeddings], dim=1)
+        out = self._first_layer(states, actions)
+        if self.head is None:
+            return -torch.relu(out.squeeze(-1))
+        hidden = torch.relu(out)
+        if self.shared:
+            # One MLP for the K (state, action_k) pairs: fold tasks into batch.
+            batch = actions.shape[0]
+            hidden = self.mlp(hidden.reshape(batch * self.n_tasks, 1, -1))
             hidden = hidden.view(batch, self.n_tasks, -1)
         else:
-            hidden = self.mlp(torch.cat([states, act], dim=-1))
+            hidden = self.mlp(hidden)
         return -torch.relu(self.head(hidden).squeeze(-1))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -76,6 +76,50 @@ def _categorical_values(column: pd.Series) -> np.ndarray:
         values = values.astype(str).astype(object)
     values[missing] = np.nan
     return values
+
+
+class _Factorized(NamedTuple):
+    """A categorical column as distinct values and each row's position in them."""
+
+    values: np.ndarray  # object array, as OrdinalEncoder reads them
+    positions: np.ndarray  # int, -1 for a missing value
+
+
+def _factorize(column: pd.Series) -> _Factorized:
+    """The distinct values of a categorical column (see ``_categorical_values``)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        positions = column.cat.codes.to_numpy().astype(np.intp)
+        values = column.cat.categories.to_numpy(dtype=object)
+        # Keep the categories that occur: the vocabulary learnt in fit is
+        # the values seen, whatever else the dtype lists.
+        counts = np.bincount(positions[positions >= 0], minlength=len(values))
+        if not counts.all():
+            new_position = np.append(np.cumsum(counts > 0) - 1, -1)
+            positions = new_position[positions]
+            values = values[counts > 0]
+    else:
+        positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        values = np.asarray(uniques, dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
+        # Mixed types compare as strings, and values equal as Python objects
+        # (1 and 1.0) may differ as strings: factorise the strings.
+        positions, strings = pd.factorize(
+            _categorical_values(column), use_na_sentinel=True
+        )
+        values = np.asarray(strings, dtype=object)
+    return _Factorized(values, positions.astype(np.intp, copy=False))
+
+
+def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
+    """The columns' distinct values side by side, padded by repetition."""
+    size = max(1, *(len(c.values) for c in columns))
+    return pd.DataFrame(
+        {
+            i: np.resize(c.values, size) if len(c.values) else np.full(size, np.nan)
+            for i, c in enumerate(columns)
+        },
+        dtype=object,
+    )
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -250,15 +294,28 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
-    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
+    def _codes(self, columns: list[_Factorized]) -> np.ndarray:
+        """Codes of every row: each column's distinct values encoded once."""
+        # OrdinalEncoder compares Python objects one by one; on the distinct
+        # values (hundreds) instead of every row it is many times faster.
+        assert self.ordinal_encoder_ is not None
+        table = self.ordinal_encoder_.transform(_distinct_frame(columns))
+        codes = np.empty((len(columns[0].positions), len(columns)))
+        for i, column in enumerate(columns):
+            lookup = np.append(table[: len(column.values), i] + _N_RESERVED, 0.0)
+            # Position -1 (missing) reads the appended MISSING_CODE: missing
+            # values always get it, seen in fit or not.
+            codes[:, i] = lookup[column.positions]
+        return codes
+
+    def _encode(
+        self, frame: pd.DataFrame, columns: list[_Factorized] | None = None
+    ) -> np.ndarray:
         parts = []
         if self.ordinal_encoder_ is not None:
-            categories = self._categories(frame, self._cat_idx)
-            codes = self.ordinal_encoder_.transform(categories) + _N_RESERVED
-            # OrdinalEncoder calls a value missing only if missing values were
-            # seen in fit; ours always get the missing code.
-            codes[categories.isna().to_numpy()] = MISSING_CODE
-            parts.append(codes)
+            if columns is None:
+                columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
+            parts.append(self._codes(columns))
         if self.scaler_ is not None:
             z = self.scaler_.transform(self._numbers(frame, self._num_idx))
             nan = np.isnan(z)
@@ -319,21 +376,28 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.numerical_features_ = labels[self._num_idx]
         self.ordinal_encoder_ = None
         self.scaler_ = None
-        if self._cat_idx.size:
+        columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
+        if columns:
             self.ordinal_encoder_ = OrdinalEncoder(
                 handle_unknown="use_encoded_value",
                 unknown_value=UNKNOWN_CODE - _N_RESERVED,
                 encoded_missing_value=MISSING_CODE - _N_RESERVED,
                 min_frequency=self.min_frequency,
                 max_categories=self.max_categories,
-            ).fit(self._categories(frame, self._cat_idx))
+            )
+            if self.min_frequency is None and self.max_categories is None:
+                # The vocabulary is the set of distinct values: no need to
+                # sort every row's object.
+                self.ordinal_encoder_.fit(_distinct_frame(columns))
+            else:  # infrequent categories need every row's count
+                self.ordinal_encoder_.fit(self._categories(frame, self._cat_idx))
         self._indicator_idx = np.array([], dtype=int)
         if self._num_idx.size:
             numbers = self._numbers(frame, self._num_idx)
             self.scaler_ = StandardScaler().fit(numbers)
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        Xt = self._encode(frame)
+        Xt = self._encode(frame, columns)
         # Every known category occurs in the training data, so the largest
         # training code bounds each column's vocabulary.
         n_cat = self._cat_idx.size

@@ -20,9 +20,9 @@ from sklearn.utils.validation import (
     validate_data,
 )
 from skorch.callbacks import Callback, EarlyStopping, ProgressBar
-from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 
+from sklearn_rmtl._data import BatchLoader, TensorDictDataset
 from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
@@ -173,13 +173,14 @@ def make_net(
         module=MultiTaskNetwork,
         criterion=WeightedMultiTaskBCE,
         optimizer=torch.optim.Adam,
+        # One fused kernel for all parameters instead of several ops each.
+        optimizer__fused=True,
         train_split=train_split,
         callbacks=callbacks or [],
         predict_nonlinearity=None,
         device=device,
-        # DataLoaders draw a base seed even when not shuffling: a generator of
-        # their own keeps validation and prediction off the global one.
-        iterator_valid__generator=torch.Generator(),
+        iterator_train=BatchLoader,
+        iterator_valid=BatchLoader,
         **params,
     )
 
@@ -578,7 +579,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         train_split = None
         if valid is not None:
             held_out = {k: v[valid] for k, v in inputs.items()}
-            train_split = predefined_split(Dataset(held_out, data.y01[valid]))
+            train_split = predefined_split(
+                TensorDictDataset(held_out, data.y01[valid], device=data.device)
+            )
             callbacks.append(
                 (
                     "early_stopping",

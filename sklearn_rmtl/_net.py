@@ -9,6 +9,7 @@ from skorch import NeuralNet
 from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
+from sklearn_rmtl._data import as_dataset
 from sklearn_rmtl._weighting import WEIGHTINGS
 
 
@@ -18,7 +19,13 @@ class MultiTaskNet(NeuralNet):
     Row weights travel in the input dict under ``"sample_weight"`` (so skorch
     batches them together with the features), and :meth:`get_loss`, skorch's
     documented seam, hands them to the criterion. The module ignores them.
+
+    Inputs become one :class:`~sklearn_rmtl._data.TensorDictDataset` on the
+    net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
     """
+
+    def get_dataset(self, X: Any, y: Any = None) -> torch.utils.data.Dataset:
+        return as_dataset(X, y, device=self.device)
 
     def row_weights(
         self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool

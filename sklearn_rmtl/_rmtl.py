@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_rmtl._critic import Critic, SessionCritic
+from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._defaults import (
     ACTION_NOISE,
     BATCH_SIZE,
@@ -49,8 +50,6 @@ from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
 
-_CHUNK = 65_536
-
 
 def _encode(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
     return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
@@ -67,18 +66,19 @@ def _check_critic_features(critic: SessionCritic, X: Any) -> None:
         ) from exc
 
 
-@torch.no_grad()
 def _actor_proba(
     actor: torch.nn.Module, inputs: dict[str, np.ndarray], device: str
-) -> np.ndarray:
-    """The actor's probabilities for every row, in eval mode and in chunks."""
+) -> torch.Tensor:
+    """The actor's probabilities for every row (eval mode), on ``device``."""
     actor.eval().to(device)
-    out = []
-    for i in range(0, len(inputs["x_cat"]), _CHUNK):
-        x_cat = torch.as_tensor(inputs["x_cat"][i : i + _CHUNK], device=device)
-        x_num = torch.as_tensor(inputs["x_num"][i : i + _CHUNK], device=device)
-        out.append(torch.sigmoid(actor(x_cat, x_num)).cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
+    x_cat = torch.as_tensor(inputs["x_cat"])
+    x_num = torch.as_tensor(inputs["x_num"])
+    return forward_batches(
+        lambda rows: torch.sigmoid(
+            actor(x_cat[rows].to(device), x_num[rows].to(device))
+        ),
+        len(x_cat),
+    )
 
 
 # Seeds of the phases derive from one seed, so each phase's random stream
@@ -532,7 +532,8 @@ class RMTLClassifier(MTLClassifier):
         n = data.n_samples
         device = data.device
         rng = np.random.default_rng(data.seed + _CRITIC_SEED)
-        proba = _actor_proba(actor, data.inputs, device)
+        policy = _actor_proba(actor, data.inputs, device)
+        proba = policy.cpu().numpy().astype(np.float64)
         transitions = build_transitions(data.session_ids, data.times, n)
         # Random numbers are drawn in the canonical (session, time) order, so
         # the buffer does not depend on the order of the input rows.
@@ -598,6 +599,7 @@ class RMTLClassifier(MTLClassifier):
             done=tensor(transitions.done),
             y01=tensor(data.y01),
             actor=actor,
+            policy=policy,
             config=config,
             generator=generator,
         )
@@ -700,19 +702,18 @@ class RMTLClassifier(MTLClassifier):
         proba = self.predict_proba(X)
         if self.critic_ is None:
             return np.ones_like(proba)
-        inputs = _encode(self.critic_.encoder, X)
+        inputs = {
+            k: torch.as_tensor(v) for k, v in _encode(self.critic_.encoder, X).items()
+        }
         module = self.critic_.module.eval()
-        out = []
-        with torch.no_grad():
-            for i in range(0, n, _CHUNK):
-                part = slice(i, i + _CHUNK)
-                q = module(
-                    torch.as_tensor(inputs["x_cat"][part]),
-                    torch.as_tensor(inputs["x_num"][part]),
-                    torch.as_tensor(proba[part], dtype=torch.float32),
-                )
-                w = WEIGHTINGS[self.weighting](
-                    q, torch.as_tensor(y01[part]), self.q_lambda
-                )
-                out.append(w.numpy())
-        return np.concatenate(out).astype(np.float64)
+        proba_t = torch.as_tensor(proba, dtype=torch.float32)
+        y01_t = torch.as_tensor(y01)
+        weights = forward_batches(
+            lambda rows: WEIGHTINGS[self.weighting](
+                module(inputs["x_cat"][rows], inputs["x_num"][rows], proba_t[rows]),
+                y01_t[rows],
+                self.q_lambda,
+            ),
+            n,
+        )
+        return weights.numpy().astype(np.float64)

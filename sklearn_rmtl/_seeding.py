@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sklearn_rmtl._network import FeatureEmbedding
-from sklearn_rmtl.backbones._layers import Dropout, GroupedLinear
+from sklearn_rmtl.backbones._layers import GroupedLinear, ReLUDropout
 
 
 def _reset_linear(linear: nn.Linear, generator: torch.Generator) -> None:
@@ -44,7 +44,7 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
 def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:
     """Make every dropout layer of ``module`` draw its masks from ``generator``."""
     for m in module.modules():
-        if isinstance(m, Dropout):
+        if isinstance(m, ReLUDropout):
             m.generator = generator
 
 

@@ -71,6 +71,7 @@ def train_critic(
     done: Tensor,
     y01: Tensor,
     actor: nn.Module,
+    policy: Tensor,
     config: TDConfig,
     generator: torch.Generator,
 ) -> list[dict[str, Any]]:
@@ -78,10 +79,10 @@ def train_critic(
 
     The behaviour actions, rewards and next-row links are fixed. With the
     actor frozen (``config.actor_update=False``, the paper's setting), the
-    target actor equals the actor, so ``pi'(s_{t+1})`` is computed once for
-    all rows. With ``actor_update=True`` the actor also takes the Q-gradient
-    step of Eq. (15) after every critic step, and next actions come from the
-    soft-updated target actor, batch by batch.
+    target actor equals the actor, so ``pi'(s_{t+1})`` is read from
+    ``policy``, computed once for all rows. With ``actor_update=True`` the
+    actor also takes the Q-gradient step of Eq. (15) after every critic step,
+    and next actions come from the soft-updated target actor, batch by batch.
 
     Parameters
     ----------
@@ -100,6 +101,9 @@ def train_critic(
     actor : nn.Module
         The pretrained actor (returns logits); trained in place only when
         ``config.actor_update``.
+    policy : Tensor of shape (n_samples, n_tasks)
+        The pretrained actor's probabilities for every row (eval mode): the
+        target policy's next actions while the actor is frozen.
     config : TDConfig
         Hyper-parameters.
     generator : torch.Generator
@@ -114,24 +118,17 @@ def train_critic(
     n = actions.shape[0]
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
     target_critic = copy.deepcopy(critic)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
     weights = ips_weights(y01) if config.ips else None
     actor.eval()  # no dropout in the actor's actions
     target_actor = copy.deepcopy(actor) if config.actor_update else actor
     actor_optimizer = (
-        torch.optim.Adam(actor.parameters(), lr=config.lr)
+        torch.optim.Adam(actor.parameters(), lr=config.lr, fused=True)
         if config.actor_update
         else None
     )
-    next_actions = None
-    if not config.actor_update:
-        with torch.no_grad():
-            next_actions = torch.cat(
-                [
-                    torch.sigmoid(actor(x_cat[i : i + 65536], x_num[i : i + 65536]))
-                    for i in range(0, n, 65536)
-                ]
-            )[next_row]
+    # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
+    next_actions = None if config.actor_update else policy[next_row]
     history: list[dict[str, Any]] = []
     step, stable, previous = 0, 0, None
     for epoch in range(1, config.max_epochs + 1):

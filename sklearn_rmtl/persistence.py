@@ -52,7 +52,6 @@ from sklearn_rmtl._seeding import isolated_global_rng
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
-from sklearn_rmtl.backbones._layers import GroupedLinear
 from sklearn_rmtl.exceptions import InconsistentVersionWarning, InvalidFileError
 
 __all__ = ["InconsistentVersionWarning", "InvalidFileError", "load", "save"]
@@ -186,13 +185,12 @@ def _critic_kwargs(critic: Critic) -> dict[str, Any]:
     offsets = emb.offsets.cpu().numpy()
     total = emb.embedding.num_embeddings if emb.embedding is not None else 0
     cards = np.diff(np.append(offsets, total)).tolist()
-    hidden = [m.out_features for m in critic.mlp.layers if isinstance(m, GroupedLinear)]
     return {
         "cardinalities": [int(c) for c in cards],
         "n_numerical": int(emb.n_numerical),
         "n_tasks": int(critic.n_tasks),
         "embedding_dim": int(emb.embedding_dim),
-        "hidden_dims": tuple(int(h) for h in hidden),
+        "hidden_dims": tuple(int(h) for h in critic.hidden_dims),
         "shared": bool(critic.shared),
     }
 

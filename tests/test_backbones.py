@@ -102,11 +102,11 @@ def test_invalid_sizes(overrides, match):
         _build("mmoe", 2, **overrides)
 
 
-def test_dropout_rate_scale_and_eval_identity():
-    from sklearn_rmtl.backbones._layers import Dropout
+def test_relu_dropout_rate_scale_and_eval():
+    from sklearn_rmtl.backbones._layers import ReLUDropout
 
     torch.manual_seed(0)
-    drop = Dropout(0.2)
+    drop = ReLUDropout(0.2)
     x = torch.ones(400, 500, requires_grad=True)
     y = drop(x)
     assert abs((y == 0).float().mean().item() - 51 / 256) < 0.005
@@ -114,6 +114,33 @@ def test_dropout_rate_scale_and_eval_identity():
     y.sum().backward()
     torch.testing.assert_close(x.grad, y.detach())  # gradient uses the same mask
     drop.eval()
-    assert drop(x) is x
+    torch.testing.assert_close(drop(x), x)
     with pytest.raises(ValueError, match="dropout must be in"):
-        Dropout(1.0)
+        ReLUDropout(1.0)
+
+
+def test_relu_dropout_equals_relu_then_the_same_mask():
+    # The fused mask must give ReLU-then-dropout exactly, gradients included,
+    # for negative, zero and positive inputs.
+    from sklearn_rmtl.backbones._layers import ReLUDropout
+
+    x = torch.randn(64, 3, 50)
+    x[0, 0, :10] = 0.0
+    drop = ReLUDropout(0.3)
+    drop.generator = torch.Generator().manual_seed(1)
+    xa = x.clone().requires_grad_(True)
+    fused = drop(xa)
+    # The same draws, applied the plain way.
+    drop.generator = torch.Generator().manual_seed(1)
+    ones = torch.ones_like(x)
+    keep_scaled = drop(ones).detach()  # scale where kept, 0 where dropped
+    xb = x.clone().requires_grad_(True)
+    plain = torch.relu(xb) * keep_scaled
+    torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+    g = torch.randn_like(x)
+    fused.backward(g)
+    plain.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+    assert 0.25 < (keep_scaled == 0).float().mean() < 0.35
+    drop.eval()
+    torch.testing.assert_close(drop(x), torch.relu(x))

@@ -11,6 +11,7 @@ from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._network import FeatureEmbedding
 from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_target, train_critic
+from sklearn_rmtl.backbones._layers import GroupedLinear
 
 
 def _critic(shared=True, n_tasks=2):
@@ -161,6 +162,7 @@ def test_critic_learns_the_discounted_session_return():
         done=torch.as_tensor(tr.done, dtype=torch.float32),
         y01=torch.zeros(n, 2),
         actor=_ConstantActor(),
+        policy=torch.full((n, 2), 0.5),  # the constant actor's probabilities
         config=config,
         generator=torch.Generator().manual_seed(0),
     )
@@ -171,3 +173,53 @@ def test_critic_learns_the_discounted_session_return():
         rho = spearmanr(q[:, k], ret[:, k]).statistic
         assert rho > 0.9, (k, rho)
     assert np.abs(q - ret).mean() < 0.25 * np.abs(ret).mean()
+
+
+def _concatenating_critic(c: Critic, x_cat, x_num, actions):
+    """The critic as the paper writes it: MLP over [state, action_k] per task."""
+    act = c.action_layer(actions.unsqueeze(-1))  # (batch, K, d)
+    states = torch.stack([e(x_cat, x_num) for e in c.embeddings], dim=1)
+    pairs = torch.cat([states.expand(-1, c.n_tasks, -1), act], dim=-1)
+    w, b = c.input_layer.weight, c.input_layer.bias
+    w, b = w.expand(c.n_tasks, -1, -1), b.expand(c.n_tasks, -1)
+    out = torch.einsum("bki,kio->bko", pairs, w) + b
+    if c.head is None:
+        return -torch.relu(out.squeeze(-1))
+    hidden = torch.relu(out)
+    for layer in c.mlp.layers:  # every group reads its task's row
+        if isinstance(layer, GroupedLinear):
+            lw = layer.weight.expand(c.n_tasks, -1, -1)
+            hidden = torch.einsum("bki,kio->bko", hidden, lw) + layer.bias
+        else:  # activation, dropout
+            hidden = layer(hidden)
+    return -torch.relu(c.head(hidden).squeeze(-1))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("hidden_dims", [(16, 8), (16,), ()])
+def test_split_first_layer_equals_the_concatenating_critic(shared, hidden_dims):
+    # Computing the state half of the first layer once per row (not per
+    # task) is an implementation detail: Q and its gradients must match.
+    torch.manual_seed(0)
+    critic = Critic(
+        cardinalities=[5, 7],
+        n_numerical=1,
+        n_tasks=3,
+        embedding_dim=4,
+        hidden_dims=hidden_dims,
+        shared=shared,
+    )
+    with torch.no_grad():  # a bias that keeps -ReLU active, so grads flow
+        out = critic.head if critic.head is not None else critic.input_layer
+        out.bias.fill_(1.0)
+    x_cat = torch.randint(0, 5, (32, 2))
+    x_num = torch.randn(32, 1)
+    actions = torch.rand(32, 3)
+    got = critic(x_cat, x_num, actions)
+    want = _concatenating_critic(critic, x_cat, x_num, actions)
+    torch.testing.assert_close(got, want)
+    assert (got < 0).any()
+    grads = torch.autograd.grad(got.sum(), list(critic.parameters()))
+    want_grads = torch.autograd.grad(want.sum(), list(critic.parameters()))
+    for g, h in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(g, h)

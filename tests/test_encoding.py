@@ -164,3 +164,64 @@ def test_column_mismatch_at_transform(frame):
 def test_empty_input():
     with pytest.raises(ValueError, match="at least 1 sample"):
         FeatureEncoder().fit(pd.DataFrame({"a": []}))
+
+
+def _row_by_row_codes(X_fit: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
+    """Codes from an OrdinalEncoder fitted and applied on every row."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from sklearn_rmtl._encoding import _categorical_values
+
+    def objects(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {c: _categorical_values(frame[c]) for c in frame.columns}, dtype=object
+        )
+
+    ordinal = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=UNKNOWN_CODE - 2,
+        encoded_missing_value=MISSING_CODE - 2,
+    ).fit(objects(X_fit))
+    codes = ordinal.transform(objects(X)) + 2
+    codes[X.isna().to_numpy()] = MISSING_CODE
+    return codes
+
+
+def test_codes_match_an_ordinal_encoder_applied_row_by_row():
+    # Encoding distinct values once must give the codes of the plain
+    # row-by-row OrdinalEncoder, for every kind of categorical column.
+    rng = np.random.default_rng(0)
+    n = 300
+    cats = [f"v{i}" for i in range(40)]
+    mixed = np.array([1, "1", 1.0, "x", 2.5, True, None], dtype=object)
+
+    def frame(n_rows: int) -> pd.DataFrame:
+        idx = rng.integers(0, 40, n_rows)
+        strings = np.array(cats, dtype=object)[idx]
+        strings[rng.random(n_rows) < 0.1] = None
+        return pd.DataFrame(
+            {
+                "object": strings,
+                # Unused categories in the dtype are not in the vocabulary.
+                "category": pd.Categorical(
+                    np.array(cats)[idx % 20], categories=[*cats, "never"]
+                ),
+                "string": pd.array(strings, dtype="string"),
+                "int": pd.Series(idx % 7, dtype=object),
+                "bool": idx % 2 == 0,
+                "mixed": mixed[rng.integers(0, len(mixed), n_rows)],
+            }
+        )
+
+    X_fit, X_new = frame(n), frame(n)
+    X_new.loc[:5, "object"] = "unseen"
+    X_new["int"] = X_new["int"].astype(float)  # 3 at fit, 3.0 now: same code
+    X_new["category"] = pd.Categorical(
+        X_new["category"].astype(str), categories=[*sorted(set(cats[:20])), "new"]
+    )
+    X_new.loc[:3, "category"] = "new"
+    enc = FeatureEncoder(categorical_features=list(X_fit.columns)).fit(X_fit)
+    for X in (X_fit, X_new):
+        np.testing.assert_array_equal(enc.transform(X), _row_by_row_codes(X_fit, X))
+    np.testing.assert_array_equal(enc.fit_transform(X_fit), enc.transform(X_fit))
+    assert enc.cardinalities_[1] == 2 + 20  # "never" and 20 others unused

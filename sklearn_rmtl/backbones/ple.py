@@ -14,7 +14,7 @@ from sklearn_rmtl.backbones._base import (
     check_dims,
     check_dropout,
 )
-from sklearn_rmtl.backbones._layers import Dropout, GroupedLinear, Towers
+from sklearn_rmtl.backbones._layers import GroupedLinear, ReLUDropout, Towers
 
 
 class _ExtractionLayer(nn.Module):
@@ -45,7 +45,7 @@ class _ExtractionLayer(nn.Module):
         # task k's input; every expert runs once per input.
         self.specific = GroupedLinear(n_tasks, in_features, n_specific * out_features)
         self.shared = GroupedLinear(1, in_features, n_shared * out_features)
-        self.act = nn.Sequential(nn.ReLU(), Dropout(dropout))
+        self.act = ReLUDropout(dropout)
         self.task_gates = GroupedLinear(n_tasks, in_features, n_specific + n_shared)
         self.shared_gate = (
             None
