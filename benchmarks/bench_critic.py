@@ -21,7 +21,6 @@ Run: ``python benchmarks/bench_critic.py [--quick] [--actors ple,esmm]``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -49,33 +48,43 @@ from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._mtl import encode_inputs
 from sklearn_rmtl._rmtl import _actor_proba
-from sklearn_rmtl._td import TDConfig, td_target, train_critic
+from sklearn_rmtl._td import TDConfig, td_step, train_critic
 from sklearn_rmtl._validation import check_metadata
 
 GAMMA, TAU = 0.95, 0.2
 CRITIC_HIDDEN = (512, 256)
 
 
-def needed_shapes(critic: Critic, shapes: list[LinearShape]) -> list[LinearShape]:
-    """The shared critic's work without repeating the state part per task.
+def critic_shapes(
+    critic: Critic,
+    x_cat: torch.Tensor,
+    x_num: torch.Tensor,
+    actions: torch.Tensor,
+    *,
+    training: bool,
+) -> list[LinearShape]:
+    """The Linear shapes of one critic call: the work the critic needs.
 
-    Its first layer maps ``[state, action_k]`` for each of the K tasks; the
-    state half of that product is the same for every task. The work the
-    critic needs computes it once per row and only the action half per task.
+    Hooks see the modules the critic calls (MLP, head); the first layer is
+    applied from its weights, split into its state half (once per row: the
+    needed work) and its action half (a rank-one update per task, a few
+    multiply-adds per unit, not a matrix product), so it is added here.
     """
-    if not critic.shared:
-        return shapes
-    first = critic.mlp.layers[0]
-    s_dim = critic.embeddings[0].out_features
-    out = []
-    for s in shapes:
-        if s.k == first.in_features and s.n == first.out_features and s.groups == 1:
-            rows = s.rows // critic.n_tasks
-            out.append(dataclasses.replace(s, rows=rows, k=s_dim))
-            out.append(dataclasses.replace(s, k=s.k - s_dim))
-        else:
-            out.append(s)
-    return out
+    critic.train(training)
+    with torch.set_grad_enabled(training):
+        shapes = capture_shapes(
+            critic, lambda: critic(x_cat, x_num, actions), training=training
+        )
+    first = critic.input_layer
+    state_half = LinearShape(
+        groups=first.n_groups,
+        rows=len(x_cat),
+        k=critic.state_features,
+        n=first.out_features,
+        shared=critic.shared,
+        input_grad=training,  # the critic's own embeddings learn
+    )
+    return [state_half, *shapes]
 
 
 def make_critic(cardinalities: list[int], actor: torch.nn.Module) -> Critic:
@@ -93,31 +102,47 @@ def make_critic(cardinalities: list[int], actor: torch.nn.Module) -> Critic:
 
 
 class CriticStep:
-    """One iteration of ``train_critic``'s loop body on ready tensors."""
+    """One ``td_step`` of ``train_critic``'s loop, on random rows of ready data."""
 
     def __init__(self, critic: Critic, tensors: dict[str, torch.Tensor]) -> None:
         self.critic = critic.train()
         self.target = copy.deepcopy(critic)
-        self.opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        self.opt = torch.optim.Adam(critic.parameters(), lr=1e-3, fused=True)
         self.t = tensors
         self.n = len(tensors["actions"])
-        self.i = 0
+        self.config = TDConfig(
+            gamma=GAMMA,
+            tau=TAU,
+            soft_update_freq=2,
+            lr=1e-3,
+            batch_size=BATCH_SIZE,
+            max_epochs=1,
+            tol=0.0,
+            patience=1,
+            double_q=False,
+            ips=False,
+            actor_update=False,
+            verbose=0,
+        )
 
     def __call__(self) -> None:
         # Random rows, as the epoch loop draws them (the gathers are included).
         idx = torch.randint(0, self.n, (BATCH_SIZE,))
         t = self.t
         nxt = t["next_row"][idx]
-        with torch.no_grad():
-            q_next = self.target(
-                t["x_cat"][nxt], t["x_num"][nxt], t["next_actions"][idx]
-            )
-            target = td_target(t["rewards"][idx], t["done"][idx], q_next, GAMMA)
-        q = self.critic(t["x_cat"][idx], t["x_num"][idx], t["actions"][idx])
-        loss = ((q - target) ** 2).mean()
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
+        td_step(
+            self.critic,
+            self.target,
+            self.opt,
+            state=(t["x_cat"][idx], t["x_num"][idx]),
+            action=t["actions"][idx],
+            reward=t["rewards"][idx],
+            done=t["done"][idx],
+            next_state=(t["x_cat"][nxt], t["x_num"][nxt]),
+            next_action=t["next_actions"][idx],
+            weight=None,
+            config=self.config,
+        )
 
 
 def bench_actor(
@@ -148,23 +173,12 @@ def bench_actor(
     critic0 = make_critic(cards, actor)
     actions_b = torch.rand(BATCH_SIZE, 2)
     k_critic_fb = MatmulKernel(
-        capture_shapes(
-            critic0.train(), lambda: critic0(xb_cat, xb_num, actions_b), training=True
-        ),
+        critic_shapes(critic0, xb_cat, xb_num, actions_b, training=True),
         backward=True,
     )
-    with torch.no_grad():
-        k_critic_f = MatmulKernel(
-            capture_shapes(
-                critic0, lambda: critic0(xb_cat, xb_num, actions_b), training=False
-            ),
-            backward=False,
-        )
-    k_critic_fb_need = MatmulKernel(
-        needed_shapes(critic0, k_critic_fb.shapes), backward=True
-    )
-    k_critic_f_need = MatmulKernel(
-        needed_shapes(critic0, k_critic_f.shapes), backward=False
+    k_critic_f = MatmulKernel(
+        critic_shapes(critic0, xb_cat, xb_num, actions_b, training=False),
+        backward=False,
     )
     # Refit work per batch: actor forward+backward, critic forward.
     actor.train()
@@ -183,12 +197,11 @@ def bench_actor(
         t_cfb = k_critic_fb.seconds(3, 1)
         t_cf = k_critic_f.seconds(3, 1)
         t_rfb = k_refit.seconds(3, 1)
-        t_cfb_need = k_critic_fb_need.seconds(3, 1)
-        t_cf_need = k_critic_f_need.seconds(3, 1)
         batches = n / BATCH_SIZE
 
         # Behaviour actions: the actor's forward pass over all rows.
-        t_proba, proba = timed(lambda: _actor_proba(actor, inputs, "cpu"))
+        t_proba, policy = timed(lambda: _actor_proba(actor, inputs, "cpu"))
+        proba = policy.numpy().astype(np.float64)
         buf = vectorised_replay(proba, y01, tr, seed=r)
         critic = make_critic(cards, actor)
         config = TDConfig(
@@ -215,14 +228,17 @@ def bench_actor(
                 done=buf["done"],
                 y01=torch.as_tensor(y01),
                 actor=actor,
+                policy=policy,  # noqa: B023 (called at once)
                 config=config,
                 generator=torch.Generator().manual_seed(r),
             )
         )
         t_epochs = sum(h["dur"] for h in hist)
+        # The phase: the actor's pass over all rows (behaviour and target
+        # actions), then train_critic.
+        t_td += t_proba
         lim_call = epochs * batches * (t_cfb + t_cf) + batches * t_af
         lim_epochs = epochs * batches * (t_cfb + t_cf)
-        lim_call_need = epochs * batches * (t_cfb_need + t_cf_need) + batches * t_af
 
         # The refit alone: fitted actor + given critic, one epoch.
         sc = SessionCritic(
@@ -244,7 +260,6 @@ def bench_actor(
         )
         t_refit = rmtl.history_["refit"][0]["dur"]
         lim_refit = batches * (t_rfb + t_cf)
-        lim_refit_need = batches * (t_rfb + t_cf_need)
         # A bare critic step (no loop) on the same data, for the loop's cost.
         tensors0 = {"x_cat": x_cat, "x_num": x_num, **buf}
         bare = CriticStep(make_critic(cards, actor), tensors0)
@@ -266,10 +281,6 @@ def bench_actor(
                 "refit_call_samples_s": n / t_refit_call,
                 "refit_limit_samples_s": n / lim_refit,
                 "refit_fraction": lim_refit / t_refit,
-                "critic_call_fraction_needed": lim_call_need / t_td,
-                "critic_call_limit_needed_s": n * epochs / lim_call_need,
-                "refit_fraction_needed": lim_refit_need / t_refit,
-                "critic_flops_needed_share": k_critic_fb_need.flops / k_critic_fb.flops,
                 "refit_call_fraction": lim_refit / t_refit_call,
             }
         )
@@ -311,18 +322,14 @@ def main() -> dict[str, Any]:
             f"{fmt_rate(res['critic_epoch_limit_s'])}/s; bare critic step "
             f"{fmt_rate(res['critic_bare_step_transitions_s'])}/s "
             f"({res['critic_bare_step_fraction']:.0%}); set-up in the call "
-            f"{res['critic_setup_seconds']:.1f}s (mostly the actor's next-action pass)"
+            f"{res['critic_setup_seconds']:.1f}s (the actor's pass over all rows, "
+            "set-up)"
             + (
                 f"; reference {fmt_rate(ref_c)}/s "
                 f"(x{res['critic_call_transitions_s'] / ref_c:.1f})"
                 if ref_c
                 else ""
             )
-            + f"\n  counting the critic's state part once per row (work needed, "
-            f"{res['critic_flops_needed_share']:.0%} of its FLOPs as implemented): "
-            f"limit {fmt_rate(res['critic_call_limit_needed_s'])}/s -> "
-            f"{res['critic_call_fraction_needed']:.0%}; refit "
-            f"{res['refit_fraction_needed']:.0%}"
             + f"\n  refit: epoch {fmt_rate(res['refit_epoch_samples_s'])}/s, call "
             f"{fmt_rate(res['refit_call_samples_s'])}/s, limit "
             f"{fmt_rate(res['refit_limit_samples_s'])}/s -> {res['refit_fraction']:.0%}"

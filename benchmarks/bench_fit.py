@@ -7,15 +7,16 @@ duration of the benchmark only (nothing in the package is changed):
 
 - input validation (``_prepare``), encoding (``FeatureEncoder``), the MDP
   (``build_transitions``), rewards, the behaviour actor's forward pass,
-  ``train_critic``, skorch's ``train_step`` (forward, backward, Adam; the
-  refit's Q evaluation included) and ``validation_step``, net set-up.
+  ``train_critic`` and each ``td_step`` in it, skorch's ``train_step``
+  (forward, backward, Adam; the refit's Q evaluation included) and
+  ``validation_step``, net set-up.
 
 The network time is what the fit cannot do without: the time inside
-``train_step``, one actor forward pass over all rows, and the critic's
-optimizer steps counted at the time of a bare critic step (timed right
-after the fit on the same shapes). Everything else (encoding, MDP,
-validation, data loading, copies, a second actor pass, bookkeeping) is the
-overhead whose share the issue wants under 10 %.
+skorch's ``train_step``, the critics' ``td_step`` (and ``actor_step`` with
+``actor_update``), and the actor's forward pass over all rows. Everything
+else (validation, encoding, MDP, data loading and gathers, soft updates,
+net set-up, bookkeeping) is the overhead whose share the issue wants under
+10 %.
 
 Run: ``python benchmarks/bench_fit.py [--quick] [--backbones esmm,ple]
 [--profile]``.
@@ -26,33 +27,32 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
-import math
 import pstats
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from _common import (
     BATCH_SIZE,
     Report,
     fmt_rate,
     make_data,
-    median,
     parse_args,
     peak_rss_growth,
-    repeat,
     timed,
 )
-from bench_critic import CriticStep
-from bench_mdp import vectorised_replay
 
 from sklearn_rmtl import RMTLClassifier
-from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._mtl import encode_inputs
-from sklearn_rmtl._validation import check_metadata
+
+#: Phases that are network steps: the work a fit cannot do without.
+NETWORK = (
+    "train_step",
+    "critic step",
+    "actor step (actor_update)",
+    "actor forward (behaviour)",
+)
 
 #: (module path, attribute path, phase label)
 TARGETS = [
@@ -62,7 +62,9 @@ TARGETS = [
     ("sklearn_rmtl._rmtl", "build_transitions", "MDP"),
     ("sklearn_rmtl._rmtl", "rewards", "replay (rewards)"),
     ("sklearn_rmtl._rmtl", "_actor_proba", "actor forward (behaviour)"),
-    ("sklearn_rmtl._rmtl", "train_critic", "train_critic"),
+    ("sklearn_rmtl._rmtl", "train_critic", "train_critic (whole call)"),
+    ("sklearn_rmtl._td", "td_step", "critic step"),
+    ("sklearn_rmtl._td", "actor_step", "actor step (actor_update)"),
     ("sklearn_rmtl._net", "MultiTaskNet.train_step", "train_step"),
     ("sklearn_rmtl._net", "MultiTaskNet.validation_step", "validation forward"),
     ("sklearn_rmtl._mtl", "_validation_loss", "validation forward"),
@@ -136,40 +138,16 @@ def bench_fit(backbone: str, n: int, profile: bool) -> dict[str, Any]:
             prof.disable()
     totals, calls = dict(totals), dict(calls)
 
-    # Bare critic steps on the same shapes, to price the critic's necessary work.
-    sids = check_metadata(data.session_ids, n, name="session_ids", sortable=False)
-    keys = check_metadata(data.timestamps, n, name="timestamps", sortable=True)
-    tr = build_transitions(sids, keys, n)
-    inputs = encode_inputs(
-        est.encoder_.transform(data.X), len(est.encoder_.cardinalities_)
-    )
-    y01 = data.Y.to_numpy(np.float32)
-    proba = np.random.default_rng(0).random((n, 2)) * 0.2
-    tensors = {
-        "x_cat": torch.as_tensor(inputs["x_cat"]),
-        "x_num": torch.as_tensor(inputs["x_num"]),
-        **vectorised_replay(proba, y01, tr),
-    }
-    step = CriticStep(est.critic_.module, tensors)
-    t_critic_step = median(repeat(step, 5, warmup=1))
-    critic_epochs = len(est.history_["critic"])
-    critic_batches = critic_epochs * math.ceil(n / BATCH_SIZE)
-    critic_net = critic_batches * t_critic_step
-
-    network = (
-        totals.get("train_step", 0.0)
-        + totals.get("actor forward (behaviour)", 0.0)
-        + critic_net
-    )
+    network = sum(totals.get(label, 0.0) for label in NETWORK)
     overhead = t_fit - network
-    phases = dict(totals)
-    # Inside train_critic, the frozen actor's next actions are a second
-    # forward pass over all rows (the behaviour pass computed the same).
-    phases["train_critic: beyond bare critic steps (incl. 2nd actor pass)"] = (
-        totals.get("train_critic", 0.0) - critic_net
+    phases = {k: v for k, v in totals.items() if k != "train_critic (whole call)"}
+    phases["critic loop beyond its steps (batch gathers, soft updates)"] = (
+        totals.get("train_critic (whole call)", 0.0)
+        - totals.get("critic step", 0.0)
+        - totals.get("actor step (actor_update)", 0.0)
     )
     phases["other (skorch loop, loader, copies, bookkeeping)"] = t_fit - sum(
-        v for k, v in totals.items()
+        phases.values()
     )
     out: dict[str, Any] = {
         "backbone": backbone,
@@ -178,8 +156,6 @@ def bench_fit(backbone: str, n: int, profile: bool) -> dict[str, Any]:
         "fit_seconds": t_fit,
         "fit_rows_s": n / t_fit,
         "network_seconds": network,
-        "critic_bare_step_seconds": t_critic_step,
-        "critic_batches": critic_batches,
         "overhead_seconds": overhead,
         "overhead_fraction": overhead / t_fit,
         "phases_seconds": phases,

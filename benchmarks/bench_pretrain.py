@@ -7,7 +7,10 @@ towers 128-64, 8 experts, PLE 4+4, batch 2048) on RetailRocket-shaped rows:
   the epoch loop (skorch's ``dur``) and of the whole call;
 - a pure training step (the same module, loss and Adam on ready tensors):
   what the network itself costs, without skorch's data loading;
-- skorch's loader alone (per-row ``Dataset.__getitem__`` + collation);
+- the package's training loader alone, and skorch's default loader (per-row
+  ``Dataset.__getitem__`` + collation) as the naive baseline;
+- ``FeatureEncoder.transform``, and a row-by-row ``OrdinalEncoder`` on
+  Python objects as the naive baseline (codes checked identical);
 - ``predict_proba`` on a DataFrame, and a bare ``inference_mode`` forward;
 - the matmul-bound limit of each phase, timed in the same run: the bare
   ``(rows, k) @ (k, n)`` products (forward, and for training the two
@@ -44,18 +47,60 @@ from skorch.dataset import Dataset
 from torch.utils.data import DataLoader
 
 from sklearn_rmtl import MTLClassifier
+from sklearn_rmtl._data import BatchLoader, TensorDictDataset
 from sklearn_rmtl._mtl import encode_inputs
 
 
-def _loader_rate(clf: MTLClassifier, X: Any, Y: Any) -> float:
-    """Rows/s of skorch's default training iterator alone (no network)."""
+def _loader_rates(clf: MTLClassifier, X: Any, Y: Any) -> dict[str, float]:
+    """Rows/s of the training loaders alone (no network), on the same data.
+
+    The package's ``BatchLoader`` (whole-batch indexing of tensors) and, as
+    the naive baseline, skorch's default (``DataLoader`` over a skorch
+    ``Dataset``: one ``__getitem__`` per row, then collation).
+    """
     Xt = clf.encoder_.transform(X)
     inputs = encode_inputs(Xt, len(clf.encoder_.cardinalities_))
     y = Y.to_numpy(np.float32)
-    # skorch's defaults: iterator_train=DataLoader, dataset=skorch Dataset.
-    loader = DataLoader(Dataset(inputs, y), batch_size=BATCH_SIZE, shuffle=True)
-    t, _ = timed(lambda: sum(1 for _ in loader))
-    return len(y) / t
+    skorch_default = DataLoader(Dataset(inputs, y), batch_size=BATCH_SIZE, shuffle=True)
+    package = BatchLoader(
+        TensorDictDataset(inputs, y), batch_size=BATCH_SIZE, shuffle=True
+    )
+    t_naive, _ = timed(lambda: sum(1 for _ in skorch_default))
+    t_pkg = median(repeat(lambda: sum(1 for _ in package), 5, warmup=1))
+    return {
+        "loader_rows_s": len(y) / t_pkg,
+        "naive_loader_rows_s": len(y) / t_naive,
+        "loader_speedup": t_naive / t_pkg,
+    }
+
+
+def _encoder_rates(clf: MTLClassifier, X: Any) -> dict[str, float]:
+    """Rows/s of ``FeatureEncoder.transform`` and of a row-by-row encoder.
+
+    The naive baseline passes every row's categories through the fitted
+    ``OrdinalEncoder`` as Python objects (the package's first version).
+    """
+    from sklearn_rmtl._encoding import _N_RESERVED, MISSING_CODE
+
+    enc = clf.encoder_
+
+    def row_by_row() -> np.ndarray:
+        categories = enc._categories(X, enc._cat_idx)
+        codes = enc.ordinal_encoder_.transform(categories) + _N_RESERVED
+        codes[categories.isna().to_numpy()] = MISSING_CODE
+        return codes
+
+    t_pkg = median(repeat(lambda: enc.transform(X), 3, warmup=1))
+    t_naive = median(repeat(row_by_row, 2))
+    n_cat = len(enc.cardinalities_)
+    return {
+        "encode_rows_s": len(X) / t_pkg,
+        "naive_encode_rows_s": len(X) / t_naive,
+        "encode_speedup": t_naive / t_pkg,
+        "encode_identical": bool(
+            np.array_equal(enc.transform(X)[:, :n_cat], row_by_row())
+        ),
+    }
 
 
 def bench_backbone(
@@ -95,7 +140,7 @@ def bench_backbone(
     train["fraction_pure"] = median([r["pure"] / r["limit"] for r in rows])
     train["mflop_per_sample"] = k_train.flops / B / 1e6
     assert clf is not None
-    train["loader_rows_s"] = _loader_rate(clf, X, Y)
+    train.update(_loader_rates(clf, X, Y))
     if profile:
         train["step_breakdown"] = op_breakdown(step, steps=2)
 
@@ -107,16 +152,15 @@ def bench_backbone(
         t_pred, _ = timed(lambda: clf.predict_proba(X_inf))
         with torch.inference_mode():
             t_fwd = median(repeat(lambda: net(xc, xn), 3, warmup=1))
-        t_enc, _ = timed(lambda: clf.encoder_.transform(X_inf))
         inf_rows.append(
             {
                 "limit": B / t_lim,
                 "predict_proba": n_inf / t_pred,
                 "bare_forward": B / t_fwd,
-                "encode_rows_s": n_inf / t_enc,
             }
         )
-    inf = {k: median([r[k] for r in inf_rows]) for k in inf_rows[0]}
+    inf: dict[str, Any] = {k: median([r[k] for r in inf_rows]) for k in inf_rows[0]}
+    inf.update(_encoder_rates(clf, data.X.iloc[: max(n_inf, 100_000)]))
     inf["fraction_predict_proba"] = median(
         [r["predict_proba"] / r["limit"] for r in inf_rows]
     )
@@ -141,7 +185,7 @@ def main() -> dict[str, Any]:
     rounds = args.repeats or (1 if args.quick else 3)
     n_fit = BATCH_SIZE * (4 if args.quick else 8)
     n_inf = BATCH_SIZE * (4 if args.quick else 8)
-    data = make_data(max(n_fit, n_inf), seed=0)
+    data = make_data(max(n_fit, n_inf, 100_000), seed=0)
     out: dict[str, Any] = {}
     for bb in backbones:
         res = bench_backbone(
@@ -157,7 +201,8 @@ def main() -> dict[str, Any]:
             f"limit {fmt_rate(tr['limit'])}/s at {tr['gflops']:.0f} GFLOP/s -> "
             f"{tr['fraction_epoch']:.0%} of limit (pure step "
             f"{tr['fraction_pure']:.0%}); loader alone "
-            f"{fmt_rate(tr['loader_rows_s'])} rows/s"
+            f"{fmt_rate(tr['loader_rows_s'])} rows/s (skorch's per-row default "
+            f"{fmt_rate(tr['naive_loader_rows_s'])}/s, x{tr['loader_speedup']:.0f})"
             + (
                 f"; reference {fmt_rate(ref_t)}/s (x{tr['epoch'] / ref_t:.2f})"
                 if ref_t
@@ -168,7 +213,9 @@ def main() -> dict[str, Any]:
             f"{fmt_rate(inf['bare_forward'])}/s, limit {fmt_rate(inf['limit'])}/s -> "
             f"{inf['fraction_predict_proba']:.0%} "
             f"(bare {inf['fraction_bare_forward']:.0%}); "
-            f"encoder {fmt_rate(inf['encode_rows_s'])} rows/s"
+            f"encoder {fmt_rate(inf['encode_rows_s'])} rows/s (row-by-row "
+            f"{fmt_rate(inf['naive_encode_rows_s'])}/s, x{inf['encode_speedup']:.1f}, "
+            f"identical codes: {inf['encode_identical']})"
             + (
                 f"; reference {fmt_rate(ref_i)}/s (x{inf['predict_proba'] / ref_i:.2f})"
                 if ref_i

@@ -114,7 +114,10 @@ class BatchLoader:
             for start in range(0, n, self.batch_size):
                 yield self.dataset.take(slice(start, start + self.batch_size))
             return
-        # The same permutation torch's RandomSampler draws from this generator.
+        # The draws of torch's DataLoader with shuffle=True, so a seed gives
+        # the batches it gave: one int64 (its workers' base seed), then the
+        # permutation of its RandomSampler.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(n, generator=self.generator)
         device = next(iter(self.dataset.X.values())).device
         order = order.to(device)

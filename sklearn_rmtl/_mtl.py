@@ -652,12 +652,15 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         X = check_features(X)
         validate_data(self, X, reset=False, skip_check_array=True)
         n_cat = len(self.encoder_.cardinalities_)
-        out = []
+        # Filled chunk by chunk: memory beyond the result stays one chunk's.
+        out = np.empty((X.shape[0], self.n_tasks_), dtype=np.float64)
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             part = X[start : start + _PREDICT_CHUNK]
             Xt = self.encoder_.transform(part)
-            out.append(self.backbone_.predict_proba(encode_inputs(Xt, n_cat)))
-        return np.concatenate(out).astype(np.float64)
+            out[start : start + len(Xt)] = self.backbone_.predict_proba(
+                encode_inputs(Xt, n_cat)
+            )
+        return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probability of each task's positive label.
@@ -672,7 +675,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_tasks)
             ``proba[i, k]`` is P(task k = ``classes_[k, 1]``) for row i.
         """
-        return expit(self._logits(X))
+        logits = self._logits(X)
+        return expit(logits, out=logits)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted label of every task (positive when its probability > 0.5).

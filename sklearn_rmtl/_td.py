@@ -43,6 +43,53 @@ def ips_weights(y01: Tensor) -> Tensor:
     return torch.where(both_classes, w, torch.ones_like(w))
 
 
+def td_step(
+    critic: Critic,
+    target_critic: Critic,
+    optimizer: torch.optim.Optimizer,
+    *,
+    state: tuple[Tensor, Tensor],
+    action: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    next_state: tuple[Tensor, Tensor],
+    next_action: Tensor,
+    weight: Tensor | None,
+    config: TDConfig,
+) -> Tensor:
+    """One gradient step of the critics on a batch of transitions (Eqs. 11-14).
+
+    Returns the batch's (weighted) mean squared TD error, detached.
+    """
+    with torch.no_grad():
+        q_next = target_critic(*next_state, next_action)
+        if config.double_q:  # clipped double Q (authors' final code)
+            q_next = torch.minimum(q_next, critic(*next_state, next_action))
+        target = td_target(reward, done, q_next, config.gamma)
+    err = (critic(*state, action) - target) ** 2
+    loss = (err * weight).mean() if weight is not None else err.mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def actor_step(
+    actor: nn.Module,
+    critic: Critic,
+    optimizer: torch.optim.Optimizer,
+    state: tuple[Tensor, Tensor],
+) -> Tensor:
+    """Eq. (15): one step of the actor up the critics' Q; returns its loss."""
+    actor.train()
+    a_pi = torch.sigmoid(actor(*state))
+    loss = -critic(*state, a_pi).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 @dataclass
 class TDConfig:
     """Hyper-parameters of the critic phase (see ``RMTLClassifier``)."""
@@ -135,7 +182,11 @@ def train_critic(
         start = time.perf_counter()
         critic.train()
         order = torch.randperm(n, generator=generator).to(actions.device)
-        total, actor_total, batches = 0.0, 0.0, 0
+        # Summed on the device (one synchronisation per epoch), in float64
+        # like the Python floats they replace.
+        total = torch.zeros((), dtype=torch.float64, device=actions.device)
+        actor_total = torch.zeros_like(total)
+        batches = 0
         starts = range(0, n, config.batch_size)
         if config.verbose:
             starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
@@ -143,37 +194,35 @@ def train_critic(
             idx = order[b : b + config.batch_size]
             nxt = next_row[idx]
             s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
-            with torch.no_grad():
-                if next_actions is None:
+            if next_actions is None:
+                with torch.no_grad():
                     a_next = torch.sigmoid(target_actor(*s_next))
-                else:
-                    a_next = next_actions[idx]
-                q_next = target_critic(*s_next, a_next)
-                if config.double_q:  # clipped double Q (authors' final code)
-                    q_next = torch.minimum(q_next, critic(*s_next, a_next))
-                target = td_target(rewards[idx], done[idx], q_next, config.gamma)
-            q = critic(x_cat[idx], x_num[idx], actions[idx])
-            err = (q - target) ** 2
-            loss = (err * weights[idx]).mean() if weights is not None else err.mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            else:
+                a_next = next_actions[idx]
+            total += td_step(
+                critic,
+                target_critic,
+                optimizer,
+                state=(x_cat[idx], x_num[idx]),
+                action=actions[idx],
+                reward=rewards[idx],
+                done=done[idx],
+                next_state=s_next,
+                next_action=a_next,
+                weight=None if weights is None else weights[idx],
+                config=config,
+            )
             if actor_optimizer is not None:
-                actor.train()
-                a_pi = torch.sigmoid(actor(x_cat[idx], x_num[idx]))
-                actor_loss = -critic(x_cat[idx], x_num[idx], a_pi).mean()  # Eq. (15)
-                actor_optimizer.zero_grad()
-                actor_loss.backward()
-                actor_optimizer.step()
-                actor_total += actor_loss.item()
+                actor_total += actor_step(
+                    actor, critic, actor_optimizer, (x_cat[idx], x_num[idx])
+                )
             batches += 1
             step += 1
             if step % config.soft_update_freq == 0:
                 soft_update(target_critic, critic, config.tau)
                 if config.actor_update:
                     soft_update(target_actor, actor, config.tau)
-        mean = total / batches
+        mean = float(total) / batches
         if not torch.isfinite(torch.tensor(mean)):
             raise DivergenceError(
                 f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
@@ -186,7 +235,7 @@ def train_critic(
             "dur": time.perf_counter() - start,
         }
         if actor_optimizer is not None:
-            row["actor_loss"] = actor_total / batches
+            row["actor_loss"] = float(actor_total) / batches
         history.append(row)
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
