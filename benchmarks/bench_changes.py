@@ -216,39 +216,36 @@ def change_critic(rounds: int) -> dict[str, Any]:
 
 # ------------------------------------------------- 5. actor forward chunks
 def actor_proba_chunks(
-    actor: torch.nn.Module, inputs: dict[str, np.ndarray], chunk: int = 65_536
+    actor: torch.nn.Module, xc: torch.Tensor, xn: torch.Tensor, chunk: int = 65_536
 ) -> torch.Tensor:
     """The actor's pass over all rows, ``chunk`` rows per forward."""
     actor.eval()
-    out = []
     with torch.no_grad():
-        for i in range(0, len(inputs["x_cat"]), chunk):
-            xc = torch.as_tensor(inputs["x_cat"][i : i + chunk])
-            xn = torch.as_tensor(inputs["x_num"][i : i + chunk])
-            out.append(torch.sigmoid(actor(xc, xn)))
-    return torch.cat(out)
+        return torch.cat(
+            [
+                torch.sigmoid(actor(xc[i : i + chunk], xn[i : i + chunk]))
+                for i in range(0, len(xc), chunk)
+            ]
+        )
 
 
 def change_actor_chunks(backbone: str, n: int, rounds: int) -> dict[str, Any]:
     actor = make_actor(backbone).eval()
     xc, xn, _ = encoded_tensors(n)
-    inputs = {"x_cat": xc.numpy(), "x_num": xn.numpy()}
-    few = {k: v[:256] for k, v in inputs.items()}
-    _actor_proba(actor, few, "cpu")  # first-call allocations out of the way
-    actor_proba_chunks(actor, few)
+    # First-call allocations out of the way.
+    _actor_proba(actor, xc[:256], xn[:256])
+    actor_proba_chunks(actor, xc[:256], xn[:256])
     with peak_rss_growth() as small:
-        _actor_proba(actor, inputs, "cpu")
+        _actor_proba(actor, xc, xn)
     with peak_rss_growth() as large:
-        actor_proba_chunks(actor, inputs)
+        actor_proba_chunks(actor, xc, xn)
     res = side_by_side(
-        lambda: actor_proba_chunks(actor, inputs),
-        lambda: _actor_proba(actor, inputs, "cpu"),
+        lambda: actor_proba_chunks(actor, xc, xn),
+        lambda: _actor_proba(actor, xc, xn),
         rounds,
     )
     res["max_abs_diff"] = float(
-        (_actor_proba(actor, inputs, "cpu") - actor_proba_chunks(actor, inputs))
-        .abs()
-        .max()
+        (_actor_proba(actor, xc, xn) - actor_proba_chunks(actor, xc, xn)).abs().max()
     )
     res["previous_rows_s"] = n / res["previous_s"]
     res["package_rows_s"] = n / res["package_s"]

@@ -87,6 +87,24 @@ def critic_shapes(
     return [state_half, *shapes]
 
 
+def td_config(epochs: int) -> TDConfig:
+    """The paper's critic settings, run for exactly ``epochs`` epochs."""
+    return TDConfig(
+        gamma=GAMMA,
+        tau=TAU,
+        soft_update_freq=2,
+        lr=1e-3,
+        batch_size=BATCH_SIZE,
+        max_epochs=epochs,
+        tol=0.0,
+        patience=epochs + 1,
+        double_q=False,
+        ips=False,
+        actor_update=False,
+        verbose=0,
+    )
+
+
 def make_critic(cardinalities: list[int], actor: torch.nn.Module) -> Critic:
     critic = Critic(
         cardinalities=cardinalities,
@@ -110,20 +128,7 @@ class CriticStep:
         self.opt = torch.optim.Adam(critic.parameters(), lr=1e-3, fused=True)
         self.t = tensors
         self.n = len(tensors["actions"])
-        self.config = TDConfig(
-            gamma=GAMMA,
-            tau=TAU,
-            soft_update_freq=2,
-            lr=1e-3,
-            batch_size=BATCH_SIZE,
-            max_epochs=1,
-            tol=0.0,
-            patience=1,
-            double_q=False,
-            ips=False,
-            actor_update=False,
-            verbose=0,
-        )
+        self.config = td_config(1)
 
     def __call__(self) -> None:
         # Random rows, as the epoch loop draws them (the gathers are included).
@@ -200,24 +205,11 @@ def bench_actor(
         batches = n / BATCH_SIZE
 
         # Behaviour actions: the actor's forward pass over all rows.
-        t_proba, policy = timed(lambda: _actor_proba(actor, inputs, "cpu"))
+        t_proba, policy = timed(lambda: _actor_proba(actor, x_cat, x_num))
         proba = policy.numpy().astype(np.float64)
         buf = vectorised_replay(proba, y01, tr, seed=r)
         critic = make_critic(cards, actor)
-        config = TDConfig(
-            gamma=GAMMA,
-            tau=TAU,
-            soft_update_freq=2,
-            lr=1e-3,
-            batch_size=BATCH_SIZE,
-            max_epochs=epochs,
-            tol=0.0,
-            patience=epochs + 1,
-            double_q=False,
-            ips=False,
-            actor_update=False,
-            verbose=0,
-        )
+        config = td_config(epochs)
         t_td, hist = timed(
             lambda critic=critic, buf=buf, config=config, r=r: train_critic(
                 critic,

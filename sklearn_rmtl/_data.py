@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,6 +42,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
         *,
         device: str | torch.device = "cpu",
     ) -> None:
+        self.device = torch.device(device)
         self.X = {k: torch.as_tensor(v, device=device) for k, v in X.items()}
         self.y = None
         if y is not None:
@@ -57,16 +57,17 @@ class TensorDictDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self._n
 
-    def take(self, index: Tensor | slice) -> tuple[dict[str, Tensor], Tensor | None]:
-        """The rows at ``index`` (a tensor of positions or a slice)."""
+    def take(
+        self, index: Tensor | slice | int
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The rows at ``index`` (a tensor of positions, a slice or one row)."""
         Xi = {k: v[index] for k, v in self.X.items()}
         return Xi, None if self.y is None else self.y[index]
 
     def __getitem__(self, i: int) -> tuple[dict[str, Tensor], Tensor]:
-        Xi, yi = self.take(slice(i, i + 1))
-        Xi = {k: v[0] for k, v in Xi.items()}
+        Xi, yi = self.take(i)
         # skorch's convention for a missing target: a zero placeholder.
-        return Xi, torch.zeros(0) if yi is None else yi[0]
+        return Xi, torch.zeros(0) if yi is None else yi
 
 
 class BatchLoader:
@@ -118,9 +119,7 @@ class BatchLoader:
         # the batches it gave: one int64 (its workers' base seed), then the
         # permutation of its RandomSampler.
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        order = torch.randperm(n, generator=self.generator)
-        device = next(iter(self.dataset.X.values())).device
-        order = order.to(device)
+        order = torch.randperm(n, generator=self.generator).to(self.dataset.device)
         for start in range(0, n, self.batch_size):
             yield self.dataset.take(order[start : start + self.batch_size])
 
@@ -136,12 +135,12 @@ def as_dataset(
             "The nets take their inputs as a dict of arrays (x_cat, x_num, ...), "
             f"got {type(X).__name__}."
         )
-    return TensorDictDataset(X, None if y is None else np.asarray(y), device=device)
+    return TensorDictDataset(X, y, device=device)
 
 
 #: Rows per batch of the no-gradient forward passes over many rows (the
 #: actor's actions, the critics' weights). Larger batches were slower on CPU
-#: ("actor_chunks" in benchmarks/bench_proposals.py) and hold more memory.
+#: ("actor_chunks" in benchmarks/bench_changes.py) and hold more memory.
 FORWARD_BATCH = 2048
 
 

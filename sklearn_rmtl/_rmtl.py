@@ -13,6 +13,7 @@ import torch
 from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
 
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._data import forward_batches
@@ -66,18 +67,11 @@ def _check_critic_features(critic: SessionCritic, X: Any) -> None:
         ) from exc
 
 
-def _actor_proba(
-    actor: torch.nn.Module, inputs: dict[str, np.ndarray], device: str
-) -> torch.Tensor:
-    """The actor's probabilities for every row (eval mode), on ``device``."""
-    actor.eval().to(device)
-    x_cat = torch.as_tensor(inputs["x_cat"])
-    x_num = torch.as_tensor(inputs["x_num"])
+def _actor_proba(actor: torch.nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
+    """The actor's probabilities for every row (eval mode), where the inputs are."""
+    actor.eval().to(x_cat.device)
     return forward_batches(
-        lambda rows: torch.sigmoid(
-            actor(x_cat[rows].to(device), x_num[rows].to(device))
-        ),
-        len(x_cat),
+        lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
     )
 
 
@@ -532,7 +526,14 @@ class RMTLClassifier(MTLClassifier):
         n = data.n_samples
         device = data.device
         rng = np.random.default_rng(data.seed + _CRITIC_SEED)
-        policy = _actor_proba(actor, data.inputs, device)
+
+        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        # On the device once: the actor's pass and the critic training read them.
+        x_cat = tensor(data.inputs["x_cat"], torch.long)
+        x_num = tensor(data.inputs["x_num"])
+        policy = _actor_proba(actor, x_cat, x_num)
         proba = policy.cpu().numpy().astype(np.float64)
         transitions = build_transitions(data.session_ids, data.times, n)
         # Random numbers are drawn in the canonical (session, time) order, so
@@ -548,9 +549,6 @@ class RMTLClassifier(MTLClassifier):
         else:  # "uniform": the authors' code
             draws[transitions.order] = rng.random(proba.shape)
             actions = draws
-
-        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.as_tensor(a, dtype=dtype, device=device)
 
         config = TDConfig(
             gamma=self.gamma,
@@ -589,10 +587,7 @@ class RMTLClassifier(MTLClassifier):
         set_dropout_generator(actor, generator)  # the actor trains with actor_update
         history = train_critic(
             critic,
-            inputs={
-                "x_cat": tensor(data.inputs["x_cat"], torch.long),
-                "x_num": tensor(data.inputs["x_num"]),
-            },
+            inputs={"x_cat": x_cat, "x_num": x_num},
             actions=tensor(actions),
             rewards=tensor(reward),
             next_row=tensor(transitions.next_row, torch.long),
