@@ -19,10 +19,24 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     # per entry of ``bottom_dims``.
     "n_shared_experts": 4,
     "n_specific_experts": 4,
+    # Not in the paper (docs/backbone_quality.rst): the paper's networks
+    # are reached with batch_norm=False, gate_batch_norm=False,
+    # embedding_init_std=None, numerical_embedding="linear".
+    "batch_norm": False,
+    "gate_batch_norm": False,
+    # Std of the normal the embedding tables start from; None: Xavier uniform.
+    "embedding_init_std": None,
+    # "linear": one Linear of all numbers to embedding_dim; "raw": the scaled
+    # numbers concatenated as they are.
+    "numerical_embedding": "linear",
 }
 
 BATCH_SIZE = 2048
 LEARNING_RATE = 1e-3
+# NOTE[DIFF]: the paper refits at the pretraining rate (1e-3); restarting
+# Adam at that rate on a fitted network undid part of the fit (docs/
+# user_guide.rst, "Choosing the refit's settings").
+REFIT_LEARNING_RATE = 1e-4
 
 # RMTL (ALGORITHM.md Sec. 4-5).
 GAMMA = 0.95  # discount; the authors' code used 0.9
@@ -32,3 +46,6 @@ Q_LAMBDA = 0.7  # lambda of Eq. (17)
 CRITIC_HIDDEN_DIMS = (512, 256)
 #: Std of the Gaussian noise added to the actor's actions in the buffer.
 ACTION_NOISE = 0.1
+#: Weight of the Q term against behaviour cloning in the D-PLE actor step
+#: (TD3+BC's default).
+BC_ALPHA = 2.5

@@ -1,8 +1,11 @@
 """The paper's experiments (Tables 1-2, Sec. 3.4) on a temporal 6:2:2 split.
 
-Used by the ``rmtl`` command line (:mod:`sklearn_rmtl.cli`). Each run fits on
-the train and validation parts (early stopping holds out the latest quarter,
-i.e. about the validation part) and is scored on the test part only.
+Used by the ``rmtl`` command line (:mod:`sklearn_rmtl.cli`). By default each
+run fits on the train and validation parts (early stopping holds out the
+latest quarter, i.e. about the validation part) and is scored on the test
+part only; ``evaluate_on="valid"`` fits on the train part and scores on the
+validation part, leaving the test part untouched. ``rmtl study`` compares
+RMTL with paired controls (:func:`study_methods`, :func:`summarise_study`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,26 +46,51 @@ DISPLAY = {v: k for k, v in BASELINES.items()} | {"omoe": "OMoE", "aitm": "AITM"
 METRICS = ("AUC", "Logloss", "s-Logloss")
 #: Whether a larger value of the metric is better.
 GREATER_IS_BETTER = {"AUC": True, "Logloss": False, "s-Logloss": False}
-# Early stopping holds out the latest quarter of train + validation (6:2).
+#: The part a run is scored on -> the parts it is fitted on.
+EVALUATE_ON = {"test": ("train", "valid"), "valid": ("train",)}
+# Early stopping holds out the latest quarter of the fitted rows: about the
+# validation part when fitting on train + validation (6:2).
 _VALIDATION_FRACTION = 0.25
 
 
 @dataclass
 class Split:
-    """The 6:2:2 temporal split of a dataset (train and validation merged)."""
+    """A temporal 6:2:2 split: the rows to fit on and the rows to score on.
+
+    ``evaluate_on="test"`` fits on train + validation and scores on test;
+    ``"valid"`` fits on train and scores on validation (test unused).
+    """
 
     X_fit: pd.DataFrame
     y_fit: pd.DataFrame
     s_fit: np.ndarray
     t_fit: np.ndarray
-    X_test: pd.DataFrame
-    y_test: pd.DataFrame
-    s_test: np.ndarray
+    X_eval: pd.DataFrame
+    y_eval: pd.DataFrame
+    s_eval: np.ndarray
+    evaluate_on: str
     sizes: dict[str, int]
 
 
-def split_dataset(data: Bunch) -> Split:
-    """Cut a dataset Bunch 6:2:2 by time with whole sessions."""
+def split_dataset(data: Bunch, evaluate_on: str = "test") -> Split:
+    """Cut a dataset Bunch 6:2:2 by time with whole sessions.
+
+    Parameters
+    ----------
+    data : Bunch
+        With ``X``, ``y``, ``session_ids`` and ``timestamps``.
+    evaluate_on : {"test", "valid"}, default="test"
+        The part to score on; the earlier parts are fitted on.
+
+    Returns
+    -------
+    split : Split
+        The fitted and scored rows, and the size of every part.
+    """
+    if evaluate_on not in EVALUATE_ON:
+        raise ValueError(
+            f"evaluate_on must be one of {sorted(EVALUATE_ON)}, got {evaluate_on!r}."
+        )
     parts = temporal_train_test_split(
         data.X,
         data.y,
@@ -70,30 +99,45 @@ def split_dataset(data: Bunch) -> Split:
         timestamps=data.timestamps,
         session_ids=data.session_ids,
     )
-    X_tr, X_va, X_te, y_tr, y_va, y_te, s_tr, s_va, s_te, t_tr, t_va, _ = parts
+    names = ("train", "valid", "test")
+    X, y, s, t = (dict(zip(names, parts[i : i + 3], strict=True)) for i in (0, 3, 6, 9))
+    fit = EVALUATE_ON[evaluate_on]
     return Split(
-        X_fit=pd.concat([X_tr, X_va]),
-        y_fit=pd.concat([y_tr, y_va]),
-        s_fit=np.concatenate([s_tr, s_va]),
-        t_fit=np.concatenate([t_tr, t_va]),
-        X_test=X_te,
-        y_test=y_te,
-        s_test=s_te,
-        sizes={"train": len(X_tr), "valid": len(X_va), "test": len(X_te)},
+        X_fit=pd.concat([X[p] for p in fit]),
+        y_fit=pd.concat([y[p] for p in fit]),
+        s_fit=np.concatenate([s[p] for p in fit]),
+        t_fit=np.concatenate([t[p] for p in fit]),
+        X_eval=X[evaluate_on],
+        y_eval=y[evaluate_on],
+        s_eval=s[evaluate_on],
+        evaluate_on=evaluate_on,
+        sizes={p: len(X[p]) for p in names},
     )
 
 
 @dataclass
 class Settings:
-    """Training settings shared by every run of an experiment."""
+    """Training settings shared by every run of an experiment.
 
-    max_epochs: int = 10
-    critic_max_epochs: int = 10
+    Every phase trains until it stops on its own: pretraining and refit by
+    early stopping (``patience`` epochs without a better validation loss),
+    the critics by their convergence rule (``critic_tol``,
+    ``critic_patience`` of :class:`RMTLClassifier`); the epoch caps are only
+    a safety net. ``rmtl_params`` are further :class:`RMTLClassifier`
+    parameters (e.g. ``refit_lr``, ``q_lambda``) given to every RMTL run;
+    the ones not given keep the estimator's defaults.
+    """
+
+    max_epochs: int = 100
+    critic_max_epochs: int = 100
+    patience: int = 2
     batch_size: int = 2048
     backbone_params: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    rmtl_params: dict[str, Any] = field(default_factory=dict)
 
     def mtl(self, backbone: str, seed: int) -> MTLClassifier:
+        """The baseline of ``backbone`` (RMTL's pretraining step)."""
         # Sizes apply to the backbones that have them (experts, towers...).
         valid = {"embedding_dim", *backbone_keys(backbone)}
         params = {k: v for k, v in self.backbone_params.items() if k in valid}
@@ -103,6 +147,7 @@ class Settings:
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             validation_fraction=_VALIDATION_FRACTION,
+            n_iter_no_change=self.patience,
             device=self.device,
             random_state=seed,
         )
@@ -115,26 +160,28 @@ class Settings:
             critic_max_epochs=self.critic_max_epochs,
             batch_size=self.batch_size,
             validation_fraction=_VALIDATION_FRACTION,
+            n_iter_no_change=self.patience,
             device=self.device,
             random_state=seed,
-            **params,
+            **{**self.rmtl_params, **params},
         )
 
     def key(self) -> str:
+        """A short hash of the settings: runs with other settings are others."""
         blob = json.dumps(self.__dict__, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def evaluate(estimator: Any, split: Split) -> dict[str, dict[str, float]]:
-    """Per-task AUC, Logloss and s-Logloss on the test part."""
-    proba = estimator.predict_proba(split.X_test)
-    y = split.y_test.to_numpy()
+    """Per-task AUC, Logloss and s-Logloss on the scored part of ``split``."""
+    proba = estimator.predict_proba(split.X_eval)
+    y = split.y_eval.to_numpy()
     values = {
         "AUC": per_task_roc_auc(y, proba),
         "Logloss": per_task_log_loss(y, proba),
-        "s-Logloss": session_log_loss(y, proba, session_ids=split.s_test),
+        "s-Logloss": session_log_loss(y, proba, session_ids=split.s_eval),
     }
-    tasks = [str(c) for c in split.y_test.columns]
+    tasks = [str(c) for c in split.y_eval.columns]
     return {
         task: {m: float(values[m][k]) for m in METRICS} for k, task in enumerate(tasks)
     }
@@ -179,7 +226,7 @@ class Progress:
         eta = left * float(np.mean(self.fit_seconds)) if self.fit_seconds else 0.0
         what = "skipped (done before)" if seconds is None else f"{seconds:6.1f} s"
         print(
-            f"[{self.done}/{self.total}] {label:<32} {what}   elapsed "
+            f"[{self.done}/{self.total}] {label:<40} {what}   elapsed "
             f"{time.perf_counter() - self.start:6.0f} s, about {eta:5.0f} s left",
             file=self.stream,
             flush=True,
@@ -222,11 +269,18 @@ class Context:
 
 @dataclass
 class Method:
-    """A row of a results table: a name and how to get its fitted estimator."""
+    """A row of a results table: a name and how to get its fitted estimator.
+
+    ``kind`` is "baseline" or "rmtl" (``summarise`` compares rmtl rows with
+    the baselines) or "control"; ``backbone`` and ``variant`` pair the rows
+    of a study (:func:`summarise_study`).
+    """
 
     name: str
-    kind: str  # "baseline" or "rmtl": the t-test compares rmtl rows to baselines
+    kind: str
     fit: Callable[[Context], Any]
+    backbone: str | None = None
+    variant: str | None = None
 
 
 def run(
@@ -238,16 +292,18 @@ def run(
     output: Path,
     experiment: str,
     dataset: str,
+    evaluate_on: str = "test",
     stream: Any = None,
 ) -> list[dict[str, Any]]:
     """Fit and score every (method, seed) not already recorded in ``output``.
 
     Returns one record per run (also appended to ``output/runs.jsonl``) with
-    its configuration, seed, timings and per-task test metrics.
+    its configuration, seed, timings and per-task metrics on the
+    ``evaluate_on`` part (see :func:`split_dataset`).
     """
     output.mkdir(parents=True, exist_ok=True)
     log = RunLog(output / "runs.jsonl")
-    split = split_dataset(data)
+    split = split_dataset(data, evaluate_on)
     seeds = list(seeds)
     progress = Progress(len(methods) * len(seeds), stream)
     results = []
@@ -259,6 +315,7 @@ def run(
                 "dataset": dataset,
                 "method": method.name,
                 "seed": seed,
+                "evaluate_on": evaluate_on,
                 "settings": settings.key(),
             }
             done = log.find(key)
@@ -272,6 +329,8 @@ def run(
             record = {
                 **key,
                 "kind": method.kind,
+                "backbone": method.backbone,
+                "variant": method.variant,
                 "n_rows": split.sizes,
                 "fit_seconds": seconds,
                 "epochs": {k: len(v) for k, v in estimator.history_.items()},
@@ -368,7 +427,71 @@ def transfer_methods(backbones: list[str]) -> list[Method]:
     return methods
 
 
+#: The rows of a study per backbone: variant -> (kind, row name template).
+STUDY_VARIANTS = {
+    "backbone": ("baseline", "{}"),
+    "rmtl": ("rmtl", "RMTL-{}"),
+    "constant": ("control", "{} constant refit"),
+    "label_mean": ("control", "{} label-mean refit"),
+}
+#: The controls RMTL is paired with in a study, as named in its tables.
+STUDY_CONTROLS = {
+    "backbone": "RMTL - backbone",
+    "constant": "RMTL - constant",
+    "label_mean": "RMTL - label_mean",
+}
+
+
+def study_methods(backbones: list[str]) -> list[Method]:
+    """A paired study: RMTL and its controls on each backbone.
+
+    Per backbone (and seed): the baseline, which is also RMTL's pretrained
+    actor; RMTL, which trains the critics; the same refit with constant
+    weights (is it the extra training, not the weights?); and the refit with
+    the per-task, per-label mean of RMTL's weights from the same critics
+    (is it the per-row variation of the weights, not their level per
+    label?). Fitted in this order, so the critics are trained once.
+    """
+    fits = {
+        "backbone": lambda b: partial(_baseline, backbone=b),
+        "rmtl": lambda b: partial(_rmtl, backbone=b),
+        "constant": lambda b: partial(_rmtl, backbone=b, weighting="constant"),
+        "label_mean": lambda b: partial(
+            _with_critic, backbone=b, critic_backbone=b, weighting="label_mean"
+        ),
+    }
+    return [
+        Method(name.format(DISPLAY[b]), kind, fits[v](b), backbone=b, variant=v)
+        for b in backbones
+        for v, (kind, name) in STUDY_VARIANTS.items()
+    ]
+
+
 # ---------------------------------------------------------------- summaries
+def long_scores(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run, task and metric: method, kind, seed, ..., value."""
+    rows = [
+        {
+            "method": r["method"],
+            "kind": r["kind"],
+            "backbone": r.get("backbone"),
+            "variant": r.get("variant"),
+            "seed": r["seed"],
+            "task": task,
+            "metric": metric,
+            "value": value,
+        }
+        for r in results
+        for task, scores in r["scores"].items()
+        for metric, value in scores.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def _spread(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarise(results: list[dict[str, Any]], methods: list[str]) -> pd.DataFrame:
     """Mean, std and t-test marks per method, task and metric.
 
@@ -376,21 +499,7 @@ def summarise(results: list[dict[str, Any]], methods: list[str]) -> pd.DataFrame
     (best mean) by a two-sided Welch t-test over seeds; ``better`` is True
     when the rmtl mean is better and p < 0.05.
     """
-    rows = []
-    for r in results:
-        for task, scores in r["scores"].items():
-            for metric, value in scores.items():
-                rows.append(
-                    {
-                        "method": r["method"],
-                        "kind": r["kind"],
-                        "seed": r["seed"],
-                        "task": task,
-                        "metric": metric,
-                        "value": value,
-                    }
-                )
-    long = pd.DataFrame(rows)
+    long = long_scores(results)
     out = []
     for (task, metric), group in long.groupby(["task", "metric"], sort=False):
         by_method = {m: g["value"].to_numpy() for m, g in group.groupby("method")}
@@ -419,11 +528,121 @@ def summarise(results: list[dict[str, Any]], methods: list[str]) -> pd.DataFrame
                     "task": task,
                     "metric": metric,
                     "mean": float(np.mean(values)),
-                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "std": _spread(values),
                     "n_seeds": len(values),
                     "best_baseline": best,
                     "p_value": p_value,
                     "better": better,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def describe(results: list[dict[str, Any]], methods: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds per method, task and metric (no tests)."""
+    long = long_scores(results)
+    out = [
+        {
+            "method": m,
+            "task": task,
+            "metric": metric,
+            "mean": float(np.mean(g["value"])),
+            "std": _spread(g["value"].to_numpy()),
+            "n_seeds": len(g),
+        }
+        for m in methods
+        for (task, metric), g in long[long["method"] == m].groupby(
+            ["task", "metric"], sort=False
+        )
+    ]
+    return pd.DataFrame(out)
+
+
+def paired_difference(
+    treated: dict[int, float], control: dict[int, float], greater_is_better: bool
+) -> dict[str, Any]:
+    """Paired comparison over the seeds both have: ``treated - control``.
+
+    Parameters
+    ----------
+    treated, control : dict of int to float
+        A metric per seed.
+    greater_is_better : bool
+        Direction of the metric, for counting wins.
+
+    Returns
+    -------
+    stats : dict
+        ``mean_diff`` and ``std_diff`` (of the per-seed differences),
+        ``n_seeds``, ``t`` and ``p_value`` of the two-sided paired t-test
+        (``scipy.stats.ttest_rel``; NaN with fewer than two seeds or when
+        every difference is zero), ``wins`` (seeds where ``treated`` is
+        strictly better), ``ties`` and ``wins_label`` such as ``"4/5"``.
+    """
+    seeds = sorted(set(treated) & set(control))
+    a = np.array([treated[s] for s in seeds], dtype=float)
+    b = np.array([control[s] for s in seeds], dtype=float)
+    diff = a - b
+    t, p_value = math.nan, math.nan
+    if len(seeds) > 1 and np.any(diff != 0):
+        with warnings.catch_warnings():
+            # Identical nonzero differences: scipy warns and returns +-inf, 0.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = stats.ttest_rel(a, b)
+        t, p_value = float(result.statistic), float(result.pvalue)
+    sign = 1 if greater_is_better else -1
+    wins = int(np.sum(sign * diff > 0))
+    return {
+        "mean_diff": float(diff.mean()) if len(seeds) else math.nan,
+        "std_diff": _spread(diff),
+        "n_seeds": len(seeds),
+        "t": t,
+        "p_value": p_value,
+        "wins": wins,
+        "ties": int(np.sum(diff == 0)),
+        "wins_label": f"{wins}/{len(seeds)}",
+    }
+
+
+def summarise_study(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paired differences of a study: RMTL minus each control.
+
+    One row per backbone, control (:data:`STUDY_CONTROLS`), task and metric,
+    with the statistics of :func:`paired_difference` over the seeds both
+    have, the two means, and ``verdict``: "RMTL better" or "RMTL worse"
+    when p < 0.05, else "no significant difference". A negative
+    ``mean_diff`` is better for Logloss and s-Logloss, worse for AUC.
+    """
+    long = long_scores(results)
+    out = []
+    for (backbone, task, metric), group in long.groupby(
+        ["backbone", "task", "metric"], sort=False
+    ):
+        by_variant = {
+            v: dict(zip(g["seed"], g["value"], strict=True))
+            for v, g in group.groupby("variant")
+        }
+        if "rmtl" not in by_variant:
+            continue
+        greater = GREATER_IS_BETTER[str(metric)]
+        for control, comparison in STUDY_CONTROLS.items():
+            if control not in by_variant:
+                continue
+            row = paired_difference(by_variant["rmtl"], by_variant[control], greater)
+            better = row["mean_diff"] * (1 if greater else -1) > 0
+            verdict = "no significant difference"
+            if row["p_value"] < 0.05:
+                verdict = "RMTL better" if better else "RMTL worse"
+            out.append(
+                {
+                    "backbone": backbone,
+                    "comparison": comparison,
+                    "task": task,
+                    "metric": metric,
+                    "rmtl_mean": float(np.mean(list(by_variant["rmtl"].values()))),
+                    "control_mean": float(np.mean(list(by_variant[control].values()))),
+                    **row,
+                    "verdict": verdict,
                 }
             )
     return pd.DataFrame(out)
@@ -443,7 +662,7 @@ def markdown_table(summary: pd.DataFrame, methods: list[str]) -> str:
                 if c is None:
                     row.append("")
                     continue
-                mark = "*" if c.better else ""
+                mark = "*" if getattr(c, "better", False) else ""
                 row.append(f"{c.mean:.4f} ± {c.std:.4f}{mark}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -465,3 +684,97 @@ def write_outputs(
     (output / "results.md").write_text(f"# {title}\n\n{table}\n\n{note}\n")
     (output / "runs.json").write_text(json.dumps(results, indent=2, default=str))
     return f"{title}\n\n{table}\n\n{note}"
+
+
+def _p(p_value: Any) -> str:
+    return "p n/a" if math.isnan(p_value) else f"p {float(p_value):.3f}"
+
+
+def study_markdown(differences: pd.DataFrame) -> str:
+    """Paired differences: one row per backbone and control, a cell per column.
+
+    A cell reads ``mean difference (p-value, wins)``.
+    """
+    tasks = list(dict.fromkeys(differences["task"]))
+    header = ["Backbone", "Comparison"] + [f"{t} {m}" for t in tasks for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (backbone, comparison), g in differences.groupby(
+        ["backbone", "comparison"], sort=False
+    ):
+        cells = {(r.task, r.metric): r for r in g.itertuples(index=False)}
+        row = [DISPLAY.get(str(backbone), str(backbone)), str(comparison)]
+        for t in tasks:
+            for metric in METRICS:
+                c = cells.get((t, metric))
+                row.append(
+                    ""
+                    if c is None
+                    else f"{c.mean_diff:+.4f} ({_p(c.p_value)}, {c.wins_label})"
+                )
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def study_verdicts(differences: pd.DataFrame) -> list[str]:
+    """One plain sentence per backbone and control, whatever the outcome."""
+    sentences = []
+    for (backbone, comparison), g in differences.groupby(
+        ["backbone", "comparison"], sort=False
+    ):
+        counts = g["verdict"].value_counts()
+        better, worse = counts.get("RMTL better", 0), counts.get("RMTL worse", 0)
+        sentences.append(
+            f"{DISPLAY.get(str(backbone), str(backbone))}, {comparison}: RMTL is "
+            f"significantly better in {better} and significantly worse in {worse} "
+            f"of {len(g)} columns (p < 0.05); no significant difference in "
+            f"{len(g) - better - worse}."
+        )
+    return sentences
+
+
+def write_study_outputs(
+    results: list[dict[str, Any]],
+    methods: list[str],
+    output: Path,
+    title: str,
+    evaluate_on: str = "test",
+) -> str:
+    """Write a study's results.md, results.csv, differences.csv and runs.json.
+
+    ``results.csv`` holds the mean and std per method, task and metric;
+    ``differences.csv`` the paired statistics (:func:`summarise_study`).
+    Returns the text of ``results.md``.
+    """
+    scores = describe(results, methods)
+    differences = summarise_study(results)
+    scores.to_csv(output / "results.csv", index=False)
+    differences.to_csv(output / "differences.csv", index=False)
+    n_seeds = int(scores["n_seeds"].max())
+    fitted = " + ".join(EVALUATE_ON[evaluate_on])
+    scores_note = (
+        f"Mean ± std over {n_seeds} seed(s); fitted on {fitted}, scored on the "
+        f"{evaluate_on} part of a temporal 6:2:2 split."
+    )
+    differences_note = (
+        "Each cell: mean over seeds of RMTL minus the control, fitted with the "
+        "same seed (same pretrained actor and, for label_mean, the same "
+        "critics); the p-value of a two-sided paired t-test over seeds "
+        "(scipy.stats.ttest_rel; n/a with one seed or identical results); "
+        "and the seeds in which RMTL was better. A positive AUC difference "
+        "and a negative Logloss or s-Logloss difference favour RMTL."
+    )
+    text = "\n\n".join(
+        [
+            f"# {title}",
+            "## Scores",
+            markdown_table(scores, methods),
+            scores_note,
+            "## Paired differences",
+            study_markdown(differences),
+            differences_note,
+            "\n".join(f"- {s}" for s in study_verdicts(differences)),
+        ]
+    )
+    (output / "results.md").write_text(text + "\n")
+    (output / "runs.json").write_text(json.dumps(results, indent=2, default=str))
+    return text

@@ -19,10 +19,9 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
-from skorch.helper import predefined_split
+from skorch.callbacks import ProgressBar
 
-from sklearn_rmtl._data import BatchLoader, TensorDictDataset
+from sklearn_rmtl._data import BatchLoader
 from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
@@ -33,59 +32,23 @@ from sklearn_rmtl._seeding import (
     isolated_global_rng,
     set_dropout_generator,
 )
+from sklearn_rmtl._training import (
+    SELECTION_METRICS,
+    DivergenceGuard,
+    StopTraining,
+    ValidationCheckpoint,
+)
 from sklearn_rmtl._validation import (
     check_metadata,
     check_multitask_target,
     resolve_device,
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
-from sklearn_rmtl.exceptions import DivergenceError, InconsistentVersionWarning
+from sklearn_rmtl.exceptions import InconsistentVersionWarning
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
-
-
-class _StopTraining(Exception):
-    """Early stopping's signal to end the epoch loop."""
-
-
-class _EarlyStopping(EarlyStopping):
-    """skorch's EarlyStopping, signalling with its own exception.
-
-    skorch stops training by raising ``KeyboardInterrupt``, which
-    ``partial_fit`` swallows, and so it would swallow a real Ctrl-C too and
-    return a half-trained model. Training here runs ``fit_loop`` directly
-    and only this signal ends it quietly.
-    """
-
-    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        try:
-            super().on_epoch_end(net, **kwargs)
-        except KeyboardInterrupt as stop:
-            raise _StopTraining from stop
-
-
-class DivergenceGuard(Callback):
-    """Stop with a clear error as soon as an epoch's training loss is not finite.
-
-    Parameters
-    ----------
-    phase : str
-        The training phase named in the error ("pretrain" or "refit").
-    """
-
-    def __init__(self, phase: str) -> None:
-        self.phase = phase
-
-    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        loss = net.history[-1, "train_loss"]
-        if not np.isfinite(loss):
-            raise DivergenceError(
-                f"The {self.phase} loss became {loss} in epoch {len(net.history)}. "
-                "Lower lr, check the features for extreme values (scale or clip "
-                "them), or lower q_lambda for the refit."
-            )
 
 
 def _silent(*_: Any) -> None:
@@ -185,20 +148,17 @@ def make_net(
     )
 
 
-def _validation_loss(
-    net: MultiTaskNet, inputs: dict[str, np.ndarray], y01: np.ndarray, valid: np.ndarray
-) -> float:
-    """The net's unweighted validation loss, as early stopping measures it."""
-    held_out = {k: v[valid] for k, v in inputs.items()}
-    with torch.no_grad():
-        logits = net.forward(held_out, training=False, device=net.device)
-        y = torch.as_tensor(y01[valid], device=logits.device)
-        return float(net.criterion_(logits, y))
-
-
 def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
     """Plain per-epoch records of a skorch history."""
-    keys = ("epoch", "train_loss", "valid_loss", "dur", "restored_start")
+    keys = (
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        *(f"valid_{m}" for m in SELECTION_METRICS),
+        "dur",
+        "best_at",
+        "restored_start",
+    )
     return [{k: row[k] for k in keys if k in row} for row in net.history]
 
 
@@ -250,12 +210,17 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows, stop when the validation
         loss has not improved for ``n_iter_no_change`` epochs and restore the
-        best epoch's weights. With ``timestamps`` the latest rows are held
-        out, otherwise a seeded random subset.
+        weights of the best validation check. With ``timestamps`` the latest
+        rows are held out, otherwise a seeded random subset.
     validation_fraction : float, default=0.1
         Fraction of rows held out for early stopping.
     n_iter_no_change : int, default=3
         Epochs without improvement of the validation loss before stopping.
+    validation_interval : float in (0, 1], default=1.0
+        Fraction of an epoch between validation checks of early stopping:
+        1.0 checks at every epoch's end, 0.25 every quarter epoch (and at
+        the end), so that the kept weights can come from inside an epoch.
+        Patience still counts epochs.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where to train. "auto" uses a CUDA GPU when torch sees one.
     random_state : int, RandomState instance or None, default=None
@@ -291,7 +256,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         The torch device trained on.
     history_ : dict
         ``{"pretrain": [...]}``, one dict per epoch with ``train_loss``,
-        ``valid_loss`` (with early stopping) and ``dur`` (seconds).
+        ``valid_loss`` (with early stopping, at the epoch's end) and ``dur``
+        (seconds); with early stopping the last row also has ``best_at``,
+        the position of the kept weights in epochs (e.g. 2.25).
     n_iter_ : int
         Number of epochs run.
 
@@ -345,6 +312,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "validation_interval": [Interval(Real, 0, 1, closed="right")],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -367,6 +335,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 3,
+        validation_interval: float = 1.0,
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -385,6 +354,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.validation_interval = validation_interval
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -556,50 +526,57 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         seed_offset: int = 0,
         init_module: torch.nn.Module | None = None,
         extra_inputs: dict[str, np.ndarray] | None = None,
+        lr: float | None = None,
+        selection: str = "loss",
+        start_is_candidate: bool = False,
         **net_kwargs: Any,
     ) -> MultiTaskNet:
         """Build a skorch net for ``data`` and train it.
 
         ``init_module`` starts training from a copy of those weights (RMTL's
-        refit continues the pretrained actor); with early stopping, the
-        starting weights count as epoch 0: if no epoch improves on their
-        validation loss they are restored, and the last history row records
-        ``restored_start=True``. ``extra_inputs`` ride in the input dict next
-        to the features (for ``get_loss``, not the module).
+        refit continues the pretrained actor); with early stopping and
+        ``start_is_candidate`` the starting weights are the first validation
+        check: if no later check beats them by ``selection`` they are
+        restored, and the last history row records ``restored_start=True``.
+        ``lr`` overrides the estimator's ``lr`` (the refit's own rate).
+        ``extra_inputs`` ride in the input dict next to the features (for
+        ``get_loss``, not the module).
         """
         inputs = {**data.inputs, **(extra_inputs or {})}
         valid = data.valid
         phase = "refit" if init_module is not None else "pretrain"
+        lr_name = "lr" if lr is None else "refit_lr"
         # Initialisation, batch order and dropout of this fit draw from here.
         generator = torch.Generator().manual_seed(data.seed + seed_offset)
         callbacks: list[Any] = [
             *(self.callbacks or []),
-            ("divergence_guard", DivergenceGuard(phase)),
+            ("divergence_guard", DivergenceGuard(phase, lr_name)),
         ]
-        train_split = None
         if valid is not None:
-            held_out = {k: v[valid] for k, v in inputs.items()}
-            train_split = predefined_split(
-                TensorDictDataset(held_out, data.y01[valid], device=data.device)
+            device = data.device
+            groups = None if data.session_ids is None else data.session_ids[valid]
+            checkpoint = ValidationCheckpoint(
+                inputs={
+                    k: torch.as_tensor(data.inputs[k][valid], device=device)
+                    for k in ("x_cat", "x_num")
+                },
+                y01=torch.as_tensor(data.y01[valid], device=device),
+                groups=groups,
+                selection=selection,
+                interval=self.validation_interval,
+                patience=self.n_iter_no_change,
+                start_is_candidate=start_is_candidate,
+                phase=phase,
+                lr_name=lr_name,
+                sink=print if self.verbose else _silent,
             )
-            callbacks.append(
-                (
-                    "early_stopping",
-                    _EarlyStopping(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        load_best=True,
-                        sink=print if self.verbose else _silent,
-                    ),
-                )
-            )
+            callbacks.append(("early_stopping", checkpoint))
         if self.verbose:
             # A bar per epoch over its batches, with the running train loss.
             callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))
         net = make_net(
             net_cls,
             device=data.device,
-            train_split=train_split,
             callbacks=callbacks,
             module__cardinalities=data.cardinalities,
             module__n_numerical=data.inputs["x_num"].shape[1],
@@ -608,7 +585,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             module__backbone_params=backbone_params,
             criterion__task_weights=task_weights.tolist(),
             optimizer__weight_decay=self.weight_decay,
-            lr=self.lr,
+            lr=self.lr if lr is None else lr,
             max_epochs=max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
@@ -625,21 +602,13 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         set_dropout_generator(net.module_, generator)
         train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
         y_train = data.y01 if valid is None else data.y01[~valid]
-        start_loss = None
-        if init_module is not None and valid is not None and max_epochs > 0:
-            start_loss = _validation_loss(net, inputs, data.y01, valid)
         if max_epochs > 0:  # 0: the initial weights as they are
             # partial_fit without its ``except KeyboardInterrupt: pass``: an
             # interrupted fit must raise, not return a half-trained model.
             net.notify("on_train_begin", X=train, y=y_train)
-            with contextlib.suppress(_StopTraining):
+            with contextlib.suppress(StopTraining):
                 net.fit_loop(train, y_train)
             net.notify("on_train_end", X=train, y=y_train)
-        if start_loss is not None and init_module is not None:
-            best = min(row["valid_loss"] for row in net.history)
-            if not best < start_loss:
-                net.module_.load_state_dict(init_module.state_dict())
-                net.history.record("restored_start", True)
         set_dropout_generator(net.module_, None)
         return net
 

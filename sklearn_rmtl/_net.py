@@ -91,4 +91,4 @@ class QWeightedNet(MultiTaskNet):
                 X["critic_x_num"].to(device),
                 torch.sigmoid(y_pred.detach()),
             )
-        return WEIGHTINGS[self.weighting](q, y_true.to(device), self.q_lambda)
+        return WEIGHTINGS[self.weighting].fn(q, y_true.to(device), self.q_lambda)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import UNKNOWN_CODE
-from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
 
 
 class FeatureEmbedding(nn.Module):
@@ -18,7 +18,8 @@ class FeatureEmbedding(nn.Module):
     Each categorical column has its own embedding table (stored as one table
     with per-column offsets, so a batch is one lookup); the numerical columns
     are mapped together by one linear layer to ``embedding_dim``
-    (ALGORITHM.md Sec. 1). The outputs are concatenated.
+    (the paper's state representation), or passed on as they are. The
+    outputs are concatenated.
 
     Parameters
     ----------
@@ -28,43 +29,89 @@ class FeatureEmbedding(nn.Module):
         Number of numerical inputs (scaled numbers and missing indicators).
     embedding_dim : int
         Size of each embedding (paper: 128).
+    embedding_init_std : float or None, default=None
+        The tables start from ``N(0, embedding_init_std**2)``; None: Xavier
+        uniform (``std = sqrt(2 / (n_rows + embedding_dim))``, small for
+        large tables). NOTE[DIFF]: a fixed small std (torch-rechub uses
+        1e-4) is not the paper's.
+    numerical_embedding : {"linear", "raw"}, default="linear"
+        ``"linear"``: one linear map of all numerical inputs to
+        ``embedding_dim`` (the paper). ``"raw"``: the numbers themselves are
+        concatenated (torch-rechub's dense features). NOTE[DIFF].
 
     Shape
     -----
     - ``x_cat``: ``(batch, len(cardinalities))`` int64 codes.
     - ``x_num``: ``(batch, n_numerical)`` float32.
     - output: ``(batch, out_features)`` with ``out_features = embedding_dim *
-      (len(cardinalities) + (n_numerical > 0))``.
+      len(cardinalities)`` plus ``embedding_dim`` (``"linear"``) or
+      ``n_numerical`` (``"raw"``) when there are numerical inputs.
     """
 
     offsets: Tensor
 
     def __init__(
-        self, *, cardinalities: Sequence[int], n_numerical: int, embedding_dim: int
+        self,
+        *,
+        cardinalities: Sequence[int],
+        n_numerical: int,
+        embedding_dim: int,
+        embedding_init_std: float | None = None,
+        numerical_embedding: str = "linear",
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if embedding_init_std is not None and not (
+            isinstance(embedding_init_std, int | float)
+            and not isinstance(embedding_init_std, bool)
+            and 0 < embedding_init_std < float("inf")
+        ):
+            raise ValueError(
+                "embedding_init_std must be None or a positive float, got "
+                f"{embedding_init_std!r}"
+            )
+        if numerical_embedding not in ("linear", "raw"):
+            raise ValueError(
+                "numerical_embedding must be 'linear' or 'raw', got "
+                f"{numerical_embedding!r}"
+            )
         if not cardinalities and n_numerical < 1:
             raise ValueError("FeatureEmbedding needs at least one input column.")
         cards = torch.as_tensor(list(cardinalities), dtype=torch.long)
         self.n_categorical = len(cards)
         self.n_numerical = n_numerical
         self.embedding_dim = embedding_dim
-        self.out_features = embedding_dim * (self.n_categorical + (n_numerical > 0))
+        self.embedding_init_std = (
+            None if embedding_init_std is None else float(embedding_init_std)
+        )
+        self.numerical_embedding = numerical_embedding
+        linear = numerical_embedding == "linear"
+        n_num_out = (embedding_dim if linear else n_numerical) if n_numerical else 0
+        self.out_features = embedding_dim * self.n_categorical + n_num_out
         self.register_buffer(
             "offsets", torch.cumsum(cards, 0) - cards if len(cards) else cards
         )
         self.embedding = (
             nn.Embedding(int(cards.sum()), embedding_dim) if len(cards) else None
         )
-        self.numerical = nn.Linear(n_numerical, embedding_dim) if n_numerical else None
+        self.numerical = (
+            nn.Linear(n_numerical, embedding_dim) if n_numerical and linear else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialise the embedding tables (the numerical layer is an nn.Linear)."""
         if self.embedding is not None:
-            nn.init.xavier_uniform_(self.embedding.weight, generator=generator)
+            if self.embedding_init_std is None:
+                nn.init.xavier_uniform_(self.embedding.weight, generator=generator)
+            else:
+                nn.init.normal_(
+                    self.embedding.weight,
+                    0.0,
+                    self.embedding_init_std,
+                    generator=generator,
+                )
             # Values unseen in training never receive a gradient: a zero
             # vector is a neutral representation for them.
             with torch.no_grad():
@@ -76,6 +123,8 @@ class FeatureEmbedding(nn.Module):
             parts.append(self.embedding(x_cat + self.offsets).flatten(1))
         if self.numerical is not None:
             parts.append(self.numerical(x_num))
+        elif self.n_numerical:
+            parts.append(x_num)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
@@ -93,8 +142,10 @@ class MultiTaskNetwork(nn.Module):
     backbone : str
         A key of :data:`sklearn_rmtl.backbones.BACKBONES`.
     backbone_params : mapping
-        Full size keywords of the backbone plus ``embedding_dim`` (see
-        :func:`sklearn_rmtl.backbones.resolve_backbone_params`).
+        Full size keywords of the backbone plus the embedding keywords
+        (:data:`sklearn_rmtl.backbones.EMBEDDING_KEYS`, see
+        :func:`sklearn_rmtl.backbones.resolve_backbone_params`); missing
+        embedding keywords take :class:`FeatureEmbedding`'s defaults.
 
     Shape: ``x_cat (batch, n_cat), x_num (batch, n_num) -> (batch, n_tasks)``
     logits. Extra keyword inputs (such as per-row loss weights riding in the
@@ -112,10 +163,9 @@ class MultiTaskNetwork(nn.Module):
     ) -> None:
         super().__init__()
         params = dict(backbone_params)
+        embedding = {k: params.pop(k) for k in EMBEDDING_KEYS if k in params}
         self.embedding = FeatureEmbedding(
-            cardinalities=cardinalities,
-            n_numerical=n_numerical,
-            embedding_dim=params.pop("embedding_dim"),
+            cardinalities=cardinalities, n_numerical=n_numerical, **embedding
         )
         self.backbone = BACKBONES[backbone](
             in_features=self.embedding.out_features, n_tasks=n_tasks, **params

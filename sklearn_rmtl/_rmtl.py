@@ -20,10 +20,12 @@ from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._defaults import (
     ACTION_NOISE,
     BATCH_SIZE,
+    BC_ALPHA,
     CRITIC_HIDDEN_DIMS,
     GAMMA,
     LEARNING_RATE,
     Q_LAMBDA,
+    REFIT_LEARNING_RATE,
     SOFT_UPDATE_FREQ,
     TAU,
 )
@@ -42,12 +44,13 @@ from sklearn_rmtl._seeding import (
     set_dropout_generator,
 )
 from sklearn_rmtl._td import TDConfig, train_critic
+from sklearn_rmtl._training import SELECTIONS
 from sklearn_rmtl._validation import (
     binarize_labels,
     check_metadata,
     check_multitask_target,
 )
-from sklearn_rmtl._weighting import WEIGHTINGS
+from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
 
@@ -72,6 +75,31 @@ def _actor_proba(actor: torch.nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor
     actor.eval().to(x_cat.device)
     return forward_batches(
         lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
+    )
+
+
+def _tensors(inputs: dict[str, np.ndarray]) -> tuple[Tensor, Tensor]:
+    return torch.as_tensor(inputs["x_cat"]), torch.as_tensor(inputs["x_num"])
+
+
+def _row_weights(
+    critic: torch.nn.Module,
+    inputs: dict[str, Tensor],
+    proba: Tensor,
+    y01: Tensor,
+    weighting: str,
+    q_lambda: float,
+) -> Tensor:
+    """The weighting's weights of every row, Q taken at actions ``proba``."""
+    critic.eval()
+    fn = WEIGHTINGS[weighting].fn
+    return forward_batches(
+        lambda rows: fn(
+            critic(inputs["x_cat"][rows], inputs["x_num"][rows], proba[rows]),
+            y01[rows],
+            q_lambda,
+        ),
+        len(proba),
     )
 
 
@@ -133,6 +161,9 @@ class RMTLClassifier(MTLClassifier):
         given). Held-out rows still serve as transitions for the critics.
     n_iter_no_change : int, default=3
         Patience of early stopping, in epochs.
+    validation_interval : float in (0, 1], default=1.0
+        Fraction of an epoch between validation checks of early stopping, in
+        pretraining and refit (see :class:`MTLClassifier`).
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where to train.
     random_state : int, RandomState instance or None, default=None
@@ -145,7 +176,22 @@ class RMTLClassifier(MTLClassifier):
         Maximum refit epochs; ``None`` means ``max_epochs``. ``0`` skips the
         refit: with ``actor_update=True`` the result is the paper's DDPG
         baseline (D-PLE with ``backbone="ple"``), an actor trained by the
-        critics' Q-gradient only.
+        critics' Q-gradient (and ``bc_alpha``'s BC term).
+    refit_lr : float or None, default=1e-4
+        Adam learning rate of the refit; ``None`` means ``lr``. The refit
+        starts a new Adam on an already fitted network, and at the
+        pretraining rate its first steps undo part of the fit.
+    refit_selection : {"loss", "auc", "gauc"}, default="loss"
+        How early stopping picks the refit's weights among its validation
+        checks: the lowest unweighted validation BCE, the highest mean
+        per-task ROC AUC, or the highest mean session GAUC (needs
+        ``session_ids``).
+    refit_keep_pretrained : bool, default=True
+        Whether the pretrained weights are a candidate of the refit's
+        selection (checked before the first refit step): when no refit check
+        beats them, they are kept and ``refit_improved_`` is False. False
+        keeps the best refit check even if it is worse (the paper always
+        refits).
     behavior_policy : {"actor", "uniform"}, default="actor"
         Actions stored in the transitions: the pretrained actor's predictions
         plus Gaussian noise (std ``action_noise``, clipped at two std, the
@@ -186,11 +232,21 @@ class RMTLClassifier(MTLClassifier):
         Also train the actor by the critics' Q-gradient (Eq. 15) during the
         critic phase, with a soft-updated target actor. The paper keeps the
         actor frozen.
-    weighting : {"rmtl", "constant", "label_q", "neg_q"}, default="rmtl"
+    bc_alpha : float or None, default=2.5
+        With ``actor_update``, the actor's step minimises
+        ``-bc_alpha * mean(Q) / mean|Q| + BCE(actor, y)`` (TD3+BC, the
+        authors' agent; 2.5 is TD3+BC's default): the behaviour-cloning term
+        keeps the actor's predictions calibrated. ``None``: ascend Q alone
+        (the paper's Eq. 15).
+    weighting : {"rmtl", "constant", "label_q", "neg_q", "label_mean"}, \
+            default="rmtl"
         Refit weights (paper Table 2): ``1 - q_lambda * Q`` (RMTL), ``1``
         (continue training the baseline; no critic is trained unless
-        ``actor_update``), ``1 -
-        q_lambda * y * Q``, or ``-Q``.
+        ``actor_update``), ``1 - q_lambda * y * Q``, or ``-Q``.
+        ``"label_mean"`` is a control: each row weighs the mean RMTL weight
+        of the training rows with its label (per task), computed once at the
+        pretrained actor; it keeps RMTL's average up-weighting of a label and
+        drops what Q says about single rows.
     q_lambda : float, default=0.7
         The paper's lambda.
     critic : SessionCritic, default=None
@@ -219,11 +275,14 @@ class RMTLClassifier(MTLClassifier):
     device_ : str
         Torch device used.
     refit_improved_ : bool
-        Whether the refit improved on the pretrained actor's validation loss.
-        With early stopping the pretrained weights count as the refit's epoch
-        0: when no refit epoch beats them they are kept (and the last
-        ``history_["refit"]`` row has ``restored_start=True``). Always True
-        without early stopping.
+        Whether the refit's weights were kept: False when, with early stopping
+        and ``refit_keep_pretrained``, no refit check beat the pretrained
+        weights by ``refit_selection`` (the last ``history_["refit"]`` row
+        then has ``restored_start=True``). Always True without early
+        stopping or with ``refit_keep_pretrained=False``.
+    label_weights_ : ndarray of shape (n_tasks, 2) or None
+        With ``weighting="label_mean"``, the fixed weight of label 0 and
+        label 1 of each task; None otherwise.
     critic_ : SessionCritic or None
         The critics used in the refit (trained here or given as ``critic``);
         ``None`` with ``weighting="constant"`` and no ``critic``.
@@ -276,6 +335,9 @@ class RMTLClassifier(MTLClassifier):
         **MTLClassifier._parameter_constraints,
         "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
         "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
+        "refit_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "refit_selection": [StrOptions(set(SELECTIONS))],
+        "refit_keep_pretrained": ["boolean"],
         "behavior_policy": [StrOptions({"actor", "uniform"})],
         "action_noise": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
@@ -290,6 +352,7 @@ class RMTLClassifier(MTLClassifier):
         "critic_tol": [Interval(Real, 0, None, closed="left")],
         "critic_patience": [Interval(Integral, 1, None, closed="left")],
         "actor_update": ["boolean"],
+        "bc_alpha": [Interval(Real, 0, None, closed="left"), None],
         "weighting": [StrOptions(set(WEIGHTINGS))],
         "q_lambda": [Interval(Real, 0, None, closed="left")],
         "critic": [SessionCritic, None],
@@ -311,11 +374,15 @@ class RMTLClassifier(MTLClassifier):
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 3,
+        validation_interval: float = 1.0,
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         refit_max_epochs: int | None = None,
+        refit_lr: float | None = REFIT_LEARNING_RATE,
+        refit_selection: str = "loss",
+        refit_keep_pretrained: bool = True,
         behavior_policy: str = "actor",
         action_noise: float = ACTION_NOISE,
         gamma: float = GAMMA,
@@ -330,6 +397,7 @@ class RMTLClassifier(MTLClassifier):
         critic_tol: float = 1e-3,
         critic_patience: int = 2,
         actor_update: bool = False,
+        bc_alpha: float | None = BC_ALPHA,
         weighting: str = "rmtl",
         q_lambda: float = Q_LAMBDA,
         critic: SessionCritic | None = None,
@@ -348,12 +416,16 @@ class RMTLClassifier(MTLClassifier):
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
+            validation_interval=validation_interval,
             device=device,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
         )
         self.refit_max_epochs = refit_max_epochs
+        self.refit_lr = refit_lr
+        self.refit_selection = refit_selection
+        self.refit_keep_pretrained = refit_keep_pretrained
         self.behavior_policy = behavior_policy
         self.action_noise = action_noise
         self.gamma = gamma
@@ -368,6 +440,7 @@ class RMTLClassifier(MTLClassifier):
         self.critic_tol = critic_tol
         self.critic_patience = critic_patience
         self.actor_update = actor_update
+        self.bc_alpha = bc_alpha
         self.weighting = weighting
         self.q_lambda = q_lambda
         self.critic = critic
@@ -438,6 +511,12 @@ class RMTLClassifier(MTLClassifier):
     ) -> dict[str, Any]:
         data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
         params, task_weights = self._check_params(data.n_tasks)
+        if self.refit_selection == "gauc" and data.session_ids is None:
+            raise ValueError(
+                "refit_selection='gauc' ranks the predictions within sessions and "
+                "needs session_ids; pass session_ids to fit, or use "
+                "refit_selection='auc'."
+            )
         if self.critic is not None:
             _check_critic_features(self.critic, data.X)
         train_critic_here = self.critic is None and (
@@ -464,7 +543,9 @@ class RMTLClassifier(MTLClassifier):
             critic_history = session_critic.history
 
         self._log("refit")
-        net = self._refit(data, encoder, params, task_weights, actor, session_critic)
+        net, label_weights = self._refit(
+            data, encoder, params, task_weights, actor, session_critic
+        )
         refit_history = net_history(net)
         # Keep configuration and weights only: no optimizer state, callbacks,
         # validation data or critic copy in the fitted (pickled) net.
@@ -482,6 +563,7 @@ class RMTLClassifier(MTLClassifier):
             backbone_params_=params,
             critic_=session_critic,
             refit_improved_=not any(r.get("restored_start") for r in refit_history),
+            label_weights_=label_weights,
             history_=history,
             n_iter_=sum(len(h) for h in history.values()),
         )
@@ -562,6 +644,7 @@ class RMTLClassifier(MTLClassifier):
             double_q=self.double_q,
             ips=self.ips_weighting,
             actor_update=self.actor_update,
+            bc_alpha=self.bc_alpha,
             verbose=self.verbose,
         )
         generator = torch.Generator().manual_seed(data.seed + _CRITIC_SEED)
@@ -614,42 +697,69 @@ class RMTLClassifier(MTLClassifier):
         task_weights: np.ndarray,
         actor: torch.nn.Module,
         critic: SessionCritic | None,
-    ) -> MultiTaskNet:
-        """Phase 4: continue training the actor with Q-derived weights."""
+    ) -> tuple[MultiTaskNet, np.ndarray | None]:
+        """Phase 4: continue training the actor with Q-derived weights.
+
+        Returns the net and, for ``weighting="label_mean"``, the fixed
+        per-task, per-label weights.
+        """
         max_epochs = (
             self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
         )
+        refit: dict[str, Any] = {
+            "max_epochs": max_epochs,
+            "seed_offset": _REFIT_SEED,
+            "init_module": actor,
+            "lr": self.lr if self.refit_lr is None else self.refit_lr,
+            "selection": self.refit_selection,
+            "start_is_candidate": self.refit_keep_pretrained,
+        }
         if critic is None:  # weighting="constant": continued baseline training
             return self._train_net(
-                data,
-                MultiTaskNet,
-                params,
-                task_weights,
-                max_epochs=max_epochs,
-                seed_offset=_REFIT_SEED,
-                init_module=actor,
-            )
+                data, MultiTaskNet, params, task_weights, **refit
+            ), None
         critic_inputs = (
             data.inputs
             if critic.encoder is encoder
             else _encode(critic.encoder, data.X)
         )
+        if WEIGHTINGS[self.weighting].label_mean:
+            fit_rows = slice(None) if data.valid is None else ~data.valid
+            weights = _row_weights(
+                critic.module,
+                {k: torch.as_tensor(v) for k, v in critic_inputs.items()},
+                _actor_proba(actor, *_tensors(data.inputs)).cpu(),
+                torch.as_tensor(data.y01),
+                self.weighting,
+                self.q_lambda,
+            )
+            y01 = torch.as_tensor(data.y01)
+            means = label_mean_weights(weights[fit_rows], y01[fit_rows])
+            per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])
+            net = self._train_net(
+                data,
+                MultiTaskNet,
+                params,
+                task_weights,
+                extra_inputs={"sample_weight": per_row.numpy()},
+                **refit,
+            )
+            return net, means.numpy().astype(np.float64)
         if data.device != "cpu":
             module = copy.deepcopy(critic.module).to(data.device)
             critic = dataclasses.replace(critic, module=module)
-        return self._train_net(
+        net = self._train_net(
             data,
             QWeightedNet,
             params,
             task_weights,
-            max_epochs=max_epochs,
-            seed_offset=_REFIT_SEED,
-            init_module=actor,
             extra_inputs={f"critic_{k}": v for k, v in critic_inputs.items()},
             critic=critic,
             weighting=self.weighting,
             q_lambda=self.q_lambda,
+            **refit,
         )
+        return net, None
 
     # ------------------------------------------------------------- inspect
     def loss_weights(
@@ -661,10 +771,12 @@ class RMTLClassifier(MTLClassifier):
     ) -> np.ndarray:
         """Per-row, per-task BCE weights of the refit for these rows.
 
-        The weights are ``WEIGHTINGS[weighting](Q_k(s, pi(s)_k), y)``, with
+        The weights are ``w(Q_k(s, pi(s)_k), y)`` of the ``weighting``, with
         ``pi`` the fitted actor and ``Q`` the critics (``critic_``). They
         depend on each row's features, prediction and labels only; sessions
-        entered the weights through the critics' training.
+        entered the weights through the critics' training. With
+        ``weighting="label_mean"`` they are the fixed ``label_weights_`` of
+        each row's labels.
 
         Parameters
         ----------
@@ -694,21 +806,21 @@ class RMTLClassifier(MTLClassifier):
             raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
         check_metadata(session_ids, n, name="session_ids", sortable=False)
         check_metadata(timestamps, n, name="timestamps", sortable=True)
+        means = getattr(self, "label_weights_", None)  # absent in older pickles
+        if means is not None:
+            return np.where(y01 > 0.5, means[:, 1], means[:, 0])
         proba = self.predict_proba(X)
         if self.critic_ is None:
             return np.ones_like(proba)
         inputs = {
             k: torch.as_tensor(v) for k, v in _encode(self.critic_.encoder, X).items()
         }
-        module = self.critic_.module.eval()
-        proba_t = torch.as_tensor(proba, dtype=torch.float32)
-        y01_t = torch.as_tensor(y01)
-        weights = forward_batches(
-            lambda rows: WEIGHTINGS[self.weighting](
-                module(inputs["x_cat"][rows], inputs["x_num"][rows], proba_t[rows]),
-                y01_t[rows],
-                self.q_lambda,
-            ),
-            n,
+        weights = _row_weights(
+            self.critic_.module,
+            inputs,
+            torch.as_tensor(proba, dtype=torch.float32),
+            torch.as_tensor(y01),
+            self.weighting,
+            self.q_lambda,
         )
         return weights.numpy().astype(np.float64)

@@ -32,13 +32,17 @@ def _reset_linear(linear: nn.Linear, generator: torch.Generator) -> None:
 def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Re-initialise every parameter of ``module`` from ``generator``.
 
-    Uses the same distributions as the modules' own initialisation.
+    Uses the same distributions as the modules' own initialisation. Batch
+    normalisation layers draw nothing: they are reset to unit scale, zero
+    shift and fresh running statistics.
     """
     for m in module.modules():
         if isinstance(m, FeatureEmbedding | GroupedLinear):
             m.reset_parameters(generator)
         elif isinstance(m, nn.Linear):
             _reset_linear(m, generator)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
 
 
 def set_dropout_generator(module: nn.Module, generator: torch.Generator | None) -> None:

@@ -3,26 +3,71 @@
 ``Q <= 0`` by construction, so the RMTL weight ``1 - lambda * Q`` is >= 1:
 rows whose predicted action the critic expects to lead to a worse session
 return get more weight. The other variants are the paper's Table 2
-ablations.
+ablations, and one control of our own ("label_mean").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 WeightFn = Callable[[Tensor, Tensor, float], Tensor]
 
-#: ``weighting`` name -> ``w(Q, y, q_lambda)``; shapes (batch, n_tasks).
-WEIGHTINGS: dict[str, WeightFn] = {
+
+def _rmtl(q: Tensor, y: Tensor, lam: float) -> Tensor:
+    return 1.0 - lam * q
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """How a refit turns critic values into loss weights.
+
+    Parameters
+    ----------
+    fn : callable
+        ``w(Q, y, q_lambda)``, shapes (batch, n_tasks).
+    label_mean : bool, default=False
+        Replace each row's weight by the mean of ``fn`` over the training
+        rows with the same label of that task, computed once at the
+        pretrained actor before the refit (fixed weights, no critic in the
+        refit steps).
+    """
+
+    fn: WeightFn
+    label_mean: bool = False
+
+
+#: ``weighting`` name -> :class:`Weighting`.
+WEIGHTINGS: dict[str, Weighting] = {
     # RMTL, Eq. (17): w = 1 - lambda * Q
-    "rmtl": lambda q, y, lam: 1.0 - lam * q,
+    "rmtl": Weighting(_rmtl),
     # CW: constant weights, i.e. keep training the baseline
-    "constant": lambda q, y, lam: torch.ones_like(q),
+    "constant": Weighting(lambda q, y, lam: torch.ones_like(q)),
     # WL: only positive labels are re-weighted, w = 1 - lambda * y * Q
-    "label_q": lambda q, y, lam: 1.0 - lam * y * q,
+    "label_q": Weighting(lambda q, y, lam: 1.0 - lam * y * q),
     # NLC: the negative critic value alone, w = -Q
-    "neg_q": lambda q, y, lam: -q,
+    "neg_q": Weighting(lambda q, y, lam: -q),
+    # A control, not in the paper: RMTL's weights averaged per task and
+    # label. It keeps how much RMTL up-weights positives or negatives on
+    # average and drops what Q says about individual rows, so RMTL beating
+    # it shows an effect of Q beyond a re-balancing of the labels.
+    "label_mean": Weighting(_rmtl, label_mean=True),
 }
+
+
+def label_mean_weights(weights: Tensor, y01: Tensor) -> Tensor:
+    """Mean weight per task and label: shape (n_tasks, 2), [k, 0] for label 0.
+
+    A label absent from a task gets weight 1.
+    """
+    pos = y01 > 0.5
+    n_pos = pos.sum(0)
+    n_neg = y01.shape[0] - n_pos
+    sum_pos = torch.where(pos, weights, 0.0).sum(0)
+    sum_neg = weights.sum(0) - sum_pos
+    mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=1), 1.0)
+    mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=1), 1.0)
+    return torch.stack([mean_neg, mean_pos], dim=1)

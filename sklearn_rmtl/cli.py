@@ -1,18 +1,19 @@
 """The ``rmtl`` command line: reproduce the paper's experiments.
 
-``rmtl reproduce`` (Table 1), ``rmtl ablation`` (Table 2) and ``rmtl
-transfer`` (Sec. 3.4) run on a bundled sample, the full public datasets
-(``--data-home``) or synthetic sessions, print a table in the paper's layout
-and write ``results.csv``, ``results.md``, ``runs.json`` and a resumable
-``runs.jsonl`` to ``--output``.
+``rmtl reproduce`` (Table 1), ``rmtl ablation`` (Table 2), ``rmtl transfer``
+(Sec. 3.4) and ``rmtl study`` (RMTL against paired controls) run on a bundled
+sample, the full public datasets (``--data-home``) or synthetic sessions,
+print their tables and write ``results.csv``, ``results.md``, ``runs.json``
+and a resumable ``runs.jsonl`` to ``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,130 @@ def load_dataset(name: str, data_home: str | None, n_sessions: int) -> Any:
     return loader(data_home=data_home)
 
 
+def _number(
+    kind: type, low: float, high: float | None = None, *, open_low: bool = False
+) -> Callable[[str], Any]:
+    """An argparse type: a ``kind`` in [low, high], or (low, high] if open_low."""
+    left = "(" if open_low else "["
+    bounds = f"{left}{low}, {'inf)' if high is None else f'{high}]'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        too_low = value <= low if open_low else value < low
+        too_high = high is not None and value > high
+        if too_low or too_high or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text}")
+        return value
+
+    return parse
+
+
+_POSITIVE_INT = _number(int, 1)
+#: Flags that are RMTLClassifier parameters of the same name, passed to every
+#: RMTL run only when given (otherwise the estimator's default holds).
+RMTL_FLAGS = (
+    "critic_tol",
+    "refit_lr",
+    "validation_interval",
+    "refit_selection",
+    "refit_keep_pretrained",
+    "q_lambda",
+)
+
+
+def _add_training_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--max-epochs",
+        type=_POSITIVE_INT,
+        default=100,
+        help="epoch cap of pretraining and of the refit; each stops early once "
+        "the validation loss has not improved for --patience epochs, so the "
+        "cap is only a safety net (default: 100)",
+    )
+    sub.add_argument(
+        "--critic-max-epochs",
+        type=_POSITIVE_INT,
+        default=100,
+        help="epoch cap of critic training, which stops once its mean TD loss "
+        "changes by at most 0.1%% for 2 epochs in a row (default: 100)",
+    )
+    sub.add_argument(
+        "--critic-tol",
+        type=_number(float, 0),
+        default=None,
+        help="the critics' convergence rule: relative change of the epoch's "
+        "mean TD loss below which an epoch counts as converged (critic_tol; "
+        "the estimator's default is 1e-3)",
+    )
+    sub.add_argument(
+        "--patience",
+        type=_POSITIVE_INT,
+        default=2,
+        help="epochs without a better validation loss before pretraining or "
+        "the refit stops (n_iter_no_change; default: 2)",
+    )
+    sub.add_argument(
+        "--batch-size",
+        type=_POSITIVE_INT,
+        default=2048,
+        help="rows per step (default: 2048)",
+    )
+    sub.add_argument(
+        "--embedding-dim",
+        type=_POSITIVE_INT,
+        default=32,
+        help="embedding size (default: 32, which keeps the default reproduce "
+        "run within about 20 minutes on 2 CPU cores; the paper used 128)",
+    )
+    sub.add_argument(
+        "--backbone-params",
+        type=json.loads,
+        default=None,
+        help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
+        "each backbone takes the keys it uses",
+    )
+    refit = sub.add_argument_group(
+        "refit",
+        "RMTLClassifier parameters of every RMTL run (default: the estimator's own)",
+    )
+    refit.add_argument(
+        "--refit-lr",
+        type=_number(float, 0, open_low=True),
+        default=None,
+        help="learning rate of the refit (refit_lr; the estimator's default is lr)",
+    )
+    refit.add_argument(
+        "--validation-interval",
+        type=_number(float, 0, 1, open_low=True),
+        default=None,
+        help="fraction of an epoch between validation checks of the refit, in "
+        "(0, 1] (validation_interval)",
+    )
+    refit.add_argument(
+        "--refit-selection",
+        choices=("loss", "auc", "gauc"),
+        default=None,
+        help="validation score that selects the refit's weights (refit_selection)",
+    )
+    refit.add_argument(
+        "--refit-keep-pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the pretrained weights when no refit check beats them "
+        "(refit_keep_pretrained)",
+    )
+    refit.add_argument(
+        "--q-lambda",
+        type=_number(float, 0),
+        default=None,
+        help="lambda of the RMTL weights 1 - lambda * Q (q_lambda)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmtl",
@@ -43,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         "reproduce": "Table 1: baselines, D-PLE and RMTL on each backbone",
         "ablation": "Table 2: RMTL's weighting variants on one backbone",
         "transfer": "Sec. 3.4: a critic learnt with backbone A refits backbone B",
+        "study": "paired study: RMTL against its backbone, a constant-weight "
+        "refit and a label-mean-weight refit, with paired t-tests",
     }
     for name, help_text in specs.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -67,42 +194,26 @@ def _parser() -> argparse.ArgumentParser:
                 default=["esmm", "mmoe", "ple"],
                 help="backbones to run RMTL on (default: esmm mmoe ple)",
             )
+        seeds = 5 if name == "study" else 3
         sub.add_argument(
-            "--seeds", type=int, default=3, help="number of seeds 0..N-1 (default: 3)"
+            "--seeds",
+            type=_POSITIVE_INT,
+            default=seeds,
+            help=f"number of seeds 0..N-1 (default: {seeds})",
         )
-        sub.add_argument(
-            "--max-epochs",
-            type=int,
-            default=3,
-            help="maximum epochs of pretraining and of the refit, each with early "
-            "stopping on the validation part (default: 3)",
-        )
-        sub.add_argument(
-            "--critic-max-epochs",
-            type=int,
-            default=3,
-            help="maximum epochs of critic training (default: 3)",
-        )
-        sub.add_argument(
-            "--batch-size", type=int, default=2048, help="rows per step (default: 2048)"
-        )
-        sub.add_argument(
-            "--embedding-dim",
-            type=int,
-            default=32,
-            help="embedding size (default: 32, which keeps the default run under "
-            "15 minutes on 2 CPU cores; the paper used 128)",
-        )
-        sub.add_argument(
-            "--backbone-params",
-            type=json.loads,
-            default=None,
-            help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
-            "each backbone takes the keys it uses",
-        )
+        if name == "study":
+            sub.add_argument(
+                "--evaluate-on",
+                choices=tuple(ex.EVALUATE_ON),
+                default="test",
+                help="test: fit on train + validation, score on test; valid: fit "
+                "on train only and score on validation, for choosing settings "
+                "without touching the test part (default: test)",
+            )
+        _add_training_flags(sub)
         sub.add_argument(
             "--n-sessions",
-            type=int,
+            type=_POSITIVE_INT,
             default=2000,
             help="number of sessions of --dataset synthetic (default: 2000)",
         )
@@ -116,10 +227,26 @@ def _parser() -> argparse.ArgumentParser:
             "--output",
             type=Path,
             default=Path("rmtl-results"),
-            help="results go to OUTPUT/<command>/<dataset>; finished runs there "
-            "are skipped (default: rmtl-results)",
+            help="results go to OUTPUT/<command>/<dataset> (OUTPUT/study-valid/"
+            "<dataset> with --evaluate-on valid); finished runs there are "
+            "skipped (default: rmtl-results)",
         )
     return parser
+
+
+def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The refit flags the user gave, checked against this RMTLClassifier."""
+    from sklearn_rmtl import RMTLClassifier
+
+    given = {k: getattr(args, k) for k in RMTL_FLAGS if getattr(args, k) is not None}
+    known = RMTLClassifier().get_params(deep=False)
+    for k in given:
+        if k not in known:
+            parser.error(
+                f"--{k.replace('_', '-')}: this version of RMTLClassifier has no "
+                f"{k!r} parameter"
+            )
+    return given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status : int
         0 on success.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     params = dict(args.backbone_params or {})
     if args.embedding_dim is not None:
         params["embedding_dim"] = args.embedding_dim
@@ -143,21 +271,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ex.Settings(
         max_epochs=args.max_epochs,
         critic_max_epochs=args.critic_max_epochs,
+        patience=args.patience,
         batch_size=args.batch_size,
         backbone_params=params,
         device=args.device,
+        rmtl_params=_rmtl_params(parser, args),
     )
+    evaluate_on = getattr(args, "evaluate_on", "test")
+    folder = args.command
     if args.command == "reproduce":
         methods = ex.table1_methods(args.backbones)
         title = f"Table 1 on {args.dataset}"
     elif args.command == "ablation":
         methods = ex.ablation_methods(args.backbone)
         title = f"Table 2 (weighting ablation, {args.backbone}) on {args.dataset}"
-    else:
+    elif args.command == "transfer":
         methods = ex.transfer_methods(args.backbones)
         title = f"Critic transfer on {args.dataset}"
+    else:
+        from sklearn_rmtl._weighting import WEIGHTINGS
+
+        if "label_mean" not in WEIGHTINGS:
+            parser.error(
+                "study needs RMTLClassifier(weighting='label_mean'), which this "
+                "version does not have"
+            )
+        methods = ex.study_methods(list(dict.fromkeys(args.backbones)))
+        title = f"Paired study on {args.dataset} (scored on {evaluate_on})"
+        if evaluate_on != "test":
+            folder = f"study-{evaluate_on}"
     data = load_dataset(args.dataset, args.data_home, args.n_sessions)
-    output = args.output / args.command / args.dataset
+    output = args.output / folder / args.dataset
     print(
         f"{title}: {len(data.X)} rows, {len(methods)} methods x {args.seeds} seeds; "
         f"writing to {output}",
@@ -171,8 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         output=output,
         experiment=args.command,
         dataset=args.dataset,
+        evaluate_on=evaluate_on,
     )
-    print(ex.write_outputs(results, [m.name for m in methods], output, title))
+    names = [m.name for m in methods]
+    if args.command == "study":
+        print(ex.write_study_outputs(results, names, output, title, evaluate_on))
+    else:
+        print(ex.write_outputs(results, names, output, title))
     return 0
 
 

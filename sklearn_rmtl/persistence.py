@@ -100,7 +100,7 @@ _MTL_FITTED = (
 )
 _FITTED: dict[str, tuple[str, ...]] = {
     "MTLClassifier": _MTL_FITTED,
-    "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_"),
+    "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_", "label_weights_"),
 }
 _ENCODER_FITTED = (
     "n_features_in_",
@@ -136,7 +136,12 @@ _SCALER_FITTED = (
 )
 # Set only with feature names, or (the mappings) with infrequent categories.
 _OPTIONAL = frozenset(
-    {"feature_names_in_", "_infrequent_indices", "_default_to_infrequent_mappings"}
+    {
+        "feature_names_in_",
+        "_infrequent_indices",
+        "_default_to_infrequent_mappings",
+        "label_weights_",  # absent from files saved before it existed
+    }
 )
 # Arguments of the skorch net built by ``MTLClassifier._train_net`` that
 # survive ``trim_for_prediction``; the others are fixed by the library.

@@ -90,11 +90,13 @@ _PHASE_TITLES = {
 _CURVE_LABELS = {
     "train_loss": "train loss",
     "valid_loss": "validation loss",
+    "valid_auc": "validation AUC",
+    "valid_gauc": "validation GAUC",
     "td_loss": "TD loss",
     "actor_loss": "actor loss",
 }
 # Per-epoch entries that are not curves.
-_NOT_CURVES = {"epoch", "dur", "restored_start"}
+_NOT_CURVES = {"epoch", "dur", "best_at", "restored_start"}
 
 
 def _is_number(value: Any) -> bool:

@@ -6,16 +6,33 @@ import pytest
 import torch
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS
-from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
-from sklearn_rmtl.backbones._layers import GroupedLinear
+from sklearn_rmtl._encoding import UNKNOWN_CODE
+from sklearn_rmtl._network import FeatureEmbedding, MultiTaskNetwork
+from sklearn_rmtl._seeding import init_parameters
+from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, resolve_backbone_params
+from sklearn_rmtl.backbones._layers import GroupedBatchNorm, GroupedLinear
 from sklearn_rmtl.backbones.esmm import ESMM
+
+# Keys beyond the paper's sizes and their defaults (docs/backbone_quality.rst).
+EXTRA_DEFAULTS = {
+    k: BACKBONE_DEFAULTS[k]
+    for k in ("batch_norm", "gate_batch_norm", "embedding_init_std")
+} | {"numerical_embedding": BACKBONE_DEFAULTS["numerical_embedding"]}
+#: The paper's network: no batch normalisation, Xavier tables, linear numbers.
+PAPER_NETWORK = {
+    "batch_norm": False,
+    "gate_batch_norm": False,
+    "embedding_init_std": None,
+    "numerical_embedding": "linear",
+}
 
 
 def _build(name, n_tasks, in_features=12, **overrides):
     params = resolve_backbone_params(
         name, {"bottom_dims": (16, 8), "tower_dims": (4,), **overrides}
     )
-    params.pop("embedding_dim")
+    for key in EMBEDDING_KEYS:
+        params.pop(key)
     return BACKBONES[name](in_features=in_features, n_tasks=n_tasks, **params)
 
 
@@ -53,7 +70,7 @@ def test_every_grouped_layer_runs_once_per_forward(name):
 
 def test_paper_defaults():
     params = resolve_backbone_params("ple", None)
-    assert params == {
+    paper = {
         "embedding_dim": 128,
         "n_shared_experts": 4,
         "n_specific_experts": 4,
@@ -61,6 +78,9 @@ def test_paper_defaults():
         "tower_dims": (128, 64),
         "dropout": 0.2,
     }
+    assert {k: params[k] for k in paper} == paper
+    assert set(params) == {*paper, *EXTRA_DEFAULTS}
+    assert {k: params[k] for k in EXTRA_DEFAULTS} == EXTRA_DEFAULTS
     assert resolve_backbone_params("mmoe", None)["n_experts"] == 8
     assert BACKBONE_DEFAULTS["dropout"] == 0.2
 
@@ -144,3 +164,180 @@ def test_relu_dropout_equals_relu_then_the_same_mask():
     assert 0.25 < (keep_scaled == 0).float().mean() < 0.35
     drop.eval()
     torch.testing.assert_close(drop(x), torch.relu(x))
+
+
+# ------------------------------------------------ batch normalisation, embedding
+def _n_norms(net):
+    return sum(isinstance(m, GroupedBatchNorm) for m in net.modules())
+
+
+def _paper_build(name, n_tasks, **overrides):
+    valid = resolve_backbone_params(name, None)
+    paper = {k: v for k, v in PAPER_NETWORK.items() if k in valid}
+    return _build(name, n_tasks, **{**paper, **overrides})
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_batch_norm_adds_norm_layers_only_when_on(name):
+    torch.manual_seed(0)
+    off = _paper_build(name, 2)
+    assert _n_norms(off) == 0
+    assert not any("running_mean" in k for k in off.state_dict())
+    on = _paper_build(name, 2, batch_norm=True)
+    # One norm per hidden layer of the bottoms/experts and of the towers.
+    assert _n_norms(on) >= 2
+    # The same layers plus a scale and a shift per norm.
+    n_params = len(list(off.parameters())) + 2 * _n_norms(on)
+    assert len(list(on.parameters())) == n_params
+
+
+@pytest.mark.parametrize("name", ["mmoe", "omoe", "ple"])
+def test_gate_batch_norm_normalises_the_gates(name):
+    net = _paper_build(name, 2, gate_batch_norm=True)
+    n_gate_norms = sum(
+        isinstance(m, GroupedBatchNorm) and "gate" in n for n, m in net.named_modules()
+    )
+    assert n_gate_norms == _n_norms(net) > 0
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_batch_norm_off_changes_nothing(name):
+    # Same seed, same draws: the switch off builds exactly the paper's net.
+    torch.manual_seed(3)
+    a = _paper_build(name, 2)
+    torch.manual_seed(3)
+    b = _paper_build(name, 2, batch_norm=False)
+    x = torch.randn(7, 12)
+    a.eval(), b.eval()
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["mmoe", "ple", "esmm"])
+def test_batch_norm_eval_mode_uses_running_statistics(name):
+    torch.manual_seed(0)
+    gates = {"gate_batch_norm": True} if name != "esmm" else {}
+    net = _paper_build(name, 2, batch_norm=True, **gates)
+    x = torch.randn(64, 12) * 3 + 1
+    net.train()
+    for _ in range(3):
+        net(x)  # updates the running statistics
+    net.eval()
+    out = net(x)
+    torch.testing.assert_close(net(x), out, rtol=0, atol=0)
+    # Rows are scored independently of the batch they come in.
+    torch.testing.assert_close(net(x[5:6]), out[5:6], rtol=1e-5, atol=1e-6)
+    # A one-row training batch is normalised with the running statistics.
+    net.train()
+    norm = next(m for m in net.modules() if isinstance(m, GroupedBatchNorm))
+    before = norm.running_mean.clone()
+    assert torch.isfinite(net(x[:1])).all()
+    torch.testing.assert_close(norm.running_mean, before)
+
+
+def test_grouped_batch_norm_is_per_group_and_feature():
+    norm = GroupedBatchNorm(3, 4)
+    x = torch.randn(256, 3, 4) * torch.arange(1.0, 13.0).view(1, 3, 4) + 5.0
+    y = norm(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y.mean(0), torch.zeros(3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        y.std(0, unbiased=False), torch.ones(3, 4), atol=1e-3, rtol=0
+    )
+
+
+def test_batch_norm_state_survives_a_state_dict_round_trip():
+    torch.manual_seed(0)
+    net = _paper_build("ple", 2, batch_norm=True, gate_batch_norm=True)
+    net.train()
+    net(torch.randn(32, 12) + 2.0)
+    state = net.state_dict()
+    assert any(k.endswith("running_var") for k in state)
+    assert any(k.endswith("num_batches_tracked") for k in state)
+    copy = _paper_build("ple", 2, batch_norm=True, gate_batch_norm=True)
+    copy.load_state_dict(state)
+    net.eval(), copy.eval()
+    x = torch.randn(9, 12)
+    torch.testing.assert_close(copy(x), net(x), rtol=0, atol=0)
+
+
+def test_seeded_initialisation_covers_batch_norm():
+    def make(seed):
+        net = MultiTaskNetwork(
+            cardinalities=[5, 7],
+            n_numerical=2,
+            n_tasks=2,
+            backbone="mmoe",
+            backbone_params=resolve_backbone_params(
+                "mmoe",
+                {
+                    "embedding_dim": 4,
+                    "bottom_dims": (8,),
+                    "tower_dims": (4,),
+                    "n_experts": 2,
+                    "batch_norm": True,
+                    "gate_batch_norm": True,
+                    "embedding_init_std": 0.1,
+                },
+            ),
+        )
+        torch.manual_seed(seed)  # the global state must not matter
+        net.train()
+        net(torch.randint(0, 5, (16, 2)), torch.randn(16, 2))  # dirty the stats
+        init_parameters(net, torch.Generator().manual_seed(42))
+        return net
+
+    a, b = make(0), make(1)
+    for (k, va), vb in zip(
+        a.state_dict().items(), b.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+    norm = next(m for m in a.modules() if isinstance(m, GroupedBatchNorm))
+    assert int(norm.num_batches_tracked) == 0
+    torch.testing.assert_close(norm.running_mean, torch.zeros_like(norm.running_mean))
+
+
+def test_embedding_init_std_is_honoured():
+    emb = FeatureEmbedding(
+        cardinalities=[3000, 2000],
+        n_numerical=0,
+        embedding_dim=16,
+        embedding_init_std=0.05,
+    )
+    emb.reset_parameters(torch.Generator().manual_seed(0))
+    w = emb.embedding.weight
+    assert abs(w.std().item() - 0.05) < 0.002
+    assert (w[emb.offsets + UNKNOWN_CODE] == 0).all()  # unknown codes stay 0
+    xavier = FeatureEmbedding(
+        cardinalities=[3000, 2000], n_numerical=0, embedding_dim=16
+    )
+    assert abs(xavier.embedding.weight.std().item() - (2 / 5016) ** 0.5) < 0.002
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="embedding_init_std"):
+            FeatureEmbedding(
+                cardinalities=[3],
+                n_numerical=0,
+                embedding_dim=2,
+                embedding_init_std=bad,
+            )
+
+
+def test_raw_numerical_embedding_concatenates_the_numbers():
+    emb = FeatureEmbedding(
+        cardinalities=[4], n_numerical=3, embedding_dim=5, numerical_embedding="raw"
+    )
+    assert emb.out_features == 5 + 3 and emb.numerical is None
+    x_num = torch.randn(6, 3)
+    out = emb(torch.randint(0, 4, (6, 1)), x_num)
+    assert out.shape == (6, 8)
+    torch.testing.assert_close(out[:, 5:], x_num, rtol=0, atol=0)
+    linear = FeatureEmbedding(cardinalities=[4], n_numerical=3, embedding_dim=5)
+    assert linear.out_features == 10
+    with pytest.raises(ValueError, match="numerical_embedding"):
+        FeatureEmbedding(
+            cardinalities=[4], n_numerical=3, embedding_dim=5, numerical_embedding="x"
+        )
+
+
+def test_invalid_batch_norm_flag():
+    with pytest.raises(ValueError, match="batch_norm must be a bool"):
+        _build("mmoe", 2, batch_norm="yes")

@@ -112,3 +112,73 @@ def test_t_test_marks_only_significant_improvements():
     assert np.isnan(summary.loc[("PLE", "AUC"), "p_value"])
     table = ex.markdown_table(summary.reset_index(), methods)
     assert table.count("*") == 3  # RMTL-PLE in AUC, Logloss and s-Logloss
+
+
+STUDY_METHODS = [
+    "SharedBottom",
+    "RMTL-SharedBottom",
+    "SharedBottom constant refit",
+    "SharedBottom label-mean refit",
+]
+
+
+def test_study_end_to_end_and_resume(tmp_path, capsys):
+    argv = ["study", *TINY, "--backbones", "sharedbottom", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "[8/8]" in out.err
+    for heading in ("## Scores", "## Paired differences"):
+        assert heading in out.out
+    for comparison in ("RMTL - backbone", "RMTL - constant", "RMTL - label_mean"):
+        assert f"| SharedBottom | {comparison} |" in out.out
+        assert f"SharedBottom, {comparison}: RMTL is significantly" in out.out
+    folder = tmp_path / "study" / "synthetic"
+    scores = pd.read_csv(folder / "results.csv")
+    assert list(scores["method"].unique()) == STUDY_METHODS
+    assert {"mean", "std", "n_seeds"} <= set(scores.columns)
+    assert (scores["n_seeds"] == 2).all()
+    diffs = pd.read_csv(folder / "differences.csv")
+    assert len(diffs) == 3 * 2 * 3  # comparisons x tasks x metrics
+    for column in ("mean_diff", "std_diff", "p_value", "wins", "wins_label"):
+        assert column in diffs.columns
+    assert diffs["wins_label"].str.fullmatch(r"[0-2]/2").all()
+    assert (folder / "results.md").read_text().startswith("# Paired study")
+    runs = json.loads((folder / "runs.json").read_text())
+    assert len(runs) == 8 and {r["evaluate_on"] for r in runs} == {"test"}
+    by_variant = {(r["variant"], r["seed"]): r for r in runs}
+    assert by_variant[("label_mean", 0)]["params"]["weighting"] == "label_mean"
+    assert by_variant[("constant", 1)]["params"]["weighting"] == "constant"
+    # A re-run skips the finished runs and prints the same tables.
+    assert main(argv) == 0
+    again = capsys.readouterr()
+    assert again.err.count("skipped (done before)") == 8
+    assert again.out == out.out
+
+
+def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
+    argv = ["study", *TINY, "--seeds", "1", "--backbones", "sharedbottom"]
+    argv += ["--evaluate-on", "valid", "--q-lambda", "0.5", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    runs = json.loads(
+        (tmp_path / "study-valid" / "synthetic" / "runs.json").read_text()
+    )
+    assert {r["evaluate_on"] for r in runs} == {"valid"}
+    rmtl = [r for r in runs if r["kind"] != "baseline"]
+    assert rmtl and all(r["params"]["q_lambda"] == 0.5 for r in rmtl)
+    assert "scored on valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seeds", "0"], "must be in [1, inf)"),
+        (["--max-epochs", "two"], "expected an integer"),
+        (["--validation-interval", "1.5"], "must be in (0, 1]"),
+        (["--refit-lr", "0"], "must be in (0, inf)"),
+        (["--evaluate-on", "train"], "invalid choice"),
+    ],
+)
+def test_study_flag_errors(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        main(["study", *flags])
+    assert message in capsys.readouterr().err

@@ -131,6 +131,8 @@ def test_constant_weighting_is_continued_baseline_training(sessions):
         max_epochs=2,
         seed_offset=2,
         init_module=copy.deepcopy(mtl.backbone_.module_),
+        lr=rmtl.refit_lr,
+        start_is_candidate=rmtl.refit_keep_pretrained,
     )
     mtl.backbone_ = net
     np.testing.assert_allclose(rmtl.predict_proba(X), mtl.predict_proba(X), rtol=1e-5)
@@ -291,7 +293,9 @@ def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
         backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
     ).fit(X, Y, timestamps=t)
     # A learning rate far too large makes every refit epoch worse.
-    est = RMTLClassifier(backbone=mtl, **{**FAST, "lr": 5.0, "refit_max_epochs": 2})
+    est = RMTLClassifier(
+        backbone=mtl, **{**FAST, "refit_lr": 5.0, "refit_max_epochs": 2}
+    )
     est.fit(X, Y, session_ids=s, timestamps=t)
     assert est.refit_improved_ is False
     assert est.history_["refit"][-1]["restored_start"] is True

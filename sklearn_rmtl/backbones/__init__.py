@@ -20,6 +20,14 @@ from sklearn_rmtl.backbones.ple import PLE
 from sklearn_rmtl.backbones.sharedbottom import SharedBottom
 from sklearn_rmtl.backbones.singletask import SingleTask
 
+#: Keys of ``backbone_params`` that configure the feature embedding
+#: (:class:`sklearn_rmtl._network.FeatureEmbedding`), not the backbone.
+EMBEDDING_KEYS: tuple[str, ...] = (
+    "embedding_dim",
+    "embedding_init_std",
+    "numerical_embedding",
+)
+
 #: Backbone classes by the name the estimators accept as ``backbone``.
 BACKBONES: dict[str, type[Backbone]] = {
     "singletask": SingleTask,
@@ -56,8 +64,8 @@ def resolve_backbone_params(
     Returns
     -------
     params : dict
-        Every size keyword of the backbone plus ``embedding_dim`` (used by
-        the feature embedding, not the backbone).
+        Every keyword of the backbone plus those of :data:`EMBEDDING_KEYS`
+        (used by the feature embedding, not the backbone).
 
     Examples
     --------
@@ -65,7 +73,7 @@ def resolve_backbone_params(
     >>> resolve_backbone_params("mmoe", {"n_experts": 4})["n_experts"]
     4
     """
-    valid = ["embedding_dim", *backbone_keys(name)]
+    valid = [*EMBEDDING_KEYS, *backbone_keys(name)]
     params = dict(params or {})
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -79,6 +87,7 @@ def resolve_backbone_params(
 __all__ = [
     "AITM",
     "BACKBONES",
+    "EMBEDDING_KEYS",
     "ESMM",
     "PLE",
     "Backbone",

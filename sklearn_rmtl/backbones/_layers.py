@@ -85,6 +85,62 @@ class GroupedLinear(nn.Module):
         )
 
 
+class GroupedBatchNorm(nn.BatchNorm1d):
+    """Batch normalisation of every group and feature separately.
+
+    A ``BatchNorm1d`` over ``n_groups * n_features`` channels: each group's
+    features have their own statistics, scale and shift, as if every group
+    (expert, tower, gate) had its own ``BatchNorm1d`` (torch-rechub's MLP
+    layer). In eval mode the running statistics are used.
+
+    Parameters
+    ----------
+    n_groups : int
+        Number of groups.
+    n_features : int
+        Features of each group.
+
+    Shape
+    -----
+    - input: ``(batch, n_groups, n_features)``.
+    - output: same shape.
+
+    Notes
+    -----
+    A training batch of one row has no batch statistics; it is normalised
+    with the running statistics, which it leaves unchanged (``BatchNorm1d``
+    raises instead, and a fit's last batch may hold a single row).
+    """
+
+    def __init__(self, n_groups: int, n_features: int) -> None:
+        if min(n_groups, n_features) < 1:
+            raise ValueError(
+                f"n_groups and n_features must be >= 1, got {n_groups}, {n_features}"
+            )
+        super().__init__(n_groups * n_features)
+        self.n_groups = n_groups
+        self.n_features = n_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        if self.training and flat.shape[0] < 2:
+            out = nn.functional.batch_norm(
+                flat,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                training=False,
+                eps=self.eps,
+            )
+        else:
+            out = super().forward(flat)
+        return out.view(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"n_groups={self.n_groups}, n_features={self.n_features}"
+
+
 class ReLUDropout(nn.Module):
     """ReLU followed by inverted dropout, as one mask.
 
@@ -141,7 +197,7 @@ class ReLUDropout(nn.Module):
 
 
 class GroupedMLP(nn.Module):
-    """``n_groups`` independent MLPs (Linear -> ReLU -> Dropout per layer).
+    """``n_groups`` independent MLPs (Linear [-> BatchNorm] -> ReLU -> Dropout).
 
     Parameters
     ----------
@@ -153,6 +209,9 @@ class GroupedMLP(nn.Module):
         Output size of each layer; empty means the identity.
     dropout : float
         Dropout probability after each activation.
+    batch_norm : bool, default=False
+        Normalise each layer's pre-activations (:class:`GroupedBatchNorm`,
+        per group and feature) before the ReLU.
 
     Shape
     -----
@@ -166,12 +225,17 @@ class GroupedMLP(nn.Module):
         in_features: int,
         hidden_dims: Sequence[int],
         dropout: float,
+        *,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         d = in_features
         for h in hidden_dims:
-            layers += [GroupedLinear(n_groups, d, h), ReLUDropout(dropout)]
+            layers.append(GroupedLinear(n_groups, d, h))
+            if batch_norm:
+                layers.append(GroupedBatchNorm(n_groups, h))
+            layers.append(ReLUDropout(dropout))
             d = h
         self.n_groups = n_groups
         self.out_features = d
@@ -196,6 +260,8 @@ class Towers(nn.Module):
         Hidden sizes of each tower (paper: 128, 64).
     dropout : float
         Dropout probability after each hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation in the hidden layers (not the output layer).
 
     Shape
     -----
@@ -209,9 +275,13 @@ class Towers(nn.Module):
         in_features: int,
         hidden_dims: Sequence[int],
         dropout: float,
+        *,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.mlp = GroupedMLP(n_tasks, in_features, hidden_dims, dropout)
+        self.mlp = GroupedMLP(
+            n_tasks, in_features, hidden_dims, dropout, batch_norm=batch_norm
+        )
         self.head = GroupedLinear(n_tasks, self.mlp.out_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, check_dims, check_dropout
+from sklearn_rmtl.backbones._base import (
+    Backbone,
+    check_dims,
+    check_dropout,
+    check_flag,
+)
 from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
 
 
@@ -33,6 +38,10 @@ class AITM(Backbone):
         Hidden sizes of each task's tower.
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
 
     Notes
     -----
@@ -59,17 +68,21 @@ class AITM(Backbone):
         bottom_dims: Sequence[int] = D["bottom_dims"],
         tower_dims: Sequence[int] = D["tower_dims"],
         dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
         tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
         dropout = check_dropout(dropout)
+        batch_norm = check_flag("batch_norm", batch_norm)
         d = bottom_dims[-1]
-        self.bottoms = GroupedMLP(n_tasks, in_features, bottom_dims, dropout)
+        self.bottoms = GroupedMLP(
+            n_tasks, in_features, bottom_dims, dropout, batch_norm=batch_norm
+        )
         self.transfer = nn.ModuleList(nn.Linear(d, d) for _ in range(n_tasks - 1))
         # Value, key and query maps of the attention unit, shared by tasks.
         self.attention = nn.Linear(d, 3 * d)
-        self.towers = Towers(n_tasks, d, tower_dims, dropout)
+        self.towers = Towers(n_tasks, d, tower_dims, dropout, batch_norm=batch_norm)
         self._scale = 1.0 / math.sqrt(d)
 
     def forward(self, x: Tensor) -> Tensor:

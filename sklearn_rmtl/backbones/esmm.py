@@ -36,6 +36,10 @@ class ESMM(SingleTask):
         Hidden sizes of each task's tower.
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
 
     Notes
     -----

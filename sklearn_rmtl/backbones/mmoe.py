@@ -12,8 +12,15 @@ from sklearn_rmtl.backbones._base import (
     check_count,
     check_dims,
     check_dropout,
+    check_flag,
 )
-from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, Towers, gate
+from sklearn_rmtl.backbones._layers import (
+    GroupedBatchNorm,
+    GroupedLinear,
+    GroupedMLP,
+    Towers,
+    gate,
+)
 
 
 class MMoE(Backbone):
@@ -33,6 +40,13 @@ class MMoE(Backbone):
         Hidden sizes of each task's tower.
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
+    gate_batch_norm : bool, default=False
+        Batch normalisation of the gate scores before the softmax, as in
+        torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.
 
     Notes
     -----
@@ -56,19 +70,37 @@ class MMoE(Backbone):
         bottom_dims: Sequence[int] = D["bottom_dims"],
         tower_dims: Sequence[int] = D["tower_dims"],
         dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
+        gate_batch_norm: bool = D["gate_batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         n_experts = check_count("n_experts", n_experts)
         bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
         tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
         dropout = check_dropout(dropout)
-        self.experts = GroupedMLP(n_experts, in_features, bottom_dims, dropout)
-        self.gates = GroupedLinear(
-            1 if self.one_gate else n_tasks, in_features, n_experts
+        batch_norm = check_flag("batch_norm", batch_norm)
+        gate_batch_norm = check_flag("gate_batch_norm", gate_batch_norm)
+        n_gates = 1 if self.one_gate else n_tasks
+        self.experts = GroupedMLP(
+            n_experts, in_features, bottom_dims, dropout, batch_norm=batch_norm
         )
-        self.towers = Towers(n_tasks, self.experts.out_features, tower_dims, dropout)
+        self.gates = GroupedLinear(n_gates, in_features, n_experts)
+        # A separate module, so that state dicts without it keep their keys.
+        self.gate_norm = (
+            GroupedBatchNorm(n_gates, n_experts) if gate_batch_norm else None
+        )
+        self.towers = Towers(
+            n_tasks,
+            self.experts.out_features,
+            tower_dims,
+            dropout,
+            batch_norm=batch_norm,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        mixed = gate(self.gates(x), self.experts(x))  # (batch, n_gates, dim)
+        scores = self.gates(x)
+        if self.gate_norm is not None:
+            scores = self.gate_norm(scores)
+        mixed = gate(scores, self.experts(x))  # (batch, n_gates, dim)
         # One gate: every tower reads the same (batch, dim) mixture.
         return self.towers(mixed.squeeze(1) if self.one_gate else mixed)

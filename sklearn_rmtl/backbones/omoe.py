@@ -25,6 +25,13 @@ class OMoE(MMoE):
         Hidden sizes of each task's tower.
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
+    gate_batch_norm : bool, default=False
+        Batch normalisation of the gate scores before the softmax, as in
+        torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.
 
     Notes
     -----

@@ -13,8 +13,18 @@ from sklearn_rmtl.backbones._base import (
     check_count,
     check_dims,
     check_dropout,
+    check_flag,
 )
-from sklearn_rmtl.backbones._layers import GroupedLinear, ReLUDropout, Towers
+from sklearn_rmtl.backbones._layers import (
+    GroupedBatchNorm,
+    GroupedLinear,
+    ReLUDropout,
+    Towers,
+)
+
+
+def _norm(norm: GroupedBatchNorm | None, x: Tensor) -> Tensor:
+    return x if norm is None else norm(x)
 
 
 class _ExtractionLayer(nn.Module):
@@ -37,6 +47,8 @@ class _ExtractionLayer(nn.Module):
         n_shared: int,
         dropout: float,
         last: bool,
+        batch_norm: bool,
+        gate_batch_norm: bool,
     ) -> None:
         super().__init__()
         self.n_tasks, self.n_specific, self.n_shared = n_tasks, n_specific, n_shared
@@ -45,27 +57,43 @@ class _ExtractionLayer(nn.Module):
         # task k's input; every expert runs once per input.
         self.specific = GroupedLinear(n_tasks, in_features, n_specific * out_features)
         self.shared = GroupedLinear(1, in_features, n_shared * out_features)
+        # Normalisation per expert and feature: group k's n_specific * out
+        # outputs are n_specific experts' features.
+        self.specific_norm = (
+            GroupedBatchNorm(n_tasks, n_specific * out_features) if batch_norm else None
+        )
+        self.shared_norm = (
+            GroupedBatchNorm(1, n_shared * out_features) if batch_norm else None
+        )
         self.act = ReLUDropout(dropout)
         self.task_gates = GroupedLinear(n_tasks, in_features, n_specific + n_shared)
-        self.shared_gate = (
-            None
-            if last
-            else GroupedLinear(1, in_features, n_tasks * n_specific + n_shared)
+        self.task_gate_norm = (
+            GroupedBatchNorm(n_tasks, n_specific + n_shared)
+            if gate_batch_norm
+            else None
+        )
+        n_all = n_tasks * n_specific + n_shared
+        self.shared_gate = None if last else GroupedLinear(1, in_features, n_all)
+        self.shared_gate_norm = (
+            GroupedBatchNorm(1, n_all) if gate_batch_norm and not last else None
         )
 
     def forward(
         self, x_tasks: Tensor, x_shared: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         b, k, s, h = x_shared.shape[0], self.n_tasks, self.n_specific, self.out_features
-        spec = self.act(self.specific(x_tasks)).view(b, k, s, h)
-        shared = self.act(self.shared(x_shared)).view(b, self.n_shared, h)
-        g = torch.softmax(self.task_gates(x_tasks), dim=-1)
+        spec = _norm(self.specific_norm, self.specific(x_tasks))
+        spec = self.act(spec).view(b, k, s, h)
+        shared = _norm(self.shared_norm, self.shared(x_shared))
+        shared = self.act(shared).view(b, self.n_shared, h)
+        g = torch.softmax(_norm(self.task_gate_norm, self.task_gates(x_tasks)), -1)
         y_tasks = torch.einsum("bks,bksh->bkh", g[..., :s], spec) + torch.einsum(
             "bkj,bjh->bkh", g[..., s:], shared
         )
         if self.shared_gate is None:
             return y_tasks, None
-        g_sh = torch.softmax(self.shared_gate(x_shared).squeeze(1), dim=-1)
+        g_sh = _norm(self.shared_gate_norm, self.shared_gate(x_shared))
+        g_sh = torch.softmax(g_sh.squeeze(1), dim=-1)
         y_shared = torch.einsum(
             "bs,bsh->bh", g_sh[:, : k * s], spec.view(b, k * s, h)
         ) + torch.einsum("bj,bjh->bh", g_sh[:, k * s :], shared)
@@ -96,6 +124,13 @@ class PLE(Backbone):
         Hidden sizes of each task's tower.
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
+    gate_batch_norm : bool, default=False
+        Batch normalisation of the gate scores before the softmax, as in
+        torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.
 
     Notes
     -----
@@ -116,6 +151,8 @@ class PLE(Backbone):
         bottom_dims: Sequence[int] = D["bottom_dims"],
         tower_dims: Sequence[int] = D["tower_dims"],
         dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
+        gate_batch_norm: bool = D["gate_batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         n_shared = check_count("n_shared_experts", n_shared_experts)
@@ -123,6 +160,8 @@ class PLE(Backbone):
         bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
         tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
         dropout = check_dropout(dropout)
+        batch_norm = check_flag("batch_norm", batch_norm)
+        gate_batch_norm = check_flag("gate_batch_norm", gate_batch_norm)
         dims = (in_features, *bottom_dims)
         self.levels = nn.ModuleList(
             _ExtractionLayer(
@@ -133,10 +172,14 @@ class PLE(Backbone):
                 n_shared=n_shared,
                 dropout=dropout,
                 last=i == len(bottom_dims) - 1,
+                batch_norm=batch_norm,
+                gate_batch_norm=gate_batch_norm,
             )
             for i in range(len(bottom_dims))
         )
-        self.towers = Towers(n_tasks, bottom_dims[-1], tower_dims, dropout)
+        self.towers = Towers(
+            n_tasks, bottom_dims[-1], tower_dims, dropout, batch_norm=batch_norm
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x_tasks, x_shared = x, x

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, check_dims, check_dropout
+from sklearn_rmtl.backbones._base import (
+    Backbone,
+    check_dims,
+    check_dropout,
+    check_flag,
+)
 from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
 
 
@@ -26,6 +31,10 @@ class SingleTask(Backbone):
         Hidden sizes of each task's tower (a final layer maps to one logit).
     dropout : float, default=0.2
         Dropout after every hidden activation.
+    batch_norm : bool, default=False
+        Batch normalisation (per group and feature) before every hidden
+        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+        networks have none; torch-rechub's MLPs have it.
 
     Notes
     -----
@@ -44,13 +53,23 @@ class SingleTask(Backbone):
         bottom_dims: Sequence[int] = D["bottom_dims"],
         tower_dims: Sequence[int] = D["tower_dims"],
         dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=True)
         tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
         dropout = check_dropout(dropout)
-        self.bottoms = GroupedMLP(n_tasks, in_features, bottom_dims, dropout)
-        self.towers = Towers(n_tasks, self.bottoms.out_features, tower_dims, dropout)
+        batch_norm = check_flag("batch_norm", batch_norm)
+        self.bottoms = GroupedMLP(
+            n_tasks, in_features, bottom_dims, dropout, batch_norm=batch_norm
+        )
+        self.towers = Towers(
+            n_tasks,
+            self.bottoms.out_features,
+            tower_dims,
+            dropout,
+            batch_norm=batch_norm,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.towers(self.bottoms(x))

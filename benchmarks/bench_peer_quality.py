@@ -1,0 +1,286 @@
+"""Test quality of our MMoE and PLE against torch-rechub's, on the same split.
+
+Both libraries train on the same rows of a bundled dataset (temporal 6:2:2
+split with whole sessions, train and validation merged for fitting, scored on
+the test part), with the same inputs (our ``FeatureEncoder``'s codes and
+scaled numbers), embedding size 32 and the same early-stopping hold-out (the
+latest 25 % of the fitted rows):
+
+- ours: ``MTLClassifier`` with the library's defaults, except
+  ``embedding_dim=32`` and ``validation_fraction=0.25`` (what a user gets);
+- torch-rechub: its ``MMOE`` / ``PLE`` with the same expert, gate and tower
+  sizes (8 experts 512-256; PLE 4 shared + 4 specific experts per task and
+  level, 2 levels of 512 then 256 in ours, 2 levels of 256-wide one-layer
+  experts in torch-rechub, whose levels cannot differ in width; towers
+  128-64; dropout 0.2), trained by its ``MTLTrainer`` (Adam, lr 1e-3, weight
+  decay 1e-5, batch 2048) for at most ``--peer-epochs`` epochs with early
+  stopping on the hold-out's click AUC (patience 2), keeping the best epoch.
+  Its categorical columns are ``SparseFeature`` (normal(0, 1e-4) tables),
+  its numerical ones ``DenseFeature`` (the scaled values, concatenated).
+
+Printed: per seed and as mean +- std over seeds, test AUC and logloss of
+each task for both libraries, the differences (ours - torch-rechub) and
+Welch's t-test p-value.
+
+torch-rechub is an optional benchmark dependency (``pip install
+torch-rechub``), never a runtime one of the package.
+
+Run: ``python benchmarks/bench_peer_quality.py [--quick] [--seeds 0,1,2]
+[--models mmoe,ple] [--dataset retailrocket] [--peer-epochs 3]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from _common import Report, parse_args
+from scipy import stats
+from sklearn.metrics import log_loss, roc_auc_score
+
+from sklearn_rmtl import MTLClassifier, datasets
+from sklearn_rmtl._encoding import FeatureEncoder
+from sklearn_rmtl._experiments import Split, split_dataset
+
+EMBEDDING_DIM = 32
+VALIDATION_FRACTION = 0.25
+PATIENCE = 2
+BATCH_SIZE = 2048
+MODELS = ("mmoe", "ple")
+DISPLAY = {"mmoe": "MMoE", "ple": "PLE"}
+
+
+def _require_rechub() -> Any:
+    try:
+        import torch_rechub
+    except ImportError as exc:
+        raise SystemExit(
+            "bench_peer_quality.py needs torch-rechub, an optional benchmark "
+            "dependency: pip install torch-rechub (it is not needed by the "
+            "package itself)."
+        ) from exc
+    return torch_rechub
+
+
+def _scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    p = np.clip(proba, 1e-7, 1 - 1e-7)
+    for k in range(y.shape[1]):
+        out[f"auc{k}"] = float(roc_auc_score(y[:, k], p[:, k]))
+        out[f"logloss{k}"] = float(log_loss(y[:, k], p[:, k], labels=[0, 1]))
+    return out
+
+
+def _holdout(split: Split) -> np.ndarray:
+    """The latest quarter of the fitted rows, as our early stopping holds out."""
+    n = len(split.t_fit)
+    order = np.argsort(split.t_fit, kind="stable")
+    mask = np.zeros(n, dtype=bool)
+    mask[order[-max(1, round(VALIDATION_FRACTION * n)) :]] = True
+    return mask
+
+
+def run_ours(model: str, split: Split, seed: int) -> dict[str, Any]:
+    clf = MTLClassifier(
+        backbone=model,
+        backbone_params={"embedding_dim": EMBEDDING_DIM},
+        validation_fraction=VALIDATION_FRACTION,
+        random_state=seed,
+    )
+    t0 = time.perf_counter()
+    clf.fit(split.X_fit, split.y_fit, timestamps=split.t_fit)
+    wall = time.perf_counter() - t0
+    scores = _scores(split.y_test.to_numpy(), clf.predict_proba(split.X_test))
+    return {**scores, "epochs": clf.n_iter_, "wall_s": wall}
+
+
+class _PeerData:
+    """Our encoder's codes and scaled numbers as torch-rechub feature dicts."""
+
+    def __init__(self, split: Split) -> None:
+        enc = FeatureEncoder().fit(split.X_fit)
+        n_cat = len(enc.cardinalities_)
+        names = [f"f{j}" for j in range(enc.transform(split.X_fit[:1]).shape[1])]
+        self.sparse = [(names[j], int(c)) for j, c in enumerate(enc.cardinalities_)]
+        self.dense = names[n_cat:]
+
+        def as_dict(X: Any) -> dict[str, torch.Tensor]:
+            Xt = enc.transform(X)
+            return {
+                name: torch.as_tensor(
+                    Xt[:, j].astype(np.int64 if j < n_cat else np.float32)
+                )
+                for j, name in enumerate(names)
+            }
+
+        self.x_fit = as_dict(split.X_fit)
+        self.x_test = as_dict(split.X_test)
+        self.y_fit = torch.as_tensor(split.y_fit.to_numpy(), dtype=torch.float32)
+        self.y_test = split.y_test.to_numpy()
+        self.valid = _holdout(split)
+
+    def loader(self, part: np.ndarray, *, shuffle: bool, seed: int = 0) -> Any:
+        from torch.utils.data import DataLoader
+        from torch_rechub.utils.data import TorchDataset
+
+        x = {k: v[part] for k, v in self.x_fit.items()}
+        return DataLoader(
+            TorchDataset(x, self.y_fit[part]),
+            batch_size=BATCH_SIZE,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+
+def _peer_model(model: str, data: _PeerData, n_tasks: int) -> torch.nn.Module:
+    from torch_rechub.basic.features import DenseFeature, SparseFeature
+    from torch_rechub.models.multi_task import MMOE, PLE
+
+    features = [
+        SparseFeature(name, vocab_size=card, embed_dim=EMBEDDING_DIM)
+        for name, card in data.sparse
+    ] + [DenseFeature(name) for name in data.dense]
+    tasks = ["classification"] * n_tasks
+    towers = [{"dims": [128, 64], "dropout": 0.2}] * n_tasks
+    if model == "mmoe":
+        return MMOE(
+            features,
+            tasks,
+            n_expert=8,
+            expert_params={"dims": [512, 256], "dropout": 0.2},
+            tower_params_list=towers,
+        )
+    return PLE(
+        features,
+        tasks,
+        n_level=2,
+        n_expert_specific=4,
+        n_expert_shared=4,
+        expert_params={"dims": [256], "dropout": 0.2},
+        tower_params_list=towers,
+    )
+
+
+def run_peer(model: str, data: _PeerData, seed: int, epochs: int) -> dict[str, Any]:
+    from torch_rechub.trainers import MTLTrainer
+
+    torch.manual_seed(seed)
+    net = _peer_model(model, data, data.y_fit.shape[1])
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = MTLTrainer(
+            net,
+            task_types=["classification"] * data.y_fit.shape[1],
+            optimizer_params={"lr": 1e-3, "weight_decay": 1e-5},
+            n_epoch=epochs,
+            earlystop_taskid=0,
+            earlystop_patience=PATIENCE,
+            model_path=tmp,
+        )
+        # The trainer prints every epoch; keep the report readable.
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.fit(
+                data.loader(~data.valid, shuffle=True, seed=seed),
+                data.loader(data.valid, shuffle=False),
+            )
+    # Best of the epochs run (the trainer restores it only when it stops early).
+    net.load_state_dict(trainer.early_stopper.best_weights)
+    wall = time.perf_counter() - t0
+    net.eval()
+    with torch.no_grad():
+        proba = net(data.x_test).numpy()
+    return {**_scores(data.y_test, proba), "wall_s": wall}
+
+
+def _mean_std(xs: list[float]) -> str:
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.4f} +- {sd:.4f}"
+
+
+def _welch(a: list[float], b: list[float]) -> float:
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def main() -> dict[str, Any]:
+    def extra(p: Any) -> None:
+        p.add_argument("--seeds", default="0,1,2")
+        p.add_argument("--models", default=",".join(MODELS))
+        p.add_argument("--dataset", default="retailrocket")
+        p.add_argument(
+            "--peer-epochs",
+            type=int,
+            default=3,
+            help="torch-rechub's epochs; the best on the hold-out is kept",
+        )
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    args = parse_args(__doc__, extra)
+    _require_rechub()
+    rep = Report("bench_peer_quality", args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        seeds = seeds[:1]
+    split = split_dataset(getattr(datasets, f"load_{args.dataset}")())
+    tasks = [str(c) for c in split.y_test.columns]
+    data = _PeerData(split)
+    rep.add(
+        "setup",
+        {"dataset": args.dataset, "sizes": split.sizes, "seeds": seeds},
+        f"{args.dataset}: {split.sizes}, tasks {tasks}, seeds {seeds}, "
+        f"torch-rechub best of {args.peer_epochs} epochs",
+    )
+    metrics = [f"{m}{k}" for k in range(len(tasks)) for m in ("auc", "logloss")]
+    label = {
+        f"{m}{k}": f"{t} {'AUC' if m == 'auc' else m}"
+        for m in ("auc", "logloss")
+        for k, t in enumerate(tasks)
+    }
+    results: dict[str, Any] = {}
+    for model in args.models.split(","):
+        runs: dict[str, list[dict[str, Any]]] = {"ours": [], "torch-rechub": []}
+        for seed in seeds:
+            ours = run_ours(model, split, seed)
+            peer = run_peer(model, data, seed, args.peer_epochs)
+            runs["ours"].append(ours)
+            runs["torch-rechub"].append(peer)
+            print(
+                f"{DISPLAY[model]} seed {seed}: "
+                + "  ".join(
+                    f"{label[m]} {ours[m]:.4f} vs {peer[m]:.4f}" for m in metrics
+                )
+                + f"  (ours {ours['epochs']} epochs {ours['wall_s']:.0f} s, "
+                f"torch-rechub {peer['wall_s']:.0f} s)",
+                flush=True,
+            )
+        summary = {}
+        for m in metrics:
+            a = [r[m] for r in runs["ours"]]
+            b = [r[m] for r in runs["torch-rechub"]]
+            summary[m] = {
+                "ours": a,
+                "torch-rechub": b,
+                "diff": statistics.mean(a) - statistics.mean(b),
+                "welch_p": _welch(a, b),
+            }
+            print(
+                f"  {DISPLAY[model]} {label[m]:>18s}: ours {_mean_std(a)}  "
+                f"torch-rechub {_mean_std(b)}  diff {summary[m]['diff']:+.4f}  "
+                f"p={summary[m]['welch_p']:.3f}",
+                flush=True,
+            )
+        results[model] = {"runs": runs, "summary": summary}
+    rep.add("results", results)
+    return rep.done()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Training control of the skorch nets: validation checks, checkpoints, guards.
+
+Early stopping here evaluates the held-out rows itself, as often as
+``validation_interval`` asks (every epoch, or several times per epoch), keeps
+the weights of the best check by a chosen selection metric, and restores
+them when training ends. skorch's own ``EarlyStopping`` checks once per
+epoch on the validation loss only, and signals with ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback
+from torch import Tensor
+
+from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl.exceptions import DivergenceError
+from sklearn_rmtl.metrics import group_roc_auc, per_task_roc_auc
+
+
+class StopTraining(Exception):
+    """Early stopping's signal to end the epoch loop.
+
+    skorch stops training by raising ``KeyboardInterrupt``, which its
+    ``partial_fit`` swallows, and so it would swallow a real Ctrl-C too and
+    return a half-trained model. Training here runs ``fit_loop`` directly and
+    only this signal ends it quietly.
+    """
+
+
+def _mean_defined(values: np.ndarray) -> float:
+    """Mean over the tasks where a ranking metric is defined (-inf if none)."""
+    defined = values[np.isfinite(values)]
+    return float(defined.mean()) if defined.size else -math.inf
+
+
+def _auc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a one-class task is skipped, not fatal
+        return _mean_defined(np.asarray(per_task_roc_auc(y, proba)))
+
+
+def _gauc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = group_roc_auc(y, proba, session_ids=groups)
+    return _mean_defined(np.asarray(values))
+
+
+#: Ranking metrics a checkpoint can be selected by, ``(y01, proba, groups) ->
+#: score`` with greater better and averaged over tasks; "loss" (the
+#: unweighted validation BCE, lower better) is handled by the checkpoint.
+SELECTION_METRICS: dict[str, Callable[..., float]] = {"auc": _auc, "gauc": _gauc}
+
+#: Every accepted value of a selection parameter.
+SELECTIONS = ("loss", *SELECTION_METRICS)
+
+
+class DivergenceGuard(Callback):
+    """Stop with a clear error as soon as an epoch's training loss is not finite.
+
+    Parameters
+    ----------
+    phase : str
+        The training phase named in the error ("pretrain" or "refit").
+    lr_name : str
+        The parameter that sets this phase's learning rate, named in the error.
+    """
+
+    def __init__(self, phase: str, lr_name: str) -> None:
+        self.phase = phase
+        self.lr_name = lr_name
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        loss = net.history[-1, "train_loss"]
+        if not np.isfinite(loss):
+            raise diverged(self.phase, self.lr_name, "loss", loss, len(net.history))
+
+
+def diverged(
+    phase: str, lr_name: str, what: str, value: float, epoch: int
+) -> DivergenceError:
+    """The error of a phase whose loss stopped being finite."""
+    return DivergenceError(
+        f"The {phase} {what} became {value} in epoch {epoch}. Lower {lr_name}, "
+        "check the features for extreme values (scale or clip them), or lower "
+        "q_lambda for the refit."
+    )
+
+
+class ValidationCheckpoint(Callback):
+    """Early stopping with validation checks inside epochs and best weights.
+
+    Every ``interval`` of an epoch (and at every epoch end) the network is
+    evaluated on the held-out rows; the weights of the best check so far are
+    kept, training stops when ``patience`` epochs' worth of checks brought no
+    improvement, and the best weights are restored when training ends.
+
+    Per epoch the history records ``valid_loss`` (the unweighted BCE at the
+    epoch's end) and, when selecting by a ranking metric, ``valid_<metric>``;
+    the last row records ``best_at`` (the epoch position of the kept weights,
+    0.0 being the starting weights) and ``restored_start`` when the starting
+    weights were kept.
+
+    Parameters
+    ----------
+    inputs : dict of str to Tensor
+        The held-out rows' network inputs (``x_cat``, ``x_num``).
+    y01 : Tensor of shape (n_valid, n_tasks)
+        Their 0/1 labels, on the inputs' device.
+    groups : ndarray of shape (n_valid,) or None
+        Their sessions, for ``selection="gauc"``.
+    selection : {"loss", "auc", "gauc"}
+        What "best" means: the lowest validation loss, or the highest mean
+        per-task AUC or session GAUC.
+    interval : float in (0, 1]
+        Fraction of an epoch between checks.
+    patience : int
+        Epochs without an improving check before training stops.
+    start_is_candidate : bool
+        Evaluate the starting weights first, as the check at position 0, so
+        that they are kept when no later check beats them.
+    phase : str
+        Name of the phase in error messages.
+    lr_name : str
+        The parameter that sets this phase's learning rate, for error messages.
+    sink : callable
+        Receives a line per stop (``print`` when verbose).
+    """
+
+    best_score_: float
+    best_at_: float
+    best_state_: dict[str, Tensor] | None
+
+    def __init__(
+        self,
+        *,
+        inputs: dict[str, Tensor],
+        y01: Tensor,
+        groups: np.ndarray | None,
+        selection: str,
+        interval: float,
+        patience: int,
+        start_is_candidate: bool,
+        phase: str,
+        lr_name: str,
+        sink: Callable[..., None],
+    ) -> None:
+        self.inputs = inputs
+        self.y01 = y01
+        self.groups = groups
+        self.selection = selection
+        self.interval = interval
+        self.patience = patience
+        self.start_is_candidate = start_is_candidate
+        self.phase = phase
+        self.lr_name = lr_name
+        self.sink = sink
+
+    # ------------------------------------------------------------- checks
+    @torch.no_grad()
+    def evaluate(self, net: Any) -> dict[str, float]:
+        """Validation loss (and the selection metric) of the current weights."""
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        x_cat, x_num = self.inputs["x_cat"], self.inputs["x_num"]
+        logits = forward_batches(lambda r: module(x_cat[r], x_num[r]), len(x_cat))
+        module.train(was_training)
+        out = {"valid_loss": float(net.criterion_(logits, self.y01))}
+        if self.selection != "loss":
+            proba = torch.sigmoid(logits).double().cpu().numpy()
+            y = self.y01.cpu().numpy()
+            metric = SELECTION_METRICS[self.selection]
+            out[f"valid_{self.selection}"] = metric(y, proba, self.groups)
+        return out
+
+    def _score(self, values: dict[str, float]) -> float:
+        if self.selection == "loss":
+            return -values["valid_loss"]
+        return values[f"valid_{self.selection}"]
+
+    def _check(self, net: Any, position: float) -> dict[str, float]:
+        values = self.evaluate(net)
+        if not np.isfinite(values["valid_loss"]):
+            raise diverged(
+                self.phase,
+                self.lr_name,
+                "validation loss",
+                values["valid_loss"],
+                math.ceil(position),
+            )
+        score = self._score(values)
+        if score > self.best_score_:
+            self.best_score_, self.best_at_ = score, position
+            self.best_state_ = {
+                k: v.detach().clone() for k, v in net.module_.state_dict().items()
+            }
+            self.since_best_ = 0
+        else:
+            self.since_best_ += 1
+        return values
+
+    # ---------------------------------------------------------- callbacks
+    def on_train_begin(self, net: Any, X: Any = None, **kwargs: Any) -> None:
+        n_rows = len(next(iter(X.values())))
+        self.n_batches_ = max(1, -(-n_rows // net.batch_size))
+        self.every_ = max(1, round(self.interval * self.n_batches_))
+        self.checks_per_epoch_ = (self.n_batches_ - 1) // self.every_ + 1
+        self.best_score_, self.best_at_ = -math.inf, math.nan
+        self.best_state_ = None
+        self.since_best_ = 0
+        self.epoch_, self.batch_ = 0, 0
+        if self.start_is_candidate:
+            self._check(net, 0.0)
+
+    def on_epoch_begin(self, net: Any, **kwargs: Any) -> None:
+        self.epoch_ += 1
+        self.batch_ = 0
+
+    def on_batch_end(self, net: Any, training: bool = False, **kwargs: Any) -> None:
+        if not training:
+            return
+        self.batch_ += 1
+        if self.batch_ % self.every_ == 0 and self.batch_ < self.n_batches_:
+            self._check(net, self.epoch_ - 1 + self.batch_ / self.n_batches_)
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        for key, value in self._check(net, float(self.epoch_)).items():
+            net.history.record(key, value)
+        if self.since_best_ >= self.patience * self.checks_per_epoch_:
+            self.sink(
+                f"Stopping: no validation improvement in the last {self.patience} "
+                f"epoch(s); the best weights are those at epoch {self.best_at_:g}."
+            )
+            raise StopTraining
+
+    def on_train_end(self, net: Any, **kwargs: Any) -> None:
+        if self.best_state_ is None:
+            return
+        net.module_.load_state_dict(self.best_state_)
+        net.history.record("best_at", self.best_at_)
+        if self.best_at_ == 0.0:
+            net.history.record("restored_start", True)
+        self.best_state_ = None  # the weights live in the module now

@@ -1,0 +1,250 @@
+"""Validation checks inside epochs, checkpoint selection and the refit's settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL, make_session_data
+from skorch.callbacks import Callback
+
+from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc
+
+FAST = {
+    "backbone": "sharedbottom",
+    "backbone_params": SMALL,
+    "critic_hidden_dims": (16,),
+    "max_epochs": 3,
+    "refit_max_epochs": 2,
+    "critic_max_epochs": 3,
+    "batch_size": 128,
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    return make_session_data(n_sessions=120, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pretrained(sessions):
+    X, Y, _s, t = sessions
+    return MTLClassifier(
+        backbone="sharedbottom",
+        backbone_params=SMALL,
+        max_epochs=3,
+        batch_size=128,
+        random_state=0,
+    ).fit(X, Y, timestamps=t)
+
+
+def _held_out(est, X, Y, t):
+    """The rows early stopping held out: the latest validation_fraction."""
+    n_valid = round(est.validation_fraction * len(X))
+    rows = np.argsort(np.asarray(t), kind="stable")[-n_valid:]
+    return X.iloc[rows], Y.iloc[rows]
+
+
+def _valid_bce(est, X, Y, t):
+    Xv, Yv = _held_out(est, X, Y, t)
+    return float(per_task_log_loss(Yv, est.predict_proba(Xv)).mean())
+
+
+class _Sabotage(Callback):
+    """Wreck the network's output after a given training batch of epoch 1."""
+
+    def __init__(self, after_batch):
+        self.after_batch = after_batch
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.batch = 0
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        self.batch += 1
+        if len(net.history) == 1 and self.batch == self.after_batch:
+            with torch.no_grad():
+                head = net.module_.backbone.towers.head
+                head.bias.add_(50.0)  # predict 1 everywhere: a huge BCE
+
+
+def test_validation_interval_keeps_the_best_check_inside_an_epoch(sessions):
+    X, Y, _s, t = sessions
+    n_train = len(X) - round(0.1 * len(X))
+    n_batches = -(-n_train // 128)
+    params = {
+        "backbone": "sharedbottom",
+        "backbone_params": SMALL,
+        "batch_size": 128,
+        "max_epochs": 1,
+        "random_state": 0,
+        "callbacks": [_Sabotage(after_batch=n_batches - 1)],
+    }
+    # Checked at epoch ends only, the sabotaged end of epoch 1 is all there is.
+    per_epoch = MTLClassifier(**params).fit(X, Y, timestamps=t)
+    assert per_epoch.history_["pretrain"][-1]["best_at"] == 1.0
+    quarter = MTLClassifier(validation_interval=0.25, **params).fit(X, Y, timestamps=t)
+    best_at = quarter.history_["pretrain"][-1]["best_at"]
+    assert 0 < best_at < 1 and (best_at * 4) % 1 == 0  # a quarter-epoch check
+    # The kept weights are the pre-sabotage ones: far better than the end's.
+    end_loss = quarter.history_["pretrain"][-1]["valid_loss"]
+    assert _valid_bce(quarter, X, Y, t) < 0.5 * end_loss
+    assert _valid_bce(per_epoch, X, Y, t) > 10 * _valid_bce(quarter, X, Y, t)
+
+
+def test_patience_counts_epochs_with_checks_inside_them(sessions):
+    X, Y, _s, t = sessions
+    params = {
+        "backbone": "sharedbottom",
+        "backbone_params": SMALL,
+        "batch_size": 128,
+        "lr": 3e-2,  # overfits fast, so early stopping ends the fit
+        "max_epochs": 30,
+        "n_iter_no_change": 2,
+        "random_state": 0,
+    }
+    est = MTLClassifier(validation_interval=0.25, **params).fit(X, Y, timestamps=t)
+    history = est.history_["pretrain"]
+    assert len(history) < 30
+    # It stopped 2 epochs (8 checks) after the best one, not 2 checks after.
+    assert len(history) - history[-1]["best_at"] >= 2 - 0.25
+
+
+def test_refit_lr_changes_only_the_refit(sessions, pretrained):
+    X, Y, s, t = sessions
+    fits = [
+        RMTLClassifier(**{**FAST, "refit_lr": lr, "refit_keep_pretrained": False}).fit(
+            X, Y, session_ids=s, timestamps=t
+        )
+        for lr in (1e-4, 3e-3)
+    ]
+    slow, fast = (f.history_ for f in fits)
+
+    def losses(rows):
+        return [(r["train_loss"], r.get("valid_loss")) for r in rows]
+
+    assert losses(slow["pretrain"]) == losses(fast["pretrain"])
+    assert slow["critic"][-1]["td_loss"] == fast["critic"][-1]["td_loss"]
+    assert slow["refit"][0]["train_loss"] != fast["refit"][0]["train_loss"]
+
+
+def test_pretrained_weights_are_a_candidate_only_when_asked(sessions, pretrained):
+    X, Y, s, t = sessions
+    # A refit learning rate far too large makes every refit check worse.
+    common = {**FAST, "refit_lr": 5.0}
+    kept = RMTLClassifier(**{**common, "backbone": pretrained})
+    kept.fit(X, Y, session_ids=s, timestamps=t)
+    assert kept.refit_improved_ is False
+    assert kept.history_["refit"][-1]["best_at"] == 0.0
+    np.testing.assert_allclose(
+        kept.predict_proba(X), pretrained.predict_proba(X), rtol=1e-6
+    )
+    refit = RMTLClassifier(
+        **{**common, "backbone": pretrained, "refit_keep_pretrained": False}
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    assert refit.refit_improved_ is True
+    assert refit.history_["refit"][-1]["best_at"] >= 1.0
+    assert not np.allclose(refit.predict_proba(X), pretrained.predict_proba(X))
+
+
+@pytest.mark.parametrize("selection", ["auc", "gauc"])
+def test_refit_selection_by_ranking_metric(sessions, pretrained, selection):
+    X, Y, s, t = sessions
+    est = RMTLClassifier(
+        **{
+            **FAST,
+            "backbone": pretrained,
+            "refit_lr": 1e-2,
+            "refit_max_epochs": 4,
+            "validation_interval": 0.5,
+            "refit_selection": selection,
+        }
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    history = est.history_["refit"]
+    key = f"valid_{selection}"
+    assert all(key in row for row in history)
+    if selection == "auc":
+        # The kept weights score the best AUC of the checks on the held-out rows.
+        Xv, Yv = _held_out(est, X, Y, t)
+        kept = float(per_task_roc_auc(Yv, est.predict_proba(Xv)).mean())
+        assert kept >= max(row[key] for row in history) - 1e-9
+
+
+def test_gauc_selection_needs_sessions(sessions):
+    X, Y, _s, t = sessions
+    est = RMTLClassifier(**{**FAST, "refit_selection": "gauc"})
+    with pytest.raises(ValueError, match="needs session_ids"):
+        est.fit(X, Y, timestamps=t)
+    assert not hasattr(est, "backbone_")
+
+
+def test_label_mean_control_uses_fixed_per_label_weights(sessions, pretrained):
+    X, Y, s, t = sessions
+    rmtl = RMTLClassifier(**{**FAST, "backbone": pretrained}).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    control = RMTLClassifier(
+        **{
+            **FAST,
+            "backbone": pretrained,
+            "weighting": "label_mean",
+            "critic": rmtl.critic_,
+        }
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    means = control.label_weights_
+    assert means.shape == (2, 2) and (means >= 1).all()
+    assert rmtl.label_weights_ is None
+    # The means are RMTL's weights at the pretrained actor, per task and label,
+    # over the rows the refit trains on.
+    at_start = {"backbone": pretrained, "critic": rmtl.critic_, "refit_max_epochs": 0}
+    rmtl_at_start = RMTLClassifier(**{**FAST, **at_start}).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    n_valid = round(0.1 * len(X))
+    train_rows = np.argsort(np.asarray(t), kind="stable")[:-n_valid]
+    w = rmtl_at_start.loss_weights(X.iloc[train_rows], Y.iloc[train_rows])
+    y = Y.iloc[train_rows].to_numpy()
+    for k in range(2):
+        for label in (0, 1):
+            expected = w[y[:, k] == label, k].mean()
+            assert means[k, label] == pytest.approx(expected, rel=1e-4)
+    weights = control.loss_weights(X, Y)
+    np.testing.assert_allclose(weights, np.where(Y == 1, means[:, 1], means[:, 0]))
+
+
+def test_dple_with_behaviour_cloning_stays_calibrated(sessions, pretrained):
+    X, Y, s, t = sessions
+    params = {
+        **FAST,
+        "backbone": pretrained,
+        "actor_update": True,
+        "weighting": "constant",
+        "refit_max_epochs": 0,
+        "critic_max_epochs": 6,
+    }
+    pure_q = RMTLClassifier(**{**params, "bc_alpha": None}).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    with_bc = RMTLClassifier(**params).fit(X, Y, session_ids=s, timestamps=t)
+    loss = {
+        name: float(per_task_log_loss(Y, est.predict_proba(X)).mean())
+        for name, est in {"q": pure_q, "bc": with_bc}.items()
+    }
+    base = float(per_task_log_loss(Y, pretrained.predict_proba(X)).mean())
+    assert loss["bc"] < loss["q"]
+    assert loss["bc"] < 1.5 * base
+    assert not np.allclose(with_bc.predict_proba(X), pretrained.predict_proba(X))
+
+
+def test_label_mean_weights_survive_the_safe_format(sessions, pretrained, tmp_path):
+    from sklearn_rmtl import persistence
+
+    X, Y, s, t = sessions
+    control = RMTLClassifier(
+        **{**FAST, "backbone": pretrained, "weighting": "label_mean"}
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    persistence.save(control, tmp_path / "model.rmtl")
+    loaded = persistence.load(tmp_path / "model.rmtl")
+    np.testing.assert_array_equal(loaded.label_weights_, control.label_weights_)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), control.loss_weights(X, Y))
