@@ -67,7 +67,7 @@ TARGETS = [
     ("sklearn_rmtl._td", "actor_step", "actor step (actor_update)"),
     ("sklearn_rmtl._net", "MultiTaskNet.train_step", "train_step"),
     ("sklearn_rmtl._net", "MultiTaskNet.validation_step", "validation forward"),
-    ("sklearn_rmtl._mtl", "_validation_loss", "validation forward"),
+    ("sklearn_rmtl._training", "ValidationCheckpoint.evaluate", "validation forward"),
     ("sklearn_rmtl._net", "MultiTaskNet.initialize", "net set-up"),
 ]
 

@@ -18,7 +18,7 @@ latest 25 % of the fitted rows):
   Its categorical columns are ``SparseFeature`` (normal(0, 1e-4) tables),
   its numerical ones ``DenseFeature`` (the scaled values, concatenated).
 
-Printed: per seed and as mean +- std over seeds, test AUC and logloss of
+Printed: per seed and as mean +- std over seeds, the scored part's AUC and logloss of
 each task for both libraries, the differences (ours - torch-rechub) and
 Welch's t-test p-value.
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import statistics
 import tempfile
@@ -87,17 +88,20 @@ def _holdout(split: Split) -> np.ndarray:
     return mask
 
 
-def run_ours(model: str, split: Split, seed: int) -> dict[str, Any]:
+def run_ours(
+    model: str, split: Split, seed: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
     clf = MTLClassifier(
         backbone=model,
         backbone_params={"embedding_dim": EMBEDDING_DIM},
         validation_fraction=VALIDATION_FRACTION,
         random_state=seed,
+        **overrides,
     )
     t0 = time.perf_counter()
     clf.fit(split.X_fit, split.y_fit, timestamps=split.t_fit)
     wall = time.perf_counter() - t0
-    scores = _scores(split.y_test.to_numpy(), clf.predict_proba(split.X_test))
+    scores = _scores(split.y_eval.to_numpy(), clf.predict_proba(split.X_eval))
     return {**scores, "epochs": clf.n_iter_, "wall_s": wall}
 
 
@@ -121,9 +125,9 @@ class _PeerData:
             }
 
         self.x_fit = as_dict(split.X_fit)
-        self.x_test = as_dict(split.X_test)
+        self.x_eval = as_dict(split.X_eval)
         self.y_fit = torch.as_tensor(split.y_fit.to_numpy(), dtype=torch.float32)
-        self.y_test = split.y_test.to_numpy()
+        self.y_eval = split.y_eval.to_numpy()
         self.valid = _holdout(split)
 
     def loader(self, part: np.ndarray, *, shuffle: bool, seed: int = 0) -> Any:
@@ -195,8 +199,8 @@ def run_peer(model: str, data: _PeerData, seed: int, epochs: int) -> dict[str, A
     wall = time.perf_counter() - t0
     net.eval()
     with torch.no_grad():
-        proba = net(data.x_test).numpy()
-    return {**_scores(data.y_test, proba), "wall_s": wall}
+        proba = net(data.x_eval).numpy()
+    return {**_scores(data.y_eval, proba), "wall_s": wall}
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -216,26 +220,51 @@ def main() -> dict[str, Any]:
         p.add_argument("--models", default=",".join(MODELS))
         p.add_argument("--dataset", default="retailrocket")
         p.add_argument(
+            "--evaluate-on",
+            choices=("test", "valid"),
+            default="test",
+            help="test: fit on train + validation, score on test; valid: fit "
+            "on train, score on validation (for choosing settings)",
+        )
+        p.add_argument(
             "--peer-epochs",
             type=int,
             default=3,
             help="torch-rechub's epochs; the best on the hold-out is kept",
+        )
+        p.add_argument(
+            "--ours-kwargs",
+            default="{}",
+            help="JSON of MTLClassifier overrides, to try a default before "
+            "changing it (the report then says ours is not at its defaults)",
         )
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     args = parse_args(__doc__, extra)
     _require_rechub()
     rep = Report("bench_peer_quality", args)
+    overrides = json.loads(args.ours_kwargs)
+    if overrides:
+        print(f"NOTE: ours is NOT at the library's defaults: {overrides}")
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
         seeds = seeds[:1]
-    split = split_dataset(getattr(datasets, f"load_{args.dataset}")())
-    tasks = [str(c) for c in split.y_test.columns]
+    split = split_dataset(
+        getattr(datasets, f"load_{args.dataset}")(), evaluate_on=args.evaluate_on
+    )
+    tasks = [str(c) for c in split.y_eval.columns]
     data = _PeerData(split)
     rep.add(
         "setup",
-        {"dataset": args.dataset, "sizes": split.sizes, "seeds": seeds},
-        f"{args.dataset}: {split.sizes}, tasks {tasks}, seeds {seeds}, "
+        {
+            "dataset": args.dataset,
+            "sizes": split.sizes,
+            "seeds": seeds,
+            "evaluate_on": args.evaluate_on,
+            "ours_overrides": overrides,
+        },
+        f"{args.dataset}: {split.sizes}, scored on {args.evaluate_on}, tasks "
+        f"{tasks}, seeds {seeds}, "
         f"torch-rechub best of {args.peer_epochs} epochs",
     )
     metrics = [f"{m}{k}" for k in range(len(tasks)) for m in ("auc", "logloss")]
@@ -248,7 +277,7 @@ def main() -> dict[str, Any]:
     for model in args.models.split(","):
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "torch-rechub": []}
         for seed in seeds:
-            ours = run_ours(model, split, seed)
+            ours = run_ours(model, split, seed, overrides)
             peer = run_peer(model, data, seed, args.peer_epochs)
             runs["ours"].append(ours)
             runs["torch-rechub"].append(peer)

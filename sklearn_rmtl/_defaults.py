@@ -19,16 +19,12 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     # per entry of ``bottom_dims``.
     "n_shared_experts": 4,
     "n_specific_experts": 4,
-    # Not in the paper (docs/backbone_quality.rst): the paper's networks
-    # are reached with batch_norm=False, gate_batch_norm=False,
-    # embedding_init_std=None, numerical_embedding="linear".
+    # Not in the paper (docs/backbone_quality.rst); these defaults are the
+    # paper's networks.
     "batch_norm": False,
     "gate_batch_norm": False,
     # Std of the normal the embedding tables start from; None: Xavier uniform.
     "embedding_init_std": None,
-    # "linear": one Linear of all numbers to embedding_dim; "raw": the scaled
-    # numbers concatenated as they are.
-    "numerical_embedding": "linear",
 }
 
 BATCH_SIZE = 2048

@@ -29,7 +29,7 @@ from sklearn.utils import Bunch
 
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
-from sklearn_rmtl.backbones import backbone_keys
+from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc, session_log_loss
 from sklearn_rmtl.model_selection import temporal_train_test_split
 
@@ -119,17 +119,21 @@ def split_dataset(data: Bunch, evaluate_on: str = "test") -> Split:
 class Settings:
     """Training settings shared by every run of an experiment.
 
-    Every phase trains until it stops on its own: pretraining and refit by
-    early stopping (``patience`` epochs without a better validation loss),
-    the critics by their convergence rule (``critic_tol``,
-    ``critic_patience`` of :class:`RMTLClassifier`); the epoch caps are only
-    a safety net. ``rmtl_params`` are further :class:`RMTLClassifier`
-    parameters (e.g. ``refit_lr``, ``q_lambda``) given to every RMTL run;
-    the ones not given keep the estimator's defaults.
+    Pretraining and refit train until early stopping ends them
+    (``patience`` epochs without a better validation loss; ``max_epochs`` is
+    only a safety cap). The critics stop by their convergence rule
+    (``critic_tol``, ``critic_patience`` of :class:`RMTLClassifier`) or at
+    ``critic_max_epochs``, whichever comes first; on the bundled samples the
+    cap comes first, so it is a time budget. ``rmtl_params`` are further
+    :class:`RMTLClassifier` parameters (e.g. ``refit_lr``, ``q_lambda``)
+    given to every RMTL run, and to the baselines where they are
+    :class:`MTLClassifier` parameters too (``validation_interval``,
+    ``validation_metric``); the ones not given keep the estimators'
+    defaults.
     """
 
     max_epochs: int = 100
-    critic_max_epochs: int = 100
+    critic_max_epochs: int = 8
     patience: int = 2
     batch_size: int = 2048
     backbone_params: dict[str, Any] = field(default_factory=dict)
@@ -139,8 +143,13 @@ class Settings:
     def mtl(self, backbone: str, seed: int) -> MTLClassifier:
         """The baseline of ``backbone`` (RMTL's pretraining step)."""
         # Sizes apply to the backbones that have them (experts, towers...).
-        valid = {"embedding_dim", *backbone_keys(backbone)}
+        valid = {*EMBEDDING_KEYS, *backbone_keys(backbone)}
         params = {k: v for k, v in self.backbone_params.items() if k in valid}
+        shared = {
+            k: v
+            for k, v in self.rmtl_params.items()
+            if k in MTLClassifier._parameter_constraints
+        }
         return MTLClassifier(
             backbone=backbone,
             backbone_params=params or None,
@@ -150,6 +159,7 @@ class Settings:
             n_iter_no_change=self.patience,
             device=self.device,
             random_state=seed,
+            **shared,
         )
 
     def rmtl(self, actor: MTLClassifier, seed: int, **params: Any) -> RMTLClassifier:

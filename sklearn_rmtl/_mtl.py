@@ -34,6 +34,7 @@ from sklearn_rmtl._seeding import (
 )
 from sklearn_rmtl._training import (
     SELECTION_METRICS,
+    SELECTIONS,
     DivergenceGuard,
     StopTraining,
     ValidationCheckpoint,
@@ -221,6 +222,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         1.0 checks at every epoch's end, 0.25 every quarter epoch (and at
         the end), so that the kept weights can come from inside an epoch.
         Patience still counts epochs.
+    validation_metric : {"loss", "auc", "gauc"}, default="loss"
+        What early stopping's checks compare: the validation BCE (lower is
+        better), the mean per-task ROC AUC, or the mean per-task session
+        GAUC (needs ``session_ids``). Stopping on the loss can end training
+        before the ranking has peaked.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where to train. "auto" uses a CUDA GPU when torch sees one.
     random_state : int, RandomState instance or None, default=None
@@ -313,6 +319,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
+        "validation_metric": [StrOptions(set(SELECTIONS))],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -336,6 +343,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 3,
         validation_interval: float = 1.0,
+        validation_metric: str = "loss",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -355,6 +363,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.validation_interval = validation_interval
+        self.validation_metric = validation_metric
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -464,7 +473,12 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         data.encode(encoder)
         params, task_weights = self._check_params(data.n_tasks)
         net = self._train_net(
-            data, MultiTaskNet, params, task_weights, max_epochs=self.max_epochs
+            data,
+            MultiTaskNet,
+            params,
+            task_weights,
+            max_epochs=self.max_epochs,
+            selection=self.validation_metric,
         )
         history = net_history(net)
         net.trim_for_prediction()
@@ -498,6 +512,12 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         )
         times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
         self._check_params(y01.shape[1])
+        for name in self._gauc_metrics():
+            if self.early_stopping and sessions is None:
+                raise ValueError(
+                    f"{name}='gauc' ranks the predictions within sessions and "
+                    f"needs session_ids; pass session_ids to fit, or use {name}='auc'."
+                )
         device = resolve_device(self.device)
         seed = int(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
@@ -614,6 +634,10 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
 
     def _backbone_name(self) -> str:
         return str(self.backbone)
+
+    def _gauc_metrics(self) -> list[str]:
+        """The parameters that ask for a session GAUC."""
+        return ["validation_metric"] if self.validation_metric == "gauc" else []
 
     # -------------------------------------------------------------- predict
     def _logits(self, X: Any) -> np.ndarray:

@@ -34,18 +34,13 @@ class FeatureEmbedding(nn.Module):
         uniform (``std = sqrt(2 / (n_rows + embedding_dim))``, small for
         large tables). NOTE[DIFF]: a fixed small std (torch-rechub uses
         1e-4) is not the paper's.
-    numerical_embedding : {"linear", "raw"}, default="linear"
-        ``"linear"``: one linear map of all numerical inputs to
-        ``embedding_dim`` (the paper). ``"raw"``: the numbers themselves are
-        concatenated (torch-rechub's dense features). NOTE[DIFF].
 
     Shape
     -----
     - ``x_cat``: ``(batch, len(cardinalities))`` int64 codes.
     - ``x_num``: ``(batch, n_numerical)`` float32.
     - output: ``(batch, out_features)`` with ``out_features = embedding_dim *
-      len(cardinalities)`` plus ``embedding_dim`` (``"linear"``) or
-      ``n_numerical`` (``"raw"``) when there are numerical inputs.
+      (len(cardinalities) + (n_numerical > 0))``.
     """
 
     offsets: Tensor
@@ -57,7 +52,6 @@ class FeatureEmbedding(nn.Module):
         n_numerical: int,
         embedding_dim: int,
         embedding_init_std: float | None = None,
-        numerical_embedding: str = "linear",
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -71,11 +65,6 @@ class FeatureEmbedding(nn.Module):
                 "embedding_init_std must be None or a positive float, got "
                 f"{embedding_init_std!r}"
             )
-        if numerical_embedding not in ("linear", "raw"):
-            raise ValueError(
-                "numerical_embedding must be 'linear' or 'raw', got "
-                f"{numerical_embedding!r}"
-            )
         if not cardinalities and n_numerical < 1:
             raise ValueError("FeatureEmbedding needs at least one input column.")
         cards = torch.as_tensor(list(cardinalities), dtype=torch.long)
@@ -85,19 +74,14 @@ class FeatureEmbedding(nn.Module):
         self.embedding_init_std = (
             None if embedding_init_std is None else float(embedding_init_std)
         )
-        self.numerical_embedding = numerical_embedding
-        linear = numerical_embedding == "linear"
-        n_num_out = (embedding_dim if linear else n_numerical) if n_numerical else 0
-        self.out_features = embedding_dim * self.n_categorical + n_num_out
+        self.out_features = embedding_dim * (self.n_categorical + (n_numerical > 0))
         self.register_buffer(
             "offsets", torch.cumsum(cards, 0) - cards if len(cards) else cards
         )
         self.embedding = (
             nn.Embedding(int(cards.sum()), embedding_dim) if len(cards) else None
         )
-        self.numerical = (
-            nn.Linear(n_numerical, embedding_dim) if n_numerical and linear else None
-        )
+        self.numerical = nn.Linear(n_numerical, embedding_dim) if n_numerical else None
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -123,8 +107,6 @@ class FeatureEmbedding(nn.Module):
             parts.append(self.embedding(x_cat + self.offsets).flatten(1))
         if self.numerical is not None:
             parts.append(self.numerical(x_num))
-        elif self.n_numerical:
-            parts.append(x_num)
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 

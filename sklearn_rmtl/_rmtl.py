@@ -164,6 +164,9 @@ class RMTLClassifier(MTLClassifier):
     validation_interval : float in (0, 1], default=1.0
         Fraction of an epoch between validation checks of early stopping, in
         pretraining and refit (see :class:`MTLClassifier`).
+    validation_metric : {"loss", "auc", "gauc"}, default="loss"
+        What pretraining's early stopping compares (see
+        :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where to train.
     random_state : int, RandomState instance or None, default=None
@@ -181,7 +184,7 @@ class RMTLClassifier(MTLClassifier):
         Adam learning rate of the refit; ``None`` means ``lr``. The refit
         starts a new Adam on an already fitted network, and at the
         pretraining rate its first steps undo part of the fit.
-    refit_selection : {"loss", "auc", "gauc"}, default="loss"
+    refit_validation_metric : {"loss", "auc", "gauc"}, default="loss"
         How early stopping picks the refit's weights among its validation
         checks: the lowest unweighted validation BCE, the highest mean
         per-task ROC AUC, or the highest mean session GAUC (needs
@@ -277,7 +280,7 @@ class RMTLClassifier(MTLClassifier):
     refit_improved_ : bool
         Whether the refit's weights were kept: False when, with early stopping
         and ``refit_keep_pretrained``, no refit check beat the pretrained
-        weights by ``refit_selection`` (the last ``history_["refit"]`` row
+        weights by ``refit_validation_metric`` (the last ``history_["refit"]`` row
         then has ``restored_start=True``). Always True without early
         stopping or with ``refit_keep_pretrained=False``.
     label_weights_ : ndarray of shape (n_tasks, 2) or None
@@ -336,7 +339,7 @@ class RMTLClassifier(MTLClassifier):
         "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
         "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "refit_lr": [Interval(Real, 0, None, closed="neither"), None],
-        "refit_selection": [StrOptions(set(SELECTIONS))],
+        "refit_validation_metric": [StrOptions(set(SELECTIONS))],
         "refit_keep_pretrained": ["boolean"],
         "behavior_policy": [StrOptions({"actor", "uniform"})],
         "action_noise": [Interval(Real, 0, None, closed="left")],
@@ -375,13 +378,14 @@ class RMTLClassifier(MTLClassifier):
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 3,
         validation_interval: float = 1.0,
+        validation_metric: str = "loss",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
         refit_max_epochs: int | None = None,
         refit_lr: float | None = REFIT_LEARNING_RATE,
-        refit_selection: str = "loss",
+        refit_validation_metric: str = "loss",
         refit_keep_pretrained: bool = True,
         behavior_policy: str = "actor",
         action_noise: float = ACTION_NOISE,
@@ -417,6 +421,7 @@ class RMTLClassifier(MTLClassifier):
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
             validation_interval=validation_interval,
+            validation_metric=validation_metric,
             device=device,
             random_state=random_state,
             verbose=verbose,
@@ -424,7 +429,7 @@ class RMTLClassifier(MTLClassifier):
         )
         self.refit_max_epochs = refit_max_epochs
         self.refit_lr = refit_lr
-        self.refit_selection = refit_selection
+        self.refit_validation_metric = refit_validation_metric
         self.refit_keep_pretrained = refit_keep_pretrained
         self.behavior_policy = behavior_policy
         self.action_noise = action_noise
@@ -450,6 +455,14 @@ class RMTLClassifier(MTLClassifier):
         if isinstance(self.backbone, MTLClassifier):
             return str(self.backbone.backbone)
         return str(self.backbone)
+
+    def _gauc_metrics(self) -> list[str]:
+        # A given MTLClassifier pretrains with its own settings.
+        given = isinstance(self.backbone, MTLClassifier)
+        names = [] if given else super()._gauc_metrics()
+        if self.refit_validation_metric == "gauc":
+            names.append("refit_validation_metric")
+        return names
 
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
         if self.critic is not None and self.critic.n_tasks != n_tasks:
@@ -511,12 +524,6 @@ class RMTLClassifier(MTLClassifier):
     ) -> dict[str, Any]:
         data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
         params, task_weights = self._check_params(data.n_tasks)
-        if self.refit_selection == "gauc" and data.session_ids is None:
-            raise ValueError(
-                "refit_selection='gauc' ranks the predictions within sessions and "
-                "needs session_ids; pass session_ids to fit, or use "
-                "refit_selection='auc'."
-            )
         if self.critic is not None:
             _check_critic_features(self.critic, data.X)
         train_critic_here = self.critic is None and (
@@ -580,7 +587,12 @@ class RMTLClassifier(MTLClassifier):
             actor = self.backbone
             if not actor.__sklearn_is_fitted__():
                 self._log("pretrain (fitting the given MTLClassifier)")
-                actor = clone(actor).fit(data.X, data.y01, timestamps=data.times)
+                actor = clone(actor).fit(
+                    data.X,
+                    data.y01,
+                    session_ids=data.session_ids,
+                    timestamps=data.times,
+                )
             try:
                 validate_data(actor, data.X, reset=False, skip_check_array=True)
             except ValueError as exc:
@@ -593,7 +605,12 @@ class RMTLClassifier(MTLClassifier):
         encoder = data.make_encoder(self)
         data.encode(encoder)
         net = self._train_net(
-            data, MultiTaskNet, params, task_weights, max_epochs=self.max_epochs
+            data,
+            MultiTaskNet,
+            params,
+            task_weights,
+            max_epochs=self.max_epochs,
+            selection=self.validation_metric,
         )
         return encoder, net, net_history(net)
 
@@ -711,7 +728,7 @@ class RMTLClassifier(MTLClassifier):
             "seed_offset": _REFIT_SEED,
             "init_module": actor,
             "lr": self.lr if self.refit_lr is None else self.refit_lr,
-            "selection": self.refit_selection,
+            "selection": self.refit_validation_metric,
             "start_is_candidate": self.refit_keep_pretrained,
         }
         if critic is None:  # weighting="constant": continued baseline training

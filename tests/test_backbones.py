@@ -17,13 +17,12 @@ from sklearn_rmtl.backbones.esmm import ESMM
 EXTRA_DEFAULTS = {
     k: BACKBONE_DEFAULTS[k]
     for k in ("batch_norm", "gate_batch_norm", "embedding_init_std")
-} | {"numerical_embedding": BACKBONE_DEFAULTS["numerical_embedding"]}
+}
 #: The paper's network: no batch normalisation, Xavier tables, linear numbers.
 PAPER_NETWORK = {
     "batch_norm": False,
     "gate_batch_norm": False,
     "embedding_init_std": None,
-    "numerical_embedding": "linear",
 }
 
 
@@ -319,23 +318,6 @@ def test_embedding_init_std_is_honoured():
                 embedding_dim=2,
                 embedding_init_std=bad,
             )
-
-
-def test_raw_numerical_embedding_concatenates_the_numbers():
-    emb = FeatureEmbedding(
-        cardinalities=[4], n_numerical=3, embedding_dim=5, numerical_embedding="raw"
-    )
-    assert emb.out_features == 5 + 3 and emb.numerical is None
-    x_num = torch.randn(6, 3)
-    out = emb(torch.randint(0, 4, (6, 1)), x_num)
-    assert out.shape == (6, 8)
-    torch.testing.assert_close(out[:, 5:], x_num, rtol=0, atol=0)
-    linear = FeatureEmbedding(cardinalities=[4], n_numerical=3, embedding_dim=5)
-    assert linear.out_features == 10
-    with pytest.raises(ValueError, match="numerical_embedding"):
-        FeatureEmbedding(
-            cardinalities=[4], n_numerical=3, embedding_dim=5, numerical_embedding="x"
-        )
 
 
 def test_invalid_batch_norm_flag():

@@ -149,7 +149,7 @@ def test_pretrained_weights_are_a_candidate_only_when_asked(sessions, pretrained
 
 
 @pytest.mark.parametrize("selection", ["auc", "gauc"])
-def test_refit_selection_by_ranking_metric(sessions, pretrained, selection):
+def test_refit_validation_metric_by_ranking_metric(sessions, pretrained, selection):
     X, Y, s, t = sessions
     est = RMTLClassifier(
         **{
@@ -158,7 +158,7 @@ def test_refit_selection_by_ranking_metric(sessions, pretrained, selection):
             "refit_lr": 1e-2,
             "refit_max_epochs": 4,
             "validation_interval": 0.5,
-            "refit_selection": selection,
+            "refit_validation_metric": selection,
         }
     ).fit(X, Y, session_ids=s, timestamps=t)
     history = est.history_["refit"]
@@ -173,7 +173,7 @@ def test_refit_selection_by_ranking_metric(sessions, pretrained, selection):
 
 def test_gauc_selection_needs_sessions(sessions):
     X, Y, _s, t = sessions
-    est = RMTLClassifier(**{**FAST, "refit_selection": "gauc"})
+    est = RMTLClassifier(**{**FAST, "refit_validation_metric": "gauc"})
     with pytest.raises(ValueError, match="needs session_ids"):
         est.fit(X, Y, timestamps=t)
     assert not hasattr(est, "backbone_")

@@ -25,7 +25,6 @@ from sklearn_rmtl.backbones.singletask import SingleTask
 EMBEDDING_KEYS: tuple[str, ...] = (
     "embedding_dim",
     "embedding_init_std",
-    "numerical_embedding",
 )
 
 #: Backbone classes by the name the estimators accept as ``backbone``.
