@@ -37,9 +37,13 @@ from scipy import stats
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl.cli import load_dataset
 
-QUARTER = {"validation_interval": 0.25, "refit_lr": 1e-4}
+QUARTER = {"refit_validation_interval": 0.25, "refit_lr": 1e-4}
 CONFIGS: dict[str, dict[str, Any]] = {
-    "paper": {"refit_lr": 1e-3, "refit_validation_metric": "loss"},
+    "paper": {
+        "refit_lr": 1e-3,
+        "refit_validation_interval": 1.0,
+        "refit_validation_metric": "loss",
+    },
     "rmtl/loss": {**QUARTER, "refit_validation_metric": "loss"},
     "rmtl/auc": {**QUARTER, "refit_validation_metric": "auc"},
     "constant/loss": {
@@ -145,7 +149,9 @@ def report(records: list[dict[str, Any]]) -> None:
                     diff = value - base
                     better = diff > 0 if "AUC" in m else diff < 0
                     p = stats.ttest_rel(value, base).pvalue if diff.any() else 1.0
-                    cell += f" ({diff.mean():+.4f} p={p:.2f} {better.sum()}/{len(diff)})"
+                    cell += (
+                        f" ({diff.mean():+.4f} p={p:.2f} {better.sum()}/{len(diff)})"
+                    )
                 cells.append(cell)
             print(f"  {name:16s} " + " | ".join(cells))
 

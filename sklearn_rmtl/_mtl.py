@@ -547,6 +547,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         init_module: torch.nn.Module | None = None,
         extra_inputs: dict[str, np.ndarray] | None = None,
         lr: float | None = None,
+        interval: float | None = None,
         selection: str = "loss",
         start_is_candidate: bool = False,
         **net_kwargs: Any,
@@ -558,7 +559,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         ``start_is_candidate`` the starting weights are the first validation
         check: if no later check beats them by ``selection`` they are
         restored, and the last history row records ``restored_start=True``.
-        ``lr`` overrides the estimator's ``lr`` (the refit's own rate).
+        ``lr`` and ``interval`` override the estimator's ``lr`` and
+        ``validation_interval`` (the refit's own settings).
         ``extra_inputs`` ride in the input dict next to the features (for
         ``get_loss``, not the module).
         """
@@ -583,7 +585,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                 y01=torch.as_tensor(data.y01[valid], device=device),
                 groups=groups,
                 selection=selection,
-                interval=self.validation_interval,
+                interval=self.validation_interval if interval is None else interval,
                 patience=self.n_iter_no_change,
                 start_is_candidate=start_is_candidate,
                 phase=phase,

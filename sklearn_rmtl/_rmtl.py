@@ -162,8 +162,8 @@ class RMTLClassifier(MTLClassifier):
     n_iter_no_change : int, default=3
         Patience of early stopping, in epochs.
     validation_interval : float in (0, 1], default=1.0
-        Fraction of an epoch between validation checks of early stopping, in
-        pretraining and refit (see :class:`MTLClassifier`).
+        Fraction of an epoch between pretraining's validation checks (see
+        :class:`MTLClassifier`); the refit has ``refit_validation_interval``.
     validation_metric : {"loss", "auc", "gauc"}, default="loss"
         What pretraining's early stopping compares (see
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
@@ -184,6 +184,10 @@ class RMTLClassifier(MTLClassifier):
         Adam learning rate of the refit; ``None`` means ``lr``. The refit
         starts a new Adam on an already fitted network, and at the
         pretraining rate its first steps undo part of the fit.
+    refit_validation_interval : float in (0, 1], default=0.25
+        Fraction of an epoch between the refit's validation checks. At
+        ``refit_lr`` the best refit weights often come within the first
+        epoch, so checks inside epochs find them.
     refit_validation_metric : {"loss", "auc", "gauc"}, default="loss"
         How early stopping picks the refit's weights among its validation
         checks: the lowest unweighted validation BCE, the highest mean
@@ -339,6 +343,7 @@ class RMTLClassifier(MTLClassifier):
         "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
         "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "refit_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
         "refit_validation_metric": [StrOptions(set(SELECTIONS))],
         "refit_keep_pretrained": ["boolean"],
         "behavior_policy": [StrOptions({"actor", "uniform"})],
@@ -385,6 +390,7 @@ class RMTLClassifier(MTLClassifier):
         callbacks: list[Any] | None = None,
         refit_max_epochs: int | None = None,
         refit_lr: float | None = REFIT_LEARNING_RATE,
+        refit_validation_interval: float = 0.25,
         refit_validation_metric: str = "loss",
         refit_keep_pretrained: bool = True,
         behavior_policy: str = "actor",
@@ -429,6 +435,7 @@ class RMTLClassifier(MTLClassifier):
         )
         self.refit_max_epochs = refit_max_epochs
         self.refit_lr = refit_lr
+        self.refit_validation_interval = refit_validation_interval
         self.refit_validation_metric = refit_validation_metric
         self.refit_keep_pretrained = refit_keep_pretrained
         self.behavior_policy = behavior_policy
@@ -728,6 +735,7 @@ class RMTLClassifier(MTLClassifier):
             "seed_offset": _REFIT_SEED,
             "init_module": actor,
             "lr": self.lr if self.refit_lr is None else self.refit_lr,
+            "interval": self.refit_validation_interval,
             "selection": self.refit_validation_metric,
             "start_is_candidate": self.refit_keep_pretrained,
         }

@@ -64,6 +64,7 @@ RMTL_FLAGS = (
     "refit_lr",
     "validation_interval",
     "validation_metric",
+    "refit_validation_interval",
     "refit_validation_metric",
     "refit_keep_pretrained",
     "q_lambda",
@@ -138,8 +139,15 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
         "--validation-interval",
         type=_number(float, 0, 1, open_low=True),
         default=None,
-        help="fraction of an epoch between validation checks of pretraining and "
-        "the refit, in (0, 1] (validation_interval)",
+        help="fraction of an epoch between validation checks of pretraining, in "
+        "(0, 1] (validation_interval)",
+    )
+    refit.add_argument(
+        "--refit-validation-interval",
+        type=_number(float, 0, 1, open_low=True),
+        default=None,
+        help="fraction of an epoch between validation checks of the refit, in "
+        "(0, 1] (refit_validation_interval)",
     )
     refit.add_argument(
         "--validation-metric",

@@ -157,7 +157,7 @@ def test_refit_validation_metric_by_ranking_metric(sessions, pretrained, selecti
             "backbone": pretrained,
             "refit_lr": 1e-2,
             "refit_max_epochs": 4,
-            "validation_interval": 0.5,
+            "refit_validation_interval": 0.5,
             "refit_validation_metric": selection,
         }
     ).fit(X, Y, session_ids=s, timestamps=t)
@@ -248,3 +248,27 @@ def test_label_mean_weights_survive_the_safe_format(sessions, pretrained, tmp_pa
     loaded = persistence.load(tmp_path / "model.rmtl")
     np.testing.assert_array_equal(loaded.label_weights_, control.label_weights_)
     np.testing.assert_array_equal(loaded.loss_weights(X, Y), control.loss_weights(X, Y))
+
+
+def test_pretraining_validation_metric(sessions):
+    X, Y, s, t = sessions
+    params = {
+        "backbone": "sharedbottom",
+        "backbone_params": SMALL,
+        "batch_size": 128,
+        "max_epochs": 4,
+        "random_state": 0,
+    }
+    by_auc = MTLClassifier(validation_metric="auc", **params).fit(X, Y, timestamps=t)
+    history = by_auc.history_["pretrain"]
+    assert all("valid_auc" in row for row in history)
+    Xv, Yv = _held_out(by_auc, X, Y, t)
+    kept = float(per_task_roc_auc(Yv, by_auc.predict_proba(Xv)).mean())
+    assert kept == pytest.approx(max(row["valid_auc"] for row in history), abs=1e-6)
+    by_loss = MTLClassifier(**params).fit(X, Y, timestamps=t)
+    assert "valid_auc" not in by_loss.history_["pretrain"][0]
+    with pytest.raises(ValueError, match=r"validation_metric='gauc'.*session_ids"):
+        MTLClassifier(validation_metric="gauc", **params).fit(X, Y, timestamps=t)
+    by_gauc = MTLClassifier(validation_metric="gauc", **params)
+    by_gauc.fit(X, Y, session_ids=s, timestamps=t)
+    assert "valid_gauc" in by_gauc.history_["pretrain"][0]
