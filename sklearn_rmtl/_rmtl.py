@@ -750,15 +750,15 @@ class RMTLClassifier(MTLClassifier):
         )
         if WEIGHTINGS[self.weighting].label_mean:
             fit_rows = slice(None) if data.valid is None else ~data.valid
+            y01 = torch.as_tensor(data.y01)
             weights = _row_weights(
                 critic.module,
                 {k: torch.as_tensor(v) for k, v in critic_inputs.items()},
                 _actor_proba(actor, *_tensors(data.inputs)).cpu(),
-                torch.as_tensor(data.y01),
+                y01,
                 self.weighting,
                 self.q_lambda,
             )
-            y01 = torch.as_tensor(data.y01)
             means = label_mean_weights(weights[fit_rows], y01[fit_rows])
             per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])
             net = self._train_net(
