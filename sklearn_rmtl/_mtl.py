@@ -469,17 +469,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         failing fit leaves a previous fit intact.
         """
         data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
-        encoder = data.make_encoder(self)
-        data.encode(encoder)
         params, task_weights = self._check_params(data.n_tasks)
-        net = self._train_net(
-            data,
-            MultiTaskNet,
-            params,
-            task_weights,
-            max_epochs=self.max_epochs,
-            selection=self.validation_metric,
-        )
+        encoder, net = self._fit_backbone(data, params, task_weights)
         history = net_history(net)
         net.trim_for_prediction()
         return data.fitted_state(
@@ -489,6 +480,22 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             history_={"pretrain": history},
             n_iter_=len(history),
         )
+
+    def _fit_backbone(
+        self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
+    ) -> tuple[FeatureEncoder, MultiTaskNet]:
+        """Fit the feature encoder on ``data`` and train the network."""
+        encoder = data.make_encoder(self)
+        data.encode(encoder)
+        net = self._train_net(
+            data,
+            MultiTaskNet,
+            params,
+            task_weights,
+            max_epochs=self.max_epochs,
+            selection=self.validation_metric,
+        )
+        return encoder, net
 
     def _prepare(self, X: Any, y: Any, *, session_ids: Any, timestamps: Any) -> FitData:
         """Validate the inputs of fit; raise before any training starts."""

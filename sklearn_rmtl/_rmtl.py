@@ -609,16 +609,7 @@ class RMTLClassifier(MTLClassifier):
             data.encode(actor.encoder_, fitted=True)
             return actor.encoder_, actor.backbone_, actor.history_["pretrain"]
         self._log("pretrain")
-        encoder = data.make_encoder(self)
-        data.encode(encoder)
-        net = self._train_net(
-            data,
-            MultiTaskNet,
-            params,
-            task_weights,
-            max_epochs=self.max_epochs,
-            selection=self.validation_metric,
-        )
+        encoder, net = self._fit_backbone(data, params, task_weights)
         return encoder, net, net_history(net)
 
     def _train_critics(

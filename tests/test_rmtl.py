@@ -132,6 +132,7 @@ def test_constant_weighting_is_continued_baseline_training(sessions):
         seed_offset=2,
         init_module=copy.deepcopy(mtl.backbone_.module_),
         lr=rmtl.refit_lr,
+        interval=rmtl.refit_validation_interval,
         start_is_candidate=rmtl.refit_keep_pretrained,
     )
     mtl.backbone_ = net
