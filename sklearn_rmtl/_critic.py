@@ -1,4 +1,4 @@
-"""Per-task critics Q_k(s, a_k) (ALGORITHM.md Sec. 4, paper Sec. 2.5.2)."""
+"""Per-task critics Q_k(s, a_k) (paper Sec. 2.5.2; docs/user_guide.rst, phase 3)."""
 
 from __future__ import annotations
 

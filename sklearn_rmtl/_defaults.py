@@ -1,7 +1,7 @@
 """The paper's default hyper-parameters, kept in one place.
 
 Liu et al., "Multi-Task Recommendations with Reinforcement Learning", WWW 2023,
-Sec. 3.2; see ``ALGORITHM.md`` ("Default hyper-parameters").
+Sec. 3.2; see docs/user_guide.rst.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ LEARNING_RATE = 1e-3
 # user_guide.rst, "Choosing the refit's settings").
 REFIT_LEARNING_RATE = 1e-4
 
-# RMTL (ALGORITHM.md Sec. 4-5).
+# RMTL (paper Sec. 2.5-2.6).
 GAMMA = 0.95  # discount; the authors' code used 0.9
 TAU = 0.2  # soft-update rate beta of Eq. (18)
 SOFT_UPDATE_FREQ = 2  # steps between soft updates

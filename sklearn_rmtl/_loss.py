@@ -13,8 +13,8 @@ class WeightedMultiTaskBCE(nn.Module):
     ``loss = mean_n sum_k task_weights[k] * w[n, k] * BCE(logits[n, k], y[n, k])``
 
     With the default task weights ``1 / K`` and no row weights this is the
-    equal-weight BCE averaged over tasks used for pretraining (ALGORITHM.md
-    Sec. 3); RMTL's refit passes the Q-derived row weights ``w`` (Eq. 17).
+    equal-weight BCE averaged over tasks used for pretraining (user guide,
+    phase 1); RMTL's refit passes the Q-derived row weights ``w`` (Eq. 17).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The session MDP: ordering rows into sessions, transitions and rewards.
 
-ALGORITHM.md Sec. 2 (paper Sec. 2.3-2.4, Algorithm 1). A transition is
+User guide, phase 2 (paper Sec. 2.3-2.4, Algorithm 1). A transition is
 ``(s_t, a_t, r_t, s_{t+1}, done_t)``; it is stored as row indices into the
 encoded features, never as copies of them.
 """
