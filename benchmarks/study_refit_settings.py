@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl.cli import load_dataset
@@ -130,8 +129,11 @@ def report(records: list[dict[str, Any]]) -> None:
     groups = sorted({(d, b) for d, b, _ in by_unit})
     for dataset, backbone in groups:
         units = [u for d, b, u in by_unit if (d, b) == (dataset, backbone)]
-        rows = [by_unit[(dataset, backbone, s)] for s in sorted(units)]
-        rows = [r for r in rows if "baseline" in r]
+        rows = [
+            {**by_unit[(dataset, backbone, s)], "seed": s}
+            for s in sorted(units)
+            if "baseline" in by_unit[(dataset, backbone, s)]
+        ]
         if not rows:
             continue
         metrics = list(rows[0]["baseline"])
@@ -142,16 +144,13 @@ def report(records: list[dict[str, Any]]) -> None:
                 continue
             cells = []
             for m in metrics:
-                value = np.array([r[name][m] for r in paired])
-                base = np.array([r["baseline"][m] for r in paired])
-                cell = f"{m} {value.mean():.4f}"
+                value = {r["seed"]: r[name][m] for r in paired}
+                base = {r["seed"]: r["baseline"][m] for r in paired}
+                cell = f"{m} {np.mean(list(value.values())):.4f}"
                 if name != "baseline" and len(paired) > 1:
-                    diff = value - base
-                    better = diff > 0 if "AUC" in m else diff < 0
-                    p = stats.ttest_rel(value, base).pvalue if diff.any() else 1.0
-                    cell += (
-                        f" ({diff.mean():+.4f} p={p:.2f} {better.sum()}/{len(diff)})"
-                    )
+                    d = ex.paired_difference(value, base, "AUC" in m)
+                    p = 1.0 if np.isnan(d["p_value"]) else d["p_value"]
+                    cell += f" ({d['mean_diff']:+.4f} p={p:.2f} {d['wins_label']})"
                 cells.append(cell)
             print(f"  {name:16s} " + " | ".join(cells))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl._training import SELECTIONS
 from sklearn_rmtl.backbones import BACKBONES
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
@@ -135,34 +136,22 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
         default=None,
         help="Adam learning rate of the refit (refit_lr)",
     )
-    refit.add_argument(
-        "--validation-interval",
-        type=_number(float, 0, 1, open_low=True),
-        default=None,
-        help="fraction of an epoch between validation checks of pretraining, in "
-        "(0, 1] (validation_interval)",
-    )
-    refit.add_argument(
-        "--refit-validation-interval",
-        type=_number(float, 0, 1, open_low=True),
-        default=None,
-        help="fraction of an epoch between validation checks of the refit, in "
-        "(0, 1] (refit_validation_interval)",
-    )
-    refit.add_argument(
-        "--validation-metric",
-        choices=("loss", "auc", "gauc"),
-        default=None,
-        help="validation score that early stopping of pretraining compares "
-        "(validation_metric)",
-    )
-    refit.add_argument(
-        "--refit-validation-metric",
-        choices=("loss", "auc", "gauc"),
-        default=None,
-        help="validation score that selects the refit's weights "
-        "(refit_validation_metric)",
-    )
+    for prefix, phase in (("", "pretraining"), ("refit-", "the refit")):
+        dest = prefix.replace("-", "_")
+        refit.add_argument(
+            f"--{prefix}validation-interval",
+            type=_number(float, 0, 1, open_low=True),
+            default=None,
+            help=f"fraction of an epoch between validation checks of {phase}, "
+            f"in (0, 1] ({dest}validation_interval)",
+        )
+        refit.add_argument(
+            f"--{prefix}validation-metric",
+            choices=SELECTIONS,
+            default=None,
+            help=f"validation score that early stopping of {phase} compares "
+            f"and selects the kept weights by ({dest}validation_metric)",
+        )
     refit.add_argument(
         "--refit-keep-pretrained",
         action=argparse.BooleanOptionalAction,

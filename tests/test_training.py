@@ -21,6 +21,13 @@ FAST = {
     "batch_size": 128,
     "random_state": 0,
 }
+#: A small MTLClassifier; tests add what they vary.
+MTL_FAST = {
+    "backbone": "sharedbottom",
+    "backbone_params": SMALL,
+    "batch_size": 128,
+    "random_state": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +38,7 @@ def sessions():
 @pytest.fixture(scope="module")
 def pretrained(sessions):
     X, Y, _s, t = sessions
-    return MTLClassifier(
-        backbone="sharedbottom",
-        backbone_params=SMALL,
-        max_epochs=3,
-        batch_size=128,
-        random_state=0,
-    ).fit(X, Y, timestamps=t)
+    return MTLClassifier(**MTL_FAST, max_epochs=3).fit(X, Y, timestamps=t)
 
 
 def _held_out(est, X, Y, t):
@@ -74,11 +75,8 @@ def test_validation_interval_keeps_the_best_check_inside_an_epoch(sessions):
     n_train = len(X) - round(0.1 * len(X))
     n_batches = -(-n_train // 128)
     params = {
-        "backbone": "sharedbottom",
-        "backbone_params": SMALL,
-        "batch_size": 128,
+        **MTL_FAST,
         "max_epochs": 1,
-        "random_state": 0,
         "callbacks": [_Sabotage(after_batch=n_batches - 1)],
     }
     # Checked at epoch ends only, the sabotaged end of epoch 1 is all there is.
@@ -96,13 +94,10 @@ def test_validation_interval_keeps_the_best_check_inside_an_epoch(sessions):
 def test_patience_counts_epochs_with_checks_inside_them(sessions):
     X, Y, _s, t = sessions
     params = {
-        "backbone": "sharedbottom",
-        "backbone_params": SMALL,
-        "batch_size": 128,
+        **MTL_FAST,
         "lr": 3e-2,  # overfits fast, so early stopping ends the fit
         "max_epochs": 30,
         "n_iter_no_change": 2,
-        "random_state": 0,
     }
     est = MTLClassifier(validation_interval=0.25, **params).fit(X, Y, timestamps=t)
     history = est.history_["pretrain"]
@@ -252,13 +247,7 @@ def test_label_mean_weights_survive_the_safe_format(sessions, pretrained, tmp_pa
 
 def test_pretraining_validation_metric(sessions):
     X, Y, s, t = sessions
-    params = {
-        "backbone": "sharedbottom",
-        "backbone_params": SMALL,
-        "batch_size": 128,
-        "max_epochs": 4,
-        "random_state": 0,
-    }
+    params = {**MTL_FAST, "max_epochs": 4}
     by_auc = MTLClassifier(validation_metric="auc", **params).fit(X, Y, timestamps=t)
     history = by_auc.history_["pretrain"]
     assert all("valid_auc" in row for row in history)

@@ -141,6 +141,15 @@ class GroupedBatchNorm(nn.BatchNorm1d):
         return f"n_groups={self.n_groups}, n_features={self.n_features}"
 
 
+def optional_batch_norm(enabled: bool, n_groups: int, n_features: int) -> nn.Module:
+    """A :class:`GroupedBatchNorm`, or the identity when ``enabled`` is False.
+
+    The identity holds no state, so networks without batch normalisation keep
+    the state-dict keys they always had.
+    """
+    return GroupedBatchNorm(n_groups, n_features) if enabled else nn.Identity()
+
+
 class ReLUDropout(nn.Module):
     """ReLU followed by inverted dropout, as one mask.
 
@@ -232,10 +241,11 @@ class GroupedMLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_features
         for h in hidden_dims:
-            layers.append(GroupedLinear(n_groups, d, h))
-            if batch_norm:
-                layers.append(GroupedBatchNorm(n_groups, h))
-            layers.append(ReLUDropout(dropout))
+            layers += [
+                GroupedLinear(n_groups, d, h),
+                *([GroupedBatchNorm(n_groups, h)] if batch_norm else []),
+                ReLUDropout(dropout),
+            ]
             d = h
         self.n_groups = n_groups
         self.out_features = d

@@ -15,11 +15,11 @@ from sklearn_rmtl.backbones._base import (
     check_flag,
 )
 from sklearn_rmtl.backbones._layers import (
-    GroupedBatchNorm,
     GroupedLinear,
     GroupedMLP,
     Towers,
     gate,
+    optional_batch_norm,
 )
 
 
@@ -86,9 +86,7 @@ class MMoE(Backbone):
         )
         self.gates = GroupedLinear(n_gates, in_features, n_experts)
         # A separate module, so that state dicts without it keep their keys.
-        self.gate_norm = (
-            GroupedBatchNorm(n_gates, n_experts) if gate_batch_norm else None
-        )
+        self.gate_norm = optional_batch_norm(gate_batch_norm, n_gates, n_experts)
         self.towers = Towers(
             n_tasks,
             self.experts.out_features,
@@ -98,9 +96,7 @@ class MMoE(Backbone):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        scores = self.gates(x)
-        if self.gate_norm is not None:
-            scores = self.gate_norm(scores)
+        scores = self.gate_norm(self.gates(x))
         mixed = gate(scores, self.experts(x))  # (batch, n_gates, dim)
         # One gate: every tower reads the same (batch, dim) mixture.
         return self.towers(mixed.squeeze(1) if self.one_gate else mixed)

@@ -16,15 +16,11 @@ from sklearn_rmtl.backbones._base import (
     check_flag,
 )
 from sklearn_rmtl.backbones._layers import (
-    GroupedBatchNorm,
     GroupedLinear,
     ReLUDropout,
     Towers,
+    optional_batch_norm,
 )
-
-
-def _norm(norm: GroupedBatchNorm | None, x: Tensor) -> Tensor:
-    return x if norm is None else norm(x)
 
 
 class _ExtractionLayer(nn.Module):
@@ -59,40 +55,36 @@ class _ExtractionLayer(nn.Module):
         self.shared = GroupedLinear(1, in_features, n_shared * out_features)
         # Normalisation per expert and feature: group k's n_specific * out
         # outputs are n_specific experts' features.
-        self.specific_norm = (
-            GroupedBatchNorm(n_tasks, n_specific * out_features) if batch_norm else None
+        self.specific_norm = optional_batch_norm(
+            batch_norm, n_tasks, n_specific * out_features
         )
-        self.shared_norm = (
-            GroupedBatchNorm(1, n_shared * out_features) if batch_norm else None
-        )
+        self.shared_norm = optional_batch_norm(batch_norm, 1, n_shared * out_features)
         self.act = ReLUDropout(dropout)
         self.task_gates = GroupedLinear(n_tasks, in_features, n_specific + n_shared)
-        self.task_gate_norm = (
-            GroupedBatchNorm(n_tasks, n_specific + n_shared)
-            if gate_batch_norm
-            else None
+        self.task_gate_norm = optional_batch_norm(
+            gate_batch_norm, n_tasks, n_specific + n_shared
         )
         n_all = n_tasks * n_specific + n_shared
         self.shared_gate = None if last else GroupedLinear(1, in_features, n_all)
-        self.shared_gate_norm = (
-            GroupedBatchNorm(1, n_all) if gate_batch_norm and not last else None
+        self.shared_gate_norm = optional_batch_norm(
+            gate_batch_norm and not last, 1, n_all
         )
 
     def forward(
         self, x_tasks: Tensor, x_shared: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         b, k, s, h = x_shared.shape[0], self.n_tasks, self.n_specific, self.out_features
-        spec = _norm(self.specific_norm, self.specific(x_tasks))
+        spec = self.specific_norm(self.specific(x_tasks))
         spec = self.act(spec).view(b, k, s, h)
-        shared = _norm(self.shared_norm, self.shared(x_shared))
+        shared = self.shared_norm(self.shared(x_shared))
         shared = self.act(shared).view(b, self.n_shared, h)
-        g = torch.softmax(_norm(self.task_gate_norm, self.task_gates(x_tasks)), -1)
+        g = torch.softmax(self.task_gate_norm(self.task_gates(x_tasks)), -1)
         y_tasks = torch.einsum("bks,bksh->bkh", g[..., :s], spec) + torch.einsum(
             "bkj,bjh->bkh", g[..., s:], shared
         )
         if self.shared_gate is None:
             return y_tasks, None
-        g_sh = _norm(self.shared_gate_norm, self.shared_gate(x_shared))
+        g_sh = self.shared_gate_norm(self.shared_gate(x_shared))
         g_sh = torch.softmax(g_sh.squeeze(1), dim=-1)
         y_shared = torch.einsum(
             "bs,bsh->bh", g_sh[:, : k * s], spec.view(b, k * s, h)
