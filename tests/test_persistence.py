@@ -646,3 +646,35 @@ def test_docstrings():
         result = validate(f"sklearn_rmtl.persistence.{name}")
         errors = [(c, m) for c, m in result["errors"] if c in checked]
         assert not errors, f"{name}: {errors}"
+
+
+# ---------------------------------------------------------------------------
+# Files written by earlier releases
+# ---------------------------------------------------------------------------
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.mark.parametrize(
+    "name", ["mtl_mmoe", "mtl_max_categories", "rmtl_ple", "mtl_numpy"]
+)
+def test_format_version_1_files_load(name):
+    """Files saved by format version 1 load and predict as when they were saved.
+
+    Written by sklearn_rmtl 0.1 (see ``tests/data/README.md``); the expected
+    probabilities were recorded at save time.
+    """
+    expected = np.load(os.path.join(DATA, "v1_expected.npz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InconsistentVersionWarning)
+        loaded = load(os.path.join(DATA, f"v1_{name}.rmtl"))
+    X_check = (
+        expected["mtl_numpy_X"]
+        if name == "mtl_numpy"
+        else pd.concat([X, X_NEW], ignore_index=True)
+    )
+    np.testing.assert_array_equal(loaded.predict_proba(X_check), expected[name])
+    if name == "rmtl_ple":
+        np.testing.assert_array_equal(
+            loaded.loss_weights(X, Y), expected["rmtl_ple_loss_weights"]
+        )
