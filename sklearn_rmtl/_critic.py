@@ -92,6 +92,27 @@ class Critic(nn.Module):
             else None
         )
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this critic, as plain values.
+
+        Returns
+        -------
+        config : dict
+            ``Critic(**config)`` has the same layers and state-dict shapes.
+        """
+        emb = self.embeddings[0]
+        assert isinstance(emb, FeatureEmbedding)
+        offsets = emb.offsets.cpu().numpy()
+        total = emb.embedding.num_embeddings if emb.embedding is not None else 0
+        return {
+            "cardinalities": [int(c) for c in np.diff(np.append(offsets, total))],
+            "n_numerical": int(emb.n_numerical),
+            "n_tasks": int(self.n_tasks),
+            "embedding_dim": int(emb.embedding_dim),
+            "hidden_dims": tuple(int(h) for h in self.hidden_dims),
+            "shared": bool(self.shared),
+        }
+
     def init_embeddings_from(self, embedding: FeatureEmbedding) -> None:
         """Start every critic's embedding tables as copies of the actor's."""
         for own in self.embeddings:

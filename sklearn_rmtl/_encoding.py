@@ -16,8 +16,9 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 MISSING_CODE = 0
 UNKNOWN_CODE = 1
 _N_RESERVED = 2
-# Codes travel in a float32 matrix, which holds integers exactly up to 2**24.
-_MAX_CODE = 2**24
+# ``transform``'s float32 matrix holds integer codes exactly up to 2**24; the
+# private integer path (``_transform_parts``) has no such bound.
+_MAX_FLOAT_CODE = 2**24
 
 # Column dtypes that ``categorical_features="from_dtype"`` treats as categorical.
 _CATEGORICAL_KINDS = {"O", "b", "U", "S"}
@@ -81,8 +82,15 @@ def _categorical_values(column: pd.Series) -> np.ndarray:
 class _Factorized(NamedTuple):
     """A categorical column as distinct values and each row's position in them."""
 
-    values: np.ndarray  # object array, as OrdinalEncoder reads them
+    values: np.ndarray  # object array, compared as Python objects
     positions: np.ndarray  # int, -1 for a missing value
+
+
+class _Parts(NamedTuple):
+    """An encoding before it becomes one float32 matrix."""
+
+    codes: np.ndarray  # int64 (n_samples, n_categorical)
+    numbers: np.ndarray  # float32 (n_samples, n_numerical + n_indicators)
 
 
 def _factorize(column: pd.Series) -> _Factorized:
@@ -119,6 +127,30 @@ def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
             for i, c in enumerate(columns)
         },
         dtype=object,
+    )
+
+
+# The layout of ``FeatureEncoder._get_state``.
+_STATE_KEYS = frozenset(
+    {"n_features_in", "feature_names_in", "categorical", "numerical"}
+)
+_COLUMN_KEYS = {
+    "categorical": frozenset({"position", "name", "values", "codes"}),
+    "numerical": frozenset({"position", "name", "mean", "scale", "missing_indicator"}),
+}
+
+
+def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
+    if not isinstance(node, dict) or set(node) != keys:
+        found = sorted(node) if isinstance(node, dict) else type(node).__name__
+        raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
+
+
+def cardinalities(category_codes: list[np.ndarray]) -> np.ndarray:
+    """Embedding table sizes: one past each column's largest code, at least 2."""
+    return np.array(
+        [max(int(c.max(initial=0)) + 1, _N_RESERVED) for c in category_codes],
+        dtype=np.int64,
     )
 
 
@@ -172,14 +204,22 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     missing_indicator_features_ : ndarray of str
         Numerical columns that had missing values in training and therefore
         get an indicator column.
-    ordinal_encoder_ : OrdinalEncoder or None
-        The fitted encoder of the categorical columns.
-    scaler_ : StandardScaler or None
-        The fitted scaler of the numerical columns.
+    categories_ : list of ndarray of object
+        The known values of each categorical column, sorted (infrequent ones
+        included); missing values are never in a vocabulary.
+    category_codes_ : list of ndarray of int64
+        The code of each value in ``categories_`` (``>= 2``; infrequent
+        values share one).
+    mean_ : ndarray of float64 of shape (len(numerical_features_),)
+        Training mean of each numerical column (missing values ignored); a
+        missing number is imputed with it, which scales to 0.
+    scale_ : ndarray of float64 of shape (len(numerical_features_),)
+        Training standard deviation of each numerical column, 1 where it is 0.
 
     See Also
     --------
-    sklearn.preprocessing.OrdinalEncoder : Encodes the categorical columns.
+    sklearn.preprocessing.OrdinalEncoder : Learns the vocabularies in fit.
+    sklearn.preprocessing.StandardScaler : Learns the scaling in fit.
     MTLClassifier : Uses this encoder in front of its network.
 
     Notes
@@ -187,6 +227,11 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     :meth:`transform` returns one float32 matrix: the ``len(cardinalities_)``
     categorical codes first (exact integers), then the scaled numbers, then the
     missing-value indicators. Infinite values raise an error.
+
+    The fitted state is plain arrays (vocabularies and statistics), learnt
+    with :class:`~sklearn.preprocessing.OrdinalEncoder` and
+    :class:`~sklearn.preprocessing.StandardScaler` and not tied to them:
+    :func:`sklearn_rmtl.persistence.save` stores exactly these arrays.
 
     Examples
     --------
@@ -294,34 +339,92 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             dtype=object,
         )
 
+    def _vocabulary_learner(self) -> OrdinalEncoder:
+        """The unfitted OrdinalEncoder that learns the vocabularies in fit."""
+        return OrdinalEncoder(
+            handle_unknown="use_encoded_value",
+            unknown_value=UNKNOWN_CODE - _N_RESERVED,
+            encoded_missing_value=MISSING_CODE - _N_RESERVED,
+            min_frequency=self.min_frequency,
+            max_categories=self.max_categories,
+        )
+
+    def _learn_vocabularies(
+        self, frame: pd.DataFrame, columns: list[_Factorized]
+    ) -> None:
+        """Set ``categories_`` and ``category_codes_`` from the training data."""
+        ordinal = self._vocabulary_learner()
+        if self.min_frequency is None and self.max_categories is None:
+            # The vocabulary is the set of distinct values: no need to sort
+            # every row's object.
+            ordinal.fit(_distinct_frame(columns))
+        else:  # infrequent categories need every row's count
+            ordinal.fit(self._categories(frame, self._cat_idx))
+        known = [
+            _Factorized(values[~pd.isna(values)], np.zeros(0, dtype=np.intp))
+            for values in ordinal.categories_
+        ]
+        # Each known value's code, as the fitted OrdinalEncoder gives it
+        # (infrequent values share one); only these arrays are kept.
+        table = ordinal.transform(_distinct_frame(known))
+        self.categories_ = [column.values for column in known]
+        self.category_codes_ = [
+            table[: len(column.values), i].astype(np.int64) + _N_RESERVED
+            for i, column in enumerate(known)
+        ]
+
     def _codes(self, columns: list[_Factorized]) -> np.ndarray:
-        """Codes of every row: each column's distinct values encoded once."""
-        # OrdinalEncoder compares Python objects one by one; on the distinct
-        # values (hundreds) instead of every row it is many times faster.
-        assert self.ordinal_encoder_ is not None
-        table = self.ordinal_encoder_.transform(_distinct_frame(columns))
-        codes = np.empty((len(columns[0].positions), len(columns)))
+        """Codes of every row: each column's distinct values looked up once."""
+        codes = np.empty((len(columns[0].positions), len(columns)), dtype=np.int64)
         for i, column in enumerate(columns):
-            lookup = np.append(table[: len(column.values), i] + _N_RESERVED, 0.0)
+            # A dict compares values as Python objects (hash and ==), as
+            # OrdinalEncoder does, so 3 and 3.0 share a code.
+            vocabulary = dict(
+                zip(
+                    self.categories_[i].tolist(),
+                    self.category_codes_[i].tolist(),
+                    strict=True,
+                )
+            )
+            lookup = np.array(
+                [vocabulary.get(v, UNKNOWN_CODE) for v in column.values.tolist()]
+                + [MISSING_CODE],
+                dtype=np.int64,
+            )
             # Position -1 (missing) reads the appended MISSING_CODE: missing
             # values always get it, seen in fit or not.
             codes[:, i] = lookup[column.positions]
         return codes
 
-    def _encode(
+    def _parts(
         self, frame: pd.DataFrame, columns: list[_Factorized] | None = None
-    ) -> np.ndarray:
-        parts = []
-        if self.ordinal_encoder_ is not None:
+    ) -> _Parts:
+        n = frame.shape[0]
+        codes = np.zeros((n, 0), dtype=np.int64)
+        numbers = np.zeros((n, 0), dtype=np.float32)
+        if self._cat_idx.size:
             if columns is None:
                 columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
-            parts.append(self._codes(columns))
-        if self.scaler_ is not None:
-            z = self.scaler_.transform(self._numbers(frame, self._num_idx))
-            nan = np.isnan(z)
-            parts.append(np.where(nan, 0.0, z))
-            parts.append(nan[:, self._indicator_idx])
-        return np.hstack(parts).astype(np.float32)
+            codes = self._codes(columns)
+        if self._num_idx.size:
+            x = self._numbers(frame, self._num_idx)
+            nan = np.isnan(x)
+            # (x - mean) / scale, StandardScaler's arithmetic; missing
+            # numbers are imputed with the mean, i.e. 0 after scaling.
+            z = np.where(nan, 0.0, (x - self.mean_) / self.scale_)
+            numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
+        return _Parts(codes, numbers)
+
+    def _as_float(self, parts: _Parts) -> np.ndarray:
+        """The public layout: one float32 matrix, codes first."""
+        if self.cardinalities_.size and self.cardinalities_.max() > _MAX_FLOAT_CODE:
+            raise ValueError(
+                f"A categorical column has {self.cardinalities_.max()} codes; "
+                f"the float32 output of transform holds at most {_MAX_FLOAT_CODE} "
+                "exactly. Merge rare categories with min_frequency or "
+                "max_categories."
+            )
+        return np.hstack([parts.codes.astype(np.float32), parts.numbers])
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> FeatureEncoder:
@@ -339,7 +442,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self : FeatureEncoder
             The fitted encoder.
         """
-        self._fit_transform(X)
+        self._fit(X)
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
@@ -359,10 +462,15 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         Xt : ndarray of shape (n_samples, n_features_out), dtype float32
             The encoded features (see Notes of the class).
         """
-        self._validate_params()
-        return self._fit_transform(X)
+        return self._as_float(self._fit_transform_parts(X))
 
-    def _fit_transform(self, X: Any) -> np.ndarray:
+    def _fit_transform_parts(self, X: Any) -> _Parts:
+        """Fit on X; its integer codes and float32 numbers, not concatenated."""
+        self._validate_params()
+        frame, columns = self._fit(X)
+        return self._parts(frame, columns)
+
+    def _fit(self, X: Any) -> tuple[pd.DataFrame, list[_Factorized]]:
         X = check_features(X)
         frame = _as_frame(X)
         validate_data(self, X, reset=True, skip_check_array=True)
@@ -374,46 +482,22 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._num_idx = np.flatnonzero(~is_cat)
         self.categorical_features_ = labels[self._cat_idx]
         self.numerical_features_ = labels[self._num_idx]
-        self.ordinal_encoder_ = None
-        self.scaler_ = None
         columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
+        self.categories_ = []
+        self.category_codes_ = []
         if columns:
-            self.ordinal_encoder_ = OrdinalEncoder(
-                handle_unknown="use_encoded_value",
-                unknown_value=UNKNOWN_CODE - _N_RESERVED,
-                encoded_missing_value=MISSING_CODE - _N_RESERVED,
-                min_frequency=self.min_frequency,
-                max_categories=self.max_categories,
-            )
-            if self.min_frequency is None and self.max_categories is None:
-                # The vocabulary is the set of distinct values: no need to
-                # sort every row's object.
-                self.ordinal_encoder_.fit(_distinct_frame(columns))
-            else:  # infrequent categories need every row's count
-                self.ordinal_encoder_.fit(self._categories(frame, self._cat_idx))
+            self._learn_vocabularies(frame, columns)
+        self.mean_ = np.zeros(0)
+        self.scale_ = np.ones(0)
         self._indicator_idx = np.array([], dtype=int)
         if self._num_idx.size:
             numbers = self._numbers(frame, self._num_idx)
-            self.scaler_ = StandardScaler().fit(numbers)
+            scaler = StandardScaler().fit(numbers)
+            self.mean_, self.scale_ = scaler.mean_, scaler.scale_
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        Xt = self._encode(frame, columns)
-        # Every known category occurs in the training data, so the largest
-        # training code bounds each column's vocabulary.
-        n_cat = self._cat_idx.size
-        self.cardinalities_ = (
-            Xt[:, :n_cat].max(axis=0).astype(np.int64) + 1
-            if n_cat
-            else np.zeros(0, dtype=np.int64)
-        )
-        self.cardinalities_ = np.maximum(self.cardinalities_, _N_RESERVED)
-        if n_cat and self.cardinalities_.max() >= _MAX_CODE:
-            raise ValueError(
-                f"A categorical column has {self.cardinalities_.max()} categories; "
-                f"at most {_MAX_CODE - 1} are supported. Merge rare categories "
-                "with min_frequency or max_categories."
-            )
-        return Xt
+        self.cardinalities_ = cardinalities(self.category_codes_)
+        return frame, columns
 
     def transform(self, X: Any) -> np.ndarray:
         """Encode features with the vocabularies and scaling learnt in fit.
@@ -428,11 +512,151 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         Xt : ndarray of shape (n_samples, n_features_out), dtype float32
             Categorical codes, then scaled numbers, then missing indicators.
         """
+        return self._as_float(self._transform_parts(X))
+
+    def _transform_parts(self, X: Any) -> _Parts:
+        """The encoding of X as int64 codes and float32 numbers, not concatenated.
+
+        The integer path for the networks: codes stay exact whatever the
+        vocabulary size, where :meth:`transform`'s float32 holds 2**24.
+        """
         check_is_fitted(self)
         X = check_features(X)
         frame = _as_frame(X)
         validate_data(self, X, reset=False, skip_check_array=True)
-        return self._encode(frame)
+        return self._parts(frame)
+
+    def _get_state(self) -> dict[str, Any]:
+        """The fitted state as plain values: vocabularies and statistics.
+
+        What :mod:`sklearn_rmtl.persistence` stores; :meth:`_set_state`
+        restores it. Per categorical column its position, name, known values
+        and their codes; per numerical column its position, name, mean, scale
+        and whether it has a missing-value indicator.
+        """
+        check_is_fitted(self)
+        indicators = set(self._indicator_idx.tolist())
+        return {
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": getattr(self, "feature_names_in_", None),
+            "categorical": [
+                {
+                    "position": int(j),
+                    "name": str(name),
+                    "values": values.tolist(),
+                    "codes": codes.tolist(),
+                }
+                for j, name, values, codes in zip(
+                    self._cat_idx,
+                    self.categorical_features_,
+                    self.categories_,
+                    self.category_codes_,
+                    strict=True,
+                )
+            ],
+            "numerical": [
+                {
+                    "position": int(j),
+                    "name": str(name),
+                    "mean": float(mean),
+                    "scale": float(scale),
+                    "missing_indicator": i in indicators,
+                }
+                for i, (j, name, mean, scale) in enumerate(
+                    zip(
+                        self._num_idx,
+                        self.numerical_features_,
+                        self.mean_,
+                        self.scale_,
+                        strict=True,
+                    )
+                )
+            ],
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state of :meth:`_get_state`, checking its consistency.
+
+        Raises
+        ------
+        ValueError
+            If the state is malformed; the message names the entry.
+        """
+        _check_keys(state, _STATE_KEYS, "the encoder state")
+        if not isinstance(state["categorical"], list) or not isinstance(
+            state["numerical"], list
+        ):
+            raise ValueError("categorical and numerical must be lists of columns")
+        for kind in ("categorical", "numerical"):
+            for i, column in enumerate(state[kind]):
+                _check_keys(column, _COLUMN_KEYS[kind], f"{kind} column {i}")
+        n = state["n_features_in"]
+        names = state["feature_names_in"]
+        cat, num = state["categorical"], state["numerical"]
+        if type(n) is not int or n < 1:
+            raise ValueError(f"n_features_in must be a positive int, got {n!r}")
+        positions = [c["position"] for c in cat] + [c["position"] for c in num]
+        if sorted(positions) != list(range(n)) or any(
+            type(p) is not int for p in positions
+        ):
+            raise ValueError(
+                f"the columns' positions {positions} must be 0 to {n - 1}, once each"
+            )
+        if names is not None and not (
+            isinstance(names, np.ndarray)
+            and names.shape == (n,)
+            and all(isinstance(v, str) for v in names.tolist())
+        ):
+            raise ValueError("feature_names_in must be None or n_features_in names")
+        categories, codes = [], []
+        for i, column in enumerate(cat):
+            values, column_codes = column["values"], column["codes"]
+            if (
+                not isinstance(values, list)
+                or not isinstance(column_codes, list)
+                or len(values) != len(column_codes)
+                or any(type(c) is not int or c < _N_RESERVED for c in column_codes)
+            ):
+                raise ValueError(
+                    f"categorical column {i}: values and codes must be lists of "
+                    f"the same length, codes ints >= {_N_RESERVED}"
+                )
+            known = np.empty(len(values), dtype=object)
+            known[:] = values
+            if len(set(values)) != len(values) or pd.isna(known).any():
+                raise ValueError(
+                    f"categorical column {i}: values must be distinct and not missing"
+                )
+            categories.append(known)
+            codes.append(np.asarray(column_codes, dtype=np.int64))
+        for i, column in enumerate(num):
+            if not (
+                isinstance(column["mean"], float)
+                and isinstance(column["scale"], float)
+                and type(column["missing_indicator"]) is bool
+            ):
+                raise ValueError(
+                    f"numerical column {i}: mean and scale must be floats and "
+                    "missing_indicator a bool"
+                )
+        if any(not isinstance(c["name"], str) for c in [*cat, *num]):
+            raise ValueError("column names must be strings")
+        self.n_features_in_ = n
+        if names is not None:
+            self.feature_names_in_ = names
+        self._cat_idx = np.array([c["position"] for c in cat], dtype=np.intp)
+        self._num_idx = np.array([c["position"] for c in num], dtype=np.intp)
+        self.categorical_features_ = np.array([c["name"] for c in cat], dtype=object)
+        self.numerical_features_ = np.array([c["name"] for c in num], dtype=object)
+        self.categories_ = categories
+        self.category_codes_ = codes
+        self.mean_ = np.array([c["mean"] for c in num], dtype=np.float64)
+        self.scale_ = np.array([c["scale"] for c in num], dtype=np.float64)
+        self._indicator_idx = np.flatnonzero(
+            np.array([c["missing_indicator"] for c in num], dtype=bool)
+        )
+        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
+        self.cardinalities_ = cardinalities(codes)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Get the names of the output columns.

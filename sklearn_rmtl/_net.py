@@ -24,6 +24,34 @@ class MultiTaskNet(NeuralNet):
     net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
     """
 
+    #: Settings besides the module's and the criterion's arguments that a net
+    #: trimmed for prediction still reports; ``make_net`` fixes the others.
+    _config_settings = (
+        "optimizer__weight_decay",
+        "lr",
+        "max_epochs",
+        "batch_size",
+        "iterator_train__shuffle",
+        "verbose",
+    )
+
+    def get_config(self) -> dict[str, Any]:
+        """The arguments of ``make_net`` that rebuild this net for prediction.
+
+        Returns
+        -------
+        config : dict
+            Every ``module__`` and ``criterion__`` argument and the settings
+            in ``_config_settings``; plain values.
+        """
+        config = {
+            k: v
+            for k, v in vars(self).items()
+            if k.startswith(("module__", "criterion__"))
+        }
+        config.update({k: getattr(self, k) for k in self._config_settings})
+        return config
+
     def get_dataset(self, X: Any, y: Any = None) -> torch.utils.data.Dataset:
         return as_dataset(X, y, device=self.device)
 
@@ -76,6 +104,22 @@ class QWeightedNet(MultiTaskNet):
         self.critic = critic
         self.weighting = weighting
         self.q_lambda = q_lambda
+
+    def get_config(self) -> dict[str, Any]:
+        """The arguments of ``make_net`` that rebuild this net for prediction.
+
+        Returns
+        -------
+        config : dict
+            :meth:`MultiTaskNet.get_config` plus ``weighting`` and
+            ``q_lambda``; the critic is not configuration (it is dropped
+            after the refit).
+        """
+        return {
+            **super().get_config(),
+            "weighting": self.weighting,
+            "q_lambda": self.q_lambda,
+        }
 
     def row_weights(
         self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool

@@ -225,3 +225,61 @@ def test_codes_match_an_ordinal_encoder_applied_row_by_row():
         np.testing.assert_array_equal(enc.transform(X), _row_by_row_codes(X_fit, X))
     np.testing.assert_array_equal(enc.fit_transform(X_fit), enc.transform(X_fit))
     assert enc.cardinalities_[1] == 2 + 20  # "never" and 20 others unused
+
+
+def test_fitted_state_is_plain_vocabularies_and_statistics(frame):
+    enc = FeatureEncoder(min_frequency=2).fit(frame)
+    assert [c.tolist() for c in enc.categories_] == [
+        ["a", "b", "c"],
+        [1, 2],
+        [False, True],
+    ]
+    # "b" and "c" occur once: infrequent, they share one code.
+    assert [c.tolist() for c in enc.category_codes_] == [[2, 3, 3], [2, 3], [2, 3]]
+    assert all(c.dtype == np.int64 for c in enc.category_codes_)
+    np.testing.assert_array_equal(enc.mean_, [3.5, 3.8])
+    assert enc.scale_.shape == (2,) and enc.scale_.dtype == np.float64
+    assert not hasattr(enc, "ordinal_encoder_") and not hasattr(enc, "scaler_")
+
+
+def test_state_round_trip(frame):
+    enc = FeatureEncoder().fit(frame)
+    other = FeatureEncoder()
+    other._set_state(enc._get_state())
+    np.testing.assert_array_equal(other.transform(frame), enc.transform(frame))
+    np.testing.assert_array_equal(other.cardinalities_, enc.cardinalities_)
+    np.testing.assert_array_equal(other.feature_names_in_, enc.feature_names_in_)
+    state = enc._get_state()
+    state["categorical"][0]["codes"][0] = 1  # a reserved code
+    with pytest.raises(ValueError, match="categorical column 0"):
+        FeatureEncoder()._set_state(state)
+    state = enc._get_state()
+    state["numerical"][0]["position"] = 0  # two columns at 0
+    with pytest.raises(ValueError, match="positions"):
+        FeatureEncoder()._set_state(state)
+    state = enc._get_state()
+    del state["numerical"][0]["scale"]
+    with pytest.raises(ValueError, match="numerical column 0 must have the keys"):
+        FeatureEncoder()._set_state(state)
+
+
+def test_integer_path_is_exact_beyond_float32():
+    """Codes are int64 up to the networks; only the float32 matrix is capped."""
+    from sklearn_rmtl._encoding import _MAX_FLOAT_CODE
+
+    X = pd.DataFrame({"item": ["a", "b", "a"], "price": [1.0, 2.0, 3.0]})
+    enc = FeatureEncoder().fit(X)
+    big = _MAX_FLOAT_CODE + 1  # float32 rounds it to 2**24
+    enc.category_codes_ = [np.array([2, big], dtype=np.int64)]
+    enc.cardinalities_ = np.array([big + 1])
+    parts = enc._transform_parts(X)
+    assert parts.codes.dtype == np.int64
+    np.testing.assert_array_equal(parts.codes[:, 0], [2, big, 2])
+    assert parts.numbers.dtype == np.float32
+    with pytest.raises(ValueError, match="float32 output of transform"):
+        enc.transform(X)
+    fitted = FeatureEncoder()
+    parts = fitted._fit_transform_parts(X)
+    np.testing.assert_array_equal(
+        np.hstack([parts.codes, parts.numbers]), fitted.transform(X)
+    )

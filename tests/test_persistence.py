@@ -270,8 +270,27 @@ def test_numpy_input_and_file_objects():
     save(clf, buffer)
     loaded = load(io.BytesIO(buffer.getvalue()))
     assert not hasattr(loaded, "feature_names_in_")
-    assert loaded.encoder_.ordinal_encoder_ is None
+    assert loaded.encoder_.categories_ == []  # no categorical column
     np.testing.assert_array_equal(loaded.predict_proba(Xn), clf.predict_proba(Xn))
+
+
+def test_encoder_is_stored_as_vocabularies_and_statistics(rmtl, rmtl_file):
+    """Format 2 stores plain state, no scikit-learn encoder internals."""
+    with zipfile.ZipFile(rmtl_file) as zf:
+        text = zf.read("manifest.json").decode()
+    manifest = json.loads(text)
+    assert manifest["format_version"] == 2
+    assert "OrdinalEncoder" not in text and "StandardScaler" not in text
+    state = manifest["estimator"]["fitted"]["encoder_"]["state"]
+    assert [c["name"] for c in state["categorical"]] == ["item", "user"]
+    user = state["categorical"][1]
+    assert user["values"] == rmtl.encoder_.categories_[1].tolist()
+    assert user["codes"] == rmtl.encoder_.category_codes_[1].tolist()
+    price, age = state["numerical"]
+    assert price["name"] == "price" and price["missing_indicator"]
+    assert not age["missing_indicator"]
+    assert price["mean"] == rmtl.encoder_.mean_[0]
+    assert price["scale"] == rmtl.encoder_.scale_[0]
 
 
 def test_save_is_deterministic(rmtl, rmtl_file, tmp_path):
@@ -446,6 +465,21 @@ def edit_ref(m):
     critic["encoder"] = {"__type__": "ref", "path": "estimator/backbone_"}
 
 
+def edit_encoder_code(m):
+    state = m["estimator"]["fitted"]["encoder_"]["state"]
+    state["categorical"][0]["codes"][0] = 0  # the reserved missing code
+
+
+def edit_encoder_values(m):
+    values = m["estimator"]["fitted"]["encoder_"]["state"]["categorical"][1]["values"]
+    values[1] = values[0]
+
+
+def edit_encoder_position(m):
+    state = m["estimator"]["fitted"]["encoder_"]["state"]
+    state["numerical"][0]["position"] = 99
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [
@@ -460,6 +494,9 @@ def edit_ref(m):
         (edit_cardinalities, "do not match the rebuilt network|does not fit"),
         (edit_declared_shape, "the manifest declares|wrong size"),
         (edit_ref, "which is no FeatureEncoder"),
+        (edit_encoder_code, "invalid encoder state: categorical column 0"),
+        (edit_encoder_values, "values must be distinct"),
+        (edit_encoder_position, "positions"),
     ],
 )
 def test_tampered_manifest_is_rejected(edit, match, rmtl_file, tmp_path):

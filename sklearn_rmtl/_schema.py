@@ -1,0 +1,539 @@
+"""What each of this library's classes is stored as in the safe format.
+
+The container (:mod:`sklearn_rmtl._container`) stores plain values; this
+module maps estimators, encoders, networks and critics onto them, and back
+onto a closed list of classes. Each class describes its own configuration:
+estimators by ``get_params``, the feature encoder by its plain state
+(vocabularies and statistics), the skorch nets and the critic by
+``get_config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sklearn_rmtl._container import (
+    TYPE,
+    TreeReader,
+    TreeWriter,
+    expect,
+    fail,
+)
+from sklearn_rmtl._critic import Critic, SessionCritic
+from sklearn_rmtl._encoding import FeatureEncoder
+from sklearn_rmtl._mtl import MTLClassifier, make_net
+from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._network import MultiTaskNetwork
+from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl._seeding import isolated_global_rng
+from sklearn_rmtl._weighting import WEIGHTINGS
+from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+
+# Closed allow-lists: the only classes a file can make ``load`` construct.
+ESTIMATORS: dict[str, type[MTLClassifier]] = {
+    "MTLClassifier": MTLClassifier,
+    "RMTLClassifier": RMTLClassifier,
+}
+_NETS: dict[str, type[MultiTaskNet]] = {
+    "MultiTaskNet": MultiTaskNet,
+    "QWeightedNet": QWeightedNet,
+}
+
+# Fitted attributes stored for each estimator, all required but those in
+# ``_OPTIONAL``; the library objects among them are tagged by their type.
+_MTL_FITTED = (
+    "classes_",
+    "n_tasks_",
+    "task_names_",
+    "n_features_in_",
+    "feature_names_in_",
+    "device_",
+    "encoder_",
+    "backbone_",
+    "backbone_params_",
+    "history_",
+    "n_iter_",
+)
+_FITTED: dict[str, tuple[str, ...]] = {
+    "MTLClassifier": _MTL_FITTED,
+    "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_", "label_weights_"),
+}
+_OPTIONAL = frozenset(
+    {
+        "feature_names_in_",  # set only with feature names
+        "label_weights_",  # absent from files saved before it existed
+    }
+)
+# Version 1 stored the encoder's fitted attributes, scikit-learn's encoders
+# included; a frozen description of those files, read only to convert them.
+_ENCODER_FITTED_V1 = (
+    "n_features_in_",
+    "feature_names_in_",
+    "_cat_idx",
+    "_num_idx",
+    "categorical_features_",
+    "numerical_features_",
+    "ordinal_encoder_",
+    "scaler_",
+    "_indicator_idx",
+    "missing_indicator_features_",
+    "cardinalities_",
+)
+
+
+def _torch_dtype_str(dtype: torch.dtype) -> str:
+    """NumPy's ``dtype.str`` of a torch dtype (e.g. ``"<f4"``)."""
+    return torch.empty(0, dtype=dtype).numpy().dtype.str
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+class Writer(TreeWriter):
+    """Turns an estimator into a JSON tree plus named arrays."""
+
+    def state_dict(self, module: nn.Module, path: str) -> dict[str, str]:
+        out = {}
+        for key, tensor in module.state_dict().items():
+            try:
+                arr = tensor.detach().cpu().contiguous().numpy()
+            except TypeError as exc:  # e.g. bfloat16 has no NumPy dtype
+                raise TypeError(f"{path}/{key}: {exc}") from exc
+            out[key] = self.add_array(arr, f"{path}/{key}")
+        return out
+
+    def estimator(self, est: MTLClassifier, path: str) -> dict[str, Any]:
+        ref = self.seen(est, path)
+        if ref is not None:
+            return ref
+        name = type(est).__name__
+        if ESTIMATORS.get(name) is not type(est):
+            raise TypeError(
+                f"The safe format stores {sorted(ESTIMATORS)} only, not "
+                f"{type(est).__module__}.{type(est).__qualname__}; use joblib "
+                "for other estimators (and load such files only if you trust "
+                "them)."
+            )
+        params = {}
+        for key, val in est.get_params(deep=False).items():
+            where = f"{path}/params/{key}"
+            if isinstance(val, MTLClassifier):
+                params[key] = self.estimator(val, where)
+            elif isinstance(val, SessionCritic):
+                params[key] = self.session_critic(val, where)
+            else:
+                try:
+                    params[key] = self.value(val, where)
+                except TypeError as exc:
+                    raise TypeError(
+                        f"{name} parameter {key}={val!r} cannot be stored in "
+                        f"the safe format. The fitted state can, but "
+                        "constructor parameters must be plain values (None, "
+                        "bool, int, float, str, lists, tuples, dicts, NumPy "
+                        "arrays), an MTLClassifier or a SessionCritic. Set a "
+                        f"plain value first, e.g. est.set_params({key}=None) "
+                        "(the fitted attributes are kept), or use joblib for "
+                        "files you trust."
+                    ) from exc
+        fitted = None
+        if est.__sklearn_is_fitted__():
+            fitted = {}
+            for attr in _FITTED[name]:
+                where = f"{path}/{attr}"
+                if attr not in vars(est):
+                    if attr in _OPTIONAL:
+                        continue
+                    raise ValueError(
+                        f"{where}: the fitted {name} has no attribute {attr!r}, "
+                        "so it cannot be saved."
+                    )
+                fitted[attr] = self.fitted_value(vars(est)[attr], where)
+        return {TYPE: "estimator", "class": name, "params": params, "fitted": fitted}
+
+    def fitted_value(self, val: Any, path: str) -> Any:
+        """A fitted attribute: a library object by its own schema, else plain."""
+        if isinstance(val, FeatureEncoder):
+            return self.encoder(val, path)
+        if isinstance(val, MultiTaskNet):
+            return self.net(val, path)
+        if isinstance(val, SessionCritic):
+            return self.session_critic(val, path)
+        return self.value(val, path)
+
+    def encoder(self, enc: FeatureEncoder, path: str) -> dict[str, Any]:
+        ref = self.seen(enc, path)
+        if ref is not None:
+            return ref
+        if type(enc) is not FeatureEncoder:
+            raise TypeError(f"{path}: expected a FeatureEncoder, got {type(enc)}.")
+        return {
+            TYPE: "FeatureEncoder",
+            "params": self.value(enc.get_params(deep=False), f"{path}/params"),
+            "state": self.value(enc._get_state(), f"{path}/state"),
+        }
+
+    def net(self, net: MultiTaskNet, path: str) -> dict[str, Any]:
+        name = type(net).__name__
+        if _NETS.get(name) is not type(net) or net.module is not MultiTaskNetwork:
+            raise TypeError(f"{path}: cannot store a {name} of {net.module!r}.")
+        return {
+            TYPE: "net",
+            "class": name,
+            "kwargs": self.value(net.get_config(), f"{path}/kwargs"),
+            "state_dict": self.state_dict(net.module_, f"{path}/module_"),
+        }
+
+    def session_critic(self, critic: SessionCritic, path: str) -> dict[str, Any]:
+        ref = self.seen(critic, path)
+        if ref is not None:
+            return ref
+        if type(critic) is not SessionCritic or type(critic.module) is not Critic:
+            raise TypeError(f"{path}: expected a SessionCritic, got {type(critic)}.")
+        return {
+            TYPE: "SessionCritic",
+            "encoder": self.encoder(critic.encoder, f"{path}/encoder"),
+            "module": {
+                "kwargs": self.value(critic.module.get_config(), f"{path}/kwargs"),
+                "state_dict": self.state_dict(critic.module, f"{path}/module"),
+            },
+            "task_names": self.value(critic.task_names, f"{path}/task_names"),
+            "history": self.value(critic.history, f"{path}/history"),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+class Reader(TreeReader):
+    """Rebuilds estimators from a manifest tree of format ``version``.
+
+    Parameters
+    ----------
+    zf, table
+        See :class:`~sklearn_rmtl._container.TreeReader`.
+    device : str
+        Torch device of the rebuilt actor networks.
+    version : int
+        The file's format version: 1 stored the encoder as scikit-learn
+        encoders' attributes, 2 as plain vocabularies and statistics.
+    """
+
+    def __init__(self, zf: Any, table: Any, device: str, version: int) -> None:
+        super().__init__(zf, table)
+        self.device = device
+        self.version = version
+
+    def _build(self, cls: Any, params: Any, path: str) -> Any:
+        if not isinstance(params, dict):
+            raise fail(path, "params must be an object")
+        unknown = sorted(set(params) - set(cls._get_param_names()))
+        if unknown:
+            raise fail(path, f"{cls.__name__} has no parameters {unknown}")
+        obj = cls(**params)
+        try:
+            obj._validate_params()
+        except (TypeError, ValueError) as exc:
+            raise fail(path, f"invalid {cls.__name__} parameters: {exc}") from exc
+        return obj
+
+    def state_dict(self, module: nn.Module, node: Any, path: str) -> None:
+        """Load the arrays named by ``node`` into ``module`` (exact match)."""
+        if not isinstance(node, dict):
+            raise fail(path, "state_dict must be an object")
+        expected = module.state_dict()
+        unknown = sorted(set(node) - set(expected))
+        missing = sorted(set(expected) - set(node))
+        if unknown or missing:
+            raise fail(
+                path,
+                f"weights do not match the rebuilt network (unknown: {unknown}, "
+                f"missing: {missing})",
+            )
+        state = {}
+        for key, tensor in expected.items():
+            arr = self.array(node[key], f"{path}/{key}")
+            if arr.shape != tuple(tensor.shape) or arr.dtype.str != _torch_dtype_str(
+                tensor.dtype
+            ):
+                raise fail(
+                    f"{path}/{key}",
+                    f"array of {arr.dtype} {arr.shape} does not fit the rebuilt "
+                    f"network's {tensor.dtype} {tuple(tensor.shape)}",
+                )
+            state[key] = torch.from_numpy(np.array(arr))
+        module.load_state_dict(state, strict=True)
+
+    # -- estimators ----------------------------------------------------------
+    def estimator(self, node: Any, path: str) -> MTLClassifier:
+        ref = self.ref(node, path, MTLClassifier)
+        if ref is not None:
+            return ref
+        node = self.tagged(node, "estimator", {"class", "params", "fitted"}, path)
+        cls = ESTIMATORS.get(node["class"]) if isinstance(node["class"], str) else None
+        if cls is None:
+            raise fail(
+                path,
+                f"class {str(node['class'])[:80]!r} is not one of {sorted(ESTIMATORS)}",
+            )
+        raw = node["params"]
+        if not isinstance(raw, dict):
+            raise fail(path, "params must be an object")
+        params = {}
+        for key, val in raw.items():
+            where = f"{path}/params/{key}"
+            tag = val.get(TYPE) if isinstance(val, dict) else None
+            if tag == "ref":
+                target = val.get("path")
+                shared = self.objects.get(target) if isinstance(target, str) else None
+                kind = MTLClassifier if isinstance(shared, MTLClassifier) else None
+                params[key] = self.ref(val, where, kind or SessionCritic)
+            elif tag == "estimator":
+                params[key] = self.estimator(val, where)
+            elif tag == "SessionCritic":
+                params[key] = self.session_critic(val, where)
+            else:
+                params[key] = self.value(val, where)
+        est = self._build(cls, params, path)
+        self.objects[path] = est
+        if node["fitted"] is not None:
+            est.__dict__.update(self.fitted(node["fitted"], cls.__name__, path))
+            self._check_estimator(est, path)
+        return est
+
+    def fitted(self, node: Any, name: str, path: str) -> dict[str, Any]:
+        names = _FITTED[name]
+        if not isinstance(node, dict):
+            raise fail(path, "fitted attributes must be an object")
+        unknown = sorted(set(node) - set(names))
+        missing = sorted(set(names) - set(node) - _OPTIONAL)
+        if unknown or missing:
+            raise fail(path, f"unknown attributes {unknown}, missing {missing}")
+        readers: dict[str, Callable[[Any, str], Any]] = {
+            "encoder_": self.encoder,
+            "backbone_": self.net,
+            "critic_": self.session_critic,
+        }
+        out = {}
+        for attr in names:
+            if attr not in node:
+                continue
+            where = f"{path}/{attr}"
+            if attr in readers and node[attr] is not None:
+                out[attr] = readers[attr](node[attr], where)
+            else:
+                out[attr] = self.value(node[attr], where)
+        return out
+
+    def _check_estimator(self, est: MTLClassifier, path: str) -> None:
+        net = est.backbone_
+        encoder = est.encoder_
+        if (
+            not isinstance(net, MultiTaskNet)
+            or not isinstance(encoder, FeatureEncoder)
+            or list(net.module__cardinalities) != encoder.cardinalities_.tolist()
+            or net.module__n_tasks != est.n_tasks_
+        ):
+            raise fail(path, "the encoder, network and tasks do not fit together")
+
+    # -- the feature encoder -------------------------------------------------
+    def encoder(self, node: Any, path: str) -> FeatureEncoder:
+        ref = self.ref(node, path, FeatureEncoder)
+        if ref is not None:
+            return ref
+        if self.version == 1:
+            node = self.tagged(node, "FeatureEncoder", {"params", "fitted"}, path)
+            state = self._encoder_state_v1(node["fitted"], path)
+        else:
+            node = self.tagged(node, "FeatureEncoder", {"params", "state"}, path)
+            state = self.value(node["state"], f"{path}/state")
+        enc = self._build(FeatureEncoder, self.value(node["params"], path), path)
+        try:
+            enc._set_state(state)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise fail(f"{path}/state", f"invalid encoder state: {exc}") from exc
+        self.objects[path] = enc
+        return enc
+
+    def _encoder_state_v1(self, node: Any, path: str) -> dict[str, Any]:
+        """The plain state of a version-1 encoder node.
+
+        Version 1 stored the fitted ``OrdinalEncoder`` and ``StandardScaler``
+        attributes; only the vocabularies, their infrequent mapping and the
+        scaling statistics are read from them (all values are decoded, so
+        every array is still checked).
+        """
+        if not isinstance(node, dict):
+            raise fail(path, "fitted attributes must be an object")
+        unknown = sorted(set(node) - set(_ENCODER_FITTED_V1))
+        missing = sorted(set(_ENCODER_FITTED_V1) - set(node) - {"feature_names_in_"})
+        if unknown or missing:
+            raise fail(path, f"unknown attributes {unknown}, missing {missing}")
+        fit = {
+            k: self.value(v, f"{path}/{k}")
+            for k, v in node.items()
+            if k not in ("ordinal_encoder_", "scaler_")
+        }
+        ordinal = self._sklearn_v1(node["ordinal_encoder_"], "OrdinalEncoder", path)
+        scaler = self._sklearn_v1(node["scaler_"], "StandardScaler", path)
+        try:
+            cat_idx, num_idx = fit["_cat_idx"].tolist(), fit["_num_idx"].tolist()
+            indicators = set(fit["_indicator_idx"].tolist())
+            categorical = []
+            if cat_idx:
+                assert ordinal is not None
+                mappings = ordinal.get("_default_to_infrequent_mappings")
+                if not ordinal.get("_infrequent_enabled") or mappings is None:
+                    mappings = [None] * len(cat_idx)
+                for j, name, cats, mapping in zip(
+                    cat_idx,
+                    fit["categorical_features_"],
+                    ordinal["categories_"],
+                    mappings,
+                    strict=True,
+                ):
+                    known = cats[~pd.isna(cats)]
+                    positions = np.arange(len(known)) if mapping is None else mapping
+                    if len(positions) != len(known):
+                        raise ValueError("infrequent mapping of the wrong size")
+                    codes = np.asarray(positions, dtype=np.int64) + 2
+                    categorical.append(
+                        {
+                            "position": j,
+                            "name": name,
+                            "values": known.tolist(),
+                            "codes": codes.tolist(),
+                        }
+                    )
+            numerical = []
+            if num_idx:
+                assert scaler is not None
+                for i, (j, name) in enumerate(
+                    zip(num_idx, fit["numerical_features_"], strict=True)
+                ):
+                    numerical.append(
+                        {
+                            "position": j,
+                            "name": name,
+                            "mean": float(scaler["mean_"][i]),
+                            "scale": float(scaler["scale_"][i]),
+                            "missing_indicator": i in indicators,
+                        }
+                    )
+        except (AssertionError, AttributeError, KeyError, IndexError) as exc:
+            raise fail(path, f"invalid version-1 encoder ({exc!r})") from exc
+        except (TypeError, ValueError) as exc:
+            raise fail(path, f"invalid version-1 encoder ({exc})") from exc
+        state = {
+            "n_features_in": fit["n_features_in_"],
+            "feature_names_in": fit.get("feature_names_in_"),
+            "categorical": categorical,
+            "numerical": numerical,
+        }
+        cards = fit["cardinalities_"]
+        if not isinstance(cards, np.ndarray) or cards.tolist() != [
+            max(max(c["codes"], default=0) + 1, 2) for c in categorical
+        ]:
+            raise fail(path, "cardinalities_ do not match the vocabularies")
+        return state
+
+    def _sklearn_v1(self, node: Any, tag: str, path: str) -> dict[str, Any] | None:
+        """The decoded fitted attributes of a version-1 scikit-learn node."""
+        if node is None:
+            return None
+        node = self.tagged(node, tag, {"params", "fitted"}, path)
+        self.value(node["params"], f"{path}/params")
+        fitted = self.value(node["fitted"], f"{path}/fitted")
+        if not isinstance(fitted, dict):
+            raise fail(path, "fitted attributes must be an object")
+        return fitted
+
+    # -- networks ------------------------------------------------------------
+    def net(self, node: Any, path: str) -> MultiTaskNet:
+        node = self.tagged(node, "net", {"class", "kwargs", "state_dict"}, path)
+        name = node["class"]
+        net_cls = _NETS.get(name) if isinstance(name, str) else None
+        if net_cls is None:
+            raise fail(path, f"network class {str(name)[:80]!r} is not allowed")
+        kwargs = self.value(node["kwargs"], f"{path}/kwargs")
+        if not isinstance(kwargs, dict):
+            raise fail(path, "network arguments must be an object")
+        # The critic is dropped after the refit, as in fit.
+        extra = {"critic": None} if net_cls is QWeightedNet else {}
+        try:
+            net = make_net(net_cls, device=self.device, **extra, **kwargs)
+            # The net names the arguments it is configured by.
+            keys = set(net.get_config())
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise fail(path, f"invalid network arguments ({exc})") from exc
+        if set(kwargs) != keys:
+            raise fail(
+                path, f"network arguments must be {sorted(keys)}, got {sorted(kwargs)}"
+            )
+        backbone = kwargs.get("module__backbone")
+        if backbone not in BACKBONES:
+            raise fail(path, f"unknown backbone {str(backbone)[:80]!r}")
+        params = kwargs.get("module__backbone_params")
+        try:
+            valid = (
+                isinstance(params, dict)
+                and resolve_backbone_params(backbone, params).keys() == params.keys()
+            )
+        except (AttributeError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise fail(path, f"invalid backbone_params {str(params)[:200]}")
+        if net_cls is QWeightedNet and kwargs["weighting"] not in WEIGHTINGS:
+            raise fail(path, f"unknown weighting {kwargs['weighting']!r}")
+        where = f"{path}/module_"
+        try:
+            with isolated_global_rng(self.device):  # leaves the caller's RNG alone
+                net.initialize()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise fail(path, f"the network cannot be rebuilt ({exc})") from exc
+        self.state_dict(net.module_, node["state_dict"], where)
+        net.trim_for_prediction()
+        return net
+
+    def session_critic(self, node: Any, path: str) -> SessionCritic:
+        ref = self.ref(node, path, SessionCritic)
+        if ref is not None:
+            return ref
+        node = self.tagged(
+            node, "SessionCritic", {"encoder", "module", "task_names", "history"}, path
+        )
+        encoder = self.encoder(node["encoder"], f"{path}/encoder")
+        module_node = expect(node["module"], {"kwargs", "state_dict"}, path)
+        kwargs = self.value(module_node["kwargs"], f"{path}/kwargs")
+        if not isinstance(kwargs, dict):
+            raise fail(path, "critic arguments must be an object")
+        where = f"{path}/module"
+        try:
+            with isolated_global_rng("cpu"):
+                module = Critic(**kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise fail(path, f"the critic cannot be rebuilt ({exc})") from exc
+        if module.get_config() != kwargs:
+            raise fail(path, f"critic arguments must be {sorted(module.get_config())}")
+        self.state_dict(module, module_node["state_dict"], where)
+        task_names = self.value(node["task_names"], f"{path}/task_names")
+        history = self.value(node["history"], f"{path}/history")
+        if not isinstance(task_names, np.ndarray) or not isinstance(history, list):
+            raise fail(path, "task_names must be an array and history a list")
+        critic = SessionCritic(
+            encoder=encoder,
+            module=module.eval(),
+            task_names=task_names,
+            history=history,
+        )
+        self.objects[path] = critic
+        return critic
