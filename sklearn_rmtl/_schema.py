@@ -45,8 +45,8 @@ _NETS: dict[str, type[MultiTaskNet]] = {
     "QWeightedNet": QWeightedNet,
 }
 
-# Fitted attributes stored for each estimator, all required but those in
-# ``_OPTIONAL``; the library objects among them are tagged by their type.
+# Fitted attributes stored for each estimator (those its docstring documents,
+# which a test checks), all required but those in ``_OPTIONAL``.
 _MTL_FITTED = (
     "classes_",
     "n_tasks_",
@@ -390,7 +390,8 @@ class Reader(TreeReader):
             indicators = set(fit["_indicator_idx"].tolist())
             categorical = []
             if cat_idx:
-                assert ordinal is not None
+                if ordinal is None:
+                    raise ValueError("categorical columns without ordinal_encoder_")
                 mappings = ordinal.get("_default_to_infrequent_mappings")
                 if not ordinal.get("_infrequent_enabled") or mappings is None:
                     mappings = [None] * len(cat_idx)
@@ -416,7 +417,8 @@ class Reader(TreeReader):
                     )
             numerical = []
             if num_idx:
-                assert scaler is not None
+                if scaler is None:
+                    raise ValueError("numerical columns without scaler_")
                 for i, (j, name) in enumerate(
                     zip(num_idx, fit["numerical_features_"], strict=True)
                 ):
@@ -429,7 +431,7 @@ class Reader(TreeReader):
                             "missing_indicator": i in indicators,
                         }
                     )
-        except (AssertionError, AttributeError, KeyError, IndexError) as exc:
+        except (AttributeError, KeyError, IndexError) as exc:
             raise fail(path, f"invalid version-1 encoder ({exc!r})") from exc
         except (TypeError, ValueError) as exc:
             raise fail(path, f"invalid version-1 encoder ({exc})") from exc

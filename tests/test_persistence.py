@@ -715,3 +715,35 @@ def test_format_version_1_files_load(name):
         np.testing.assert_array_equal(
             loaded.loss_weights(X, Y), expected["rmtl_ple_loss_weights"]
         )
+
+
+def test_version_1_files_are_checked(tmp_path):
+    src = os.path.join(DATA, "v1_mtl_mmoe.rmtl")
+
+    def edit_cardinalities(m):
+        encoder = m["estimator"]["fitted"]["encoder_"]["fitted"]
+        encoder["cardinalities_"] = {"__type__": "tuple", "items": [1]}
+
+    def edit_scaler(m):
+        m["estimator"]["fitted"]["encoder_"]["fitted"]["scaler_"] = None
+
+    for edit, match in [
+        (edit_cardinalities, "cardinalities_ do not match"),
+        (edit_scaler, "numerical columns without scaler_"),
+        (edit_attribute, r"unknown attributes \['__class__'\]"),
+    ]:
+        bad = rewrite(src, tmp_path / "bad.zip", manifest=edit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InconsistentVersionWarning)
+            with pytest.raises(InvalidFileError, match=match):
+                load(bad)
+
+
+def test_stored_attributes_are_the_documented_ones():
+    """The schema's list of fitted attributes follows the estimators' docs."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    from sklearn_rmtl._schema import _FITTED, ESTIMATORS
+
+    for name, cls in ESTIMATORS.items():
+        documented = [a.name for a in docscrape.ClassDoc(cls)["Attributes"]]
+        assert sorted(_FITTED[name]) == sorted(documented), name
