@@ -180,6 +180,16 @@ def _zip_info(name: str, compression: int) -> zipfile.ZipInfo:
 # ---------------------------------------------------------------------------
 
 
+def _archive_size(zf: zipfile.ZipFile) -> int:
+    fp = zf.fp
+    if fp is None:
+        raise ValueError("the archive is closed")
+    position = fp.tell()
+    size = fp.seek(0, io.SEEK_END)
+    fp.seek(position)
+    return size
+
+
 def _reject_constant(name: str) -> Any:
     # NaN and Infinity are not JSON; the writer tags non-finite floats instead.
     raise ValueError(f"{name} is not valid JSON")
@@ -237,13 +247,27 @@ class TreeReader:
                 "its files do not match the manifest (extra: "
                 f"{extra}, duplicated: {duplicated}, missing: {missing})",
             )
+        # Checked before anything is read or allocated: every declared shape
+        # is backed by a stored member of that size, and the members by bytes
+        # of the file, so what arrays (and networks built to their shapes)
+        # take in memory is bounded by the file's size.
+        total = 0
         for name, (dtype, shape) in self.table.items():
-            # Checked before anything is decompressed or allocated, so every
-            # declared shape is backed by a member of that size.
             nbytes = dtype.itemsize * math.prod(shape)
-            size = zf.getinfo(name + NPY).file_size
-            if not nbytes <= size <= nbytes + _MAX_NPY_HEADER:
+            info = zf.getinfo(name + NPY)
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise fail(
+                    f"arrays/{name}",
+                    f"array {name!r} is compressed; save writes arrays stored",
+                )
+            if not (
+                nbytes <= info.file_size <= nbytes + _MAX_NPY_HEADER
+                and info.compress_size == info.file_size
+            ):
                 raise fail(f"arrays/{name}", f"array {name!r} has the wrong size")
+            total += info.file_size
+        if total > _archive_size(zf):
+            raise fail("archive", "its arrays declare more bytes than the file holds")
         self.used: set[str] = set()
         #: Objects built so far, by manifest path, for references.
         self.objects: dict[str, Any] = {}
@@ -296,9 +320,10 @@ class TreeReader:
         stream.seek(0)
         return np.load(stream, allow_pickle=False)
 
-    def declared(self, name: Any) -> tuple[np.dtype, tuple[int, ...]] | None:
-        """The dtype and shape declared for array ``name`` (None: unknown)."""
-        return self.table.get(name) if isinstance(name, str) else None
+    def declared_bytes(self, names: Any) -> int:
+        """Bytes of data the manifest declares for the known arrays ``names``."""
+        entries = [self.table.get(n) for n in names if isinstance(n, str)]
+        return sum(d.itemsize * math.prod(s) for d, s in filter(None, entries))
 
     def scalar(self, node: Any, path: str) -> Any:
         """None, a bool, a number or a str (tagged: NumPy and non-finite ones)."""

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from sklearn_rmtl._container import (
     TYPE,
@@ -85,6 +86,38 @@ _ENCODER_FITTED_V1 = (
     "missing_indicator_features_",
     "cardinalities_",
 )
+
+
+class _SizedOnMeta(TorchFunctionMode):
+    """Tensors created from a size go to the ``meta`` device (no memory).
+
+    Tensors created from data (``torch.tensor``) stay where they are: their
+    size is that of the data, and modules compute from them (embedding
+    offsets). Building a module in this mode gives its weights' shapes.
+    """
+
+    _SIZED = frozenset(
+        {
+            torch.empty,
+            torch.empty_strided,
+            torch.zeros,
+            torch.ones,
+            torch.full,
+            torch.rand,
+            torch.randn,
+            torch.randint,
+            torch.arange,
+            torch.eye,
+        }
+    )
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in self._SIZED and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
 
 
 def _torch_dtype_str(dtype: torch.dtype) -> str:
@@ -272,6 +305,26 @@ class Reader(TreeReader):
                 )
             state[key] = torch.from_numpy(np.array(arr))
         module.load_state_dict(state, strict=True)
+
+    def check_size(self, make: Callable[[], nn.Module], node: Any, path: str) -> None:
+        """Refuse a network larger than the weights ``node`` declares.
+
+        ``make()`` is built without memory first, so that a file cannot make
+        loading allocate a network larger than the file itself.
+        """
+        try:
+            with _SizedOnMeta():
+                module = make()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise fail(path, f"the network cannot be rebuilt ({exc})") from exc
+        needed = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+        declared = self.declared_bytes(node.values()) if isinstance(node, dict) else 0
+        if needed > declared:
+            raise fail(
+                path,
+                f"the rebuilt network needs {needed} bytes of weights but the "
+                f"file declares {declared}: the network does not fit its weights",
+            )
 
     # -- estimators ----------------------------------------------------------
     def estimator(self, node: Any, path: str) -> MTLClassifier:
@@ -497,6 +550,14 @@ class Reader(TreeReader):
         if net_cls is QWeightedNet and kwargs["weighting"] not in WEIGHTINGS:
             raise fail(path, f"unknown weighting {kwargs['weighting']!r}")
         where = f"{path}/module_"
+        module_kwargs = {
+            k.removeprefix("module__"): v
+            for k, v in kwargs.items()
+            if k.startswith("module__")
+        }
+        self.check_size(
+            lambda: MultiTaskNetwork(**module_kwargs), node["state_dict"], where
+        )
         try:
             with isolated_global_rng(self.device):  # leaves the caller's RNG alone
                 net.initialize()
@@ -519,6 +580,7 @@ class Reader(TreeReader):
         if not isinstance(kwargs, dict):
             raise fail(path, "critic arguments must be an object")
         where = f"{path}/module"
+        self.check_size(lambda: Critic(**kwargs), module_node["state_dict"], where)
         try:
             with isolated_global_rng("cpu"):
                 module = Critic(**kwargs)

@@ -217,10 +217,13 @@ def load(
 
     Notes
     -----
-    Loading cannot run code chosen by the file's author. It can, like any
-    reader of compressed arrays, allocate as much memory as the sizes the
-    file declares. Prefer joblib for your own files (faster, stores any
-    estimator); prefer this format whenever a file crosses a trust boundary.
+    Loading cannot run code chosen by the file's author, and its memory is
+    bounded by the file's size: arrays are stored uncompressed and must be
+    backed by bytes of the file, and each network is sized without memory
+    before it is built and refused if it is larger than the weights the file
+    holds (the deflated manifest is read up to 1 GiB). Prefer joblib for your
+    own files (faster, stores any estimator); prefer this format whenever a
+    file crosses a trust boundary.
 
     Examples
     --------

@@ -747,3 +747,42 @@ def test_stored_attributes_are_the_documented_ones():
     for name, cls in ESTIMATORS.items():
         documented = [a.name for a in docscrape.ClassDoc(cls)["Attributes"]]
         assert sorted(_FITTED[name]) == sorted(documented), name
+
+
+def test_memory_is_bounded_by_the_file(rmtl_file, tmp_path):
+    """A few bytes of JSON cannot make load build a huge network or array."""
+
+    def huge_network(m):
+        kwargs = m["estimator"]["fitted"]["backbone_"]["kwargs"]
+        kwargs["module__backbone_params"]["embedding_dim"] = 1 << 40
+
+    bad = rewrite(rmtl_file, tmp_path / "huge_net.zip", manifest=huge_network)
+    with pytest.raises(InvalidFileError, match="does not fit its weights"):
+        load(bad)
+
+    def huge_critic(m):
+        m["estimator"]["fitted"]["critic_"]["module"]["kwargs"]["hidden_dims"] = {
+            "__type__": "tuple",
+            "items": [1 << 40],
+        }
+
+    bad = rewrite(rmtl_file, tmp_path / "huge_critic.zip", manifest=huge_critic)
+    with pytest.raises(InvalidFileError, match="does not fit its weights"):
+        load(bad)
+
+    # A declared shape must be backed by a member of that size.
+    def declare_big(m):
+        m["arrays"][WEIGHT]["shape"] = [1 << 20, 1 << 10]
+
+    bad = rewrite(rmtl_file, tmp_path / "claims.zip", manifest=declare_big)
+    with pytest.raises(InvalidFileError, match="wrong size"):
+        load(bad)
+    # Arrays must be stored: a deflated member could expand without bound.
+    with (
+        zipfile.ZipFile(rmtl_file) as zin,
+        zipfile.ZipFile(tmp_path / "deflated.zip", "w", zipfile.ZIP_DEFLATED) as zout,
+    ):
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+    with pytest.raises(InvalidFileError, match="is compressed"):
+        load(tmp_path / "deflated.zip")
