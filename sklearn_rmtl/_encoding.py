@@ -615,11 +615,17 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 not isinstance(values, list)
                 or not isinstance(column_codes, list)
                 or len(values) != len(column_codes)
-                or any(type(c) is not int or c < _N_RESERVED for c in column_codes)
+                # Codes are dense: at most one per value, from _N_RESERVED.
+                or any(
+                    type(c) is not int
+                    or not _N_RESERVED <= c < _N_RESERVED + len(values)
+                    for c in column_codes
+                )
             ):
                 raise ValueError(
                     f"categorical column {i}: values and codes must be lists of "
-                    f"the same length, codes ints >= {_N_RESERVED}"
+                    f"the same length, codes ints from {_N_RESERVED} to "
+                    f"{_N_RESERVED - 1} + the number of values"
                 )
             known = np.empty(len(values), dtype=object)
             known[:] = values

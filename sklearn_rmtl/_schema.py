@@ -409,7 +409,8 @@ class Reader(TreeReader):
         else:
             node = self.tagged(node, "FeatureEncoder", {"params", "state"}, path)
             state = self.value(node["state"], f"{path}/state")
-        enc = self._build(FeatureEncoder, self.value(node["params"], path), path)
+        params = self.value(node["params"], f"{path}/params")
+        enc = self._build(FeatureEncoder, params, path)
         try:
             enc._set_state(state)
         except (ValueError, TypeError, KeyError) as exc:
