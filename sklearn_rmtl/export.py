@@ -436,3 +436,6 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
         ir_version=ir_version,
         producer_name="sklearn-rmtl",
     )
+
+
+__all__ = ["describe_encoding", "onnx_inputs", "to_onnx", "to_torch"]
