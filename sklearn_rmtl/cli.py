@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._training import SELECTIONS
-from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -57,6 +58,36 @@ def _number(
 
 
 _POSITIVE_INT = _number(int, 1)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object such as '{"bottom_dims": [256, 128]}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"bottom_dims\": [256, 128]}}', "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _check_backbone_params(
+    parser: argparse.ArgumentParser, params: dict[str, Any], backbones: set[str]
+) -> None:
+    """Reject keys that none of the command's backbones accepts."""
+    valid = {*EMBEDDING_KEYS, *(k for b in backbones for k in backbone_keys(b))}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        parser.error(
+            f"--backbone-params: {unknown} configure none of the backbones this "
+            f"command runs ({', '.join(sorted(backbones))}); valid keys are "
+            f"{sorted(valid)}"
+        )
+
+
 #: Flags that are RMTLClassifier parameters of the same name, passed to every
 #: RMTL run only when given (otherwise the estimator's default holds); those
 #: that are MTLClassifier parameters too reach the baselines as well.
@@ -121,10 +152,11 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--backbone-params",
-        type=json.loads,
+        type=_json_object,
         default=None,
-        help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
-        "each backbone takes the keys it uses",
+        help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
+        "each backbone takes the keys it uses, and a key that none of the "
+        "command's backbones uses is an error",
     )
     refit = sub.add_argument_group(
         "refit",
@@ -173,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Reproduce the experiments of 'Multi-Task Recommendations with "
         "Reinforcement Learning' (WWW 2023) with sklearn-rmtl.",
     )
+    version = f"%(prog)s {__version__}"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", required=True)
     specs = {
         "reproduce": "Table 1: baselines, D-PLE and RMTL on each backbone",
@@ -310,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"Paired study on {args.dataset} (scored on {evaluate_on})"
         if evaluate_on != "test":
             folder = f"study-{evaluate_on}"
+    backbones = set(getattr(args, "backbones", None) or [args.backbone])
+    if args.command == "reproduce":  # its baselines and D-PLE run their own
+        backbones |= {*ex.BASELINES.values(), "ple"}
+    _check_backbone_params(parser, params, backbones)
     data = load_dataset(args.dataset, args.data_home, args.n_sessions)
     output = args.output / folder / args.dataset
     print(

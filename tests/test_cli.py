@@ -11,6 +11,9 @@ import pytest
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl.cli import main
 
+#: Sizes every backbone takes, and the expert counts of MMoE / PLE.
+SIZES = {"bottom_dims": [8], "tower_dims": [4]}
+EXPERTS = {"n_experts": 2, "n_shared_experts": 1, "n_specific_experts": 1}
 TINY = [
     "--dataset",
     "synthetic",
@@ -27,14 +30,24 @@ TINY = [
     "--embedding-dim",
     "4",
     "--backbone-params",
-    '{"bottom_dims": [8], "tower_dims": [4], "n_experts": 2, '
-    '"n_shared_experts": 1, "n_specific_experts": 1}',
+    json.dumps(SIZES),
 ]
+#: TINY for commands that run MMoE or PLE (the last --backbone-params wins).
+TINY_EXPERTS = [*TINY, "--backbone-params", json.dumps({**SIZES, **EXPERTS})]
 
 
 def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert (
-        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        main(
+            [
+                "reproduce",
+                *TINY_EXPERTS,
+                "--backbones",
+                "mmoe",
+                "--output",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     out = capsys.readouterr()
@@ -63,7 +76,16 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
     # A re-run skips the finished runs and gives the same table.
     assert (
-        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        main(
+            [
+                "reproduce",
+                *TINY_EXPERTS,
+                "--backbones",
+                "mmoe",
+                "--output",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     again = capsys.readouterr()
@@ -182,3 +204,62 @@ def test_study_flag_errors(capsys, flags, message):
     with pytest.raises(SystemExit):
         main(["study", *flags])
     assert message in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from sklearn_rmtl import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rmtl {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ("{bottom_dims: 8}", "not valid JSON"),
+        # n_expert (typo of n_experts) configures no backbone of the command.
+        ('{"n_expert": 2}', "['n_expert'] configure none of the backbones"),
+        # MMoE's key, but ablation runs SharedBottom only.
+        ('{"n_experts": 2}', "valid keys are ['batch_norm', 'bottom_dims'"),
+    ],
+)
+def test_backbone_params_errors(tmp_path, capsys, params, message):
+    argv = ["ablation", "--backbone", "sharedbottom", "--backbone-params", params]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--output", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # stopped before any training
+
+
+def test_runs_are_redone_when_the_data_changes(tmp_path, capsys):
+    argv = ["ablation", *TINY, "--seeds", "1", "--backbone", "sharedbottom"]
+    argv += ["--output", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--n-sessions", "90"]) == 0
+    assert "skipped (done before)" not in capsys.readouterr().err
+    runs = [json.loads(x) for x in next(tmp_path.glob("*/*/runs.jsonl")).open()]
+    assert len(runs) == 10 and len({r["data"] for r in runs}) == 2
+    # The same data again reuses every run.
+    assert main([*argv, "--n-sessions", "90"]) == 0
+    assert capsys.readouterr().err.count("skipped (done before)") == 5
+
+
+def test_run_log_drops_a_cut_last_line_and_rejects_a_broken_one(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records = [{"method": "a", "seed": 0}, {"method": "b", "seed": 0}]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    path.write_text(text + '{"method": "c", "se')  # interrupted while writing
+    with pytest.warns(UserWarning, match=r"runs\.jsonl: the last line .* redone"):
+        log = ex.RunLog(path)
+    assert log.runs == records
+    assert log.find({"method": "c"}) is None
+    log.add({"method": "c", "seed": 0})
+    assert [json.loads(x)["method"] for x in path.open()] == ["a", "b", "c"]
+    path.write_text('{"method": "a"}\nnot json\n{"method": "b"}\n')
+    with pytest.raises(ValueError, match=r"runs\.jsonl, line 2: not a run record"):
+        ex.RunLog(path)
