@@ -114,7 +114,9 @@ def check_metadata(
     """Validate ``session_ids`` or ``timestamps`` and return them as an array.
 
     Timestamps (``sortable=True``) may be numbers or datetimes and are
-    returned as float64 or int64 (nanoseconds) sort keys.
+    returned as sort keys: int64 for integers (exact: float64 would tie
+    nanosecond times less than about 256 ns apart) and datetimes (their
+    nanoseconds), float64 for floats.
     """
     if values is None:
         return None
@@ -140,9 +142,16 @@ def check_metadata(
         raise ValueError(
             f"{name} contains missing values (NaN/NaT/None); every row needs one."
         )
-    if sortable:
-        return arr.view(np.int64) if arr.dtype.kind == "M" else arr.astype(np.float64)
-    return arr
+    if not sortable:
+        return arr
+    if arr.dtype.kind == "M":
+        return arr.view(np.int64)
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{name} holds unsigned integers above {np.iinfo(np.int64).max}; "
+            "pass them as int64 (e.g. relative to the first time) or datetimes."
+        )
+    return arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float64)
 
 
 def resolve_device(device: str) -> str:
