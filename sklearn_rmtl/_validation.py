@@ -49,7 +49,14 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise ValueError(
                 f"y must be 2-D of shape (n_samples, n_tasks), got shape {arr.shape}."
             )
+    if columns and len(columns[0]) == 0:
+        raise ValueError(
+            "y has no rows; pass one row of labels per row of X, shape "
+            "(n_samples, n_tasks)."
+        )
     for name, col in zip(names, columns, strict=True):
+        if col.dtype == object:
+            _check_one_label_type(name, col)
         if (col.dtype.kind in "fc" and np.isnan(col).any()) or (
             col.dtype == object and pd.isna(col).any()
         ):
@@ -87,6 +94,21 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         np.array(classes),
         names,
     )
+
+
+def _check_one_label_type(name: str, col: np.ndarray) -> None:
+    """Reject an object column whose labels mix types, such as 1 and "1"."""
+    kinds = {
+        "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
+        for v in col
+        if not pd.isna(v)
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            f"Task {name!r} mixes label types ({', '.join(sorted(kinds))}), e.g. 1 "
+            f'and "1"; convert the column to one type first, e.g. '
+            f"y[{name!r}].astype(int) or .astype(str)."
+        )
 
 
 def _complete_single_label(name: str, labels: np.ndarray) -> np.ndarray:
