@@ -40,6 +40,7 @@ from sklearn_rmtl._training import (
     ValidationCheckpoint,
 )
 from sklearn_rmtl._validation import (
+    check_callbacks,
     check_metadata,
     check_multitask_target,
     resolve_device,
@@ -519,6 +520,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         )
         times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
         self._check_params(y01.shape[1])
+        check_callbacks(self.callbacks)
         for name in self._gauc_metrics():
             if self.early_stopping and sessions is None:
                 raise ValueError(

@@ -176,6 +176,23 @@ def check_metadata(
     return arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float64)
 
 
+def check_callbacks(callbacks: Any) -> None:
+    """Reject user callbacks that would fight the built-in early stopping."""
+    from skorch.callbacks import EarlyStopping
+
+    for entry in callbacks or []:
+        callback = entry[1] if isinstance(entry, tuple) else entry
+        if isinstance(callback, EarlyStopping) or callback is EarlyStopping:
+            raise ValueError(
+                "callbacks holds a skorch EarlyStopping, which stops training "
+                "by raising KeyboardInterrupt and would abort fit (and a "
+                "GridSearchCV around it). Early stopping is built in: set "
+                "n_iter_no_change (patience), validation_fraction, "
+                "validation_interval and validation_metric instead, and "
+                "remove EarlyStopping from callbacks."
+            )
+
+
 def resolve_device(device: str) -> str:
     """Map the ``device`` parameter to a torch device string."""
     if device == "auto":

@@ -33,3 +33,14 @@ def test_string_labels_of_one_type_are_accepted():
     y = pd.DataFrame({"click": ["no", "yes"] * 10, "buy": [0, 1] * 10})
     clf = MTLClassifier(max_epochs=1, random_state=0).fit(X, y)
     assert list(clf.classes_[0]) == ["no", "yes"]
+
+
+def test_a_skorch_early_stopping_callback_is_rejected_before_training():
+    from skorch.callbacks import EarlyStopping
+
+    y = pd.DataFrame({"click": [0, 1] * 10, "buy": [0, 1] * 10})
+    for callbacks in ([EarlyStopping()], [("stop", EarlyStopping(patience=1))]):
+        clf = MTLClassifier(max_epochs=2, callbacks=callbacks)
+        with pytest.raises(ValueError, match="Early stopping is built in"):
+            clf.fit(X, y)
+        assert not hasattr(clf, "classes_")
