@@ -176,6 +176,35 @@ def check_metadata(
     return arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float64)
 
 
+def _default_task_names(n_tasks: int) -> list[str]:
+    return [f"task_{k}" for k in range(n_tasks)]
+
+
+def check_same_tasks(what: str, fitted: Any, task_names: Any) -> None:
+    """Fail unless ``what`` (a given actor or critic) was fitted on y's tasks.
+
+    Names are compared when both sides have them (y was a DataFrame both
+    times); otherwise, as for unnamed feature columns, only their number.
+    """
+    fitted, names = [str(t) for t in fitted], [str(t) for t in task_names]
+    if len(fitted) != len(names):
+        raise ValueError(
+            f"{what} was trained for {len(fitted)} tasks {fitted} but y has "
+            f"{len(names)} columns {names}."
+        )
+    if _default_task_names(len(names)) in (fitted, names) or fitted == names:
+        return
+    how = (
+        "the same tasks in another order; reorder y's columns to"
+        if sorted(fitted) == sorted(names)
+        else "other tasks; pass y with the columns"
+    )
+    raise ValueError(
+        f"{what} was fitted on tasks {fitted} but y has columns {names}: {how} "
+        f"{fitted}, or fit a new {what}."
+    )
+
+
 def check_callbacks(callbacks: Any) -> None:
     """Reject user callbacks that would fight the built-in early stopping."""
     from skorch.callbacks import EarlyStopping
