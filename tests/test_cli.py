@@ -263,3 +263,129 @@ def test_run_log_drops_a_cut_last_line_and_rejects_a_broken_one(tmp_path):
     path.write_text('{"method": "a"}\nnot json\n{"method": "b"}\n')
     with pytest.raises(ValueError, match=r"runs\.jsonl, line 2: not a run record"):
         ex.RunLog(path)
+
+
+# ------------------------------------------------------- rmtl fit / predict
+TINY_FIT = ["--max-epochs", "1", "--batch-size", "64", "--backbone", "sharedbottom"]
+TINY_FIT += [
+    "--backbone-params",
+    '{"bottom_dims": [8], "tower_dims": [4], "embedding_dim": 4}',
+]
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    """A session log as a user would have it: ids as text, times as dates."""
+    from sklearn_rmtl.datasets import make_sessions
+
+    data = make_sessions(n_sessions=40, random_state=0)
+    frame = data.X.copy()
+    frame[["click", "purchase"]] = data.y.to_numpy()
+    frame["session"] = data.session_ids
+    frame["time"] = pd.to_datetime(data.timestamps, unit="s")
+    frame["row_id"] = np.arange(len(frame))
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+@pytest.mark.parametrize("method", ["rmtl", "mtl"])
+def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
+    from sklearn_rmtl.persistence import load
+
+    path, frame = log_file
+    model, out = tmp_path / "model.rmtl", tmp_path / "pred.csv.gz"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", method]
+    argv += ["--categorical", "position", "--features"]
+    argv += ["cat_0", "cat_1", "cat_2", "num_0", "num_1", "position"]
+    assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
+    assert "saved to" in capsys.readouterr().err
+    estimator = load(model)
+    assert type(estimator).__name__ == (
+        "RMTLClassifier" if method == "rmtl" else "MTLClassifier"
+    )
+    assert list(estimator.task_names_) == ["click", "purchase"]
+    # The integer column joins the text columns as a category.
+    assert estimator.categorical_features == ["cat_0", "cat_1", "cat_2", "position"]
+    predict = ["predict", "--model", str(model), "--data", str(path)]
+    assert main([*predict, "--output", str(out), "--keep", "row_id"]) == 0
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["row_id", "click_proba", "purchase_proba"]
+    np.testing.assert_array_equal(pred["row_id"], frame["row_id"])
+    expected = estimator.predict_proba(
+        pd.read_csv(path)[list(estimator.feature_names_in_)]
+    )
+    np.testing.assert_allclose(
+        pred[["click_proba", "purchase_proba"]], expected, rtol=1e-6
+    )
+
+
+def test_fit_and_predict_errors_name_the_file_and_column(tmp_path, capsys, log_file):
+    path, frame = log_file
+    model = tmp_path / "model.rmtl"
+    fit = ["fit", "--data", str(path), "--model", str(model), *TINY_FIT]
+    cases = [
+        (
+            [*fit, "--target", "clik"],
+            "has no --target column(s) ['clik']; its columns are: cat_0",
+        ),
+        (
+            [*fit, "--target", "click", "--time", "when"],
+            "no --session/--time column(s) ['when']",
+        ),
+        (
+            ["fit", "--data", str(tmp_path / "x.csv"), "--target", "a", "--model", "m"],
+            "x.csv: no such file",
+        ),
+        (
+            [
+                "fit",
+                "--data",
+                str(tmp_path / "x.xlsx"),
+                "--target",
+                "a",
+                "--model",
+                "m",
+            ],
+            "unknown file type",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not model.exists()
+    with pytest.raises(SystemExit):
+        main([*fit, "--target", "click", "--method", "mtl", "--refit-lr", "0.1"])
+    assert "only --method rmtl uses --refit-lr" in capsys.readouterr().err
+    main([*fit, "--target", "click", "purchase", "--method", "mtl"])
+    frame.drop(columns="num_1").to_csv(tmp_path / "new.csv", index=False)
+    predict = ["predict", "--model", str(model), "--data", str(tmp_path / "new.csv")]
+    assert main([*predict, "--output", str(tmp_path / "p.csv")]) == 2
+    assert "has no feature column(s) ['num_1']" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_writes_parquet(tmp_path, log_file):
+    pytest.importorskip("pyarrow")
+    _, frame = log_file
+    model, parquet = tmp_path / "m.rmtl", tmp_path / "log.parquet"
+    frame.to_parquet(parquet)
+    argv = ["fit", "--data", str(parquet), "--target", "click", "purchase"]
+    assert main([*argv, "--method", "mtl", *TINY_FIT, "--model", str(model)]) == 0
+    out = tmp_path / "pred.parquet"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--data",
+                str(parquet),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert pd.read_parquet(out).shape == (len(frame), 2)
