@@ -1,7 +1,8 @@
 """The ``rmtl`` command line: fit and predict on your data, reproduce the paper.
 
 ``rmtl fit`` fits RMTL on a CSV/Parquet file and saves the model in the safe
-format; ``rmtl predict`` writes its probabilities for another file.
+format; ``rmtl predict`` writes its probabilities for another file; ``rmtl
+export`` writes it as ONNX or a torch.export program for serving.
 ``rmtl reproduce`` (Table 1), ``rmtl ablation`` (Table 2), ``rmtl transfer``
 (Sec. 3.4) and ``rmtl study`` (RMTL against paired controls) run on a bundled
 sample, the full public datasets (``--data-home``) or synthetic sessions,
@@ -352,6 +353,17 @@ def _add_data_commands(commands: Any) -> None:
         help="columns of --data copied to the output first, such as row ids",
     )
     predict.add_argument("--device", default="cpu", help="torch device (cpu)")
+    export = commands.add_parser(
+        "export",
+        help="export a saved model for serving: ONNX and/or torch.export",
+        description="Write a model saved by 'rmtl fit' as an ONNX graph with the "
+        "feature encoding inside (--onnx) and/or a torch.export program of the "
+        "network with its encoding as JSON (--torch). Needs the onnx extra: "
+        "pip install 'sklearn-rmtl[onnx]'.",
+    )
+    export.add_argument("--model", required=True, type=Path)
+    export.add_argument("--onnx", type=Path, help="the .onnx file to write")
+    export.add_argument("--torch", type=Path, help="the .pt2 file to write")
 
 
 def _categorical(
@@ -455,6 +467,20 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     return 0
 
 
+def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from sklearn_rmtl.export import to_onnx, to_torch
+    from sklearn_rmtl.persistence import load
+
+    if args.onnx is None and args.torch is None:
+        parser.error("give --onnx FILE, --torch FILE or both")
+    estimator = load(args.model)
+    for path, write in ((args.onnx, to_onnx), (args.torch, to_torch)):
+        if path is not None:
+            write(estimator, path)
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The refit flags the user gave, checked against this RMTLClassifier."""
     from sklearn_rmtl import RMTLClassifier
@@ -487,8 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command in ("fit", "predict"):
-        command = _fit_command if args.command == "fit" else _predict_command
+    data_commands = {
+        "fit": _fit_command,
+        "predict": _predict_command,
+        "export": _export_command,
+    }
+    if args.command in data_commands:
+        command = data_commands[args.command]
         try:
             return command(parser, args)
         except (FileNotFoundError, ImportError, ValueError, DivergenceError) as exc:

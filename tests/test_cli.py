@@ -389,3 +389,26 @@ def test_predict_writes_parquet(tmp_path, log_file):
         == 0
     )
     assert pd.read_parquet(out).shape == (len(frame), 2)
+
+
+def test_export_a_fitted_model_to_onnx_and_torch(tmp_path, capsys, log_file):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sklearn_rmtl.export import onnx_inputs
+    from sklearn_rmtl.persistence import load
+
+    path, frame = log_file
+    model = tmp_path / "m.rmtl"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    assert main([*argv, "--method", "mtl", *TINY_FIT, "--model", str(model)]) == 0
+    onnx_file, torch_file = tmp_path / "m.onnx", tmp_path / "m.pt2"
+    argv = ["export", "--model", str(model), "--onnx", str(onnx_file)]
+    assert main([*argv, "--torch", str(torch_file)]) == 0
+    assert torch_file.stat().st_size > 0
+    estimator = load(model)
+    X = frame[list(estimator.feature_names_in_)]
+    served = ort.InferenceSession(str(onnx_file)).run(None, onnx_inputs(estimator, X))
+    np.testing.assert_allclose(served[0], estimator.predict_proba(X), atol=1e-5)
+    with pytest.raises(SystemExit):
+        main(["export", "--model", str(model)])
+    assert "give --onnx FILE, --torch FILE or both" in capsys.readouterr().err
