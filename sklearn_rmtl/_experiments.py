@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.utils import Bunch
 
+from sklearn_rmtl import __version__
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
@@ -197,16 +198,67 @@ def evaluate(estimator: Any, split: Split) -> dict[str, dict[str, float]]:
     }
 
 
+def data_fingerprint(data: Bunch) -> str:
+    """A short hash of a dataset's rows, labels, sessions and times.
+
+    Part of every run's key, so that a re-run on other data (another
+    ``--n-sessions``, ``--data-home`` or an edited file) never reuses results
+    computed on the old data.
+    """
+    digest = hashlib.sha1()
+    for frame in (data.X, data.y):
+        frame = pd.DataFrame(frame)
+        # Names and dtypes matter too: hash_pandas_object hashes values only.
+        columns = [(str(c), str(t)) for c, t in frame.dtypes.items()]
+        digest.update(repr(columns).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().data)
+    for values in (data.session_ids, data.timestamps):
+        digest.update(pd.util.hash_array(np.asarray(values)).data)
+    return digest.hexdigest()[:12]
+
+
 class RunLog:
-    """Finished runs, one JSON line each, so that a re-run skips them."""
+    """Finished runs, one JSON line each, so that a re-run skips them.
+
+    A last line cut short (a run interrupted while its record was written)
+    is dropped with a warning, so that run is redone; a broken line before
+    the last one is an error naming the file and the line.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.runs: list[dict[str, Any]] = []
-        if path.exists():
-            self.runs = [
-                json.loads(line) for line in path.read_text().splitlines() if line
-            ]
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                run = json.loads(line)
+            except json.JSONDecodeError:
+                run = None
+            if isinstance(run, dict):
+                self.runs.append(run)
+            elif number == len(lines):
+                warnings.warn(
+                    f"{path}: the last line is not a complete run record (an "
+                    "interrupted run?); it is dropped and that run is redone.",
+                    stacklevel=2,
+                )
+                # Rewrite without it, so new records start on a line of their own.
+                self._rewrite()
+            else:
+                raise ValueError(
+                    f"{path}, line {number}: not a run record. Delete that line "
+                    "(its run is then redone) or the whole file (every run is "
+                    "redone)."
+                )
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in self.runs))
+        tmp.replace(self.path)
 
     def find(self, key: dict[str, Any]) -> dict[str, Any] | None:
         for run in self.runs:
@@ -307,6 +359,8 @@ def run(
 ) -> list[dict[str, Any]]:
     """Fit and score every (method, seed) not already recorded in ``output``.
 
+    A run is keyed on the experiment, dataset, method, seed, scored part,
+    settings, data fingerprint (:func:`data_fingerprint`) and library version.
     Returns one record per run (also appended to ``output/runs.jsonl``) with
     its configuration, seed, timings and per-task metrics on the
     ``evaluate_on`` part (see :func:`split_dataset`).
@@ -316,6 +370,7 @@ def run(
     split = split_dataset(data, evaluate_on)
     seeds = list(seeds)
     progress = Progress(len(methods) * len(seeds), stream)
+    fingerprint = data_fingerprint(data)
     results = []
     for seed in seeds:
         context = Context(settings, split, seed)
@@ -327,6 +382,8 @@ def run(
                 "seed": seed,
                 "evaluate_on": evaluate_on,
                 "settings": settings.key(),
+                "data": fingerprint,
+                "version": __version__,
             }
             done = log.find(key)
             if done is not None:

@@ -40,6 +40,7 @@ from sklearn_rmtl._training import (
     ValidationCheckpoint,
 )
 from sklearn_rmtl._validation import (
+    check_callbacks,
     check_metadata,
     check_multitask_target,
     resolve_device,
@@ -370,6 +371,9 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         self.callbacks = callbacks
 
     # ------------------------------------------------------------------ fit
+    def _check_tasks(self, task_names: np.ndarray) -> None:
+        """Check given fitted components against y's tasks (RMTL has some)."""
+
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
         """Cross-parameter checks that need the data; raise before training.
 
@@ -519,6 +523,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         )
         times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
         self._check_params(y01.shape[1])
+        self._check_tasks(task_names)
+        check_callbacks(self.callbacks)
         for name in self._gauc_metrics():
             if self.early_stopping and sessions is None:
                 raise ValueError(

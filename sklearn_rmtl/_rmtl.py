@@ -49,6 +49,7 @@ from sklearn_rmtl._validation import (
     binarize_labels,
     check_metadata,
     check_multitask_target,
+    check_same_tasks,
 )
 from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
 from sklearn_rmtl.backbones import BACKBONES
@@ -471,25 +472,26 @@ class RMTLClassifier(MTLClassifier):
             names.append("refit_validation_metric")
         return names
 
+    def _check_tasks(self, task_names: np.ndarray) -> None:
+        # A given actor or critic must model y's tasks in y's order: with
+        # only their number compared, (buy, click) would silently reuse the
+        # heads of (click, buy).
+        given = [("critic", getattr(self.critic, "task_names", None))]
+        if isinstance(self.backbone, MTLClassifier):
+            given.append(("backbone", getattr(self.backbone, "task_names_", None)))
+        for name, fitted in given:
+            if fitted is not None:
+                check_same_tasks(name, fitted, task_names)
+
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
-        if self.critic is not None and self.critic.n_tasks != n_tasks:
-            raise ValueError(
-                f"critic was trained for {self.critic.n_tasks} tasks "
-                f"{list(self.critic.task_names)} but y has {n_tasks} columns."
-            )
         check_dims("critic_hidden_dims", self.critic_hidden_dims, allow_empty=True)
         return super()._check_params(n_tasks)
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
         if not isinstance(self.backbone, MTLClassifier):
             return super()._network_params(n_tasks)
-        actor = self.backbone  # its sizes; the refit uses our task weights
-        if hasattr(actor, "n_tasks_") and actor.n_tasks_ != n_tasks:
-            raise ValueError(
-                f"backbone was fitted on {actor.n_tasks_} tasks but y has "
-                f"{n_tasks} columns."
-            )
-        return actor._network_params(n_tasks)
+        # Its sizes; the refit uses our task weights (tasks: _check_tasks).
+        return self.backbone._network_params(n_tasks)
 
     # ----------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=False)

@@ -82,15 +82,25 @@ class DivergenceGuard(Callback):
         if not np.isfinite(loss):
             raise diverged(self.phase, self.lr_name, "loss", loss, len(net.history))
 
+    def on_train_end(self, net: Any, **kwargs: Any) -> None:
+        # An epoch's loss is computed before its last step, which can still
+        # leave non-finite weights behind (seen without early stopping).
+        with torch.no_grad():
+            finite = all(bool(p.isfinite().all()) for p in net.module_.parameters())
+        if not finite:
+            raise diverged(
+                self.phase, self.lr_name, "weights", math.nan, len(net.history)
+            )
+
 
 def diverged(
     phase: str, lr_name: str, what: str, value: float, epoch: int
 ) -> DivergenceError:
-    """The error of a phase whose loss stopped being finite."""
+    """The error of a phase whose loss or weights stopped being finite."""
+    refit = ", or lower q_lambda" if phase == "refit" else ""
     return DivergenceError(
         f"The {phase} {what} became {value} in epoch {epoch}. Lower {lr_name}, "
-        "check the features for extreme values (scale or clip them), or lower "
-        "q_lambda for the refit."
+        f"check the features for extreme values (scale or clip them){refit}."
     )
 
 

@@ -49,7 +49,14 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise ValueError(
                 f"y must be 2-D of shape (n_samples, n_tasks), got shape {arr.shape}."
             )
+    if columns and len(columns[0]) == 0:
+        raise ValueError(
+            "y has no rows; pass one row of labels per row of X, shape "
+            "(n_samples, n_tasks)."
+        )
     for name, col in zip(names, columns, strict=True):
+        if col.dtype == object:
+            _check_one_label_type(name, col)
         if (col.dtype.kind in "fc" and np.isnan(col).any()) or (
             col.dtype == object and pd.isna(col).any()
         ):
@@ -89,6 +96,21 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+def _check_one_label_type(name: str, col: np.ndarray) -> None:
+    """Reject an object column whose labels mix types, such as 1 and "1"."""
+    kinds = {
+        "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
+        for v in col
+        if not pd.isna(v)
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            f"Task {name!r} mixes label types ({', '.join(sorted(kinds))}), e.g. 1 "
+            f'and "1"; convert the column to one type first, e.g. '
+            f"y[{name!r}].astype(int) or .astype(str)."
+        )
+
+
 def _complete_single_label(name: str, labels: np.ndarray) -> np.ndarray:
     """Infer the missing class of a task whose y holds one label only."""
     label = labels[0]
@@ -114,7 +136,9 @@ def check_metadata(
     """Validate ``session_ids`` or ``timestamps`` and return them as an array.
 
     Timestamps (``sortable=True``) may be numbers or datetimes and are
-    returned as float64 or int64 (nanoseconds) sort keys.
+    returned as sort keys: int64 for integers (exact: float64 would tie
+    nanosecond times less than about 256 ns apart) and datetimes (their
+    nanoseconds), float64 for floats.
     """
     if values is None:
         return None
@@ -140,9 +164,62 @@ def check_metadata(
         raise ValueError(
             f"{name} contains missing values (NaN/NaT/None); every row needs one."
         )
-    if sortable:
-        return arr.view(np.int64) if arr.dtype.kind == "M" else arr.astype(np.float64)
-    return arr
+    if not sortable:
+        return arr
+    if arr.dtype.kind == "M":
+        return arr.view(np.int64)
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"{name} holds unsigned integers above {np.iinfo(np.int64).max}; "
+            "pass them as int64 (e.g. relative to the first time) or datetimes."
+        )
+    return arr.astype(np.int64 if arr.dtype.kind in "iub" else np.float64)
+
+
+def _default_task_names(n_tasks: int) -> list[str]:
+    return [f"task_{k}" for k in range(n_tasks)]
+
+
+def check_same_tasks(what: str, fitted: Any, task_names: Any) -> None:
+    """Fail unless ``what`` (a given actor or critic) was fitted on y's tasks.
+
+    Names are compared when both sides have them (y was a DataFrame both
+    times); otherwise, as for unnamed feature columns, only their number.
+    """
+    fitted, names = [str(t) for t in fitted], [str(t) for t in task_names]
+    if len(fitted) != len(names):
+        raise ValueError(
+            f"{what} was trained for {len(fitted)} tasks {fitted} but y has "
+            f"{len(names)} columns {names}."
+        )
+    if _default_task_names(len(names)) in (fitted, names) or fitted == names:
+        return
+    how = (
+        "the same tasks in another order; reorder y's columns to"
+        if sorted(fitted) == sorted(names)
+        else "other tasks; pass y with the columns"
+    )
+    raise ValueError(
+        f"{what} was fitted on tasks {fitted} but y has columns {names}: {how} "
+        f"{fitted}, or fit a new {what}."
+    )
+
+
+def check_callbacks(callbacks: Any) -> None:
+    """Reject user callbacks that would fight the built-in early stopping."""
+    from skorch.callbacks import EarlyStopping
+
+    for entry in callbacks or []:
+        callback = entry[1] if isinstance(entry, tuple) else entry
+        if isinstance(callback, EarlyStopping) or callback is EarlyStopping:
+            raise ValueError(
+                "callbacks holds a skorch EarlyStopping, which stops training "
+                "by raising KeyboardInterrupt and would abort fit (and a "
+                "GridSearchCV around it). Early stopping is built in: set "
+                "n_iter_no_change (patience), validation_fraction, "
+                "validation_interval and validation_metric instead, and "
+                "remove EarlyStopping from callbacks."
+            )
 
 
 def resolve_device(device: str) -> str:

@@ -1,5 +1,8 @@
-"""The ``rmtl`` command line: reproduce the paper's experiments.
+"""The ``rmtl`` command line: fit and predict on your data, reproduce the paper.
 
+``rmtl fit`` fits RMTL on a CSV/Parquet file and saves the model in the safe
+format; ``rmtl predict`` writes its probabilities for another file; ``rmtl
+export`` writes it as ONNX or a torch.export program for serving.
 ``rmtl reproduce`` (Table 1), ``rmtl ablation`` (Table 2), ``rmtl transfer``
 (Sec. 3.4) and ``rmtl study`` (RMTL against paired controls) run on a bundled
 sample, the full public datasets (``--data-home``) or synthetic sessions,
@@ -17,9 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SELECTIONS
-from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
+from sklearn_rmtl.exceptions import DivergenceError
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -57,6 +63,36 @@ def _number(
 
 
 _POSITIVE_INT = _number(int, 1)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object such as '{"bottom_dims": [256, 128]}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"bottom_dims\": [256, 128]}}', "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _check_backbone_params(
+    parser: argparse.ArgumentParser, params: dict[str, Any], backbones: set[str]
+) -> None:
+    """Reject keys that none of the command's backbones accepts."""
+    valid = {*EMBEDDING_KEYS, *(k for b in backbones for k in backbone_keys(b))}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        parser.error(
+            f"--backbone-params: {unknown} configure none of the backbones this "
+            f"command runs ({', '.join(sorted(backbones))}); valid keys are "
+            f"{sorted(valid)}"
+        )
+
+
 #: Flags that are RMTLClassifier parameters of the same name, passed to every
 #: RMTL run only when given (otherwise the estimator's default holds); those
 #: that are MTLClassifier parameters too reach the baselines as well.
@@ -121,11 +157,16 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--backbone-params",
-        type=json.loads,
+        type=_json_object,
         default=None,
-        help="JSON dict of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
-        "each backbone takes the keys it uses",
+        help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
+        "each backbone takes the keys it uses, and a key that none of the "
+        "command's backbones uses is an error",
     )
+    _add_refit_flags(sub)
+
+
+def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
     refit = sub.add_argument_group(
         "refit",
         "RMTLClassifier parameters of every RMTL run (default: the estimator's own)",
@@ -170,10 +211,14 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmtl",
-        description="Reproduce the experiments of 'Multi-Task Recommendations with "
+        description="Fit RMTL on your own data and predict with it (fit, predict), "
+        "or reproduce the experiments of 'Multi-Task Recommendations with "
         "Reinforcement Learning' (WWW 2023) with sklearn-rmtl.",
     )
+    version = f"%(prog)s {__version__}"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
     specs = {
         "reproduce": "Table 1: baselines, D-PLE and RMTL on each backbone",
         "ablation": "Table 2: RMTL's weighting variants on one backbone",
@@ -244,11 +289,205 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_data_commands(commands: Any) -> None:
+    """``rmtl fit`` and ``rmtl predict``: a model of the user's own file."""
+    files = f"CSV, TSV or Parquet ({', '.join(SUFFIXES)})"
+    fit = commands.add_parser(
+        "fit",
+        help="fit RMTL (or a plain multi-task backbone) on your own data file",
+        description="Fit RMTLClassifier (--method rmtl) or MTLClassifier "
+        "(--method mtl) on a data file and save it in the safe format. Every "
+        "column that is not a target, --session or --time is a feature unless "
+        "--features lists them. Flags not given keep the estimator's defaults.",
+    )
+    fit.add_argument("--data", required=True, type=Path, help=f"the file: {files}")
+    fit.add_argument(
+        "--target",
+        required=True,
+        nargs="+",
+        help="label columns, one per task (funnel order for esmm/aitm)",
+    )
+    fit.add_argument("--session", help="session id column (RMTL's MDP needs it)")
+    fit.add_argument("--time", help="timestamp column (numbers or dates)")
+    fit.add_argument("--features", nargs="+", help="feature columns (default: rest)")
+    fit.add_argument(
+        "--categorical",
+        nargs="+",
+        help="feature columns to embed as categories even though they hold "
+        "numbers, such as integer ids; text and boolean columns always are",
+    )
+    fit.add_argument("--method", choices=("rmtl", "mtl"), default="rmtl")
+    fit.add_argument("--backbone", choices=sorted(BACKBONES), default=None)
+    fit.add_argument(
+        "--backbone-params",
+        type=_json_object,
+        default=None,
+        help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'",
+    )
+    fit.add_argument("--max-epochs", type=_POSITIVE_INT, default=None)
+    fit.add_argument("--batch-size", type=_POSITIVE_INT, default=None)
+    fit.add_argument("--lr", type=_number(float, 0, open_low=True), default=None)
+    fit.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+    fit.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda")
+    fit.add_argument("--verbose", action="store_true", help="a progress bar per epoch")
+    fit.add_argument(
+        "--model", required=True, type=Path, help="where to save the fitted model"
+    )
+    _add_refit_flags(fit)
+    predict = commands.add_parser(
+        "predict",
+        help="predict each task's probability for the rows of a data file",
+        description="Load a model saved by 'rmtl fit' (or sklearn_rmtl."
+        "persistence.save; safe for untrusted files) and write one probability "
+        "column '<task>_proba' per task.",
+    )
+    predict.add_argument("--model", required=True, type=Path)
+    predict.add_argument("--data", required=True, type=Path, help=f"the file: {files}")
+    predict.add_argument(
+        "--output", required=True, type=Path, help=f"where to write: {files}"
+    )
+    predict.add_argument(
+        "--keep",
+        nargs="+",
+        default=[],
+        help="columns of --data copied to the output first, such as row ids",
+    )
+    predict.add_argument("--device", default="cpu", help="torch device (cpu)")
+    export = commands.add_parser(
+        "export",
+        help="export a saved model for serving: ONNX and/or torch.export",
+        description="Write a model saved by 'rmtl fit' as an ONNX graph with the "
+        "feature encoding inside (--onnx) and/or a torch.export program of the "
+        "network with its encoding as JSON (--torch). Needs the onnx extra: "
+        "pip install 'sklearn-rmtl[onnx]'.",
+    )
+    export.add_argument("--model", required=True, type=Path)
+    export.add_argument("--onnx", type=Path, help="the .onnx file to write")
+    export.add_argument("--torch", type=Path, help="the .pt2 file to write")
+
+
+def _categorical(
+    frame: Any, features: list[str], extra: list[str] | None
+) -> list[str] | None:
+    """Text and boolean columns (as by dtype) plus those named by --categorical."""
+    if not extra:
+        return None  # the estimator's own rule: by dtype
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    def by_dtype(c: str) -> bool:
+        return is_bool_dtype(frame[c]) or not is_numeric_dtype(frame[c])
+
+    return [c for c in features if c in extra or by_dtype(c)]
+
+
+def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from sklearn_rmtl import MTLClassifier, RMTLClassifier
+    from sklearn_rmtl.persistence import save
+
+    frame = read_table(args.data)
+    meta = [c for c in (args.session, args.time) if c is not None]
+    check_columns(frame, args.target, what="--target", path=str(args.data))
+    check_columns(frame, meta, what="--session/--time", path=str(args.data))
+    features = args.features or [
+        c for c in frame.columns if c not in {*args.target, *meta}
+    ]
+    check_columns(frame, features, what="--features", path=str(args.data))
+    check_columns(
+        frame, args.categorical or [], what="--categorical", path=str(args.data)
+    )
+    overlap = sorted(set(features) & {*args.target, *meta})
+    if overlap:
+        parser.error(f"{overlap} cannot be features and targets/--session/--time")
+    if not features:
+        parser.error(f"{args.data} has no feature columns besides the targets")
+    refit = _rmtl_params(parser, args)
+    if args.method == "mtl":
+        refit_only = sorted(set(refit) - set(MTLClassifier().get_params()))
+        if refit_only:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in refit_only)
+            parser.error(f"only --method rmtl uses {flags}")
+    params = {
+        "backbone": args.backbone,
+        "backbone_params": args.backbone_params,
+        "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "device": args.device,
+        "categorical_features": _categorical(frame, features, args.categorical),
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    if "backbone_params" in params:
+        params["backbone_params"] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in params["backbone_params"].items()
+        }
+    cls = RMTLClassifier if args.method == "rmtl" else MTLClassifier
+    estimator = cls(
+        **params, **refit, random_state=args.seed, verbose=int(args.verbose)
+    )
+    print(
+        f"fitting {cls.__name__}(backbone={estimator.backbone!r}) on "
+        f"{len(frame)} rows of {args.data}: tasks {args.target}, "
+        f"{len(features)} features",
+        file=sys.stderr,
+        flush=True,
+    )
+    estimator.fit(
+        frame[features],
+        frame[args.target],
+        session_ids=None if args.session is None else frame[args.session],
+        timestamps=None if args.time is None else frame[args.time],
+    )
+    save(estimator, args.model)
+    epochs = {phase: len(rows) for phase, rows in estimator.history_.items()}
+    print(f"saved to {args.model}; epochs per phase: {epochs}", file=sys.stderr)
+    return 0
+
+
+def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from sklearn_rmtl.persistence import load
+
+    estimator = load(args.model, device=args.device)
+    frame = read_table(args.data)
+    features = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
+    if not features:
+        parser.error(
+            f"{args.model} was fitted without column names, so the columns of "
+            f"{args.data} cannot be matched to its features; fit it on a "
+            "DataFrame (as 'rmtl fit' does)"
+        )
+    check_columns(frame, features, what="feature", path=str(args.data))
+    check_columns(frame, args.keep, what="--keep", path=str(args.data))
+    proba = estimator.predict_proba(frame[features])
+    out = frame[args.keep].reset_index(drop=True)
+    for k, task in enumerate(estimator.task_names_):
+        out[f"{task}_proba"] = proba[:, k]
+    write_table(out, args.output)
+    print(f"wrote {len(out)} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from sklearn_rmtl.export import to_onnx, to_torch
+    from sklearn_rmtl.persistence import load
+
+    if args.onnx is None and args.torch is None:
+        parser.error("give --onnx FILE, --torch FILE or both")
+    estimator = load(args.model)
+    for path, write in ((args.onnx, to_onnx), (args.torch, to_torch)):
+        if path is not None:
+            write(estimator, path)
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The refit flags the user gave, checked against this RMTLClassifier."""
     from sklearn_rmtl import RMTLClassifier
 
-    given = {k: getattr(args, k) for k in RMTL_FLAGS if getattr(args, k) is not None}
+    given = {
+        k: getattr(args, k) for k in RMTL_FLAGS if getattr(args, k, None) is not None
+    }
     known = RMTLClassifier().get_params(deep=False)
     for k in given:
         if k not in known:
@@ -274,6 +513,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    data_commands = {
+        "fit": _fit_command,
+        "predict": _predict_command,
+        "export": _export_command,
+    }
+    if args.command in data_commands:
+        command = data_commands[args.command]
+        try:
+            return command(parser, args)
+        except (FileNotFoundError, ImportError, ValueError, DivergenceError) as exc:
+            # A user's file, column or setting is wrong: a message, not a
+            # traceback (InvalidFileError is a ValueError).
+            print(f"rmtl {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     params = dict(args.backbone_params or {})
     if args.embedding_dim is not None:
         params["embedding_dim"] = args.embedding_dim
@@ -310,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"Paired study on {args.dataset} (scored on {evaluate_on})"
         if evaluate_on != "test":
             folder = f"study-{evaluate_on}"
+    backbones = set(getattr(args, "backbones", None) or [args.backbone])
+    if args.command == "reproduce":  # its baselines and D-PLE run their own
+        backbones |= {*ex.BASELINES.values(), "ple"}
+    _check_backbone_params(parser, params, backbones)
     data = load_dataset(args.dataset, args.data_home, args.n_sessions)
     output = args.output / folder / args.dataset
     print(

@@ -112,6 +112,8 @@ def test_esmm_is_a_funnel():
     ("overrides", "match"),
     [
         ({"bottom_dims": (0,)}, "bottom_dims must be"),
+        ({"bottom_dims": 8}, r"got 8; for one layer write \(8,\)"),
+        ({"tower_dims": "64"}, "tower_dims must be a sequence of layer sizes"),
         ({"dropout": 1.0}, "dropout must be in"),
         ({"n_experts": 0}, "n_experts must be a positive int"),
     ],

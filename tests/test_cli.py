@@ -11,6 +11,9 @@ import pytest
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl.cli import main
 
+#: Sizes every backbone takes, and the expert counts of MMoE / PLE.
+SIZES = {"bottom_dims": [8], "tower_dims": [4]}
+EXPERTS = {"n_experts": 2, "n_shared_experts": 1, "n_specific_experts": 1}
 TINY = [
     "--dataset",
     "synthetic",
@@ -27,14 +30,24 @@ TINY = [
     "--embedding-dim",
     "4",
     "--backbone-params",
-    '{"bottom_dims": [8], "tower_dims": [4], "n_experts": 2, '
-    '"n_shared_experts": 1, "n_specific_experts": 1}',
+    json.dumps(SIZES),
 ]
+#: TINY for commands that run MMoE or PLE (the last --backbone-params wins).
+TINY_EXPERTS = [*TINY, "--backbone-params", json.dumps({**SIZES, **EXPERTS})]
 
 
 def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert (
-        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        main(
+            [
+                "reproduce",
+                *TINY_EXPERTS,
+                "--backbones",
+                "mmoe",
+                "--output",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     out = capsys.readouterr()
@@ -63,7 +76,16 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
     # A re-run skips the finished runs and gives the same table.
     assert (
-        main(["reproduce", *TINY, "--backbones", "mmoe", "--output", str(tmp_path)])
+        main(
+            [
+                "reproduce",
+                *TINY_EXPERTS,
+                "--backbones",
+                "mmoe",
+                "--output",
+                str(tmp_path),
+            ]
+        )
         == 0
     )
     again = capsys.readouterr()
@@ -182,3 +204,211 @@ def test_study_flag_errors(capsys, flags, message):
     with pytest.raises(SystemExit):
         main(["study", *flags])
     assert message in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from sklearn_rmtl import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rmtl {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ("{bottom_dims: 8}", "not valid JSON"),
+        # n_expert (typo of n_experts) configures no backbone of the command.
+        ('{"n_expert": 2}', "['n_expert'] configure none of the backbones"),
+        # MMoE's key, but ablation runs SharedBottom only.
+        ('{"n_experts": 2}', "valid keys are ['batch_norm', 'bottom_dims'"),
+    ],
+)
+def test_backbone_params_errors(tmp_path, capsys, params, message):
+    argv = ["ablation", "--backbone", "sharedbottom", "--backbone-params", params]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--output", str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # stopped before any training
+
+
+def test_runs_are_redone_when_the_data_changes(tmp_path, capsys):
+    argv = ["ablation", *TINY, "--seeds", "1", "--backbone", "sharedbottom"]
+    argv += ["--output", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--n-sessions", "90"]) == 0
+    assert "skipped (done before)" not in capsys.readouterr().err
+    runs = [json.loads(x) for x in next(tmp_path.glob("*/*/runs.jsonl")).open()]
+    assert len(runs) == 10 and len({r["data"] for r in runs}) == 2
+    # The same data again reuses every run.
+    assert main([*argv, "--n-sessions", "90"]) == 0
+    assert capsys.readouterr().err.count("skipped (done before)") == 5
+
+
+def test_run_log_drops_a_cut_last_line_and_rejects_a_broken_one(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records = [{"method": "a", "seed": 0}, {"method": "b", "seed": 0}]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    path.write_text(text + '{"method": "c", "se')  # interrupted while writing
+    with pytest.warns(UserWarning, match=r"runs\.jsonl: the last line .* redone"):
+        log = ex.RunLog(path)
+    assert log.runs == records
+    assert log.find({"method": "c"}) is None
+    log.add({"method": "c", "seed": 0})
+    assert [json.loads(x)["method"] for x in path.open()] == ["a", "b", "c"]
+    path.write_text('{"method": "a"}\nnot json\n{"method": "b"}\n')
+    with pytest.raises(ValueError, match=r"runs\.jsonl, line 2: not a run record"):
+        ex.RunLog(path)
+
+
+# ------------------------------------------------------- rmtl fit / predict
+TINY_FIT = ["--max-epochs", "1", "--batch-size", "64", "--backbone", "sharedbottom"]
+TINY_FIT += [
+    "--backbone-params",
+    '{"bottom_dims": [8], "tower_dims": [4], "embedding_dim": 4}',
+]
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    """A session log as a user would have it: ids as text, times as dates."""
+    from sklearn_rmtl.datasets import make_sessions
+
+    data = make_sessions(n_sessions=40, random_state=0)
+    frame = data.X.copy()
+    frame[["click", "purchase"]] = data.y.to_numpy()
+    frame["session"] = data.session_ids
+    frame["time"] = pd.to_datetime(data.timestamps, unit="s")
+    frame["row_id"] = np.arange(len(frame))
+    path = tmp_path / "log.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+@pytest.mark.parametrize("method", ["rmtl", "mtl"])
+def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
+    from sklearn_rmtl.persistence import load
+
+    path, frame = log_file
+    model, out = tmp_path / "model.rmtl", tmp_path / "pred.csv.gz"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", method]
+    argv += ["--categorical", "position", "--features"]
+    argv += ["cat_0", "cat_1", "cat_2", "num_0", "num_1", "position"]
+    assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
+    assert "saved to" in capsys.readouterr().err
+    estimator = load(model)
+    assert type(estimator).__name__ == (
+        "RMTLClassifier" if method == "rmtl" else "MTLClassifier"
+    )
+    assert list(estimator.task_names_) == ["click", "purchase"]
+    # The integer column joins the text columns as a category.
+    assert estimator.categorical_features == ["cat_0", "cat_1", "cat_2", "position"]
+    predict = ["predict", "--model", str(model), "--data", str(path)]
+    assert main([*predict, "--output", str(out), "--keep", "row_id"]) == 0
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["row_id", "click_proba", "purchase_proba"]
+    np.testing.assert_array_equal(pred["row_id"], frame["row_id"])
+    expected = estimator.predict_proba(
+        pd.read_csv(path)[list(estimator.feature_names_in_)]
+    )
+    np.testing.assert_allclose(
+        pred[["click_proba", "purchase_proba"]], expected, rtol=1e-6
+    )
+
+
+def test_fit_and_predict_errors_name_the_file_and_column(tmp_path, capsys, log_file):
+    path, frame = log_file
+    model = tmp_path / "model.rmtl"
+    fit = ["fit", "--data", str(path), "--model", str(model), *TINY_FIT]
+    cases = [
+        (
+            [*fit, "--target", "clik"],
+            "has no --target column(s) ['clik']; its columns are: cat_0",
+        ),
+        (
+            [*fit, "--target", "click", "--time", "when"],
+            "no --session/--time column(s) ['when']",
+        ),
+        (
+            ["fit", "--data", str(tmp_path / "x.csv"), "--target", "a", "--model", "m"],
+            "x.csv: no such file",
+        ),
+        (
+            [
+                "fit",
+                "--data",
+                str(tmp_path / "x.xlsx"),
+                "--target",
+                "a",
+                "--model",
+                "m",
+            ],
+            "unknown file type",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not model.exists()
+    with pytest.raises(SystemExit):
+        main([*fit, "--target", "click", "--method", "mtl", "--refit-lr", "0.1"])
+    assert "only --method rmtl uses --refit-lr" in capsys.readouterr().err
+    main([*fit, "--target", "click", "purchase", "--method", "mtl"])
+    frame.drop(columns="num_1").to_csv(tmp_path / "new.csv", index=False)
+    predict = ["predict", "--model", str(model), "--data", str(tmp_path / "new.csv")]
+    assert main([*predict, "--output", str(tmp_path / "p.csv")]) == 2
+    assert "has no feature column(s) ['num_1']" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_writes_parquet(tmp_path, log_file):
+    pytest.importorskip("pyarrow")
+    _, frame = log_file
+    model, parquet = tmp_path / "m.rmtl", tmp_path / "log.parquet"
+    frame.to_parquet(parquet)
+    argv = ["fit", "--data", str(parquet), "--target", "click", "purchase"]
+    assert main([*argv, "--method", "mtl", *TINY_FIT, "--model", str(model)]) == 0
+    out = tmp_path / "pred.parquet"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--data",
+                str(parquet),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert pd.read_parquet(out).shape == (len(frame), 2)
+
+
+def test_export_a_fitted_model_to_onnx_and_torch(tmp_path, capsys, log_file):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sklearn_rmtl.export import onnx_inputs
+    from sklearn_rmtl.persistence import load
+
+    path, frame = log_file
+    model = tmp_path / "m.rmtl"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    assert main([*argv, "--method", "mtl", *TINY_FIT, "--model", str(model)]) == 0
+    onnx_file, torch_file = tmp_path / "m.onnx", tmp_path / "m.pt2"
+    argv = ["export", "--model", str(model), "--onnx", str(onnx_file)]
+    assert main([*argv, "--torch", str(torch_file)]) == 0
+    assert torch_file.stat().st_size > 0
+    estimator = load(model)
+    X = frame[list(estimator.feature_names_in_)]
+    served = ort.InferenceSession(str(onnx_file)).run(None, onnx_inputs(estimator, X))
+    np.testing.assert_allclose(served[0], estimator.predict_proba(X), atol=1e-5)
+    with pytest.raises(SystemExit):
+        main(["export", "--model", str(model)])
+    assert "give --onnx FILE, --torch FILE or both" in capsys.readouterr().err

@@ -96,6 +96,29 @@ def test_split_accepts_datetimes():
     np.testing.assert_array_equal(train, [4, 5, 6, 7, 8, 9])
 
 
+def test_integer_times_nanoseconds_apart_keep_their_order():
+    # 1 ns apart at today's epoch nanoseconds: float64 would tie them all.
+    t = np.int64(1_764_547_200_000_000_000) + np.arange(10)[::-1]
+    train, _valid, test = temporal_train_test_split(np.arange(10), timestamps=t)
+    np.testing.assert_array_equal(test, [0, 1])
+    np.testing.assert_array_equal(train, [4, 5, 6, 7, 8, 9])
+    # The session links of the MDP follow the times too, not the row order.
+    from sklearn_rmtl._mdp import build_transitions
+    from sklearn_rmtl._validation import check_metadata
+
+    keys = check_metadata(t[:3], 3, name="timestamps", sortable=True)
+    links = build_transitions(np.zeros(3, dtype=int), keys, 3)
+    # Row 2 is the earliest, then row 1, then row 0 (the last step).
+    np.testing.assert_array_equal(links.next_row, [0, 0, 1])
+    np.testing.assert_array_equal(links.done, [True, False, False])
+
+
+def test_unsigned_times_beyond_int64_are_rejected():
+    t = np.array([2**63 + 1, 1], dtype=np.uint64)
+    with pytest.raises(ValueError, match="unsigned integers above"):
+        temporal_train_test_split(np.arange(2), timestamps=t)
+
+
 def test_split_timestamps_none_means_row_order():
     train, valid = temporal_train_test_split(
         list("abcde"), timestamps=None, sizes=(0.6, 0.4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -51,6 +51,12 @@ class Backbone(nn.Module):
 
 def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:
     """Validate a sequence of layer sizes and return it as a tuple."""
+    if isinstance(dims, str) or not isinstance(dims, Iterable):
+        hint = f"; for one layer write ({dims},)" if isinstance(dims, int) else ""
+        raise ValueError(
+            f"{name} must be a sequence of layer sizes such as (256, 128), got "
+            f"{dims!r}{hint}."
+        )
     dims = tuple(dims)
     if (not dims and not allow_empty) or any(
         not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in dims

@@ -1,0 +1,110 @@
+"""Reading and writing the data files of ``rmtl fit`` / ``rmtl predict``.
+
+CSV (optionally compressed, e.g. ``.csv.gz``), TSV and Parquet, chosen by
+the file name's suffix; Parquet needs pyarrow (``pip install
+"sklearn-rmtl[parquet]"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+_TSV = (".tsv", ".tsv.gz")
+_PARQUET = (".parquet", ".pq")
+SUFFIXES: tuple[str, ...] = (*_CSV, *_TSV, *_PARQUET)
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    for kind, suffixes in (("csv", _CSV), ("tsv", _TSV), ("parquet", _PARQUET)):
+        if name.endswith(suffixes):
+            return kind
+    raise ValueError(
+        f"{path}: unknown file type; use one of {', '.join(SUFFIXES)} (the "
+        "type is read from the file name's suffix)."
+    )
+
+
+def _need_pyarrow(path: Path) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            f"{path}: Parquet files need pyarrow; install it with "
+            "pip install 'sklearn-rmtl[parquet]', or use a CSV file."
+        ) from None
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file into a DataFrame.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; its suffix says its type.
+
+    Returns
+    -------
+    frame : DataFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the suffix is not a supported type, or the file has no rows.
+    ImportError
+        For Parquet without pyarrow.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    if kind == "parquet":
+        _need_pyarrow(path)
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    if len(frame) == 0:
+        raise ValueError(f"{path}: the file has no rows.")
+    return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write ``frame`` as CSV, TSV or Parquet, replacing ``path`` atomically.
+
+    The file is written next to ``path`` under a temporary name and renamed,
+    so an interrupted write never leaves a truncated file behind.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "parquet":
+        _need_pyarrow(path)
+    # Same suffix as the target, so that pandas infers the same compression.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_columns(
+    frame: pd.DataFrame, columns: Sequence[str], *, what: str, path: str
+) -> None:
+    """Fail naming the ``columns`` that ``frame`` lacks and the ones it has."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        have = [str(c) for c in frame.columns]
+        shown = ", ".join(have[:30]) + (" ..." if len(have) > 30 else "")
+        raise ValueError(
+            f"{path} has no {what} column(s) {missing}; its columns are: {shown}."
+        )

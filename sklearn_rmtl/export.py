@@ -1,0 +1,441 @@
+"""Serving a fitted model without this library: ONNX and torch.export.
+
+:func:`to_onnx` writes one ONNX graph whose inputs are the raw feature
+columns and whose output is the ``(n, n_tasks)`` probability matrix: the
+vocabulary lookups, imputation, standardisation and the network are all
+inside it, so onnxruntime (or any ONNX runtime) serves the model alone.
+:func:`to_torch` writes the network as a ``torch.export`` program with the
+feature encoding described as JSON beside it (:func:`describe_encoding`),
+for serving from torch. Both need optional packages: ``pip install
+"sklearn-rmtl[onnx]"`` (onnx, onnxruntime, onnxscript).
+
+The inputs of the ONNX graph are one ``(n, 1)`` tensor per feature column,
+named and ordered as ``feature_names_in_``; :func:`onnx_inputs` builds them
+from a DataFrame. Their types:
+
+- a categorical column whose known values are strings: ``string``; the
+  empty string means a missing value (unless ``""`` is a known value);
+- one of integers: ``int64`` (no missing values: fill them, or fit on a
+  float column, whose NaN means missing);
+- one of booleans: ``bool``;
+- one of floats (or of ints and floats): ``double``, NaN meaning missing;
+- a numerical column: ``double``, NaN meaning missing (imputed as in
+  ``predict_proba``); infinite values give NaN probabilities, where
+  ``predict_proba`` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import Tensor, nn
+
+from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE, FeatureEncoder
+from sklearn_rmtl._mtl import MTLClassifier
+
+#: ONNX type of the input of each kind of column (see the module docstring).
+_ONNX_TYPES = {"string": "STRING", "int64": "INT64", "bool": "BOOL", "double": "DOUBLE"}
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"Exporting needs {module}; install the extra with "
+            "pip install 'sklearn-rmtl[onnx]'."
+        ) from None
+
+
+def _value_kind(values: np.ndarray) -> str:
+    """The input type of a categorical column, from its known values.
+
+    The encoder keeps a column's values as they are when they share one
+    type and as strings otherwise, so text is the fallback.
+    """
+    values = values.tolist()
+    if all(isinstance(v, bool | np.bool_) for v in values) and values:
+        return "bool"
+    if all(isinstance(v, int | np.integer) for v in values) and values:
+        return "int64"
+    if all(isinstance(v, int | float | np.number) for v in values):
+        return "double"  # 3 and 3.0 are one value, as in predict_proba
+    return "string"
+
+
+def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
+    """The fitted feature encoding as plain, JSON-serialisable data.
+
+    What a serving system outside Python needs to turn raw columns into the
+    network's inputs ``x_cat`` (int64 codes) and ``x_num`` (float32).
+
+    Parameters
+    ----------
+    estimator : MTLClassifier or RMTLClassifier
+        A fitted estimator.
+
+    Returns
+    -------
+    description : dict
+        ``columns``: every input column in order, each with ``name``,
+        ``role`` ("categorical" or "numerical") and ``type`` (see the module
+        docstring); a categorical column has ``values`` and ``codes`` (its
+        vocabulary), a numerical one ``mean``, ``scale`` and
+        ``missing_indicator``. Also ``missing_code``, ``unknown_code``,
+        ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
+        assembled).
+    """
+    check_is_fitted(estimator)
+    encoder: FeatureEncoder = estimator.encoder_
+    categorical = {str(c): i for i, c in enumerate(encoder.categorical_features_)}
+    numerical = {str(c): i for i, c in enumerate(encoder.numerical_features_)}
+    indicators = {str(c) for c in encoder.missing_indicator_features_}
+    columns: list[dict[str, Any]] = []
+    for name in (str(c) for c in encoder.feature_names_in_):
+        if name in categorical:
+            i = categorical[name]
+            values = encoder.categories_[i]
+            kind = _value_kind(values)
+            cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
+            columns.append(
+                {
+                    "name": name,
+                    "role": "categorical",
+                    "type": kind,
+                    "values": [cast(v) for v in values.tolist()],
+                    "codes": [int(c) for c in encoder.category_codes_[i]],
+                }
+            )
+        else:
+            i = numerical[name]
+            columns.append(
+                {
+                    "name": name,
+                    "role": "numerical",
+                    "type": "double",
+                    "mean": float(encoder.mean_[i]),
+                    "scale": float(encoder.scale_[i]),
+                    "missing_indicator": name in indicators,
+                }
+            )
+    return {
+        "columns": columns,
+        "missing_code": MISSING_CODE,
+        "unknown_code": UNKNOWN_CODE,
+        "task_names": [str(t) for t in estimator.task_names_],
+        "layout": {
+            "x_cat": [str(c) for c in encoder.categorical_features_],
+            "x_num": [str(c) for c in encoder.numerical_features_]
+            + [f"missingindicator_{c}" for c in encoder.missing_indicator_features_],
+        },
+    }
+
+
+def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The ONNX graph's inputs for the rows of ``X`` (see :func:`to_onnx`).
+
+    Parameters
+    ----------
+    estimator : MTLClassifier or RMTLClassifier
+        The fitted estimator that was exported.
+    X : DataFrame
+        Rows with (at least) the columns of ``feature_names_in_``.
+
+    Returns
+    -------
+    feed : dict of str to ndarray
+        One ``(n, 1)`` array per input, of the input's type; missing values
+        of a string column become ``""``, of a number ``NaN``.
+    """
+    description = describe_encoding(estimator)
+    feed = {}
+    for column in description["columns"]:
+        values = X[column["name"]]
+        kind = column["type"]
+        if kind == "string":
+            array = values.astype(object).where(values.notna(), "").astype(str)
+            array = array.to_numpy(dtype=object)
+        elif kind == "double":
+            array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            if values.isna().any():
+                raise ValueError(
+                    f"Column {column['name']!r} has missing values, which its "
+                    f"{kind} input cannot hold; fill them (an unseen value is "
+                    "encoded as unknown)."
+                )
+            array = values.to_numpy(dtype=np.int64 if kind == "int64" else np.bool_)
+        feed[column["name"]] = array.reshape(-1, 1)
+    return feed
+
+
+class _Probabilities(nn.Module):
+    """The fitted network with a sigmoid: (x_cat, x_num) -> probabilities."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x_cat: Tensor, x_num: Tensor) -> Tensor:
+        return torch.sigmoid(self.network(x_cat, x_num))
+
+
+def _network_inputs(estimator: MTLClassifier, n: int) -> tuple[Tensor, Tensor]:
+    encoder = estimator.encoder_
+    n_num = len(encoder.numerical_features_) + len(encoder.missing_indicator_features_)
+    x_cat = torch.full(
+        (n, len(encoder.categorical_features_)), MISSING_CODE, dtype=torch.int64
+    )
+    return x_cat, torch.zeros((n, n_num), dtype=torch.float32)
+
+
+def _exportable(estimator: MTLClassifier) -> nn.Module:
+    check_is_fitted(estimator)
+    # A copy: moving or freezing the fitted network itself would change the
+    # estimator (e.g. move a GPU model to the CPU).
+    module = copy.deepcopy(estimator.backbone_.module_).cpu().eval()
+    return _Probabilities(module.requires_grad_(False))
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's notes (deprecations inside torch, optional
+    torchvision operators), which are not about the user's model."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*axis name.*", category=UserWarning
+            )
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _dynamic_shapes() -> dict[str, dict[int, Any]]:
+    batch = torch.export.Dim("batch", min=1)
+    return {"x_cat": {0: batch}, "x_num": {0: batch}}
+
+
+def to_torch(estimator: MTLClassifier, path: str | os.PathLike[str]) -> None:
+    """Write the network as a ``torch.export`` program, with its encoding.
+
+    The program maps ``x_cat`` (int64 codes, ``(n, n_categorical)``) and
+    ``x_num`` (float32, ``(n, n_numerical + n_indicators)``) to the
+    ``(n, n_tasks)`` probabilities, for any ``n``; the file also holds
+    ``encoding.json`` (:func:`describe_encoding`), which says how to build
+    those inputs from raw columns. Load it with ``torch.export.load(path,
+    extra_files={"encoding.json": ""})``.
+
+    Parameters
+    ----------
+    estimator : MTLClassifier or RMTLClassifier
+        A fitted estimator; its network is exported on the CPU.
+    path : str or path-like
+        The ``.pt2`` file to write.
+    """
+    module = _exportable(estimator)
+    program = torch.export.export(
+        module, _network_inputs(estimator, 2), dynamic_shapes=_dynamic_shapes()
+    )
+    encoding = json.dumps(describe_encoding(estimator))
+    torch.export.save(program, path, extra_files={"encoding.json": encoding})
+
+
+def to_onnx(
+    estimator: MTLClassifier, path: str | os.PathLike[str] | None = None
+) -> Any:
+    """Export a fitted estimator, feature encoding included, as one ONNX graph.
+
+    Parameters
+    ----------
+    estimator : MTLClassifier or RMTLClassifier
+        A fitted estimator (for RMTL, the refitted actor is exported).
+    path : str, path-like or None, default=None
+        Where to write the ``.onnx`` file; None only returns the model.
+
+    Returns
+    -------
+    model : onnx.ModelProto
+        Inputs: one ``(n, 1)`` tensor per feature column (see the module
+        docstring for their types); output ``probabilities``, ``(n,
+        n_tasks)`` float32, the same as ``predict_proba`` (to float32
+        rounding). The encoding's description (:func:`describe_encoding`)
+        and the task names are in the model's metadata.
+
+    Raises
+    ------
+    ImportError
+        Without onnx and onnxscript (``pip install "sklearn-rmtl[onnx]"``).
+    """
+    onnx = _require("onnx")
+    _require("onnxscript")
+    description = describe_encoding(estimator)
+    module = _exportable(estimator)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            _network_inputs(estimator, 2),
+            input_names=["x_cat", "x_num"],
+            output_names=["probabilities"],
+            dynamic_shapes=_dynamic_shapes(),
+            dynamo=True,
+            verbose=False,
+        )
+    assert program is not None  # dynamo=True always returns a program
+    network = program.model_proto
+    opset = next(o.version for o in network.opset_import if o.domain == "")
+    encoding = _encoding_graph(onnx, description, opset, network.ir_version)
+    # The network's names get a prefix, so no column name can collide with
+    # them; its output is then renamed back.
+    model = onnx.compose.merge_models(
+        encoding,
+        network,
+        io_map=[("x_cat", "x_cat"), ("x_num", "x_num")],
+        prefix2="network/",
+    )
+    graph = model.graph
+    graph.node.append(
+        onnx.helper.make_node("Identity", ["network/probabilities"], ["probabilities"])
+    )
+    graph.output[0].name = "probabilities"
+    for key, value in (
+        ("sklearn_rmtl.encoding", json.dumps(description)),
+        ("sklearn_rmtl.task_names", json.dumps(description["task_names"])),
+    ):
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, os.fspath(path))
+    return model
+
+
+def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -> Any:
+    """Raw columns -> (x_cat, x_num), as ONNX nodes."""
+    h, T, nh = onnx.helper, onnx.TensorProto, onnx.numpy_helper
+    nodes, inputs = [], []
+    codes: dict[str, str] = {}
+    numbers: dict[str, str] = {}
+
+    def const(name: str, array: np.ndarray) -> str:
+        nodes.append(
+            h.make_node("Constant", [], [name], value=nh.from_array(array, name))
+        )
+        return name
+
+    missing = const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
+    zero = const("zero", np.zeros((1, 1)))
+    for j, column in enumerate(description["columns"]):
+        name, kind = column["name"], column["type"]
+        x = name
+        inputs.append(
+            h.make_tensor_value_info(x, getattr(T, _ONNX_TYPES[kind]), [None, 1])
+        )
+        if column["role"] == "numerical":
+            nan = f"c{j}/is_nan"
+            nodes.append(h.make_node("IsNaN", [x], [nan]))
+            mean = const(f"c{j}/mean", np.array([[column["mean"]]]))
+            scale = const(f"c{j}/scale", np.array([[column["scale"]]]))
+            nodes += [
+                h.make_node("Sub", [x, mean], [f"c{j}/centred"]),
+                h.make_node("Div", [f"c{j}/centred", scale], [f"c{j}/scaled"]),
+                h.make_node("Where", [nan, zero, f"c{j}/scaled"], [f"c{j}/imputed"]),
+                h.make_node("Cast", [f"c{j}/imputed"], [f"c{j}/z"], to=T.FLOAT),
+            ]
+            numbers[name] = f"c{j}/z"
+            if column["missing_indicator"]:
+                nodes.append(
+                    h.make_node("Cast", [nan], [f"c{j}/indicator"], to=T.FLOAT)
+                )
+                numbers[f"missingindicator_{name}"] = f"c{j}/indicator"
+            continue
+        keys, values = column["values"], column["codes"]
+        if kind == "bool":
+            nodes.append(h.make_node("Cast", [x], [f"c{j}/int"], to=T.INT64))
+            x, kind, keys = f"c{j}/int", "int64", [int(k) for k in keys]
+        if not keys:  # every training value was missing: all else is unknown
+            keys, values = (
+                [{"string": "", "int64": 0, "double": 0.0}[kind]],
+                [UNKNOWN_CODE],
+            )
+        key_type = getattr(T, _ONNX_TYPES[kind])
+        key_data = [k.encode() for k in keys] if kind == "string" else keys
+        nodes.append(
+            h.make_node(
+                "LabelEncoder",
+                [x],
+                [f"c{j}/looked_up"],
+                domain="ai.onnx.ml",
+                keys_tensor=h.make_tensor(
+                    f"c{j}/keys", key_type, [len(keys)], key_data
+                ),
+                values_tensor=nh.from_array(np.asarray(values, dtype=np.int64)),
+                default_tensor=nh.from_array(np.array([UNKNOWN_CODE], dtype=np.int64)),
+            )
+        )
+        is_missing = None
+        if kind == "double":
+            is_missing = h.make_node("IsNaN", [x], [f"c{j}/is_missing"])
+        elif kind == "string" and "" not in keys:
+            empty = const(f"c{j}/empty", np.array([[""]], dtype=object))
+            is_missing = h.make_node("Equal", [x, empty], [f"c{j}/is_missing"])
+        if is_missing is None:
+            codes[name] = f"c{j}/looked_up"
+        else:
+            nodes += [
+                is_missing,
+                h.make_node(
+                    "Where",
+                    [f"c{j}/is_missing", missing, f"c{j}/looked_up"],
+                    [f"c{j}/code"],
+                ),
+            ]
+            codes[name] = f"c{j}/code"
+    layout = description["layout"]
+    outputs = []
+    for output, parts, dtype in (
+        ("x_cat", [codes[c] for c in layout["x_cat"]], T.INT64),
+        ("x_num", [numbers[c] for c in layout["x_num"]], T.FLOAT),
+    ):
+        if parts:
+            nodes.append(h.make_node("Concat", parts, [output], axis=1))
+        else:  # no such columns: an (n, 0) input for the network
+            first = description["columns"][0]["name"]
+            no_columns = const(f"{output}/no_columns", np.array([1, 0], dtype=np.int64))
+            nodes += [
+                h.make_node("Shape", [first], [f"{output}/shape"]),
+                h.make_node(
+                    "Mul", [f"{output}/shape", no_columns], [f"{output}/empty"]
+                ),
+                h.make_node(
+                    "ConstantOfShape",
+                    [f"{output}/empty"],
+                    [output],
+                    value=h.make_tensor("value", dtype, [1], [0]),
+                ),
+            ]
+        outputs.append(h.make_tensor_value_info(output, dtype, [None, len(parts)]))
+    graph = h.make_graph(nodes, "sklearn_rmtl_encoding", inputs, outputs)
+    return h.make_model(
+        graph,
+        opset_imports=[h.make_opsetid("", opset), h.make_opsetid("ai.onnx.ml", 4)],
+        ir_version=ir_version,
+        producer_name="sklearn-rmtl",
+    )
+
+
+__all__ = ["describe_encoding", "onnx_inputs", "to_onnx", "to_torch"]
