@@ -65,10 +65,10 @@ TARGETS = [
     ("sklearn_rmtl._rmtl", "train_critic", "train_critic (whole call)"),
     ("sklearn_rmtl._td", "td_step", "critic step"),
     ("sklearn_rmtl._td", "actor_step", "actor step (actor_update)"),
-    ("sklearn_rmtl._net", "MultiTaskNet.train_step", "train_step"),
-    ("sklearn_rmtl._net", "MultiTaskNet.validation_step", "validation forward"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.train_step", "train_step"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.validation_step", "validation forward"),
     ("sklearn_rmtl._training", "ValidationCheckpoint.evaluate", "validation forward"),
-    ("sklearn_rmtl._net", "MultiTaskNet.initialize", "net set-up"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.initialize", "net set-up"),
 ]
 
 

@@ -13,10 +13,12 @@ import torch
 from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import Tensor
 
-from sklearn_rmtl._critic import Critic, SessionCritic
-from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl._critic import (
+    SessionCritic,
+    check_critic_features,
+    fit_session_critic,
+)
 from sklearn_rmtl._defaults import (
     ACTION_NOISE,
     BATCH_SIZE,
@@ -30,78 +32,25 @@ from sklearn_rmtl._defaults import (
     TAU,
 )
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
-from sklearn_rmtl._mdp import build_transitions, rewards
-from sklearn_rmtl._mtl import (
-    FitData,
-    MTLClassifier,
-    encode_inputs,
-    net_history,
-)
-from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._seeding import (
-    init_parameters,
-    isolated_global_rng,
-    set_dropout_generator,
-)
-from sklearn_rmtl._td import TDConfig, train_critic
-from sklearn_rmtl._training import SELECTIONS
+from sklearn_rmtl._fit_data import FitData, encode_with
+from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
+from sklearn_rmtl._mtl import MTLClassifier
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._td import TDConfig
+from sklearn_rmtl._torch_module import actor_proba
+from sklearn_rmtl._training import SELECTIONS, net_history
 from sklearn_rmtl._validation import (
     binarize_labels,
     check_metadata,
     check_multitask_target,
 )
-from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
+from sklearn_rmtl._weighting import (
+    WEIGHTINGS,
+    critic_row_weights,
+    label_mean_weights,
+)
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
-
-
-def _encode(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
-    return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
-
-
-def _check_critic_features(critic: SessionCritic, X: Any) -> None:
-    """Raise if ``critic`` was not fitted on X's feature columns."""
-    try:
-        validate_data(critic.encoder, X, reset=False, skip_check_array=True)
-    except ValueError as exc:
-        raise ValueError(
-            "critic was fitted on other feature columns than X; a critic "
-            f"transfers only between estimators fitted on the same features. {exc}"
-        ) from exc
-
-
-def _actor_proba(actor: torch.nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
-    """The actor's probabilities for every row (eval mode), where the inputs are."""
-    actor.eval().to(x_cat.device)
-    return forward_batches(
-        lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
-    )
-
-
-def _tensors(inputs: dict[str, np.ndarray]) -> tuple[Tensor, Tensor]:
-    return torch.as_tensor(inputs["x_cat"]), torch.as_tensor(inputs["x_num"])
-
-
-def _row_weights(
-    critic: torch.nn.Module,
-    inputs: dict[str, Tensor],
-    proba: Tensor,
-    y01: Tensor,
-    weighting: str,
-    q_lambda: float,
-) -> Tensor:
-    """The weighting's weights of every row, Q taken at actions ``proba``."""
-    critic.eval()
-    fn = WEIGHTINGS[weighting].fn
-    return forward_batches(
-        lambda rows: fn(
-            critic(inputs["x_cat"][rows], inputs["x_num"][rows], proba[rows]),
-            y01[rows],
-            q_lambda,
-        ),
-        len(proba),
-    )
-
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -346,7 +295,7 @@ class RMTLClassifier(MTLClassifier):
         "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
         "refit_validation_metric": [StrOptions(set(SELECTIONS))],
         "refit_keep_pretrained": ["boolean"],
-        "behavior_policy": [StrOptions({"actor", "uniform"})],
+        "behavior_policy": [StrOptions(set(BEHAVIOR_POLICIES))],
         "action_noise": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
         "tau": [Interval(Real, 0, 1, closed="right")],
@@ -532,7 +481,7 @@ class RMTLClassifier(MTLClassifier):
         data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
         params, task_weights = self._check_params(data.n_tasks)
         if self.critic is not None:
-            _check_critic_features(self.critic, data.X)
+            check_critic_features(self.critic, data.X)
         train_critic_here = self.critic is None and (
             self.weighting != "constant" or self.actor_update
         )
@@ -620,33 +569,6 @@ class RMTLClassifier(MTLClassifier):
         params: dict[str, Any],
     ) -> SessionCritic:
         """Phases 2 and 3: build the transitions and fit the critics."""
-        n = data.n_samples
-        device = data.device
-        rng = np.random.default_rng(data.seed + _CRITIC_SEED)
-
-        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
-            return torch.as_tensor(a, dtype=dtype, device=device)
-
-        # On the device once: the actor's pass and the critic training read them.
-        x_cat = tensor(data.inputs["x_cat"], torch.long)
-        x_num = tensor(data.inputs["x_num"])
-        policy = _actor_proba(actor, x_cat, x_num)
-        proba = policy.cpu().numpy().astype(np.float64)
-        transitions = build_transitions(data.session_ids, data.times, n)
-        # Random numbers are drawn in the canonical (session, time) order, so
-        # the buffer does not depend on the order of the input rows.
-        draws = np.empty_like(proba)
-        if self.behavior_policy == "actor":
-            # NOTE[DIFF]: the paper names the pretrained actor as behaviour
-            # policy without noise details; clipped Gaussian noise explores
-            # around it (TD3-style).
-            sd = self.action_noise
-            draws[transitions.order] = rng.normal(0.0, sd, proba.shape)
-            actions = np.clip(proba + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
-        else:  # "uniform": the authors' code
-            draws[transitions.order] = rng.random(proba.shape)
-            actions = draws
-
         config = TDConfig(
             gamma=self.gamma,
             tau=self.tau,
@@ -662,46 +584,17 @@ class RMTLClassifier(MTLClassifier):
             bc_alpha=self.bc_alpha,
             verbose=self.verbose,
         )
-        generator = torch.Generator().manual_seed(data.seed + _CRITIC_SEED)
-        with isolated_global_rng(device):
-            critic = Critic(
-                cardinalities=data.cardinalities,
-                n_numerical=data.inputs["x_num"].shape[1],
-                n_tasks=data.n_tasks,
-                embedding_dim=params["embedding_dim"],
-                hidden_dims=tuple(self.critic_hidden_dims),
-                shared=self.shared_critic,
-            )
-        init_parameters(critic, generator)
-        critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
-        reward = rewards(data.y01, actions)
-        # NOTE[DIFF]: the paper does not say how critics start. With the
-        # -ReLU output a head that starts negative is dead (Q = 0, w = 1
-        # everywhere, observed); start near the expected discounted return.
-        horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
-        critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
-        critic.to(device)
-        actor.to(device)
-        set_dropout_generator(actor, generator)  # the actor trains with actor_update
-        history = train_critic(
-            critic,
-            inputs={"x_cat": x_cat, "x_num": x_num},
-            actions=tensor(actions),
-            rewards=tensor(reward),
-            next_row=tensor(transitions.next_row, torch.long),
-            done=tensor(transitions.done),
-            y01=tensor(data.y01),
-            actor=actor,
-            policy=policy,
+        return fit_session_critic(
+            data,
+            encoder,
+            actor,
+            embedding_dim=params["embedding_dim"],
+            hidden_dims=self.critic_hidden_dims,
+            shared=self.shared_critic,
+            behavior_policy=self.behavior_policy,
+            action_noise=self.action_noise,
             config=config,
-            generator=generator,
-        )
-        set_dropout_generator(actor, None)
-        return SessionCritic(
-            encoder=encoder,
-            module=critic.cpu().eval(),
-            task_names=data.task_names,
-            history=history,
+            seed=data.seed + _CRITIC_SEED,
         )
 
     def _refit(
@@ -737,15 +630,19 @@ class RMTLClassifier(MTLClassifier):
         critic_inputs = (
             data.inputs
             if critic.encoder is encoder
-            else _encode(critic.encoder, data.X)
+            else encode_with(critic.encoder, data.X)
         )
         if WEIGHTINGS[self.weighting].label_mean:
             fit_rows = slice(None) if data.valid is None else ~data.valid
             y01 = torch.as_tensor(data.y01)
-            weights = _row_weights(
+            weights = critic_row_weights(
                 critic.module,
                 {k: torch.as_tensor(v) for k, v in critic_inputs.items()},
-                _actor_proba(actor, *_tensors(data.inputs)).cpu(),
+                actor_proba(
+                    actor,
+                    torch.as_tensor(data.inputs["x_cat"]),
+                    torch.as_tensor(data.inputs["x_num"]),
+                ).cpu(),
                 y01,
                 self.weighting,
                 self.q_lambda,
@@ -829,9 +726,10 @@ class RMTLClassifier(MTLClassifier):
         if self.critic_ is None:
             return np.ones_like(proba)
         inputs = {
-            k: torch.as_tensor(v) for k, v in _encode(self.critic_.encoder, X).items()
+            k: torch.as_tensor(v)
+            for k, v in encode_with(self.critic_.encoder, X).items()
         }
-        weights = _row_weights(
+        weights = critic_row_weights(
             self.critic_.module,
             inputs,
             torch.as_tensor(proba, dtype=torch.float32),

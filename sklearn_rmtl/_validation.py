@@ -187,3 +187,18 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
             )
         y01[:, k] = y[:, k] == classes[k, 1]
     return y01
+
+
+def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
+    """Validate fixed per-task loss weights: one finite, non-negative each."""
+    weights = np.asarray(task_weights, dtype=np.float64)
+    if weights.shape != (n_tasks,):
+        raise ValueError(
+            f"task_weights must have one entry per task ({n_tasks}), got "
+            f"shape {weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)) or (weights < 0).any():
+        raise ValueError("task_weights must be finite and non-negative.")
+    if not weights.any():
+        raise ValueError("task_weights must not all be zero.")
+    return weights

@@ -44,11 +44,13 @@ from torch import nn
 
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._mtl import MTLClassifier, make_net
-from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._network import FeatureEmbedding, MultiTaskNetwork
+from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._seeding import isolated_global_rng
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._torch_module import FeatureEmbedding
+from sklearn_rmtl._torch_module import MultiTaskModule as MultiTaskNetwork
+from sklearn_rmtl._training import make_net
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params

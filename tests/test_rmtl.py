@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
-from sklearn_rmtl._net import MultiTaskNet
+from sklearn_rmtl._skorch_net import MultiTaskNet
 
 FAST = {
     "backbone_params": SMALL,
