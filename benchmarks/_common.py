@@ -47,7 +47,7 @@ PAPER_SIZES = {
 }
 ALL_BACKBONES = ("singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", "aitm")
 
-#: Figures of the authors' reference implementation (issue 7), same machine class.
+#: Figures of the authors' reference implementation, same machine class.
 REFERENCE = {
     "pretrain_samples_s": {"esmm": 7_700, "mmoe": 2_600, "ple": 940},
     "inference_samples_s": {"esmm": 20_000, "mmoe": 7_500, "ple": 2_400},

@@ -25,6 +25,15 @@ from sklearn_rmtl.exceptions import InconsistentVersionWarning
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
 
+# The fitted net is stored under its 0.1 name, the key that saved files
+# (sklearn_rmtl.persistence) and pickles hold, so that both keep loading;
+# ``net_`` is its public name and ``backbone_`` the deprecated alias.
+_NET_KEY = "backbone_"
+_BACKBONE_DEPRECATED = (
+    "Attribute `backbone_` was renamed `net_` in 0.1 (it is the fitted skorch "
+    "net, not a backbone) and will be removed in 0.2."
+)
+
 
 class MTLClassifier(ClassifierMixin, BaseEstimator):
     """Multi-task classifier: one network predicts K binary tasks at once.
@@ -90,8 +99,10 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         better), the mean per-task ROC AUC, or the mean per-task session
         GAUC (needs ``session_ids``). Stopping on the loss can end training
         before the ranking has peaked.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train. "auto" uses a CUDA GPU when torch sees one.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
+        device string such as "cuda:1" is accepted (as by
+        :func:`sklearn_rmtl.persistence.load`).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. An int gives identical predictions across fits on CPU.
@@ -183,7 +194,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
         "validation_metric": [StrOptions(set(SELECTIONS))],
-        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        # Checked in fit (resolve_device): any torch device string.
+        "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
@@ -306,7 +318,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         net.trim_for_prediction()
         return data.fitted_state(
             encoder_=encoder,
-            backbone_=net,
+            **{_NET_KEY: net},
             backbone_params_=params,
             history_={"pretrain": history},
             n_iter_=len(history),
@@ -410,7 +422,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             part = X[start : start + _PREDICT_CHUNK]
             Xt = self.encoder_.transform(part)
-            out[start : start + len(Xt)] = self.backbone_.predict_proba(
+            out[start : start + len(Xt)] = self.net_.predict_proba(
                 encode_inputs(Xt, n_cat)
             )
         return out
@@ -477,7 +489,33 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
 
     def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "backbone_")
+        return _NET_KEY in vars(self)
+
+    @property
+    def net_(self) -> MultiTaskNet:
+        """The fitted skorch net (see the class docstring's Attributes)."""
+        try:
+            return self.__dict__[_NET_KEY]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute 'net_'"
+            ) from None
+
+    @net_.setter
+    def net_(self, net: MultiTaskNet) -> None:
+        self.__dict__[_NET_KEY] = net
+
+    @property
+    def backbone_(self) -> MultiTaskNet:
+        """Deprecated alias of ``net_``."""
+        net = self.net_  # AttributeError, without a warning, when unfitted
+        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
+        return net
+
+    @backbone_.setter
+    def backbone_(self, net: MultiTaskNet) -> None:
+        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
+        self.net_ = net
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

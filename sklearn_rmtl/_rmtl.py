@@ -34,7 +34,7 @@ from sklearn_rmtl._defaults import (
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData, encode_with
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
-from sklearn_rmtl._mtl import MTLClassifier
+from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._torch_module import actor_proba
@@ -63,7 +63,7 @@ class RMTLClassifier(MTLClassifier):
     Liu et al., WWW 2023. ``fit`` runs four phases:
 
     1. **Pretrain** the actor, a multi-task backbone, exactly as
-       :class:`MTLClassifier` (or take a given fitted one).
+       :class:`MTLClassifier` (or take a given ``actor``).
     2. **Session MDP**: rows are ordered by session and time; each row is a
        transition to the next row of its session, with per-task rewards equal
        to the negative BCE of the behaviour action (Eq. 2).
@@ -76,13 +76,13 @@ class RMTLClassifier(MTLClassifier):
 
     Parameters
     ----------
-    backbone : str or MTLClassifier, default="ple"
-        The actor: a backbone name (see :class:`MTLClassifier`), or an
-        :class:`MTLClassifier`. A fitted one is used as the pretrained actor
-        as is (its encoder and network; its weights are not modified); an
-        unfitted one is fitted on the same data as the pretraining step.
-        With an ``MTLClassifier``, the pretraining parameters below
-        (``backbone_params`` ... ``max_epochs``) are ignored.
+    backbone : str, default="ple"
+        The actor's backbone name (see :class:`MTLClassifier`); ignored when
+        ``actor`` is given.
+
+        .. deprecated:: 0.1
+           Passing an :class:`MTLClassifier` as ``backbone`` is deprecated
+           and will be removed in 0.2; pass it as ``actor``.
     backbone_params : dict, default=None
         Network sizes; see :class:`MTLClassifier`.
     categorical_features : "from_dtype", array-like or None, default="from_dtype"
@@ -116,8 +116,8 @@ class RMTLClassifier(MTLClassifier):
     validation_metric : {"loss", "auc", "gauc"}, default="loss"
         What pretraining's early stopping compares (see
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train; see :class:`MTLClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -209,6 +209,12 @@ class RMTLClassifier(MTLClassifier):
         Critics fitted by another RMTLClassifier (its ``critic_``), possibly
         with another backbone, on the same feature columns and tasks: the
         critic phase is skipped and the refit uses them (paper Sec. 3.4).
+    actor : MTLClassifier, default=None
+        The pretraining step given as an estimator. A fitted one is used as
+        the pretrained actor as is (its encoder and network; its weights are
+        not modified); an unfitted one is fitted on the same data as the
+        pretraining step. Then ``backbone`` and the pretraining parameters
+        (``backbone_params`` ... ``max_epochs``) are ignored.
 
     Attributes
     ----------
@@ -224,8 +230,10 @@ class RMTLClassifier(MTLClassifier):
         Input column names, when X was a DataFrame with string names.
     encoder_ : FeatureEncoder
         The actor's feature encoder.
-    backbone_ : skorch.NeuralNet
+    net_ : skorch.NeuralNet
         The refitted actor (predictions come from it).
+    backbone_ : skorch.NeuralNet
+        Deprecated alias of ``net_``; removed in 0.2.
     backbone_params_ : dict
         Network sizes of the actor.
     device_ : str
@@ -313,6 +321,7 @@ class RMTLClassifier(MTLClassifier):
         "weighting": [StrOptions(set(WEIGHTINGS))],
         "q_lambda": [Interval(Real, 0, None, closed="left")],
         "critic": [SessionCritic, None],
+        "actor": [MTLClassifier, None],
     }
 
     def __init__(
@@ -360,6 +369,7 @@ class RMTLClassifier(MTLClassifier):
         weighting: str = "rmtl",
         q_lambda: float = Q_LAMBDA,
         critic: SessionCritic | None = None,
+        actor: MTLClassifier | None = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -405,16 +415,24 @@ class RMTLClassifier(MTLClassifier):
         self.weighting = weighting
         self.q_lambda = q_lambda
         self.critic = critic
+        self.actor = actor
 
     # ---------------------------------------------------------- parameters
+    def _given_actor(self) -> tuple[str, MTLClassifier] | None:
+        """The parameter naming a given actor and its MTLClassifier, if any."""
+        if self.actor is not None:
+            return "actor", self.actor
+        if isinstance(self.backbone, MTLClassifier):  # deprecated spelling
+            return "backbone", self.backbone
+        return None
+
     def _backbone_name(self) -> str:
-        if isinstance(self.backbone, MTLClassifier):
-            return str(self.backbone.backbone)
-        return str(self.backbone)
+        given = self._given_actor()
+        return str(self.backbone if given is None else given[1].backbone)
 
     def _gauc_metrics(self) -> list[str]:
         # A given MTLClassifier pretrains with its own settings.
-        given = isinstance(self.backbone, MTLClassifier)
+        given = self._given_actor() is not None
         names = [] if given else super()._gauc_metrics()
         if self.refit_validation_metric == "gauc":
             names.append("refit_validation_metric")
@@ -430,12 +448,13 @@ class RMTLClassifier(MTLClassifier):
         return super()._check_params(n_tasks)
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
-        if not isinstance(self.backbone, MTLClassifier):
+        given = self._given_actor()
+        if given is None:
             return super()._network_params(n_tasks)
-        actor = self.backbone  # its sizes; the refit uses our task weights
+        name, actor = given  # its sizes; the refit uses our task weights
         if hasattr(actor, "n_tasks_") and actor.n_tasks_ != n_tasks:
             raise ValueError(
-                f"backbone was fitted on {actor.n_tasks_} tasks but y has "
+                f"{name} was fitted on {actor.n_tasks_} tasks but y has "
                 f"{n_tasks} columns."
             )
         return actor._network_params(n_tasks)
@@ -470,6 +489,18 @@ class RMTLClassifier(MTLClassifier):
         self : RMTLClassifier
             The fitted estimator.
         """
+        if isinstance(self.backbone, MTLClassifier):
+            if self.actor is not None:
+                raise ValueError(
+                    "Pass the pretrained MTLClassifier as actor only; backbone "
+                    "then names nothing and keeps its default."
+                )
+            warnings.warn(
+                "Passing an MTLClassifier as backbone is deprecated in 0.1 and "
+                "will be removed in 0.2; pass it as actor=... instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
         state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(state)
@@ -522,7 +553,7 @@ class RMTLClassifier(MTLClassifier):
         }
         return data.fitted_state(
             encoder_=encoder,
-            backbone_=net,
+            **{_NET_KEY: net},
             backbone_params_=params,
             critic_=session_critic,
             refit_improved_=not any(r.get("restored_start") for r in refit_history),
@@ -538,9 +569,10 @@ class RMTLClassifier(MTLClassifier):
     def _pretrain(
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
     ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
-        """Phase 1: the actor, trained here or taken from ``backbone``."""
-        if isinstance(self.backbone, MTLClassifier):
-            actor = self.backbone
+        """Phase 1: the actor, trained here or taken from ``actor``."""
+        given = self._given_actor()
+        if given is not None:
+            name, actor = given
             if not actor.__sklearn_is_fitted__():
                 self._log("pretrain (fitting the given MTLClassifier)")
                 actor = clone(actor).fit(
@@ -553,10 +585,10 @@ class RMTLClassifier(MTLClassifier):
                 validate_data(actor, data.X, reset=False, skip_check_array=True)
             except ValueError as exc:
                 raise ValueError(
-                    f"backbone was fitted on other features than X: {exc}"
+                    f"{name} was fitted on other features than X: {exc}"
                 ) from exc
             data.encode(actor.encoder_, fitted=True)
-            return actor.encoder_, actor.backbone_, actor.history_["pretrain"]
+            return actor.encoder_, actor.net_, actor.history_["pretrain"]
         self._log("pretrain")
         encoder, net = self._fit_backbone(data, params, task_weights)
         return encoder, net, net_history(net)

@@ -839,7 +839,7 @@ class _Reader:
         return est
 
     def _check_estimator(self, est: MTLClassifier, path: str) -> None:
-        net = est.backbone_
+        net = est.net_
         encoder = est.encoder_
         if (
             not isinstance(net, MultiTaskNet)

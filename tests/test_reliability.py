@@ -134,7 +134,7 @@ def test_bad_fit_inputs_raise_before_training(cls, case, data, monkeypatch):
     monkeypatch.setattr(type(est), "_train_net", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(exc, match=match):
         est.fit(X, Y, **kwargs)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")
 
 
 @pytest.mark.parametrize(
@@ -319,4 +319,4 @@ def test_critic_divergence_names_the_phase(data):
     est = RMTLClassifier(**{**FAST, "critic_lr": 1e20, "critic_max_epochs": 5})
     with pytest.raises(DivergenceError, match="critic TD loss became"):
         est.fit(X, Y, session_ids=np.arange(len(X)) // 5)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")
