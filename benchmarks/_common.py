@@ -47,7 +47,7 @@ PAPER_SIZES = {
 }
 ALL_BACKBONES = ("singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", "aitm")
 
-#: Figures of the authors' reference implementation (issue 7), same machine class.
+#: Figures of the authors' reference implementation, same machine class.
 REFERENCE = {
     "pretrain_samples_s": {"esmm": 7_700, "mmoe": 2_600, "ple": 940},
     "inference_samples_s": {"esmm": 20_000, "mmoe": 7_500, "ple": 2_400},
@@ -391,12 +391,12 @@ def make_actor(
     backbone: str, n_tasks: int = 2, dropout: float | None = None
 ) -> nn.Module:
     """The actor network at the paper's sizes (random weights)."""
-    from sklearn_rmtl._network import MultiTaskNetwork
+    from sklearn_rmtl._torch_module import MultiTaskModule
 
     params = paper_params(backbone)
     if dropout is not None:
         params["dropout"] = dropout
-    return MultiTaskNetwork(
+    return MultiTaskModule(
         cardinalities=[c + 2 for c in CARDINALITIES],
         n_numerical=1,
         n_tasks=n_tasks,

@@ -55,8 +55,8 @@ from torch.utils.data import DataLoader
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._critic import Critic
-from sklearn_rmtl._mtl import encode_inputs
-from sklearn_rmtl._rmtl import _actor_proba
+from sklearn_rmtl._fit_data import encode_inputs
+from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, ReLUDropout
 
 
@@ -78,7 +78,7 @@ def side_by_side(
 def skorch_default_predict(clf: MTLClassifier, X: pd.DataFrame) -> np.ndarray:
     """predict_proba through skorch's default Dataset/DataLoader per row."""
     n_cat = len(clf.encoder_.cardinalities_)
-    module = clf.backbone_.module_.eval()
+    module = clf.net_.module_.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(X), 65_536):
@@ -233,19 +233,19 @@ def change_actor_chunks(backbone: str, n: int, rounds: int) -> dict[str, Any]:
     actor = make_actor(backbone).eval()
     xc, xn, _ = encoded_tensors(n)
     # First-call allocations out of the way.
-    _actor_proba(actor, xc[:256], xn[:256])
+    actor_proba(actor, xc[:256], xn[:256])
     actor_proba_chunks(actor, xc[:256], xn[:256])
     with peak_rss_growth() as small:
-        _actor_proba(actor, xc, xn)
+        actor_proba(actor, xc, xn)
     with peak_rss_growth() as large:
         actor_proba_chunks(actor, xc, xn)
     res = side_by_side(
         lambda: actor_proba_chunks(actor, xc, xn),
-        lambda: _actor_proba(actor, xc, xn),
+        lambda: actor_proba(actor, xc, xn),
         rounds,
     )
     res["max_abs_diff"] = float(
-        (_actor_proba(actor, xc, xn) - actor_proba_chunks(actor, xc, xn)).abs().max()
+        (actor_proba(actor, xc, xn) - actor_proba_chunks(actor, xc, xn)).abs().max()
     )
     res["previous_rows_s"] = n / res["previous_s"]
     res["package_rows_s"] = n / res["package_s"]

@@ -45,10 +45,10 @@ from bench_mdp import vectorised_replay
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._critic import Critic
+from sklearn_rmtl._fit_data import encode_inputs
 from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._mtl import encode_inputs
-from sklearn_rmtl._rmtl import _actor_proba
 from sklearn_rmtl._td import TDConfig, td_step, train_critic
+from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._validation import check_metadata
 
 GAMMA, TAU = 0.95, 0.2
@@ -160,7 +160,7 @@ def bench_actor(
     actor_est = MTLClassifier(
         backbone=backbone, max_epochs=1, early_stopping=False, random_state=0
     ).fit(X.iloc[: 2 * BATCH_SIZE], Y.iloc[: 2 * BATCH_SIZE])
-    actor = actor_est.backbone_.module_
+    actor = actor_est.net_.module_
     cards = actor_est.encoder_.cardinalities_.tolist()
     inputs = encode_inputs(actor_est.encoder_.transform(X), len(cards))
     y01 = Y.to_numpy(np.float32)
@@ -205,7 +205,7 @@ def bench_actor(
         batches = n / BATCH_SIZE
 
         # Behaviour actions: the actor's forward pass over all rows.
-        t_proba, policy = timed(lambda: _actor_proba(actor, x_cat, x_num))
+        t_proba, policy = timed(lambda: actor_proba(actor, x_cat, x_num))
         proba = policy.numpy().astype(np.float64)
         buf = vectorised_replay(proba, y01, tr, seed=r)
         critic = make_critic(cards, actor)
@@ -239,7 +239,7 @@ def bench_actor(
             task_names=np.array(["click", "purchase"], dtype=object),
         )
         rmtl = RMTLClassifier(
-            backbone=actor_est,
+            actor=actor_est,
             critic=sc,
             refit_max_epochs=1,
             early_stopping=False,

@@ -59,16 +59,16 @@ TARGETS = [
     ("sklearn_rmtl._mtl", "MTLClassifier._prepare", "validate inputs"),
     ("sklearn_rmtl._encoding", "FeatureEncoder.fit_transform", "encode"),
     ("sklearn_rmtl._encoding", "FeatureEncoder.transform", "encode"),
-    ("sklearn_rmtl._rmtl", "build_transitions", "MDP"),
-    ("sklearn_rmtl._rmtl", "rewards", "replay (rewards)"),
-    ("sklearn_rmtl._rmtl", "_actor_proba", "actor forward (behaviour)"),
-    ("sklearn_rmtl._rmtl", "train_critic", "train_critic (whole call)"),
+    ("sklearn_rmtl._critic", "build_transitions", "MDP"),
+    ("sklearn_rmtl._critic", "rewards", "replay (rewards)"),
+    ("sklearn_rmtl._critic", "actor_proba", "actor forward (behaviour)"),
+    ("sklearn_rmtl._critic", "train_critic", "train_critic (whole call)"),
     ("sklearn_rmtl._td", "td_step", "critic step"),
     ("sklearn_rmtl._td", "actor_step", "actor step (actor_update)"),
-    ("sklearn_rmtl._net", "MultiTaskNet.train_step", "train_step"),
-    ("sklearn_rmtl._net", "MultiTaskNet.validation_step", "validation forward"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.train_step", "train_step"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.validation_step", "validation forward"),
     ("sklearn_rmtl._training", "ValidationCheckpoint.evaluate", "validation forward"),
-    ("sklearn_rmtl._net", "MultiTaskNet.initialize", "net set-up"),
+    ("sklearn_rmtl._skorch_net", "MultiTaskNet.initialize", "net set-up"),
 ]
 
 

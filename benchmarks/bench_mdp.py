@@ -100,7 +100,7 @@ def naive_replay(
 def vectorised_replay(
     proba: np.ndarray, y01: np.ndarray, transitions: Any, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """The replay data as ``RMTLClassifier._train_critics`` builds it.
+    """The replay data as ``sklearn_rmtl._critic.fit_session_critic`` builds it.
 
     Mirrors that method (behaviour_policy="actor"): noise drawn in canonical
     (session, time) order, clipped Gaussian exploration, Eq. (2) rewards,

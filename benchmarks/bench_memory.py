@@ -40,8 +40,8 @@ from _common import (
 from bench_mdp import vectorised_replay
 
 from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier
+from sklearn_rmtl._fit_data import encode_inputs
 from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._mtl import encode_inputs
 from sklearn_rmtl._validation import check_metadata
 
 TINY = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}

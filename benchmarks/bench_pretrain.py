@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._data import BatchLoader, TensorDictDataset
-from sklearn_rmtl._mtl import encode_inputs
+from sklearn_rmtl._fit_data import encode_inputs
 
 
 def _loader_rates(clf: MTLClassifier, X: Any, Y: Any) -> dict[str, float]:

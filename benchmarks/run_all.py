@@ -1,4 +1,4 @@
-"""Run every benchmark and print the figures of issue 7 with their ratios.
+"""Run every benchmark and print the figures with their ratios to the reference.
 
 Each area runs in its own process (so peak-memory figures do not mix):
 
@@ -40,7 +40,7 @@ SCRIPTS = [
     "bench_memory",
     "bench_changes",
 ]
-REFERENCE = {  # issue 7 (duplicated from _common to keep this file import-light)
+REFERENCE = {  # as in _common.REFERENCE, repeated to keep this file import-light
     "pretrain": {"esmm": 7_700, "mmoe": 2_600, "ple": 940},
     "inference": {"esmm": 20_000, "mmoe": 7_500, "ple": 2_400},
     "mdp": 7_500,

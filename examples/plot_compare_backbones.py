@@ -52,7 +52,7 @@ for name, (backbone, params) in backbones.items():
         backbone=backbone, backbone_params=params, max_epochs=3, **common
     ).fit(X_fit, y_fit, timestamps=t_fit)
     rmtl = RMTLClassifier(
-        backbone=baseline,
+        actor=baseline,
         critic_hidden_dims=(64,),
         critic_max_epochs=2,
         max_epochs=2,

@@ -67,7 +67,7 @@ baseline = MTLClassifier(
 baseline.fit(X_fit, y_fit, timestamps=t_fit)
 
 rmtl = RMTLClassifier(
-    backbone=baseline,  # reuse the fitted baseline as the pretrained actor
+    actor=baseline,  # reuse the fitted baseline as the pretrained actor
     critic_hidden_dims=(64,),
     critic_max_epochs=3,
     max_epochs=3,

@@ -1,5 +1,8 @@
 """Reinforcement-learning-enhanced multi-task learning (RMTL) for scikit-learn."""
 
+import importlib
+from typing import Any
+
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
@@ -8,6 +11,18 @@ from sklearn_rmtl.backbones import BACKBONES
 
 __version__ = "0.1.0.dev0"
 
+# Public submodules, imported on first access (as scikit-learn does), so that
+# ``import sklearn_rmtl`` does not load matplotlib or the dataset loaders.
+_SUBMODULES = (
+    "backbones",
+    "datasets",
+    "exceptions",
+    "metrics",
+    "model_selection",
+    "persistence",
+    "plotting",
+)
+
 __all__ = [
     "BACKBONES",
     "FeatureEncoder",
@@ -15,9 +30,15 @@ __all__ = [
     "RMTLClassifier",
     "SessionCritic",
     "__version__",
-    "exceptions",
-    "metrics",
-    "model_selection",
-    "persistence",
-    "plotting",
+    *_SUBMODULES,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sklearn_rmtl.{name}")
+    raise AttributeError(f"module 'sklearn_rmtl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

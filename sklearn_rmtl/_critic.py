@@ -1,4 +1,8 @@
-"""Per-task critics Q_k(s, a_k) (paper Sec. 2.5.2; docs/user_guide.rst, phase 3)."""
+"""Per-task critics Q_k(s, a_k): the network, its set-up and the fitted container.
+
+Paper Sec. 2.5.2; docs/user_guide.rst, phase 3. The TD training loop that
+fits them is :mod:`sklearn_rmtl._td`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._network import FeatureEmbedding
+from sklearn_rmtl._fit_data import FitData
+from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
+from sklearn_rmtl._seeding import (
+    init_parameters,
+    isolated_global_rng,
+    set_dropout_generator,
+)
+from sklearn_rmtl._td import TDConfig, train_critic
+from sklearn_rmtl._torch_module import FeatureEmbedding, actor_proba
 from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, grouped_matmul
 
 
@@ -191,3 +204,124 @@ class SessionCritic:
     def n_tasks(self) -> int:
         """Number of tasks the critics evaluate."""
         return len(self.task_names)
+
+
+def check_critic_features(critic: SessionCritic, X: Any) -> None:
+    """Raise if ``critic`` was not fitted on X's feature columns."""
+    try:
+        validate_data(critic.encoder, X, reset=False, skip_check_array=True)
+    except ValueError as exc:
+        raise ValueError(
+            "critic was fitted on other feature columns than X; a critic "
+            f"transfers only between estimators fitted on the same features. {exc}"
+        ) from exc
+
+
+def fit_session_critic(
+    data: FitData,
+    encoder: FeatureEncoder,
+    actor: nn.Module,
+    *,
+    embedding_dim: int,
+    hidden_dims: Sequence[int],
+    shared: bool,
+    behavior_policy: str,
+    action_noise: float,
+    config: TDConfig,
+    seed: int,
+) -> SessionCritic:
+    """Build the session MDP's transitions and fit the critics on them.
+
+    Phases 2 and 3 of RMTL's fit: the behaviour actions around the frozen
+    ``actor`` (see :func:`~sklearn_rmtl._mdp.behavior_actions`), the
+    rewards of Eq. (2), a :class:`Critic` started from the actor's
+    embeddings, trained by :func:`~sklearn_rmtl._td.train_critic`.
+
+    Parameters
+    ----------
+    data : FitData
+        The encoded training rows (the held-out rows included).
+    encoder : FeatureEncoder
+        The encoder of ``data.inputs``, kept with the critics.
+    actor : MultiTaskModule
+        A copy of the pretrained actor; trained only with
+        ``config.actor_update``.
+    embedding_dim : int
+        Embedding size of the critics (the actor's).
+    hidden_dims : sequence of int
+        Hidden sizes of the critic MLP.
+    shared : bool
+        One shared critic body with per-task heads, or K independent critics.
+    behavior_policy : {"actor", "uniform"}
+        The actions stored in the transitions.
+    action_noise : float
+        Exploration noise of ``behavior_policy="actor"``.
+    config : TDConfig
+        TD training settings.
+    seed : int
+        Seed of the action draws, initialisation and batch order.
+
+    Returns
+    -------
+    SessionCritic
+        The critics (on CPU, in eval mode) with ``encoder`` and the history.
+    """
+    device = data.device
+    rng = np.random.default_rng(seed)
+
+    def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
+    # On the device once: the actor's pass and the critic training read them.
+    x_cat = tensor(data.inputs["x_cat"], torch.long)
+    x_num = tensor(data.inputs["x_num"])
+    policy = actor_proba(actor, x_cat, x_num)
+    transitions = build_transitions(data.session_ids, data.times, data.n_samples)
+    actions = behavior_actions(
+        policy.cpu().numpy().astype(np.float64),
+        transitions.order,
+        behavior_policy=behavior_policy,
+        action_noise=action_noise,
+        rng=rng,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with isolated_global_rng(device):
+        critic = Critic(
+            cardinalities=data.cardinalities,
+            n_numerical=data.inputs["x_num"].shape[1],
+            n_tasks=data.n_tasks,
+            embedding_dim=embedding_dim,
+            hidden_dims=tuple(hidden_dims),
+            shared=shared,
+        )
+    init_parameters(critic, generator)
+    critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+    reward = rewards(data.y01, actions)
+    # NOTE[DIFF]: the paper does not say how critics start. With the
+    # -ReLU output a head that starts negative is dead (Q = 0, w = 1
+    # everywhere, observed); start near the expected discounted return.
+    horizon = 1.0 / (1.0 - config.gamma * (1.0 - transitions.done.mean()))
+    critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
+    critic.to(device)
+    actor.to(device)
+    set_dropout_generator(actor, generator)  # the actor trains with actor_update
+    history = train_critic(
+        critic,
+        inputs={"x_cat": x_cat, "x_num": x_num},
+        actions=tensor(actions),
+        rewards=tensor(reward),
+        next_row=tensor(transitions.next_row, torch.long),
+        done=tensor(transitions.done),
+        y01=tensor(data.y01),
+        actor=actor,
+        policy=policy,
+        config=config,
+        generator=generator,
+    )
+    set_dropout_generator(actor, None)
+    return SessionCritic(
+        encoder=encoder,
+        module=critic.cpu().eval(),
+        task_names=data.task_names,
+        history=history,
+    )

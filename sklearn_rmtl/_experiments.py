@@ -31,7 +31,8 @@ from sklearn_rmtl import __version__
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
-from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc, session_log_loss
+from sklearn_rmtl.metrics import METRICS as metric_registry
+from sklearn_rmtl.metrics import metric_spec
 from sklearn_rmtl.model_selection import temporal_train_test_split
 
 #: Baselines of Table 1 and the backbone each trains.
@@ -44,9 +45,12 @@ BASELINES = {
 }
 #: Display names of backbones.
 DISPLAY = {v: k for k, v in BASELINES.items()} | {"omoe": "OMoE", "aitm": "AITM"}
-METRICS = ("AUC", "Logloss", "s-Logloss")
+#: The metrics of the paper's tables (Sec. 3.1.3), by scorer name.
+_EVALUATED = ("roc_auc", "log_loss", "session_log_loss")
+#: Their display names, the columns of the tables.
+METRICS = tuple(metric_registry[m].display_name for m in _EVALUATED)
 #: Whether a larger value of the metric is better.
-GREATER_IS_BETTER = {"AUC": True, "Logloss": False, "s-Logloss": False}
+GREATER_IS_BETTER = {m: metric_spec(m).greater_is_better for m in METRICS}
 #: The part a run is scored on -> the parts it is fitted on.
 EVALUATE_ON = {"test": ("train", "valid"), "valid": ("train",)}
 # Early stopping holds out the latest quarter of the fitted rows: about the
@@ -166,7 +170,7 @@ class Settings:
     def rmtl(self, actor: MTLClassifier, seed: int, **params: Any) -> RMTLClassifier:
         """RMTL on a fitted baseline, so pretraining is shared, not repeated."""
         return RMTLClassifier(
-            backbone=actor,
+            actor=actor,
             max_epochs=self.max_epochs,
             critic_max_epochs=self.critic_max_epochs,
             batch_size=self.batch_size,
@@ -187,11 +191,11 @@ def evaluate(estimator: Any, split: Split) -> dict[str, dict[str, float]]:
     """Per-task AUC, Logloss and s-Logloss on the scored part of ``split``."""
     proba = estimator.predict_proba(split.X_eval)
     y = split.y_eval.to_numpy()
-    values = {
-        "AUC": per_task_roc_auc(y, proba),
-        "Logloss": per_task_log_loss(y, proba),
-        "s-Logloss": session_log_loss(y, proba, session_ids=split.s_eval),
-    }
+    values = {}
+    for name in _EVALUATED:
+        spec = metric_registry[name]
+        extra = {"session_ids": split.s_eval} if spec.needs_sessions else {}
+        values[spec.display_name] = spec.func(y, proba, **extra)
     tasks = [str(c) for c in split.y_eval.columns]
     return {
         task: {m: float(values[m][k]) for m in METRICS} for k, task in enumerate(tasks)

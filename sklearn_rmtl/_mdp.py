@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+#: Accepted values of ``behavior_policy``.
+BEHAVIOR_POLICIES = ("actor", "uniform")
+
 #: Actions are clipped to this interval before the log of Eq. (2) (authors' code).
 ACTION_CLIP = 1e-4
 
@@ -125,3 +128,46 @@ def rewards(y01: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """
     a = np.clip(actions, ACTION_CLIP, 1 - ACTION_CLIP)
     return (y01 * np.log(a) + (1 - y01) * np.log1p(-a)).astype(np.float32)
+
+
+def behavior_actions(
+    policy: np.ndarray,
+    order: np.ndarray,
+    *,
+    behavior_policy: str,
+    action_noise: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The actions stored in the transitions (the behaviour policy's draws).
+
+    Parameters
+    ----------
+    policy : ndarray of shape (n_samples, n_tasks)
+        The pretrained actor's probabilities.
+    order : ndarray of shape (n_samples,)
+        :attr:`SessionTransitions.order`: random numbers are drawn in this
+        canonical (session, time) order, so the actions do not depend on the
+        order of the input rows.
+    behavior_policy : {"actor", "uniform"}
+        "actor": ``policy`` plus Gaussian noise of std ``action_noise``
+        clipped at two std, then to [0, 1] (the paper); "uniform": uniform
+        draws from [0, 1] (the authors' code).
+    action_noise : float
+        Std of the noise of ``behavior_policy="actor"``.
+    rng : numpy.random.Generator
+        Source of the draws.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_tasks)
+    """
+    draws = np.empty_like(policy)
+    if behavior_policy == "actor":
+        # NOTE[DIFF]: the paper names the pretrained actor as behaviour
+        # policy without noise details; clipped Gaussian noise explores
+        # around it (TD3-style).
+        sd = action_noise
+        draws[order] = rng.normal(0.0, sd, policy.shape)
+        return np.clip(policy + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
+    draws[order] = rng.random(policy.shape)
+    return draws

@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    check_consistent_length,
-    check_is_fitted,
-    validate_data,
-)
-from skorch.callbacks import ProgressBar
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_rmtl._data import BatchLoader
 from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
-from sklearn_rmtl._loss import WeightedMultiTaskBCE
-from sklearn_rmtl._net import MultiTaskNet
-from sklearn_rmtl._network import MultiTaskNetwork
-from sklearn_rmtl._seeding import (
-    init_parameters,
-    isolated_global_rng,
-    set_dropout_generator,
-)
-from sklearn_rmtl._training import (
-    SELECTION_METRICS,
-    SELECTIONS,
-    DivergenceGuard,
-    StopTraining,
-    ValidationCheckpoint,
-)
-from sklearn_rmtl._validation import (
-    check_callbacks,
-    check_metadata,
-    check_multitask_target,
-    resolve_device,
-)
+from sklearn_rmtl._fit_data import FitData, encode_inputs, prepare_fit_data
+from sklearn_rmtl._skorch_net import MultiTaskNet
+from sklearn_rmtl._training import SELECTIONS, net_history, train_net
+from sklearn_rmtl._validation import check_callbacks, check_task_weights
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 from sklearn_rmtl.exceptions import InconsistentVersionWarning
 
@@ -52,116 +25,14 @@ from sklearn_rmtl.exceptions import InconsistentVersionWarning
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
 
-
-def _silent(*_: Any) -> None:
-    """A print sink that drops the message (``verbose=0``)."""
-
-
-def encode_inputs(
-    Xt: np.ndarray, n_categorical: int, **extra: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Split an encoder output into the network's input dict."""
-    return {
-        "x_cat": Xt[:, :n_categorical].astype(np.int64),
-        "x_num": np.ascontiguousarray(Xt[:, n_categorical:]),
-        **extra,
-    }
-
-
-@dataclass
-class FitData:
-    """Validated training inputs shared by the phases of a fit."""
-
-    X: Any
-    y01: np.ndarray
-    classes: np.ndarray
-    task_names: np.ndarray
-    probe: BaseEstimator
-    session_ids: np.ndarray | None
-    times: np.ndarray | None
-    device: str
-    seed: int
-    valid: np.ndarray | None
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)
-    cardinalities: list[int] = field(default_factory=list)
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.y01.shape[1])
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.y01.shape[0])
-
-    def make_encoder(self, est: MTLClassifier) -> FeatureEncoder:
-        return FeatureEncoder(
-            categorical_features=est.categorical_features,
-            min_frequency=est.min_frequency,
-            max_categories=est.max_categories,
-        )
-
-    def encode(self, encoder: FeatureEncoder, *, fitted: bool = False) -> None:
-        """Encode X once for every phase (fitting the encoder unless fitted)."""
-        Xt = encoder.transform(self.X) if fitted else encoder.fit_transform(self.X)
-        self.cardinalities = encoder.cardinalities_.tolist()
-        self.inputs = encode_inputs(Xt, len(self.cardinalities))
-
-    def fitted_state(self, **state: Any) -> dict[str, Any]:
-        """Fitted attributes common to the estimators, plus ``state``."""
-        out = {
-            "classes_": self.classes,
-            "n_tasks_": self.n_tasks,
-            "task_names_": self.task_names,
-            "n_features_in_": self.probe.n_features_in_,
-            "device_": self.device,
-            **state,
-        }
-        if hasattr(self.probe, "feature_names_in_"):
-            out["feature_names_in_"] = self.probe.feature_names_in_
-        return out
-
-
-def make_net(
-    net_cls: type[MultiTaskNet],
-    *,
-    device: str,
-    train_split: Any = None,
-    callbacks: list[Any] | None = None,
-    **params: Any,
-) -> MultiTaskNet:
-    """The skorch net of the actor; ``params`` are the fit-specific settings.
-
-    Shared by training and by :mod:`sklearn_rmtl.persistence`, which rebuilds
-    fitted nets from their saved ``params``.
-    """
-    return net_cls(
-        module=MultiTaskNetwork,
-        criterion=WeightedMultiTaskBCE,
-        optimizer=torch.optim.Adam,
-        # One fused kernel for all parameters instead of several ops each.
-        optimizer__fused=True,
-        train_split=train_split,
-        callbacks=callbacks or [],
-        predict_nonlinearity=None,
-        device=device,
-        iterator_train=BatchLoader,
-        iterator_valid=BatchLoader,
-        **params,
-    )
-
-
-def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
-    """Plain per-epoch records of a skorch history."""
-    keys = (
-        "epoch",
-        "train_loss",
-        "valid_loss",
-        *(f"valid_{m}" for m in SELECTION_METRICS),
-        "dur",
-        "best_at",
-        "restored_start",
-    )
-    return [{k: row[k] for k in keys if k in row} for row in net.history]
+# The fitted net is stored under its 0.1 name, the key that saved files
+# (sklearn_rmtl.persistence) and pickles hold, so that both keep loading;
+# ``net_`` is its public name and ``backbone_`` the deprecated alias.
+_NET_KEY = "backbone_"
+_BACKBONE_DEPRECATED = (
+    "Attribute `backbone_` was renamed `net_` in 0.1 (it is the fitted skorch "
+    "net, not a backbone) and will be removed in 0.2."
+)
 
 
 class MTLClassifier(ClassifierMixin, BaseEstimator):
@@ -228,8 +99,10 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         better), the mean per-task ROC AUC, or the mean per-task session
         GAUC (needs ``session_ids``). Stopping on the loss can end training
         before the ranking has peaked.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train. "auto" uses a CUDA GPU when torch sees one.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
+        device string such as "cuda:1" is accepted (as by
+        :func:`sklearn_rmtl.persistence.load`).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. An int gives identical predictions across fits on CPU.
@@ -254,9 +127,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         Input column names, when X was a DataFrame with string names.
     encoder_ : FeatureEncoder
         The fitted feature encoder.
+    net_ : skorch.NeuralNet
+        The fitted skorch net; ``net_.module_`` is the torch network
+        (:class:`~sklearn_rmtl._torch_module.MultiTaskModule`).
     backbone_ : skorch.NeuralNet
-        The fitted skorch net; ``backbone_.module_`` is the torch network
-        (:class:`~sklearn_rmtl._network.MultiTaskNetwork`).
+        Deprecated alias of ``net_``; removed in 0.2.
     backbone_params_ : dict
         The network sizes used (``backbone_params`` merged over the defaults).
     device_ : str
@@ -321,7 +196,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
         "validation_metric": [StrOptions(set(SELECTIONS))],
-        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        # Checked in fit (resolve_device): any torch device string.
+        "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
@@ -394,40 +270,8 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
 
     def _task_weights(self, n_tasks: int) -> np.ndarray:
         if self.task_weights is None:
-            weights = np.full(n_tasks, 1.0 / n_tasks)
-        else:
-            weights = np.asarray(self.task_weights, dtype=np.float64)
-            if weights.shape != (n_tasks,):
-                raise ValueError(
-                    f"task_weights must have one entry per task ({n_tasks}), got "
-                    f"shape {weights.shape}."
-                )
-            if not np.all(np.isfinite(weights)) or (weights < 0).any():
-                raise ValueError("task_weights must be finite and non-negative.")
-            if not weights.any():
-                raise ValueError("task_weights must not all be zero.")
-        return weights
-
-    def _validation_mask(
-        self, n_samples: int, timestamps: np.ndarray | None, seed: int
-    ) -> np.ndarray | None:
-        """Rows held out for early stopping: the latest, else a random subset."""
-        if not self.early_stopping:
-            return None
-        n_valid = max(1, round(self.validation_fraction * n_samples))
-        if n_valid >= n_samples:
-            raise ValueError(
-                f"early_stopping needs more rows: with {n_samples} samples and "
-                f"validation_fraction={self.validation_fraction} no row is left "
-                "for training. Pass more data or early_stopping=False."
-            )
-        if timestamps is not None:
-            order = np.argsort(timestamps, kind="stable")
-        else:
-            order = np.random.default_rng(seed).permutation(n_samples)
-        mask = np.zeros(n_samples, dtype=bool)
-        mask[order[-n_valid:]] = True
-        return mask
+            return np.full(n_tasks, 1.0 / n_tasks)
+        return check_task_weights(self.task_weights, n_tasks)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -479,7 +323,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         net.trim_for_prediction()
         return data.fitted_state(
             encoder_=encoder,
-            backbone_=net,
+            **{_NET_KEY: net},
             backbone_params_=params,
             history_={"pretrain": history},
             n_iter_=len(history),
@@ -489,7 +333,11 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
     ) -> tuple[FeatureEncoder, MultiTaskNet]:
         """Fit the feature encoder on ``data`` and train the network."""
-        encoder = data.make_encoder(self)
+        encoder = FeatureEncoder(
+            categorical_features=self.categorical_features,
+            min_frequency=self.min_frequency,
+            max_categories=self.max_categories,
+        )
         data.encode(encoder)
         net = self._train_net(
             data,
@@ -503,26 +351,24 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare(self, X: Any, y: Any, *, session_ids: Any, timestamps: Any) -> FitData:
         """Validate the inputs of fit; raise before any training starts."""
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y "
-                "is None."
-            )
-        X = check_features(X)
-        y01, classes, task_names = check_multitask_target(y)
-        n_samples = y01.shape[0]
-        probe = BaseEstimator()  # holds feature names until the fit succeeds
-        validate_data(probe, X, reset=True, skip_check_array=True)
-        check_consistent_length(X, y01)
-        if n_samples < 2:
-            raise ValueError(
-                f"Found 1 sample (n_samples = {n_samples}); at least 2 are needed."
-            )
-        sessions = check_metadata(
-            session_ids, n_samples, name="session_ids", sortable=False
+        return prepare_fit_data(
+            self,
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            check_params=self._check_data_params,
+            validation_fraction=(
+                self.validation_fraction if self.early_stopping else None
+            ),
+            device=self.device,
+            random_state=self.random_state,
         )
-        times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
-        self._check_params(y01.shape[1])
+
+    def _check_data_params(
+        self, task_names: np.ndarray, sessions: np.ndarray | None
+    ) -> None:
+        self._check_params(len(task_names))
         self._check_tasks(task_names)
         check_callbacks(self.callbacks)
         for name in self._gauc_metrics():
@@ -531,22 +377,6 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
                     f"{name}='gauc' ranks the predictions within sessions and "
                     f"needs session_ids; pass session_ids to fit, or use {name}='auc'."
                 )
-        device = resolve_device(self.device)
-        seed = int(
-            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        )
-        return FitData(
-            X=X,
-            y01=y01,
-            classes=classes,
-            task_names=task_names,
-            probe=probe,
-            session_ids=sessions,
-            times=times,
-            device=device,
-            seed=seed,
-            valid=self._validation_mask(n_samples, times, seed),
-        )
 
     def _train_net(
         self,
@@ -556,96 +386,32 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         task_weights: np.ndarray,
         *,
         max_epochs: int,
-        seed_offset: int = 0,
-        init_module: torch.nn.Module | None = None,
-        extra_inputs: dict[str, np.ndarray] | None = None,
         lr: float | None = None,
         interval: float | None = None,
-        selection: str = "loss",
-        start_is_candidate: bool = False,
-        **net_kwargs: Any,
+        **kwargs: Any,
     ) -> MultiTaskNet:
-        """Build a skorch net for ``data`` and train it.
+        """:func:`~sklearn_rmtl._training.train_net` with this estimator's settings.
 
-        ``init_module`` starts training from a copy of those weights (RMTL's
-        refit continues the pretrained actor); with early stopping and
-        ``start_is_candidate`` the starting weights are the first validation
-        check: if no later check beats them by ``selection`` they are
-        restored, and the last history row records ``restored_start=True``.
-        ``lr`` and ``interval`` override the estimator's ``lr`` and
-        ``validation_interval`` (the refit's own settings).
-        ``extra_inputs`` ride in the input dict next to the features (for
-        ``get_loss``, not the module).
+        ``lr`` and ``interval`` override ``lr`` and ``validation_interval``
+        (the refit's own settings); ``kwargs`` go to ``train_net``.
         """
-        inputs = {**data.inputs, **(extra_inputs or {})}
-        valid = data.valid
-        phase = "refit" if init_module is not None else "pretrain"
-        lr_name = "lr" if lr is None else "refit_lr"
-        # Initialisation, batch order and dropout of this fit draw from here.
-        generator = torch.Generator().manual_seed(data.seed + seed_offset)
-        callbacks: list[Any] = [
-            *(self.callbacks or []),
-            ("divergence_guard", DivergenceGuard(phase, lr_name)),
-        ]
-        if valid is not None:
-            device = data.device
-            groups = None if data.session_ids is None else data.session_ids[valid]
-            checkpoint = ValidationCheckpoint(
-                inputs={
-                    k: torch.as_tensor(data.inputs[k][valid], device=device)
-                    for k in ("x_cat", "x_num")
-                },
-                y01=torch.as_tensor(data.y01[valid], device=device),
-                groups=groups,
-                selection=selection,
-                interval=self.validation_interval if interval is None else interval,
-                patience=self.n_iter_no_change,
-                start_is_candidate=start_is_candidate,
-                phase=phase,
-                lr_name=lr_name,
-                sink=print if self.verbose else _silent,
-            )
-            callbacks.append(("early_stopping", checkpoint))
-        if self.verbose:
-            # A bar per epoch over its batches, with the running train loss.
-            callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))
-        net = make_net(
+        return train_net(
+            data,
             net_cls,
-            device=data.device,
-            callbacks=callbacks,
-            module__cardinalities=data.cardinalities,
-            module__n_numerical=data.inputs["x_num"].shape[1],
-            module__n_tasks=data.n_tasks,
-            module__backbone=self._backbone_name(),
-            module__backbone_params=backbone_params,
-            criterion__task_weights=task_weights.tolist(),
-            optimizer__weight_decay=self.weight_decay,
-            lr=self.lr if lr is None else lr,
+            backbone=self._backbone_name(),
+            backbone_params=backbone_params,
+            task_weights=task_weights,
             max_epochs=max_epochs,
+            lr=self.lr if lr is None else lr,
+            lr_name="lr" if lr is None else "refit_lr",
+            weight_decay=self.weight_decay,
             batch_size=self.batch_size,
-            iterator_train__shuffle=True,
-            iterator_train__generator=generator,
+            interval=self.validation_interval if interval is None else interval,
+            patience=self.n_iter_no_change,
+            callbacks=self.callbacks,
             verbose=self.verbose,
-            **net_kwargs,
+            **kwargs,
         )
-        with isolated_global_rng(data.device):
-            net.initialize()
-        if init_module is not None:
-            net.module_.load_state_dict(init_module.state_dict())
-        else:
-            init_parameters(net.module_, generator)
-        set_dropout_generator(net.module_, generator)
-        train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
-        y_train = data.y01 if valid is None else data.y01[~valid]
-        if max_epochs > 0:  # 0: the initial weights as they are
-            # partial_fit without its ``except KeyboardInterrupt: pass``: an
-            # interrupted fit must raise, not return a half-trained model.
-            net.notify("on_train_begin", X=train, y=y_train)
-            with contextlib.suppress(StopTraining):
-                net.fit_loop(train, y_train)
-            net.notify("on_train_end", X=train, y=y_train)
-        set_dropout_generator(net.module_, None)
-        return net
 
     def _backbone_name(self) -> str:
         return str(self.backbone)
@@ -665,7 +431,7 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             part = X[start : start + _PREDICT_CHUNK]
             Xt = self.encoder_.transform(part)
-            out[start : start + len(Xt)] = self.backbone_.predict_proba(
+            out[start : start + len(Xt)] = self.net_.predict_proba(
                 encode_inputs(Xt, n_cat)
             )
         return out
@@ -732,7 +498,33 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
 
     def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "backbone_")
+        return _NET_KEY in vars(self)
+
+    @property
+    def net_(self) -> MultiTaskNet:
+        """The fitted skorch net (see the class docstring's Attributes)."""
+        try:
+            return self.__dict__[_NET_KEY]
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute 'net_'"
+            ) from None
+
+    @net_.setter
+    def net_(self, net: MultiTaskNet) -> None:
+        self.__dict__[_NET_KEY] = net
+
+    @property
+    def backbone_(self) -> MultiTaskNet:
+        """Deprecated alias of ``net_``."""
+        net = self.net_  # AttributeError, without a warning, when unfitted
+        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
+        return net
+
+    @backbone_.setter
+    def backbone_(self, net: MultiTaskNet) -> None:
+        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
+        self.net_ = net
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -13,10 +13,12 @@ import torch
 from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import Tensor
 
-from sklearn_rmtl._critic import Critic, SessionCritic
-from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl._critic import (
+    SessionCritic,
+    check_critic_features,
+    fit_session_critic,
+)
 from sklearn_rmtl._defaults import (
     ACTION_NOISE,
     BATCH_SIZE,
@@ -30,79 +32,26 @@ from sklearn_rmtl._defaults import (
     TAU,
 )
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
-from sklearn_rmtl._mdp import build_transitions, rewards
-from sklearn_rmtl._mtl import (
-    FitData,
-    MTLClassifier,
-    encode_inputs,
-    net_history,
-)
-from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._seeding import (
-    init_parameters,
-    isolated_global_rng,
-    set_dropout_generator,
-)
-from sklearn_rmtl._td import TDConfig, train_critic
-from sklearn_rmtl._training import SELECTIONS
+from sklearn_rmtl._fit_data import FitData, encode_with
+from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
+from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._td import TDConfig
+from sklearn_rmtl._torch_module import actor_proba
+from sklearn_rmtl._training import SELECTIONS, net_history
 from sklearn_rmtl._validation import (
     binarize_labels,
     check_metadata,
     check_multitask_target,
     check_same_tasks,
 )
-from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
+from sklearn_rmtl._weighting import (
+    WEIGHTINGS,
+    critic_row_weights,
+    label_mean_weights,
+)
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
-
-
-def _encode(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
-    return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
-
-
-def _check_critic_features(critic: SessionCritic, X: Any) -> None:
-    """Raise if ``critic`` was not fitted on X's feature columns."""
-    try:
-        validate_data(critic.encoder, X, reset=False, skip_check_array=True)
-    except ValueError as exc:
-        raise ValueError(
-            "critic was fitted on other feature columns than X; a critic "
-            f"transfers only between estimators fitted on the same features. {exc}"
-        ) from exc
-
-
-def _actor_proba(actor: torch.nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
-    """The actor's probabilities for every row (eval mode), where the inputs are."""
-    actor.eval().to(x_cat.device)
-    return forward_batches(
-        lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
-    )
-
-
-def _tensors(inputs: dict[str, np.ndarray]) -> tuple[Tensor, Tensor]:
-    return torch.as_tensor(inputs["x_cat"]), torch.as_tensor(inputs["x_num"])
-
-
-def _row_weights(
-    critic: torch.nn.Module,
-    inputs: dict[str, Tensor],
-    proba: Tensor,
-    y01: Tensor,
-    weighting: str,
-    q_lambda: float,
-) -> Tensor:
-    """The weighting's weights of every row, Q taken at actions ``proba``."""
-    critic.eval()
-    fn = WEIGHTINGS[weighting].fn
-    return forward_batches(
-        lambda rows: fn(
-            critic(inputs["x_cat"][rows], inputs["x_num"][rows], proba[rows]),
-            y01[rows],
-            q_lambda,
-        ),
-        len(proba),
-    )
-
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -115,7 +64,7 @@ class RMTLClassifier(MTLClassifier):
     Liu et al., WWW 2023. ``fit`` runs four phases:
 
     1. **Pretrain** the actor, a multi-task backbone, exactly as
-       :class:`MTLClassifier` (or take a given fitted one).
+       :class:`MTLClassifier` (or take a given ``actor``).
     2. **Session MDP**: rows are ordered by session and time; each row is a
        transition to the next row of its session, with per-task rewards equal
        to the negative BCE of the behaviour action (Eq. 2).
@@ -128,13 +77,13 @@ class RMTLClassifier(MTLClassifier):
 
     Parameters
     ----------
-    backbone : str or MTLClassifier, default="ple"
-        The actor: a backbone name (see :class:`MTLClassifier`), or an
-        :class:`MTLClassifier`. A fitted one is used as the pretrained actor
-        as is (its encoder and network; its weights are not modified); an
-        unfitted one is fitted on the same data as the pretraining step.
-        With an ``MTLClassifier``, the pretraining parameters below
-        (``backbone_params`` ... ``max_epochs``) are ignored.
+    backbone : str, default="ple"
+        The actor's backbone name (see :class:`MTLClassifier`); ignored when
+        ``actor`` is given.
+
+        .. deprecated:: 0.1
+           Passing an :class:`MTLClassifier` as ``backbone`` is deprecated
+           and will be removed in 0.2; pass it as ``actor``.
     backbone_params : dict, default=None
         Network sizes; see :class:`MTLClassifier`.
     categorical_features : "from_dtype", array-like or None, default="from_dtype"
@@ -168,8 +117,8 @@ class RMTLClassifier(MTLClassifier):
     validation_metric : {"loss", "auc", "gauc"}, default="loss"
         What pretraining's early stopping compares (see
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train.
+    device : {"cpu", "cuda", "auto"} or str, default="cpu"
+        Where to train; see :class:`MTLClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -261,6 +210,12 @@ class RMTLClassifier(MTLClassifier):
         Critics fitted by another RMTLClassifier (its ``critic_``), possibly
         with another backbone, on the same feature columns and tasks: the
         critic phase is skipped and the refit uses them (paper Sec. 3.4).
+    actor : MTLClassifier, default=None
+        The pretraining step given as an estimator. A fitted one is used as
+        the pretrained actor as is (its encoder and network; its weights are
+        not modified); an unfitted one is fitted on the same data as the
+        pretraining step. Then ``backbone`` and the pretraining parameters
+        (``backbone_params`` ... ``max_epochs``) are ignored.
 
     Attributes
     ----------
@@ -276,8 +231,10 @@ class RMTLClassifier(MTLClassifier):
         Input column names, when X was a DataFrame with string names.
     encoder_ : FeatureEncoder
         The actor's feature encoder.
-    backbone_ : skorch.NeuralNet
+    net_ : skorch.NeuralNet
         The refitted actor (predictions come from it).
+    backbone_ : skorch.NeuralNet
+        Deprecated alias of ``net_``; removed in 0.2.
     backbone_params_ : dict
         Network sizes of the actor.
     device_ : str
@@ -347,7 +304,7 @@ class RMTLClassifier(MTLClassifier):
         "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
         "refit_validation_metric": [StrOptions(set(SELECTIONS))],
         "refit_keep_pretrained": ["boolean"],
-        "behavior_policy": [StrOptions({"actor", "uniform"})],
+        "behavior_policy": [StrOptions(set(BEHAVIOR_POLICIES))],
         "action_noise": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, 1, closed="both")],
         "tau": [Interval(Real, 0, 1, closed="right")],
@@ -365,6 +322,7 @@ class RMTLClassifier(MTLClassifier):
         "weighting": [StrOptions(set(WEIGHTINGS))],
         "q_lambda": [Interval(Real, 0, None, closed="left")],
         "critic": [SessionCritic, None],
+        "actor": [MTLClassifier, None],
     }
 
     def __init__(
@@ -412,6 +370,7 @@ class RMTLClassifier(MTLClassifier):
         weighting: str = "rmtl",
         q_lambda: float = Q_LAMBDA,
         critic: SessionCritic | None = None,
+        actor: MTLClassifier | None = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -457,16 +416,24 @@ class RMTLClassifier(MTLClassifier):
         self.weighting = weighting
         self.q_lambda = q_lambda
         self.critic = critic
+        self.actor = actor
 
     # ---------------------------------------------------------- parameters
+    def _given_actor(self) -> tuple[str, MTLClassifier] | None:
+        """The parameter naming a given actor and its MTLClassifier, if any."""
+        if self.actor is not None:
+            return "actor", self.actor
+        if isinstance(self.backbone, MTLClassifier):  # deprecated spelling
+            return "backbone", self.backbone
+        return None
+
     def _backbone_name(self) -> str:
-        if isinstance(self.backbone, MTLClassifier):
-            return str(self.backbone.backbone)
-        return str(self.backbone)
+        given = self._given_actor()
+        return str(self.backbone if given is None else given[1].backbone)
 
     def _gauc_metrics(self) -> list[str]:
         # A given MTLClassifier pretrains with its own settings.
-        given = isinstance(self.backbone, MTLClassifier)
+        given = self._given_actor() is not None
         names = [] if given else super()._gauc_metrics()
         if self.refit_validation_metric == "gauc":
             names.append("refit_validation_metric")
@@ -477,8 +444,9 @@ class RMTLClassifier(MTLClassifier):
         # only their number compared, (buy, click) would silently reuse the
         # heads of (click, buy).
         given = [("critic", getattr(self.critic, "task_names", None))]
-        if isinstance(self.backbone, MTLClassifier):
-            given.append(("backbone", getattr(self.backbone, "task_names_", None)))
+        actor = self._given_actor()
+        if actor is not None:
+            given.append((actor[0], getattr(actor[1], "task_names_", None)))
         for name, fitted in given:
             if fitted is not None:
                 check_same_tasks(name, fitted, task_names)
@@ -488,10 +456,11 @@ class RMTLClassifier(MTLClassifier):
         return super()._check_params(n_tasks)
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
-        if not isinstance(self.backbone, MTLClassifier):
+        given = self._given_actor()
+        if given is None:
             return super()._network_params(n_tasks)
-        # Its sizes; the refit uses our task weights (tasks: _check_tasks).
-        return self.backbone._network_params(n_tasks)
+        name, actor = given  # its sizes; the refit uses our task weights
+        return actor._network_params(n_tasks)  # its tasks: _check_tasks
 
     # ----------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=False)
@@ -523,6 +492,18 @@ class RMTLClassifier(MTLClassifier):
         self : RMTLClassifier
             The fitted estimator.
         """
+        if isinstance(self.backbone, MTLClassifier):
+            if self.actor is not None:
+                raise ValueError(
+                    "Pass the pretrained MTLClassifier as actor only; backbone "
+                    "then names nothing and keeps its default."
+                )
+            warnings.warn(
+                "Passing an MTLClassifier as backbone is deprecated in 0.1 and "
+                "will be removed in 0.2; pass it as actor=... instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
         state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(state)
@@ -534,7 +515,7 @@ class RMTLClassifier(MTLClassifier):
         data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
         params, task_weights = self._check_params(data.n_tasks)
         if self.critic is not None:
-            _check_critic_features(self.critic, data.X)
+            check_critic_features(self.critic, data.X)
         train_critic_here = self.critic is None and (
             self.weighting != "constant" or self.actor_update
         )
@@ -575,7 +556,7 @@ class RMTLClassifier(MTLClassifier):
         }
         return data.fitted_state(
             encoder_=encoder,
-            backbone_=net,
+            **{_NET_KEY: net},
             backbone_params_=params,
             critic_=session_critic,
             refit_improved_=not any(r.get("restored_start") for r in refit_history),
@@ -591,9 +572,10 @@ class RMTLClassifier(MTLClassifier):
     def _pretrain(
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
     ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
-        """Phase 1: the actor, trained here or taken from ``backbone``."""
-        if isinstance(self.backbone, MTLClassifier):
-            actor = self.backbone
+        """Phase 1: the actor, trained here or taken from ``actor``."""
+        given = self._given_actor()
+        if given is not None:
+            name, actor = given
             if not actor.__sklearn_is_fitted__():
                 self._log("pretrain (fitting the given MTLClassifier)")
                 actor = clone(actor).fit(
@@ -606,10 +588,10 @@ class RMTLClassifier(MTLClassifier):
                 validate_data(actor, data.X, reset=False, skip_check_array=True)
             except ValueError as exc:
                 raise ValueError(
-                    f"backbone was fitted on other features than X: {exc}"
+                    f"{name} was fitted on other features than X: {exc}"
                 ) from exc
             data.encode(actor.encoder_, fitted=True)
-            return actor.encoder_, actor.backbone_, actor.history_["pretrain"]
+            return actor.encoder_, actor.net_, actor.history_["pretrain"]
         self._log("pretrain")
         encoder, net = self._fit_backbone(data, params, task_weights)
         return encoder, net, net_history(net)
@@ -622,33 +604,6 @@ class RMTLClassifier(MTLClassifier):
         params: dict[str, Any],
     ) -> SessionCritic:
         """Phases 2 and 3: build the transitions and fit the critics."""
-        n = data.n_samples
-        device = data.device
-        rng = np.random.default_rng(data.seed + _CRITIC_SEED)
-
-        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
-            return torch.as_tensor(a, dtype=dtype, device=device)
-
-        # On the device once: the actor's pass and the critic training read them.
-        x_cat = tensor(data.inputs["x_cat"], torch.long)
-        x_num = tensor(data.inputs["x_num"])
-        policy = _actor_proba(actor, x_cat, x_num)
-        proba = policy.cpu().numpy().astype(np.float64)
-        transitions = build_transitions(data.session_ids, data.times, n)
-        # Random numbers are drawn in the canonical (session, time) order, so
-        # the buffer does not depend on the order of the input rows.
-        draws = np.empty_like(proba)
-        if self.behavior_policy == "actor":
-            # NOTE[DIFF]: the paper names the pretrained actor as behaviour
-            # policy without noise details; clipped Gaussian noise explores
-            # around it (TD3-style).
-            sd = self.action_noise
-            draws[transitions.order] = rng.normal(0.0, sd, proba.shape)
-            actions = np.clip(proba + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
-        else:  # "uniform": the authors' code
-            draws[transitions.order] = rng.random(proba.shape)
-            actions = draws
-
         config = TDConfig(
             gamma=self.gamma,
             tau=self.tau,
@@ -664,46 +619,17 @@ class RMTLClassifier(MTLClassifier):
             bc_alpha=self.bc_alpha,
             verbose=self.verbose,
         )
-        generator = torch.Generator().manual_seed(data.seed + _CRITIC_SEED)
-        with isolated_global_rng(device):
-            critic = Critic(
-                cardinalities=data.cardinalities,
-                n_numerical=data.inputs["x_num"].shape[1],
-                n_tasks=data.n_tasks,
-                embedding_dim=params["embedding_dim"],
-                hidden_dims=tuple(self.critic_hidden_dims),
-                shared=self.shared_critic,
-            )
-        init_parameters(critic, generator)
-        critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
-        reward = rewards(data.y01, actions)
-        # NOTE[DIFF]: the paper does not say how critics start. With the
-        # -ReLU output a head that starts negative is dead (Q = 0, w = 1
-        # everywhere, observed); start near the expected discounted return.
-        horizon = 1.0 / (1.0 - self.gamma * (1.0 - transitions.done.mean()))
-        critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
-        critic.to(device)
-        actor.to(device)
-        set_dropout_generator(actor, generator)  # the actor trains with actor_update
-        history = train_critic(
-            critic,
-            inputs={"x_cat": x_cat, "x_num": x_num},
-            actions=tensor(actions),
-            rewards=tensor(reward),
-            next_row=tensor(transitions.next_row, torch.long),
-            done=tensor(transitions.done),
-            y01=tensor(data.y01),
-            actor=actor,
-            policy=policy,
+        return fit_session_critic(
+            data,
+            encoder,
+            actor,
+            embedding_dim=params["embedding_dim"],
+            hidden_dims=self.critic_hidden_dims,
+            shared=self.shared_critic,
+            behavior_policy=self.behavior_policy,
+            action_noise=self.action_noise,
             config=config,
-            generator=generator,
-        )
-        set_dropout_generator(actor, None)
-        return SessionCritic(
-            encoder=encoder,
-            module=critic.cpu().eval(),
-            task_names=data.task_names,
-            history=history,
+            seed=data.seed + _CRITIC_SEED,
         )
 
     def _refit(
@@ -739,15 +665,19 @@ class RMTLClassifier(MTLClassifier):
         critic_inputs = (
             data.inputs
             if critic.encoder is encoder
-            else _encode(critic.encoder, data.X)
+            else encode_with(critic.encoder, data.X)
         )
         if WEIGHTINGS[self.weighting].label_mean:
             fit_rows = slice(None) if data.valid is None else ~data.valid
             y01 = torch.as_tensor(data.y01)
-            weights = _row_weights(
+            weights = critic_row_weights(
                 critic.module,
                 {k: torch.as_tensor(v) for k, v in critic_inputs.items()},
-                _actor_proba(actor, *_tensors(data.inputs)).cpu(),
+                actor_proba(
+                    actor,
+                    torch.as_tensor(data.inputs["x_cat"]),
+                    torch.as_tensor(data.inputs["x_num"]),
+                ).cpu(),
                 y01,
                 self.weighting,
                 self.q_lambda,
@@ -831,9 +761,10 @@ class RMTLClassifier(MTLClassifier):
         if self.critic_ is None:
             return np.ones_like(proba)
         inputs = {
-            k: torch.as_tensor(v) for k, v in _encode(self.critic_.encoder, X).items()
+            k: torch.as_tensor(v)
+            for k, v in encode_with(self.critic_.encoder, X).items()
         }
-        weights = _row_weights(
+        weights = critic_row_weights(
             self.critic_.module,
             inputs,
             torch.as_tensor(proba, dtype=torch.float32),

@@ -28,11 +28,12 @@ from sklearn_rmtl._container import (
 )
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._mtl import MTLClassifier, make_net
-from sklearn_rmtl._net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._network import MultiTaskNetwork
+from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._seeding import isolated_global_rng
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._torch_module import MultiTaskModule
+from sklearn_rmtl._training import make_net
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 
@@ -56,7 +57,7 @@ _MTL_FITTED = (
     "feature_names_in_",
     "device_",
     "encoder_",
-    "backbone_",
+    "backbone_",  # net_, under its former name (see _mtl._NET_KEY)
     "backbone_params_",
     "history_",
     "n_iter_",
@@ -215,7 +216,7 @@ class Writer(TreeWriter):
 
     def net(self, net: MultiTaskNet, path: str) -> dict[str, Any]:
         name = type(net).__name__
-        if _NETS.get(name) is not type(net) or net.module is not MultiTaskNetwork:
+        if _NETS.get(name) is not type(net) or net.module is not MultiTaskModule:
             raise TypeError(f"{path}: cannot store a {name} of {net.module!r}.")
         return {
             TYPE: "net",
@@ -388,7 +389,7 @@ class Reader(TreeReader):
         return out
 
     def _check_estimator(self, est: MTLClassifier, path: str) -> None:
-        net = est.backbone_
+        net = est.net_
         encoder = est.encoder_
         if (
             not isinstance(net, MultiTaskNet)
@@ -557,7 +558,7 @@ class Reader(TreeReader):
             if k.startswith("module__")
         }
         self.check_size(
-            lambda: MultiTaskNetwork(**module_kwargs), node["state_dict"], where
+            lambda: MultiTaskModule(**module_kwargs), node["state_dict"], where
         )
         try:
             with isolated_global_rng(self.device):  # leaves the caller's RNG alone

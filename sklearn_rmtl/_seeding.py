@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from sklearn_rmtl._network import FeatureEmbedding
+from sklearn_rmtl._torch_module import FeatureEmbedding
 from sklearn_rmtl.backbones._layers import GroupedLinear, ReLUDropout
 
 

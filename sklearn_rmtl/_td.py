@@ -5,14 +5,16 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sklearn_rmtl._critic import Critic
 from sklearn_rmtl.exceptions import DivergenceError
+
+if TYPE_CHECKING:  # _critic builds its critics with train_critic from here
+    from sklearn_rmtl._critic import Critic
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

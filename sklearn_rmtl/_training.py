@@ -1,4 +1,8 @@
-"""Training control of the skorch nets: validation checks, checkpoints, guards.
+"""Training the actor's skorch nets: the driver, its net factory and callbacks.
+
+:func:`train_net` is the one training loop of the actor, shared by
+pretraining and the refit; :func:`make_net` builds the skorch net (also for
+:mod:`sklearn_rmtl.persistence`, which rebuilds fitted nets).
 
 Early stopping here evaluates the held-out rows itself, as often as
 ``validation_interval`` asks (every epoch, or several times per epoch), keeps
@@ -9,6 +13,7 @@ epoch on the validation loss only, and signals with ``KeyboardInterrupt``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -16,10 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, ProgressBar
 from torch import Tensor
 
-from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl._data import BatchLoader, forward_batches
+from sklearn_rmtl._fit_data import FitData
+from sklearn_rmtl._loss import WeightedMultiTaskBCE
+from sklearn_rmtl._seeding import (
+    init_parameters,
+    isolated_global_rng,
+    set_dropout_generator,
+)
+from sklearn_rmtl._skorch_net import MultiTaskNet
+from sklearn_rmtl._torch_module import MultiTaskModule
 from sklearn_rmtl.exceptions import DivergenceError
 from sklearn_rmtl.metrics import group_roc_auc, per_task_roc_auc
 
@@ -259,3 +273,155 @@ class ValidationCheckpoint(Callback):
         if self.best_at_ == 0.0:
             net.history.record("restored_start", True)
         self.best_state_ = None  # the weights live in the module now
+
+
+# ------------------------------------------------------------------ driver
+def _silent(*_: Any) -> None:
+    """A print sink that drops the message (``verbose=0``)."""
+
+
+def make_net(
+    net_cls: type[MultiTaskNet],
+    *,
+    device: str,
+    train_split: Any = None,
+    callbacks: list[Any] | None = None,
+    **params: Any,
+) -> MultiTaskNet:
+    """The skorch net of the actor; ``params`` are the fit-specific settings.
+
+    Shared by training and by :mod:`sklearn_rmtl.persistence`, which rebuilds
+    fitted nets from their saved ``params``.
+    """
+    return net_cls(
+        module=MultiTaskModule,
+        criterion=WeightedMultiTaskBCE,
+        optimizer=torch.optim.Adam,
+        # One fused kernel for all parameters instead of several ops each.
+        optimizer__fused=True,
+        train_split=train_split,
+        callbacks=callbacks or [],
+        predict_nonlinearity=None,
+        device=device,
+        iterator_train=BatchLoader,
+        iterator_valid=BatchLoader,
+        **params,
+    )
+
+
+def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
+    """Plain per-epoch records of a skorch history."""
+    keys = (
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        *(f"valid_{m}" for m in SELECTION_METRICS),
+        "dur",
+        "best_at",
+        "restored_start",
+    )
+    return [{k: row[k] for k in keys if k in row} for row in net.history]
+
+
+def train_net(
+    data: FitData,
+    net_cls: type[MultiTaskNet],
+    *,
+    backbone: str,
+    backbone_params: dict[str, Any],
+    task_weights: np.ndarray,
+    max_epochs: int,
+    lr: float,
+    lr_name: str,
+    weight_decay: float,
+    batch_size: int,
+    interval: float,
+    patience: int,
+    selection: str = "loss",
+    start_is_candidate: bool = False,
+    seed_offset: int = 0,
+    init_module: torch.nn.Module | None = None,
+    extra_inputs: dict[str, np.ndarray] | None = None,
+    callbacks: list[Any] | None = None,
+    verbose: int = 0,
+    **net_kwargs: Any,
+) -> MultiTaskNet:
+    """Build a skorch net for ``data`` and train it.
+
+    ``init_module`` starts training from a copy of those weights (RMTL's
+    refit continues the pretrained actor); with early stopping (``data.valid``)
+    and ``start_is_candidate`` the starting weights are the first validation
+    check: if no later check beats them by ``selection`` they are restored,
+    and the last history row records ``restored_start=True``. ``lr_name``
+    is the estimator parameter that set ``lr``, named in divergence errors.
+    ``extra_inputs`` ride in the input dict next to the features (for
+    ``get_loss``, not the module). ``net_kwargs`` go to ``net_cls``.
+    """
+    inputs = {**data.inputs, **(extra_inputs or {})}
+    valid = data.valid
+    phase = "refit" if init_module is not None else "pretrain"
+    # Initialisation, batch order and dropout of this fit draw from here.
+    generator = torch.Generator().manual_seed(data.seed + seed_offset)
+    all_callbacks: list[Any] = [
+        *(callbacks or []),
+        ("divergence_guard", DivergenceGuard(phase, lr_name)),
+    ]
+    if valid is not None:
+        device = data.device
+        groups = None if data.session_ids is None else data.session_ids[valid]
+        checkpoint = ValidationCheckpoint(
+            inputs={
+                k: torch.as_tensor(data.inputs[k][valid], device=device)
+                for k in ("x_cat", "x_num")
+            },
+            y01=torch.as_tensor(data.y01[valid], device=device),
+            groups=groups,
+            selection=selection,
+            interval=interval,
+            patience=patience,
+            start_is_candidate=start_is_candidate,
+            phase=phase,
+            lr_name=lr_name,
+            sink=print if verbose else _silent,
+        )
+        all_callbacks.append(("early_stopping", checkpoint))
+    if verbose:
+        # A bar per epoch over its batches, with the running train loss.
+        all_callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))
+    net = make_net(
+        net_cls,
+        device=data.device,
+        callbacks=all_callbacks,
+        module__cardinalities=data.cardinalities,
+        module__n_numerical=data.inputs["x_num"].shape[1],
+        module__n_tasks=data.n_tasks,
+        module__backbone=backbone,
+        module__backbone_params=backbone_params,
+        criterion__task_weights=task_weights.tolist(),
+        optimizer__weight_decay=weight_decay,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        iterator_train__shuffle=True,
+        iterator_train__generator=generator,
+        verbose=verbose,
+        **net_kwargs,
+    )
+    with isolated_global_rng(data.device):
+        net.initialize()
+    if init_module is not None:
+        net.module_.load_state_dict(init_module.state_dict())
+    else:
+        init_parameters(net.module_, generator)
+    set_dropout_generator(net.module_, generator)
+    train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
+    y_train = data.y01 if valid is None else data.y01[~valid]
+    if max_epochs > 0:  # 0: the initial weights as they are
+        # partial_fit without its ``except KeyboardInterrupt: pass``: an
+        # interrupted fit must raise, not return a half-trained model.
+        net.notify("on_train_begin", X=train, y=y_train)
+        with contextlib.suppress(StopTraining):
+            net.fit_loop(train, y_train)
+        net.notify("on_train_end", X=train, y=y_train)
+    set_dropout_generator(net.module_, None)
+    return net

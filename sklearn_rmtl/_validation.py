@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target
 
 
@@ -223,20 +224,43 @@ def check_callbacks(callbacks: Any) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """Map the ``device`` parameter to a torch device string."""
+    """Map the ``device`` parameter to a torch device string.
+
+    "auto" picks CUDA when torch sees a GPU; any other value must be a torch
+    device string ("cpu", "cuda", "cuda:1", ...), the same values that
+    :func:`sklearn_rmtl.persistence.load` accepts.
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    try:
+        parsed = torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise InvalidParameterError(
+            "The 'device' parameter must be 'auto' or a torch device string "
+            f"('cpu', 'cuda', 'cuda:1', ...), got {device!r}."
+        ) from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            "device='cuda' was requested but torch sees no CUDA GPU (installed "
+            f"device={device!r} was requested but torch sees no CUDA GPU (installed "
             f"torch {torch.__version__}). Use device='cpu', or device='auto' to "
             "use a GPU only when one is available."
+        )
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but torch sees "
+            f"{torch.cuda.device_count()} CUDA GPU(s)."
         )
     return device
 
 
 def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
-    """Map each task's labels to 0/1 with the estimator's ``classes_``."""
+    """Map each task's labels to 0/1 with the estimator's ``classes_``.
+
+    The one label binariser of the package: scorers, plots and
+    ``loss_weights`` read labels through it. ``classes=None``, or classes
+    that are not one (negative, positive) pair per task, leave ``y_true``
+    as it is (labels must then already be 0/1).
+    """
     y = y_true.to_numpy() if isinstance(y_true, pd.DataFrame | pd.Series) else y_true
     y = np.asarray(y)
     if y.ndim == 1:
@@ -260,7 +284,23 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
         if not known.all():
             raise ValueError(
                 f"y_true of task {k} holds labels {np.unique(y[~known, k])[:5]} "
-                f"that are not among the estimator's classes_ {classes[k]}."
+                "that the estimator did not see in fit: they are not among the "
+                f"estimator's classes_ {classes[k]}."
             )
         y01[:, k] = y[:, k] == classes[k, 1]
     return y01
+
+
+def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
+    """Validate fixed per-task loss weights: one finite, non-negative each."""
+    weights = np.asarray(task_weights, dtype=np.float64)
+    if weights.shape != (n_tasks,):
+        raise ValueError(
+            f"task_weights must have one entry per task ({n_tasks}), got "
+            f"shape {weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)) or (weights < 0).any():
+        raise ValueError("task_weights must be finite and non-negative.")
+    if not weights.any():
+        raise ValueError("task_weights must not all be zero.")
+    return weights

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from sklearn_rmtl._data import forward_batches
 
 WeightFn = Callable[[Tensor, Tensor, float], Tensor]
 
@@ -71,3 +73,44 @@ def label_mean_weights(weights: Tensor, y01: Tensor) -> Tensor:
     mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=1), 1.0)
     mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=1), 1.0)
     return torch.stack([mean_neg, mean_pos], dim=1)
+
+
+def critic_row_weights(
+    critic: nn.Module,
+    inputs: dict[str, Tensor],
+    proba: Tensor,
+    y01: Tensor,
+    weighting: str,
+    q_lambda: float,
+) -> Tensor:
+    """The weighting's weights of every row, Q taken at actions ``proba``.
+
+    Parameters
+    ----------
+    critic : Critic
+        ``(x_cat, x_num, actions) -> Q``; set to eval mode.
+    inputs : dict of str to Tensor
+        The critic's encoding of the rows (``x_cat``, ``x_num``).
+    proba : Tensor of shape (n_samples, n_tasks)
+        The actions at which Q is evaluated (the actor's predictions).
+    y01 : Tensor of shape (n_samples, n_tasks)
+        0/1 labels.
+    weighting : str
+        Key of :data:`WEIGHTINGS`.
+    q_lambda : float
+        The paper's lambda.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, n_tasks)
+    """
+    critic.eval()
+    fn = WEIGHTINGS[weighting].fn
+    return forward_batches(
+        lambda rows: fn(
+            critic(inputs["x_cat"][rows], inputs["x_num"][rows], proba[rows]),
+            y01[rows],
+            q_lambda,
+        ),
+        len(proba),
+    )

@@ -204,7 +204,7 @@ def _exportable(estimator: MTLClassifier) -> nn.Module:
     check_is_fitted(estimator)
     # A copy: moving or freezing the fitted network itself would change the
     # estimator (e.g. move a GPU model to the CPU).
-    module = copy.deepcopy(estimator.backbone_.module_).cpu().eval()
+    module = copy.deepcopy(estimator.net_.module_).cpu().eval()
     return _Probabilities(module.requires_grad_(False))
 
 

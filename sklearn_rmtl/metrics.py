@@ -27,9 +27,11 @@ from sklearn.utils._param_validation import StrOptions, validate_params
 from sklearn_rmtl._validation import binarize_labels
 
 __all__ = [
+    "METRICS",
     "group_roc_auc",
     "group_roc_auc_scorer",
     "make_task_scorer",
+    "metric_spec",
     "per_task_log_loss",
     "per_task_roc_auc",
     "session_log_loss",
@@ -445,20 +447,72 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
 # ---------------------------------------------------------------------------
 
 
-class _MetricSpec(NamedTuple):
+class MetricSpec(NamedTuple):
+    """A built-in metric: its function and how to read it.
+
+    Attributes
+    ----------
+    func : callable
+        ``func(y_true, y_proba, **kwargs)`` -> per-task values.
+    greater_is_better : bool
+        Whether higher values are better.
+    needs_sessions : bool
+        Whether ``func`` needs ``session_ids``.
+    display_name : str
+        The paper's name (Sec. 3.1.3), used in tables and plots.
+    """
+
     func: Callable[..., Any]
     greater_is_better: bool
     needs_sessions: bool
+    display_name: str
 
 
-# Built-in metrics by name: feeds both the validation of ``metric`` and the
-# scorer construction.
-_METRICS: dict[str, _MetricSpec] = {
-    "roc_auc": _MetricSpec(per_task_roc_auc, True, False),
-    "log_loss": _MetricSpec(per_task_log_loss, False, False),
-    "session_log_loss": _MetricSpec(session_log_loss, False, True),
-    "group_roc_auc": _MetricSpec(group_roc_auc, True, True),
+#: The one registry of the built-in metrics, by scorer name: it feeds the
+#: validation of ``metric`` and the scorers here, the panels of
+#: :class:`~sklearn_rmtl.plotting.MetricComparisonDisplay` and the tables of
+#: the ``rmtl`` command.
+METRICS: dict[str, MetricSpec] = {
+    "roc_auc": MetricSpec(per_task_roc_auc, True, False, "AUC"),
+    "log_loss": MetricSpec(per_task_log_loss, False, False, "Logloss"),
+    "session_log_loss": MetricSpec(session_log_loss, False, True, "s-Logloss"),
+    "group_roc_auc": MetricSpec(group_roc_auc, True, True, "GAUC"),
 }
+_METRICS = METRICS  # the scorer code's name for it
+
+_BY_DISPLAY_NAME = {spec.display_name: spec for spec in METRICS.values()}
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """Look up a built-in metric by scorer name or display name.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METRICS` ("roc_auc", "log_loss",
+        "session_log_loss", "group_roc_auc") or a display name ("AUC",
+        "Logloss", "s-Logloss", "GAUC").
+
+    Returns
+    -------
+    MetricSpec
+        The metric's function, ``greater_is_better``, ``needs_sessions`` and
+        ``display_name``.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is neither.
+
+    Examples
+    --------
+    >>> from sklearn_rmtl.metrics import metric_spec
+    >>> metric_spec("AUC") == metric_spec("roc_auc")
+    True
+    >>> metric_spec("s-Logloss").greater_is_better
+    False
+    """
+    return METRICS[name] if name in METRICS else _BY_DISPLAY_NAME[name]
 
 
 class _TaskScorer(_BaseScorer):

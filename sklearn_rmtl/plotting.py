@@ -12,7 +12,7 @@ without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,13 +20,8 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._validation import check_metadata
-from sklearn_rmtl.metrics import (
-    group_roc_auc,
-    per_task_log_loss,
-    per_task_roc_auc,
-    session_log_loss,
-)
+from sklearn_rmtl._validation import binarize_labels, check_metadata
+from sklearn_rmtl.metrics import METRICS, metric_spec
 
 __all__ = ["LossWeightsDisplay", "MetricComparisonDisplay", "TrainingCurvesDisplay"]
 
@@ -545,33 +540,12 @@ class LossWeightsDisplay:
 
 
 # ------------------------------------------------------- metric comparison
-#: Metric name -> (function, needs session_ids, greater is better).
-_METRICS: dict[str, tuple[Callable[..., Any], bool, bool]] = {
-    "AUC": (per_task_roc_auc, False, True),
-    "Logloss": (per_task_log_loss, False, False),
-    "s-Logloss": (session_log_loss, True, False),
-    "GAUC": (group_roc_auc, True, True),
-}
-
-
-def _labels01(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
-    """Labels of each task as 0/1, by the estimator's ``classes_``."""
-    labels = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame | pd.Series) else y)
-    if labels.ndim == 1:
-        labels = labels.reshape(-1, 1)
-    classes = np.asarray(classes)
-    if labels.ndim != 2 or classes.ndim != 2 or labels.shape[1] != classes.shape[0]:
-        raise ValueError(
-            f"y has {labels.shape[1] if labels.ndim == 2 else '?'} task columns "
-            f"but estimator {name!r} was fitted on {classes.shape[0]} tasks."
-        )
-    known = (labels == classes[:, 0]) | (labels == classes[:, 1])
-    if not known.all():
-        raise ValueError(
-            f"y holds labels that estimator {name!r} did not see in fit "
-            f"(its classes_ are {classes.tolist()})."
-        )
-    return (labels == classes[:, 1]).astype(np.int64)
+def _is_metric(name: Any) -> bool:
+    try:
+        metric_spec(name)
+    except (KeyError, TypeError):
+        return False
+    return True
 
 
 class MetricComparisonDisplay:
@@ -680,7 +654,10 @@ class MetricComparisonDisplay:
         metrics : sequence of {"AUC", "Logloss", "s-Logloss", "GAUC"}, \
                 default=("AUC", "Logloss", "s-Logloss")
             The paper's metrics (Sec. 3.1.3), one panel each: per-task ROC
-            AUC, logloss, session logloss, and group AUC over sessions.
+            AUC, logloss, session logloss, and group AUC over sessions. The
+            scorer names of :data:`sklearn_rmtl.metrics.METRICS`
+            ("roc_auc", "log_loss", "session_log_loss", "group_roc_auc")
+            are accepted too; panels are titled by the names given.
         annotate : bool, default=True
             Write each value above its bar.
         ax : matplotlib Axes or array-like of Axes, default=None
@@ -695,18 +672,19 @@ class MetricComparisonDisplay:
         if isinstance(metrics, str):
             metrics = [metrics]
         metrics = list(metrics)
-        unknown = [m for m in metrics if m not in _METRICS]
+        unknown = [m for m in metrics if not _is_metric(m)]
         if unknown or not metrics:
             raise ValueError(
                 f"metrics {unknown or metrics} are not supported; choose from "
-                f"{list(_METRICS)}."
+                f"{[s.display_name for s in METRICS.values()]} or their scorer "
+                f"names {list(METRICS)}."
             )
         if not isinstance(estimators, Mapping) or not estimators:
             raise TypeError(
                 "estimators must be a non-empty dict of display name to fitted "
                 "estimator."
             )
-        needs_sessions = [m for m in metrics if _METRICS[m][1]]
+        needs_sessions = [m for m in metrics if metric_spec(m).needs_sessions]
         if needs_sessions and session_ids is None:
             raise ValueError(
                 f"The metrics {needs_sessions} are computed per session and need "
@@ -716,7 +694,10 @@ class MetricComparisonDisplay:
         task_names = None
         for j, (name, est) in enumerate(estimators.items()):
             check_is_fitted(est)
-            y01 = _labels01(y, est.classes_, name)
+            try:
+                y01 = binarize_labels(y, est.classes_)
+            except ValueError as exc:
+                raise ValueError(f"estimator {name!r}: {exc}") from exc
             proba = np.asarray(est.predict_proba(X), dtype=float)
             if proba.ndim == 1:
                 proba = proba.reshape(-1, 1)
@@ -731,9 +712,9 @@ class MetricComparisonDisplay:
             elif y01.shape[1] != scores.shape[2]:
                 raise ValueError("All estimators must predict the same tasks.")
             for i, metric in enumerate(metrics):
-                func, sessions, _ = _METRICS[metric]
-                extra = {"session_ids": session_ids} if sessions else {}
-                scores[i, j] = func(y01, proba, **extra)
+                spec = metric_spec(metric)
+                extra = {"session_ids": session_ids} if spec.needs_sessions else {}
+                scores[i, j] = spec.func(y01, proba, **extra)
         display = cls(
             scores=scores,
             metric_names=metrics,
@@ -791,8 +772,8 @@ class MetricComparisonDisplay:
                         fontsize="x-small",
                     )
             title = metric
-            if metric in _METRICS:
-                greater = _METRICS[metric][2]
+            if _is_metric(metric):
+                greater = metric_spec(metric).greater_is_better
                 title += " (higher is better)" if greater else " (lower is better)"
             axis.set(title=title, ylabel=metric)
             axis.set_xticks(x, tasks)

@@ -7,8 +7,8 @@ import torch
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS
 from sklearn_rmtl._encoding import UNKNOWN_CODE
-from sklearn_rmtl._network import FeatureEmbedding, MultiTaskNetwork
 from sklearn_rmtl._seeding import init_parameters
+from sklearn_rmtl._torch_module import FeatureEmbedding, MultiTaskModule
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, resolve_backbone_params
 from sklearn_rmtl.backbones._layers import GroupedBatchNorm, GroupedLinear
 from sklearn_rmtl.backbones.esmm import ESMM
@@ -263,7 +263,7 @@ def test_batch_norm_state_survives_a_state_dict_round_trip():
 
 def test_seeded_initialisation_covers_batch_norm():
     def make(seed):
-        net = MultiTaskNetwork(
+        net = MultiTaskModule(
             cardinalities=[5, 7],
             n_numerical=2,
             n_tasks=2,

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:session_ids is None")
 SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts": 2}
 
 # These checks assume a 1-D target; the estimators are multi-output only
-# (predict_proba returns (n_samples, n_tasks)). See API.md.
+# (predict_proba returns (n_samples, n_tasks)); see the Notes of MTLClassifier
+# (docs/api/estimators.rst) and the quickstart (docs/quickstart.rst).
 ONE_D_TARGET_CHECKS = {
     "check_classifiers_train": "assumes a 1-D target and (n, n_classes) probabilities",
     "check_classifiers_one_label": "assumes a 1-D target",

@@ -9,8 +9,8 @@ from scipy.stats import spearmanr
 
 from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._network import FeatureEmbedding
 from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_target, train_critic
+from sklearn_rmtl._torch_module import FeatureEmbedding
 from sklearn_rmtl.backbones._layers import GroupedLinear
 
 

@@ -74,11 +74,11 @@ def test_onnx_of_rmtl_serves_the_refitted_actor():
     ).fit(X, DATA.y, **fit)
     new = _held_out(X)
     before = est.predict_proba(new)
-    module = est.backbone_.module_
+    module = est.net_.module_
     served = _serve(to_onnx(est), onnx_inputs(est, new))
     np.testing.assert_allclose(served, before, rtol=0, atol=1e-5)
     # Exporting leaves the estimator as it was.
-    assert est.backbone_.module_ is module
+    assert est.net_.module_ is module
     assert all(p.requires_grad for p in module.parameters())
     np.testing.assert_array_equal(est.predict_proba(new), before)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_session_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sklearn_rmtl._mdp import build_transitions, rewards
+from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
 from sklearn_rmtl._validation import check_metadata
 
 
@@ -74,6 +77,31 @@ def test_matches_slow_reference_and_is_order_independent(seed):
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4)), min_size=1, max_size=40),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_mdp_matches_slow_reference(rows, as_strings, rnd):
+    """Random sessions, tied times and any row order: the same transitions."""
+    sessions = np.array([f"u{s}" if as_strings else s for s, _ in rows], dtype=object)
+    keys = np.array([float(t) for _, t in rows])
+    tr = build_transitions(sessions, keys, len(rows))
+    next_row, done, position = _reference(sessions, keys)
+    np.testing.assert_array_equal(tr.done, done)
+    np.testing.assert_array_equal(tr.next_row[~done], next_row[~done])
+    np.testing.assert_array_equal(tr.position, position)
+    # Shuffled rows (ties broken by the new order) still chain every session.
+    perm = np.array(rnd.sample(range(len(rows)), len(rows)))
+    shuffled = build_transitions(sessions[perm], keys[perm], len(rows))
+    linked = ~shuffled.done
+    assert shuffled.done.sum() == done.sum()  # one end per session
+    assert (keys[perm][shuffled.next_row[linked]] >= keys[perm][linked]).all()
+    same_session = sessions[perm][shuffled.next_row[linked]] == sessions[perm][linked]
+    assert same_session.all()
+
+
 def test_string_ids_and_datetime_timestamps():
     sessions = check_metadata(
         pd.Series(["u1", "u2", "u1"]), 3, name="session_ids", sortable=False
@@ -86,6 +114,15 @@ def test_string_ids_and_datetime_timestamps():
     )
     tr = build_transitions(sessions, times, 3)
     assert tr.next_row[2] == 0 and tr.done.tolist() == [True, True, False]
+
+
+def test_string_and_integer_session_ids_give_the_same_sessions():
+    _X, _Y, s, t = make_session_data(n_sessions=60)
+    codes = pd.factorize(s)[0]
+    keys = check_metadata(t, len(s), name="timestamps", sortable=True)
+    a, b = build_transitions(s, keys, len(s)), build_transitions(codes, keys, len(s))
+    np.testing.assert_array_equal(a.next_row, b.next_row)
+    np.testing.assert_array_equal(a.done, b.done)
 
 
 def test_missing_timestamps_are_rejected():
@@ -105,3 +142,28 @@ def test_rewards_are_negative_bce_with_clipped_actions():
     )
     np.testing.assert_allclose(r, expected, rtol=1e-6)
     assert (rewards(y, np.zeros_like(y)) >= np.log(1e-4) - 1e-6).all()
+
+
+@pytest.mark.parametrize("policy_name", ["actor", "uniform"])
+def test_behavior_actions_follow_the_canonical_order(policy_name):
+    rng = np.random.default_rng(0)
+    policy = rng.random((50, 2))
+    order = rng.permutation(50)
+
+    def draw(policy, order):
+        return behavior_actions(
+            policy,
+            order,
+            behavior_policy=policy_name,
+            action_noise=0.1,
+            rng=np.random.default_rng(1),
+        )
+
+    actions = draw(policy, order)
+    assert ((actions >= 0) & (actions <= 1)).all()
+    if policy_name == "actor":  # noise clipped at two std
+        assert (np.abs(actions - policy) <= 0.2 + 1e-12).all()
+    # Permuting the rows (and the order with them) permutes the actions.
+    perm = rng.permutation(50)
+    inverse = np.argsort(perm)
+    np.testing.assert_array_equal(draw(policy[perm], inverse[order]), actions[perm])

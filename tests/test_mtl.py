@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from skorch.callbacks import Callback
 
 from sklearn_rmtl import MTLClassifier
+from sklearn_rmtl._fit_data import validation_mask
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.exceptions import DivergenceError
 
@@ -164,7 +166,7 @@ def test_unknown_backbone_param_fails_before_training(mtl_data):
     clf = MTLClassifier(backbone="sharedbottom", backbone_params={"n_experts": 3})
     with pytest.raises(ValueError, match="does not use"):
         clf.fit(X, Y)
-    assert not hasattr(clf, "backbone_")
+    assert not hasattr(clf, "net_")
 
 
 @pytest.mark.parametrize(
@@ -205,16 +207,15 @@ def test_task_weights_change_the_loss(mtl_data):
         lr=1e-12,
         early_stopping=False,
     ).fit(X, Y)
-    head = only_first.backbone_.module_.backbone.towers.head
-    head0 = init.backbone_.module_.backbone.towers.head
+    head = only_first.net_.module_.backbone.towers.head
+    head0 = init.net_.module_.backbone.towers.head
     torch.testing.assert_close(head.weight[1], head0.weight[1])
 
 
 def test_early_stopping_holds_out_latest_rows(mtl_data, monkeypatch):
     X, Y = mtl_data
     times = np.arange(len(X))[::-1]  # the first rows are the latest
-    clf = MTLClassifier(validation_fraction=0.2, random_state=0)
-    mask = clf._validation_mask(len(X), times.astype(float), seed=0)
+    mask = validation_mask(len(X), fraction=0.2, timestamps=times.astype(float), seed=0)
     assert mask.sum() == 300 and mask[:300].all()
     fitted = _fit(X, Y, backbone="sharedbottom", max_epochs=30, n_iter_no_change=1)
     assert fitted.n_iter_ < 30  # stopped early
@@ -267,7 +268,7 @@ def test_device_cuda_without_gpu(mtl_data, monkeypatch):
     clf = MTLClassifier(device="cuda")
     with pytest.raises(ValueError, match="no CUDA GPU"):
         clf.fit(X, Y)
-    assert not hasattr(clf, "backbone_")
+    assert not hasattr(clf, "net_")
     clf = _fit(X, Y, backbone="sharedbottom", max_epochs=1, device="auto")
     assert clf.device_ == "cpu"
 
@@ -347,4 +348,34 @@ def test_keyboard_interrupt_propagates_and_keeps_previous_fit(mtl_data):
     fresh = MTLClassifier(callbacks=[Interrupt()], backbone_params=SMALL)
     with pytest.raises(KeyboardInterrupt):
         fresh.fit(X, Y)
-    assert not hasattr(fresh, "backbone_")
+    assert not hasattr(fresh, "net_")
+
+
+def test_backbone_attribute_is_a_deprecated_alias_of_net(mtl_data):
+    X, Y = mtl_data
+    clf = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL)
+    assert not hasattr(clf, "net_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not hasattr(clf, "backbone_")  # unfitted: no warning either
+    clf = _fit(X, Y, backbone="sharedbottom", max_epochs=1)
+    with pytest.warns(FutureWarning, match="renamed `net_`"):
+        net = clf.backbone_
+    assert net is clf.net_
+    with pytest.warns(FutureWarning, match="renamed `net_`"):
+        clf.backbone_ = net
+    assert clf.net_ is net
+
+
+@pytest.mark.parametrize("device", ["cuda:1", "cuda:0"])
+def test_device_accepts_torch_device_strings(mtl_data, monkeypatch, device):
+    X, Y = mtl_data
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=f"device='{device}'.*no CUDA GPU"):
+        MTLClassifier(device=device).fit(X, Y)
+
+
+def test_device_rejects_other_strings(mtl_data):
+    X, Y = mtl_data
+    with pytest.raises(ValueError, match="torch device string"):
+        MTLClassifier(device="gpu").fit(X, Y)

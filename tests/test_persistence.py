@@ -114,7 +114,7 @@ def assert_same_estimator(loaded, original, X_check):
             getattr(loaded.encoder_, name), getattr(original.encoder_, name)
         )
     # The same skorch net, trimmed for prediction.
-    net, ref = loaded.backbone_, original.backbone_
+    net, ref = loaded.net_, original.net_
     assert type(net) is type(ref)
     for key in ("module__cardinalities", "module__backbone_params", "lr"):
         assert getattr(net, key) == getattr(ref, key)
@@ -216,13 +216,13 @@ def test_rmtl_round_trip(rmtl, rmtl_file, record_property):
     ):
         assert k1 == k2
         torch.testing.assert_close(v1, v2, rtol=0, atol=0)
-    assert loaded.backbone_.weighting == "rmtl" and loaded.backbone_.critic is None
+    assert loaded.net_.weighting == "rmtl" and loaded.net_.critic is None
 
 
 def test_rmtl_with_fitted_backbone_and_given_critic(rmtl, tmp_path):
     """Library objects as parameters are stored with shared identity kept."""
     actor = MTLClassifier(backbone="esmm", backbone_params=SMALL, **FAST).fit(X, Y)
-    clf = RMTLClassifier(backbone=actor, critic=rmtl.critic_, **RMTL_FAST)
+    clf = RMTLClassifier(actor=actor, critic=rmtl.critic_, **RMTL_FAST)
     clf.fit(X, Y, session_ids=SESSIONS)
     path = tmp_path / "transfer.zip"
     save(clf, path)
@@ -230,22 +230,22 @@ def test_rmtl_with_fitted_backbone_and_given_critic(rmtl, tmp_path):
     assert_same_estimator(loaded, clf, X_NEW)
     np.testing.assert_array_equal(loaded.loss_weights(X, Y), clf.loss_weights(X, Y))
     assert loaded.critic is loaded.critic_
-    assert loaded.encoder_ is loaded.backbone.encoder_
-    assert_same_estimator(loaded.backbone, actor, X_NEW)
+    assert loaded.encoder_ is loaded.actor.encoder_
+    assert_same_estimator(loaded.actor, actor, X_NEW)
     # The pretrained actor's net and the refit net are distinct, as in fit.
-    assert loaded.backbone_ is not loaded.backbone.backbone_
+    assert loaded.net_ is not loaded.actor.net_
 
 
 def test_rmtl_with_unfitted_backbone(tmp_path):
     actor = MTLClassifier(backbone="mmoe", backbone_params=small("mmoe"), **FAST)
-    clf = RMTLClassifier(backbone=actor, **RMTL_FAST)
+    clf = RMTLClassifier(actor=actor, **RMTL_FAST)
     clf.fit(X, Y, session_ids=SESSIONS)
     save(clf, tmp_path / "unfitted_actor.zip")
     loaded = load(tmp_path / "unfitted_actor.zip")
     assert_same_estimator(loaded, clf, X_NEW)
-    assert type(loaded.backbone) is MTLClassifier
-    assert not loaded.backbone.__sklearn_is_fitted__()
-    assert loaded.backbone.get_params() == actor.get_params()
+    assert type(loaded.actor) is MTLClassifier
+    assert not loaded.actor.__sklearn_is_fitted__()
+    assert loaded.actor.get_params() == actor.get_params()
 
 
 def test_rmtl_constant_weighting_has_no_critic(tmp_path):
@@ -326,7 +326,7 @@ def test_load_leaves_global_rng_alone(rmtl_file):
 def test_loaded_estimator_works_in_sklearn(rmtl_file):
     loaded = load(rmtl_file, device="cpu")
     fresh = clone(loaded)
-    assert not hasattr(fresh, "backbone_")
+    assert not hasattr(fresh, "net_")
     assert fresh.get_params() == loaded.get_params()
     assert fresh.get_params()["backbone_params"]["bottom_dims"] == (8,)
     fresh.set_params(max_epochs=1, critic_max_epochs=1, refit_max_epochs=1)
@@ -341,12 +341,12 @@ def test_gpu_model_loads_on_cpu_and_gpu(tmp_path):
     path = tmp_path / "gpu.zip"
     save(clf, path)
     on_cpu = load(path)
-    assert next(on_cpu.backbone_.module_.parameters()).device.type == "cpu"
+    assert next(on_cpu.net_.module_.parameters()).device.type == "cpu"
     np.testing.assert_allclose(
         on_cpu.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6
     )
     on_gpu = load(path, device="cuda")
-    assert next(on_gpu.backbone_.module_.parameters()).device.type == "cuda"
+    assert next(on_gpu.net_.module_.parameters()).device.type == "cuda"
     np.testing.assert_array_equal(on_gpu.predict_proba(X), clf.predict_proba(X))
 
 
@@ -540,7 +540,7 @@ def test_missing_and_extra_arrays_are_rejected(rmtl_file, tmp_path):
 
 
 def test_changed_shapes_and_dtypes_are_rejected(rmtl, rmtl_file, tmp_path):
-    weight = rmtl.backbone_.module_.embedding.embedding.weight.detach().numpy()
+    weight = rmtl.net_.module_.embedding.embedding.weight.detach().numpy()
     grown = np.vstack([weight, weight[:1]])
 
     def declare(shape, dtype="<f4"):
@@ -746,7 +746,10 @@ def test_stored_attributes_are_the_documented_ones():
 
     for name, cls in ESTIMATORS.items():
         documented = [a.name for a in docscrape.ClassDoc(cls)["Attributes"]]
-        assert sorted(_FITTED[name]) == sorted(documented), name
+        # net_ is stored (and kept by the estimators) as backbone_, its name
+        # before 0.1, so that files keep loading.
+        stored = {"backbone_" if a == "net_" else a for a in documented}
+        assert sorted(_FITTED[name]) == sorted(stored), name
 
 
 def test_memory_is_bounded_by_the_file(rmtl_file, tmp_path):

@@ -268,6 +268,12 @@ def test_metric_comparison_options_and_errors(mtl, sessions):
         {"a": mtl}, X, Y, session_ids=s, metrics="GAUC"
     )
     assert gauc.ax_[0].get_title() == "GAUC (higher is better)"
+    # The scorer names of the metric registry name the same metrics.
+    by_scorer = MetricComparisonDisplay.from_estimators(
+        {"a": mtl}, X, Y, session_ids=s, metrics="group_roc_auc"
+    )
+    np.testing.assert_array_equal(by_scorer.scores, gauc.scores)
+    assert by_scorer.ax_[0].get_title() == "group_roc_auc (higher is better)"
     with pytest.raises(ValueError, match="need session_ids"):
         MetricComparisonDisplay.from_estimators({"a": mtl}, X, Y)
     with pytest.raises(ValueError, match="not supported"):

@@ -6,7 +6,6 @@ exception type and a message that says what is wrong.
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -19,8 +18,7 @@ from hypothesis import strategies as st
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier
-from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._validation import check_metadata, check_multitask_target
+from sklearn_rmtl._validation import check_multitask_target
 from sklearn_rmtl.metrics import per_task_roc_auc
 
 FAST = {
@@ -134,7 +132,7 @@ def test_bad_fit_inputs_raise_before_training(cls, case, data, monkeypatch):
     monkeypatch.setattr(type(est), "_train_net", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(exc, match=match):
         est.fit(X, Y, **kwargs)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")
 
 
 @pytest.mark.parametrize(
@@ -206,15 +204,6 @@ def test_datetime_and_numeric_timestamps_agree():
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
-def test_string_and_integer_session_ids_give_the_same_sessions():
-    _X, _Y, s, t = make_session_data(n_sessions=60)
-    codes = pd.factorize(s)[0]
-    keys = check_metadata(t, len(s), name="timestamps", sortable=True)
-    a, b = build_transitions(s, keys, len(s)), build_transitions(codes, keys, len(s))
-    np.testing.assert_array_equal(a.next_row, b.next_row)
-    np.testing.assert_array_equal(a.done, b.done)
-
-
 def test_sessions_of_length_one_learn_immediate_rewards(data):
     X, Y = data
     est = RMTLClassifier(**FAST).fit(X, Y, session_ids=np.arange(len(X)))
@@ -244,50 +233,7 @@ def test_bool_targets_and_single_task(data):
     assert est.loss_weights(X, Y[["task0"]].astype(bool)).shape == (300, 1)
 
 
-def test_unseen_and_missing_categories_at_predict(fitted, data):
-    X, _ = data
-    new = X.head(3).copy()
-    new["user"] = ["never", None, "3"]
-    new["item"] = pd.Categorical(["zz", None, "a"])
-    assert np.isfinite(fitted.predict_proba(new)).all()
-
-
 # ------------------------------------------------------ property-based tests
-def _slow_transitions(sessions, keys):
-    n = len(sessions)
-    next_row, done = np.arange(n), np.zeros(n, dtype=bool)
-    for s in set(sessions.tolist()):
-        rows = sorted(np.flatnonzero(sessions == s), key=lambda i: (keys[i], i))
-        for a, b in itertools.pairwise(rows):
-            next_row[a] = b
-        done[rows[-1]] = True
-    return next_row, done
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4)), min_size=1, max_size=40),
-    st.booleans(),
-    st.randoms(use_true_random=False),
-)
-def test_mdp_matches_slow_reference(rows, as_strings, rnd):
-    """Random sessions, tied times and any row order: the same transitions."""
-    sessions = np.array([f"u{s}" if as_strings else s for s, _ in rows], dtype=object)
-    keys = np.array([float(t) for _, t in rows])
-    tr = build_transitions(sessions, keys, len(rows))
-    next_row, done = _slow_transitions(sessions, keys)
-    np.testing.assert_array_equal(tr.done, done)
-    np.testing.assert_array_equal(tr.next_row[~done], next_row[~done])
-    # Shuffled rows (ties broken by the new order) still chain every session.
-    perm = np.array(rnd.sample(range(len(rows)), len(rows)))
-    shuffled = build_transitions(sessions[perm], keys[perm], len(rows))
-    linked = ~shuffled.done
-    assert shuffled.done.sum() == done.sum()  # one end per session
-    assert (keys[perm][shuffled.next_row[linked]] >= keys[perm][linked]).all()
-    same_session = sessions[perm][shuffled.next_row[linked]] == sessions[perm][linked]
-    assert same_session.all()
-
-
 @settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.sampled_from([0, 1]), min_size=2, max_size=30),
@@ -319,4 +265,4 @@ def test_critic_divergence_names_the_phase(data):
     est = RMTLClassifier(**{**FAST, "critic_lr": 1e20, "critic_max_epochs": 5})
     with pytest.raises(DivergenceError, match="critic TD loss became"):
         est.fit(X, Y, session_ids=np.arange(len(X)) // 5)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")

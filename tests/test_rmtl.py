@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
-from sklearn_rmtl._net import MultiTaskNet
+from sklearn_rmtl._skorch_net import MultiTaskNet
 
 FAST = {
     "backbone_params": SMALL,
@@ -130,12 +130,12 @@ def test_constant_weighting_is_continued_baseline_training(sessions):
         task_weights,
         max_epochs=2,
         seed_offset=2,
-        init_module=copy.deepcopy(mtl.backbone_.module_),
+        init_module=copy.deepcopy(mtl.net_.module_),
         lr=rmtl.refit_lr,
         interval=rmtl.refit_validation_interval,
         start_is_candidate=rmtl.refit_keep_pretrained,
     )
-    mtl.backbone_ = net
+    mtl.net_ = net
     np.testing.assert_allclose(rmtl.predict_proba(X), mtl.predict_proba(X), rtol=1e-5)
 
 
@@ -197,7 +197,7 @@ def test_critic_transfer_needs_same_features(sessions, fitted):
         est.fit(X.drop(columns="price"), Y, session_ids=s)
     with pytest.raises(ValueError, match="critic was trained for 2 tasks"):
         est.fit(X, Y.assign(extra=Y["click"]), session_ids=s)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")
 
 
 def test_fitted_mtl_backbone_is_the_starting_point(sessions):
@@ -206,11 +206,27 @@ def test_fitted_mtl_backbone_is_the_starting_point(sessions):
         backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
     ).fit(X, Y)
     before = mtl.predict_proba(X)
-    est = RMTLClassifier(backbone=mtl, **FAST).fit(X, Y, session_ids=s, timestamps=t)
+    est = RMTLClassifier(actor=mtl, **FAST).fit(X, Y, session_ids=s, timestamps=t)
     np.testing.assert_array_equal(mtl.predict_proba(X), before)  # not modified
     assert est.history_["pretrain"] == mtl.history_["pretrain"]
     assert est.encoder_ is mtl.encoder_
     assert est.backbone_params_ == mtl.backbone_params_
+
+
+def test_mtl_as_backbone_is_a_deprecated_spelling_of_actor(sessions):
+    X, Y, s, t = sessions
+    mtl = MTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
+    ).fit(X, Y)
+    fast = {**FAST, "random_state": 0}
+    new = RMTLClassifier(actor=mtl, **fast).fit(X, Y, session_ids=s, timestamps=t)
+    with pytest.warns(FutureWarning, match="pass it as actor"):
+        old = RMTLClassifier(backbone=mtl, **fast).fit(
+            X, Y, session_ids=s, timestamps=t
+        )
+    np.testing.assert_array_equal(old.predict_proba(X), new.predict_proba(X))
+    with pytest.raises(ValueError, match="as actor only"):
+        RMTLClassifier(backbone=mtl, actor=mtl, **fast).fit(X, Y, session_ids=s)
 
 
 def test_unfitted_mtl_backbone_is_fitted_as_pretraining(sessions):
@@ -218,8 +234,8 @@ def test_unfitted_mtl_backbone_is_fitted_as_pretraining(sessions):
     mtl = MTLClassifier(
         backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
     )
-    est = RMTLClassifier(backbone=mtl, **FAST).fit(X, Y, session_ids=s)
-    assert not hasattr(mtl, "backbone_")
+    est = RMTLClassifier(actor=mtl, **FAST).fit(X, Y, session_ids=s)
+    assert not hasattr(mtl, "net_")
     assert len(est.history_["pretrain"]) == 2
 
 
@@ -294,9 +310,7 @@ def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
         backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
     ).fit(X, Y, timestamps=t)
     # A learning rate far too large makes every refit epoch worse.
-    est = RMTLClassifier(
-        backbone=mtl, **{**FAST, "refit_lr": 5.0, "refit_max_epochs": 2}
-    )
+    est = RMTLClassifier(actor=mtl, **{**FAST, "refit_lr": 5.0, "refit_max_epochs": 2})
     est.fit(X, Y, session_ids=s, timestamps=t)
     assert est.refit_improved_ is False
     assert est.history_["refit"][-1]["restored_start"] is True

@@ -167,13 +167,13 @@ def test_joblib_round_trip_in_a_new_process(cls, data, tmp_path):
     size = path.stat().st_size
     print(f"{cls.__name__} (ple, small) joblib file: {size / 1024:.1f} KiB")
     # Configuration and weights only: no optimizer state or training data.
-    n_params = sum(p.numel() for p in est.backbone_.module_.parameters())
+    n_params = sum(p.numel() for p in est.net_.module_.parameters())
     if cls is RMTLClassifier:
         n_params += sum(p.numel() for p in est.critic_.module.parameters())
     assert size < 4 * n_params + 200_000
     loaded = joblib.load(path)
-    assert loaded.backbone_.optimizer_ is None
-    assert len(loaded.backbone_.history) == 0 and loaded.backbone_.train_split is None
+    assert loaded.net_.optimizer_ is None
+    assert len(loaded.net_.history) == 0 and loaded.net_.train_split is None
 
 
 def test_unpickling_another_version_warns(data):

@@ -128,7 +128,7 @@ def test_pretrained_weights_are_a_candidate_only_when_asked(sessions, pretrained
     X, Y, s, t = sessions
     # A refit learning rate far too large makes every refit check worse.
     common = {**FAST, "refit_lr": 5.0}
-    kept = RMTLClassifier(**{**common, "backbone": pretrained})
+    kept = RMTLClassifier(**{**common, "actor": pretrained})
     kept.fit(X, Y, session_ids=s, timestamps=t)
     assert kept.refit_improved_ is False
     assert kept.history_["refit"][-1]["best_at"] == 0.0
@@ -136,7 +136,7 @@ def test_pretrained_weights_are_a_candidate_only_when_asked(sessions, pretrained
         kept.predict_proba(X), pretrained.predict_proba(X), rtol=1e-6
     )
     refit = RMTLClassifier(
-        **{**common, "backbone": pretrained, "refit_keep_pretrained": False}
+        **{**common, "actor": pretrained, "refit_keep_pretrained": False}
     ).fit(X, Y, session_ids=s, timestamps=t)
     assert refit.refit_improved_ is True
     assert refit.history_["refit"][-1]["best_at"] >= 1.0
@@ -149,7 +149,7 @@ def test_refit_validation_metric_by_ranking_metric(sessions, pretrained, selecti
     est = RMTLClassifier(
         **{
             **FAST,
-            "backbone": pretrained,
+            "actor": pretrained,
             "refit_lr": 1e-2,
             "refit_max_epochs": 4,
             "refit_validation_interval": 0.5,
@@ -171,18 +171,18 @@ def test_gauc_selection_needs_sessions(sessions):
     est = RMTLClassifier(**{**FAST, "refit_validation_metric": "gauc"})
     with pytest.raises(ValueError, match="needs session_ids"):
         est.fit(X, Y, timestamps=t)
-    assert not hasattr(est, "backbone_")
+    assert not hasattr(est, "net_")
 
 
 def test_label_mean_control_uses_fixed_per_label_weights(sessions, pretrained):
     X, Y, s, t = sessions
-    rmtl = RMTLClassifier(**{**FAST, "backbone": pretrained}).fit(
+    rmtl = RMTLClassifier(**{**FAST, "actor": pretrained}).fit(
         X, Y, session_ids=s, timestamps=t
     )
     control = RMTLClassifier(
         **{
             **FAST,
-            "backbone": pretrained,
+            "actor": pretrained,
             "weighting": "label_mean",
             "critic": rmtl.critic_,
         }
@@ -192,7 +192,7 @@ def test_label_mean_control_uses_fixed_per_label_weights(sessions, pretrained):
     assert rmtl.label_weights_ is None
     # The means are RMTL's weights at the pretrained actor, per task and label,
     # over the rows the refit trains on.
-    at_start = {"backbone": pretrained, "critic": rmtl.critic_, "refit_max_epochs": 0}
+    at_start = {"actor": pretrained, "critic": rmtl.critic_, "refit_max_epochs": 0}
     rmtl_at_start = RMTLClassifier(**{**FAST, **at_start}).fit(
         X, Y, session_ids=s, timestamps=t
     )
@@ -212,7 +212,7 @@ def test_dple_with_behaviour_cloning_stays_calibrated(sessions, pretrained):
     X, Y, s, t = sessions
     params = {
         **FAST,
-        "backbone": pretrained,
+        "actor": pretrained,
         "actor_update": True,
         "weighting": "constant",
         "refit_max_epochs": 0,
@@ -237,7 +237,7 @@ def test_label_mean_weights_survive_the_safe_format(sessions, pretrained, tmp_pa
 
     X, Y, s, t = sessions
     control = RMTLClassifier(
-        **{**FAST, "backbone": pretrained, "weighting": "label_mean"}
+        **{**FAST, "actor": pretrained, "weighting": "label_mean"}
     ).fit(X, Y, session_ids=s, timestamps=t)
     persistence.save(control, tmp_path / "model.rmtl")
     loaded = persistence.load(tmp_path / "model.rmtl")

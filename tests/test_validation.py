@@ -55,14 +55,14 @@ def _click_buy():
     return data, y
 
 
-@pytest.mark.parametrize("given", ["backbone", "critic"])
+@pytest.mark.parametrize("given", ["actor", "critic"])
 def test_an_actor_or_critic_of_other_tasks_is_rejected(given):
     from sklearn_rmtl import RMTLClassifier
 
     data, y = _click_buy()
     fit = {"session_ids": data.session_ids, "timestamps": data.timestamps}
     small = {"backbone": "sharedbottom", "max_epochs": 1, "random_state": 0}
-    if given == "backbone":
+    if given == "actor":
         component = MTLClassifier(**small).fit(data.X, y, **fit)
     else:
         rmtl = RMTLClassifier(**small, critic_max_epochs=1).fit(data.X, y, **fit)

@@ -21,7 +21,7 @@ from sklearn_rmtl.backbones.sharedbottom import SharedBottom
 from sklearn_rmtl.backbones.singletask import SingleTask
 
 #: Keys of ``backbone_params`` that configure the feature embedding
-#: (:class:`sklearn_rmtl._network.FeatureEmbedding`), not the backbone.
+#: (:class:`sklearn_rmtl._torch_module.FeatureEmbedding`), not the backbone.
 EMBEDDING_KEYS: tuple[str, ...] = (
     "embedding_dim",
     "embedding_init_std",

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._encoding import UNKNOWN_CODE
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
 
@@ -110,7 +111,7 @@ class FeatureEmbedding(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-class MultiTaskNetwork(nn.Module):
+class MultiTaskModule(nn.Module):
     """Embedding plus a registered backbone: features -> one logit per task.
 
     Parameters
@@ -155,3 +156,26 @@ class MultiTaskNetwork(nn.Module):
 
     def forward(self, x_cat: Tensor, x_num: Tensor, **_: Tensor) -> Tensor:
         return self.backbone(self.embedding(x_cat, x_num))
+
+
+def actor_proba(actor: nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
+    """The actor's probabilities for every row (eval mode), where the inputs are.
+
+    Parameters
+    ----------
+    actor : MultiTaskModule
+        The actor network; moved to the inputs' device and set to eval mode.
+    x_cat : Tensor of shape (n_samples, n_categorical)
+        Categorical codes.
+    x_num : Tensor of shape (n_samples, n_numerical)
+        Numerical inputs.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, n_tasks)
+        ``sigmoid`` of the actor's logits, computed in batches.
+    """
+    actor.eval().to(x_cat.device)
+    return forward_batches(
+        lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
+    )

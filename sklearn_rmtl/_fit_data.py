@@ -1,0 +1,189 @@
+"""The validated inputs of one fit, shared by every phase that trains on them.
+
+``fit`` validates and encodes the data once (:func:`prepare_fit_data`,
+:meth:`FitData.encode`); pretraining, the critics and the refit all read the
+same :class:`FitData`, so that they see the same rows, seed and held-out
+split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_consistent_length, validate_data
+
+from sklearn_rmtl._encoding import FeatureEncoder, check_features
+from sklearn_rmtl._validation import (
+    check_metadata,
+    check_multitask_target,
+    resolve_device,
+)
+
+
+def encode_inputs(
+    Xt: np.ndarray, n_categorical: int, **extra: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Split an encoder output into the network's input dict.
+
+    Parameters
+    ----------
+    Xt : ndarray of shape (n_samples, n_features_out)
+        Output of :meth:`FeatureEncoder.transform`: the categorical codes
+        first, then the numerical columns.
+    n_categorical : int
+        Number of categorical columns in ``Xt``.
+    **extra : ndarray
+        Further inputs carried in the dict (e.g. per-row loss weights).
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``x_cat`` (int64 codes), ``x_num`` (contiguous floats) and ``extra``.
+    """
+    return {
+        "x_cat": Xt[:, :n_categorical].astype(np.int64),
+        "x_num": np.ascontiguousarray(Xt[:, n_categorical:]),
+        **extra,
+    }
+
+
+def encode_with(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
+    """The network inputs of ``X`` under a fitted ``encoder``."""
+    return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
+
+
+@dataclass
+class FitData:
+    """Validated training inputs shared by the phases of a fit."""
+
+    X: Any
+    y01: np.ndarray
+    classes: np.ndarray
+    task_names: np.ndarray
+    probe: BaseEstimator
+    session_ids: np.ndarray | None
+    times: np.ndarray | None
+    device: str
+    seed: int
+    valid: np.ndarray | None
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    cardinalities: list[int] = field(default_factory=list)
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.y01.shape[1])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.y01.shape[0])
+
+    def encode(self, encoder: FeatureEncoder, *, fitted: bool = False) -> None:
+        """Encode X once for every phase (fitting the encoder unless fitted)."""
+        Xt = encoder.transform(self.X) if fitted else encoder.fit_transform(self.X)
+        self.cardinalities = encoder.cardinalities_.tolist()
+        self.inputs = encode_inputs(Xt, len(self.cardinalities))
+
+    def fitted_state(self, **state: Any) -> dict[str, Any]:
+        """Fitted attributes common to the estimators, plus ``state``."""
+        out = {
+            "classes_": self.classes,
+            "n_tasks_": self.n_tasks,
+            "task_names_": self.task_names,
+            "n_features_in_": self.probe.n_features_in_,
+            "device_": self.device,
+            **state,
+        }
+        if hasattr(self.probe, "feature_names_in_"):
+            out["feature_names_in_"] = self.probe.feature_names_in_
+        return out
+
+
+def validation_mask(
+    n_samples: int,
+    *,
+    fraction: float | None,
+    timestamps: np.ndarray | None,
+    seed: int,
+) -> np.ndarray | None:
+    """Rows held out for early stopping: the latest, else a seeded random subset.
+
+    ``fraction=None`` (no early stopping) holds out nothing.
+    """
+    if fraction is None:
+        return None
+    n_valid = max(1, round(fraction * n_samples))
+    if n_valid >= n_samples:
+        raise ValueError(
+            f"early_stopping needs more rows: with {n_samples} samples and "
+            f"validation_fraction={fraction} no row is left "
+            "for training. Pass more data or early_stopping=False."
+        )
+    if timestamps is not None:
+        order = np.argsort(timestamps, kind="stable")
+    else:
+        order = np.random.default_rng(seed).permutation(n_samples)
+    mask = np.zeros(n_samples, dtype=bool)
+    mask[order[-n_valid:]] = True
+    return mask
+
+
+def prepare_fit_data(
+    estimator: BaseEstimator,
+    X: Any,
+    y: Any,
+    *,
+    session_ids: Any,
+    timestamps: Any,
+    check_params: Callable[[np.ndarray, np.ndarray | None], None],
+    validation_fraction: float | None,
+    device: str,
+    random_state: Any,
+) -> FitData:
+    """Validate the inputs of ``estimator.fit``; raise before any training.
+
+    ``estimator`` names the estimator in messages. ``check_params(task_names,
+    session_ids)`` runs the estimator's own checks that need the data (y's
+    tasks, sessions for a GAUC), after the data's own checks and
+    before the device is resolved.
+    """
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target "
+            "y is None."
+        )
+    X = check_features(X)
+    y01, classes, task_names = check_multitask_target(y)
+    n_samples = y01.shape[0]
+    probe = BaseEstimator()  # holds feature names until the fit succeeds
+    validate_data(probe, X, reset=True, skip_check_array=True)
+    check_consistent_length(X, y01)
+    if n_samples < 2:
+        raise ValueError(
+            f"Found 1 sample (n_samples = {n_samples}); at least 2 are needed."
+        )
+    sessions = check_metadata(
+        session_ids, n_samples, name="session_ids", sortable=False
+    )
+    times = check_metadata(timestamps, n_samples, name="timestamps", sortable=True)
+    check_params(task_names, sessions)
+    device = resolve_device(device)
+    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return FitData(
+        X=X,
+        y01=y01,
+        classes=classes,
+        task_names=task_names,
+        probe=probe,
+        session_ids=sessions,
+        times=times,
+        device=device,
+        seed=seed,
+        valid=validation_mask(
+            n_samples, fraction=validation_fraction, timestamps=times, seed=seed
+        ),
+    )
