@@ -28,6 +28,7 @@ statistics; files of version 1 still load.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 import zipfile
 from typing import IO, Any
@@ -39,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._container import (
     MANIFEST,
+    check_members,
     fail,
     read_manifest,
     write_zip,
@@ -255,13 +257,16 @@ def load(
     device = resolve_device(device)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+        # ValueError and struct.error: central directories that zipfile
+        # parses without checking (negative offsets, cut-short records).
         raise InvalidFileError(
             f"{path!r} is not a sklearn_rmtl safe file: not a zip archive "
             f"({exc}). Files from joblib or pickle load with joblib.load, and "
             "only when you trust them."
         ) from exc
     with zf:
+        check_members(zf)
         manifest = _check_manifest(read_manifest(zf))
         _check_versions(manifest)
         reader = Reader(zf, manifest["arrays"], device, manifest["format_version"])
