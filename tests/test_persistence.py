@@ -730,7 +730,7 @@ def test_version_1_files_are_checked(tmp_path):
         m["estimator"]["fitted"]["encoder_"]["fitted"]["scaler_"] = None
 
     for edit, match in [
-        (edit_cardinalities, "cardinalities_ do not match"),
+        (edit_cardinalities, "cardinalities_: expected an integer array"),
         (edit_scaler, "numerical columns without scaler_"),
         (edit_attribute, r"unknown attributes \['__class__'\]"),
     ]:
@@ -969,3 +969,127 @@ def test_failed_save_leaves_the_previous_file(rmtl, rmtl_file, tmp_path, monkeyp
     assert sorted(os.listdir(tmp_path)) == ["model.rmtl"]
     assert os.stat(path).st_mode & 0o777 == 0o640
     np.testing.assert_array_equal(load(path).predict_proba(X), rmtl.predict_proba(X))
+
+
+def test_arrays_must_have_the_dtype_and_shape_the_schema_expects(rmtl_file, tmp_path):
+    """A wrong-typed entry fails at load (it used to load and fail in predict)."""
+
+    def replace_array(src, dst, name, arr, version_1=False):
+        def declare(m):
+            m["arrays"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
+
+        bad = rewrite(
+            src, dst, manifest=declare, replace={name + ".npy": npy_bytes(arr)}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InconsistentVersionWarning)
+            with pytest.raises(InvalidFileError) as info:
+                load(bad)
+        return str(info.value)
+
+    v1 = os.path.join(DATA, "v1_mtl_mmoe.rmtl")
+    encoder = "estimator/encoder_"  # version 1 named arrays by attribute
+    cases = [
+        # (file, array, its replacement, the entry and expectation named)
+        (rmtl_file, "estimator/classes_", np.arange(4), "classes_: expected a label")
+    ]
+    cases += [
+        (
+            v1,
+            "estimator/classes_",
+            np.zeros((2, 3), dtype=np.int64),
+            r"classes_: expected a label array of shape \(2, 2\)",
+        ),
+        (
+            v1,
+            f"{encoder}/scaler_/mean_",
+            np.array(["0.1", "0.2"]),
+            r"scaler_/fitted/mean_: expected a float array of shape \(2,\)",
+        ),
+        (
+            v1,
+            f"{encoder}/ordinal_encoder_/_default_to_infrequent_mappings/0",
+            np.arange(6, dtype=np.float64),
+            "_default_to_infrequent_mappings/0: expected an integer array",
+        ),
+        (
+            v1,
+            f"{encoder}/_cat_idx",
+            np.array([0.0, 1.0]),
+            r"_cat_idx: expected an integer array of shape \(n,\)",
+        ),
+    ]
+    for i, (src, name, arr, match) in enumerate(cases):
+        message = replace_array(src, tmp_path / f"{i}.zip", name, arr)
+        assert re.search(match, message), message
+        assert "re-save the model with sklearn_rmtl.persistence.save" in message
+
+    def int_task_names(m):
+        m["estimator"]["fitted"]["task_names_"]["items"] = [1, 2]
+
+    def string_n_tasks(m):
+        m["estimator"]["fitted"]["n_tasks_"] = "2"
+
+    for edit, match in [
+        (int_task_names, r"task_names_: expected a str array of shape \(2,\)"),
+        (string_n_tasks, "n_tasks_: expected int, got str"),
+    ]:
+        with pytest.raises(InvalidFileError, match=match):
+            load(rewrite(rmtl_file, tmp_path / "edit.zip", manifest=edit))
+
+
+def test_network_sizes_are_checked_before_building(tmp_path, record_property):
+    """Counts in a file (tasks) cannot make even sizing the network costly.
+
+    An AITM network has one transfer layer per task: 300,000 tasks in a few
+    bytes of JSON used to build 300,000 modules (without weights) before the
+    size check refused them.
+    """
+    clf = MTLClassifier(backbone="aitm", backbone_params=SMALL, **FAST).fit(X, Y)
+    good = tmp_path / "aitm.rmtl"
+    save(clf, good)
+
+    def many_tasks(m):
+        m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__n_tasks"] = 300_000
+
+    def huge_embedding(m):
+        kwargs = m["estimator"]["fitted"]["backbone_"]["kwargs"]
+        kwargs["module__backbone_params"]["embedding_dim"] = 1 << 40
+
+    cases = [
+        (rewrite(good, tmp_path / "tasks.zip", manifest=many_tasks), "more tensors"),
+        (
+            rewrite(good, tmp_path / "embedding.zip", manifest=huge_embedding),
+            "does not fit its weights",
+        ),
+    ]
+    assert os.path.getsize(cases[0][0]) < 64 << 10
+    assert_refused_bounded(good, cases, record_property)
+
+
+def test_sizing_budget_fits_every_backbone():
+    """Each backbone creates at most one sized tensor per state entry."""
+    from sklearn_rmtl._network import MultiTaskNetwork
+    from sklearn_rmtl._schema import _SizedOnMeta
+    from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+
+    for backbone in BACKBONES:
+        params = resolve_backbone_params(backbone, {})
+        for batch_norm in (False, True):
+            if "batch_norm" in params:
+                params["batch_norm"] = batch_norm
+            module = MultiTaskNetwork(
+                cardinalities=[5, 7],
+                n_numerical=2,
+                n_tasks=4,
+                backbone=backbone,
+                backbone_params=params,
+            )
+            with _SizedOnMeta(max_tensors=len(module.state_dict())):
+                MultiTaskNetwork(
+                    cardinalities=[5, 7],
+                    n_numerical=2,
+                    n_tasks=4,
+                    backbone=backbone,
+                    backbone_params=params,
+                )
