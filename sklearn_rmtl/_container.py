@@ -291,14 +291,19 @@ def check_members(zf: zipfile.ZipFile) -> None:
                 f"the member is compressed with method {info.compress_type}, but "
                 f"save writes {what}; {_RESAVE}",
             )
-        if info.compress_size > size or (
-            info.compress_type == zipfile.ZIP_STORED
-            and info.file_size != info.compress_size
-        ):
+        if info.compress_size > size:
             raise fail(
                 name,
                 f"the member declares {info.compress_size} bytes in a file of "
                 f"{size}: it is truncated or its sizes are wrong; {_RESAVE}",
+            )
+        if info.compress_type == zipfile.ZIP_STORED and (
+            info.file_size != info.compress_size
+        ):
+            raise fail(
+                name,
+                f"the stored member declares {info.file_size} bytes but holds "
+                f"{info.compress_size}: its sizes are wrong; {_RESAVE}",
             )
         if info.file_size > max(_CHUNK, _MAX_DEFLATE_RATIO * info.compress_size):
             raise fail(

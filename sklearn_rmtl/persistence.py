@@ -96,8 +96,10 @@ def save(estimator: MTLClassifier, path: str | os.PathLike[str] | IO[bytes]) -> 
         ``backbone`` and a :class:`~sklearn_rmtl.SessionCritic` as
         ``critic``, which are stored with it.
     path : str, path-like or binary file object
-        Where to write; an existing file is overwritten. Any name works; the
-        content is a zip archive.
+        Where to write; an existing file is replaced atomically (the file is
+        written to a temporary file in the same folder first, so a failure
+        such as a full disk leaves it as it was). A file object is written
+        in place. Any name works; the content is a zip archive.
 
     Raises
     ------
@@ -223,7 +225,11 @@ def load(
     bounded by the file's size: arrays are stored uncompressed and must be
     backed by bytes of the file, and each network is sized without memory
     before it is built and refused if it is larger than the weights the file
-    holds (the deflated manifest is read up to 1 GiB). Prefer joblib for your
+    holds (the deflated manifest is read up to 1 GiB, and at most 100 times
+    its compressed size). Every member is read through a bounded stream,
+    never past the size it declares; encrypted members, other compression
+    methods, bad CRCs and truncated members are an :class:`InvalidFileError`
+    naming the member. Prefer joblib for your
     own files (faster, stores any estimator); prefer this format whenever a
     file crosses a trust boundary.
 

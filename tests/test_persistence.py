@@ -896,9 +896,10 @@ def test_hostile_zips_are_refused_with_bounded_memory(
     rmtl_file, tmp_path, record_property
 ):
     """Lying sizes, bombs, encryption, other methods, bad CRCs, truncation."""
+    array = "estimator/classes_.npy"
     with zipfile.ZipFile(rmtl_file) as zf:
         manifest_size = zf.getinfo("manifest.json").file_size
-    array = "estimator/classes_.npy"
+        array_size = zf.getinfo(array).file_size
     # 400 MiB of trailing whitespace (valid JSON) deflate to about 0.4 MB.
     bomb = b" " * (400 << 20)
     under = copy_zip(rmtl_file, tmp_path / "under.zip", manifest_tail=bomb)
@@ -917,6 +918,7 @@ def test_hostile_zips_are_refused_with_bounded_memory(
         "bad_crc": ("manifest.json", {"crc": 12345}),
         "bad_crc_array": (array, {"crc": 12345}),
         "cut_short": ("manifest.json", {"compress_size": 1 << 30}),
+        "lying_array": (array, {"file_size": array_size + 8}),
     }
     for name, (member, fields) in patched.items():
         path = copy_zip(rmtl_file, tmp_path / f"{name}.zip")
@@ -935,6 +937,7 @@ def test_hostile_zips_are_refused_with_bounded_memory(
         (tmp_path / "bad_crc.zip", "Bad CRC"),
         (tmp_path / "bad_crc_array.zip", "estimator/classes_: .*Bad CRC"),
         (tmp_path / "cut_short.zip", "truncated"),
+        (tmp_path / "lying_array.zip", "classes_.npy: the stored member declares"),
         (duplicated, r"\['manifest.json'\] appear more than once"),
     ]
     assert os.path.getsize(under) < 1 << 20
