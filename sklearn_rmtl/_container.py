@@ -7,15 +7,22 @@ zip without trusting it: the manifest and every array are size-checked
 before they are decompressed, arrays are read with ``allow_pickle=False``
 and must match the dtype and shape the manifest declares, every member of
 the zip must be declared and every declared array used, and nothing in the
-file can name a class or a function.
+file can name a class or a function. Members are read through a bounded
+stream (never more than their declared size, itself bounded by the file's),
+so a central directory that lies about sizes cannot make ``load``
+decompress more than it declares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import os
 import re
+import secrets
+import stat
 import zipfile
 import zlib
 from collections import Counter
@@ -31,6 +38,14 @@ NPY = ".npy"
 TYPE = "__type__"
 # Bounds what a hostile zip can make ``load`` decompress before any check.
 _MAX_MANIFEST_BYTES = 1 << 30
+# A saved manifest deflates by about 5x (JSON of names and numbers); a
+# member declaring more than this ratio is a zip bomb, refused unread.
+_MAX_DEFLATE_RATIO = 100
+# Bytes decompressed per read: what one step of a member's stream may take.
+_CHUNK = 1 << 20
+# General-purpose bits of encrypted members (traditional and strong).
+_ENCRYPTED_FLAGS = 0x1 | 0x40
+_RESAVE = "re-save the model with sklearn_rmtl.persistence.save"
 # Room for an ``.npy`` header in front of an array's data.
 _MAX_NPY_HEADER = 1 << 16
 # Array dtypes stored as ``.npy``: booleans, integers, floats, fixed strings.
@@ -149,9 +164,56 @@ class TreeWriter:
 
 
 def write_zip(
-    path: str | Any | IO[bytes], manifest: dict[str, Any], arrays: dict[str, np.ndarray]
+    path: str | os.PathLike[str] | IO[bytes],
+    manifest: dict[str, Any],
+    arrays: dict[str, np.ndarray],
 ) -> None:
-    """Write ``manifest`` (with its ``arrays`` table added) and the arrays."""
+    """Write ``manifest`` (with its ``arrays`` table added) and the arrays.
+
+    A path is written atomically: to a temporary file in the same folder,
+    moved over ``path`` only once complete, so that a failure (a full disk)
+    leaves a previous file at ``path`` intact and no temporary file behind.
+    A file object is written in place.
+    """
+    if not isinstance(path, str | os.PathLike):
+        _write_zip(path, manifest, arrays)
+        return
+    # Through a symbolic link, the file it points to is the one replaced.
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    fd, tmp = _create_temporary(folder, name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_zip(f, manifest, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(target):
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _create_temporary(folder: str, name: str) -> tuple[int, str]:
+    """A new file next to ``name``, created with the default permissions.
+
+    Unlike :func:`tempfile.mkstemp` (always 0o600), the umask applies, as it
+    does to a file that ``open(path, "wb")`` creates.
+    """
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _write_zip(
+    path: IO[bytes], manifest: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> None:
     manifest = {
         **manifest,
         "arrays": {
@@ -195,6 +257,106 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def check_members(zf: zipfile.ZipFile) -> None:
+    """Refuse a zip whose members ``load`` would not read safely.
+
+    Checked from the central directory, before any member is opened: names
+    are unique, nothing is encrypted, the manifest is stored or deflated and
+    every other member stored, and no member claims more bytes than the file
+    holds or (for the deflated manifest) more than a plausible ratio of them.
+
+    Raises
+    ------
+    InvalidFileError
+        Naming the member and what ``save`` writes instead.
+    """
+    size = _archive_size(zf)
+    counts = Counter(info.filename for info in zf.infolist())
+    duplicated = sorted(name for name, n in counts.items() if n > 1)
+    if duplicated:
+        raise fail("archive", f"members {duplicated} appear more than once; {_RESAVE}")
+    for info in zf.infolist():
+        name = info.filename
+        if info.flag_bits & _ENCRYPTED_FLAGS:
+            raise fail(name, f"the member is encrypted; {_RESAVE} (it never encrypts)")
+        allowed = (
+            (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+            if name == MANIFEST
+            else (zipfile.ZIP_STORED,)
+        )
+        if info.compress_type not in allowed:
+            what = "a deflated manifest" if name == MANIFEST else "arrays uncompressed"
+            raise fail(
+                name,
+                f"the member is compressed with method {info.compress_type}, but "
+                f"save writes {what}; {_RESAVE}",
+            )
+        if info.compress_size > size:
+            raise fail(
+                name,
+                f"the member declares {info.compress_size} bytes in a file of "
+                f"{size}: it is truncated or its sizes are wrong; {_RESAVE}",
+            )
+        if info.compress_type == zipfile.ZIP_STORED and (
+            info.file_size != info.compress_size
+        ):
+            raise fail(
+                name,
+                f"the stored member declares {info.file_size} bytes but holds "
+                f"{info.compress_size}: its sizes are wrong; {_RESAVE}",
+            )
+        if info.file_size > max(_CHUNK, _MAX_DEFLATE_RATIO * info.compress_size):
+            raise fail(
+                name,
+                f"the member would expand from {info.compress_size} to "
+                f"{info.file_size} bytes, more than {_MAX_DEFLATE_RATIO} times: a "
+                f"zip bomb, not a file save writes; {_RESAVE}",
+            )
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> bytes:
+    """The bytes of member ``info``, exactly its declared size, read bounded.
+
+    The member is decompressed a chunk at a time and never past its declared
+    size (plus one byte, to notice more), so what a lying central directory
+    costs is bounded by what it declares (:func:`check_members` bounds that
+    by the file). Any corruption is an :class:`InvalidFileError` at ``path``.
+    """
+    expected = info.file_size
+    chunks = []
+    got = 0
+    try:
+        with zf.open(info) as stream:
+            while got <= expected:
+                chunk = stream.read(min(_CHUNK, expected + 1 - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        zlib.error,
+        RuntimeError,
+        NotImplementedError,
+        ValueError,
+    ) as exc:
+        # Bad CRC, a stream cut short, a local header that disagrees with the
+        # central directory: zipfile's own errors, named after the entry.
+        raise fail(
+            path, f"member {info.filename!r} cannot be read ({exc}); {_RESAVE}"
+        ) from exc
+    if got != expected:
+        raise fail(
+            path,
+            f"member {info.filename!r} holds {'more' if got > expected else got} "
+            f"bytes, not the {expected} it declares: the file is truncated or "
+            f"corrupt; {_RESAVE}",
+        )
+    return b"".join(chunks)
+
+
 def read_manifest(zf: zipfile.ZipFile) -> Any:
     """The parsed ``manifest.json`` of ``zf``, size-checked before reading."""
     try:
@@ -205,11 +367,10 @@ def read_manifest(zf: zipfile.ZipFile) -> Any:
         ) from None
     if info.file_size > _MAX_MANIFEST_BYTES:
         raise fail(MANIFEST, "the manifest is implausibly large")
+    data = read_member(zf, info, MANIFEST)
     try:
-        return json.loads(
-            zf.read(info).decode("utf-8"), parse_constant=_reject_constant
-        )
-    except (ValueError, RecursionError, zipfile.BadZipFile, zlib.error) as exc:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
         raise fail(MANIFEST, f"not valid JSON ({exc})") from exc
 
 
@@ -287,11 +448,7 @@ class TreeReader:
         self.used.add(name)
         dtype, shape = self.table[name]
         nbytes = dtype.itemsize * math.prod(shape)
-        info = self.zf.getinfo(name + NPY)
-        try:
-            data = self.zf.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-            raise fail(path, f"array {name!r} cannot be read ({exc})") from exc
+        data = read_member(self.zf, self.zf.getinfo(name + NPY), path)
         stream = io.BytesIO(data)
         try:
             version = np.lib.format.read_magic(stream)

@@ -95,7 +95,19 @@ class _SizedOnMeta(TorchFunctionMode):
     Tensors created from data (``torch.tensor``) stay where they are: their
     size is that of the data, and modules compute from them (embedding
     offsets). Building a module in this mode gives its weights' shapes.
+
+    Parameters
+    ----------
+    max_tensors : int
+        Sized tensors the module may create; one more raises
+        :class:`_TooManyTensors`. Tensors on ``meta`` take no memory, but
+        each module around them does: a count from a file (tasks, experts)
+        must not make building even the empty network expensive.
     """
+
+    def __init__(self, max_tensors: int) -> None:
+        super().__init__()
+        self.max_tensors = max_tensors
 
     _SIZED = frozenset(
         {
@@ -118,12 +130,80 @@ class _SizedOnMeta(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in self._SIZED and kwargs.get("device") is None:
             kwargs["device"] = "meta"
+            self.max_tensors -= 1
+            if self.max_tensors < 0:
+                raise _TooManyTensors
         return func(*args, **kwargs)
+
+
+class _TooManyTensors(Exception):
+    """A network being sized creates more tensors than its file declares."""
 
 
 def _torch_dtype_str(dtype: torch.dtype) -> str:
     """NumPy's ``dtype.str`` of a torch dtype (e.g. ``"<f4"``)."""
     return torch.empty(0, dtype=dtype).numpy().dtype.str
+
+
+_RESAVE = "re-save the model with sklearn_rmtl.persistence.save"
+# Dtype kinds a schema entry accepts: "S" stands for strings, fixed-width or
+# in an object array; labels are any scalars.
+_KIND_NAMES = {"iu": "an integer", "f": "a float", "S": "a str", "L": "a label"}
+
+
+def _check_array(
+    value: Any,
+    path: str,
+    kinds: str,
+    shape: tuple[int | None, ...],
+    none: bool = False,
+) -> Any:
+    """``value`` if it is an array of ``kinds`` and ``shape`` (None: any size).
+
+    A file can hold any dtype and shape the container accepts; what an entry
+    must hold is the schema's to say, so that a wrong one fails at ``load``,
+    not later in ``predict``.
+    """
+    if value is None and none:
+        return value
+    ok = (
+        isinstance(value, np.ndarray)
+        and value.ndim == len(shape)
+        and all(n is None or n == m for n, m in zip(shape, value.shape, strict=True))
+    )
+    if ok and kinds == "S":
+        ok = value.dtype.kind == "U" or (
+            value.dtype.kind == "O" and all(isinstance(v, str) for v in value.flat)
+        )
+    elif ok and kinds == "L":
+        ok = value.dtype.kind in "biufUO"
+    elif ok:
+        ok = value.dtype.kind in kinds
+    if not ok:
+        got = (
+            f"{value.dtype} of shape {value.shape}"
+            if isinstance(value, np.ndarray)
+            else type(value).__name__
+        )
+        size = ", ".join("n" if n is None else str(n) for n in shape)
+        raise fail(
+            path,
+            f"expected {_KIND_NAMES[kinds]} array of shape ({size}"
+            f"{',' if len(shape) == 1 else ''}){' or None' if none else ''}, "
+            f"got {got}; {_RESAVE}",
+        )
+    return value
+
+
+def _check_type(value: Any, path: str, kind: type | tuple[type, ...]) -> Any:
+    """``value`` if it is of the plain type ``kind`` (an int is no bool)."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise fail(
+            path,
+            f"expected {getattr(kind, '__name__', kind)}, got "
+            f"{type(value).__name__}; {_RESAVE}",
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -313,18 +393,28 @@ class Reader(TreeReader):
         ``make()`` is built without memory first, so that a file cannot make
         loading allocate a network larger than the file itself.
         """
+        declared = self.declared_bytes(node.values()) if isinstance(node, dict) else 0
+        # Networks create at most one sized tensor per state entry (a test
+        # checks every backbone); the slack is for temporaries.
+        entries = len(node) if isinstance(node, dict) else 0
         try:
-            with _SizedOnMeta():
+            with _SizedOnMeta(max_tensors=2 * entries + 16):
                 module = make()
+        except _TooManyTensors:
+            raise fail(
+                path,
+                f"the network has more tensors than the {entries} weights the "
+                f"file declares: the network does not fit its weights; {_RESAVE}",
+            ) from None
         except (TypeError, ValueError, RuntimeError) as exc:
             raise fail(path, f"the network cannot be rebuilt ({exc})") from exc
         needed = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-        declared = self.declared_bytes(node.values()) if isinstance(node, dict) else 0
         if needed > declared:
             raise fail(
                 path,
                 f"the rebuilt network needs {needed} bytes of weights but the "
-                f"file declares {declared}: the network does not fit its weights",
+                f"file declares {declared}: the network does not fit its weights; "
+                f"{_RESAVE}",
             )
 
     # -- estimators ----------------------------------------------------------
@@ -386,7 +476,26 @@ class Reader(TreeReader):
                 out[attr] = readers[attr](node[attr], where)
             else:
                 out[attr] = self.value(node[attr], where)
+        self._check_fitted(out, path)
         return out
+
+    def _check_fitted(self, fitted: dict[str, Any], path: str) -> None:
+        """The plain fitted attributes have the types and shapes documented."""
+        for attr in ("n_tasks_", "n_features_in_", "n_iter_"):
+            _check_type(fitted[attr], f"{path}/{attr}", int)
+        _check_type(fitted["device_"], f"{path}/device_", str)
+        n_tasks = fitted["n_tasks_"]
+        _check_array(fitted["classes_"], f"{path}/classes_", "L", (n_tasks, 2))
+        _check_array(fitted["task_names_"], f"{path}/task_names_", "S", (n_tasks,))
+        if "feature_names_in_" in fitted:
+            n_features = fitted["n_features_in_"]
+            where = f"{path}/feature_names_in_"
+            _check_array(fitted["feature_names_in_"], where, "S", (n_features,))
+        if "refit_improved_" in fitted:
+            _check_type(fitted["refit_improved_"], f"{path}/refit_improved_", bool)
+        if "label_weights_" in fitted:
+            where = f"{path}/label_weights_"
+            _check_array(fitted["label_weights_"], where, "f", (n_tasks, 2), True)
 
     def _check_estimator(self, est: MTLClassifier, path: str) -> None:
         net = est.net_
@@ -440,6 +549,7 @@ class Reader(TreeReader):
         }
         ordinal = self._sklearn_v1(node["ordinal_encoder_"], "OrdinalEncoder", path)
         scaler = self._sklearn_v1(node["scaler_"], "StandardScaler", path)
+        self._check_encoder_v1(fit, ordinal, scaler, path)
         try:
             cat_idx, num_idx = fit["_cat_idx"].tolist(), fit["_num_idx"].tolist()
             indicators = set(fit["_indicator_idx"].tolist())
@@ -502,6 +612,32 @@ class Reader(TreeReader):
         ]:
             raise fail(path, "cardinalities_ do not match the vocabularies")
         return state
+
+    def _check_encoder_v1(
+        self,
+        fit: dict[str, Any],
+        ordinal: dict[str, Any] | None,
+        scaler: dict[str, Any] | None,
+        path: str,
+    ) -> None:
+        """The arrays of a version-1 encoder have the dtypes and shapes it wrote."""
+        for attr in ("_cat_idx", "_num_idx", "_indicator_idx", "cardinalities_"):
+            _check_array(fit[attr], f"{path}/{attr}", "iu", (None,))
+        for attr in ("categorical_features_", "numerical_features_"):
+            _check_array(fit[attr], f"{path}/{attr}", "L", (None,))
+        if fit.get("feature_names_in_") is not None:
+            where = f"{path}/feature_names_in_"
+            _check_array(fit["feature_names_in_"], where, "S", (None,))
+        if ordinal is not None:
+            where = f"{path}/ordinal_encoder_/fitted"
+            for attr in ("_infrequent_indices", "_default_to_infrequent_mappings"):
+                for i, arr in enumerate(ordinal.get(attr) or ()):
+                    _check_array(arr, f"{where}/{attr}/{i}", "iu", (None,), True)
+        if scaler is not None:
+            n_numerical = len(fit["_num_idx"])
+            for attr in ("mean_", "var_", "scale_"):
+                where = f"{path}/scaler_/fitted/{attr}"
+                _check_array(scaler.get(attr), where, "f", (n_numerical,))
 
     def _sklearn_v1(self, node: Any, tag: str, path: str) -> dict[str, Any] | None:
         """The decoded fitted attributes of a version-1 scikit-learn node."""
@@ -593,8 +729,9 @@ class Reader(TreeReader):
         self.state_dict(module, module_node["state_dict"], where)
         task_names = self.value(node["task_names"], f"{path}/task_names")
         history = self.value(node["history"], f"{path}/history")
-        if not isinstance(task_names, np.ndarray) or not isinstance(history, list):
-            raise fail(path, "task_names must be an array and history a list")
+        _check_array(task_names, f"{path}/task_names", "S", (None,))
+        if not isinstance(history, list):
+            raise fail(path, "history must be a list")
         critic = SessionCritic(
             encoder=encoder,
             module=module.eval(),

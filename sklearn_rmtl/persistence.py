@@ -28,6 +28,7 @@ statistics; files of version 1 still load.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 import zipfile
 from typing import IO, Any
@@ -39,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._container import (
     MANIFEST,
+    check_members,
     fail,
     read_manifest,
     write_zip,
@@ -94,8 +96,10 @@ def save(estimator: MTLClassifier, path: str | os.PathLike[str] | IO[bytes]) -> 
         ``backbone`` and a :class:`~sklearn_rmtl.SessionCritic` as
         ``critic``, which are stored with it.
     path : str, path-like or binary file object
-        Where to write; an existing file is overwritten. Any name works; the
-        content is a zip archive.
+        Where to write; an existing file is replaced atomically (the file is
+        written to a temporary file in the same folder first, so a failure
+        such as a full disk leaves it as it was). A file object is written
+        in place. Any name works; the content is a zip archive.
 
     Raises
     ------
@@ -221,7 +225,11 @@ def load(
     bounded by the file's size: arrays are stored uncompressed and must be
     backed by bytes of the file, and each network is sized without memory
     before it is built and refused if it is larger than the weights the file
-    holds (the deflated manifest is read up to 1 GiB). Prefer joblib for your
+    holds (the deflated manifest is read up to 1 GiB, and at most 100 times
+    its compressed size). Every member is read through a bounded stream,
+    never past the size it declares; encrypted members, other compression
+    methods, bad CRCs and truncated members are an :class:`InvalidFileError`
+    naming the member. Prefer joblib for your
     own files (faster, stores any estimator); prefer this format whenever a
     file crosses a trust boundary.
 
@@ -255,13 +263,16 @@ def load(
     device = resolve_device(device)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+        # ValueError and struct.error: central directories that zipfile
+        # parses without checking (negative offsets, cut-short records).
         raise InvalidFileError(
             f"{path!r} is not a sklearn_rmtl safe file: not a zip archive "
             f"({exc}). Files from joblib or pickle load with joblib.load, and "
             "only when you trust them."
         ) from exc
     with zf:
+        check_members(zf)
         manifest = _check_manifest(read_manifest(zf))
         _check_versions(manifest)
         reader = Reader(zf, manifest["arrays"], device, manifest["format_version"])

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import pickle
+import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -728,7 +730,7 @@ def test_version_1_files_are_checked(tmp_path):
         m["estimator"]["fitted"]["encoder_"]["fitted"]["scaler_"] = None
 
     for edit, match in [
-        (edit_cardinalities, "cardinalities_ do not match"),
+        (edit_cardinalities, "cardinalities_: expected an integer array"),
         (edit_scaler, "numerical columns without scaler_"),
         (edit_attribute, r"unknown attributes \['__class__'\]"),
     ]:
@@ -789,3 +791,311 @@ def test_memory_is_bounded_by_the_file(rmtl_file, tmp_path):
             zout.writestr(name, zin.read(name))
     with pytest.raises(InvalidFileError, match="is compressed"):
         load(tmp_path / "deflated.zip")
+
+
+# ---------------------------------------------------------------------------
+# Hostile or broken files: every one is refused with a bounded peak memory
+# ---------------------------------------------------------------------------
+
+# Peak memory a hostile file may cost ``load``; the reports were 512 MiB for
+# a 0.27 MB zip and over 1 GiB for a 12 KB one.
+MAX_PEAK_MIB = 50
+# Loads each file in a fresh process (after one warm-up load, so that lazy
+# imports do not count) and reports the peak RSS growth of each load.
+_MEASURE = textwrap.dedent(
+    """
+    import json, resource, sys, warnings
+    from sklearn_rmtl.persistence import load
+
+    warnings.simplefilter("ignore")
+
+    def rss(key):
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith(key)) * 1024
+
+    load(sys.argv[1])
+    for path in sys.argv[2:]:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak RSS, to the current RSS
+        base = rss("VmRSS")
+        try:
+            load(path)
+            error = None
+        except Exception as exc:
+            error = [type(exc).__name__, str(exc)]
+        peak = (rss("VmHWM") - base) / 2**20
+        print(json.dumps({"peak_mib": peak, "error": error}), flush=True)
+    """
+)
+
+
+def load_measured(good, paths):
+    """``[(peak MiB, (error type, message) or None)]`` of loading ``paths``."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("measuring peak memory needs Linux's /proc/self/clear_refs")
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(good), *map(str, paths)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout
+    return [
+        (r["peak_mib"], r["error"] and tuple(r["error"]))
+        for r in map(json.loads, out.splitlines())
+    ]
+
+
+def assert_refused_bounded(good, cases, record_property):
+    """Each ``(path, match)`` is an InvalidFileError matching, under the limit."""
+    results = load_measured(good, [path for path, _ in cases])
+    for (path, match), (peak, error) in zip(cases, results, strict=True):
+        record_property(f"peak_mib_{os.path.basename(path)}", peak)
+        print(f"\n[hostile] {os.path.basename(path)}: peak {peak:.1f} MiB, {error}")
+        assert error is not None, f"{path} loaded"
+        assert error[0] == "InvalidFileError", (path, error)
+        assert re.search(match, error[1]), (path, error)
+        assert "re-save the model" in error[1] or "expected" in error[1], error
+        assert peak < MAX_PEAK_MIB, (path, peak)
+
+
+def patch_central_directory(path, name, **fields):
+    """Overwrite fields of member ``name``'s central directory record."""
+    offsets = {
+        "flag_bits": (8, "<H"),
+        "compress_type": (10, "<H"),
+        "crc": (16, "<I"),
+        "compress_size": (20, "<I"),
+        "file_size": (24, "<I"),
+    }
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"PK\x01\x02")
+    while True:
+        (length,) = struct.unpack_from("<H", data, pos + 28)
+        if data[pos + 46 : pos + 46 + length] == name.encode():
+            break
+        pos = data.index(b"PK\x01\x02", pos + 4)
+    for field, value in fields.items():
+        offset, fmt = offsets[field]
+        struct.pack_into(fmt, data, pos + offset, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def copy_zip(src, dst, *, manifest_tail=b"", compress_type=zipfile.ZIP_DEFLATED):
+    """Copy a safe file, padding the manifest with JSON whitespace."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "manifest.json":
+                zout.writestr(name, data + manifest_tail, compress_type=compress_type)
+            else:
+                zout.writestr(name, data)
+    return dst
+
+
+def test_hostile_zips_are_refused_with_bounded_memory(
+    rmtl_file, tmp_path, record_property
+):
+    """Lying sizes, bombs, encryption, other methods, bad CRCs, truncation."""
+    array = "estimator/classes_.npy"
+    with zipfile.ZipFile(rmtl_file) as zf:
+        manifest_size = zf.getinfo("manifest.json").file_size
+        array_size = zf.getinfo(array).file_size
+    # 400 MiB of trailing whitespace (valid JSON) deflate to about 0.4 MB.
+    bomb = b" " * (400 << 20)
+    under = copy_zip(rmtl_file, tmp_path / "under.zip", manifest_tail=bomb)
+    patch_central_directory(under, "manifest.json", file_size=manifest_size)
+    over = copy_zip(rmtl_file, tmp_path / "over.zip")
+    patch_central_directory(over, "manifest.json", file_size=manifest_size + 10)
+    duplicated = copy_zip(rmtl_file, tmp_path / "duplicated.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: duplicate name
+        with zipfile.ZipFile(duplicated, "a") as zf:
+            zf.writestr("manifest.json", b"{}")
+    patched = {
+        "encrypted": ("manifest.json", {"flag_bits": 1}),
+        "encrypted_array": (array, {"flag_bits": 1}),
+        "method": ("manifest.json", {"compress_type": 99}),
+        "bad_crc": ("manifest.json", {"crc": 12345}),
+        "bad_crc_array": (array, {"crc": 12345}),
+        "cut_short": ("manifest.json", {"compress_size": 1 << 30}),
+        "lying_array": (array, {"file_size": array_size + 8}),
+    }
+    for name, (member, fields) in patched.items():
+        path = copy_zip(rmtl_file, tmp_path / f"{name}.zip")
+        patch_central_directory(path, member, **fields)
+    cases = [
+        (under, "manifest.json: member 'manifest.json' cannot be read .*CRC"),
+        (over, "holds \\d+ bytes, not the \\d+ it declares: the file is truncated"),
+        (copy_zip(rmtl_file, tmp_path / "bomb.zip", manifest_tail=bomb), "zip bomb"),
+        (
+            copy_zip(rmtl_file, tmp_path / "bzip2.zip", compress_type=12),
+            "compressed with method 12",
+        ),
+        (tmp_path / "encrypted.zip", "manifest.json: the member is encrypted"),
+        (tmp_path / "encrypted_array.zip", "classes_.npy: the member is encrypted"),
+        (tmp_path / "method.zip", "compressed with method 99"),
+        (tmp_path / "bad_crc.zip", "Bad CRC"),
+        (tmp_path / "bad_crc_array.zip", "estimator/classes_: .*Bad CRC"),
+        (tmp_path / "cut_short.zip", "truncated"),
+        (tmp_path / "lying_array.zip", "classes_.npy: the stored member declares"),
+        (duplicated, r"\['manifest.json'\] appear more than once"),
+    ]
+    assert os.path.getsize(under) < 1 << 20
+    assert_refused_bounded(rmtl_file, cases, record_property)
+
+
+def test_failed_save_leaves_the_previous_file(rmtl, rmtl_file, tmp_path, monkeypatch):
+    """``save`` over a file is atomic: a full disk keeps the previous model."""
+    path = tmp_path / "model.rmtl"
+    path.write_bytes(rmtl_file.read_bytes())
+    os.chmod(path, 0o640)
+    before = path.read_bytes()
+    write_array = np.lib.format.write_array
+    calls = []
+
+    def disk_full(f, arr, **kwargs):
+        calls.append(arr)
+        if len(calls) > 3:  # after some members, part of the file is written
+            raise OSError(28, "No space left on device")
+        write_array(f, arr, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save(rmtl, path)
+    with pytest.raises(OSError, match="No space left"):
+        save(rmtl, tmp_path / "new.rmtl")
+    assert sorted(os.listdir(tmp_path)) == ["model.rmtl"]  # no temporary file
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(load(path).predict_proba(X), rmtl.predict_proba(X))
+    monkeypatch.undo()
+    save(rmtl, path)  # a successful save replaces it, keeping its permissions
+    assert sorted(os.listdir(tmp_path)) == ["model.rmtl"]
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    np.testing.assert_array_equal(load(path).predict_proba(X), rmtl.predict_proba(X))
+
+
+def test_arrays_must_have_the_dtype_and_shape_the_schema_expects(rmtl_file, tmp_path):
+    """A wrong-typed entry fails at load (it used to load and fail in predict)."""
+
+    def replace_array(src, dst, name, arr, version_1=False):
+        def declare(m):
+            m["arrays"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
+
+        bad = rewrite(
+            src, dst, manifest=declare, replace={name + ".npy": npy_bytes(arr)}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InconsistentVersionWarning)
+            with pytest.raises(InvalidFileError) as info:
+                load(bad)
+        return str(info.value)
+
+    v1 = os.path.join(DATA, "v1_mtl_mmoe.rmtl")
+    encoder = "estimator/encoder_"  # version 1 named arrays by attribute
+    cases = [
+        # (file, array, its replacement, the entry and expectation named)
+        (rmtl_file, "estimator/classes_", np.arange(4), "classes_: expected a label")
+    ]
+    cases += [
+        (
+            v1,
+            "estimator/classes_",
+            np.zeros((2, 3), dtype=np.int64),
+            r"classes_: expected a label array of shape \(2, 2\)",
+        ),
+        (
+            v1,
+            f"{encoder}/scaler_/mean_",
+            np.array(["0.1", "0.2"]),
+            r"scaler_/fitted/mean_: expected a float array of shape \(2,\)",
+        ),
+        (
+            v1,
+            f"{encoder}/ordinal_encoder_/_default_to_infrequent_mappings/0",
+            np.arange(6, dtype=np.float64),
+            "_default_to_infrequent_mappings/0: expected an integer array",
+        ),
+        (
+            v1,
+            f"{encoder}/_cat_idx",
+            np.array([0.0, 1.0]),
+            r"_cat_idx: expected an integer array of shape \(n,\)",
+        ),
+    ]
+    for i, (src, name, arr, match) in enumerate(cases):
+        message = replace_array(src, tmp_path / f"{i}.zip", name, arr)
+        assert re.search(match, message), message
+        assert "re-save the model with sklearn_rmtl.persistence.save" in message
+
+    def int_task_names(m):
+        m["estimator"]["fitted"]["task_names_"]["items"] = [1, 2]
+
+    def string_n_tasks(m):
+        m["estimator"]["fitted"]["n_tasks_"] = "2"
+
+    for edit, match in [
+        (int_task_names, r"task_names_: expected a str array of shape \(2,\)"),
+        (string_n_tasks, "n_tasks_: expected int, got str"),
+    ]:
+        with pytest.raises(InvalidFileError, match=match):
+            load(rewrite(rmtl_file, tmp_path / "edit.zip", manifest=edit))
+
+
+def test_network_sizes_are_checked_before_building(tmp_path, record_property):
+    """Counts in a file (tasks) cannot make even sizing the network costly.
+
+    An AITM network has one transfer layer per task: 300,000 tasks in a few
+    bytes of JSON used to build 300,000 modules (without weights) before the
+    size check refused them.
+    """
+    clf = MTLClassifier(backbone="aitm", backbone_params=SMALL, **FAST).fit(X, Y)
+    good = tmp_path / "aitm.rmtl"
+    save(clf, good)
+
+    def many_tasks(m):
+        m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__n_tasks"] = 300_000
+
+    def huge_embedding(m):
+        kwargs = m["estimator"]["fitted"]["backbone_"]["kwargs"]
+        kwargs["module__backbone_params"]["embedding_dim"] = 1 << 40
+
+    cases = [
+        (rewrite(good, tmp_path / "tasks.zip", manifest=many_tasks), "more tensors"),
+        (
+            rewrite(good, tmp_path / "embedding.zip", manifest=huge_embedding),
+            "does not fit its weights",
+        ),
+    ]
+    assert os.path.getsize(cases[0][0]) < 64 << 10
+    assert_refused_bounded(good, cases, record_property)
+
+
+def test_sizing_budget_fits_every_backbone():
+    """Each backbone creates at most one sized tensor per state entry."""
+    from sklearn_rmtl._network import MultiTaskNetwork
+    from sklearn_rmtl._schema import _SizedOnMeta
+    from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+
+    for backbone in BACKBONES:
+        params = resolve_backbone_params(backbone, {})
+        for batch_norm in (False, True):
+            if "batch_norm" in params:
+                params["batch_norm"] = batch_norm
+            module = MultiTaskNetwork(
+                cardinalities=[5, 7],
+                n_numerical=2,
+                n_tasks=4,
+                backbone=backbone,
+                backbone_params=params,
+            )
+            with _SizedOnMeta(max_tensors=len(module.state_dict())):
+                MultiTaskNetwork(
+                    cardinalities=[5, 7],
+                    n_numerical=2,
+                    n_tasks=4,
+                    backbone=backbone,
+                    backbone_params=params,
+                )
