@@ -62,18 +62,21 @@ def _column_label(frame: pd.DataFrame, j: int) -> str:
     return str(frame.columns[j])
 
 
-def _categorical_values(column: pd.Series) -> np.ndarray:
+def _categorical_values(column: pd.Series, as_str: bool | None = None) -> np.ndarray:
     """Make a categorical column acceptable to ``OrdinalEncoder``.
 
     Values are compared as Python objects, so an int column at fit time and a
     float column at predict time (pandas' dtype once NaN appears) still match.
-    Columns mixing types (e.g. ints and strings) are compared as strings;
-    missing values (None, NaN, NA, NaT) become ``np.nan`` and so get the
-    reserved missing code.
+    With ``as_str=True`` every value becomes ``str(value)``; with ``None`` (the
+    rule of fit) that happens when the column mixes types (e.g. ints and
+    strings). Missing values (None, NaN, NA, NaT) become ``np.nan`` and so get
+    the reserved missing code.
     """
     values = column.to_numpy(dtype=object, copy=True)
     missing = column.isna().to_numpy()
-    if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
+    if as_str is None:
+        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
+    if as_str:
         values = values.astype(str).astype(object)
     values[missing] = np.nan
     return values
@@ -93,8 +96,16 @@ class _Parts(NamedTuple):
     numbers: np.ndarray  # float32 (n_samples, n_numerical + n_indicators)
 
 
-def _factorize(column: pd.Series) -> _Factorized:
-    """The distinct values of a categorical column (see ``_categorical_values``)."""
+def _factorize(column: pd.Series, as_str: bool | None = None) -> _Factorized:
+    """The distinct values of a categorical column.
+
+    ``as_str`` says how values are compared: ``None`` is the rule of fit
+    (as strings if the column's values mix types, else as Python objects),
+    ``True`` as strings (a value that is not a ``str`` becomes ``str(value)``),
+    ``False`` as Python objects. Only the first depends on the data, so
+    :meth:`FeatureEncoder.transform` never uses it: there the fitted
+    vocabulary decides, and a value's code does not depend on its batch.
+    """
     if isinstance(column.dtype, pd.CategoricalDtype):
         positions = column.cat.codes.to_numpy().astype(np.intp)
         values = column.cat.categories.to_numpy(dtype=object)
@@ -108,14 +119,23 @@ def _factorize(column: pd.Series) -> _Factorized:
     else:
         positions, uniques = pd.factorize(column, use_na_sentinel=True)
         values = np.asarray(uniques, dtype=object)
-    if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
-        # Mixed types compare as strings, and values equal as Python objects
-        # (1 and 1.0) may differ as strings: factorise the strings.
+    if as_str is None:
+        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
+    elif as_str:
+        as_str = not all(isinstance(v, str) for v in values.tolist())
+    if as_str:
+        # Values equal as Python objects (1 and 1.0) may differ as strings:
+        # factorise the strings.
         positions, strings = pd.factorize(
-            _categorical_values(column), use_na_sentinel=True
+            _categorical_values(column, as_str=True), use_na_sentinel=True
         )
         values = np.asarray(strings, dtype=object)
     return _Factorized(values, positions.astype(np.intp, copy=False))
+
+
+def _is_str_vocabulary(values: np.ndarray) -> bool:
+    """Whether a fitted vocabulary is compared as strings: all its values are."""
+    return len(values) > 0 and all(isinstance(v, str) for v in values.tolist())
 
 
 def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
@@ -227,6 +247,15 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     :meth:`transform` returns one float32 matrix: the ``len(cardinalities_)``
     categorical codes first (exact integers), then the scaled numbers, then the
     missing-value indicators. Infinite values raise an error.
+
+    A categorical value's code depends only on the value and the fitted
+    vocabulary, never on the other rows of the batch. In :meth:`fit`, a
+    column whose values mix types (e.g. ints and strings, or datetimes) is
+    learnt as strings, ``str(value)``; other columns keep their values. The
+    vocabulary then sets the rule: a vocabulary of strings compares every
+    value as ``str(value)`` (so ``3`` matches ``"3"``), any other compares
+    values as Python objects (so ``3``, ``3.0`` and ``np.int64(3)`` match,
+    and ``"3"`` is unknown).
 
     The fitted state is plain arrays (vocabularies and statistics), learnt
     with :class:`~sklearn.preprocessing.OrdinalEncoder` and
@@ -404,7 +433,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         numbers = np.zeros((n, 0), dtype=np.float32)
         if self._cat_idx.size:
             if columns is None:
-                columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
+                columns = [
+                    _factorize(frame.iloc[:, int(j)], _is_str_vocabulary(known))
+                    for j, known in zip(self._cat_idx, self.categories_, strict=True)
+                ]
             codes = self._codes(columns)
         if self._num_idx.size:
             x = self._numbers(frame, self._num_idx)

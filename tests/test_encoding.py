@@ -283,3 +283,88 @@ def test_integer_path_is_exact_beyond_float32():
     np.testing.assert_array_equal(
         np.hstack([parts.codes, parts.numbers]), fitted.transform(X)
     )
+
+
+# --------------------------------------------------- batch independence
+_MIXED = np.array([3, "x", 3.0, "3", True, 2.5, None, "y"], dtype=object)
+
+
+def _kinds(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Every kind of categorical column, with missing values of every flavour."""
+    strings = np.array(["a", "b", "c", None, np.nan, pd.NA], dtype=object)
+    ints = rng.integers(0, 5, n)
+    floats = ints.astype(float)
+    floats[rng.random(n) < 0.2] = np.nan
+    return pd.DataFrame(
+        {
+            "mixed": _MIXED[rng.integers(0, len(_MIXED), n)],
+            "ints_objects": pd.Series(ints, dtype=object),
+            "category": pd.Categorical(np.array(["p", "q", "r"])[ints % 3]),
+            "mixed_category": pd.Categorical(
+                np.array([1, "1", "z"], dtype=object)[ints % 3]
+            ),
+            "int": ints,
+            "float_nan": floats,
+            "bool": ints % 2 == 0,
+            "strings": strings[rng.integers(0, len(strings), n)],
+            "string_dtype": pd.array(
+                np.array(["a", "b", None], dtype=object)[ints % 3], dtype="string"
+            ),
+        }
+    )
+
+
+def _assert_rows_independent(enc: FeatureEncoder, X: pd.DataFrame) -> None:
+    whole = enc.transform(X)
+    for i in range(len(X)):
+        np.testing.assert_array_equal(
+            enc.transform(X.iloc[[i]])[0], whole[i], err_msg=f"row {i}: {X.iloc[i]}"
+        )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_code_does_not_depend_on_the_rest_of_the_batch(seed):
+    rng = np.random.default_rng(seed)
+    X_fit = _kinds(rng, 40)
+    enc = FeatureEncoder(categorical_features=list(X_fit.columns)).fit(X_fit)
+    X_new = _kinds(rng, 40)
+    # Values of another type than the column's at fit: strings among ints.
+    X_new["ints_objects"] = X_new["ints_objects"].where(
+        rng.random(40) < 0.7, np.array(["3", "x"], dtype=object)[rng.integers(0, 2, 40)]
+    )
+    for X in (X_fit, X_new):
+        for _ in range(3):
+            batch = X.iloc[rng.permutation(len(X))[: rng.integers(1, len(X))]]
+            _assert_rows_independent(enc, batch)
+
+
+def test_a_mixed_column_is_compared_as_strings_whatever_the_batch():
+    X = pd.DataFrame({"c": np.array([3, "x", 3, "x"], dtype=object)})
+    enc = FeatureEncoder().fit(X)
+    assert enc.categories_[0].tolist() == ["3", "x"]
+    alone = enc.transform(pd.DataFrame({"c": np.array([3], dtype=object)}))
+    together = enc.transform(pd.DataFrame({"c": np.array([3, "x"], dtype=object)}))
+    assert alone[0, 0] == together[0, 0] == 2
+    # A column of one type at fit compares values of that type: "3" among
+    # ints is unknown, and 3 keeps its code whatever else is in the batch.
+    enc = FeatureEncoder().fit(pd.DataFrame({"c": np.array([3, 4], dtype=object)}))
+    mixed = enc.transform(pd.DataFrame({"c": np.array([3, "3", "x"], dtype=object)}))
+    assert mixed[:, 0].tolist() == [2, UNKNOWN_CODE, UNKNOWN_CODE]
+
+
+def test_predict_proba_does_not_depend_on_its_chunks(monkeypatch):
+    from sklearn_rmtl import MTLClassifier, _mtl
+
+    rng = np.random.default_rng(0)
+    X = _kinds(rng, 30)[["mixed", "ints_objects", "strings", "float_nan"]]
+    y = pd.DataFrame({"click": rng.integers(0, 2, 30), "buy": rng.integers(0, 2, 30)})
+    clf = MTLClassifier(
+        backbone="sharedbottom",
+        max_epochs=1,
+        random_state=0,
+        backbone_params={"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)},
+    ).fit(X, y)
+    monkeypatch.setattr(_mtl, "_PREDICT_CHUNK", 4)
+    chunked = clf.predict_proba(X)
+    rows = np.vstack([clf.predict_proba(X.iloc[[i]]) for i in range(len(X))])
+    np.testing.assert_array_equal(chunked, rows)
