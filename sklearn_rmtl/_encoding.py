@@ -150,6 +150,40 @@ def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
     )
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_TOO_WIDE = (
+    "; float32 cannot hold them after scaling. Log-transform the column "
+    "(e.g. np.log1p of its absolute value, keeping the sign) or clip it "
+    "before fit and predict."
+)
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column of ``x``, as ``StandardScaler`` learns them.
+
+    ``StandardScaler`` squares the values, so a column of magnitude ~1e200
+    overflows (variance inf, scale 1) and one of ~1e-170 underflows
+    (variance 0, scale 1): both would be zeroed by the scaling. Such columns
+    are standardised again after dividing them by their largest magnitude,
+    and the statistics scaled back; every other column keeps the scaler's
+    exact statistics.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler = StandardScaler().fit(x)
+    mean, scale, var = scaler.mean_.copy(), scaler.scale_.copy(), scaler.var_
+    magnitude = np.where(np.isnan(x), 0.0, np.abs(x)).max(axis=0, initial=0.0)
+    spread = np.fmax.reduce(x, axis=0) > np.fmin.reduce(x, axis=0)
+    refine = (magnitude > 0) & (
+        ~np.isfinite(var) | ((var < np.finfo(np.float64).tiny) & spread)
+    )
+    if refine.any():
+        m = magnitude[refine]
+        rescaled = StandardScaler().fit(x[:, refine] / m)
+        mean[refine] = rescaled.mean_ * m
+        scale[refine] = rescaled.scale_ * m
+    return mean, scale
+
+
 # The layout of ``FeatureEncoder._get_state``.
 _STATE_KEYS = frozenset(
     {"n_features_in", "feature_names_in", "categorical", "numerical"}
@@ -235,6 +269,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         missing number is imputed with it, which scales to 0.
     scale_ : ndarray of float64 of shape (len(numerical_features_),)
         Training standard deviation of each numerical column, 1 where it is 0.
+        Columns of huge (~1e200) or tiny (~1e-170) magnitude, whose variance
+        over- or underflows, get it computed after dividing by their largest
+        magnitude, so they are scaled, not zeroed.
 
     See Also
     --------
@@ -443,8 +480,17 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             nan = np.isnan(x)
             # (x - mean) / scale, StandardScaler's arithmetic; missing
             # numbers are imputed with the mean, i.e. 0 after scaling.
-            z = np.where(nan, 0.0, (x - self.mean_) / self.scale_)
-            numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
+            with np.errstate(over="ignore"):
+                z = np.where(nan, 0.0, (x - self.mean_) / self.scale_)
+                numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
+            wide = np.isinf(numbers[:, : len(self._num_idx)]).any(axis=0)
+            if wide.any():
+                names = [str(n) for n in self.numerical_features_[wide]]
+                raise ValueError(
+                    f"Numerical columns {names} hold values more than "
+                    f"{_FLOAT32_MAX:.1e} training standard deviations from the "
+                    f"training mean{_TOO_WIDE}"
+                )
         return _Parts(codes, numbers)
 
     def _as_float(self, parts: _Parts) -> np.ndarray:
@@ -524,8 +570,16 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._indicator_idx = np.array([], dtype=int)
         if self._num_idx.size:
             numbers = self._numbers(frame, self._num_idx)
-            scaler = StandardScaler().fit(numbers)
-            self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+            self.mean_, self.scale_ = _standardisation(numbers)
+            with np.errstate(over="ignore"):
+                wide = np.abs((numbers - self.mean_) / self.scale_) > _FLOAT32_MAX
+            if wide.any():
+                names = [str(n) for n in self.numerical_features_[wide.any(axis=0)]]
+                raise ValueError(
+                    f"Numerical columns {names} hold values too far apart "
+                    f"(more than {_FLOAT32_MAX:.1e} standard deviations from "
+                    f"the mean){_TOO_WIDE}"
+                )
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
         self.cardinalities_ = cardinalities(self.category_codes_)

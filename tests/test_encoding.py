@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -368,3 +370,39 @@ def test_predict_proba_does_not_depend_on_its_chunks(monkeypatch):
     chunked = clf.predict_proba(X)
     rows = np.vstack([clf.predict_proba(X.iloc[[i]]) for i in range(len(X))])
     np.testing.assert_array_equal(chunked, rows)
+
+
+# ---------------------------------------------------------- magnitudes
+@pytest.mark.parametrize("magnitude", [1e200, 1e-170])
+def test_huge_and_tiny_magnitudes_are_scaled_not_zeroed(magnitude):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=50)
+    base[3] = np.nan
+    X = pd.DataFrame({"big": base * magnitude, "plain": base})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        enc = FeatureEncoder().fit(X)
+        Xt = enc.transform(X)
+    assert np.isfinite(Xt).all()
+    np.testing.assert_allclose(Xt[:, 0], Xt[:, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(enc.scale_[0] / magnitude, enc.scale_[1], rtol=1e-12)
+    assert np.nanstd(Xt[:, 0]) > 0.9
+
+
+def test_ordinary_scaling_is_standard_scalers():
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).normal(size=(30, 3)) * [1.0, 1e-3, 1e6]
+    enc = FeatureEncoder().fit(X)
+    scaler = StandardScaler().fit(X)
+    np.testing.assert_array_equal(enc.mean_, scaler.mean_)
+    np.testing.assert_array_equal(enc.scale_, scaler.scale_)
+
+
+def test_values_too_far_apart_for_float32_are_an_error():
+    X = pd.DataFrame({"wide": [-1.7e308, 1.7e308, 1.7e308], "ok": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"columns \['wide'\] .*Log-transform"):
+        FeatureEncoder().fit(X)
+    enc = FeatureEncoder().fit(pd.DataFrame({"wide": [1.0, 2.0], "ok": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match=r"columns \['wide'\] .*Log-transform"):
+        enc.transform(pd.DataFrame({"wide": [1e300], "ok": [1.0]}))
