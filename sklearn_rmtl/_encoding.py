@@ -82,6 +82,19 @@ def _categorical_values(column: pd.Series, as_str: bool | None = None) -> np.nda
     return values
 
 
+def _check_scalar_cells(label: str, values: Any) -> None:
+    """Reject cells that are containers (lists, dicts, sets, arrays, tuples)."""
+    for value in values:
+        if not pd.api.types.is_scalar(value):
+            raise ValueError(
+                f"Column {label!r} holds a {type(value).__name__} ({value!r:.60}) "
+                "in a cell; FeatureEncoder encodes scalars only: str, int, float, "
+                "bool, dates and categories. Explode or join the list into a "
+                "string first, e.g. X[col].explode() or X[col].map(','.join), "
+                "or split it into one column per entry."
+            )
+
+
 class _Factorized(NamedTuple):
     """A categorical column as distinct values and each row's position in them."""
 
@@ -117,8 +130,13 @@ def _factorize(column: pd.Series, as_str: bool | None = None) -> _Factorized:
             positions = new_position[positions]
             values = values[counts > 0]
     else:
-        positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        try:
+            positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        except TypeError:  # unhashable cells: lists, dicts, sets, arrays
+            _check_scalar_cells(str(column.name), column.to_numpy(dtype=object))
+            raise
         values = np.asarray(uniques, dtype=object)
+        _check_scalar_cells(str(column.name), values.tolist())  # tuples...
     if as_str is None:
         as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
     elif as_str:
@@ -384,6 +402,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             try:
                 out[:, i] = column.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as exc:
+                _check_scalar_cells(_column_label(frame, j), column.to_numpy(object))
                 raise ValueError(
                     f"Column {_column_label(frame, j)!r} is treated as numerical "
                     f"but could not be converted to float ({exc}). Mark it as "

@@ -406,3 +406,21 @@ def test_values_too_far_apart_for_float32_are_an_error():
     enc = FeatureEncoder().fit(pd.DataFrame({"wide": [1.0, 2.0], "ok": [1.0, 2.0]}))
     with pytest.raises(ValueError, match=r"columns \['wide'\] .*Log-transform"):
         enc.transform(pd.DataFrame({"wide": [1e300], "ok": [1.0]}))
+
+
+# ------------------------------------------------------ container cells
+@pytest.mark.parametrize(
+    "cell",
+    [["a", "b"], {"k": 1}, {"a"}, np.array([1, 2]), ("a", "b")],
+    ids=["list", "dict", "set", "ndarray", "tuple"],
+)
+@pytest.mark.parametrize("categorical_features", ["from_dtype", None])
+def test_container_cells_are_an_error_naming_the_column(cell, categorical_features):
+    tags = pd.Series([cell] * 3 + ["c"], dtype=object)
+    X = pd.DataFrame({"price": [1.0, 2.0, 3.0, 4.0], "tags": tags})
+    message = r"Column 'tags' holds a \w+ .*scalars only.*Explode or join the list"
+    with pytest.raises(ValueError, match=message):
+        FeatureEncoder(categorical_features=categorical_features).fit(X)
+    enc = FeatureEncoder().fit(X.assign(tags=["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match=message):
+        enc.transform(X)
