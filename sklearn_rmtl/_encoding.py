@@ -12,6 +12,8 @@ from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from sklearn_rmtl._validation import to_pandas
+
 #: Reserved codes of every categorical column; known categories start at 2.
 MISSING_CODE = 0
 UNKNOWN_CODE = 1
@@ -42,8 +44,11 @@ def check_features(X: Any) -> pd.DataFrame | np.ndarray:
     """Check the container and shape of X: a DataFrame, or a 2-D ndarray.
 
     Values are not checked here (NaN is imputed, infinity is rejected when
-    encoding), so object arrays of categories pass through unchanged.
+    encoding), so object arrays of categories pass through unchanged. A
+    polars or pyarrow table becomes a pandas DataFrame with the same column
+    names and dtypes (see :func:`sklearn_rmtl._validation.to_pandas`).
     """
+    X = to_pandas(X)
     if isinstance(X, pd.DataFrame):
         if X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(
