@@ -181,7 +181,9 @@ _TOO_WIDE = (
 )
 
 
-def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardisation(
+    x: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale of each column of ``x``, as ``StandardScaler`` learns them.
 
     ``StandardScaler`` squares the values, so a column of magnitude ~1e200
@@ -190,20 +192,39 @@ def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     are standardised again after dividing them by their largest magnitude,
     and the statistics scaled back; every other column keeps the scaler's
     exact statistics.
+
+    Raises
+    ------
+    ValueError
+        If a column's values are too far apart to scale within float32; the
+        message names the columns (``labels``).
     """
     with np.errstate(over="ignore", invalid="ignore"):
         scaler = StandardScaler().fit(x)
     mean, scale, var = scaler.mean_.copy(), scaler.scale_.copy(), scaler.var_
-    magnitude = np.where(np.isnan(x), 0.0, np.abs(x)).max(axis=0, initial=0.0)
-    spread = np.fmax.reduce(x, axis=0) > np.fmin.reduce(x, axis=0)
-    refine = (magnitude > 0) & (
-        ~np.isfinite(var) | ((var < np.finfo(np.float64).tiny) & spread)
-    )
-    if refine.any():
-        m = magnitude[refine]
-        rescaled = StandardScaler().fit(x[:, refine] / m)
-        mean[refine] = rescaled.mean_ * m
-        scale[refine] = rescaled.scale_ * m
+    # Only columns whose variance is inf, NaN or (sub)normal-tiny may need it.
+    candidates = np.flatnonzero(~(var >= np.finfo(np.float64).tiny))
+    if not candidates.size:
+        return mean, scale
+    sub = x[:, candidates]
+    magnitude = np.where(np.isnan(sub), 0.0, np.abs(sub)).max(axis=0, initial=0.0)
+    spread = np.fmax.reduce(sub, axis=0) > np.fmin.reduce(sub, axis=0)
+    refine = (magnitude > 0) & (~np.isfinite(var[candidates]) | spread)
+    if not refine.any():
+        return mean, scale
+    columns, m = candidates[refine], magnitude[refine]
+    rescaled = StandardScaler().fit(sub[:, refine] / m)
+    mean[columns] = rescaled.mean_ * m
+    scale[columns] = rescaled.scale_ * m
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x[:, columns] - mean[columns]) / scale[columns]
+    wide = (np.abs(z) > _FLOAT32_MAX).any(axis=0)
+    if wide.any():
+        names = [str(n) for n in labels[columns[wide]]]
+        raise ValueError(
+            f"Numerical columns {names} hold values too far apart (more than "
+            f"{_FLOAT32_MAX:.1e} standard deviations from the mean){_TOO_WIDE}"
+        )
     return mean, scale
 
 
@@ -594,16 +615,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._indicator_idx = np.array([], dtype=int)
         if self._num_idx.size:
             numbers = self._numbers(frame, self._num_idx)
-            self.mean_, self.scale_ = _standardisation(numbers)
-            with np.errstate(over="ignore"):
-                wide = np.abs((numbers - self.mean_) / self.scale_) > _FLOAT32_MAX
-            if wide.any():
-                names = [str(n) for n in self.numerical_features_[wide.any(axis=0)]]
-                raise ValueError(
-                    f"Numerical columns {names} hold values too far apart "
-                    f"(more than {_FLOAT32_MAX:.1e} standard deviations from "
-                    f"the mean){_TOO_WIDE}"
-                )
+            self.mean_, self.scale_ = _standardisation(
+                numbers, self.numerical_features_
+            )
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
         self.cardinalities_ = cardinalities(self.category_codes_)
