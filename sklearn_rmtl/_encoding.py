@@ -12,6 +12,8 @@ from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from sklearn_rmtl._validation import to_pandas
+
 #: Reserved codes of every categorical column; known categories start at 2.
 MISSING_CODE = 0
 UNKNOWN_CODE = 1
@@ -42,8 +44,11 @@ def check_features(X: Any) -> pd.DataFrame | np.ndarray:
     """Check the container and shape of X: a DataFrame, or a 2-D ndarray.
 
     Values are not checked here (NaN is imputed, infinity is rejected when
-    encoding), so object arrays of categories pass through unchanged.
+    encoding), so object arrays of categories pass through unchanged. A
+    polars or pyarrow table becomes a pandas DataFrame with the same column
+    names and dtypes (see :func:`sklearn_rmtl._validation.to_pandas`).
     """
+    X = to_pandas(X)
     if isinstance(X, pd.DataFrame):
         if X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(
@@ -62,21 +67,37 @@ def _column_label(frame: pd.DataFrame, j: int) -> str:
     return str(frame.columns[j])
 
 
-def _categorical_values(column: pd.Series) -> np.ndarray:
+def _categorical_values(column: pd.Series, as_str: bool | None = None) -> np.ndarray:
     """Make a categorical column acceptable to ``OrdinalEncoder``.
 
     Values are compared as Python objects, so an int column at fit time and a
     float column at predict time (pandas' dtype once NaN appears) still match.
-    Columns mixing types (e.g. ints and strings) are compared as strings;
-    missing values (None, NaN, NA, NaT) become ``np.nan`` and so get the
-    reserved missing code.
+    With ``as_str=True`` every value becomes ``str(value)``; with ``None`` (the
+    rule of fit) that happens when the column mixes types (e.g. ints and
+    strings). Missing values (None, NaN, NA, NaT) become ``np.nan`` and so get
+    the reserved missing code.
     """
     values = column.to_numpy(dtype=object, copy=True)
     missing = column.isna().to_numpy()
-    if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
+    if as_str is None:
+        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
+    if as_str:
         values = values.astype(str).astype(object)
     values[missing] = np.nan
     return values
+
+
+def _check_scalar_cells(label: str, values: Any) -> None:
+    """Reject cells that are containers (lists, dicts, sets, arrays, tuples)."""
+    for value in values:
+        if not pd.api.types.is_scalar(value):
+            raise ValueError(
+                f"Column {label!r} holds a {type(value).__name__} ({value!r:.60}) "
+                "in a cell; FeatureEncoder encodes scalars only: str, int, float, "
+                "bool, dates and categories. Explode or join the list into a "
+                "string first, e.g. X[col].explode() or X[col].map(','.join), "
+                "or split it into one column per entry."
+            )
 
 
 class _Factorized(NamedTuple):
@@ -93,8 +114,16 @@ class _Parts(NamedTuple):
     numbers: np.ndarray  # float32 (n_samples, n_numerical + n_indicators)
 
 
-def _factorize(column: pd.Series) -> _Factorized:
-    """The distinct values of a categorical column (see ``_categorical_values``)."""
+def _factorize(column: pd.Series, as_str: bool | None = None) -> _Factorized:
+    """The distinct values of a categorical column.
+
+    ``as_str`` says how values are compared: ``None`` is the rule of fit
+    (as strings if the column's values mix types, else as Python objects),
+    ``True`` as strings (a value that is not a ``str`` becomes ``str(value)``),
+    ``False`` as Python objects. Only the first depends on the data, so
+    :meth:`FeatureEncoder.transform` never uses it: there the fitted
+    vocabulary decides, and a value's code does not depend on its batch.
+    """
     if isinstance(column.dtype, pd.CategoricalDtype):
         positions = column.cat.codes.to_numpy().astype(np.intp)
         values = column.cat.categories.to_numpy(dtype=object)
@@ -106,16 +135,30 @@ def _factorize(column: pd.Series) -> _Factorized:
             positions = new_position[positions]
             values = values[counts > 0]
     else:
-        positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        try:
+            positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        except TypeError:  # unhashable cells: lists, dicts, sets, arrays
+            _check_scalar_cells(str(column.name), column.to_numpy(dtype=object))
+            raise
         values = np.asarray(uniques, dtype=object)
-    if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
-        # Mixed types compare as strings, and values equal as Python objects
-        # (1 and 1.0) may differ as strings: factorise the strings.
+        _check_scalar_cells(str(column.name), values.tolist())  # tuples...
+    if as_str is None:
+        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
+    elif as_str:
+        as_str = not all(isinstance(v, str) for v in values.tolist())
+    if as_str:
+        # Values equal as Python objects (1 and 1.0) may differ as strings:
+        # factorise the strings.
         positions, strings = pd.factorize(
-            _categorical_values(column), use_na_sentinel=True
+            _categorical_values(column, as_str=True), use_na_sentinel=True
         )
         values = np.asarray(strings, dtype=object)
     return _Factorized(values, positions.astype(np.intp, copy=False))
+
+
+def _is_str_vocabulary(values: np.ndarray) -> bool:
+    """Whether a fitted vocabulary is compared as strings: all its values are."""
+    return len(values) > 0 and all(isinstance(v, str) for v in values.tolist())
 
 
 def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
@@ -128,6 +171,61 @@ def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
         },
         dtype=object,
     )
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_TOO_WIDE = (
+    "; float32 cannot hold them after scaling. Log-transform the column "
+    "(e.g. np.log1p of its absolute value, keeping the sign) or clip it "
+    "before fit and predict."
+)
+
+
+def _standardisation(
+    x: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column of ``x``, as ``StandardScaler`` learns them.
+
+    ``StandardScaler`` squares the values, so a column of magnitude ~1e200
+    overflows (variance inf, scale 1) and one of ~1e-170 underflows
+    (variance 0, scale 1): both would be zeroed by the scaling. Such columns
+    are standardised again after dividing them by their largest magnitude,
+    and the statistics scaled back; every other column keeps the scaler's
+    exact statistics.
+
+    Raises
+    ------
+    ValueError
+        If a column's values are too far apart to scale within float32; the
+        message names the columns (``labels``).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler = StandardScaler().fit(x)
+    mean, scale, var = scaler.mean_.copy(), scaler.scale_.copy(), scaler.var_
+    # Only columns whose variance is inf, NaN or (sub)normal-tiny may need it.
+    candidates = np.flatnonzero(~(var >= np.finfo(np.float64).tiny))
+    if not candidates.size:
+        return mean, scale
+    sub = x[:, candidates]
+    magnitude = np.where(np.isnan(sub), 0.0, np.abs(sub)).max(axis=0, initial=0.0)
+    spread = np.fmax.reduce(sub, axis=0) > np.fmin.reduce(sub, axis=0)
+    refine = (magnitude > 0) & (~np.isfinite(var[candidates]) | spread)
+    if not refine.any():
+        return mean, scale
+    columns, m = candidates[refine], magnitude[refine]
+    rescaled = StandardScaler().fit(sub[:, refine] / m)
+    mean[columns] = rescaled.mean_ * m
+    scale[columns] = rescaled.scale_ * m
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x[:, columns] - mean[columns]) / scale[columns]
+    wide = (np.abs(z) > _FLOAT32_MAX).any(axis=0)
+    if wide.any():
+        names = [str(n) for n in labels[columns[wide]]]
+        raise ValueError(
+            f"Numerical columns {names} hold values too far apart (more than "
+            f"{_FLOAT32_MAX:.1e} standard deviations from the mean){_TOO_WIDE}"
+        )
+    return mean, scale
 
 
 # The layout of ``FeatureEncoder._get_state``.
@@ -215,6 +313,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         missing number is imputed with it, which scales to 0.
     scale_ : ndarray of float64 of shape (len(numerical_features_),)
         Training standard deviation of each numerical column, 1 where it is 0.
+        Columns of huge (~1e200) or tiny (~1e-170) magnitude, whose variance
+        over- or underflows, get it computed after dividing by their largest
+        magnitude, so they are scaled, not zeroed.
 
     See Also
     --------
@@ -227,6 +328,15 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     :meth:`transform` returns one float32 matrix: the ``len(cardinalities_)``
     categorical codes first (exact integers), then the scaled numbers, then the
     missing-value indicators. Infinite values raise an error.
+
+    A categorical value's code depends only on the value and the fitted
+    vocabulary, never on the other rows of the batch. In :meth:`fit`, a
+    column whose values mix types (e.g. ints and strings, or datetimes) is
+    learnt as strings, ``str(value)``; other columns keep their values. The
+    vocabulary then sets the rule: a vocabulary of strings compares every
+    value as ``str(value)`` (so ``3`` matches ``"3"``), any other compares
+    values as Python objects (so ``3``, ``3.0`` and ``np.int64(3)`` match,
+    and ``"3"`` is unknown).
 
     The fitted state is plain arrays (vocabularies and statistics), learnt
     with :class:`~sklearn.preprocessing.OrdinalEncoder` and
@@ -318,6 +428,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             try:
                 out[:, i] = column.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as exc:
+                _check_scalar_cells(_column_label(frame, j), column.to_numpy(object))
                 raise ValueError(
                     f"Column {_column_label(frame, j)!r} is treated as numerical "
                     f"but could not be converted to float ({exc}). Mark it as "
@@ -404,15 +515,27 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         numbers = np.zeros((n, 0), dtype=np.float32)
         if self._cat_idx.size:
             if columns is None:
-                columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
+                columns = [
+                    _factorize(frame.iloc[:, int(j)], _is_str_vocabulary(known))
+                    for j, known in zip(self._cat_idx, self.categories_, strict=True)
+                ]
             codes = self._codes(columns)
         if self._num_idx.size:
             x = self._numbers(frame, self._num_idx)
             nan = np.isnan(x)
             # (x - mean) / scale, StandardScaler's arithmetic; missing
             # numbers are imputed with the mean, i.e. 0 after scaling.
-            z = np.where(nan, 0.0, (x - self.mean_) / self.scale_)
-            numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
+            with np.errstate(over="ignore"):
+                z = np.where(nan, 0.0, (x - self.mean_) / self.scale_)
+                numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
+            wide = np.isinf(numbers[:, : len(self._num_idx)]).any(axis=0)
+            if wide.any():
+                names = [str(n) for n in self.numerical_features_[wide]]
+                raise ValueError(
+                    f"Numerical columns {names} hold values more than "
+                    f"{_FLOAT32_MAX:.1e} training standard deviations from the "
+                    f"training mean{_TOO_WIDE}"
+                )
         return _Parts(codes, numbers)
 
     def _as_float(self, parts: _Parts) -> np.ndarray:
@@ -492,8 +615,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._indicator_idx = np.array([], dtype=int)
         if self._num_idx.size:
             numbers = self._numbers(frame, self._num_idx)
-            scaler = StandardScaler().fit(numbers)
-            self.mean_, self.scale_ = scaler.mean_, scaler.scale_
+            self.mean_, self.scale_ = _standardisation(
+                numbers, self.numerical_features_
+            )
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
         self.cardinalities_ = cardinalities(self.category_codes_)

@@ -12,6 +12,54 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import type_of_target
 
 
+def to_pandas(data: Any) -> Any:
+    """A polars or pyarrow table or column as pandas; anything else unchanged.
+
+    The estimators convert their inputs once, here, so every later step sees
+    pandas: column and task names are kept, string columns become object
+    columns (categorical with ``"from_dtype"``), dictionary and categorical
+    columns become ``category``, and reordered columns are rejected at predict
+    as for a pandas DataFrame.
+
+    Parameters
+    ----------
+    data : object
+        A polars ``DataFrame`` or ``Series``, a pyarrow ``Table``,
+        ``RecordBatch``, ``Array`` or ``ChunkedArray``, or anything else.
+
+    Returns
+    -------
+    data : object
+        A pandas DataFrame for a table, a pandas Series for a column, else
+        ``data`` itself.
+
+    Raises
+    ------
+    TypeError
+        For a polars ``LazyFrame``, which must be collected first.
+    ImportError
+        For polars data when pyarrow, which polars needs to convert to
+        pandas, is not installed.
+    """
+    library = type(data).__module__.partition(".")[0]
+    if library not in ("polars", "pyarrow") or isinstance(
+        data, pd.DataFrame | pd.Series
+    ):
+        return data
+    if not hasattr(data, "to_pandas"):
+        raise TypeError(
+            f"A {library} {type(data).__name__} is not supported; pass a "
+            "DataFrame or Series (for a polars LazyFrame, call .collect() first)."
+        )
+    try:
+        return data.to_pandas()
+    except ImportError as exc:
+        raise ImportError(
+            f"Converting {library} data to pandas needs pyarrow: pip install "
+            f"pyarrow, or pass X.to_pandas() yourself ({exc})."
+        ) from exc
+
+
 def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate an (n_samples, n_tasks) target with two labels per column.
 
@@ -30,8 +78,10 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     classes : ndarray of shape (n_tasks, 2)
         Sorted labels of each task.
     task_names : ndarray of str of shape (n_tasks,)
-        Column names of a DataFrame ``y``, else ``"task_0"``, ``"task_1"``...
+        Column names of a DataFrame ``y`` (pandas, polars or pyarrow), else
+        ``"task_0"``, ``"task_1"``...
     """
+    y = to_pandas(y)
     if isinstance(y, pd.DataFrame):
         names = np.array([str(c) for c in y.columns], dtype=object)
         columns = [y.iloc[:, k].to_numpy() for k in range(y.shape[1])]
@@ -143,6 +193,7 @@ def check_metadata(
     """
     if values is None:
         return None
+    values = to_pandas(values)
     arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values)
     if arr.ndim != 1 or arr.shape[0] != n_samples:
         raise ValueError(
@@ -261,6 +312,7 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
     that are not one (negative, positive) pair per task, leave ``y_true``
     as it is (labels must then already be 0/1).
     """
+    y_true = to_pandas(y_true)
     y = y_true.to_numpy() if isinstance(y_true, pd.DataFrame | pd.Series) else y_true
     y = np.asarray(y)
     if y.ndim == 1:

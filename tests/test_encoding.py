@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -283,3 +285,142 @@ def test_integer_path_is_exact_beyond_float32():
     np.testing.assert_array_equal(
         np.hstack([parts.codes, parts.numbers]), fitted.transform(X)
     )
+
+
+# --------------------------------------------------- batch independence
+_MIXED = np.array([3, "x", 3.0, "3", True, 2.5, None, "y"], dtype=object)
+
+
+def _kinds(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Every kind of categorical column, with missing values of every flavour."""
+    strings = np.array(["a", "b", "c", None, np.nan, pd.NA], dtype=object)
+    ints = rng.integers(0, 5, n)
+    floats = ints.astype(float)
+    floats[rng.random(n) < 0.2] = np.nan
+    return pd.DataFrame(
+        {
+            "mixed": _MIXED[rng.integers(0, len(_MIXED), n)],
+            "ints_objects": pd.Series(ints, dtype=object),
+            "category": pd.Categorical(np.array(["p", "q", "r"])[ints % 3]),
+            "mixed_category": pd.Categorical(
+                np.array([1, "1", "z"], dtype=object)[ints % 3]
+            ),
+            "int": ints,
+            "float_nan": floats,
+            "bool": ints % 2 == 0,
+            "strings": strings[rng.integers(0, len(strings), n)],
+            "string_dtype": pd.array(
+                np.array(["a", "b", None], dtype=object)[ints % 3], dtype="string"
+            ),
+        }
+    )
+
+
+def _assert_rows_independent(enc: FeatureEncoder, X: pd.DataFrame) -> None:
+    whole = enc.transform(X)
+    for i in range(len(X)):
+        np.testing.assert_array_equal(
+            enc.transform(X.iloc[[i]])[0], whole[i], err_msg=f"row {i}: {X.iloc[i]}"
+        )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_code_does_not_depend_on_the_rest_of_the_batch(seed):
+    rng = np.random.default_rng(seed)
+    X_fit = _kinds(rng, 40)
+    enc = FeatureEncoder(categorical_features=list(X_fit.columns)).fit(X_fit)
+    X_new = _kinds(rng, 40)
+    # Values of another type than the column's at fit: strings among ints.
+    X_new["ints_objects"] = X_new["ints_objects"].where(
+        rng.random(40) < 0.7, np.array(["3", "x"], dtype=object)[rng.integers(0, 2, 40)]
+    )
+    for X in (X_fit, X_new):
+        for _ in range(3):
+            batch = X.iloc[rng.permutation(len(X))[: rng.integers(1, len(X))]]
+            _assert_rows_independent(enc, batch)
+
+
+def test_a_mixed_column_is_compared_as_strings_whatever_the_batch():
+    X = pd.DataFrame({"c": np.array([3, "x", 3, "x"], dtype=object)})
+    enc = FeatureEncoder().fit(X)
+    assert enc.categories_[0].tolist() == ["3", "x"]
+    alone = enc.transform(pd.DataFrame({"c": np.array([3], dtype=object)}))
+    together = enc.transform(pd.DataFrame({"c": np.array([3, "x"], dtype=object)}))
+    assert alone[0, 0] == together[0, 0] == 2
+    # A column of one type at fit compares values of that type: "3" among
+    # ints is unknown, and 3 keeps its code whatever else is in the batch.
+    enc = FeatureEncoder().fit(pd.DataFrame({"c": np.array([3, 4], dtype=object)}))
+    mixed = enc.transform(pd.DataFrame({"c": np.array([3, "3", "x"], dtype=object)}))
+    assert mixed[:, 0].tolist() == [2, UNKNOWN_CODE, UNKNOWN_CODE]
+
+
+def test_predict_proba_does_not_depend_on_its_chunks(monkeypatch):
+    from sklearn_rmtl import MTLClassifier, _mtl
+
+    rng = np.random.default_rng(0)
+    X = _kinds(rng, 30)[["mixed", "ints_objects", "strings", "float_nan"]]
+    y = pd.DataFrame({"click": rng.integers(0, 2, 30), "buy": rng.integers(0, 2, 30)})
+    clf = MTLClassifier(
+        backbone="sharedbottom",
+        max_epochs=1,
+        random_state=0,
+        backbone_params={"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)},
+    ).fit(X, y)
+    monkeypatch.setattr(_mtl, "_PREDICT_CHUNK", 4)
+    chunked = clf.predict_proba(X)
+    rows = np.vstack([clf.predict_proba(X.iloc[[i]]) for i in range(len(X))])
+    np.testing.assert_array_equal(chunked, rows)
+
+
+# ---------------------------------------------------------- magnitudes
+@pytest.mark.parametrize("magnitude", [1e200, 1e-170])
+def test_huge_and_tiny_magnitudes_are_scaled_not_zeroed(magnitude):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=50)
+    base[3] = np.nan
+    X = pd.DataFrame({"big": base * magnitude, "plain": base})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        enc = FeatureEncoder().fit(X)
+        Xt = enc.transform(X)
+    assert np.isfinite(Xt).all()
+    np.testing.assert_allclose(Xt[:, 0], Xt[:, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(enc.scale_[0] / magnitude, enc.scale_[1], rtol=1e-12)
+    assert np.nanstd(Xt[:, 0]) > 0.9
+
+
+def test_ordinary_scaling_is_standard_scalers():
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).normal(size=(30, 3)) * [1.0, 1e-3, 1e6]
+    enc = FeatureEncoder().fit(X)
+    scaler = StandardScaler().fit(X)
+    np.testing.assert_array_equal(enc.mean_, scaler.mean_)
+    np.testing.assert_array_equal(enc.scale_, scaler.scale_)
+
+
+def test_values_too_far_apart_for_float32_are_an_error():
+    X = pd.DataFrame({"wide": [-1.7e308, 1.7e308, 1.7e308], "ok": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"columns \['wide'\] .*Log-transform"):
+        FeatureEncoder().fit(X)
+    enc = FeatureEncoder().fit(pd.DataFrame({"wide": [1.0, 2.0], "ok": [1.0, 2.0]}))
+    with pytest.raises(ValueError, match=r"columns \['wide'\] .*Log-transform"):
+        enc.transform(pd.DataFrame({"wide": [1e300], "ok": [1.0]}))
+
+
+# ------------------------------------------------------ container cells
+@pytest.mark.parametrize(
+    "cell",
+    [["a", "b"], {"k": 1}, {"a"}, np.array([1, 2]), ("a", "b")],
+    ids=["list", "dict", "set", "ndarray", "tuple"],
+)
+@pytest.mark.parametrize("categorical_features", ["from_dtype", None])
+def test_container_cells_are_an_error_naming_the_column(cell, categorical_features):
+    tags = pd.Series([cell] * 3 + ["c"], dtype=object)
+    X = pd.DataFrame({"price": [1.0, 2.0, 3.0, 4.0], "tags": tags})
+    message = r"Column 'tags' holds a \w+ .*scalars only.*Explode or join the list"
+    with pytest.raises(ValueError, match=message):
+        FeatureEncoder(categorical_features=categorical_features).fit(X)
+    enc = FeatureEncoder().fit(X.assign(tags=["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match=message):
+        enc.transform(X)
