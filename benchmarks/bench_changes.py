@@ -77,15 +77,12 @@ def side_by_side(
 # ------------------------------------------------------------- 1. predict
 def skorch_default_predict(clf: MTLClassifier, X: pd.DataFrame) -> np.ndarray:
     """predict_proba through skorch's default Dataset/DataLoader per row."""
-    n_cat = len(clf.encoder_.cardinalities_)
     module = clf.net_.module_.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(X), 65_536):
-            part = clf.encoder_.transform(X.iloc[start : start + 65_536])
-            loader = DataLoader(
-                Dataset(encode_inputs(part, n_cat)), batch_size=BATCH_SIZE
-            )
+            part = clf.encoder_._transform_parts(X.iloc[start : start + 65_536])
+            loader = DataLoader(Dataset(encode_inputs(part)), batch_size=BATCH_SIZE)
             for xb, _ in loader:
                 out.append(module(xb["x_cat"], xb["x_num"]).numpy())
     return expit(np.concatenate(out).astype(np.float64))

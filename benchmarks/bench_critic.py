@@ -162,7 +162,7 @@ def bench_actor(
     ).fit(X.iloc[: 2 * BATCH_SIZE], Y.iloc[: 2 * BATCH_SIZE])
     actor = actor_est.net_.module_
     cards = actor_est.encoder_.cardinalities_.tolist()
-    inputs = encode_inputs(actor_est.encoder_.transform(X), len(cards))
+    inputs = encode_inputs(actor_est.encoder_._transform_parts(X))
     y01 = Y.to_numpy(np.float32)
     tr = build_transitions(sids, keys, n)
 

@@ -61,8 +61,8 @@ def traced(fn: Any) -> tuple[Any, int]:
 def pipeline_bytes_per_row(data: Any) -> dict[str, float]:
     n = data.n
     enc = FeatureEncoder()
-    Xt, p_enc = traced(lambda: enc.fit_transform(data.X))
-    inputs, p_inp = traced(lambda: encode_inputs(Xt, len(enc.cardinalities_)))
+    parts, p_enc = traced(lambda: enc._fit_transform_parts(data.X))
+    inputs, p_inp = traced(lambda: encode_inputs(parts))
     sids = check_metadata(data.session_ids, n, name="session_ids", sortable=False)
     keys = check_metadata(data.timestamps, n, name="timestamps", sortable=True)
     tr, p_mdp = traced(lambda: build_transitions(sids, keys, n))
@@ -72,7 +72,7 @@ def pipeline_bytes_per_row(data: Any) -> dict[str, float]:
     held = sum(v.nbytes for v in inputs.values())
     return {
         "encoder_fit_transform_peak": p_enc / n,
-        "encoder_output_held": Xt.nbytes / n,
+        "encoder_output_held": (parts.codes.nbytes + parts.numbers.nbytes) / n,
         "network_inputs_peak": p_inp / n,
         "network_inputs_held": held / n,
         "mdp_peak": p_mdp / n,

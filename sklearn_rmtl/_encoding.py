@@ -107,7 +107,7 @@ class _Factorized(NamedTuple):
     positions: np.ndarray  # int, -1 for a missing value
 
 
-class _Parts(NamedTuple):
+class EncodedParts(NamedTuple):
     """An encoding before it becomes one float32 matrix."""
 
     codes: np.ndarray  # int64 (n_samples, n_categorical)
@@ -509,7 +509,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     def _parts(
         self, frame: pd.DataFrame, columns: list[_Factorized] | None = None
-    ) -> _Parts:
+    ) -> EncodedParts:
         n = frame.shape[0]
         codes = np.zeros((n, 0), dtype=np.int64)
         numbers = np.zeros((n, 0), dtype=np.float32)
@@ -536,9 +536,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                     f"{_FLOAT32_MAX:.1e} training standard deviations from the "
                     f"training mean{_TOO_WIDE}"
                 )
-        return _Parts(codes, numbers)
+        return EncodedParts(codes, numbers)
 
-    def _as_float(self, parts: _Parts) -> np.ndarray:
+    def _as_float(self, parts: EncodedParts) -> np.ndarray:
         """The public layout: one float32 matrix, codes first."""
         if self.cardinalities_.size and self.cardinalities_.max() > _MAX_FLOAT_CODE:
             raise ValueError(
@@ -587,7 +587,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """
         return self._as_float(self._fit_transform_parts(X))
 
-    def _fit_transform_parts(self, X: Any) -> _Parts:
+    def _fit_transform_parts(self, X: Any) -> EncodedParts:
         """Fit on X; its integer codes and float32 numbers, not concatenated."""
         self._validate_params()
         frame, columns = self._fit(X)
@@ -638,7 +638,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """
         return self._as_float(self._transform_parts(X))
 
-    def _transform_parts(self, X: Any) -> _Parts:
+    def _transform_parts(self, X: Any) -> EncodedParts:
         """The encoding of X as int64 codes and float32 numbers, not concatenated.
 
         The integer path for the networks: codes stay exact whatever the

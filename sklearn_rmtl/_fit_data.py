@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, validate_data
 
-from sklearn_rmtl._encoding import FeatureEncoder, check_features
+from sklearn_rmtl._encoding import EncodedParts, FeatureEncoder, check_features
 from sklearn_rmtl._validation import (
     check_metadata,
     check_multitask_target,
@@ -25,18 +25,15 @@ from sklearn_rmtl._validation import (
 )
 
 
-def encode_inputs(
-    Xt: np.ndarray, n_categorical: int, **extra: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Split an encoder output into the network's input dict.
+def encode_inputs(parts: EncodedParts, **extra: np.ndarray) -> dict[str, np.ndarray]:
+    """The network's input dict from an encoding's integer and float parts.
 
     Parameters
     ----------
-    Xt : ndarray of shape (n_samples, n_features_out)
-        Output of :meth:`FeatureEncoder.transform`: the categorical codes
-        first, then the numerical columns.
-    n_categorical : int
-        Number of categorical columns in ``Xt``.
+    parts : EncodedParts
+        From ``FeatureEncoder._transform_parts`` (or ``_fit_transform_parts``):
+        int64 codes, which stay exact whatever the vocabulary size (the
+        public float32 ``transform`` holds 2**24 codes), and float32 numbers.
     **extra : ndarray
         Further inputs carried in the dict (e.g. per-row loss weights).
 
@@ -46,15 +43,15 @@ def encode_inputs(
         ``x_cat`` (int64 codes), ``x_num`` (contiguous floats) and ``extra``.
     """
     return {
-        "x_cat": Xt[:, :n_categorical].astype(np.int64),
-        "x_num": np.ascontiguousarray(Xt[:, n_categorical:]),
+        "x_cat": parts.codes,
+        "x_num": np.ascontiguousarray(parts.numbers),
         **extra,
     }
 
 
 def encode_with(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
     """The network inputs of ``X`` under a fitted ``encoder``."""
-    return encode_inputs(encoder.transform(X), len(encoder.cardinalities_))
+    return encode_inputs(encoder._transform_parts(X))
 
 
 @dataclass
@@ -84,9 +81,13 @@ class FitData:
 
     def encode(self, encoder: FeatureEncoder, *, fitted: bool = False) -> None:
         """Encode X once for every phase (fitting the encoder unless fitted)."""
-        Xt = encoder.transform(self.X) if fitted else encoder.fit_transform(self.X)
+        parts = (
+            encoder._transform_parts(self.X)
+            if fitted
+            else encoder._fit_transform_parts(self.X)
+        )
         self.cardinalities = encoder.cardinalities_.tolist()
-        self.inputs = encode_inputs(Xt, len(self.cardinalities))
+        self.inputs = encode_inputs(parts)
 
     def fitted_state(self, **state: Any) -> dict[str, Any]:
         """Fitted attributes common to the estimators, plus ``state``."""

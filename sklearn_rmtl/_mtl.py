@@ -425,14 +425,12 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = check_features(X)
         validate_data(self, X, reset=False, skip_check_array=True)
-        n_cat = len(self.encoder_.cardinalities_)
         # Filled chunk by chunk: memory beyond the result stays one chunk's.
         out = np.empty((X.shape[0], self.n_tasks_), dtype=np.float64)
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            part = X[start : start + _PREDICT_CHUNK]
-            Xt = self.encoder_.transform(part)
-            out[start : start + len(Xt)] = self.net_.predict_proba(
-                encode_inputs(Xt, n_cat)
+            parts = self.encoder_._transform_parts(X[start : start + _PREDICT_CHUNK])
+            out[start : start + len(parts.codes)] = self.net_.predict_proba(
+                encode_inputs(parts)
             )
         return out
 

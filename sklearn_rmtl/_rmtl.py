@@ -459,7 +459,7 @@ class RMTLClassifier(MTLClassifier):
         given = self._given_actor()
         if given is None:
             return super()._network_params(n_tasks)
-        name, actor = given  # its sizes; the refit uses our task weights
+        _, actor = given  # its sizes; the refit uses our task weights
         return actor._network_params(n_tasks)  # its tasks: _check_tasks
 
     # ----------------------------------------------------------------- fit

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE, FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
+from sklearn_rmtl._validation import to_pandas
 
 #: ONNX type of the input of each kind of column (see the module docstring).
 _ONNX_TYPES = {"string": "STRING", "int64": "INT64", "bool": "BOOL", "double": "DOUBLE"}
@@ -149,7 +150,7 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
     ----------
     estimator : MTLClassifier or RMTLClassifier
         The fitted estimator that was exported.
-    X : DataFrame
+    X : DataFrame (pandas, polars) or pyarrow Table
         Rows with (at least) the columns of ``feature_names_in_``.
 
     Returns
@@ -159,6 +160,7 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         of a string column become ``""``, of a number ``NaN``.
     """
     description = describe_encoding(estimator)
+    X = to_pandas(X)
     feed = {}
     for column in description["columns"]:
         values = X[column["name"]]

@@ -158,3 +158,14 @@ def test_export_needs_a_fitted_estimator():
 
     with pytest.raises(NotFittedError):
         to_onnx(MTLClassifier())
+
+
+def test_onnx_inputs_from_polars_equal_those_from_pandas():
+    pl = pytest.importorskip("polars")
+    X = _features()
+    est = MTLClassifier(backbone="sharedbottom", backbone_params=SIZES, **SMALL)
+    est.fit(X, DATA.y)
+    new = _held_out(X).astype({"cat_0": str, "cat_2": str})
+    from_polars = onnx_inputs(est, pl.from_pandas(new))
+    for name, values in onnx_inputs(est, new).items():
+        np.testing.assert_array_equal(from_polars[name], values)

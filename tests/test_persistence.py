@@ -1075,8 +1075,8 @@ def test_network_sizes_are_checked_before_building(tmp_path, record_property):
 
 def test_sizing_budget_fits_every_backbone():
     """Each backbone creates at most one sized tensor per state entry."""
-    from sklearn_rmtl._network import MultiTaskNetwork
     from sklearn_rmtl._schema import _SizedOnMeta
+    from sklearn_rmtl._torch_module import MultiTaskModule
     from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 
     for backbone in BACKBONES:
@@ -1084,7 +1084,7 @@ def test_sizing_budget_fits_every_backbone():
         for batch_norm in (False, True):
             if "batch_norm" in params:
                 params["batch_norm"] = batch_norm
-            module = MultiTaskNetwork(
+            module = MultiTaskModule(
                 cardinalities=[5, 7],
                 n_numerical=2,
                 n_tasks=4,
@@ -1092,7 +1092,7 @@ def test_sizing_budget_fits_every_backbone():
                 backbone_params=params,
             )
             with _SizedOnMeta(max_tensors=len(module.state_dict())):
-                MultiTaskNetwork(
+                MultiTaskModule(
                     cardinalities=[5, 7],
                     n_numerical=2,
                     n_tasks=4,
