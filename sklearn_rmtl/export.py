@@ -207,7 +207,7 @@ def _exportable(estimator: MTLClassifier) -> nn.Module:
     # A copy: moving or freezing the fitted network itself would change the
     # estimator (e.g. move a GPU model to the CPU).
     module = copy.deepcopy(estimator.net_.module_).cpu().eval()
-    return _Probabilities(module.requires_grad_(False))
+    return _Probabilities(module.requires_grad_(False)).eval()
 
 
 @contextlib.contextmanager
