@@ -12,7 +12,11 @@ never read. Configurations:
 - ``<weighting>/<metric>``: ``refit_lr=1e-4``, checks every quarter epoch,
   selection by ``metric`` ("loss" or "auc"), pretrained weights a candidate,
   for the RMTL weights and the constant-weight control;
-- ``rmtl/auc/always``: as ``rmtl/auc`` with ``refit_keep_pretrained=False``.
+- ``rmtl/auc/always``: as ``rmtl/auc`` with ``refit_keep_pretrained=False``;
+- ``label_mean/auc``: as ``rmtl/auc`` with each task's RMTL weights replaced
+  by their mean per label (what of the effect the per-label level explains);
+- ``rmtl/<metric>/q<lambda>``: as ``rmtl/<metric>`` with another ``q_lambda``
+  (the spread of the weights around their mean).
 
 Prints the mean over seeds of every configuration's validation click and
 purchase AUC and logloss, its paired difference to the baseline with the
@@ -60,6 +64,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "refit_validation_metric": "auc",
         "refit_keep_pretrained": False,
     },
+    "label_mean/auc": {
+        **QUARTER,
+        "refit_validation_metric": "auc",
+        "weighting": "label_mean",
+    },
+    "rmtl/auc/q0.3": {**QUARTER, "refit_validation_metric": "auc", "q_lambda": 0.3},
+    "rmtl/auc/q2": {**QUARTER, "refit_validation_metric": "auc", "q_lambda": 2.0},
+    "rmtl/loss/q2": {**QUARTER, "refit_validation_metric": "loss", "q_lambda": 2.0},
 }
 
 
@@ -74,7 +86,13 @@ def _scores(estimator: Any, split: ex.Split) -> dict[str, float]:
 
 
 def run_unit(
-    dataset: str, split: ex.Split, backbone: str, seed: int, done: set, out: Path
+    dataset: str,
+    split: ex.Split,
+    backbone: str,
+    seed: int,
+    done: set,
+    out: Path,
+    configs: list[str],
 ) -> None:
     """Baseline, critics and every configuration for one backbone and seed."""
     settings = ex.Settings()
@@ -83,7 +101,7 @@ def run_unit(
         "timestamps": split.t_fit,
     }
     actor, critic = None, None
-    for name in ["baseline", *CONFIGS]:
+    for name in ["baseline", *configs]:
         key = (dataset, backbone, seed, name)
         if key in done:
             continue
@@ -160,6 +178,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["retailrocket"])
     parser.add_argument("--backbones", nargs="+", default=["esmm", "mmoe"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS)
+    )
     parser.add_argument("--out", type=Path, default=Path("refit_settings.jsonl"))
     parser.add_argument("--report", action="store_true", help="only print")
     args = parser.parse_args()
@@ -172,7 +193,9 @@ def main() -> None:
             split = ex.split_dataset(load_dataset(dataset, None, 0), "valid")
             for seed in args.seeds:
                 for backbone in args.backbones:
-                    run_unit(dataset, split, backbone, seed, done, args.out)
+                    run_unit(
+                        dataset, split, backbone, seed, done, args.out, args.configs
+                    )
         records = [json.loads(x) for x in args.out.read_text().splitlines() if x]
     report(records)
 
