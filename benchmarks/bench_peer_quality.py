@@ -91,9 +91,13 @@ def _holdout(split: Split) -> np.ndarray:
 def run_ours(
     model: str, split: Split, seed: int, overrides: dict[str, Any]
 ) -> dict[str, Any]:
+    overrides = dict(overrides)
+    sizes = {"embedding_dim": EMBEDDING_DIM, **overrides.pop("backbone_params", {})}
     clf = MTLClassifier(
         backbone=model,
-        backbone_params={"embedding_dim": EMBEDDING_DIM},
+        backbone_params={
+            k: tuple(v) if isinstance(v, list) else v for k, v in sizes.items()
+        },
         validation_fraction=VALIDATION_FRACTION,
         random_state=seed,
         **overrides,
