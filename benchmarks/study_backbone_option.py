@@ -66,7 +66,9 @@ def main() -> None:
             key = (args.dataset, args.backbone, name, seed)
             if key not in done:
                 done[key] = fit_and_score(split, args.backbone, option, seed)
-                record = dict(zip(("dataset", "backbone", "option", "seed"), key, strict=True))
+                record = dict(
+                    zip(("dataset", "backbone", "option", "seed"), key, strict=True)
+                )
                 with args.out.open("a") as f:
                     f.write(json.dumps({**record, "scores": done[key]}) + "\n")
             results[name].append(done[key])
