@@ -37,19 +37,9 @@ TINY_EXPERTS = [*TINY, "--backbone-params", json.dumps({**SIZES, **EXPERTS})]
 
 
 def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "reproduce",
-                *TINY_EXPERTS,
-                "--backbones",
-                "mmoe",
-                "--output",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    argv = ["reproduce", *TINY_EXPERTS, "--backbones", "mmoe"]
+    argv += ["--output", str(tmp_path)]
+    assert main(argv) == 0
     out = capsys.readouterr()
     table = out.out
     methods = [
@@ -75,19 +65,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert all("fit_seconds" in r and "params" in r for r in runs)
     assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
     # A re-run skips the finished runs and gives the same table.
-    assert (
-        main(
-            [
-                "reproduce",
-                *TINY_EXPERTS,
-                "--backbones",
-                "mmoe",
-                "--output",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    assert main(argv) == 0
     again = capsys.readouterr()
     assert again.err.count("skipped (done before)") == 14
     assert again.out == table
