@@ -8,6 +8,7 @@ ORDER = [
     "plot_loss_weights.py",
     "plot_critic_transfer.py",
     "plot_grid_search.py",
+    "plot_serving_onnx.py",
     "plot_load_raw_datasets.py",
 ]
 

@@ -329,18 +329,25 @@ def to_onnx(
 def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -> Any:
     """Raw columns -> (x_cat, x_num), as ONNX nodes."""
     h, T, nh = onnx.helper, onnx.TensorProto, onnx.numpy_helper
-    nodes, inputs = [], []
+    nodes: list[Any] = []
+    inputs: list[Any] = []
     codes: dict[str, str] = {}
     numbers: dict[str, str] = {}
 
     def const(name: str, array: np.ndarray) -> str:
-        nodes.append(
-            h.make_node("Constant", [], [name], value=nh.from_array(array, name))
-        )
+        # Made once, on first use: runtimes warn about unused constants.
+        if not any(name in node.output for node in nodes):
+            nodes.append(
+                h.make_node("Constant", [], [name], value=nh.from_array(array, name))
+            )
         return name
 
-    missing = const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
-    zero = const("zero", np.zeros((1, 1)))
+    def missing() -> str:
+        return const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
+
+    def zero() -> str:
+        return const("zero", np.zeros((1, 1)))
+
     for j, column in enumerate(description["columns"]):
         name, kind = column["name"], column["type"]
         x = name
@@ -355,7 +362,7 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
             nodes += [
                 h.make_node("Sub", [x, mean], [f"c{j}/centred"]),
                 h.make_node("Div", [f"c{j}/centred", scale], [f"c{j}/scaled"]),
-                h.make_node("Where", [nan, zero, f"c{j}/scaled"], [f"c{j}/imputed"]),
+                h.make_node("Where", [nan, zero(), f"c{j}/scaled"], [f"c{j}/imputed"]),
                 h.make_node("Cast", [f"c{j}/imputed"], [f"c{j}/z"], to=T.FLOAT),
             ]
             numbers[name] = f"c{j}/z"
@@ -402,7 +409,7 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
                 is_missing,
                 h.make_node(
                     "Where",
-                    [f"c{j}/is_missing", missing, f"c{j}/looked_up"],
+                    [f"c{j}/is_missing", missing(), f"c{j}/looked_up"],
                     [f"c{j}/code"],
                 ),
             ]
