@@ -290,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(commands: Any) -> None:
-    """``rmtl fit`` and ``rmtl predict``: a model of the user's own file."""
+    """``rmtl fit``, ``predict`` and ``export``: models of the user's own files."""
     files = f"CSV, TSV or Parquet ({', '.join(SUFFIXES)})"
     fit = commands.add_parser(
         "fit",
