@@ -244,6 +244,20 @@ def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
         raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
 
 
+def _lookups(
+    categories: list[np.ndarray], codes: list[np.ndarray]
+) -> list[dict[Any, int]]:
+    """Each column's value -> code dict, built once per fit or load.
+
+    A dict compares values as Python objects (hash and ==), as OrdinalEncoder
+    does, so 3 and 3.0 share a code.
+    """
+    return [
+        dict(zip(values.tolist(), column.tolist(), strict=True))
+        for values, column in zip(categories, codes, strict=True)
+    ]
+
+
 def cardinalities(category_codes: list[np.ndarray]) -> np.ndarray:
     """Embedding table sizes: one past each column's largest code, at least 2."""
     return np.array(
@@ -484,19 +498,30 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             for i, column in enumerate(known)
         ]
 
+    def _lookup_tables(self) -> list[dict[Any, int]]:
+        """The value -> code dicts, built when fit or load set the vocabularies.
+
+        Derived from ``categories_`` and ``category_codes_`` and rebuilt only
+        when those are replaced, so that transform (called per prediction
+        chunk) does not rebuild dicts of every known value each time.
+        """
+        # The cache holds the lists it was built from: compared by identity.
+        cached = self.__dict__.get("_lookups")
+        if (
+            cached is None
+            or cached[0] is not self.categories_
+            or cached[1] is not self.category_codes_
+        ):
+            tables = _lookups(self.categories_, self.category_codes_)
+            cached = (self.categories_, self.category_codes_, tables)
+            self._lookups = cached
+        return cached[2]
+
     def _codes(self, columns: list[_Factorized]) -> np.ndarray:
         """Codes of every row: each column's distinct values looked up once."""
         codes = np.empty((len(columns[0].positions), len(columns)), dtype=np.int64)
         for i, column in enumerate(columns):
-            # A dict compares values as Python objects (hash and ==), as
-            # OrdinalEncoder does, so 3 and 3.0 share a code.
-            vocabulary = dict(
-                zip(
-                    self.categories_[i].tolist(),
-                    self.category_codes_[i].tolist(),
-                    strict=True,
-                )
-            )
+            vocabulary = self._lookup_tables()[i]
             lookup = np.array(
                 [vocabulary.get(v, UNKNOWN_CODE) for v in column.values.tolist()]
                 + [MISSING_CODE],
@@ -621,6 +646,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
         self.cardinalities_ = cardinalities(self.category_codes_)
+        self._lookup_tables()
         return frame, columns
 
     def transform(self, X: Any) -> np.ndarray:
@@ -787,6 +813,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         )
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
         self.cardinalities_ = cardinalities(codes)
+        self._lookup_tables()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Get the names of the output columns.
