@@ -151,7 +151,7 @@ def _check_one_label_type(name: str, col: np.ndarray) -> None:
     """Reject an object column whose labels mix types, such as 1 and "1"."""
     kinds = {
         "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
-        for v in col
+        for v in pd.unique(col)  # the distinct labels, not every row
         if not pd.isna(v)
     }
     if len(kinds) > 1:

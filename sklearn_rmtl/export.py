@@ -75,6 +75,28 @@ def _value_kind(values: np.ndarray) -> str:
     return "string"
 
 
+def _fitted_encoder(estimator: MTLClassifier) -> FeatureEncoder:
+    check_is_fitted(estimator)
+    return estimator.encoder_
+
+
+def _input_columns(encoder: FeatureEncoder) -> list[tuple[str, int, str]]:
+    """Every input column in X's order: its name, index within its role, and
+    input type ("numerical", or the categorical type of :func:`_value_kind`)."""
+    columns = [
+        (int(p), str(name), i, _value_kind(encoder.categories_[i]))
+        for i, (p, name) in enumerate(
+            zip(encoder._cat_idx, encoder.categorical_features_, strict=True)
+        )
+    ] + [
+        (int(p), str(name), i, "numerical")
+        for i, (p, name) in enumerate(
+            zip(encoder._num_idx, encoder.numerical_features_, strict=True)
+        )
+    ]
+    return [(name, i, kind) for _, name, i, kind in sorted(columns)]
+
+
 def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
     """The fitted feature encoding as plain, JSON-serialisable data.
 
@@ -97,17 +119,12 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
         assembled).
     """
-    check_is_fitted(estimator)
-    encoder: FeatureEncoder = estimator.encoder_
-    categorical = {str(c): i for i, c in enumerate(encoder.categorical_features_)}
-    numerical = {str(c): i for i, c in enumerate(encoder.numerical_features_)}
+    encoder = _fitted_encoder(estimator)
     indicators = {str(c) for c in encoder.missing_indicator_features_}
     columns: list[dict[str, Any]] = []
-    for name in (str(c) for c in encoder.feature_names_in_):
-        if name in categorical:
-            i = categorical[name]
+    for name, i, kind in _input_columns(encoder):
+        if kind != "numerical":
             values = encoder.categories_[i]
-            kind = _value_kind(values)
             cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
             columns.append(
                 {
@@ -119,7 +136,6 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
                 }
             )
         else:
-            i = numerical[name]
             columns.append(
                 {
                     "name": name,
@@ -159,26 +175,25 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         One ``(n, 1)`` array per input, of the input's type; missing values
         of a string column become ``""``, of a number ``NaN``.
     """
-    description = describe_encoding(estimator)
     X = to_pandas(X)
     feed = {}
-    for column in description["columns"]:
-        values = X[column["name"]]
-        kind = column["type"]
+    for name, _, kind in _input_columns(_fitted_encoder(estimator)):
+        values: pd.Series = X[name]
+        array: np.ndarray
         if kind == "string":
-            array = values.astype(object).where(values.notna(), "").astype(str)
-            array = array.to_numpy(dtype=object)
-        elif kind == "double":
+            text = values.astype(object).where(values.notna(), "").astype(str)
+            array = text.to_numpy(dtype=object)
+        elif kind in ("double", "numerical"):
             array = values.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             if values.isna().any():
                 raise ValueError(
-                    f"Column {column['name']!r} has missing values, which its "
+                    f"Column {name!r} has missing values, which its "
                     f"{kind} input cannot hold; fill them (an unseen value is "
                     "encoded as unknown)."
                 )
             array = values.to_numpy(dtype=np.int64 if kind == "int64" else np.bool_)
-        feed[column["name"]] = array.reshape(-1, 1)
+        feed[name] = array.reshape(-1, 1)
     return feed
 
 
