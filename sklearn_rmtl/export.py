@@ -166,8 +166,9 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
     ----------
     estimator : MTLClassifier or RMTLClassifier
         The fitted estimator that was exported.
-    X : DataFrame (pandas, polars) or pyarrow Table
-        Rows with (at least) the columns of ``feature_names_in_``.
+    X : DataFrame (pandas, polars), pyarrow Table or array
+        Rows with (at least) the columns of ``feature_names_in_``; an array
+        (for a model fitted on one) has the fitted columns in order.
 
     Returns
     -------
@@ -175,9 +176,12 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         One ``(n, 1)`` array per input, of the input's type; missing values
         of a string column become ``""``, of a number ``NaN``.
     """
+    columns = _input_columns(_fitted_encoder(estimator))
     X = to_pandas(X)
+    if not isinstance(X, pd.DataFrame):  # an array: columns by position
+        X = pd.DataFrame(np.asarray(X), columns=[name for name, _, _ in columns])
     feed = {}
-    for name, _, kind in _input_columns(_fitted_encoder(estimator)):
+    for name, _, kind in columns:
         values: pd.Series = X[name]
         array: np.ndarray
         if kind == "string":

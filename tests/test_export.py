@@ -169,3 +169,14 @@ def test_onnx_inputs_from_polars_equal_those_from_pandas():
     from_polars = onnx_inputs(est, pl.from_pandas(new))
     for name, values in onnx_inputs(est, new).items():
         np.testing.assert_array_equal(from_polars[name], values)
+
+
+def test_a_model_fitted_on_an_array_exports_with_positional_inputs():
+    X = np.random.default_rng(0).random((60, 3))
+    y = (X[:, :2] > 0.5).astype(int)
+    est = MTLClassifier(backbone="sharedbottom", backbone_params=SIZES, **SMALL)
+    est.fit(X, y)
+    model = to_onnx(est)
+    assert [i.name for i in model.graph.input] == ["0", "1", "2"]
+    served = _serve(model, onnx_inputs(est, X))
+    np.testing.assert_allclose(served, est.predict_proba(X), rtol=0, atol=1e-5)
