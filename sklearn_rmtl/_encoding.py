@@ -34,7 +34,7 @@ _HOMOGENEOUS = {
 }
 
 
-def _is_categorical_dtype(dtype: Any) -> bool:
+def is_categorical_dtype(dtype: Any) -> bool:
     return isinstance(dtype, (pd.CategoricalDtype, pd.StringDtype)) or (
         getattr(dtype, "kind", None) in _CATEGORICAL_KINDS
     )
@@ -399,7 +399,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         if isinstance(spec, str):  # "from_dtype"
             if not isinstance(X, pd.DataFrame):
                 return np.zeros(n, dtype=bool)
-            return np.array([_is_categorical_dtype(d) for d in frame.dtypes])
+            return np.array([is_categorical_dtype(d) for d in frame.dtypes])
         spec = np.asarray(spec)
         if spec.size == 0:
             return np.zeros(n, dtype=bool)

@@ -22,6 +22,7 @@ from typing import Any
 
 from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SELECTIONS
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
@@ -369,15 +370,10 @@ def _add_data_commands(commands: Any) -> None:
 def _categorical(
     frame: Any, features: list[str], extra: list[str] | None
 ) -> list[str] | None:
-    """Text and boolean columns (as by dtype) plus those named by --categorical."""
+    """The columns categorical by dtype plus those named by --categorical."""
     if not extra:
         return None  # the estimator's own rule: by dtype
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    def by_dtype(c: str) -> bool:
-        return is_bool_dtype(frame[c]) or not is_numeric_dtype(frame[c])
-
-    return [c for c in features if c in extra or by_dtype(c)]
+    return [c for c in features if c in extra or is_categorical_dtype(frame[c].dtype)]
 
 
 def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
