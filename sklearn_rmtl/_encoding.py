@@ -244,16 +244,24 @@ def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
         raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
 
 
-def _lookups(
-    categories: list[np.ndarray], codes: list[np.ndarray]
-) -> list[dict[Any, int]]:
-    """Each column's value -> code dict, built once per fit or load.
+class _Lookup(NamedTuple):
+    """A fitted column's value -> code dict and how values are compared."""
+
+    codes: dict[Any, int]
+    as_str: bool  # see _is_str_vocabulary
+
+
+def _lookups(categories: list[np.ndarray], codes: list[np.ndarray]) -> list[_Lookup]:
+    """Each column's lookup, built once per fit or load.
 
     A dict compares values as Python objects (hash and ==), as OrdinalEncoder
     does, so 3 and 3.0 share a code.
     """
     return [
-        dict(zip(values.tolist(), column.tolist(), strict=True))
+        _Lookup(
+            dict(zip(values.tolist(), column.tolist(), strict=True)),
+            _is_str_vocabulary(values),
+        )
         for values, column in zip(categories, codes, strict=True)
     ]
 
@@ -498,12 +506,12 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             for i, column in enumerate(known)
         ]
 
-    def _lookup_tables(self) -> list[dict[Any, int]]:
-        """The value -> code dicts, built when fit or load set the vocabularies.
+    def _lookup_tables(self) -> list[_Lookup]:
+        """The columns' lookups, built when fit or load set the vocabularies.
 
         Derived from ``categories_`` and ``category_codes_`` and rebuilt only
         when those are replaced, so that transform (called per prediction
-        chunk) does not rebuild dicts of every known value each time.
+        chunk) does not go over every known value each time.
         """
         # The cache holds the lists it was built from: compared by identity.
         cached = self.__dict__.get("_lookups")
@@ -521,7 +529,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """Codes of every row: each column's distinct values looked up once."""
         codes = np.empty((len(columns[0].positions), len(columns)), dtype=np.int64)
         for i, column in enumerate(columns):
-            vocabulary = self._lookup_tables()[i]
+            vocabulary = self._lookup_tables()[i].codes
             lookup = np.array(
                 [vocabulary.get(v, UNKNOWN_CODE) for v in column.values.tolist()]
                 + [MISSING_CODE],
@@ -541,8 +549,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         if self._cat_idx.size:
             if columns is None:
                 columns = [
-                    _factorize(frame.iloc[:, int(j)], _is_str_vocabulary(known))
-                    for j, known in zip(self._cat_idx, self.categories_, strict=True)
+                    _factorize(frame.iloc[:, int(j)], lookup.as_str)
+                    for j, lookup in zip(
+                        self._cat_idx, self._lookup_tables(), strict=True
+                    )
                 ]
             codes = self._codes(columns)
         if self._num_idx.size:
