@@ -6,8 +6,9 @@ fits them is :mod:`sklearn_rmtl._td`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._fit_data import FitData
+from sklearn_rmtl._fit_data import FitData, encode_with
 from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
 from sklearn_rmtl._seeding import (
     init_parameters,
@@ -25,6 +26,7 @@ from sklearn_rmtl._seeding import (
 )
 from sklearn_rmtl._td import TDConfig, train_critic
 from sklearn_rmtl._torch_module import FeatureEmbedding, actor_proba
+from sklearn_rmtl._weighting import critic_row_weights
 from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, grouped_matmul
 
 
@@ -204,6 +206,87 @@ class SessionCritic:
     def n_tasks(self) -> int:
         """Number of tasks the critics evaluate."""
         return len(self.task_names)
+
+    def encode(
+        self,
+        X: Any,
+        *,
+        encoder: FeatureEncoder | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The critics' encoding of X.
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Rows with the feature columns the critics were fitted on.
+        encoder : FeatureEncoder, default=None
+            The encoder of ``inputs``.
+        inputs : dict of str to ndarray, default=None
+            X already encoded by ``encoder``; returned as is when ``encoder``
+            is the critics' own encoder.
+
+        Returns
+        -------
+        inputs : dict of str to ndarray
+            ``x_cat`` (int64 codes) and ``x_num`` (float32).
+        """
+        if inputs is not None and encoder is self.encoder:
+            return inputs
+        return encode_with(self.encoder, X)
+
+    def row_weights(
+        self,
+        inputs: dict[str, np.ndarray],
+        proba: Any,
+        y01: Any,
+        weighting: str,
+        q_lambda: float,
+    ) -> Tensor:
+        """The weighting's loss weights of rows with actions ``proba``.
+
+        Parameters
+        ----------
+        inputs : dict of str to ndarray
+            The rows as encoded by :meth:`encode`.
+        proba : array-like of shape (n_samples, n_tasks)
+            The actions at which Q is evaluated (an actor's predictions).
+        y01 : array-like of shape (n_samples, n_tasks)
+            0/1 labels.
+        weighting : str
+            A refit weighting of :class:`RMTLClassifier` (e.g. "rmtl").
+        q_lambda : float
+            The paper's lambda.
+
+        Returns
+        -------
+        weights : Tensor of shape (n_samples, n_tasks)
+        """
+        return critic_row_weights(
+            self.module,
+            {k: torch.as_tensor(v) for k, v in inputs.items()},
+            torch.as_tensor(proba, dtype=torch.float32),
+            torch.as_tensor(y01, dtype=torch.float32),
+            weighting,
+            q_lambda,
+        )
+
+    def to(self, device: str) -> SessionCritic:
+        """These critics with the module on ``device``.
+
+        Parameters
+        ----------
+        device : str
+            A torch device; the module stays where it is for "cpu".
+
+        Returns
+        -------
+        critic : SessionCritic
+            ``self`` for "cpu", else a copy whose module is on ``device``.
+        """
+        if device == "cpu":
+            return self
+        return replace(self, module=copy.deepcopy(self.module).to(device))
 
 
 def check_critic_features(critic: SessionCritic, X: Any) -> None:

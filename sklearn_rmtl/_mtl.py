@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData, encode_inputs, prepare_fit_data
+from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._training import SELECTIONS, net_history, train_net
 from sklearn_rmtl._validation import check_callbacks, check_task_weights
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
-from sklearn_rmtl.exceptions import InconsistentVersionWarning
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
@@ -35,7 +35,7 @@ _BACKBONE_DEPRECATED = (
 )
 
 
-class MTLClassifier(ClassifierMixin, BaseEstimator):
+class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     """Multi-task classifier: one network predicts K binary tasks at once.
 
     The paper's baselines (SingleTask, SharedBottom, ESMM, MMoE, PLE, plus
@@ -349,6 +349,28 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
         )
         return encoder, net
 
+    def _pretrained_on(
+        self, data: FitData, *, name: str
+    ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
+        """This estimator as RMTL's pretrained actor (parameter ``name``).
+
+        Fitted, it is used as is; unfitted, a clone is fitted on ``data``.
+        Returns its encoder (which encodes ``data``), net and history.
+        """
+        actor = self
+        if not self.__sklearn_is_fitted__():
+            actor = clone(self).fit(
+                data.X, data.y01, session_ids=data.session_ids, timestamps=data.times
+            )
+        try:
+            validate_data(actor, data.X, reset=False, skip_check_array=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{name} was fitted on other features than X: {exc}"
+            ) from exc
+        data.encode(actor.encoder_, fitted=True)
+        return actor.encoder_, actor.net_, actor.history_["pretrain"]
+
     def _prepare(self, X: Any, y: Any, *, session_ids: Any, timestamps: Any) -> FitData:
         """Validate the inputs of fit; raise before any training starts."""
         return prepare_fit_data(
@@ -468,32 +490,6 @@ class MTLClassifier(ClassifierMixin, BaseEstimator):
             self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)
         ]
         return np.column_stack(columns)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        if getattr(self, "__sklearn_is_fitted__", lambda: False)():
-            from sklearn_rmtl import __version__
-
-            state["_sklearn_rmtl_version"] = __version__
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        from sklearn_rmtl import __version__
-
-        saved = state.pop("_sklearn_rmtl_version", __version__)
-        if saved != __version__:
-            warnings.warn(
-                InconsistentVersionWarning(
-                    f"This {type(self).__name__} was saved with sklearn_rmtl "
-                    f"{saved} and is loaded with {__version__}; predictions may "
-                    "differ or fail. Refit it with the installed version if you "
-                    "can.",
-                    original_version=str(saved),
-                    current_version=__version__,
-                ),
-                stacklevel=2,
-            )
-        super().__setstate__(state)
 
     def __sklearn_is_fitted__(self) -> bool:
         return _NET_KEY in vars(self)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import warnings
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context, clone
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._critic import (
     SessionCritic,
@@ -32,24 +31,15 @@ from sklearn_rmtl._defaults import (
     TAU,
 )
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
-from sklearn_rmtl._fit_data import FitData, encode_with
+from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
 from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
-from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._refit import plan_refit
+from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
-from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._training import SELECTIONS, net_history
-from sklearn_rmtl._validation import (
-    binarize_labels,
-    check_metadata,
-    check_multitask_target,
-    check_same_tasks,
-)
-from sklearn_rmtl._weighting import (
-    WEIGHTINGS,
-    critic_row_weights,
-    label_mean_weights,
-)
+from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
+from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
 
@@ -547,8 +537,6 @@ class RMTLClassifier(MTLClassifier):
         # Keep configuration and weights only: no optimizer state, callbacks,
         # validation data or critic copy in the fitted (pickled) net.
         net.trim_for_prediction()
-        if isinstance(net, QWeightedNet):
-            net.critic = None
         history = {
             "pretrain": pretrain_history,
             "critic": critic_history,
@@ -576,22 +564,8 @@ class RMTLClassifier(MTLClassifier):
         given = self._given_actor()
         if given is not None:
             name, actor = given
-            if not actor.__sklearn_is_fitted__():
-                self._log("pretrain (fitting the given MTLClassifier)")
-                actor = clone(actor).fit(
-                    data.X,
-                    data.y01,
-                    session_ids=data.session_ids,
-                    timestamps=data.times,
-                )
-            try:
-                validate_data(actor, data.X, reset=False, skip_check_array=True)
-            except ValueError as exc:
-                raise ValueError(
-                    f"{name} was fitted on other features than X: {exc}"
-                ) from exc
-            data.encode(actor.encoder_, fitted=True)
-            return actor.encoder_, actor.net_, actor.history_["pretrain"]
+            self._log(f"pretrain (the given {name})")
+            return actor._pretrained_on(data, name=name)
         self._log("pretrain")
         encoder, net = self._fit_backbone(data, params, task_weights)
         return encoder, net, net_history(net)
@@ -604,21 +578,6 @@ class RMTLClassifier(MTLClassifier):
         params: dict[str, Any],
     ) -> SessionCritic:
         """Phases 2 and 3: build the transitions and fit the critics."""
-        config = TDConfig(
-            gamma=self.gamma,
-            tau=self.tau,
-            soft_update_freq=self.soft_update_freq,
-            lr=self.critic_lr,
-            batch_size=self.batch_size,
-            max_epochs=self.critic_max_epochs,
-            tol=self.critic_tol,
-            patience=self.critic_patience,
-            double_q=self.double_q,
-            ips=self.ips_weighting,
-            actor_update=self.actor_update,
-            bc_alpha=self.bc_alpha,
-            verbose=self.verbose,
-        )
         return fit_session_critic(
             data,
             encoder,
@@ -628,7 +587,7 @@ class RMTLClassifier(MTLClassifier):
             shared=self.shared_critic,
             behavior_policy=self.behavior_policy,
             action_noise=self.action_noise,
-            config=config,
+            config=TDConfig.from_params(self.get_params(deep=False)),
             seed=data.seed + _CRITIC_SEED,
         )
 
@@ -658,56 +617,24 @@ class RMTLClassifier(MTLClassifier):
             "selection": self.refit_validation_metric,
             "start_is_candidate": self.refit_keep_pretrained,
         }
-        if critic is None:  # weighting="constant": continued baseline training
-            return self._train_net(
-                data, MultiTaskNet, params, task_weights, **refit
-            ), None
-        critic_inputs = (
-            data.inputs
-            if critic.encoder is encoder
-            else encode_with(critic.encoder, data.X)
-        )
-        if WEIGHTINGS[self.weighting].label_mean:
-            fit_rows = slice(None) if data.valid is None else ~data.valid
-            y01 = torch.as_tensor(data.y01)
-            weights = critic_row_weights(
-                critic.module,
-                {k: torch.as_tensor(v) for k, v in critic_inputs.items()},
-                actor_proba(
-                    actor,
-                    torch.as_tensor(data.inputs["x_cat"]),
-                    torch.as_tensor(data.inputs["x_num"]),
-                ).cpu(),
-                y01,
-                self.weighting,
-                self.q_lambda,
-            )
-            means = label_mean_weights(weights[fit_rows], y01[fit_rows])
-            per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])
-            net = self._train_net(
-                data,
-                MultiTaskNet,
-                params,
-                task_weights,
-                extra_inputs={"sample_weight": per_row.numpy()},
-                **refit,
-            )
-            return net, means.numpy().astype(np.float64)
-        if data.device != "cpu":
-            module = copy.deepcopy(critic.module).to(data.device)
-            critic = dataclasses.replace(critic, module=module)
-        net = self._train_net(
+        plan = plan_refit(
             data,
-            QWeightedNet,
-            params,
-            task_weights,
-            extra_inputs={f"critic_{k}": v for k, v in critic_inputs.items()},
-            critic=critic,
+            encoder,
+            actor,
+            critic,
             weighting=self.weighting,
             q_lambda=self.q_lambda,
+        )
+        net = self._train_net(
+            data,
+            plan.net_cls,
+            params,
+            task_weights,
+            extra_inputs=plan.extra_inputs,
+            **plan.net_kwargs,
             **refit,
         )
-        return net, None
+        return net, plan.label_weights
 
     # ------------------------------------------------------------- inspect
     def loss_weights(
@@ -745,31 +672,17 @@ class RMTLClassifier(MTLClassifier):
         """
         check_is_fitted(self)
         X = check_features(X)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
-            check_multitask_target(y)
-        y01 = binarize_labels(y, self.classes_).astype(np.float32)
-        n = y01.shape[0]
-        if X.shape[0] != n:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
-        check_metadata(session_ids, n, name="session_ids", sortable=False)
-        check_metadata(timestamps, n, name="timestamps", sortable=True)
+        y01 = check_labeled_rows(
+            X, y, self.classes_, session_ids=session_ids, timestamps=timestamps
+        )
         means = getattr(self, "label_weights_", None)  # absent in older pickles
         if means is not None:
             return np.where(y01 > 0.5, means[:, 1], means[:, 0])
         proba = self.predict_proba(X)
         if self.critic_ is None:
             return np.ones_like(proba)
-        inputs = {
-            k: torch.as_tensor(v)
-            for k, v in encode_with(self.critic_.encoder, X).items()
-        }
-        weights = critic_row_weights(
-            self.critic_.module,
-            inputs,
-            torch.as_tensor(proba, dtype=torch.float32),
-            torch.as_tensor(y01),
-            self.weighting,
-            self.q_lambda,
+        critic = self.critic_
+        weights = critic.row_weights(
+            critic.encode(X), proba, y01, self.weighting, self.q_lambda
         )
         return weights.numpy().astype(np.float64)

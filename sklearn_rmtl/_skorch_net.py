@@ -121,6 +121,11 @@ class QWeightedNet(MultiTaskNet):
             "q_lambda": self.q_lambda,
         }
 
+    def trim_for_prediction(self) -> None:
+        """skorch's trim, and the critic copy, which prediction never reads."""
+        super().trim_for_prediction()
+        self.critic = None
+
     def row_weights(
         self, y_pred: Tensor, y_true: Tensor, X: Any, training: bool
     ) -> Tensor | None:

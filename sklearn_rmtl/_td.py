@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -126,6 +127,22 @@ class TDConfig:
     actor_update: bool
     verbose: int
     bc_alpha: float | None = None
+
+    #: The RMTLClassifier parameter of each field whose name differs.
+    _PARAMETERS: ClassVar[dict[str, str]] = {
+        "lr": "critic_lr",
+        "max_epochs": "critic_max_epochs",
+        "tol": "critic_tol",
+        "patience": "critic_patience",
+        "ips": "ips_weighting",
+    }
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TDConfig:
+        """The settings held by an RMTLClassifier's ``get_params()``."""
+        return cls(
+            **{f.name: params[cls._PARAMETERS.get(f.name, f.name)] for f in fields(cls)}
+        )
 
 
 def train_critic(

@@ -356,3 +356,23 @@ def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
     if not weights.any():
         raise ValueError("task_weights must not all be zero.")
     return weights
+
+
+def check_labeled_rows(
+    X: Any, y: Any, classes: np.ndarray, *, session_ids: Any, timestamps: Any
+) -> np.ndarray:
+    """Labels of checked rows X for a fitted model's tasks (``loss_weights``).
+
+    Returns y as float32 0/1 codes of ``classes``; ``session_ids`` and
+    ``timestamps`` are checked for length and type only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
+        check_multitask_target(y)
+    y01 = binarize_labels(y, classes).astype(np.float32)
+    n = y01.shape[0]
+    if X.shape[0] != n:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
+    check_metadata(session_ids, n, name="session_ids", sortable=False)
+    check_metadata(timestamps, n, name="timestamps", sortable=True)
+    return y01
