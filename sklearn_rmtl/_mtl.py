@@ -17,7 +17,12 @@ from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData, encode_inputs, prepare_fit_data
 from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._skorch_net import MultiTaskNet
-from sklearn_rmtl._training import SELECTIONS, net_history, train_net
+from sklearn_rmtl._training import (
+    SelectionOption,
+    check_selection,
+    net_history,
+    train_net,
+)
 from sklearn_rmtl._validation import check_callbacks, check_task_weights
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 
@@ -94,11 +99,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         1.0 checks at every epoch's end, 0.25 every quarter epoch (and at
         the end), so that the kept weights can come from inside an epoch.
         Patience still counts epochs.
-    validation_metric : {"loss", "auc", "gauc"}, default="loss"
+    validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
         What early stopping's checks compare: the validation BCE (lower is
         better), the mean per-task ROC AUC, or the mean per-task session
-        GAUC (needs ``session_ids``). Stopping on the loss can end training
-        before the ranking has peaked.
+        GAUC (needs ``session_ids``); ``"<metric>:<task>"`` (e.g.
+        ``"auc:purchase"``, a task name of y) compares that task's value
+        only. Stopping on the loss can end training before the ranking has
+        peaked.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
         device string such as "cuda:1" is accepted (as by
@@ -138,9 +145,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         The torch device trained on.
     history_ : dict
         ``{"pretrain": [...]}``, one dict per epoch with ``train_loss``,
-        ``valid_loss`` (with early stopping, at the epoch's end) and ``dur``
-        (seconds); with early stopping the last row also has ``best_at``,
-        the position of the kept weights in epochs (e.g. 2.25).
+        ``dur`` (seconds) and, with early stopping, at the epoch's end,
+        ``valid_loss`` with ``valid_loss_per_task`` and, when
+        ``validation_metric`` is a ranking metric, ``valid_auc`` /
+        ``valid_gauc`` (mean over tasks) with ``valid_auc_per_task`` /
+        ``valid_gauc_per_task``; the last row also has ``best_at``, the
+        position of the kept weights in epochs (e.g. 2.25). Values that
+        ``callbacks`` record (e.g. skorch's ``EpochScoring``) are kept too.
     n_iter_ : int
         Number of epochs run.
 
@@ -195,7 +206,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
-        "validation_metric": [StrOptions(set(SELECTIONS))],
+        "validation_metric": [SelectionOption()],
         # Checked in fit (resolve_device): any torch device string.
         "device": [str],
         "random_state": ["random_state"],
@@ -345,7 +356,9 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             params,
             task_weights,
             max_epochs=self.max_epochs,
-            selection=self.validation_metric,
+            selection=check_selection(
+                "validation_metric", self.validation_metric, data.task_names
+            ),
         )
         return encoder, net
 
@@ -393,11 +406,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self._check_params(len(task_names))
         self._check_tasks(task_names)
         check_callbacks(self.callbacks)
-        for name in self._gauc_metrics():
-            if self.early_stopping and sessions is None:
+        for name, value in self._selection_params().items():
+            selection = check_selection(name, value, task_names)
+            if selection.metric == "gauc" and self.early_stopping and sessions is None:
                 raise ValueError(
-                    f"{name}='gauc' ranks the predictions within sessions and "
-                    f"needs session_ids; pass session_ids to fit, or use {name}='auc'."
+                    f"{name}={value!r} ranks the predictions within sessions and "
+                    f"needs session_ids; pass session_ids to fit, or use "
+                    f"{name}={value.replace('gauc', 'auc', 1)!r}."
                 )
 
     def _train_net(
@@ -438,9 +453,9 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     def _backbone_name(self) -> str:
         return str(self.backbone)
 
-    def _gauc_metrics(self) -> list[str]:
-        """The parameters that ask for a session GAUC."""
-        return ["validation_metric"] if self.validation_metric == "gauc" else []
+    def _selection_params(self) -> dict[str, str]:
+        """The early-stopping selection parameters this fit uses, by name."""
+        return {"validation_metric": self.validation_metric}
 
     # -------------------------------------------------------------- predict
     def _logits(self, X: Any) -> np.ndarray:

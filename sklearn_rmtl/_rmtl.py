@@ -37,7 +37,7 @@ from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
 from sklearn_rmtl._refit import plan_refit
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
-from sklearn_rmtl._training import SELECTIONS, net_history
+from sklearn_rmtl._training import SelectionOption, check_selection, net_history
 from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
@@ -104,7 +104,7 @@ class RMTLClassifier(MTLClassifier):
     validation_interval : float in (0, 1], default=1.0
         Fraction of an epoch between pretraining's validation checks (see
         :class:`MTLClassifier`); the refit has ``refit_validation_interval``.
-    validation_metric : {"loss", "auc", "gauc"}, default="loss"
+    validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
         What pretraining's early stopping compares (see
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
@@ -128,11 +128,12 @@ class RMTLClassifier(MTLClassifier):
         Fraction of an epoch between the refit's validation checks. At
         ``refit_lr`` the best refit weights often come within the first
         epoch, so checks inside epochs find them.
-    refit_validation_metric : {"loss", "auc", "gauc"}, default="loss"
+    refit_validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
         How early stopping picks the refit's weights among its validation
         checks: the lowest unweighted validation BCE, the highest mean
         per-task ROC AUC, or the highest mean session GAUC (needs
-        ``session_ids``).
+        ``session_ids``); ``"<metric>:<task>"`` (e.g. ``"auc:click"``) uses
+        that task's value only.
     refit_keep_pretrained : bool, default=True
         Whether the pretrained weights are a candidate of the refit's
         selection (checked before the first refit step): when no refit check
@@ -292,7 +293,7 @@ class RMTLClassifier(MTLClassifier):
         "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "refit_lr": [Interval(Real, 0, None, closed="neither"), None],
         "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
-        "refit_validation_metric": [StrOptions(set(SELECTIONS))],
+        "refit_validation_metric": [SelectionOption()],
         "refit_keep_pretrained": ["boolean"],
         "behavior_policy": [StrOptions(set(BEHAVIOR_POLICIES))],
         "action_noise": [Interval(Real, 0, None, closed="left")],
@@ -421,13 +422,11 @@ class RMTLClassifier(MTLClassifier):
         given = self._given_actor()
         return str(self.backbone if given is None else given[1].backbone)
 
-    def _gauc_metrics(self) -> list[str]:
+    def _selection_params(self) -> dict[str, str]:
         # A given MTLClassifier pretrains with its own settings.
         given = self._given_actor() is not None
-        names = [] if given else super()._gauc_metrics()
-        if self.refit_validation_metric == "gauc":
-            names.append("refit_validation_metric")
-        return names
+        names = {} if given else super()._selection_params()
+        return {**names, "refit_validation_metric": self.refit_validation_metric}
 
     def _check_tasks(self, task_names: np.ndarray) -> None:
         # A given actor or critic must model y's tasks in y's order: with
@@ -614,7 +613,11 @@ class RMTLClassifier(MTLClassifier):
             "init_module": actor,
             "lr": self.lr if self.refit_lr is None else self.refit_lr,
             "interval": self.refit_validation_interval,
-            "selection": self.refit_validation_metric,
+            "selection": check_selection(
+                "refit_validation_metric",
+                self.refit_validation_metric,
+                data.task_names,
+            ),
             "start_is_candidate": self.refit_keep_pretrained,
         }
         plan = plan_refit(

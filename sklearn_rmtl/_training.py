@@ -17,10 +17,12 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback, ProgressBar
 from torch import Tensor
 
@@ -48,32 +50,83 @@ class StopTraining(Exception):
     """
 
 
-def _mean_defined(values: np.ndarray) -> float:
-    """Mean over the tasks where a ranking metric is defined (-inf if none)."""
-    defined = values[np.isfinite(values)]
-    return float(defined.mean()) if defined.size else -math.inf
-
-
-def _auc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> float:
+def _auc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a one-class task is skipped, not fatal
-        return _mean_defined(np.asarray(per_task_roc_auc(y, proba)))
+        return np.asarray(per_task_roc_auc(y, proba), dtype=np.float64)
 
 
-def _gauc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> float:
+def _gauc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = group_roc_auc(y, proba, session_ids=groups)
-    return _mean_defined(np.asarray(values))
+    return np.asarray(values, dtype=np.float64)
 
 
 #: Ranking metrics a checkpoint can be selected by, ``(y01, proba, groups) ->
-#: score`` with greater better and averaged over tasks; "loss" (the
-#: unweighted validation BCE, lower better) is handled by the checkpoint.
-SELECTION_METRICS: dict[str, Callable[..., float]] = {"auc": _auc, "gauc": _gauc}
+#: per-task scores`` with greater better (NaN where a task's metric is not
+#: defined); "loss" (the unweighted validation BCE, lower better) is
+#: computed by the checkpoint itself.
+SELECTION_METRICS: dict[str, Callable[..., np.ndarray]] = {"auc": _auc, "gauc": _gauc}
 
-#: Every accepted value of a selection parameter.
+#: The metrics a selection parameter names, alone (over all tasks) or as
+#: ``"<metric>:<task name>"`` (one task's).
 SELECTIONS = ("loss", *SELECTION_METRICS)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What early stopping compares: a metric, over all tasks or of one.
+
+    Parameters
+    ----------
+    metric : {"loss", "auc", "gauc"}
+        The validation BCE (task-weighted over tasks, or the task's own), or
+        a key of :data:`SELECTION_METRICS` (the mean over the tasks where it
+        is defined, or the task's own).
+    task : int or None, default=None
+        The task's position; None for all tasks.
+    """
+
+    metric: str
+    task: int | None = None
+
+
+class SelectionOption(StrOptions):
+    """Parameter constraint: a metric of :data:`SELECTIONS`, or ``"<metric>:<task>"``.
+
+    A ``StrOptions`` (the kind scikit-learn's validation accepts) that also
+    admits a task suffix; whether the task exists is checked in ``fit``
+    (:func:`check_selection`), once y's task names are known.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(set(SELECTIONS))
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return isinstance(val, str) and val.partition(":")[0] in SELECTIONS
+
+    def __str__(self) -> str:
+        names = ", ".join(repr(m) for m in SELECTIONS)
+        return f"a str among {{{names}}}, or '<metric>:<task name>' for one task"
+
+
+def check_selection(name: str, value: str, task_names: np.ndarray) -> Selection:
+    """Read a selection parameter: ``"auc"``, or ``"auc:<task>"`` for one task.
+
+    Raises a ``ValueError`` naming the parameter ``name`` and y's tasks when
+    the task is not one of ``task_names``.
+    """
+    metric, sep, task = value.partition(":")
+    if not sep:
+        return Selection(metric)
+    tasks = [str(t) for t in task_names]
+    if task not in tasks:
+        raise ValueError(
+            f"{name}={value!r} names task {task!r}, which y does not have; "
+            f"the tasks of y are {tasks} (e.g. {metric + ':' + tasks[0]!r})."
+        )
+    return Selection(metric, tasks.index(task))
 
 
 class DivergenceGuard(Callback):
@@ -127,10 +180,12 @@ class ValidationCheckpoint(Callback):
     improvement, and the best weights are restored when training ends.
 
     Per epoch the history records ``valid_loss`` (the unweighted BCE at the
-    epoch's end) and, when selecting by a ranking metric, ``valid_<metric>``;
-    the last row records ``best_at`` (the epoch position of the kept weights,
-    0.0 being the starting weights) and ``restored_start`` when the starting
-    weights were kept.
+    epoch's end) with ``valid_loss_per_task`` and, when selecting by a
+    ranking metric, ``valid_<metric>`` (its mean over the tasks where it is
+    defined) with ``valid_<metric>_per_task``; the last row records
+    ``best_at`` (the epoch position of the kept weights, 0.0 being the
+    starting weights) and ``restored_start`` when the starting weights were
+    kept.
 
     Parameters
     ----------
@@ -140,9 +195,9 @@ class ValidationCheckpoint(Callback):
         Their 0/1 labels, on the inputs' device.
     groups : ndarray of shape (n_valid,) or None
         Their sessions, for ``selection="gauc"``.
-    selection : {"loss", "auc", "gauc"}
-        What "best" means: the lowest validation loss, or the highest mean
-        per-task AUC or session GAUC.
+    selection : Selection
+        What "best" means: the lowest validation loss, or the highest
+        per-task AUC or session GAUC, over all tasks or of one task.
     interval : float in (0, 1]
         Fraction of an epoch between checks.
     patience : int
@@ -168,7 +223,7 @@ class ValidationCheckpoint(Callback):
         inputs: dict[str, Tensor],
         y01: Tensor,
         groups: np.ndarray | None,
-        selection: str,
+        selection: Selection,
         interval: float,
         patience: int,
         start_is_candidate: bool,
@@ -189,7 +244,7 @@ class ValidationCheckpoint(Callback):
 
     # ------------------------------------------------------------- checks
     @torch.no_grad()
-    def evaluate(self, net: Any) -> dict[str, float]:
+    def evaluate(self, net: Any) -> dict[str, Any]:
         """Validation loss (and the selection metric) of the current weights."""
         module = net.module_
         was_training = module.training
@@ -197,20 +252,34 @@ class ValidationCheckpoint(Callback):
         x_cat, x_num = self.inputs["x_cat"], self.inputs["x_num"]
         logits = forward_batches(lambda r: module(x_cat[r], x_num[r]), len(x_cat))
         module.train(was_training)
-        out = {"valid_loss": float(net.criterion_(logits, self.y01))}
-        if self.selection != "loss":
+        out: dict[str, Any] = {
+            "valid_loss": float(net.criterion_(logits, self.y01)),
+            "valid_loss_per_task": net.criterion_.task_losses(
+                logits, self.y01
+            ).tolist(),
+        }
+        metric = self.selection.metric
+        if metric != "loss":
             proba = torch.sigmoid(logits).double().cpu().numpy()
             y = self.y01.cpu().numpy()
-            metric = SELECTION_METRICS[self.selection]
-            out[f"valid_{self.selection}"] = metric(y, proba, self.groups)
+            scores = SELECTION_METRICS[metric](y, proba, self.groups)
+            defined = scores[np.isfinite(scores)]
+            out[f"valid_{metric}"] = float(defined.mean()) if defined.size else math.nan
+            out[f"valid_{metric}_per_task"] = scores.tolist()
         return out
 
-    def _score(self, values: dict[str, float]) -> float:
-        if self.selection == "loss":
-            return -values["valid_loss"]
-        return values[f"valid_{self.selection}"]
+    def _score(self, values: dict[str, Any]) -> float:
+        metric, task = self.selection.metric, self.selection.task
+        score = (
+            values[f"valid_{metric}"]
+            if task is None
+            else values[f"valid_{metric}_per_task"][task]
+        )
+        if not np.isfinite(score):  # undefined on the held-out rows (one class)
+            return -math.inf
+        return -score if metric == "loss" else score
 
-    def _check(self, net: Any, position: float) -> dict[str, float]:
+    def _check(self, net: Any, position: float) -> dict[str, Any]:
         values = self.evaluate(net)
         if not np.isfinite(values["valid_loss"]):
             raise diverged(
@@ -309,18 +378,34 @@ def make_net(
     )
 
 
-def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
-    """Plain per-epoch records of a skorch history."""
-    keys = (
-        "epoch",
-        "train_loss",
-        "valid_loss",
-        *(f"valid_{m}" for m in SELECTION_METRICS),
-        "dur",
-        "best_at",
-        "restored_start",
+#: What skorch records for itself: per-batch rows, batch counts and the flag
+#: of its default train-loss scoring. Everything else a history row holds
+#: (this module's records and user callbacks', e.g. ``EpochScoring``) is kept.
+_SKORCH_BOOKKEEPING = frozenset(
+    {"batches", "train_batch_count", "valid_batch_count", "train_loss_best"}
+)
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A history value as a plain Python value, or a clear error."""
+    if isinstance(value, np.generic | Tensor) and np.ndim(value) == 0:
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(key, v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        f"A callback recorded {key!r} = {type(value).__name__} in the history; "
+        "record numbers, strings, booleans or lists of them (e.g. float(score))."
     )
-    return [{k: row[k] for k in keys if k in row} for row in net.history]
+
+
+def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
+    """Plain per-epoch records of a skorch history, user callbacks' included."""
+    return [
+        {k: _plain(k, v) for k, v in row.items() if k not in _SKORCH_BOOKKEEPING}
+        for row in net.history
+    ]
 
 
 def train_net(
@@ -337,7 +422,7 @@ def train_net(
     batch_size: int,
     interval: float,
     patience: int,
-    selection: str = "loss",
+    selection: Selection = Selection("loss"),
     start_is_candidate: bool = False,
     seed_offset: int = 0,
     init_module: torch.nn.Module | None = None,

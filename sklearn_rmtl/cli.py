@@ -24,7 +24,7 @@ from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
-from sklearn_rmtl._training import SELECTIONS
+from sklearn_rmtl._training import SelectionOption
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.exceptions import DivergenceError
 
@@ -64,6 +64,14 @@ def _number(
 
 
 _POSITIVE_INT = _number(int, 1)
+
+
+def _selection(text: str) -> str:
+    """An argparse type: a validation metric, e.g. ``auc`` or ``auc:click``."""
+    option = SelectionOption()
+    if not option.is_satisfied_by(text):
+        raise argparse.ArgumentTypeError(f"must be {option}, got {text!r}")
+    return text
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -189,10 +197,12 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         )
         refit.add_argument(
             f"--{prefix}validation-metric",
-            choices=SELECTIONS,
+            type=_selection,
             default=None,
+            metavar="METRIC[:TASK]",
             help=f"validation score that early stopping of {phase} compares "
-            f"and selects the kept weights by ({dest}validation_metric)",
+            "and selects the kept weights by: loss, auc or gauc over all tasks, "
+            f"or e.g. auc:click for one task ({dest}validation_metric)",
         )
     refit.add_argument(
         "--refit-keep-pretrained",

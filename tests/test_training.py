@@ -261,3 +261,82 @@ def test_pretraining_validation_metric(sessions):
     by_gauc = MTLClassifier(validation_metric="gauc", **params)
     by_gauc.fit(X, Y, session_ids=s, timestamps=t)
     assert "valid_gauc" in by_gauc.history_["pretrain"][0]
+
+
+def test_validation_metric_of_one_task_selects_by_that_task(sessions):
+    X, Y, _s, t = sessions
+    task = str(Y.columns[1])
+    est = MTLClassifier(**MTL_FAST, max_epochs=4, validation_metric=f"auc:{task}")
+    history = est.fit(X, Y, timestamps=t).history_["pretrain"]
+    per_task = np.array([row["valid_auc_per_task"] for row in history])
+    assert per_task.shape == (len(history), Y.shape[1])
+    np.testing.assert_allclose([row["valid_auc"] for row in history], per_task.mean(1))
+    Xv, Yv = _held_out(est, X, Y, t)
+    kept = per_task_roc_auc(Yv, est.predict_proba(Xv))
+    # The kept weights are the epoch with the best AUC of that task, which
+    # need not be the one with the best mean.
+    assert kept[1] == pytest.approx(per_task[:, 1].max(), abs=1e-6)
+    assert history[-1]["best_at"] == 1 + int(np.argmax(per_task[:, 1]))
+
+
+def test_validation_loss_per_task_is_recorded(sessions):
+    X, Y, _s, t = sessions
+    est = MTLClassifier(**MTL_FAST, max_epochs=2).fit(X, Y, timestamps=t)
+    last = est.history_["pretrain"][-1]
+    Xv, Yv = _held_out(est, X, Y, t)
+    reference = per_task_log_loss(Yv, est.predict_proba(Xv))
+    np.testing.assert_allclose(last["valid_loss_per_task"], reference, rtol=1e-4)
+    assert last["valid_loss"] == pytest.approx(np.mean(last["valid_loss_per_task"]))
+
+
+def test_validation_metric_errors_name_the_tasks(sessions):
+    X, Y, _s, t = sessions
+    with pytest.raises(ValueError, match=r"names task 'nope'.*tasks of y are \["):
+        MTLClassifier(**MTL_FAST, validation_metric="auc:nope").fit(X, Y)
+    with pytest.raises(ValueError, match=r"validation_metric.*'<metric>:<task name>'"):
+        MTLClassifier(**MTL_FAST, validation_metric="f1").fit(X, Y)
+    task = str(Y.columns[0])
+    with pytest.raises(ValueError, match=rf"'gauc:{task}'.*session_ids.*'auc:{task}'"):
+        RMTLClassifier(**FAST, refit_validation_metric=f"gauc:{task}").fit(
+            X, Y, timestamps=t
+        )
+
+
+class _RecordsLearningRate(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("seen_lr", np.float32(net.lr))
+
+
+class _RecordsAnObject(Callback):
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("thing", object())
+
+
+def test_user_callback_records_reach_history(sessions, tmp_path):
+    from skorch.callbacks import EpochScoring
+
+    from sklearn_rmtl import persistence
+
+    X, Y, s, t = sessions
+    scoring = EpochScoring(
+        lambda net, X, y: float(np.mean(net.predict_proba(X))),
+        on_train=True,
+        use_caching=False,
+        name="mean_logit",
+    )
+    callbacks = [scoring, _RecordsLearningRate()]
+    est = RMTLClassifier(**FAST, callbacks=callbacks).fit(
+        X, Y, session_ids=s, timestamps=t
+    )
+    for phase in ("pretrain", "refit"):
+        rows = est.history_[phase]
+        assert all(isinstance(r["mean_logit"], float) for r in rows)
+        assert all(isinstance(r["seen_lr"], float) for r in rows)
+        assert "batches" not in rows[0]
+    assert est.history_["refit"][0]["seen_lr"] == pytest.approx(est.refit_lr)
+    persistence.save(est.set_params(callbacks=None), tmp_path / "m.rmtl")
+    assert persistence.load(tmp_path / "m.rmtl").history_ == est.history_
+    with pytest.raises(TypeError, match=r"recorded 'thing' = object.*float\(score\)"):
+        MTLClassifier(**MTL_FAST, max_epochs=1, callbacks=[_RecordsAnObject()]).fit(
+            X, Y
+        )
