@@ -188,14 +188,18 @@ def load(
         A file written by :func:`save`.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Torch device of the loaded network (any torch device string works).
-        The critics of an :class:`~sklearn_rmtl.RMTLClassifier` stay on the
-        CPU, where :meth:`~sklearn_rmtl.RMTLClassifier.loss_weights` uses them.
+        The estimator's ``device`` parameter (and a given ``actor``'s) is set
+        to it, so that ``fit`` on the loaded estimator or its clone trains
+        there: a model trained on a GPU loads and refits on a CPU. The
+        critics of an :class:`~sklearn_rmtl.RMTLClassifier` stay on the CPU,
+        where :meth:`~sklearn_rmtl.RMTLClassifier.loss_weights` uses them.
 
     Returns
     -------
     estimator : MTLClassifier or RMTLClassifier
         The fitted estimator, ready for ``predict_proba``; its constructor
-        parameters are the saved ones, so ``clone`` and ``get_params`` work.
+        parameters are the saved ones but ``device``, so ``clone`` and
+        ``get_params`` work.
 
     Raises
     ------
@@ -260,7 +264,7 @@ def load(
         raise ValueError(
             f"device must be a torch device string, got {device!r}"
         ) from exc
-    device = resolve_device(device)
+    placement, device = device, resolve_device(device)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
@@ -283,6 +287,12 @@ def load(
         if not estimator.__sklearn_is_fitted__():
             raise fail("estimator", "the file holds no fitted estimator")
         reader.check_all_used()
+    # The network is on ``device`` now, and so is any later fit of this
+    # estimator or its clone: a model trained on a GPU refits on the CPU.
+    params = estimator.get_params()
+    estimator.set_params(
+        **{k: placement for k in params if k == "device" or k.endswith("__device")}
+    )
     return estimator
 
 

@@ -352,6 +352,29 @@ def test_gpu_model_loads_on_cpu_and_gpu(tmp_path):
     np.testing.assert_array_equal(on_gpu.predict_proba(X), clf.predict_proba(X))
 
 
+def test_model_saved_for_a_gpu_loads_and_refits_on_the_cpu(tmp_path):
+    # A file as a GPU fit writes it (device parameter and device_ "cuda");
+    # the weights themselves are device-free arrays in the file.
+    actor = MTLClassifier(
+        backbone="sharedbottom", backbone_params=small("sharedbottom"), **FAST
+    )
+    est = RMTLClassifier(
+        actor=actor.fit(X, Y), critic_hidden_dims=(8,), critic_max_epochs=1, **FAST
+    ).fit(X, Y, session_ids=SESSIONS)
+    est.set_params(device="cuda", actor__device="cuda:1")
+    est.device_ = "cuda"
+    save(est, tmp_path / "gpu.rmtl")
+    loaded = load(tmp_path / "gpu.rmtl", device="cpu")
+    assert loaded.device == "cpu" and loaded.actor.device == "cpu"
+    assert next(loaded.net_.module_.parameters()).device.type == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    refit = loaded.set_params(max_epochs=1, refit_max_epochs=1).fit(
+        X, Y, session_ids=SESSIONS
+    )
+    assert refit.device_ == "cpu"
+    assert clone(loaded).fit(X, Y, session_ids=SESSIONS).device_ == "cpu"
+
+
 # ---------------------------------------------------------------------------
 # What save refuses
 # ---------------------------------------------------------------------------
