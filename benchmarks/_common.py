@@ -330,24 +330,31 @@ def capture_shapes(
 class MatmulKernel:
     """The bare matrix products of a list of Linear shapes (fwd [+ bwd])."""
 
-    def __init__(self, shapes: Sequence[LinearShape], *, backward: bool) -> None:
+    def __init__(
+        self,
+        shapes: Sequence[LinearShape],
+        *,
+        backward: bool,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.shapes = list(shapes)
         self.backward = backward
+        self.dtype = dtype
         self._ops: list[Callable[[], Any]] = []
         for s in self.shapes:
             if s.groups == 1:
-                x = torch.randn(s.rows, s.k)
-                w = torch.randn(s.k, s.n)
-                dy = torch.randn(s.rows, s.n)
+                x = torch.randn(s.rows, s.k, dtype=dtype)
+                w = torch.randn(s.k, s.n, dtype=dtype)
+                dy = torch.randn(s.rows, s.n, dtype=dtype)
                 self._ops.append(lambda x=x, w=w: x @ w)
                 if backward:
                     self._ops.append(lambda x=x, dy=dy: x.T @ dy)
                     if s.input_grad:
                         self._ops.append(lambda dy=dy, w=w: dy @ w.T)
             else:
-                x = torch.randn(s.groups, s.rows, s.k)
-                w = torch.randn(s.groups, s.k, s.n)
-                dy = torch.randn(s.groups, s.rows, s.n)
+                x = torch.randn(s.groups, s.rows, s.k, dtype=dtype)
+                w = torch.randn(s.groups, s.k, s.n, dtype=dtype)
+                dy = torch.randn(s.groups, s.rows, s.n, dtype=dtype)
                 self._ops.append(lambda x=x, w=w: torch.bmm(x, w))
                 if backward:
                     self._ops.append(
@@ -379,8 +386,10 @@ class MatmulKernel:
         return median(times)
 
 
-def square_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def square_gflops(
+    n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32
+) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t = median(repeat(lambda: a @ b, repeats))
     return 2 * n**3 / t / 1e9

@@ -242,6 +242,7 @@ class SessionCritic:
         y01: Any,
         weighting: str,
         q_lambda: float,
+        precision: str = "float32",
     ) -> Tensor:
         """The weighting's loss weights of rows with actions ``proba``.
 
@@ -257,6 +258,8 @@ class SessionCritic:
             A refit weighting of :class:`RMTLClassifier` (e.g. "rmtl").
         q_lambda : float
             The paper's lambda.
+        precision : {"float32", "bfloat16"}, default="float32"
+            The dtype of the critic's matrix products.
 
         Returns
         -------
@@ -269,6 +272,7 @@ class SessionCritic:
             torch.as_tensor(y01, dtype=torch.float32),
             weighting,
             q_lambda,
+            precision,
         )
 
     def to(self, device: str) -> SessionCritic:
@@ -358,7 +362,7 @@ def fit_session_critic(
     # On the device once: the actor's pass and the critic training read them.
     x_cat = tensor(data.inputs["x_cat"], torch.long)
     x_num = tensor(data.inputs["x_num"])
-    policy = actor_proba(actor, x_cat, x_num)
+    policy = actor_proba(actor, x_cat, x_num, config.precision)
     transitions = build_transitions(data.session_ids, data.times, data.n_samples)
     actions = behavior_actions(
         policy.cpu().numpy().astype(np.float64),

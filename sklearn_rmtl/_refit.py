@@ -57,6 +57,7 @@ def plan_refit(
     *,
     weighting: str,
     q_lambda: float,
+    precision: str,
 ) -> RefitPlan:
     """The refit's net and row weights for ``weighting``.
 
@@ -75,6 +76,8 @@ def plan_refit(
         Key of :data:`~sklearn_rmtl._weighting.WEIGHTINGS`.
     q_lambda : float
         The paper's lambda.
+    precision : {"float32", "bfloat16"}
+        The dtype of the matrix products where Q is evaluated.
     """
     if critic is None:
         return RefitPlan(MultiTaskNet)
@@ -85,8 +88,11 @@ def plan_refit(
             actor,
             torch.as_tensor(data.inputs["x_cat"]),
             torch.as_tensor(data.inputs["x_num"]),
+            precision,
         ).cpu()
-        weights = critic.row_weights(critic_inputs, proba, y01, weighting, q_lambda)
+        weights = critic.row_weights(
+            critic_inputs, proba, y01, weighting, q_lambda, precision
+        )
         fit_rows = slice(None) if data.valid is None else ~data.valid
         means = label_mean_weights(weights[fit_rows], y01[fit_rows])
         per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])

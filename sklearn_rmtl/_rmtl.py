@@ -109,6 +109,10 @@ class RMTLClassifier(MTLClassifier):
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train; see :class:`MTLClassifier`.
+    precision : {"float32", "bfloat16"}, default="float32"
+        The dtype of the matrix products of every phase (pretraining, the
+        behaviour actor, the critics' TD steps, the refit and its Q
+        evaluations, prediction); see :class:`MTLClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -335,6 +339,7 @@ class RMTLClassifier(MTLClassifier):
         validation_interval: float = 1.0,
         validation_metric: str = "loss",
         device: str = "cpu",
+        precision: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -380,6 +385,7 @@ class RMTLClassifier(MTLClassifier):
             validation_interval=validation_interval,
             validation_metric=validation_metric,
             device=device,
+            precision=precision,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
@@ -627,6 +633,7 @@ class RMTLClassifier(MTLClassifier):
             critic,
             weighting=self.weighting,
             q_lambda=self.q_lambda,
+            precision=self.precision,
         )
         net = self._train_net(
             data,
@@ -686,6 +693,6 @@ class RMTLClassifier(MTLClassifier):
             return np.ones_like(proba)
         critic = self.critic_
         weights = critic.row_weights(
-            critic.encode(X), proba, y01, self.weighting, self.q_lambda
+            critic.encode(X), proba, y01, self.weighting, self.q_lambda, self.precision
         )
         return weights.numpy().astype(np.float64)

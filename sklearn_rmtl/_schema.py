@@ -29,6 +29,7 @@ from sklearn_rmtl._container import (
 from sklearn_rmtl._critic import Critic, SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
+from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._seeding import isolated_global_rng
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
@@ -66,6 +67,8 @@ _FITTED: dict[str, tuple[str, ...]] = {
     "MTLClassifier": _MTL_FITTED,
     "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_", "label_weights_"),
 }
+# Network arguments added after format version 2 was first written.
+_NET_ADDED = frozenset({"precision"})
 _OPTIONAL = frozenset(
     {
         "feature_names_in_",  # set only with feature names
@@ -668,10 +671,14 @@ class Reader(TreeReader):
             keys = set(net.get_config())
         except (TypeError, ValueError, AttributeError) as exc:
             raise fail(path, f"invalid network arguments ({exc})") from exc
-        if set(kwargs) != keys:
+        # Files written before an argument existed lack it: its default holds.
+        if not set(kwargs) <= keys or keys - set(kwargs) - _NET_ADDED:
             raise fail(
                 path, f"network arguments must be {sorted(keys)}, got {sorted(kwargs)}"
             )
+        precision = kwargs.get("precision", "float32")
+        if not isinstance(precision, str) or precision not in PRECISIONS:
+            raise fail(path, f"unknown precision {str(precision)[:80]!r}")
         backbone = kwargs.get("module__backbone")
         if backbone not in BACKBONES:
             raise fail(path, f"unknown backbone {str(backbone)[:80]!r}")

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._data import as_dataset
+from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._weighting import WEIGHTINGS
 
 
@@ -22,7 +23,19 @@ class MultiTaskNet(NeuralNet):
 
     Inputs become one :class:`~sklearn_rmtl._data.TensorDictDataset` on the
     net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to :class:`skorch.NeuralNet`.
+    precision : {"float32", "bfloat16"}, default="float32"
+        The dtype of the forward pass's matrix products (see
+        :mod:`sklearn_rmtl._precision`); the output and the loss are float32.
     """
+
+    def __init__(self, *args: Any, precision: str = "float32", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.precision = precision
 
     #: Settings besides the module's and the criterion's arguments that a net
     #: trimmed for prediction still reports; ``make_net`` fixes the others.
@@ -33,6 +46,7 @@ class MultiTaskNet(NeuralNet):
         "batch_size",
         "iterator_train__shuffle",
         "verbose",
+        "precision",
     )
 
     def get_config(self) -> dict[str, Any]:
@@ -51,6 +65,12 @@ class MultiTaskNet(NeuralNet):
         }
         config.update({k: getattr(self, k) for k in self._config_settings})
         return config
+
+    def infer(self, x: Any, **fit_params: Any) -> Tensor:
+        """skorch's forward pass, under autocast in ``precision``."""
+        with autocast(self.precision, self.device):
+            out = super().infer(x, **fit_params)
+        return out.float()
 
     def get_dataset(self, X: Any, y: Any = None) -> torch.utils.data.Dataset:
         return as_dataset(X, y, device=self.device)
@@ -134,10 +154,10 @@ class QWeightedNet(MultiTaskNet):
             # reported metric) rather than the weighted training loss.
             return None
         device = y_pred.device
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, device):
             q = self.critic.module(
                 X["critic_x_cat"].to(device),
                 X["critic_x_num"].to(device),
                 torch.sigmoid(y_pred.detach()),
-            )
+            ).float()
         return WEIGHTINGS[self.weighting].fn(q, y_true.to(device), self.q_lambda)

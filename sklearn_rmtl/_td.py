@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sklearn_rmtl._precision import autocast
 from sklearn_rmtl.exceptions import DivergenceError
 
 if TYPE_CHECKING:  # _critic builds its critics with train_critic from here
@@ -64,13 +65,15 @@ def td_step(
 
     Returns the batch's (weighted) mean squared TD error, detached.
     """
-    with torch.no_grad():
-        q_next = target_critic(*next_state, next_action)
-        if config.double_q:  # clipped double Q (authors' final code)
-            q_next = torch.minimum(q_next, critic(*next_state, next_action))
-        target = td_target(reward, done, q_next, config.gamma)
-    err = (critic(*state, action) - target) ** 2
-    loss = (err * weight).mean() if weight is not None else err.mean()
+    # Products in config.precision; Q-values, targets and the loss in float32.
+    with autocast(config.precision, action.device):
+        with torch.no_grad():
+            q_next = target_critic(*next_state, next_action).float()
+            if config.double_q:  # clipped double Q (authors' final code)
+                q_next = torch.minimum(q_next, critic(*next_state, next_action).float())
+            target = td_target(reward, done, q_next, config.gamma)
+        err = (critic(*state, action).float() - target) ** 2
+        loss = (err * weight).mean() if weight is not None else err.mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -84,6 +87,7 @@ def actor_step(
     state: tuple[Tensor, Tensor],
     y01: Tensor,
     bc_alpha: float | None,
+    precision: str = "float32",
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
 
@@ -93,17 +97,18 @@ def actor_step(
     labels, which keeps the actor near the data the critics were fitted on.
     """
     actor.train()
-    logits = actor(*state)
-    q = critic(*state, torch.sigmoid(logits))
-    if bc_alpha is None:
-        loss = -q.mean()
-    else:
-        # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
-        # authors' code is a TD3+BC agent. Without the BC term the critics'
-        # gradient drives predictions to 0 or 1 (logloss ~3.8, observed).
-        scale = bc_alpha / q.abs().mean().detach().clamp(min=1e-12)
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, y01)
-        loss = -scale * q.mean() + bce
+    with autocast(precision, y01.device):
+        logits = actor(*state).float()
+        q = critic(*state, torch.sigmoid(logits)).float()
+        if bc_alpha is None:
+            loss = -q.mean()
+        else:
+            # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
+            # authors' code is a TD3+BC agent. Without the BC term the critics'
+            # gradient drives predictions to 0 or 1 (logloss ~3.8, observed).
+            scale = bc_alpha / q.abs().mean().detach().clamp(min=1e-12)
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, y01)
+            loss = -scale * q.mean() + bce
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -127,6 +132,7 @@ class TDConfig:
     actor_update: bool
     verbose: int
     bc_alpha: float | None = None
+    precision: str = "float32"
 
     #: The RMTLClassifier parameter of each field whose name differs.
     _PARAMETERS: ClassVar[dict[str, str]] = {
@@ -232,8 +238,8 @@ def train_critic(
             nxt = next_row[idx]
             s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
             if next_actions is None:
-                with torch.no_grad():
-                    a_next = torch.sigmoid(target_actor(*s_next))
+                with torch.no_grad(), autocast(config.precision, s_next[0].device):
+                    a_next = torch.sigmoid(target_actor(*s_next).float())
             else:
                 a_next = next_actions[idx]
             total += td_step(
@@ -257,6 +263,7 @@ def train_critic(
                     (x_cat[idx], x_num[idx]),
                     y01[idx],
                     config.bc_alpha,
+                    config.precision,
                 )
             batches += 1
             step += 1

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._encoding import UNKNOWN_CODE
+from sklearn_rmtl._precision import autocast
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
 
 
@@ -158,7 +159,9 @@ class MultiTaskModule(nn.Module):
         return self.backbone(self.embedding(x_cat, x_num))
 
 
-def actor_proba(actor: nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
+def actor_proba(
+    actor: nn.Module, x_cat: Tensor, x_num: Tensor, precision: str = "float32"
+) -> Tensor:
     """The actor's probabilities for every row (eval mode), where the inputs are.
 
     Parameters
@@ -169,13 +172,17 @@ def actor_proba(actor: nn.Module, x_cat: Tensor, x_num: Tensor) -> Tensor:
         Categorical codes.
     x_num : Tensor of shape (n_samples, n_numerical)
         Numerical inputs.
+    precision : {"float32", "bfloat16"}, default="float32"
+        The dtype of the forward pass's matrix products.
 
     Returns
     -------
     Tensor of shape (n_samples, n_tasks)
-        ``sigmoid`` of the actor's logits, computed in batches.
+        ``sigmoid`` of the actor's logits (float32), computed in batches.
     """
     actor.eval().to(x_cat.device)
-    return forward_batches(
-        lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows])), len(x_cat)
-    )
+    with autocast(precision, x_cat.device):
+        return forward_batches(
+            lambda rows: torch.sigmoid(actor(x_cat[rows], x_num[rows]).float()),
+            len(x_cat),
+        )

@@ -29,6 +29,7 @@ from torch import Tensor
 from sklearn_rmtl._data import BatchLoader, forward_batches
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
+from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._seeding import (
     init_parameters,
     isolated_global_rng,
@@ -250,7 +251,10 @@ class ValidationCheckpoint(Callback):
         was_training = module.training
         module.eval()
         x_cat, x_num = self.inputs["x_cat"], self.inputs["x_num"]
-        logits = forward_batches(lambda r: module(x_cat[r], x_num[r]), len(x_cat))
+        with autocast(net.precision, x_cat.device):
+            logits = forward_batches(
+                lambda r: module(x_cat[r], x_num[r]).float(), len(x_cat)
+            )
         module.train(was_training)
         out: dict[str, Any] = {
             "valid_loss": float(net.criterion_(logits, self.y01)),
@@ -429,6 +433,7 @@ def train_net(
     extra_inputs: dict[str, np.ndarray] | None = None,
     callbacks: list[Any] | None = None,
     verbose: int = 0,
+    precision: str = "float32",
     **net_kwargs: Any,
 ) -> MultiTaskNet:
     """Build a skorch net for ``data`` and train it.
@@ -490,6 +495,7 @@ def train_net(
         iterator_train__shuffle=True,
         iterator_train__generator=generator,
         verbose=verbose,
+        precision=precision,
         **net_kwargs,
     )
     with isolated_global_rng(data.device):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl._precision import autocast
 
 WeightFn = Callable[[Tensor, Tensor, float], Tensor]
 
@@ -82,6 +83,7 @@ def critic_row_weights(
     y01: Tensor,
     weighting: str,
     q_lambda: float,
+    precision: str = "float32",
 ) -> Tensor:
     """The weighting's weights of every row, Q taken at actions ``proba``.
 
@@ -99,6 +101,8 @@ def critic_row_weights(
         Key of :data:`WEIGHTINGS`.
     q_lambda : float
         The paper's lambda.
+    precision : {"float32", "bfloat16"}, default="float32"
+        The dtype of the critic's matrix products.
 
     Returns
     -------
@@ -106,11 +110,13 @@ def critic_row_weights(
     """
     critic.eval()
     fn = WEIGHTINGS[weighting].fn
-    return forward_batches(
-        lambda rows: fn(
-            critic(inputs["x_cat"][rows], inputs["x_num"][rows], proba[rows]),
-            y01[rows],
-            q_lambda,
-        ),
-        len(proba),
-    )
+    x_cat, x_num = inputs["x_cat"], inputs["x_num"]
+    with autocast(precision, x_cat.device):
+        return forward_batches(
+            lambda rows: fn(
+                critic(x_cat[rows], x_num[rows], proba[rows]).float(),
+                y01[rows],
+                q_lambda,
+            ),
+            len(proba),
+        )

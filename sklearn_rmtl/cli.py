@@ -23,6 +23,7 @@ from typing import Any
 from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
+from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SelectionOption
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
@@ -114,6 +115,7 @@ RMTL_FLAGS = (
     "refit_validation_metric",
     "refit_keep_pretrained",
     "q_lambda",
+    "precision",
 )
 
 
@@ -179,6 +181,14 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
     refit = sub.add_argument_group(
         "refit",
         "RMTLClassifier parameters of every RMTL run (default: the estimator's own)",
+    )
+    refit.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default=None,
+        help="dtype of the matrix products of every phase: bfloat16 is several "
+        "times faster on CPUs with AVX512-BF16 or AMX and on recent GPUs "
+        "(precision; default: float32)",
     )
     refit.add_argument(
         "--refit-lr",

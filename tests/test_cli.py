@@ -277,9 +277,12 @@ def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
     argv += ["--session", "session", "--time", "time", "--method", method]
     argv += ["--categorical", "position", "--features"]
     argv += ["cat_0", "cat_1", "cat_2", "num_0", "num_1", "position"]
+    argv += ["--precision", "bfloat16", "--validation-metric", "auc:purchase"]
     assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
     assert "saved to" in capsys.readouterr().err
     estimator = load(model)
+    assert estimator.precision == "bfloat16"
+    assert estimator.validation_metric == "auc:purchase"
     assert type(estimator).__name__ == (
         "RMTLClassifier" if method == "rmtl" else "MTLClassifier"
     )
