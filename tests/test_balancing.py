@@ -381,3 +381,39 @@ def test_make_balancer_starts_fresh():
     a = make_balancer("gradnorm", None, task_weights=[0.5, 0.5], lr=1e-3)
     assert isinstance(a, GradNorm) and a.alpha == 1.5
     assert a.weights().tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_balance_multiplies_the_row_weights():
+    from sklearn_rmtl._skorch_net import MultiTaskNet
+    from sklearn_rmtl._training import make_net
+
+    torch.manual_seed(0)
+    net = make_net(
+        MultiTaskNet,
+        device="cpu",
+        module__cardinalities=[4],
+        module__n_numerical=1,
+        module__n_tasks=2,
+        module__backbone="sharedbottom",
+        module__backbone_params=resolve_backbone_params("sharedbottom", SMALL),
+        criterion__task_weights=[0.25, 0.75],
+    )
+    net.initialize()
+    balancer = DynamicWeightAverage(task_weights=[0.25, 0.75], lr=1e-3)
+    balancer.balance = torch.tensor([1.5, 0.5])
+    net.balancer = balancer
+    X = {
+        "x_cat": torch.tensor([[2], [3], [2]]),
+        "x_num": torch.randn(3, 1),
+        "sample_weight": torch.tensor([[1.0, 2.0], [0.5, 1.0], [3.0, 1.0]]),
+    }
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    net.optimizer_.zero_grad()
+    step = net.train_step_single((X, y))
+    bce = nn.functional.binary_cross_entropy_with_logits(
+        step["y_pred"].detach(), y, reduction="none"
+    )
+    per_task = (X["sample_weight"] * bce).mean(0)
+    expected = (torch.tensor([0.25 * 1.5, 0.75 * 0.5]) * per_task).sum()
+    torch.testing.assert_close(step["loss"], expected)
+    assert all(p.grad is not None for p in net.module_.parameters())
