@@ -15,6 +15,7 @@ __version__ = "0.1.0.dev0"
 # ``import sklearn_rmtl`` does not load matplotlib or the dataset loaders.
 _SUBMODULES = (
     "backbones",
+    "balancing",
     "datasets",
     "exceptions",
     "metrics",

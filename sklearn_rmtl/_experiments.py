@@ -16,7 +16,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -459,11 +459,27 @@ def table1_methods(backbones: list[str]) -> list[Method]:
     return methods
 
 
-def ablation_methods(backbone: str) -> list[Method]:
-    """Table 2: the weighting variants on one backbone, and the baseline."""
+def _balanced(c: Context, backbone: str, task_balancing: str) -> MTLClassifier:
+    est = c.settings.mtl(backbone, c.seed).set_params(task_balancing=task_balancing)
+    return c.fit(est)
+
+
+def ablation_methods(
+    backbone: str, task_balancings: Sequence[str] = ()
+) -> list[Method]:
+    """Table 2: the weighting variants on one backbone, and the baseline.
+
+    Each of ``task_balancings`` (other than "fixed", the baseline's) adds the
+    baseline trained with that task balancing, as a further baseline: RMTL
+    is then compared with the best of them.
+    """
     name = DISPLAY[backbone]
     variants = {"CW": "constant", "WL": "label_q", "NLC": "neg_q"}
     methods = [Method(name, "baseline", partial(_baseline, backbone=backbone))]
+    for balancing in dict.fromkeys(task_balancings):
+        if balancing != "fixed":
+            fit = partial(_balanced, backbone=backbone, task_balancing=balancing)
+            methods.append(Method(f"{name} ({balancing})", "baseline", fit))
     for label, weighting in variants.items():
         fit = (
             partial(_rmtl, backbone=backbone, weighting=weighting)

@@ -30,6 +30,7 @@ from sklearn_rmtl._validation import (
     resolve_device,
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
+from sklearn_rmtl.balancing import BALANCINGS, resolve_balancing_params
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
@@ -81,7 +82,24 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed non-negative weight of each task's loss; the loss is
         ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
-        (the mean over tasks).
+        (the mean over tasks). Task balancing multiplies them (see
+        ``task_balancing``).
+    task_balancing : {"fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"}, \
+            default="fixed"
+        How each training step combines the per-task losses (see
+        :mod:`sklearn_rmtl.balancing` and the user guide): ``task_weights``
+        as they are; learned homoscedastic-uncertainty weights (Kendall et
+        al. 2018); GradNorm (Chen et al. 2018); Dynamic Weight Average (Liu
+        et al. 2019); or PCGrad's projection of conflicting gradients on the
+        shared parameters (Yu et al. 2020). The balance weights multiply
+        ``task_weights`` (GradNorm learns all of them and refuses
+        ``task_weights``) and any row weights. Validation losses stay the
+        ``task_weights``-weighted BCE.
+    task_balancing_params : dict, default=None
+        Hyper-parameters of ``task_balancing``: ``weight_lr`` (uncertainty,
+        gradnorm; ``None``: ``lr``), ``alpha`` (gradnorm, 1.5),
+        ``temperature`` (dwa, 2.0). Keys the method does not use raise an
+        error.
     max_epochs : int, default=20
         Maximum number of passes over the training rows.
     batch_size : int, default=2048
@@ -165,6 +183,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         ``valid_gauc_per_task``; the last row also has ``best_at``, the
         position of the kept weights in epochs (e.g. 2.25). Values that
         ``callbacks`` record (e.g. skorch's ``EpochScoring``) are kept too.
+        Every row has ``task_balance``, the effective per-task loss weights
+        at the epoch's end (see ``task_balancing``).
     n_iter_ : int
         Number of epochs run.
 
@@ -211,6 +231,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "min_frequency": FeatureEncoder._parameter_constraints["min_frequency"],
         "max_categories": FeatureEncoder._parameter_constraints["max_categories"],
         "task_weights": ["array-like", None],
+        "task_balancing": [StrOptions(set(BALANCINGS))],
+        "task_balancing_params": [dict, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -237,6 +259,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
         task_weights: Any = None,
+        task_balancing: str = "fixed",
+        task_balancing_params: dict[str, Any] | None = None,
         max_epochs: int = 20,
         batch_size: int = BATCH_SIZE,
         lr: float = LEARNING_RATE,
@@ -258,6 +282,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.min_frequency = min_frequency
         self.max_categories = max_categories
         self.task_weights = task_weights
+        self.task_balancing = task_balancing
+        self.task_balancing_params = task_balancing_params
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -282,7 +308,23 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
         Returns the full backbone sizes and the per-task loss weights.
         """
-        return self._network_params(n_tasks), self._task_weights(n_tasks)
+        params = self._network_params(n_tasks)
+        task_weights = self._task_weights(n_tasks)
+        self._check_balancing()
+        return params, task_weights
+
+    def _check_balancing(self) -> None:
+        resolve_balancing_params(self.task_balancing, self.task_balancing_params)
+        if (
+            self.task_weights is not None
+            and not BALANCINGS[self.task_balancing].uses_task_weights
+        ):
+            raise ValueError(
+                f"task_weights has no effect with task_balancing="
+                f"{self.task_balancing!r}, which learns every task's weight "
+                "(a fixed scaling of a task would be absorbed); leave "
+                "task_weights=None or use another task_balancing."
+            )
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
         params = resolve_backbone_params(self.backbone, self.backbone_params)
@@ -458,6 +500,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             max_epochs=max_epochs,
             lr=self.lr if lr is None else lr,
             lr_name="lr" if lr is None else "refit_lr",
+            balancing=self.task_balancing,
+            balancing_params=self.task_balancing_params,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             interval=self.validation_interval if interval is None else interval,

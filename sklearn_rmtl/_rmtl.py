@@ -85,6 +85,15 @@ class RMTLClassifier(MTLClassifier):
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed per-task loss weights of pretraining and refit (``None``:
         ``1 / n_tasks`` each); RMTL's row weights multiply them.
+    task_balancing : {"fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"}, \
+            default="fixed"
+        How pretraining and the refit combine the per-task losses (see
+        :class:`MTLClassifier`); each phase starts a fresh balancer. In the
+        refit the task-level balance multiplies the per-row weights ``w``
+        (they are inside each task's loss). A given ``actor`` pretrains with
+        its own.
+    task_balancing_params : dict, default=None
+        Hyper-parameters of ``task_balancing``; see :class:`MTLClassifier`.
     max_epochs : int, default=20
         Maximum pretraining epochs.
     batch_size : int, default=2048
@@ -248,8 +257,8 @@ class RMTLClassifier(MTLClassifier):
         ``None`` with ``weighting="constant"`` and no ``critic``.
     history_ : dict
         Per-phase curves: ``"pretrain"`` and ``"refit"`` (per epoch
-        ``train_loss``, ``valid_loss``, ``dur``) and ``"critic"`` (per epoch
-        ``td_loss``; empty when the critic was given).
+        ``train_loss``, ``valid_loss``, ``dur``, ``task_balance``) and
+        ``"critic"`` (per epoch ``td_loss``; empty when the critic was given).
     n_iter_ : int
         Epochs run in all phases together.
 
@@ -329,6 +338,8 @@ class RMTLClassifier(MTLClassifier):
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
         task_weights: Any = None,
+        task_balancing: str = "fixed",
+        task_balancing_params: dict[str, Any] | None = None,
         max_epochs: int = 20,
         batch_size: int = BATCH_SIZE,
         lr: float = LEARNING_RATE,
@@ -375,6 +386,8 @@ class RMTLClassifier(MTLClassifier):
             min_frequency=min_frequency,
             max_categories=max_categories,
             task_weights=task_weights,
+            task_balancing=task_balancing,
+            task_balancing_params=task_balancing_params,
             max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,

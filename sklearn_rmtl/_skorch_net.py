@@ -6,12 +6,14 @@ from typing import Any
 
 import torch
 from skorch import NeuralNet
+from skorch.dataset import unpack_data
 from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._data import as_dataset
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._weighting import WEIGHTINGS
+from sklearn_rmtl.balancing import TaskBalancer
 
 
 class MultiTaskNet(NeuralNet):
@@ -24,6 +26,11 @@ class MultiTaskNet(NeuralNet):
     Inputs become one :class:`~sklearn_rmtl._data.TensorDictDataset` on the
     net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
 
+    With a ``balancer`` (:mod:`sklearn_rmtl.balancing`), a training step
+    hands the criterion's per-task losses to it instead of calling
+    ``backward`` on the criterion's weighted sum (:meth:`train_step_single`,
+    skorch's seam for a custom step); validation losses are the criterion's.
+
     Parameters
     ----------
     *args, **kwargs
@@ -31,11 +38,11 @@ class MultiTaskNet(NeuralNet):
     precision : {"float32", "bfloat16"}, default="float32"
         The dtype of the forward pass's matrix products (see
         :mod:`sklearn_rmtl._precision`); the output and the loss are float32.
+    balancer : TaskBalancer, default=None
+        How training steps combine the per-task losses; ``None`` is the
+        criterion's own loss. Training-only, so not part of
+        :meth:`get_config`: a net rebuilt for prediction has none.
     """
-
-    def __init__(self, *args: Any, precision: str = "float32", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.precision = precision
 
     #: Settings besides the module's and the criterion's arguments that a net
     #: trimmed for prediction still reports; ``make_net`` fixes the others.
@@ -48,6 +55,17 @@ class MultiTaskNet(NeuralNet):
         "verbose",
         "precision",
     )
+
+    def __init__(
+        self,
+        *args: Any,
+        precision: str = "float32",
+        balancer: TaskBalancer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+        self.balancer = balancer
 
     def get_config(self) -> dict[str, Any]:
         """The arguments of ``make_net`` that rebuild this net for prediction.
@@ -87,6 +105,38 @@ class MultiTaskNet(NeuralNet):
     ) -> Tensor:
         weight = self.row_weights(y_pred, y_true, X, training)
         return self.criterion_(y_pred, y_true.to(y_pred.device), weight)
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's training step, with the gradients from the ``balancer``.
+
+        The per-task losses (row weights applied, as in :meth:`get_loss`)
+        go to :meth:`TaskBalancer.backward
+        <sklearn_rmtl.balancing.TaskBalancer.backward>`, which fills the
+        gradients; without a balancer this is skorch's step.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(X, y)`` of one batch.
+        **fit_params : dict
+            Passed to the module's ``forward`` (as by skorch).
+
+        Returns
+        -------
+        step : dict
+            ``{"loss": loss, "y_pred": y_pred}``, the loss being the
+            balancer's weighted sum of the task losses.
+        """
+        if self.balancer is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        weight = self.row_weights(y_pred, yi, Xi, True)
+        task_losses = self.criterion_.task_losses(y_pred, yi.to(y_pred.device), weight)
+        params = [p for _, p in self.get_all_learnable_params()]
+        loss = self.balancer.backward(task_losses, params)
+        return {"loss": loss, "y_pred": y_pred}
 
 
 class QWeightedNet(MultiTaskNet):

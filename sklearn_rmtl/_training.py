@@ -37,6 +37,7 @@ from sklearn_rmtl._seeding import (
 )
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._torch_module import MultiTaskModule
+from sklearn_rmtl.balancing import make_balancer
 from sklearn_rmtl.exceptions import DivergenceError
 from sklearn_rmtl.metrics import group_roc_auc, per_task_roc_auc
 
@@ -159,6 +160,22 @@ class DivergenceGuard(Callback):
             raise diverged(
                 self.phase, self.lr_name, "weights", math.nan, len(net.history)
             )
+
+
+class TaskBalanceRecorder(Callback):
+    """Record the task-balance weights per epoch and run the balancer's hook.
+
+    Each epoch's history row gets ``task_balance``, the effective weights of
+    the task losses at the epoch's end (for DWA, those the epoch used);
+    then :meth:`~sklearn_rmtl.balancing.TaskBalancer.end_epoch` lets the
+    method prepare the next epoch. Placed before early stopping, which may
+    end training in the same ``on_epoch_end``.
+    """
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        balancer = net.balancer
+        net.history.record("task_balance", balancer.weights().tolist())
+        balancer.end_epoch()
 
 
 def diverged(
@@ -422,6 +439,8 @@ def train_net(
     max_epochs: int,
     lr: float,
     lr_name: str,
+    balancing: str = "fixed",
+    balancing_params: dict[str, Any] | None = None,
     weight_decay: float,
     batch_size: int,
     interval: float,
@@ -445,7 +464,11 @@ def train_net(
     and the last history row records ``restored_start=True``. ``lr_name``
     is the estimator parameter that set ``lr``, named in divergence errors.
     ``extra_inputs`` ride in the input dict next to the features (for
-    ``get_loss``, not the module). ``net_kwargs`` go to ``net_cls``.
+    ``get_loss``, not the module). ``balancing`` and ``balancing_params``
+    choose how each step combines the task losses
+    (:mod:`sklearn_rmtl.balancing`; a fresh balancer per call, learning at
+    ``lr``, drawing from the fit's generator); the history records its
+    weights per epoch. ``net_kwargs`` go to ``net_cls``.
     """
     inputs = {**data.inputs, **(extra_inputs or {})}
     valid = data.valid
@@ -455,6 +478,7 @@ def train_net(
     all_callbacks: list[Any] = [
         *(callbacks or []),
         ("divergence_guard", DivergenceGuard(phase, lr_name)),
+        ("task_balance", TaskBalanceRecorder()),
     ]
     if valid is not None:
         device = data.device
@@ -496,6 +520,13 @@ def train_net(
         iterator_train__generator=generator,
         verbose=verbose,
         precision=precision,
+        balancer=make_balancer(
+            balancing,
+            balancing_params,
+            task_weights=task_weights.tolist(),
+            lr=lr,
+            generator=generator,
+        ),
         **net_kwargs,
     )
     with isolated_global_rng(data.device):
@@ -515,4 +546,5 @@ def train_net(
             net.fit_loop(train, y_train)
         net.notify("on_train_end", X=train, y=y_train)
     set_dropout_generator(net.module_, None)
+    net.balancer = None  # training-only; its weights are in the history
     return net

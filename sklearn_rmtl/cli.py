@@ -27,6 +27,7 @@ from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SelectionOption
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
+from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
@@ -262,6 +263,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "ablation":
             sub.add_argument("--backbone", choices=sorted(BACKBONES), default="mmoe")
+            sub.add_argument(
+                "--task-balancing",
+                nargs="+",
+                choices=list(BALANCINGS),
+                default=[],
+                help="also run the baseline with each of these task-balancing "
+                "methods (MTLClassifier(task_balancing=...)), as further "
+                "baselines RMTL is compared with (default: none)",
+            )
         else:
             sub.add_argument(
                 "--backbones",
@@ -562,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = ex.table1_methods(args.backbones)
         title = f"Table 1 on {args.dataset}"
     elif args.command == "ablation":
-        methods = ex.ablation_methods(args.backbone)
+        methods = ex.ablation_methods(args.backbone, args.task_balancing)
         title = f"Table 2 (weighting ablation, {args.backbone}) on {args.dataset}"
     elif args.command == "transfer":
         methods = ex.transfer_methods(args.backbones)

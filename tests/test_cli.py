@@ -71,10 +71,15 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     assert again.out == table
 
 
+# "fixed" is the baseline itself: two more baselines.
+BALANCED = ["--task-balancing", "dwa", "fixed", "pcgrad"]
+
+
 @pytest.mark.parametrize(
     ("command", "rows"),
     [
         (["ablation", "--backbone", "sharedbottom"], 5),
+        (["ablation", "--backbone", "sharedbottom", *BALANCED], 7),
         (["transfer", "--backbones", "sharedbottom", "esmm"], 2 + 4),
     ],
 )

@@ -11,6 +11,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 import sklearn_rmtl  # noqa: E402
 from sklearn_rmtl import (  # noqa: E402
     backbones,
+    balancing,
     datasets,
     exceptions,
     export,
@@ -25,6 +26,7 @@ CHECKED = {"GL08", "PR01", "PR02", "PR03", "PR07", "RT01", "SS01", "SS03", "SS05
 MODULES = [
     sklearn_rmtl,
     backbones,
+    balancing,
     datasets,
     exceptions,
     export,

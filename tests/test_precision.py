@@ -49,10 +49,14 @@ def sessions():
     return make_session_data(n_sessions=60, seed=0)
 
 
-@pytest.mark.parametrize("actor_update", [False, True])
-def test_bfloat16_reaches_every_product_of_fit_and_predict(sessions, actor_update):
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"actor_update": True}, {"task_balancing": "pcgrad"}],
+    ids=["paper", "actor_update", "pcgrad"],
+)
+def test_bfloat16_reaches_every_product_of_fit_and_predict(sessions, extra):
     X, Y, s, t = sessions
-    est = RMTLClassifier(**FAST, precision="bfloat16", actor_update=actor_update)
+    est = RMTLClassifier(**FAST, precision="bfloat16", **extra)
     with ProductDtypes() as spy:
         est.fit(X, Y, session_ids=s, timestamps=t)
     # Forward and backward products of pretraining, validation, the

@@ -1,0 +1,207 @@
+"""The interface every task-balancing method implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class TaskBalancer:
+    """Base class: turns a step's per-task losses into parameter gradients.
+
+    A balancer replaces ``loss.backward()`` in a training step. It receives
+    the per-task losses ``L_k`` (row weights such as RMTL's ``1 - lambda Q``
+    already inside them) and fills ``.grad`` of the network's parameters.
+    Its per-task weights multiply the estimator's ``task_weights`` ``c_k``
+    where :attr:`uses_task_weights` is True: the step minimises
+    ``sum_k c_k b_k L_k`` for the method's balance weights ``b_k``.
+
+    Subclasses take the keywords below plus their own hyper-parameters, all
+    keyword-only; the estimators fill the hyper-parameters from
+    ``task_balancing_params``.
+
+    Parameters
+    ----------
+    task_weights : sequence of float
+        The estimator's fixed per-task weights ``c_k`` (``1 / K`` each by
+        default).
+    lr : float
+        The network's learning rate; methods with learnable weights use it
+        for their own optimiser unless told otherwise.
+    generator : torch.Generator, default=None
+        The fit's seeded generator, for methods that draw random numbers.
+    """
+
+    #: Whether ``task_weights`` keep an effect; the estimators refuse a
+    #: user's ``task_weights`` for methods where they have none.
+    uses_task_weights: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        task_weights: Sequence[float],
+        lr: float,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        # The criterion's conversion, so that "fixed" reproduces its loss bit
+        # for bit.
+        self.task_weights = torch.as_tensor(list(task_weights), dtype=torch.float32)
+        self.n_tasks = len(self.task_weights)
+        self.lr = lr
+        self.generator = generator
+
+    def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
+        """Fill the gradients of ``params`` for one training step.
+
+        Parameters
+        ----------
+        task_losses : Tensor of shape (n_tasks,)
+            The step's per-task losses, attached to the graph.
+        params : sequence of Parameter
+            Every learnable parameter of the network; their ``.grad`` are
+            added to (the optimiser zeroed them before the step).
+
+        Returns
+        -------
+        loss : Tensor
+            The scalar loss reported as the step's ``train_loss``: the
+            weighted sum ``sum_k w_k L_k`` of :meth:`weights`, detached.
+        """
+        raise NotImplementedError
+
+    def weights(self) -> Tensor:
+        """The effective weights ``c_k b_k`` of the task losses now.
+
+        Returns
+        -------
+        weights : Tensor of shape (n_tasks,)
+            Detached, on the CPU.
+        """
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Hook called at the end of every training epoch (after recording)."""
+
+
+def add_grad(param: nn.Parameter, grad: Tensor | None) -> None:
+    """Accumulate ``grad`` into ``param.grad``, as ``backward`` would."""
+    if grad is None:
+        return
+    if param.grad is None:
+        param.grad = grad.detach().clone()
+    else:
+        param.grad.add_(grad)
+
+
+def task_gradients(
+    task_losses: Tensor, params: Sequence[nn.Parameter]
+) -> list[tuple[Tensor | None, ...]]:
+    """The gradient of each task's loss with respect to every parameter.
+
+    One backward pass per task. A parameter the task's loss does not reach
+    in the autograd graph gets ``None`` (not zeros), which is what
+    :func:`shared_parameters` reads.
+
+    Parameters
+    ----------
+    task_losses : Tensor of shape (n_tasks,)
+        Per-task losses attached to the graph.
+    params : sequence of Parameter
+        The parameters to differentiate by.
+
+    Returns
+    -------
+    grads : list of tuple of (Tensor or None)
+        ``grads[k][j]`` is ``d task_losses[k] / d params[j]``.
+    """
+    n_tasks = len(task_losses)
+    return [
+        torch.autograd.grad(
+            task_losses[k],
+            list(params),
+            retain_graph=k < n_tasks - 1,
+            allow_unused=True,
+        )
+        for k in range(n_tasks)
+    ]
+
+
+def shared_parameters(grads: Sequence[Sequence[Tensor | None]]) -> list[bool]:
+    """Which parameters are shared: reached by more than one task's loss.
+
+    A parameter is shared when the losses of two or more tasks reach it in
+    the autograd graph (their gradients are not ``None``, see
+    :func:`task_gradients`) and at least two of those gradients are nonzero
+    at a common entry. The second condition recognises a tensor that stacks
+    one block per task, as the batched towers (and PLE's last task-specific
+    experts) do: each task's gradient fills its own block only, so the
+    tensor is a set of task-specific parameters. The rule reads the graph
+    and the gradients of one step, so it holds for every backbone without a
+    list per architecture: the embeddings and the shared bottom or experts
+    are shared, a task's tower and gate are not; ESMM's and AITM's later
+    tasks reach the earlier towers, which are then shared.
+
+    Parameters
+    ----------
+    grads : sequence of sequence of (Tensor or None)
+        Per-task gradients, as returned by :func:`task_gradients`.
+
+    Returns
+    -------
+    shared : list of bool
+        One entry per parameter.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_rmtl.balancing import shared_parameters
+    >>> both, blocks = torch.tensor([1.0, 2.0]), torch.tensor([[1.0], [0.0]])
+    >>> shared_parameters([(both, blocks, None), (both, blocks.flip(0), both)])
+    [True, False, False]
+    """
+    n_params = len(grads[0]) if grads else 0
+    shared = []
+    for j in range(n_params):
+        reached = [g[j] for g in grads if g[j] is not None]
+        if len(reached) < 2:
+            shared.append(False)
+            continue
+        touched = torch.stack([r != 0 for r in reached if r is not None]).sum(0)
+        shared.append(bool((touched > 1).any()))
+    return shared
+
+
+def flatten(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) -> Tensor:
+    """One vector of ``grads`` (zeros where a gradient is None)."""
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).reshape(-1)
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
+
+
+def unflatten(vector: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor]:
+    """Split a vector made by :func:`flatten` back into ``params``' shapes."""
+    out, start = [], 0
+    for p in params:
+        out.append(vector[start : start + p.numel()].view_as(p))
+        start += p.numel()
+    return out
+
+
+def check_positive(owner: str, name: str, value: object, *, allow_zero: bool) -> None:
+    """Raise a ``ValueError`` naming ``task_balancing_params[name]`` if invalid."""
+    ok = isinstance(value, Real) and not isinstance(value, bool)
+    if ok:
+        ok = value >= 0 if allow_zero else value > 0  # type: ignore[operator]
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(
+            f"task_balancing_params[{name!r}] of {owner!r} must be a number "
+            f"{bound}, got {value!r}."
+        )
