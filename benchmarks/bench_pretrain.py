@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._data import BatchLoader, TensorDictDataset
-from sklearn_rmtl._fit_data import encode_inputs
+from sklearn_rmtl._fit_data import encode_with
 
 
 def _loader_rates(clf: MTLClassifier, X: Any, Y: Any) -> dict[str, float]:
@@ -58,8 +58,7 @@ def _loader_rates(clf: MTLClassifier, X: Any, Y: Any) -> dict[str, float]:
     the naive baseline, skorch's default (``DataLoader`` over a skorch
     ``Dataset``: one ``__getitem__`` per row, then collation).
     """
-    Xt = clf.encoder_.transform(X)
-    inputs = encode_inputs(Xt, len(clf.encoder_.cardinalities_))
+    inputs = encode_with(clf.encoder_, X)
     y = Y.to_numpy(np.float32)
     skorch_default = DataLoader(Dataset(inputs, y), batch_size=BATCH_SIZE, shuffle=True)
     package = BatchLoader(
