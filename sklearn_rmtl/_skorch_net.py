@@ -18,7 +18,9 @@ class MultiTaskNet(NeuralNet):
 
     Row weights travel in the input dict under ``"sample_weight"`` (so skorch
     batches them together with the features), and :meth:`get_loss`, skorch's
-    documented seam, hands them to the criterion. The module ignores them.
+    documented seam, hands them to the criterion. The loss mask (the user's
+    sample weights, 0 for missing labels) travels the same way under
+    ``"loss_mask"``. The module ignores both.
 
     Inputs become one :class:`~sklearn_rmtl._data.TensorDictDataset` on the
     net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
@@ -62,11 +64,32 @@ class MultiTaskNet(NeuralNet):
         weight = X.get("sample_weight") if isinstance(X, dict) else None
         return None if weight is None else weight.to(y_pred.device)
 
+    def loss_mask(self, y_pred: Tensor, X: Any) -> Tensor | None:
+        """The batch's per-entry loss mask (see ``WeightedMultiTaskBCE``), or None."""
+        mask = X.get("loss_mask") if isinstance(X, dict) else None
+        return None if mask is None else mask.to(y_pred.device)
+
+    def task_losses(
+        self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
+    ) -> Tensor:
+        """The batch's per-task losses, row weights and mask applied: (n_tasks,).
+
+        What :meth:`get_loss` combines with the task weights; a custom
+        ``train_step_single`` that weighs tasks itself starts from these.
+        """
+        return self.criterion_.task_losses(
+            y_pred,
+            y_true.to(y_pred.device),
+            self.row_weights(y_pred, y_true, X, training),
+            self.loss_mask(y_pred, X),
+        )
+
     def get_loss(
         self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
     ) -> Tensor:
         weight = self.row_weights(y_pred, y_true, X, training)
-        return self.criterion_(y_pred, y_true.to(y_pred.device), weight)
+        mask = self.loss_mask(y_pred, X)
+        return self.criterion_(y_pred, y_true.to(y_pred.device), weight, mask)
 
 
 class QWeightedNet(MultiTaskNet):
@@ -76,7 +99,8 @@ class QWeightedNet(MultiTaskNet):
     actor's current, detached prediction, and :data:`WEIGHTINGS` turns it
     into weights. The critic reads its own encoding of the batch, carried in
     the input dict as ``critic_x_cat`` / ``critic_x_num``. Validation losses
-    (early stopping) are the unweighted BCE, the metric that is reported.
+    (early stopping) are the BCE without these weights, the metric that is
+    reported (the user's sample weights and missing labels still apply).
 
     Parameters
     ----------
