@@ -69,6 +69,22 @@ def test_loss_mask_zero_equals_dropping_rows_and_ones_equal_none():
     )
 
 
+def test_label_mean_weights_are_weighted_by_the_mask():
+    from sklearn_rmtl._weighting import label_mean_weights
+
+    weights = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    y01 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [3.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    means = label_mean_weights(weights, y01, mask).numpy()
+    # Task 0: positives 1 (x1) and 3 (x3); the only negative weighs 1.
+    # Task 1: negatives: only row 3 (row 0 is masked); positives 4 and 6.
+    assert_allclose(means, [[5.0, (1 + 9) / 4], [8.0, 5.0]])
+    assert_allclose(
+        label_mean_weights(weights, y01, torch.ones(4, 2)),
+        label_mean_weights(weights, y01),
+    )
+
+
 # --------------------------------------------------------------- estimators
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_zero_weight_equals_dropping_the_row(data, early_stopping):
