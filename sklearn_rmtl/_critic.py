@@ -17,7 +17,7 @@ from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._fit_data import FitData, encode_with
+from sklearn_rmtl._fit_data import FitData, encode_with, loss_mask
 from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
 from sklearn_rmtl._seeding import (
     init_parameters,
@@ -304,6 +304,15 @@ def check_critic_features(critic: SessionCritic, X: Any) -> None:
         ) from exc
 
 
+def critic_mask(data: FitData, *, sample_weight: bool) -> np.ndarray | None:
+    """Weight of each (row, task) TD error: 0 for a missing label (no reward).
+
+    With ``sample_weight`` the user's sample weights multiply it (parameter
+    ``critic_sample_weight``); None when every entry weighs 1.
+    """
+    return loss_mask(data.observed, data.sample_weight if sample_weight else None)
+
+
 def fit_session_critic(
     data: FitData,
     encoder: FeatureEncoder,
@@ -383,12 +392,18 @@ def fit_session_critic(
         )
     init_parameters(critic, generator)
     critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
-    reward = rewards(data.y01, actions)
+    reward = rewards(data.y01, actions, data.observed)
+    mask = critic_mask(data, sample_weight=config.sample_weight)
     # NOTE[DIFF]: the paper does not say how critics start. With the
     # -ReLU output a head that starts negative is dead (Q = 0, w = 1
     # everywhere, observed); start near the expected discounted return.
     horizon = 1.0 / (1.0 - config.gamma * (1.0 - transitions.done.mean()))
-    critic.init_output(torch.as_tensor(reward.mean(0) * horizon))
+    mean_reward = (
+        reward.mean(0)
+        if mask is None
+        else (reward * mask).sum(0) / np.maximum(mask.sum(0), np.finfo(np.float32).tiny)
+    )
+    critic.init_output(torch.as_tensor(mean_reward * horizon))
     critic.to(device)
     actor.to(device)
     set_dropout_generator(actor, generator)  # the actor trains with actor_update
@@ -404,6 +419,7 @@ def fit_session_critic(
         policy=policy,
         config=config,
         generator=generator,
+        mask=None if mask is None else tensor(mask),
     )
     set_dropout_generator(actor, None)
     return SessionCritic(

@@ -109,11 +109,15 @@ def build_transitions(
     )
 
 
-def rewards(y01: np.ndarray, actions: np.ndarray) -> np.ndarray:
+def rewards(
+    y01: np.ndarray, actions: np.ndarray, observed: np.ndarray | None = None
+) -> np.ndarray:
     """Per-task reward of Eq. (2): the negative BCE of the action.
 
     ``r = y log(a) + (1 - y) log(1 - a)`` with ``a`` clipped to
-    ``[1e-4, 1 - 1e-4]``, so ``-9.21 <= r <= 0``.
+    ``[1e-4, 1 - 1e-4]``, so ``-9.21 <= r <= 0``. A missing label has no
+    reward: it is 0 there, and the critics' TD loss masks that entry
+    (:func:`~sklearn_rmtl._td.td_step`).
 
     Parameters
     ----------
@@ -121,13 +125,16 @@ def rewards(y01: np.ndarray, actions: np.ndarray) -> np.ndarray:
         0/1 labels.
     actions : ndarray of shape (n_samples, n_tasks)
         Predicted probabilities (the actions).
+    observed : ndarray of bool of shape (n_samples, n_tasks), default=None
+        Which labels exist; None: all.
 
     Returns
     -------
     ndarray of shape (n_samples, n_tasks), dtype float32
     """
     a = np.clip(actions, ACTION_CLIP, 1 - ACTION_CLIP)
-    return (y01 * np.log(a) + (1 - y01) * np.log1p(-a)).astype(np.float32)
+    r = (y01 * np.log(a) + (1 - y01) * np.log1p(-a)).astype(np.float32)
+    return r if observed is None else np.where(observed, r, np.float32(0.0))
 
 
 def behavior_actions(

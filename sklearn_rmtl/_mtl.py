@@ -154,7 +154,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_tasks, 2)
-        Sorted labels of each task; ``classes_[k, 1]`` is the positive one.
+        Sorted labels of each task, read from its observed (not missing)
+        labels; ``classes_[k, 1]`` is the positive one.
     n_tasks_ : int
         Number of tasks K.
     task_names_ : ndarray of str of shape (n_tasks,)
@@ -221,7 +222,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     (200, 2)
     """
 
-    # Routed meta-estimators pass these without ``set_fit_request``.
+    # Routed meta-estimators pass these without ``set_fit_request``;
+    # ``sample_weight`` follows sklearn's convention and must be requested.
     __metadata_request__fit = {"session_ids": True, "timestamps": True}
 
     _parameter_constraints: dict = {
@@ -349,6 +351,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         y: Any,
         session_ids: Any = None,
         timestamps: Any = None,
+        sample_weight: Any = None,
     ) -> MTLClassifier:
         """Train the network on all tasks at once.
 
@@ -358,7 +361,10 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             Features; see ``categorical_features`` for which are categorical.
         y : {array-like, DataFrame} of shape (n_samples, n_tasks)
             Two labels per column (0/1, booleans, or any two labels; the
-            larger one is positive).
+            larger one is positive). A missing label (NaN, None, or ``pd.NA``
+            in a nullable column) means "not observed for this task": it is
+            left out of the loss and of early stopping's checks. Every task
+            needs an observed label.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row. Validated and accepted so that the same call
             fits this and :class:`RMTLClassifier`; the baseline does not use
@@ -366,26 +372,51 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         timestamps : array-like of shape (n_samples,), default=None
             Time of each row (numbers or datetimes); with early stopping the
             latest rows are held out for validation.
+        sample_weight : array-like of shape (n_samples,) or (n_samples, \
+                n_tasks), default=None
+            Non-negative weight of each row (or of each row and task),
+            multiplying its loss; each task's loss is normalised by the sum
+            of its weights (user guide, "Sample weights"). A row that weighs
+            0 in every task is as if dropped. Meta-estimators route it only
+            after ``set_fit_request(sample_weight=True)``.
 
         Returns
         -------
         self : MTLClassifier
             The fitted estimator.
         """
-        state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
+        state = self._fit_state(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
         self.__dict__.pop("feature_names_in_", None)  # a previous fit's names
         self.__dict__.update(state)
         return self
 
     def _fit_state(
-        self, X: Any, y: Any, *, session_ids: Any, timestamps: Any
+        self,
+        X: Any,
+        y: Any,
+        *,
+        session_ids: Any,
+        timestamps: Any,
+        sample_weight: Any = None,
     ) -> dict[str, Any]:
         """Fit everything and return the fitted attributes without setting them.
 
         Nothing is assigned to ``self`` until training has succeeded, so a
         failing fit leaves a previous fit intact.
         """
-        data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
+        data = self._prepare(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
         params, task_weights = self._check_params(data.n_tasks)
         encoder, net = self._fit_backbone(data, params, task_weights)
         history = net_history(net)
@@ -431,7 +462,11 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         actor = self
         if not self.__sklearn_is_fitted__():
             actor = clone(self).fit(
-                data.X, data.y01, session_ids=data.session_ids, timestamps=data.times
+                data.X,
+                data.y_observed,
+                session_ids=data.session_ids,
+                timestamps=data.times,
+                sample_weight=data.sample_weight,
             )
         try:
             validate_data(actor, data.X, reset=False, skip_check_array=True)
@@ -442,7 +477,15 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         data.encode(actor.encoder_, fitted=True)
         return actor.encoder_, actor.net_, actor.history_["pretrain"]
 
-    def _prepare(self, X: Any, y: Any, *, session_ids: Any, timestamps: Any) -> FitData:
+    def _prepare(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        session_ids: Any,
+        timestamps: Any,
+        sample_weight: Any = None,
+    ) -> FitData:
         """Validate the inputs of fit; raise before any training starts."""
         return prepare_fit_data(
             self,
@@ -450,6 +493,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             y,
             session_ids=session_ids,
             timestamps=timestamps,
+            sample_weight=sample_weight,
             check_params=self._check_data_params,
             validation_fraction=(
                 self.validation_fraction if self.early_stopping else None

@@ -5,9 +5,13 @@ are weighted (docs/user_guide.rst, phase 4):
 
 - no critic (``weighting="constant"``): plain continued training;
 - ``"label_mean"``: fixed per-task, per-label weights computed once at the
-  pretrained actor, carried as the rows' ``sample_weight``;
+  pretrained actor (means over the observed labels, weighted by the sample
+  weights), carried as the rows' ``sample_weight``;
 - every other weighting: :class:`~sklearn_rmtl._skorch_net.QWeightedNet`,
   which asks the critics for the weights in every step.
+
+In every case the user's sample weights and missing labels (``loss_mask``,
+added by :func:`~sklearn_rmtl._training.train_net`) multiply these weights.
 """
 
 from __future__ import annotations
@@ -94,7 +98,12 @@ def plan_refit(
             critic_inputs, proba, y01, weighting, q_lambda, precision
         )
         fit_rows = slice(None) if data.valid is None else ~data.valid
-        means = label_mean_weights(weights[fit_rows], y01[fit_rows])
+        mask = data.loss_mask
+        means = label_mean_weights(
+            weights[fit_rows],
+            y01[fit_rows],
+            None if mask is None else torch.as_tensor(mask)[fit_rows],
+        )
         per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])
         return RefitPlan(
             MultiTaskNet,

@@ -104,7 +104,8 @@ class RMTLClassifier(MTLClassifier):
         Adam L2 penalty of the actor.
     early_stopping : bool, default=True
         Early stopping on held-out rows in pretraining and refit; see
-        :class:`MTLClassifier`. Refit stops on the unweighted validation BCE.
+        :class:`MTLClassifier`. Refit stops on the validation BCE without
+        RMTL's weights (``sample_weight`` and missing labels still apply).
     validation_fraction : float, default=0.1
         Fraction of rows held out (the latest ones when ``timestamps`` are
         given). Held-out rows still serve as transitions for the critics.
@@ -143,10 +144,10 @@ class RMTLClassifier(MTLClassifier):
         epoch, so checks inside epochs find them.
     refit_validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
         How early stopping picks the refit's weights among its validation
-        checks: the lowest unweighted validation BCE, the highest mean
-        per-task ROC AUC, or the highest mean session GAUC (needs
-        ``session_ids``); ``"<metric>:<task>"`` (e.g. ``"auc:click"``) uses
-        that task's value only.
+        checks: the lowest validation BCE without RMTL's weights, the
+        highest mean per-task ROC AUC, or the highest mean session GAUC
+        (needs ``session_ids``); ``"<metric>:<task>"`` (e.g. ``"auc:click"``)
+        uses that task's value only.
     refit_keep_pretrained : bool, default=True
         Whether the pretrained weights are a candidate of the refit's
         selection (checked before the first refit step): when no refit check
@@ -180,6 +181,11 @@ class RMTLClassifier(MTLClassifier):
         Weight the critic loss by inverse label frequency per task (the
         authors' "IPS" weights), so rare positives count as much as
         negatives.
+    critic_sample_weight : bool, default=False
+        Also weight the critics' TD loss by ``fit``'s ``sample_weight``
+        (normalised by the weights' sum, like the actor's loss). False: the
+        critics weigh every transition equally, as in the paper. Missing
+        labels are masked in the TD loss either way.
     critic_lr : float, default=1e-3
         Adam learning rate of the critics.
     critic_max_epochs : int, default=20
@@ -224,7 +230,7 @@ class RMTLClassifier(MTLClassifier):
     Attributes
     ----------
     classes_ : ndarray of shape (n_tasks, 2)
-        Sorted labels of each task.
+        Sorted observed labels of each task.
     n_tasks_ : int
         Number of tasks.
     task_names_ : ndarray of str of shape (n_tasks,)
@@ -317,6 +323,7 @@ class RMTLClassifier(MTLClassifier):
         "shared_critic": ["boolean"],
         "double_q": ["boolean"],
         "ips_weighting": ["boolean"],
+        "critic_sample_weight": ["boolean"],
         "critic_lr": [Interval(Real, 0, None, closed="neither")],
         "critic_max_epochs": [Interval(Integral, 1, None, closed="left")],
         "critic_tol": [Interval(Real, 0, None, closed="left")],
@@ -368,6 +375,7 @@ class RMTLClassifier(MTLClassifier):
         shared_critic: bool = True,
         double_q: bool = False,
         ips_weighting: bool = False,
+        critic_sample_weight: bool = False,
         critic_lr: float = LEARNING_RATE,
         critic_max_epochs: int = 20,
         critic_tol: float = 1e-3,
@@ -417,6 +425,7 @@ class RMTLClassifier(MTLClassifier):
         self.shared_critic = shared_critic
         self.double_q = double_q
         self.ips_weighting = ips_weighting
+        self.critic_sample_weight = critic_sample_weight
         self.critic_lr = critic_lr
         self.critic_max_epochs = critic_max_epochs
         self.critic_tol = critic_tol
@@ -478,6 +487,7 @@ class RMTLClassifier(MTLClassifier):
         y: Any,
         session_ids: Any = None,
         timestamps: Any = None,
+        sample_weight: Any = None,
     ) -> RMTLClassifier:
         """Pretrain, learn the critics on the session MDP, and refit.
 
@@ -486,7 +496,10 @@ class RMTLClassifier(MTLClassifier):
         X : {DataFrame, array-like} of shape (n_samples, n_features)
             Features; see ``categorical_features``.
         y : {array-like, DataFrame} of shape (n_samples, n_tasks)
-            Two labels per column (the larger one is positive).
+            Two labels per column (the larger one is positive). A missing
+            label (NaN, None, ``pd.NA``) is left out of the pretraining and
+            refit losses and of the critics' TD loss of its task; the row
+            stays a state of its session.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row (ints or strings). ``None``: every row is a
             one-step session (a warning says RMTL then has no sequence to
@@ -494,6 +507,14 @@ class RMTLClassifier(MTLClassifier):
         timestamps : array-like of shape (n_samples,), default=None
             Time of each row (numbers or datetimes), ordering rows inside a
             session (ties keep row order); ``None``: row order.
+        sample_weight : array-like of shape (n_samples,) or (n_samples, \
+                n_tasks), default=None
+            Non-negative weight of each row (or row and task) in pretraining
+            and refit, multiplied with RMTL's weights, and in the critics'
+            TD loss with ``critic_sample_weight=True``. Each task's loss is
+            normalised by the sum of its weights (user guide, "Sample
+            weights"). Meta-estimators route it only after
+            ``set_fit_request(sample_weight=True)``.
 
         Returns
         -------
@@ -512,15 +533,33 @@ class RMTLClassifier(MTLClassifier):
                 FutureWarning,
                 stacklevel=2,
             )
-        state = self._fit_state(X, y, session_ids=session_ids, timestamps=timestamps)
+        state = self._fit_state(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(state)
         return self
 
     def _fit_state(
-        self, X: Any, y: Any, *, session_ids: Any, timestamps: Any
+        self,
+        X: Any,
+        y: Any,
+        *,
+        session_ids: Any,
+        timestamps: Any,
+        sample_weight: Any = None,
     ) -> dict[str, Any]:
-        data = self._prepare(X, y, session_ids=session_ids, timestamps=timestamps)
+        data = self._prepare(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
         params, task_weights = self._check_params(data.n_tasks)
         if self.critic is not None:
             check_critic_features(self.critic, data.X)
@@ -681,7 +720,8 @@ class RMTLClassifier(MTLClassifier):
         X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
             Features with the columns seen in :meth:`fit`.
         y : {array-like, DataFrame} of shape (n_samples, n_tasks)
-            Labels, from ``classes_``.
+            Labels, from ``classes_``; a missing label (NaN, None, ``pd.NA``)
+            gets a NaN weight, as it has no loss to weigh.
         session_ids : array-like of shape (n_samples,), default=None
             Accepted for symmetry with :meth:`fit`; checked for length only.
         timestamps : array-like of shape (n_samples,), default=None
@@ -691,21 +731,32 @@ class RMTLClassifier(MTLClassifier):
         -------
         weights : ndarray of shape (n_samples, n_tasks)
             In the input row order; all ones with ``weighting="constant"``
-            and no critic.
+            and no critic; NaN where the label is missing. The user's
+            ``sample_weight`` of fit is not included (it multiplies these).
         """
         check_is_fitted(self)
         X = check_features(X)
         y01 = check_labeled_rows(
             X, y, self.classes_, session_ids=session_ids, timestamps=timestamps
         )
+        missing = np.isnan(y01)
+        y01 = np.where(missing, np.float32(0.0), y01)
         means = getattr(self, "label_weights_", None)  # absent in older pickles
         if means is not None:
-            return np.where(y01 > 0.5, means[:, 1], means[:, 0])
-        proba = self.predict_proba(X)
-        if self.critic_ is None:
-            return np.ones_like(proba)
-        critic = self.critic_
-        weights = critic.row_weights(
-            critic.encode(X), proba, y01, self.weighting, self.q_lambda, self.precision
-        )
-        return weights.numpy().astype(np.float64)
+            weights = np.where(y01 > 0.5, means[:, 1], means[:, 0])
+        else:
+            proba = self.predict_proba(X)
+            if self.critic_ is None:
+                weights = np.ones_like(proba)
+            else:
+                critic = self.critic_
+                weights = critic.row_weights(
+                    critic.encode(X),
+                    proba,
+                    y01,
+                    self.weighting,
+                    self.q_lambda,
+                    self.precision,
+                )
+                weights = weights.numpy().astype(np.float64)
+        return np.where(missing, np.nan, weights)

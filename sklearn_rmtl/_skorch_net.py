@@ -21,7 +21,9 @@ class MultiTaskNet(NeuralNet):
 
     Row weights travel in the input dict under ``"sample_weight"`` (so skorch
     batches them together with the features), and :meth:`get_loss`, skorch's
-    documented seam, hands them to the criterion. The module ignores them.
+    documented seam, hands them to the criterion. The loss mask (the user's
+    sample weights, 0 for missing labels) travels the same way under
+    ``"loss_mask"``. The module ignores both.
 
     Inputs become one :class:`~sklearn_rmtl._data.TensorDictDataset` on the
     net's device, read a whole batch at a time (see :mod:`sklearn_rmtl._data`).
@@ -100,17 +102,38 @@ class MultiTaskNet(NeuralNet):
         weight = X.get("sample_weight") if isinstance(X, dict) else None
         return None if weight is None else weight.to(y_pred.device)
 
+    def loss_mask(self, y_pred: Tensor, X: Any) -> Tensor | None:
+        """The batch's per-entry loss mask (see ``WeightedMultiTaskBCE``), or None."""
+        mask = X.get("loss_mask") if isinstance(X, dict) else None
+        return None if mask is None else mask.to(y_pred.device)
+
+    def task_losses(
+        self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
+    ) -> Tensor:
+        """The batch's per-task losses, row weights and mask applied: (n_tasks,).
+
+        What :meth:`get_loss` combines with the task weights; a custom
+        ``train_step_single`` that weighs tasks itself starts from these.
+        """
+        return self.criterion_.task_losses(
+            y_pred,
+            y_true.to(y_pred.device),
+            self.row_weights(y_pred, y_true, X, training),
+            self.loss_mask(y_pred, X),
+        )
+
     def get_loss(
         self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
     ) -> Tensor:
         weight = self.row_weights(y_pred, y_true, X, training)
-        return self.criterion_(y_pred, y_true.to(y_pred.device), weight)
+        mask = self.loss_mask(y_pred, X)
+        return self.criterion_(y_pred, y_true.to(y_pred.device), weight, mask)
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """skorch's training step, with the gradients from the ``balancer``.
 
-        The per-task losses (row weights applied, as in :meth:`get_loss`)
-        go to :meth:`TaskBalancer.backward
+        The per-task losses of :meth:`task_losses` (row weights and the
+        loss mask applied, as in :meth:`get_loss`) go to :meth:`TaskBalancer.backward
         <sklearn_rmtl.balancing.TaskBalancer.backward>`, which fills the
         gradients; without a balancer this is skorch's step.
 
@@ -132,8 +155,7 @@ class MultiTaskNet(NeuralNet):
         self._set_training(True)
         Xi, yi = unpack_data(batch)
         y_pred = self.infer(Xi, **fit_params)
-        weight = self.row_weights(y_pred, yi, Xi, True)
-        task_losses = self.criterion_.task_losses(y_pred, yi.to(y_pred.device), weight)
+        task_losses = self.task_losses(y_pred, yi, Xi, training=True)
         params = [p for _, p in self.get_all_learnable_params()]
         loss = self.balancer.backward(task_losses, params)
         return {"loss": loss, "y_pred": y_pred}
@@ -146,7 +168,8 @@ class QWeightedNet(MultiTaskNet):
     actor's current, detached prediction, and :data:`WEIGHTINGS` turns it
     into weights. The critic reads its own encoding of the batch, carried in
     the input dict as ``critic_x_cat`` / ``critic_x_num``. Validation losses
-    (early stopping) are the unweighted BCE, the metric that is reported.
+    (early stopping) are the BCE without these weights, the metric that is
+    reported (the user's sample weights and missing labels still apply).
 
     Parameters
     ----------

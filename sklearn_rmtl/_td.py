@@ -34,14 +34,21 @@ def td_target(reward: Tensor, done: Tensor, q_next: Tensor, gamma: float) -> Ten
     return reward + gamma * (1.0 - done.unsqueeze(1)) * q_next
 
 
-def ips_weights(y01: Tensor) -> Tensor:
+def ips_weights(y01: Tensor, mask: Tensor | None = None) -> Tensor:
     """Inverse label-frequency weights per row and task, mean 1 per task.
 
     A positive of task k gets ``0.5 / p_k`` and a negative ``0.5 / (1 - p_k)``
     where ``p_k`` is the positive rate, so both classes weigh the same in
     total (the authors' "IPS" weights). A task with one class gets weight 1.
+    With ``mask`` (the TD loss mask) the rate is that of the entries it
+    weighs.
     """
-    p = y01.mean(0, keepdim=True)
+    if mask is None:
+        p = y01.mean(0, keepdim=True)
+    else:
+        p = (y01 * mask).sum(0, keepdim=True) / mask.sum(0, keepdim=True).clamp(
+            min=torch.finfo(mask.dtype).tiny
+        )
     w = torch.where(y01 > 0.5, 0.5 / p.clamp(min=1e-12), 0.5 / (1 - p).clamp(min=1e-12))
     both_classes = (p > 0) & (p < 1)
     return torch.where(both_classes, w, torch.ones_like(w))
@@ -60,10 +67,14 @@ def td_step(
     next_action: Tensor,
     weight: Tensor | None,
     config: TDConfig,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """One gradient step of the critics on a batch of transitions (Eqs. 11-14).
 
-    Returns the batch's (weighted) mean squared TD error, detached.
+    ``mask`` (batch, K) weighs each task's TD error of each transition, 0
+    for a missing label (its reward is unknown); the loss is then
+    normalised by the mask's sum. Returns the batch's (weighted) mean
+    squared TD error, detached.
     """
     # Products in config.precision; Q-values, targets and the loss in float32.
     with autocast(config.precision, action.device):
@@ -73,7 +84,17 @@ def td_step(
                 q_next = torch.minimum(q_next, critic(*next_state, next_action).float())
             target = td_target(reward, done, q_next, config.gamma)
         err = (critic(*state, action).float() - target) ** 2
+    if mask is None:
         loss = (err * weight).mean() if weight is not None else err.mean()
+    else:
+        # NOTE[DIFF]: the paper has a reward for every task of every row.
+        # Where a label is missing the reward of Eq. (2) is unknown, so that
+        # (row, task) TD error is dropped from the loss; Q_k at that row is
+        # still a bootstrap target of the previous row of the session
+        # (Eq. 11), where it is the critic's generalisation from the
+        # observed rows. Transitions are never cut.
+        w = mask if weight is None else mask * weight
+        loss = (err * w).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -88,6 +109,7 @@ def actor_step(
     y01: Tensor,
     bc_alpha: float | None,
     precision: str = "float32",
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
 
@@ -100,15 +122,23 @@ def actor_step(
     with autocast(precision, y01.device):
         logits = actor(*state).float()
         q = critic(*state, torch.sigmoid(logits)).float()
-        if bc_alpha is None:
-            loss = -q.mean()
-        else:
-            # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
-            # authors' code is a TD3+BC agent. Without the BC term the critics'
-            # gradient drives predictions to 0 or 1 (logloss ~3.8, observed).
-            scale = bc_alpha / q.abs().mean().detach().clamp(min=1e-12)
+    if bc_alpha is None:
+        loss = -q.mean()
+    else:
+        # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
+        # authors' code is a TD3+BC agent. Without the BC term the critics'
+        # gradient drives predictions to 0 or 1 (logloss ~3.8, observed).
+        scale = bc_alpha / q.abs().mean().detach().clamp(min=1e-12)
+        if mask is None:
             bce = nn.functional.binary_cross_entropy_with_logits(logits, y01)
-            loss = -scale * q.mean() + bce
+        else:
+            entries = nn.functional.binary_cross_entropy_with_logits(
+                logits, y01, reduction="none"
+            )
+            bce = (entries * mask).sum() / mask.sum().clamp(
+                min=torch.finfo(mask.dtype).tiny
+            )
+        loss = -scale * q.mean() + bce
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -133,9 +163,11 @@ class TDConfig:
     verbose: int
     bc_alpha: float | None = None
     precision: str = "float32"
+    sample_weight: bool = False
 
     #: The RMTLClassifier parameter of each field whose name differs.
     _PARAMETERS: ClassVar[dict[str, str]] = {
+        "sample_weight": "critic_sample_weight",
         "lr": "critic_lr",
         "max_epochs": "critic_max_epochs",
         "tol": "critic_tol",
@@ -164,6 +196,7 @@ def train_critic(
     policy: Tensor,
     config: TDConfig,
     generator: torch.Generator,
+    mask: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Fit the critics by TD learning on the session transitions.
 
@@ -198,6 +231,10 @@ def train_critic(
         Hyper-parameters.
     generator : torch.Generator
         Source of the batch order.
+    mask : Tensor of shape (n_samples, n_tasks), default=None
+        Weight of each row's TD error per task: 0 where the label (and so
+        the reward) is missing, the sample weight with
+        ``config.sample_weight``; None weighs every entry 1.
 
     Returns
     -------
@@ -209,7 +246,7 @@ def train_critic(
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
-    weights = ips_weights(y01) if config.ips else None
+    weights = ips_weights(y01, mask) if config.ips else None
     actor.eval()  # no dropout in the actor's actions
     target_actor = copy.deepcopy(actor) if config.actor_update else actor
     actor_optimizer = (
@@ -254,6 +291,7 @@ def train_critic(
                 next_action=a_next,
                 weight=None if weights is None else weights[idx],
                 config=config,
+                mask=None if mask is None else mask[idx],
             )
             if actor_optimizer is not None:
                 actor_total += actor_step(
@@ -264,6 +302,7 @@ def train_critic(
                     y01[idx],
                     config.bc_alpha,
                     config.precision,
+                    None if mask is None else mask[idx],
                 )
             batches += 1
             step += 1

@@ -197,13 +197,13 @@ class ValidationCheckpoint(Callback):
     kept, training stops when ``patience`` epochs' worth of checks brought no
     improvement, and the best weights are restored when training ends.
 
-    Per epoch the history records ``valid_loss`` (the unweighted BCE at the
-    epoch's end) with ``valid_loss_per_task`` and, when selecting by a
-    ranking metric, ``valid_<metric>`` (its mean over the tasks where it is
-    defined) with ``valid_<metric>_per_task``; the last row records
-    ``best_at`` (the epoch position of the kept weights, 0.0 being the
-    starting weights) and ``restored_start`` when the starting weights were
-    kept.
+    Per epoch the history records ``valid_loss`` (the BCE at the epoch's end,
+    without RMTL's weights but with the loss mask) with
+    ``valid_loss_per_task`` and, when selecting by a ranking metric,
+    ``valid_<metric>`` (its mean over the tasks where it is defined) with
+    ``valid_<metric>_per_task``; the last row records ``best_at`` (the epoch
+    position of the kept weights, 0.0 being the starting weights) and
+    ``restored_start`` when the starting weights were kept.
 
     Parameters
     ----------
@@ -211,6 +211,10 @@ class ValidationCheckpoint(Callback):
         The held-out rows' network inputs (``x_cat``, ``x_num``).
     y01 : Tensor of shape (n_valid, n_tasks)
         Their 0/1 labels, on the inputs' device.
+    mask : Tensor of shape (n_valid, n_tasks) or None
+        Their loss mask (sample weights, 0 for missing labels): the
+        validation loss is weighted by it, and the ranking metrics skip the
+        entries where it is 0.
     groups : ndarray of shape (n_valid,) or None
         Their sessions, for ``selection="gauc"``.
     selection : Selection
@@ -240,6 +244,7 @@ class ValidationCheckpoint(Callback):
         *,
         inputs: dict[str, Tensor],
         y01: Tensor,
+        mask: Tensor | None = None,
         groups: np.ndarray | None,
         selection: Selection,
         interval: float,
@@ -251,6 +256,7 @@ class ValidationCheckpoint(Callback):
     ) -> None:
         self.inputs = inputs
         self.y01 = y01
+        self.mask = mask
         self.groups = groups
         self.selection = selection
         self.interval = interval
@@ -273,16 +279,19 @@ class ValidationCheckpoint(Callback):
                 lambda r: module(x_cat[r], x_num[r]).float(), len(x_cat)
             )
         module.train(was_training)
+        per_task = net.criterion_.task_losses(logits, self.y01, None, self.mask)
         out: dict[str, Any] = {
-            "valid_loss": float(net.criterion_(logits, self.y01)),
-            "valid_loss_per_task": net.criterion_.task_losses(
-                logits, self.y01
-            ).tolist(),
+            "valid_loss": float(net.criterion_(logits, self.y01, None, self.mask)),
+            "valid_loss_per_task": per_task.tolist(),
         }
         metric = self.selection.metric
         if metric != "loss":
             proba = torch.sigmoid(logits).double().cpu().numpy()
             y = self.y01.cpu().numpy()
+            if self.mask is not None:
+                # Metrics skip missing labels (NaN); positive weights do not
+                # weigh the ranking metrics.
+                y = np.where(self.mask.cpu().numpy() > 0, y, np.nan)
             scores = SELECTION_METRICS[metric](y, proba, self.groups)
             defined = scores[np.isfinite(scores)]
             out[f"valid_{metric}"] = float(defined.mean()) if defined.size else math.nan
@@ -464,13 +473,19 @@ def train_net(
     and the last history row records ``restored_start=True``. ``lr_name``
     is the estimator parameter that set ``lr``, named in divergence errors.
     ``extra_inputs`` ride in the input dict next to the features (for
-    ``get_loss``, not the module). ``balancing`` and ``balancing_params``
-    choose how each step combines the task losses
+    ``get_loss``, not the module), as does ``data.loss_mask`` (sample
+    weights and missing labels) under ``"loss_mask"``. ``balancing`` and
+    ``balancing_params`` choose how each step combines the task losses
     (:mod:`sklearn_rmtl.balancing`; a fresh balancer per call, learning at
     ``lr``, drawing from the fit's generator); the history records its
     weights per epoch. ``net_kwargs`` go to ``net_cls``.
     """
-    inputs = {**data.inputs, **(extra_inputs or {})}
+    mask = data.loss_mask
+    inputs = {
+        **data.inputs,
+        **({} if mask is None else {"loss_mask": mask}),
+        **(extra_inputs or {}),
+    }
     valid = data.valid
     phase = "refit" if init_module is not None else "pretrain"
     # Initialisation, batch order and dropout of this fit draw from here.
@@ -489,6 +504,7 @@ def train_net(
                 for k in ("x_cat", "x_num")
             },
             y01=torch.as_tensor(data.y01[valid], device=device),
+            mask=None if mask is None else torch.as_tensor(mask[valid], device=device),
             groups=groups,
             selection=selection,
             interval=interval,

@@ -60,31 +60,66 @@ def to_pandas(data: Any) -> Any:
         ) from exc
 
 
+def _observed_labels(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A task column's observed labels and the mask of the rows that have one.
+
+    Missing labels are NaN in a float column, None/NaN in an object column,
+    and ``pd.NA`` in a pandas nullable column (Int64, boolean, string); the
+    observed labels of a nullable column keep its NumPy type (int64, bool).
+    """
+    if isinstance(col, pd.Series):
+        observed = col.notna().to_numpy()
+        if isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+            numpy_dtype = getattr(col.dtype, "numpy_dtype", None)
+            values = col[observed]
+            if numpy_dtype is not None and numpy_dtype.kind in "biuf":
+                return values.to_numpy(dtype=numpy_dtype), observed
+            return np.asarray(values.to_numpy()), observed
+        col = col.to_numpy()
+    if col.dtype.kind in "fc":
+        observed = ~np.isnan(col)
+    elif col.dtype == object:
+        observed = ~pd.isna(col)
+    else:
+        return col, np.ones(col.shape[0], dtype=bool)
+    return col[observed], observed
+
+
 def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate an (n_samples, n_tasks) target with two labels per column.
 
     Label types are checked before the shape, with scikit-learn's messages
     ("Unknown label type", "Only binary classification is supported").
+    A missing label (NaN, None or ``pd.NA``) means "not observed for this
+    task"; labels and ``classes`` are read from the observed ones.
 
     Parameters
     ----------
     y : array-like or DataFrame of shape (n_samples, n_tasks)
-        One column per task; each holds at most two distinct labels.
+        One column per task; each holds at most two distinct labels, and
+        possibly missing values.
 
     Returns
     -------
     y01 : ndarray of shape (n_samples, n_tasks), dtype float32
-        1 where the label is the task's positive (larger) label.
+        1 where the label is the task's positive (larger) label, 0 where it
+        is the negative one, NaN where it is missing.
     classes : ndarray of shape (n_tasks, 2)
-        Sorted labels of each task.
+        Sorted observed labels of each task.
     task_names : ndarray of str of shape (n_tasks,)
         Column names of a DataFrame ``y`` (pandas, polars or pyarrow), else
         ``"task_0"``, ``"task_1"``...
+
+    Raises
+    ------
+    ValueError
+        Besides the label checks, when a task has no observed label.
     """
     y = to_pandas(y)
+    columns: list[Any]
     if isinstance(y, pd.DataFrame):
         names = np.array([str(c) for c in y.columns], dtype=object)
-        columns = [y.iloc[:, k].to_numpy() for k in range(y.shape[1])]
+        columns = [y.iloc[:, k] for k in range(y.shape[1])]
         ndim = 2
     else:
         if hasattr(y, "toarray") or hasattr(y, "tocsr"):
@@ -92,9 +127,12 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 "A sparse target y is not supported; pass a dense array of "
                 "shape (n_samples, n_tasks)."
             )
-        arr = np.asarray(y.to_numpy() if isinstance(y, pd.Series) else y)
-        ndim = arr.ndim
-        columns = [arr] if ndim == 1 else [arr[:, k] for k in range(arr.shape[1])]
+        if isinstance(y, pd.Series):
+            columns, ndim = [y], 1
+        else:
+            arr = np.asarray(y)
+            ndim = arr.ndim
+            columns = [arr] if ndim == 1 else [arr[:, k] for k in range(arr.shape[1])]
         names = np.array([f"task_{k}" for k in range(len(columns))], dtype=object)
         if ndim > 2:
             raise ValueError(
@@ -105,27 +143,30 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             "y has no rows; pass one row of labels per row of X, shape "
             "(n_samples, n_tasks)."
         )
+    observed_columns = []
     for name, col in zip(names, columns, strict=True):
-        if col.dtype == object:
-            _check_one_label_type(name, col)
-        if (col.dtype.kind in "fc" and np.isnan(col).any()) or (
-            col.dtype == object and pd.isna(col).any()
-        ):
+        values, observed = _observed_labels(col)
+        if not observed.any():
             raise ValueError(
-                f"y contains missing values (NaN) in task {name!r}; drop or fill "
-                "those rows before fitting."
+                f"Task {name!r} has no observed label: every entry of its y "
+                "column is missing (NaN/None/NA). Drop the column, or pass "
+                "rows where it is observed."
             )
-        kind = type_of_target(col, input_name="y")
+        if values.dtype == object:
+            _check_one_label_type(name, values)
+        kind = type_of_target(values, input_name="y")
         if kind in ("continuous", "unknown") or kind.endswith("multioutput"):
             raise ValueError(
                 f"Unknown label type: {kind!r} in task {name!r}. Each task column "
-                "must hold two class labels such as 0/1 or False/True."
+                "must hold two class labels such as 0/1 or False/True (NaN "
+                "marks a missing label)."
             )
         if kind == "multiclass":
             raise ValueError(
                 f"Only binary classification is supported: task {name!r} has "
-                f"{len(np.unique(col))} labels, at most 2 are allowed per task."
+                f"{len(np.unique(values))} labels, at most 2 are allowed per task."
             )
+        observed_columns.append((values, observed))
     if ndim != 2:
         raise ValueError(
             "y must be 2-D of shape (n_samples, n_tasks), got a 1-D array. For a "
@@ -134,17 +175,15 @@ def check_multitask_target(y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not columns:
         raise ValueError("y has no task columns; pass at least one.")
     classes, y01 = [], []
-    for name, col in zip(names, columns, strict=True):
-        labels = np.unique(col)
+    for name, (values, observed) in zip(names, observed_columns, strict=True):
+        labels = np.unique(values)
         if labels.size == 1:
             labels = _complete_single_label(name, labels)
         classes.append(labels)
-        y01.append(col == labels[1])
-    return (
-        np.column_stack(y01).astype(np.float32),
-        np.array(classes),
-        names,
-    )
+        codes = np.full(observed.shape[0], np.nan, dtype=np.float32)
+        codes[observed] = values == labels[1]
+        y01.append(codes)
+    return np.column_stack(y01), np.array(classes), names
 
 
 def _check_one_label_type(name: str, col: np.ndarray) -> None:
@@ -310,11 +349,19 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
     The one label binariser of the package: scorers, plots and
     ``loss_weights`` read labels through it. ``classes=None``, or classes
     that are not one (negative, positive) pair per task, leave ``y_true``
-    as it is (labels must then already be 0/1).
+    as it is (labels must then already be 0/1). A missing label (NaN, None,
+    ``pd.NA``) stays missing: the result is then float with NaN there
+    (int64 otherwise).
     """
     y_true = to_pandas(y_true)
-    y = y_true.to_numpy() if isinstance(y_true, pd.DataFrame | pd.Series) else y_true
-    y = np.asarray(y)
+    if isinstance(y_true, pd.Series):
+        y_true = y_true.to_frame()
+    if isinstance(y_true, pd.DataFrame):
+        # Object columns keep pd.NA (nullable dtypes) as a missing value.
+        y = y_true.astype(object).to_numpy() if _has_nullable(y_true) else None
+        y = y_true.to_numpy() if y is None else y
+    else:
+        y = np.asarray(y_true)
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if classes is None:
@@ -330,17 +377,80 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
             f"estimator was fitted on {classes.shape[0]} tasks (classes_ has "
             f"shape {classes.shape})."
         )
-    y01 = np.empty(y.shape, dtype=np.int64)
+    missing = pd.isna(y) if y.dtype.kind in "fcO" else np.zeros(y.shape, dtype=bool)
+    y01 = np.empty(y.shape, dtype=np.float64 if missing.any() else np.int64)
     for k in range(y.shape[1]):
-        known = np.isin(y[:, k], classes[k])
+        observed = ~missing[:, k]
+        known = np.isin(y[observed, k], classes[k])
         if not known.all():
             raise ValueError(
-                f"y_true of task {k} holds labels {np.unique(y[~known, k])[:5]} "
-                "that the estimator did not see in fit: they are not among the "
-                f"estimator's classes_ {classes[k]}."
+                f"y_true of task {k} holds labels "
+                f"{np.unique(y[observed, k][~known])[:5]} that the estimator did "
+                "not see in fit: they are not among the estimator's classes_ "
+                f"{classes[k]}."
             )
-        y01[:, k] = y[:, k] == classes[k, 1]
+        if observed.all():
+            y01[:, k] = y[:, k] == classes[k, 1]
+        else:
+            y01[:, k] = np.nan
+            y01[observed, k] = y[observed, k] == classes[k, 1]
     return y01
+
+
+def _has_nullable(frame: pd.DataFrame) -> bool:
+    return any(
+        isinstance(dtype, pd.api.extensions.ExtensionDtype) for dtype in frame.dtypes
+    )
+
+
+def check_sample_weight(
+    sample_weight: Any, n_samples: int, n_tasks: int
+) -> np.ndarray | None:
+    """Validate ``sample_weight`` of fit: shape (n,) or (n, n_tasks), >= 0, finite.
+
+    Returns the weights as float32 of shape (n_samples, n_tasks), a 1-D
+    weight repeated for every task; ``None`` when no weights are given or
+    when every weight is 1 (the unweighted fit, computed exactly as without
+    weights).
+    """
+    if sample_weight is None:
+        return None
+    sample_weight = to_pandas(sample_weight)
+    if isinstance(sample_weight, pd.DataFrame | pd.Series):
+        sample_weight = sample_weight.to_numpy()
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"sample_weight must hold numbers (one weight per row or per row and "
+            f"task); {exc}"
+        ) from None
+    if w.ndim == 1 and w.shape[0] == n_samples:
+        w = np.repeat(w[:, None], n_tasks, axis=1)
+    elif w.shape != (n_samples, n_tasks):
+        raise ValueError(
+            f"sample_weight must have shape (n_samples,) = ({n_samples},) or "
+            f"(n_samples, n_tasks) = ({n_samples}, {n_tasks}), got shape "
+            f"{w.shape}. Pass one weight per row, or one per row and task."
+        )
+    if not np.isfinite(w).all():
+        raise ValueError(
+            "sample_weight contains NaN or infinite values; every weight must be "
+            "a finite number >= 0 (use 0 to leave a row or a task out; a missing "
+            "label is NaN in y, not in sample_weight)."
+        )
+    if (w < 0).any():
+        raise ValueError(
+            f"sample_weight contains negative values (min {w.min():g}); weights "
+            "must be >= 0."
+        )
+    if not w.any():
+        raise ValueError(
+            "sample_weight is zero for every row: at least one weight must be positive."
+        )
+    if (w == 1).all():
+        return None
+    return w.astype(np.float32)
 
 
 def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
@@ -363,8 +473,9 @@ def check_labeled_rows(
 ) -> np.ndarray:
     """Labels of checked rows X for a fitted model's tasks (``loss_weights``).
 
-    Returns y as float32 0/1 codes of ``classes``; ``session_ids`` and
-    ``timestamps`` are checked for length and type only.
+    Returns y as float32 0/1 codes of ``classes``, NaN where a label is
+    missing; ``session_ids`` and ``timestamps`` are checked for length and
+    type only.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine

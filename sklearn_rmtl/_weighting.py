@@ -61,18 +61,31 @@ WEIGHTINGS: dict[str, Weighting] = {
 }
 
 
-def label_mean_weights(weights: Tensor, y01: Tensor) -> Tensor:
+def label_mean_weights(
+    weights: Tensor, y01: Tensor, mask: Tensor | None = None
+) -> Tensor:
     """Mean weight per task and label: shape (n_tasks, 2), [k, 0] for label 0.
 
-    A label absent from a task gets weight 1.
+    With ``mask`` (sample weights, 0 for a missing label) the means are
+    weighted by it, over the observed labels only. A label absent from a
+    task gets weight 1.
     """
     pos = y01 > 0.5
-    n_pos = pos.sum(0)
-    n_neg = y01.shape[0] - n_pos
-    sum_pos = torch.where(pos, weights, 0.0).sum(0)
-    sum_neg = weights.sum(0) - sum_pos
-    mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=1), 1.0)
-    mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=1), 1.0)
+    if mask is None:
+        n_pos = pos.sum(0)
+        n_neg = y01.shape[0] - n_pos
+        sum_pos = torch.where(pos, weights, 0.0).sum(0)
+        sum_neg = weights.sum(0) - sum_pos
+        mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=1), 1.0)
+        mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=1), 1.0)
+        return torch.stack([mean_neg, mean_pos], dim=1)
+    n_pos = torch.where(pos, mask, 0.0).sum(0)
+    n_neg = torch.where(pos, 0.0, mask).sum(0)
+    sum_pos = torch.where(pos, weights * mask, 0.0).sum(0)
+    sum_neg = torch.where(pos, 0.0, weights * mask).sum(0)
+    tiny = torch.finfo(mask.dtype).tiny
+    mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=tiny), 1.0)
+    mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=tiny), 1.0)
     return torch.stack([mean_neg, mean_pos], dim=1)
 
 

@@ -340,6 +340,11 @@ def _add_data_commands(commands: Any) -> None:
     )
     fit.add_argument("--session", help="session id column (RMTL's MDP needs it)")
     fit.add_argument("--time", help="timestamp column (numbers or dates)")
+    fit.add_argument(
+        "--sample-weight",
+        metavar="COLUMN",
+        help="column of non-negative row weights (fit's sample_weight)",
+    )
     fit.add_argument("--features", nargs="+", help="feature columns (default: rest)")
     fit.add_argument(
         "--categorical",
@@ -411,9 +416,11 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from sklearn_rmtl.persistence import save
 
     frame = read_table(args.data)
-    meta = [c for c in (args.session, args.time) if c is not None]
+    meta = [c for c in (args.session, args.time, args.sample_weight) if c is not None]
     check_columns(frame, args.target, what="--target", path=str(args.data))
-    check_columns(frame, meta, what="--session/--time", path=str(args.data))
+    check_columns(
+        frame, meta, what="--session/--time/--sample-weight", path=str(args.data)
+    )
     features = args.features or [
         c for c in frame.columns if c not in {*args.target, *meta}
     ]
@@ -423,7 +430,9 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     )
     overlap = sorted(set(features) & {*args.target, *meta})
     if overlap:
-        parser.error(f"{overlap} cannot be features and targets/--session/--time")
+        parser.error(
+            f"{overlap} cannot be features and targets/--session/--time/--sample-weight"
+        )
     if not features:
         parser.error(f"{args.data} has no feature columns besides the targets")
     refit = _rmtl_params(parser, args)
@@ -463,6 +472,9 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         frame[args.target],
         session_ids=None if args.session is None else frame[args.session],
         timestamps=None if args.time is None else frame[args.time],
+        sample_weight=(
+            None if args.sample_weight is None else frame[args.sample_weight]
+        ),
     )
     save(estimator, args.model)
     epochs = {phase: len(rows) for phase, rows in estimator.history_.items()}

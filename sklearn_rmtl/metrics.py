@@ -2,7 +2,8 @@
 
 Every metric takes ``y_true`` of 0/1 labels and ``y_proba`` of P(y = 1), both
 1-D (one task) or 2-D of shape (n_samples, n_tasks), and returns one value
-per task or their macro average. The scorers wrap them for
+per task or their macro average. A NaN in ``y_true`` is a missing label: each
+task is scored on its observed rows only. The scorers wrap them for
 :class:`~sklearn.model_selection.GridSearchCV` and
 :func:`~sklearn.model_selection.cross_validate`; those that need
 ``session_ids`` receive them through metadata routing.
@@ -91,7 +92,7 @@ def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, b
     """Validate labels and probabilities; return both as float (n, n_tasks)."""
     y, y_1d = _to_2d(y_true, "y_true")
     p, p_1d = _to_2d(y_proba, "y_proba")
-    y = _as_float(y, "y_true", "binary labels 0/1 (or bool)")
+    y = _as_float_labels(y)
     p = _as_float(p, "y_proba", "probabilities")
     if y.shape[0] != p.shape[0]:
         raise ValueError(
@@ -103,13 +104,12 @@ def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, b
             "y_true and y_proba have different numbers of tasks: "
             f"{y.shape[1]} and {p.shape[1]}."
         )
-    if np.isnan(y).any():
-        raise ValueError("y_true contains NaN; every sample needs a 0/1 label.")
-    if not ((y == 0) | (y == 1)).all():
-        bad = np.unique(y[(y != 0) & (y != 1)])[:5]
+    bad_mask = (y != 0) & (y != 1) & ~np.isnan(y)
+    if bad_mask.any():
+        bad = np.unique(y[bad_mask])[:5]
         raise ValueError(
-            "y_true must hold binary labels 0/1 (or bool) in every task; got "
-            f"values such as {bad.tolist()}."
+            "y_true must hold binary labels 0/1 (or bool) in every task, NaN "
+            f"for a missing label; got values such as {bad.tolist()}."
         )
     if np.isnan(p).any():
         raise ValueError("y_proba contains NaN; every sample needs a probability.")
@@ -119,6 +119,18 @@ def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, b
             f"[{p.min():.6g}, {p.max():.6g}]."
         )
     return y, p, y_1d and p_1d
+
+
+def _as_float_labels(arr: np.ndarray) -> np.ndarray:
+    """Labels as float, a missing one (NaN, None, ``pd.NA``) as NaN."""
+    if arr.dtype == object:
+        arr = np.where(pd.isna(arr), np.nan, arr)
+    return _as_float(arr, "y_true", "binary labels 0/1 (or bool)")
+
+
+def _observed(y: np.ndarray, k: int) -> np.ndarray:
+    """Rows of task ``k`` whose label is observed (not NaN)."""
+    return ~np.isnan(y[:, k])
 
 
 def _session_codes(session_ids: Any, n_samples: int) -> np.ndarray:
@@ -170,7 +182,8 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
     Parameters
     ----------
     y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
-        Binary labels 0/1 (or bool), one column per task.
+        Binary labels 0/1 (or bool), one column per task; NaN marks a
+        missing label, which the task's value skips.
     y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
         Predicted probability of label 1, e.g. ``est.predict_proba(X)``.
     average : {"macro"} or None, default=None
@@ -208,7 +221,8 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
     y, p, _ = _check_targets(y_true, y_proba)
     values = np.full(y.shape[1], np.nan)
     for k in range(y.shape[1]):
-        if np.unique(y[:, k]).size < 2:
+        rows = _observed(y, k)
+        if np.unique(y[rows, k]).size < 2:
             warnings.warn(
                 f"Only one class is present in y_true of task {k}; its ROC AUC "
                 "is not defined and is set to nan.",
@@ -216,7 +230,7 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
                 stacklevel=3,
             )
             continue
-        values[k] = roc_auc_score(y[:, k], p[:, k])
+        values[k] = roc_auc_score(y[rows, k], p[rows, k])
     return _reduce(values, average)
 
 
@@ -234,7 +248,8 @@ def per_task_log_loss(y_true, y_proba, *, average=None):
     Parameters
     ----------
     y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
-        Binary labels 0/1 (or bool), one column per task.
+        Binary labels 0/1 (or bool), one column per task; NaN marks a
+        missing label, which the task's value skips.
     y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
         Predicted probability of label 1. Probabilities are clipped to
         ``[eps, 1 - eps]`` (``eps`` the float64 machine epsilon), as
@@ -263,9 +278,11 @@ def per_task_log_loss(y_true, y_proba, *, average=None):
     array([0.6931, 0.6931])
     """
     y, p, _ = _check_targets(y_true, y_proba)
-    values = np.array(
-        [log_loss(y[:, k], p[:, k], labels=[0, 1]) for k in range(y.shape[1])]
-    )
+    values = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        rows = _observed(y, k)
+        if rows.any():
+            values[k] = log_loss(y[rows, k], p[rows, k], labels=[0, 1])
     return _reduce(values, average)
 
 
@@ -287,7 +304,8 @@ def session_log_loss(y_true, y_proba, *, session_ids, average=None):
     Parameters
     ----------
     y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
-        Binary labels 0/1 (or bool), one column per task.
+        Binary labels 0/1 (or bool), one column per task; NaN marks a
+        missing label, which the task's value skips.
     y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
         Predicted probability of label 1, clipped as in
         :func:`per_task_log_loss`.
@@ -324,14 +342,17 @@ def session_log_loss(y_true, y_proba, *, session_ids, average=None):
     """
     y, p, _ = _check_targets(y_true, y_proba)
     codes = _session_codes(session_ids, y.shape[0])
-    counts = np.bincount(codes)
-    losses = _clipped_log_losses(y, p)
-    values = np.array(
-        [
-            np.mean(np.bincount(codes, weights=losses[:, k]) / counts)
-            for k in range(y.shape[1])
-        ]
-    )
+    values = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        rows = _observed(y, k)
+        if not rows.any():
+            continue
+        # Sessions without an observed label of the task are left out.
+        task_codes = np.unique(codes[rows], return_inverse=True)[1]
+        losses = _clipped_log_losses(y[rows, k], p[rows, k])
+        values[k] = np.mean(
+            np.bincount(task_codes, weights=losses) / np.bincount(task_codes)
+        )
     return _reduce(values, average)
 
 
@@ -389,7 +410,8 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     Parameters
     ----------
     y_true : array-like of shape (n_samples,) or (n_samples, n_tasks)
-        Binary labels 0/1 (or bool), one column per task.
+        Binary labels 0/1 (or bool), one column per task; NaN marks a
+        missing label, which the task's value skips.
     y_proba : array-like of shape (n_samples,) or (n_samples, n_tasks)
         Predicted probability of label 1.
     session_ids : array-like of shape (n_samples,)
@@ -425,16 +447,18 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     """
     y, p, _ = _check_targets(y_true, y_proba)
     codes = _session_codes(session_ids, y.shape[0])
-    counts = np.bincount(codes).astype(np.float64)
-    values = np.array(
-        [
-            _group_auc_one_task(y[:, k], p[:, k], codes, counts)
-            for k in range(y.shape[1])
-        ]
-    )
-    for k in np.flatnonzero(np.isnan(values)):
+    values = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        rows = _observed(y, k)
+        if not rows.any():
+            continue
+        # Groups and their row counts are those of the observed labels.
+        task_codes = np.unique(codes[rows], return_inverse=True)[1]
+        counts = np.bincount(task_codes).astype(np.float64)
+        values[k] = _group_auc_one_task(y[rows, k], p[rows, k], task_codes, counts)
+    for task in np.flatnonzero(np.isnan(values)):
         warnings.warn(
-            f"No group holds both classes in y_true of task {k}; its group ROC "
+            f"No group holds both classes in y_true of task {task}; its group ROC "
             "AUC is not defined and is set to nan.",
             UndefinedMetricWarning,
             stacklevel=3,
@@ -557,7 +581,8 @@ class _TaskScorer(_BaseScorer):
         X : array-like or DataFrame of shape (n_samples, n_features)
             Test data.
         y_true : array-like of shape (n_samples, n_tasks)
-            True labels, in the estimator's label encoding (``classes_``).
+            True labels, in the estimator's label encoding (``classes_``);
+            a missing label (NaN, None, ``pd.NA``) is skipped by its task.
         **kwargs : dict
             ``session_ids`` for session metrics. Accepted here even without
             metadata routing, since a direct call cannot drop them silently.
@@ -599,11 +624,21 @@ class _TaskScorer(_BaseScorer):
         else:
             values = np.array(
                 [
-                    float(self._score_func(y_sel[:, j], p_sel[:, j], **metadata))
+                    self._score_one(y_sel[:, j], p_sel[:, j], metadata)
                     for j in range(len(columns))
                 ]
             )
         return self._sign * self._combine(values)
+
+    def _score_one(
+        self, y: np.ndarray, p: np.ndarray, metadata: dict[str, Any]
+    ) -> float:
+        """A callable metric of one task on its rows with an observed label."""
+        rows = ~pd.isna(y)
+        if not rows.all():
+            metadata = {k: np.asarray(v)[rows] for k, v in metadata.items()}
+            y, p = y[rows], p[rows]
+        return float(self._score_func(y, p, **metadata))
 
     def _columns(self, estimator: Any, y_true: Any, n_tasks: int) -> list[int]:
         """Indices of the scored tasks: all, or the one named by ``task``."""

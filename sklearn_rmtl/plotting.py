@@ -336,8 +336,9 @@ class LossWeightsDisplay:
     lines_ : list of matplotlib Line2D
         Per task, the mean weight by position.
     mean_by_position_ : DataFrame of shape (n_positions, n_tasks)
-        The plotted means, indexed by 1-based position; positions without
-        rows are left out.
+        The plotted means, indexed by 1-based position, over the rows with a
+        label of the task (NaN weights, missing labels, are left out here and
+        in the histograms); positions without rows are left out.
     rows_by_position_ : Series of shape (n_positions,)
         Number of rows at each plotted position.
 
@@ -499,9 +500,17 @@ class LossWeightsDisplay:
             raise ValueError(f"max_position must be at least 1, got {max_position}.")
         axes, fig = _panels(ax, 2, "LossWeightsDisplay")
         hist_ax, pos_ax = axes
-        edges = np.histogram_bin_edges(weights, bins=bins)
+        # NaN weights (missing labels, see loss_weights) are left out.
+        labelled = ~np.isnan(weights)
+        edges = np.histogram_bin_edges(weights[labelled], bins=bins)
         hists = [
-            hist_ax.hist(weights[:, k], bins=edges, histtype="step", lw=1.5, label=task)
+            hist_ax.hist(
+                weights[labelled[:, k], k],
+                bins=edges,
+                histtype="step",
+                lw=1.5,
+                label=task,
+            )
             for k, task in enumerate(names)
         ]
         hist_ax.set(title="loss weight by task", xlabel="loss weight", ylabel="rows")
@@ -509,18 +518,30 @@ class LossWeightsDisplay:
 
         shown = positions < max_position
         counts = np.bincount(positions[shown], minlength=int(max_position))
+        filled = np.where(labelled, weights, 0.0)
         sums = np.stack(
             [
-                np.bincount(positions[shown], weights[shown, k], int(max_position))
+                np.bincount(positions[shown], filled[shown, k], int(max_position))
+                for k in range(len(names))
+            ],
+            axis=1,
+        )
+        task_counts = np.stack(
+            [
+                np.bincount(
+                    positions[shown],
+                    labelled[shown, k].astype(float),
+                    int(max_position),
+                )
                 for k in range(len(names))
             ],
             axis=1,
         )
         present = counts > 0
         index = pd.Index(np.flatnonzero(present) + 1, name="position")
-        means = pd.DataFrame(
-            sums[present] / counts[present, None], index=index, columns=names
-        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            task_means = sums[present] / task_counts[present]
+        means = pd.DataFrame(task_means, index=index, columns=names)
         lines = [
             pos_ax.plot(index, means[task], marker="o", label=task)[0] for task in names
         ]

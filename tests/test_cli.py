@@ -307,6 +307,25 @@ def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
     )
 
 
+def test_fit_with_sample_weight_and_missing_labels(tmp_path, log_file):
+    from sklearn_rmtl.persistence import load
+
+    path, frame = log_file
+    frame = frame.assign(weight=np.where(frame["row_id"] % 3 == 0, 0.0, 2.0))
+    frame.loc[frame["click"] == 0, "purchase"] = np.nan  # an empty CSV cell
+    frame.drop(columns="row_id").to_csv(path, index=False)
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", "mtl"]
+    argv += ["--features", "cat_0", "cat_1", "cat_2", "num_0", "num_1"]
+    proba = []
+    for extra in ([], ["--sample-weight", "weight"]):
+        model = tmp_path / f"model{len(extra)}.rmtl"
+        assert main([*argv, *TINY_FIT, *extra, "--model", str(model)]) == 0
+        estimator = load(model)
+        proba.append(estimator.predict_proba(frame[estimator.feature_names_in_]))
+    assert np.abs(proba[0] - proba[1]).max() > 1e-4
+
+
 def test_fit_and_predict_errors_name_the_file_and_column(tmp_path, capsys, log_file):
     path, frame = log_file
     model = tmp_path / "model.rmtl"
@@ -318,7 +337,7 @@ def test_fit_and_predict_errors_name_the_file_and_column(tmp_path, capsys, log_f
         ),
         (
             [*fit, "--target", "click", "--time", "when"],
-            "no --session/--time column(s) ['when']",
+            "no --session/--time/--sample-weight column(s) ['when']",
         ),
         (
             ["fit", "--data", str(tmp_path / "x.csv"), "--target", "a", "--model", "m"],

@@ -174,7 +174,6 @@ P2 = np.full((3, 2), 0.5)
         (Y2, P2[:2], {}, "different numbers of samples: 3 and 2"),
         (Y2, P2[:, :1], {}, "different numbers of tasks: 2 and 1"),
         (Y2 + 1, P2, {}, "y_true must hold binary labels"),
-        (np.where(Y2 == 1, np.nan, 0), P2, {}, "y_true contains NaN"),
         (Y2, P2 + 0.6, {}, r"y_proba must hold probabilities in \[0, 1\]"),
         (Y2, np.where(Y2 == 1, np.nan, 0.5), {}, "y_proba contains NaN"),
         (Y2, P2[..., None], {}, "y_proba must be 1-D"),

@@ -110,7 +110,7 @@ def test_one_d_target_is_rejected_with_advice(mtl_data):
     [
         (np.tile([0, 1, 2], 500), "Only binary classification is supported"),
         (np.linspace(0, 1, 1500), "Unknown label type"),
-        (np.where(np.arange(1500) == 3, np.nan, 1.0), "missing values"),
+        (np.full(1500, np.nan), "Task .task1. has no observed label"),
     ],
 )
 def test_bad_targets(mtl_data, y_col, match):

@@ -54,11 +54,11 @@ def _bad_inputs(X, Y):
             ValueError,
             "Only binary classification is supported",
         ),
-        "NaN label": (
+        "task without labels": (
             (X, Y.astype(float).assign(task1=np.nan)),
             {},
             ValueError,
-            "missing values",
+            "has no observed label",
         ),
         "continuous label": (
             (X, Y.assign(task1=0.5)),
