@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
@@ -66,6 +68,19 @@ def _number(
 
 
 _POSITIVE_INT = _number(int, 1)
+
+
+def _device(text: str) -> str:
+    """An argparse type: "auto" or a torch device string."""
+    if text != "auto":
+        try:
+            torch.device(text)
+        except (RuntimeError, TypeError):
+            raise argparse.ArgumentTypeError(
+                "expected auto or a torch device such as cpu, cuda, cuda:1; "
+                f"got {text!r}"
+            ) from None
+    return text
 
 
 def _selection(text: str) -> str:
@@ -305,9 +320,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--device",
-            choices=("cpu", "cuda", "auto"),
+            type=_device,
             default="cpu",
-            help="torch device (default: cpu)",
+            help="torch device: cpu, cuda, cuda:1, ... or auto (default: cpu)",
         )
         sub.add_argument(
             "--output",
@@ -364,7 +379,9 @@ def _add_data_commands(commands: Any) -> None:
     fit.add_argument("--batch-size", type=_POSITIVE_INT, default=None)
     fit.add_argument("--lr", type=_number(float, 0, open_low=True), default=None)
     fit.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
-    fit.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda")
+    fit.add_argument(
+        "--device", type=_device, default=None, help="torch device, e.g. cpu, cuda:1"
+    )
     fit.add_argument("--verbose", action="store_true", help="a progress bar per epoch")
     fit.add_argument(
         "--model", required=True, type=Path, help="where to save the fitted model"
@@ -388,7 +405,9 @@ def _add_data_commands(commands: Any) -> None:
         default=[],
         help="columns of --data copied to the output first, such as row ids",
     )
-    predict.add_argument("--device", default="cpu", help="torch device (cpu)")
+    predict.add_argument(
+        "--device", type=_device, default="cpu", help="torch device (default: cpu)"
+    )
     export = commands.add_parser(
         "export",
         help="export a saved model for serving: ONNX and/or torch.export",

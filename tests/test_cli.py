@@ -181,12 +181,21 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
         (["--validation-interval", "1.5"], "must be in (0, 1]"),
         (["--refit-lr", "0"], "must be in (0, inf)"),
         (["--evaluate-on", "train"], "invalid choice"),
+        (["--device", "gpu0"], "expected auto or a torch device"),
+        (["--validation-metric", "f1"], "'<metric>:<task name>'"),
+        (["--precision", "float16"], "invalid choice"),
     ],
 )
 def test_study_flag_errors(capsys, flags, message):
     with pytest.raises(SystemExit):
         main(["study", *flags])
     assert message in capsys.readouterr().err
+
+
+def test_device_flag_takes_any_torch_device():
+    from sklearn_rmtl.cli import _device
+
+    assert [_device(d) for d in ("auto", "cpu", "cuda:1")] == ["auto", "cpu", "cuda:1"]
 
 
 def test_version(capsys):
