@@ -12,13 +12,17 @@ the public API only:
   products) of every Linear of the network, in that dtype. A bfloat16 fit
   is held against the bfloat16 limit, not the float32 one.
 - one whole ``RMTLClassifier.fit`` per precision (pretrain, critics, refit;
-  one epoch each), for the speed-up of every phase together.
+  one epoch each), for the speed-up of every phase together;
+- with ``--profile``: the share of CPU time by kind of op in a bare
+  bfloat16 training step (module under autocast, loss, fused Adam), to show
+  what bounds training once the products are cheap.
 
 Rounds alternate the two precisions, so each ratio compares timings taken
 seconds apart; medians over rounds are printed. The CPU's bfloat16 support
 (AVX512-BF16, AMX) is printed with the results.
 
-Run: ``python benchmarks/bench_precision.py [--quick] [--backbones mmoe,ple]``.
+Run: ``python benchmarks/bench_precision.py [--quick] [--backbones mmoe,ple]
+[--profile]``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from _common import (
     fmt_rate,
     make_data,
     median,
+    op_breakdown,
     parse_args,
     square_gflops,
     timed,
@@ -100,6 +105,22 @@ def bench_backbone(
     return out
 
 
+def bfloat16_step_profile(backbone: str) -> dict[str, Any]:
+    """Op kinds of a bare bfloat16 training step (see ``op_breakdown``)."""
+    step = PureActorStep(backbone, fused=True)
+
+    def run() -> None:
+        rows = step._slice()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = step.net(step.x_cat[rows], step.x_num[rows]).float()
+        loss = step.loss(out, step.y[rows])
+        step.opt.zero_grad()
+        loss.backward()
+        step.opt.step()
+
+    return op_breakdown(run, steps=3)
+
+
 def bench_rmtl(backbone: str, data: Any, n_fit: int) -> dict[str, float]:
     X, Y = data.X.iloc[:n_fit], data.Y.iloc[:n_fit]
     sessions, times = data.session_ids[:n_fit], data.timestamps[:n_fit]
@@ -126,6 +147,7 @@ def main() -> dict[str, Any]:
     def extra(p: Any) -> None:
         p.add_argument("--backbones", default=None)
         p.add_argument("--rounds", type=int, default=None)
+        p.add_argument("--profile", action="store_true", help="op kinds of a step")
 
     args = parse_args(__doc__, extra)
     rep = Report("bench_precision", args)
@@ -166,6 +188,12 @@ def main() -> dict[str, Any]:
             f"  bfloat16 / float32: train {res['train_speedup']:.2f}x (target >= "
             f"1.8x), predict_proba {res['infer_speedup']:.2f}x (target >= 2x)"
         )
+        if args.profile:
+            res["bfloat16_step_ops"] = ops = bfloat16_step_profile(bb)
+            kinds = ", ".join(
+                f"{k} {v:.0%}" for k, v in ops.items() if isinstance(v, float)
+            )
+            lines.append(f"  bfloat16 training step, CPU time by op kind: {kinds}")
         rep.add(bb, res, "\n".join(lines))
     whole = bench_rmtl(backbones[-1], data, n_fit)
     rep.add(
