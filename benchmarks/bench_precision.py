@@ -15,14 +15,16 @@ the public API only:
   one epoch each), for the speed-up of every phase together;
 - with ``--profile``: the share of CPU time by kind of op in a bare
   bfloat16 training step (module under autocast, loss, fused Adam), to show
-  what bounds training once the products are cheap.
+  what bounds training once the products are cheap;
+- with ``--compile``: the same bare bfloat16 step eager and under
+  ``torch.compile`` (its first step, which compiles, timed apart).
 
 Rounds alternate the two precisions, so each ratio compares timings taken
 seconds apart; medians over rounds are printed. The CPU's bfloat16 support
 (AVX512-BF16, AMX) is printed with the results.
 
 Run: ``python benchmarks/bench_precision.py [--quick] [--backbones mmoe,ple]
-[--profile]``.
+[--profile] [--compile]``.
 """
 
 from __future__ import annotations
@@ -121,6 +123,28 @@ def bfloat16_step_profile(backbone: str) -> dict[str, Any]:
     return op_breakdown(run, steps=3)
 
 
+def compiled_step_times(backbone: str, steps: int = 6) -> dict[str, float]:
+    """Seconds of a bare bfloat16 training step, eager and ``torch.compile``-d."""
+    out = {}
+    for compiled in (False, True):
+        step = PureActorStep(backbone, fused=True)
+        net = torch.compile(step.net) if compiled else step.net
+
+        def run(step: PureActorStep = step, net: Any = net) -> None:
+            rows = step._slice()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(step.x_cat[rows], step.x_num[rows]).float()
+            loss = step.loss(out, step.y[rows])
+            step.opt.zero_grad()
+            loss.backward()
+            step.opt.step()
+
+        name = "compiled" if compiled else "eager"
+        out[f"{name}_first_step_s"], _ = timed(run)
+        out[f"{name}_step_s"] = median([timed(run)[0] for _ in range(steps)])
+    return out
+
+
 def bench_rmtl(backbone: str, data: Any, n_fit: int) -> dict[str, float]:
     X, Y = data.X.iloc[:n_fit], data.Y.iloc[:n_fit]
     sessions, times = data.session_ids[:n_fit], data.timestamps[:n_fit]
@@ -148,6 +172,7 @@ def main() -> dict[str, Any]:
         p.add_argument("--backbones", default=None)
         p.add_argument("--rounds", type=int, default=None)
         p.add_argument("--profile", action="store_true", help="op kinds of a step")
+        p.add_argument("--compile", action="store_true", help="torch.compile a step")
 
     args = parse_args(__doc__, extra)
     rep = Report("bench_precision", args)
@@ -194,6 +219,13 @@ def main() -> dict[str, Any]:
                 f"{k} {v:.0%}" for k, v in ops.items() if isinstance(v, float)
             )
             lines.append(f"  bfloat16 training step, CPU time by op kind: {kinds}")
+        if args.compile:
+            res["compile"] = c = compiled_step_times(bb)
+            lines.append(
+                f"  bfloat16 step eager {c['eager_step_s'] * 1e3:.0f} ms, "
+                f"torch.compile {c['compiled_step_s'] * 1e3:.0f} ms (its first "
+                f"step, compiling, {c['compiled_first_step_s']:.0f} s)"
+            )
         rep.add(bb, res, "\n".join(lines))
     whole = bench_rmtl(backbones[-1], data, n_fit)
     rep.add(
