@@ -147,12 +147,14 @@ class _PeerData:
         )
 
 
-def _peer_model(model: str, data: _PeerData, n_tasks: int) -> torch.nn.Module:
+def _peer_model(
+    model: str, data: _PeerData, n_tasks: int, dim: int = EMBEDDING_DIM
+) -> torch.nn.Module:
     from torch_rechub.basic.features import DenseFeature, SparseFeature
     from torch_rechub.models.multi_task import MMOE, PLE
 
     features = [
-        SparseFeature(name, vocab_size=card, embed_dim=EMBEDDING_DIM)
+        SparseFeature(name, vocab_size=card, embed_dim=dim)
         for name, card in data.sparse
     ] + [DenseFeature(name) for name in data.dense]
     tasks = ["classification"] * n_tasks

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import Report, fmt_rate, median, parse_args
-from bench_peer_quality import _PeerData, _require_rechub
+from bench_peer_quality import _peer_model, _PeerData, _require_rechub
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier
@@ -81,33 +81,6 @@ def run_ours(
     }
 
 
-def _peer_net(model: str, data: _PeerData, n_tasks: int, dim: int) -> torch.nn.Module:
-    from torch_rechub.basic.features import DenseFeature, SparseFeature
-    from torch_rechub.models.multi_task import MMOE, PLE
-
-    sparse = [SparseFeature(n, vocab_size=c, embed_dim=dim) for n, c in data.sparse]
-    features = sparse + [DenseFeature(name) for name in data.dense]
-    tasks = ["classification"] * n_tasks
-    towers = [{"dims": [128, 64], "dropout": 0.2}] * n_tasks
-    if model == "mmoe":
-        return MMOE(
-            features,
-            tasks,
-            n_expert=8,
-            expert_params={"dims": [512, 256], "dropout": 0.2},
-            tower_params_list=towers,
-        )
-    return PLE(
-        features,
-        tasks,
-        n_level=2,
-        n_expert_specific=4,
-        n_expert_shared=4,
-        expert_params={"dims": [256], "dropout": 0.2},
-        tower_params_list=towers,
-    )
-
-
 def run_peer(
     model: str, data: _PeerData, epochs: int, dim: int, seed: int
 ) -> dict[str, Any]:
@@ -115,7 +88,7 @@ def run_peer(
 
     torch.manual_seed(seed)
     n_tasks = data.y_fit.shape[1]
-    net = _peer_net(model, data, n_tasks, dim)
+    net = _peer_model(model, data, n_tasks, dim)
     everything = np.ones(len(data.y_fit), dtype=bool)
     loader = data.loader(everything, shuffle=True, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
