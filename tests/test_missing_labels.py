@@ -122,11 +122,8 @@ def test_a_task_without_observed_labels_is_an_error(data):
 
 
 # --------------------------------------------------------------- estimators
-@pytest.mark.parametrize("validation_metric", ["loss", "auc", "gauc"])
-def test_missing_label_equals_any_label_with_zero_weight(data, validation_metric):
-    # Several batches and early stopping on held-out rows with missing labels.
-    X, Y, s, _ = data
-    params = {**FAST, "validation_metric": validation_metric}
+def _assert_missing_equals_zero_weight(params, X, Y, s):
+    """Missing labels fit exactly like any filled value with weight 0."""
     nan = MTLClassifier(**params).fit(X, Y, session_ids=s).predict_proba(X)
     for value in (0, 1):
         y_fill, weight = _filled(Y, value)
@@ -134,6 +131,15 @@ def test_missing_label_equals_any_label_with_zero_weight(data, validation_metric
             X, y_fill, session_ids=s, sample_weight=weight
         )
         assert_allclose(filled.predict_proba(X), nan, atol=1e-6)
+    return nan
+
+
+@pytest.mark.parametrize("validation_metric", ["loss", "auc", "gauc"])
+def test_missing_label_equals_any_label_with_zero_weight(data, validation_metric):
+    # Several batches and early stopping on held-out rows with missing labels.
+    X, Y, s, _ = data
+    params = {**FAST, "validation_metric": validation_metric}
+    _assert_missing_equals_zero_weight(params, X, Y, s)
 
 
 @pytest.mark.parametrize("balancing", ["uncertainty", "gradnorm", "dwa", "pcgrad"])
@@ -142,13 +148,7 @@ def test_missing_labels_are_masked_under_task_balancing(data, balancing):
     # labels with either value changes nothing.
     X, Y, s, _ = data
     params = {**FAST, "task_balancing": balancing}
-    nan = MTLClassifier(**params).fit(X, Y, session_ids=s).predict_proba(X)
-    for value in (0, 1):
-        y_fill, weight = _filled(Y, value)
-        filled = MTLClassifier(**params).fit(
-            X, y_fill, session_ids=s, sample_weight=weight
-        )
-        assert_allclose(filled.predict_proba(X), nan, atol=1e-6)
+    nan = _assert_missing_equals_zero_weight(params, X, Y, s)
     assert not np.allclose(
         MTLClassifier(**params).fit(X, Y.fillna(1), session_ids=s).predict_proba(X),
         nan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from numbers import Real
 from typing import ClassVar
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 
-class TaskBalancer:
+class TaskBalancer(ABC):
     """Base class: turns a step's per-task losses into parameter gradients.
 
     A balancer replaces ``loss.backward()`` in a training step. It receives
@@ -54,6 +55,7 @@ class TaskBalancer:
         self.lr = lr
         self.generator = generator
 
+    @abstractmethod
     def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
         """Fill the gradients of ``params`` for one training step.
 
@@ -71,8 +73,8 @@ class TaskBalancer:
             The scalar loss reported as the step's ``train_loss``: the
             weighted sum ``sum_k w_k L_k`` of :meth:`weights`, detached.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def weights(self) -> Tensor:
         """The effective weights ``c_k b_k`` of the task losses now.
 
@@ -81,9 +83,8 @@ class TaskBalancer:
         weights : Tensor of shape (n_tasks,)
             Detached, on the CPU.
         """
-        raise NotImplementedError
 
-    def end_epoch(self) -> None:
+    def end_epoch(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Hook called at the end of every training epoch (after recording)."""
 
 
