@@ -18,6 +18,13 @@ latest 25 % of the fitted rows):
   Its categorical columns are ``SparseFeature`` (normal(0, 1e-4) tables),
   its numerical ones ``DenseFeature`` (the scaled values, concatenated).
 
+With ``--retrain``, both libraries train again on all fitted rows, the
+hold-out included, for the length early stopping chose: ours with
+``retrain_on_all=True`` (the same number of optimizer steps), torch-rechub
+for its best epoch count scaled by the rows (``round(best * n_fit / n_all)``
+epochs, at least 1; its trainer has no step-level control) from a fresh
+network of the same seed.
+
 Printed: per seed and as mean +- std over seeds, the scored part's AUC and logloss of
 each task for both libraries, the differences (ours - torch-rechub) and
 Welch's t-test p-value.
@@ -26,7 +33,7 @@ torch-rechub is an optional benchmark dependency (``pip install
 torch-rechub``), never a runtime one of the package.
 
 Run: ``python benchmarks/bench_peer_quality.py [--quick] [--seeds 0,1,2]
-[--models mmoe,ple] [--dataset retailrocket] [--peer-epochs 3]``.
+[--models mmoe,ple] [--dataset retailrocket] [--peer-epochs 3] [--retrain]``.
 """
 
 from __future__ import annotations
@@ -178,14 +185,13 @@ def _peer_model(
     )
 
 
-def run_peer(model: str, data: _PeerData, seed: int, epochs: int) -> dict[str, Any]:
+def run_peer(
+    model: str, data: _PeerData, seed: int, epochs: int, retrain: bool = False
+) -> dict[str, Any]:
     from torch_rechub.trainers import MTLTrainer
 
-    torch.manual_seed(seed)
-    net = _peer_model(model, data, data.y_fit.shape[1])
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = MTLTrainer(
+    def trainer_for(net: Any, tmp: str) -> Any:
+        return MTLTrainer(
             net,
             task_types=["classification"] * data.y_fit.shape[1],
             optimizer_params={"lr": 1e-3, "weight_decay": 1e-5},
@@ -194,19 +200,49 @@ def run_peer(model: str, data: _PeerData, seed: int, epochs: int) -> dict[str, A
             earlystop_patience=PATIENCE,
             model_path=tmp,
         )
+
+    torch.manual_seed(seed)
+    net = _peer_model(model, data, data.y_fit.shape[1])
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = trainer_for(net, tmp)
+        # The stopper keeps the best weights but not their epoch: count them.
+        checks: list[bool] = []
+        stopper = trainer.early_stopper
+        decide = stopper.stop_training
+
+        def counted(score: float, weights: Any) -> bool:
+            best = stopper.best_auc
+            stop = decide(score, weights)
+            checks.append(stopper.best_auc != best)
+            return stop
+
+        stopper.stop_training = counted
         # The trainer prints every epoch; keep the report readable.
         with contextlib.redirect_stdout(io.StringIO()):
             trainer.fit(
                 data.loader(~data.valid, shuffle=True, seed=seed),
                 data.loader(data.valid, shuffle=False),
             )
-    # Best of the epochs run (the trainer restores it only when it stops early).
-    net.load_state_dict(trainer.early_stopper.best_weights)
+        # Best of the epochs run (the trainer restores it only when it stops).
+        net.load_state_dict(stopper.best_weights)
+        best_epoch = max(i + 1 for i, improved in enumerate(checks) if improved)
+        if retrain:
+            share = float((~data.valid).mean())
+            n_epochs = max(1, round(best_epoch * share))
+            torch.manual_seed(seed)
+            net = _peer_model(model, data, data.y_fit.shape[1])
+            trainer = trainer_for(net, tmp)
+            everything = np.ones(len(data.valid), dtype=bool)
+            for _ in range(n_epochs):
+                trainer.train_one_epoch(
+                    data.loader(everything, shuffle=True, seed=seed)
+                )
     wall = time.perf_counter() - t0
     net.eval()
     with torch.no_grad():
         proba = net(data.x_eval).numpy()
-    return {**_scores(data.y_eval, proba), "wall_s": wall}
+    return {**_scores(data.y_eval, proba), "wall_s": wall, "best_epoch": best_epoch}
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -239,6 +275,12 @@ def main() -> dict[str, Any]:
             help="torch-rechub's epochs; the best on the hold-out is kept",
         )
         p.add_argument(
+            "--retrain",
+            action="store_true",
+            help="both libraries train again on all fitted rows for the length "
+            "early stopping chose (ours: retrain_on_all=True)",
+        )
+        p.add_argument(
             "--ours-kwargs",
             default="{}",
             help="JSON of MTLClassifier overrides, to try a default before "
@@ -250,6 +292,8 @@ def main() -> dict[str, Any]:
     _require_rechub()
     rep = Report("bench_peer_quality", args)
     overrides = json.loads(args.ours_kwargs)
+    if args.retrain:
+        overrides["retrain_on_all"] = True
     if overrides:
         print(f"NOTE: ours is NOT at the library's defaults: {overrides}")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -268,6 +312,7 @@ def main() -> dict[str, Any]:
             "seeds": seeds,
             "evaluate_on": args.evaluate_on,
             "ours_overrides": overrides,
+            "retrain": args.retrain,
         },
         f"{args.dataset}: {split.sizes}, scored on {args.evaluate_on}, tasks "
         f"{tasks}, seeds {seeds}, "
@@ -284,7 +329,7 @@ def main() -> dict[str, Any]:
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "torch-rechub": []}
         for seed in seeds:
             ours = run_ours(model, split, seed, overrides)
-            peer = run_peer(model, data, seed, args.peer_epochs)
+            peer = run_peer(model, data, seed, args.peer_epochs, args.retrain)
             runs["ours"].append(ours)
             runs["torch-rechub"].append(peer)
             print(

@@ -441,6 +441,10 @@ def _ddpg(c: Context) -> RMTLClassifier:
         actor_update=True,
         weighting="constant",
         refit_max_epochs=0,
+        # NOTE[DIFF]: the critics' actor updates have no length chosen on the
+        # held-out rows to replay on all of them, so D-PLE trains from the
+        # PLE network chosen on the held-out rows and is not retrained.
+        retrain_on_all=False,
     )
     return c.fit(est)
 

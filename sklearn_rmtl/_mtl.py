@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -22,6 +24,7 @@ from sklearn_rmtl._training import (
     SelectionOption,
     check_selection,
     net_history,
+    selected_steps,
     train_net,
 )
 from sklearn_rmtl._validation import (
@@ -40,6 +43,9 @@ _PREDICT_CHUNK = 65_536
 # (sklearn_rmtl.persistence) and pickles hold, so that both keep loading;
 # ``net_`` is its public name and ``backbone_`` the deprecated alias.
 _NET_KEY = "backbone_"
+# With retrain_on_all: the network chosen on the held-out rows, before the
+# retraining (weights only; kept in pickles, not in saved files).
+_HOLDOUT_KEY = "_holdout_state"
 _BACKBONE_DEPRECATED = (
     "Attribute `backbone_` was renamed `net_` in 0.1 (it is the fitted skorch "
     "net, not a backbone) and will be removed in 0.2."
@@ -129,6 +135,14 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         ``"auc:purchase"``, a task name of y) compares that task's value
         only. Stopping on the loss can end training before the ranking has
         peaked.
+    retrain_on_all : bool, default=False
+        After early stopping has chosen how long to train, train the network
+        afresh on all rows, the held-out ones included, for as many
+        optimizer steps as led to the kept weights, and keep that network.
+        The held-out rows are the latest ones, so this trains on the data
+        closest to what is predicted next, at about twice the cost (user
+        guide, "Training on the held-out rows too"). Without early stopping
+        it changes nothing.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
         device string such as "cuda:1" is accepted (as by
@@ -182,7 +196,10 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         ``validation_metric`` is a ranking metric, ``valid_auc`` /
         ``valid_gauc`` (mean over tasks) with ``valid_auc_per_task`` /
         ``valid_gauc_per_task``; the last row also has ``best_at``, the
-        position of the kept weights in epochs (e.g. 2.25). Values that
+        position of the kept weights in epochs (e.g. 2.25), and
+        ``best_step``, the optimizer steps to them. With ``retrain_on_all``,
+        ``"pretrain_all"`` has the rows of the retraining on all rows (its
+        last row records ``steps``). Values that
         ``callbacks`` record (e.g. skorch's ``EpochScoring``) are kept too.
         Every row has ``task_balance``, the effective per-task loss weights
         at the epoch's end (see ``task_balancing``).
@@ -244,6 +261,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
         "validation_metric": [SelectionOption()],
+        "retrain_on_all": ["boolean"],
         # Checked in fit (resolve_device): any torch device string.
         "device": [str],
         "precision": [StrOptions(set(PRECISIONS))],
@@ -272,6 +290,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         n_iter_no_change: int = 3,
         validation_interval: float = 1.0,
         validation_metric: str = "loss",
+        retrain_on_all: bool = False,
         device: str = "cpu",
         precision: str = "float32",
         random_state: Any = None,
@@ -295,6 +314,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.validation_interval = validation_interval
         self.validation_metric = validation_metric
+        self.retrain_on_all = retrain_on_all
         self.device = device
         self.precision = precision
         self.random_state = random_state
@@ -392,7 +412,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             timestamps=timestamps,
             sample_weight=sample_weight,
         )
-        self.__dict__.pop("feature_names_in_", None)  # a previous fit's names
+        for key in ("feature_names_in_", _HOLDOUT_KEY):  # a previous fit's
+            self.__dict__.pop(key, None)
         self.__dict__.update(state)
         return self
 
@@ -419,15 +440,50 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         )
         params, task_weights = self._check_params(data.n_tasks)
         encoder, net = self._fit_backbone(data, params, task_weights)
-        history = net_history(net)
+        history = {"pretrain": net_history(net)}
+        extra = {}
+        if self.retrain_on_all and data.valid is not None:
+            # RMTL given this actor chooses its refit with these weights,
+            # which have not seen the held-out rows (see _pretrained_on).
+            extra[_HOLDOUT_KEY] = {
+                k: v.detach().clone() for k, v in net.module_.state_dict().items()
+            }
+            net = self._on_all_rows(data, history, "pretrain", params, task_weights)
         net.trim_for_prediction()
         return data.fitted_state(
             encoder_=encoder,
             **{_NET_KEY: net},
+            **extra,
             backbone_params_=params,
-            history_={"pretrain": history},
-            n_iter_=len(history),
+            history_=history,
+            n_iter_=sum(len(h) for h in history.values()),
         )
+
+    def _on_all_rows(
+        self,
+        data: FitData,
+        history: dict[str, list[dict[str, Any]]],
+        phase: str,
+        params: dict[str, Any],
+        task_weights: np.ndarray,
+        net_cls: type[MultiTaskNet] = MultiTaskNet,
+        **kwargs: Any,
+    ) -> MultiTaskNet:
+        """Retrain ``phase`` on all rows for the steps early stopping chose.
+
+        Adds the retraining's rows to ``history`` under ``phase + "_all"``;
+        ``kwargs`` go to :meth:`_train_net`. Without early stopping in
+        ``history[phase]`` the phase already trained on all rows: an error.
+        """
+        steps = selected_steps(history[phase])
+        if steps is None:
+            raise RuntimeError(f"The {phase} ran without early stopping.")
+        kwargs.setdefault("max_epochs", self.max_epochs)  # covered by ``steps``
+        net = self._train_net(
+            data, net_cls, params, task_weights, steps=steps, **kwargs
+        )
+        history[phase + "_all"] = net_history(net)
+        return net
 
     def _fit_backbone(
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
@@ -453,20 +509,27 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
     def _pretrained_on(
         self, data: FitData, *, name: str
-    ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
+    ) -> tuple[FeatureEncoder, torch.nn.Module, dict[str, list[dict[str, Any]]]]:
         """This estimator as RMTL's pretrained actor (parameter ``name``).
 
         Fitted, it is used as is; unfitted, a clone is fitted on ``data``.
-        Returns its encoder (which encodes ``data``), net and history.
+        Returns its encoder (which encodes ``data``), the network trained
+        without the held-out rows (with ``retrain_on_all``, the one early
+        stopping chose before retraining) and its history.
         """
         actor = self
         if not self.__sklearn_is_fitted__():
-            actor = clone(self).fit(
-                data.X,
-                data.y_observed,
-                session_ids=data.session_ids,
-                timestamps=data.times,
-                sample_weight=data.sample_weight,
+            # RMTL retrains on all rows itself, after choosing on held-out ones.
+            actor = (
+                clone(self)
+                .set_params(retrain_on_all=False)
+                .fit(
+                    data.X,
+                    data.y_observed,
+                    session_ids=data.session_ids,
+                    timestamps=data.times,
+                    sample_weight=data.sample_weight,
+                )
             )
         try:
             validate_data(actor, data.X, reset=False, skip_check_array=True)
@@ -474,8 +537,19 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"{name} was fitted on other features than X: {exc}"
             ) from exc
+        module = actor.net_.module_
+        if "pretrain_all" in actor.history_:
+            if _HOLDOUT_KEY not in actor.__dict__:
+                raise ValueError(
+                    f"{name} was retrained on all rows (retrain_on_all=True) and "
+                    "loaded from a file, which keeps only the retrained network: "
+                    "RMTL needs the network chosen on the held-out rows. Pass "
+                    f"{name} unfitted, or fitted with retrain_on_all=False."
+                )
+            module = copy.deepcopy(module)
+            module.load_state_dict(actor.__dict__[_HOLDOUT_KEY])
         data.encode(actor.encoder_, fitted=True)
-        return actor.encoder_, actor.net_, actor.history_["pretrain"]
+        return actor.encoder_, module, dict(actor.history_)
 
     def _prepare(
         self,

@@ -37,7 +37,12 @@ from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
 from sklearn_rmtl._refit import plan_refit
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
-from sklearn_rmtl._training import SelectionOption, check_selection, net_history
+from sklearn_rmtl._training import (
+    SelectionOption,
+    check_selection,
+    net_history,
+    selected_steps,
+)
 from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
@@ -117,6 +122,13 @@ class RMTLClassifier(MTLClassifier):
     validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
         What pretraining's early stopping compares (see
         :class:`MTLClassifier`); the refit has ``refit_validation_metric``.
+    retrain_on_all : bool, default=False
+        After the pretraining and the refit have been chosen on the held-out
+        rows, train both again on all rows, each for as many steps as early
+        stopping chose (0 refit steps when the pretrained weights were kept),
+        with the critics already trained; see :class:`MTLClassifier`. A given
+        ``actor`` is chosen with its network from before any retraining.
+        Not with ``actor_update=True``.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train; see :class:`MTLClassifier`.
     precision : {"float32", "bfloat16"}, default="float32"
@@ -264,7 +276,9 @@ class RMTLClassifier(MTLClassifier):
     history_ : dict
         Per-phase curves: ``"pretrain"`` and ``"refit"`` (per epoch
         ``train_loss``, ``valid_loss``, ``dur``, ``task_balance``) and
-        ``"critic"`` (per epoch ``td_loss``; empty when the critic was given).
+        ``"critic"`` (per epoch ``td_loss``; empty when the critic was given);
+        with ``retrain_on_all``, ``"pretrain_all"`` and ``"refit_all"`` hold
+        the retraining on all rows.
     n_iter_ : int
         Epochs run in all phases together.
 
@@ -356,6 +370,7 @@ class RMTLClassifier(MTLClassifier):
         n_iter_no_change: int = 3,
         validation_interval: float = 1.0,
         validation_metric: str = "loss",
+        retrain_on_all: bool = False,
         device: str = "cpu",
         precision: str = "float32",
         random_state: Any = None,
@@ -405,6 +420,7 @@ class RMTLClassifier(MTLClassifier):
             n_iter_no_change=n_iter_no_change,
             validation_interval=validation_interval,
             validation_metric=validation_metric,
+            retrain_on_all=retrain_on_all,
             device=device,
             precision=precision,
             random_state=random_state,
@@ -470,6 +486,13 @@ class RMTLClassifier(MTLClassifier):
 
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
         check_dims("critic_hidden_dims", self.critic_hidden_dims, allow_empty=True)
+        if self.retrain_on_all and self.actor_update:
+            raise ValueError(
+                "retrain_on_all=True cannot be combined with actor_update=True: "
+                "the critics' actor updates are not chosen on the held-out rows, "
+                "so there is no length to replay on all rows. Set one of them "
+                "to False."
+            )
         return super()._check_params(n_tasks)
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
@@ -574,10 +597,8 @@ class RMTLClassifier(MTLClassifier):
                 UserWarning,
                 stacklevel=3,
             )
-        encoder, pretrained, pretrain_history = self._pretrain(
-            data, params, task_weights
-        )
-        actor = copy.deepcopy(pretrained.module_)
+        encoder, pretrained, history = self._pretrain(data, params, task_weights)
+        actor = copy.deepcopy(pretrained)
 
         session_critic = self.critic
         critic_history: list[dict[str, Any]] = []
@@ -591,14 +612,20 @@ class RMTLClassifier(MTLClassifier):
             data, encoder, params, task_weights, actor, session_critic
         )
         refit_history = net_history(net)
-        # Keep configuration and weights only: no optimizer state, callbacks,
-        # validation data or critic copy in the fitted (pickled) net.
-        net.trim_for_prediction()
         history = {
-            "pretrain": pretrain_history,
+            "pretrain": history["pretrain"],
+            **{k: v for k, v in history.items() if k == "pretrain_all"},
             "critic": critic_history,
             "refit": refit_history,
         }
+        if self.retrain_on_all and data.valid is not None:
+            self._log("retrain on all rows")
+            net, label_weights = self._retrain_on_all(
+                data, encoder, params, task_weights, history, session_critic
+            )
+        # Keep configuration and weights only: no optimizer state, callbacks,
+        # validation data or critic copy in the fitted (pickled) net.
+        net.trim_for_prediction()
         return data.fitted_state(
             encoder_=encoder,
             **{_NET_KEY: net},
@@ -616,8 +643,13 @@ class RMTLClassifier(MTLClassifier):
 
     def _pretrain(
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
-    ) -> tuple[FeatureEncoder, MultiTaskNet, list[dict[str, Any]]]:
-        """Phase 1: the actor, trained here or taken from ``actor``."""
+    ) -> tuple[FeatureEncoder, torch.nn.Module, dict[str, list[dict[str, Any]]]]:
+        """Phase 1: the actor, trained here or taken from ``actor``.
+
+        Returns the encoder, the actor's network fitted without the held-out
+        rows and its history (``"pretrain"``, and ``"pretrain_all"`` when a
+        given actor was already retrained on all rows).
+        """
         given = self._given_actor()
         if given is not None:
             name, actor = given
@@ -625,7 +657,39 @@ class RMTLClassifier(MTLClassifier):
             return actor._pretrained_on(data, name=name)
         self._log("pretrain")
         encoder, net = self._fit_backbone(data, params, task_weights)
-        return encoder, net, net_history(net)
+        return encoder, net.module_, {"pretrain": net_history(net)}
+
+    def _retrain_on_all(
+        self,
+        data: FitData,
+        encoder: FeatureEncoder,
+        params: dict[str, Any],
+        task_weights: np.ndarray,
+        history: dict[str, list[dict[str, Any]]],
+        critic: SessionCritic | None,
+    ) -> tuple[MultiTaskNet, np.ndarray | None]:
+        """``retrain_on_all``: pretraining and refit again, on all rows.
+
+        Each phase takes as many steps as early stopping chose for it on the
+        held-out rows; the critics are those trained for the first refit.
+        A given actor already retrained on all rows is reused as it is.
+        """
+        given = self._given_actor()
+        owner = self if given is None else given[1]
+        if "pretrain_all" in history:
+            actor = copy.deepcopy(owner.net_.module_)
+        else:
+            owner_params, owner_weights = owner._check_params(data.n_tasks)
+            actor = owner._on_all_rows(
+                data, history, "pretrain", owner_params, owner_weights
+            ).module_
+        # A refit that kept the pretrained weights takes 0 steps.
+        steps = selected_steps(history["refit"]) or 0
+        net, label_weights = self._refit(
+            data, encoder, params, task_weights, actor, critic, steps=steps
+        )
+        history["refit_all"] = net_history(net)
+        return net, label_weights
 
     def _train_critics(
         self,
@@ -656,11 +720,13 @@ class RMTLClassifier(MTLClassifier):
         task_weights: np.ndarray,
         actor: torch.nn.Module,
         critic: SessionCritic | None,
+        steps: int | None = None,
     ) -> tuple[MultiTaskNet, np.ndarray | None]:
         """Phase 4: continue training the actor with Q-derived weights.
 
         Returns the net and, for ``weighting="label_mean"``, the fixed
-        per-task, per-label weights.
+        per-task, per-label weights. ``steps`` refits on all rows for that
+        many steps instead (``retrain_on_all``).
         """
         max_epochs = (
             self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
@@ -677,6 +743,7 @@ class RMTLClassifier(MTLClassifier):
                 data.task_names,
             ),
             "start_is_candidate": self.refit_keep_pretrained,
+            "steps": steps,
         }
         plan = plan_refit(
             data,

@@ -202,7 +202,8 @@ class ValidationCheckpoint(Callback):
     ``valid_loss_per_task`` and, when selecting by a ranking metric,
     ``valid_<metric>`` (its mean over the tasks where it is defined) with
     ``valid_<metric>_per_task``; the last row records ``best_at`` (the epoch
-    position of the kept weights, 0.0 being the starting weights) and
+    position of the kept weights, 0.0 being the starting weights),
+    ``best_step`` (the optimizer steps that led to them) and
     ``restored_start`` when the starting weights were kept.
 
     Parameters
@@ -369,9 +370,54 @@ class ValidationCheckpoint(Callback):
             return
         net.module_.load_state_dict(self.best_state_)
         net.history.record("best_at", self.best_at_)
+        net.history.record("best_step", round(self.best_at_ * self.n_batches_))
         if self.best_at_ == 0.0:
             net.history.record("restored_start", True)
         self.best_state_ = None  # the weights live in the module now
+
+
+class StepLimit(Callback):
+    """End training after ``steps`` optimizer steps, inside an epoch if need be.
+
+    Retraining on all rows replays the number of steps that early stopping
+    chose (:func:`train_net`'s ``steps``, with ``max_epochs`` covering
+    them); the last history row records ``steps``.
+
+    Parameters
+    ----------
+    steps : int
+        Optimizer steps to take.
+    n_batches : int
+        Steps per epoch: a limit at an epoch's end is left to ``max_epochs``,
+        so that the epoch's records are made.
+    """
+
+    def __init__(self, steps: int, n_batches: int) -> None:
+        self.steps = steps
+        self.n_batches = n_batches
+
+    def on_train_begin(self, net: Any, **kwargs: Any) -> None:
+        self.taken_ = 0
+
+    def on_batch_end(self, net: Any, training: bool = False, **kwargs: Any) -> None:
+        if not training:
+            return
+        self.taken_ += 1
+        if self.taken_ == self.steps and self.taken_ % self.n_batches:
+            raise StopTraining
+
+    def on_train_end(self, net: Any, **kwargs: Any) -> None:
+        net.history.record("steps", self.taken_)
+
+
+def selected_steps(history: list[dict[str, Any]]) -> int | None:
+    """The optimizer steps to the weights that early stopping kept, or None.
+
+    None when ``history`` (of one :func:`train_net` call) had no early
+    stopping.
+    """
+    step = history[-1].get("best_step") if history else None
+    return None if step is None else int(step)
 
 
 # ------------------------------------------------------------------ driver
@@ -462,6 +508,7 @@ def train_net(
     callbacks: list[Any] | None = None,
     verbose: int = 0,
     precision: str = "float32",
+    steps: int | None = None,
     **net_kwargs: Any,
 ) -> MultiTaskNet:
     """Build a skorch net for ``data`` and train it.
@@ -478,7 +525,11 @@ def train_net(
     ``balancing_params`` choose how each step combines the task losses
     (:mod:`sklearn_rmtl.balancing`; a fresh balancer per call, learning at
     ``lr``, drawing from the fit's generator); the history records its
-    weights per epoch. ``net_kwargs`` go to ``net_cls``.
+    weights per epoch. ``steps`` trains on every row, the held-out ones
+    included, for that many optimizer steps without early stopping (the
+    retraining of ``retrain_on_all``; 0 returns the starting weights), in
+    as many epochs as that takes, whatever ``max_epochs``.
+    ``net_kwargs`` go to ``net_cls``.
     """
     mask = data.loss_mask
     inputs = {
@@ -486,7 +537,7 @@ def train_net(
         **({} if mask is None else {"loss_mask": mask}),
         **(extra_inputs or {}),
     }
-    valid = data.valid
+    valid = data.valid if steps is None else None
     phase = "refit" if init_module is not None else "pretrain"
     # Initialisation, batch order and dropout of this fit draw from here.
     generator = torch.Generator().manual_seed(data.seed + seed_offset)
@@ -495,6 +546,10 @@ def train_net(
         ("divergence_guard", DivergenceGuard(phase, lr_name)),
         ("task_balance", TaskBalanceRecorder()),
     ]
+    if steps is not None:
+        n_batches = max(1, -(-len(data.y01) // batch_size))
+        max_epochs = -(-steps // n_batches)
+        all_callbacks.append(("step_limit", StepLimit(steps, n_batches)))
     if valid is not None:
         device = data.device
         groups = None if data.session_ids is None else data.session_ids[valid]

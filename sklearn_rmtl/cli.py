@@ -132,6 +132,7 @@ RMTL_FLAGS = (
     "refit_keep_pretrained",
     "q_lambda",
     "precision",
+    "retrain_on_all",
 )
 
 
@@ -236,6 +237,14 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the pretrained weights when no refit check beats them "
         "(refit_keep_pretrained)",
+    )
+    refit.add_argument(
+        "--retrain-on-all",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after early stopping, train pretraining and refit again on all "
+        "rows (the held-out ones included) for the steps it chose "
+        "(retrain_on_all; D-PLE is not retrained)",
     )
     refit.add_argument(
         "--q-lambda",
