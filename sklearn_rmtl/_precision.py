@@ -13,8 +13,8 @@ of a float16 forward therefore goes through a :class:`torch.amp.GradScaler`
 (:func:`grad_scaler`, one per optimiser): the loss is multiplied by a large
 scale before ``backward``, the gradients are divided by it before the
 optimiser step, and a step whose gradients overflowed is skipped while the
-scale shrinks. It is meant for CUDA GPUs (all of which multiply float16 in
-hardware); CPUs mostly emulate it.
+scale shrinks. It is meant for CUDA GPUs, which multiply float16 in
+hardware; most CPUs emulate it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def autocast(precision: str, device: str | torch.device) -> Any:
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def grad_scaler(precision: str, device: str | torch.device) -> Any:
+def grad_scaler(
+    precision: str, device: str | torch.device
+) -> torch.amp.GradScaler | None:
     """A fresh loss scaler for one optimiser, or None where none is needed.
 
     Only float16 needs one (its gradients underflow); float32 and bfloat16
@@ -57,12 +59,14 @@ def grad_scaler(precision: str, device: str | torch.device) -> Any:
     return torch.amp.GradScaler(torch.device(device).type)
 
 
-def scaled_backward(loss: Tensor, scaler: Any) -> None:
+def scaled_backward(loss: Tensor, scaler: torch.amp.GradScaler | None) -> None:
     """``loss.backward()``, of ``scaler.scale(loss)`` when there is a scaler."""
     (loss if scaler is None else scaler.scale(loss)).backward()
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
     """``optimizer.step()``; with a scaler its unscaled, skip-on-overflow step."""
     if scaler is None:
         optimizer.step()

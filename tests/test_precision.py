@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._td import TDConfig, actor_step, td_step
 from sklearn_rmtl.balancing import BALANCINGS, make_balancer
+from sklearn_rmtl.exceptions import InvalidFileError
 from sklearn_rmtl.metrics import per_task_roc_auc
 
 # float16 on a CPU is meant to warn (tested below); here it runs on purpose.
@@ -121,6 +124,34 @@ def test_precision_is_saved_and_loaded(sessions, tmp_path, precision):
     loaded = persistence.load(tmp_path / "m.rmtl", device="cpu")
     assert loaded.precision == precision and loaded.net_.precision == precision
     np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+
+
+def edited_copy(src, dst, edit):
+    """A copy of a saved model whose network arguments ``edit`` changed."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "manifest.json":
+                manifest = json.loads(data)
+                edit(manifest["estimator"]["fitted"]["backbone_"]["kwargs"])
+                data = json.dumps(manifest).encode()
+            zout.writestr(name, data)
+    return dst
+
+
+def test_saved_precision_is_checked_and_defaults_to_float32(sessions, tmp_path):
+    X, Y, _s, _t = sessions
+    est = MTLClassifier(**MTL_FAST, precision="float16").fit(X, Y)
+    path = tmp_path / "m.rmtl"
+    persistence.save(est, path)
+    # A file written before precision existed: float32.
+    old = edited_copy(path, tmp_path / "old.rmtl", lambda kw: kw.pop("precision"))
+    assert persistence.load(old).net_.precision == "float32"
+    bad = edited_copy(
+        path, tmp_path / "bad.rmtl", lambda kw: kw.update(precision="float8")
+    )
+    with pytest.raises(InvalidFileError, match="unknown precision 'float8'"):
+        persistence.load(bad)
 
 
 def test_float16_loss_scaling_keeps_small_gradients(sessions, monkeypatch):
