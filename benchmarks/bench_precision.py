@@ -1,4 +1,4 @@
-"""Training and inference throughput in float32 and bfloat16, vs their limits.
+"""Training and inference throughput in float32 and bfloat16 (or float16), vs limits.
 
 For MMoE and PLE at the paper's sizes (embedding 128, bottom 512-256, towers
 128-64, 8 experts, PLE 4+4, batch 2048) on RetailRocket-shaped rows, through
@@ -19,12 +19,16 @@ the public API only:
 - with ``--compile``: the same bare bfloat16 step eager and under
   ``torch.compile`` (its first step, which compiles, timed apart).
 
-Rounds alternate the two precisions, so each ratio compares timings taken
+Rounds alternate the precisions, so each ratio compares timings taken
 seconds apart; medians over rounds are printed. The CPU's bfloat16 support
-(AVX512-BF16, AMX) is printed with the results.
+(AVX512-BF16, AMX) is printed with the results. ``--precisions`` picks the
+precisions (default ``float32,bfloat16``; float32 is always included, as
+the base of the ratios); float16 fits step through their loss scaler, and
+on a CPU float16 is expected to be slow (it is meant for CUDA GPUs).
+``--no-rmtl`` skips the whole ``RMTLClassifier.fit``.
 
 Run: ``python benchmarks/bench_precision.py [--quick] [--backbones mmoe,ple]
-[--profile] [--compile]``.
+[--precisions float32,bfloat16,float16] [--no-rmtl] [--profile] [--compile]``.
 """
 
 from __future__ import annotations
@@ -49,11 +53,16 @@ from _common import (
 from sklearn_rmtl import MTLClassifier, RMTLClassifier
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {p: d or torch.float32 for p, d in PRECISIONS.items()}
 
 
 def bench_backbone(
-    backbone: str, data: Any, n_fit: int, n_inf: int, rounds: int
+    backbone: str,
+    data: Any,
+    n_fit: int,
+    n_inf: int,
+    rounds: int,
+    precisions: list[str],
 ) -> dict[str, Any]:
     X, Y = data.X.iloc[:n_fit], data.Y.iloc[:n_fit]
     X_inf = data.X.iloc[:n_inf]
@@ -64,10 +73,11 @@ def bench_backbone(
             MatmulKernel(step.shapes(training=False), backward=False, dtype=d),
         )
         for p, d in DTYPES.items()
+        if p in precisions
     }
-    per: dict[str, list[dict[str, float]]] = {p: [] for p in PRECISIONS}
+    per: dict[str, list[dict[str, float]]] = {p: [] for p in precisions}
     for r in range(rounds):
-        for precision in PRECISIONS:
+        for precision in precisions:
             k_train, k_inf = kernels[precision]
             t_train_lim = k_train.seconds(repeats=3, inner=1)
             t_inf_lim = k_inf.seconds(repeats=3, inner=1)
@@ -100,10 +110,14 @@ def bench_backbone(
             [row["infer_rows_s"] / row["infer_limit_rows_s"] for row in rows]
         )
         out[precision] = summary
-    pairs = list(zip(per["float32"], per["bfloat16"], strict=True))
-    for phase in ("train", "infer"):
-        key = f"{phase}_rows_s"
-        out[f"{phase}_speedup"] = median([b[key] / f[key] for f, b in pairs])
+    for low in precisions[1:]:
+        pairs = list(zip(per["float32"], per[low], strict=True))
+        for phase in ("train", "infer"):
+            key = f"{phase}_rows_s"
+            speedup = median([b[key] / f[key] for f, b in pairs])
+            out[f"{low}_{phase}_speedup"] = speedup
+            if low == "bfloat16":  # the key of earlier result files
+                out[f"{phase}_speedup"] = speedup
     return out
 
 
@@ -145,11 +159,13 @@ def compiled_step_times(backbone: str, steps: int = 6) -> dict[str, float]:
     return out
 
 
-def bench_rmtl(backbone: str, data: Any, n_fit: int) -> dict[str, float]:
+def bench_rmtl(
+    backbone: str, data: Any, n_fit: int, precisions: list[str]
+) -> dict[str, float]:
     X, Y = data.X.iloc[:n_fit], data.Y.iloc[:n_fit]
     sessions, times = data.session_ids[:n_fit], data.timestamps[:n_fit]
     seconds = {}
-    for precision in PRECISIONS:
+    for precision in precisions:
         est = RMTLClassifier(
             backbone=backbone,
             max_epochs=1,
@@ -163,7 +179,7 @@ def bench_rmtl(backbone: str, data: Any, n_fit: int) -> dict[str, float]:
         )
     return {
         **{f"{p}_seconds": t for p, t in seconds.items()},
-        "speedup": seconds["float32"] / seconds["bfloat16"],
+        **{f"{p}_speedup": seconds["float32"] / seconds[p] for p in precisions[1:]},
     }
 
 
@@ -173,8 +189,22 @@ def main() -> dict[str, Any]:
         p.add_argument("--rounds", type=int, default=None)
         p.add_argument("--profile", action="store_true", help="op kinds of a step")
         p.add_argument("--compile", action="store_true", help="torch.compile a step")
+        p.add_argument(
+            "--precisions",
+            default="float32,bfloat16",
+            help="comma-separated precisions (float32 is always included)",
+        )
+        p.add_argument("--no-rmtl", action="store_true", help="skip the whole RMTL fit")
 
     args = parse_args(__doc__, extra)
+    precisions = ["float32"] + [
+        p for p in args.precisions.split(",") if p and p != "float32"
+    ]
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown:
+        raise SystemExit(
+            f"unknown precisions {sorted(unknown)}; use {list(PRECISIONS)}"
+        )
     rep = Report("bench_precision", args)
     cpu = torch.cpu
     flags = {
@@ -183,13 +213,15 @@ def main() -> dict[str, Any]:
         "native_bfloat16": native_bfloat16("cpu"),
         "capability": torch.backends.cpu.get_cpu_capability(),
     }
-    gflops = {p: square_gflops(dtype=d) for p, d in DTYPES.items()}
+    gflops = {p: square_gflops(dtype=DTYPES[p]) for p in precisions}
     rep.add(
         "cpu",
         {**flags, "square_gflops": gflops},
-        f"CPU bfloat16 support: {flags}; 2048^3 matmul: float32 "
-        f"{gflops['float32']:.0f} GFLOP/s, bfloat16 {gflops['bfloat16']:.0f} "
-        f"GFLOP/s ({gflops['bfloat16'] / gflops['float32']:.2f}x)",
+        f"CPU bfloat16 support: {flags}; 2048^3 matmul: "
+        + ", ".join(
+            f"{p} {g:.3g} GFLOP/s ({g / gflops['float32']:.3f}x)"
+            for p, g in gflops.items()
+        ),
     )
     backbones = args.backbones.split(",") if args.backbones else ["mmoe", "ple"]
     n_fit = BATCH_SIZE * (4 if args.quick else 12)
@@ -197,9 +229,9 @@ def main() -> dict[str, Any]:
     rounds = args.rounds or (2 if args.quick else 3)
     data = make_data(max(n_fit, n_inf), seed=0)
     for bb in backbones:
-        res = bench_backbone(bb, data, n_fit, n_inf, rounds)
+        res = bench_backbone(bb, data, n_fit, n_inf, rounds, precisions)
         lines = [f"{bb} at the paper's sizes, {rounds} alternating rounds:"]
-        for p in PRECISIONS:
+        for p in precisions:
             s = res[p]
             lines.append(
                 f"  {p:8s} train {fmt_rate(s['train_rows_s'])} rows/s "
@@ -209,10 +241,14 @@ def main() -> dict[str, Any]:
                 f"({s['infer_fraction_of_limit']:.0%} of "
                 f"{fmt_rate(s['infer_limit_rows_s'])})"
             )
-        lines.append(
-            f"  bfloat16 / float32: train {res['train_speedup']:.2f}x (target >= "
-            f"1.8x), predict_proba {res['infer_speedup']:.2f}x (target >= 2x)"
-        )
+        for p in precisions[1:]:
+            target = (
+                " (targets >= 1.8x, >= 2x)" if p == "bfloat16" else " (CPU: no target)"
+            )
+            lines.append(
+                f"  {p} / float32: train {res[f'{p}_train_speedup']:.2f}x, "
+                f"predict_proba {res[f'{p}_infer_speedup']:.2f}x{target}"
+            )
         if args.profile:
             res["bfloat16_step_ops"] = ops = bfloat16_step_profile(bb)
             kinds = ", ".join(
@@ -227,14 +263,18 @@ def main() -> dict[str, Any]:
                 f"step, compiling, {c['compiled_first_step_s']:.0f} s)"
             )
         rep.add(bb, res, "\n".join(lines))
-    whole = bench_rmtl(backbones[-1], data, n_fit)
-    rep.add(
-        "rmtl_fit",
-        whole,
-        f"RMTLClassifier(backbone={backbones[-1]!r}).fit, one epoch per phase, "
-        f"{n_fit:,} rows: float32 {whole['float32_seconds']:.1f}s, bfloat16 "
-        f"{whole['bfloat16_seconds']:.1f}s ({whole['speedup']:.2f}x)",
-    )
+    if not args.no_rmtl:
+        whole = bench_rmtl(backbones[-1], data, n_fit, precisions)
+        rep.add(
+            "rmtl_fit",
+            whole,
+            f"RMTLClassifier(backbone={backbones[-1]!r}).fit, one epoch per phase, "
+            f"{n_fit:,} rows: float32 {whole['float32_seconds']:.1f}s"
+            + "".join(
+                f", {p} {whole[f'{p}_seconds']:.1f}s ({whole[f'{p}_speedup']:.2f}x)"
+                for p in precisions[1:]
+            ),
+        )
     return rep.done()
 
 

@@ -258,7 +258,7 @@ class SessionCritic:
             A refit weighting of :class:`RMTLClassifier` (e.g. "rmtl").
         q_lambda : float
             The paper's lambda.
-        precision : {"float32", "bfloat16"}, default="float32"
+        precision : {"float32", "bfloat16", "float16"}, default="float32"
             The dtype of the critic's matrix products.
 
         Returns

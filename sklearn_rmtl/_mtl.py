@@ -147,14 +147,18 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
         device string such as "cuda:1" is accepted (as by
         :func:`sklearn_rmtl.persistence.load`).
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the network's matrix products in training and
         prediction: "bfloat16" runs the forward passes under
         :func:`torch.autocast` (weights, Adam's state and the loss stay
         float32), several times faster on processors with AVX512-BF16 or
         AMX and on recent GPUs, at a small cost in accuracy (see the user
-        guide's "Mixed precision"). A warning says when the device would
-        only emulate it. Reproducible for a seed like float32.
+        guide's "Mixed precision"). "float16" does the same in float16
+        with loss scaling (:class:`torch.amp.GradScaler`, which keeps its
+        small gradients from underflowing and skips a step whose gradients
+        overflowed); it is meant for CUDA GPUs, including those without
+        bfloat16. A warning says when the device would only emulate the
+        dtype (float16 on any CPU). Reproducible for a seed like float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. An int gives identical predictions across fits on CPU.

@@ -80,7 +80,7 @@ def plan_refit(
         Key of :data:`~sklearn_rmtl._weighting.WEIGHTINGS`.
     q_lambda : float
         The paper's lambda.
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "float16"}
         The dtype of the matrix products where Q is evaluated.
     """
     if critic is None:

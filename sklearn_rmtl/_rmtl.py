@@ -131,10 +131,12 @@ class RMTLClassifier(MTLClassifier):
         Not with ``actor_update=True``.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
         Where to train; see :class:`MTLClassifier`.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the matrix products of every phase (pretraining, the
         behaviour actor, the critics' TD steps, the refit and its Q
-        evaluations, prediction); see :class:`MTLClassifier`.
+        evaluations, prediction); "float16" scales the losses of every
+        training step (pretraining, TD and actor steps, refit). See
+        :class:`MTLClassifier`.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0

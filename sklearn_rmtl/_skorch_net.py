@@ -7,11 +7,12 @@ from typing import Any
 import torch
 from skorch import NeuralNet
 from skorch.dataset import unpack_data
+from skorch.utils import TeeGenerator
 from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._data import as_dataset
-from sklearn_rmtl._precision import autocast
+from sklearn_rmtl._precision import autocast, grad_scaler, scaled_backward
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.balancing import TaskBalancer
 
@@ -33,11 +34,15 @@ class MultiTaskNet(NeuralNet):
     ``backward`` on the criterion's weighted sum (:meth:`train_step_single`,
     skorch's seam for a custom step); validation losses are the criterion's.
 
+    Under ``precision="float16"`` the net holds a loss scaler
+    (``grad_scaler_``, made with the optimiser) and :meth:`train_step`
+    steps through it.
+
     Parameters
     ----------
     *args, **kwargs
         Passed to :class:`skorch.NeuralNet`.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the forward pass's matrix products (see
         :mod:`sklearn_rmtl._precision`); the output and the loss are float32.
     balancer : TaskBalancer, default=None
@@ -68,6 +73,60 @@ class MultiTaskNet(NeuralNet):
         super().__init__(*args, **kwargs)
         self.precision = precision
         self.balancer = balancer
+
+    def initialize_optimizer(self, triggered_directly: Any = None) -> MultiTaskNet:
+        """skorch's optimiser, and its loss scaler under float16 (else None)."""
+        super().initialize_optimizer(triggered_directly=triggered_directly)
+        self.grad_scaler_ = grad_scaler(self.precision, self.device)
+        if self.balancer is not None:
+            self.balancer.grad_scaler = self.grad_scaler_
+        return self
+
+    def trim_for_prediction(self) -> None:
+        """skorch's trim, and the loss scaler, which prediction never uses."""
+        super().trim_for_prediction()
+        self.grad_scaler_ = None
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
+        """skorch's step; under float16, one through the loss scaler.
+
+        :meth:`train_step_single` fills the gradients of the scaled loss;
+        they are unscaled before skorch's ``on_grad_computed`` callbacks
+        (so that gradient clipping sees the true gradients), the optimiser
+        steps only when they are finite, and the scale adapts. Float32 and
+        bfloat16 take skorch's step unchanged.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(X, y)`` of one batch.
+        **fit_params : dict
+            Passed to the module's ``forward`` (as by skorch).
+
+        Returns
+        -------
+        step : dict
+            ``{"loss": loss, "y_pred": y_pred}``.
+        """
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step(batch, **fit_params)
+        # skorch hands the optimiser a closure, which GradScaler refuses.
+        optimizers = [getattr(self, name + "_") for name in self._optimizers]
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for optimizer in optimizers:
+            scaler.step(optimizer)  # skipped where the gradients overflowed
+        scaler.update()
+        return step
 
     def get_config(self) -> dict[str, Any]:
         """The arguments of ``make_net`` that rebuild this net for prediction.
@@ -135,7 +194,8 @@ class MultiTaskNet(NeuralNet):
         The per-task losses of :meth:`task_losses` (row weights and the
         loss mask applied, as in :meth:`get_loss`) go to :meth:`TaskBalancer.backward
         <sklearn_rmtl.balancing.TaskBalancer.backward>`, which fills the
-        gradients; without a balancer this is skorch's step.
+        gradients (of the scaled losses under float16, see
+        :meth:`train_step`); without a balancer this is skorch's step.
 
         Parameters
         ----------
@@ -150,11 +210,16 @@ class MultiTaskNet(NeuralNet):
             ``{"loss": loss, "y_pred": y_pred}``, the loss being the
             balancer's weighted sum of the task losses.
         """
-        if self.balancer is None:
+        scaler = getattr(self, "grad_scaler_", None)
+        if self.balancer is None and scaler is None:
             return super().train_step_single(batch, **fit_params)
         self._set_training(True)
         Xi, yi = unpack_data(batch)
         y_pred = self.infer(Xi, **fit_params)
+        if self.balancer is None:
+            loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+            scaled_backward(loss, scaler)
+            return {"loss": loss, "y_pred": y_pred}
         task_losses = self.task_losses(y_pred, yi, Xi, training=True)
         params = [p for _, p in self.get_all_learnable_params()]
         loss = self.balancer.backward(task_losses, params)

@@ -12,7 +12,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sklearn_rmtl._precision import autocast
+from sklearn_rmtl._precision import (
+    autocast,
+    grad_scaler,
+    optimizer_step,
+    scaled_backward,
+)
 from sklearn_rmtl.exceptions import DivergenceError
 
 if TYPE_CHECKING:  # _critic builds its critics with train_critic from here
@@ -68,13 +73,16 @@ def td_step(
     weight: Tensor | None,
     config: TDConfig,
     mask: Tensor | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Tensor:
     """One gradient step of the critics on a batch of transitions (Eqs. 11-14).
 
     ``mask`` (batch, K) weighs each task's TD error of each transition, 0
     for a missing label (its reward is unknown); the loss is then
-    normalised by the mask's sum. Returns the batch's (weighted) mean
-    squared TD error, detached.
+    normalised by the mask's sum. ``scaler`` (float16, see
+    :func:`~sklearn_rmtl._precision.grad_scaler`) scales the loss's
+    backward pass and steps ``optimizer`` through it. Returns the batch's
+    (weighted) mean squared TD error, detached.
     """
     # Products in config.precision; Q-values, targets and the loss in float32.
     with autocast(config.precision, action.device):
@@ -96,8 +104,8 @@ def td_step(
         w = mask if weight is None else mask * weight
         loss = (err * w).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
     optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    scaled_backward(loss, scaler)
+    optimizer_step(optimizer, scaler)
     return loss.detach()
 
 
@@ -110,8 +118,12 @@ def actor_step(
     bc_alpha: float | None,
     precision: str = "float32",
     mask: Tensor | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
+
+    ``scaler`` is the actor optimiser's loss scaler under float16 (see
+    :func:`td_step`).
 
     With ``bc_alpha`` the step is TD3+BC's (Fujimoto and Gu, 2021): the Q
     term, scaled by ``bc_alpha / mean|Q|`` so that its size does not depend
@@ -140,8 +152,8 @@ def actor_step(
             )
         loss = -scale * q.mean() + bce
     optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+    scaled_backward(loss, scaler)
+    optimizer_step(optimizer, scaler)
     return loss.detach()
 
 
@@ -254,6 +266,13 @@ def train_critic(
         if config.actor_update
         else None
     )
+    # One loss scaler per optimiser (float16 only; None otherwise).
+    scaler = grad_scaler(config.precision, actions.device)
+    actor_scaler = (
+        None
+        if actor_optimizer is None
+        else grad_scaler(config.precision, actions.device)
+    )
     # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
     next_actions = None if config.actor_update else policy[next_row]
     history: list[dict[str, Any]] = []
@@ -292,6 +311,7 @@ def train_critic(
                 weight=None if weights is None else weights[idx],
                 config=config,
                 mask=None if mask is None else mask[idx],
+                scaler=scaler,
             )
             if actor_optimizer is not None:
                 actor_total += actor_step(
@@ -303,6 +323,7 @@ def train_critic(
                     config.bc_alpha,
                     config.precision,
                     None if mask is None else mask[idx],
+                    actor_scaler,
                 )
             batches += 1
             step += 1

@@ -172,7 +172,7 @@ def actor_proba(
         Categorical codes.
     x_num : Tensor of shape (n_samples, n_numerical)
         Numerical inputs.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the forward pass's matrix products.
 
     Returns

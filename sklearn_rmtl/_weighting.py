@@ -114,7 +114,7 @@ def critic_row_weights(
         Key of :data:`WEIGHTINGS`.
     q_lambda : float
         The paper's lambda.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the critic's matrix products.
 
     Returns

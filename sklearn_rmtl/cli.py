@@ -204,7 +204,8 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         choices=tuple(PRECISIONS),
         default=None,
         help="dtype of the matrix products of every phase: bfloat16 is several "
-        "times faster on CPUs with AVX512-BF16 or AMX and on recent GPUs "
+        "times faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; "
+        "float16 (with loss scaling) is for CUDA GPUs, slow on most CPUs "
         "(precision; default: float32)",
     )
     refit.add_argument(

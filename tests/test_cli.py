@@ -183,7 +183,7 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
         (["--evaluate-on", "train"], "invalid choice"),
         (["--device", "gpu0"], "expected auto or a torch device"),
         (["--validation-metric", "f1"], "'<metric>:<task name>'"),
-        (["--precision", "float16"], "invalid choice"),
+        (["--precision", "float8"], "invalid choice"),
     ],
 )
 def test_study_flag_errors(capsys, flags, message):
@@ -281,8 +281,11 @@ def log_file(tmp_path):
     return path, frame
 
 
-@pytest.mark.parametrize("method", ["rmtl", "mtl"])
-def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
+@pytest.mark.filterwarnings("ignore:precision='float16' on device")
+@pytest.mark.parametrize(
+    ("method", "precision"), [("rmtl", "bfloat16"), ("mtl", "float16")]
+)
+def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method, precision):
     from sklearn_rmtl.persistence import load
 
     path, frame = log_file
@@ -291,11 +294,11 @@ def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method):
     argv += ["--session", "session", "--time", "time", "--method", method]
     argv += ["--categorical", "position", "--features"]
     argv += ["cat_0", "cat_1", "cat_2", "num_0", "num_1", "position"]
-    argv += ["--precision", "bfloat16", "--validation-metric", "auc:purchase"]
+    argv += ["--precision", precision, "--validation-metric", "auc:purchase"]
     assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
     assert "saved to" in capsys.readouterr().err
     estimator = load(model)
-    assert estimator.precision == "bfloat16"
+    assert estimator.precision == precision
     assert estimator.validation_metric == "auc:purchase"
     assert type(estimator).__name__ == (
         "RMTLClassifier" if method == "rmtl" else "MTLClassifier"

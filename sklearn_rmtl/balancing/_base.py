@@ -21,6 +21,13 @@ class TaskBalancer(ABC):
     where :attr:`uses_task_weights` is True: the step minimises
     ``sum_k c_k b_k L_k`` for the method's balance weights ``b_k``.
 
+    Under ``precision="float16"`` the training step sets :attr:`grad_scaler`
+    and the ``.grad`` a method fills must be those of the *scaled*
+    objective, which the step unscales before the optimiser's step (and
+    skips where they overflowed): call ``backward`` on :meth:`scaled` losses,
+    or, when computing gradients with :func:`task_gradients` (which returns
+    them unscaled, for norms and projections), add :meth:`scaled` results.
+
     Subclasses take the keywords below plus their own hyper-parameters, all
     keyword-only; the estimators fill the hyper-parameters from
     ``task_balancing_params``.
@@ -54,6 +61,47 @@ class TaskBalancer(ABC):
         self.n_tasks = len(self.task_weights)
         self.lr = lr
         self.generator = generator
+        #: The step's loss scaler under float16, set by the training loop.
+        self.grad_scaler: torch.amp.GradScaler | None = None
+
+    def scaled(self, value: Tensor) -> Tensor:
+        """``value`` times the loss scale of :attr:`grad_scaler`, if any.
+
+        Parameters
+        ----------
+        value : Tensor
+            A loss to call ``backward`` on, or a gradient to add to ``.grad``.
+
+        Returns
+        -------
+        scaled : Tensor
+            ``value`` itself without a scaler.
+        """
+        return value if self.grad_scaler is None else self.grad_scaler.scale(value)
+
+    def unscale_own_grad(self, weights: Tensor) -> bool:
+        """Unscale the ``.grad`` of the method's own learnable ``weights``.
+
+        Their gradient came from a :meth:`scaled` backward pass; a method
+        with learnable weights calls this before its own optimiser's step
+        and skips that step when it returns False (gradients not finite:
+        the network's step is skipped too).
+
+        Parameters
+        ----------
+        weights : Tensor
+            A leaf tensor with a ``.grad``.
+
+        Returns
+        -------
+        finite : bool
+            Whether the unscaled gradient is finite (always True without a
+            scaler, which leaves the gradient as it is).
+        """
+        if self.grad_scaler is None or weights.grad is None:
+            return True
+        weights.grad.div_(self.grad_scaler.get_scale())
+        return bool(torch.isfinite(weights.grad).all())
 
     @abstractmethod
     def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
@@ -99,13 +147,18 @@ def add_grad(param: nn.Parameter, grad: Tensor | None) -> None:
 
 
 def task_gradients(
-    task_losses: Tensor, params: Sequence[nn.Parameter]
+    task_losses: Tensor,
+    params: Sequence[nn.Parameter],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> list[tuple[Tensor | None, ...]]:
     """The gradient of each task's loss with respect to every parameter.
 
     One backward pass per task. A parameter the task's loss does not reach
     in the autograd graph gets ``None`` (not zeros), which is what
-    :func:`shared_parameters` reads.
+    :func:`shared_parameters` reads. With a ``scaler`` (float16) each
+    backward pass is of the scaled loss, so that small gradients survive
+    float16, and the gradients are returned unscaled (inf or NaN where they
+    overflowed), ready for norms and projections.
 
     Parameters
     ----------
@@ -113,6 +166,8 @@ def task_gradients(
         Per-task losses attached to the graph.
     params : sequence of Parameter
         The parameters to differentiate by.
+    scaler : torch.amp.GradScaler, default=None
+        The step's loss scaler.
 
     Returns
     -------
@@ -120,15 +175,32 @@ def task_gradients(
         ``grads[k][j]`` is ``d task_losses[k] / d params[j]``.
     """
     n_tasks = len(task_losses)
-    return [
+    losses = task_losses if scaler is None else scaler.scale(task_losses)
+    grads: list[tuple[Tensor | None, ...]] = [
         torch.autograd.grad(
-            task_losses[k],
+            losses[k],
             list(params),
             retain_graph=k < n_tasks - 1,
             allow_unused=True,
         )
         for k in range(n_tasks)
     ]
+    if scaler is None:
+        return grads
+    inverse = 1.0 / scaler.get_scale()  # a power of 2: unscaling is exact
+    return [tuple(None if g is None else g * inverse for g in gs) for gs in grads]
+
+
+def all_finite(grads: Sequence[Sequence[Tensor | None]]) -> bool:
+    """Whether every gradient of :func:`task_gradients` is finite.
+
+    Under float16 an overflowed step (skipped by the loss scaler) must not
+    update a method's state, such as its learned weights or the shared
+    parameters it reads from the first step.
+    """
+    return all(
+        bool(torch.isfinite(g).all()) for gs in grads for g in gs if g is not None
+    )
 
 
 def shared_parameters(grads: Sequence[Sequence[Tensor | None]]) -> list[bool]:

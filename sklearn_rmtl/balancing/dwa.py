@@ -84,7 +84,7 @@ class DynamicWeightAverage(TaskBalancer):
         self._steps += 1
         scale = self.task_weights.to(device) * self.balance.to(device)
         loss = (scale * task_losses).sum()
-        loss.backward()
+        self.scaled(loss).backward()
         return loss.detach()
 
     def end_epoch(self) -> None:

@@ -42,7 +42,7 @@ class FixedWeights(TaskBalancer):
             ``sum_k c_k L_k``, detached.
         """
         loss = (task_losses * self.task_weights.to(task_losses.device)).sum()
-        loss.backward()
+        self.scaled(loss).backward()
         return loss.detach()
 
     def weights(self) -> Tensor:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from sklearn_rmtl.balancing._base import (
     TaskBalancer,
     add_grad,
+    all_finite,
     check_positive,
     shared_parameters,
     task_gradients,
@@ -126,10 +127,14 @@ class GradNorm(TaskBalancer):
         losses = task_losses.detach()
         if self.initial_losses is None:
             self.initial_losses = losses.clone()
-        grads = task_gradients(task_losses, params)
-        if self._shared is None:
-            self._shared = shared_parameters(grads)
-        shared = [j for j, s in enumerate(self._shared) if s]
+        grads = task_gradients(task_losses, params, self.grad_scaler)
+        # Float16 steps whose gradients overflowed are skipped by the loss
+        # scaler: they leave the weights and the shared parameters alone.
+        finite = self.grad_scaler is None or all_finite(grads)
+        is_shared = shared_parameters(grads) if self._shared is None else self._shared
+        if finite:
+            self._shared = is_shared
+        shared = [j for j, s in enumerate(is_shared) if s]
         # ||grad_W (w_k L_k)|| = w_k ||grad_W L_k|| for w_k >= 0: the norms
         # are differentiable in w without a second-order graph.
         norms = torch.stack([_norm([g[j] for j in shared], device) for g in grads])
@@ -137,7 +142,7 @@ class GradNorm(TaskBalancer):
         ratios = losses / self.initial_losses.clamp_min(1e-12)
         target = (G.mean() * (ratios / ratios.mean()) ** self.alpha).detach()
         self._optimizer.zero_grad()
-        torch.abs(G - target).sum().backward()
+        torch.abs(G - target).sum().backward()  # norms unscaled: w's own grad
         scale = self.task_weights.to(device) * w.detach()
         for j, p in enumerate(params):
             total = None
@@ -146,8 +151,9 @@ class GradNorm(TaskBalancer):
                 if grad is not None:
                     term = scale[k] * grad
                     total = term if total is None else total + term
-            add_grad(p, total)
-        self._optimizer.step()
+            add_grad(p, None if total is None else self.scaled(total))
+        if finite:
+            self._optimizer.step()
         with torch.no_grad():
             w.clamp_(min=1e-6)
             w.mul_(self.n_tasks / w.sum())

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from sklearn_rmtl.balancing._base import (
     TaskBalancer,
     add_grad,
+    all_finite,
     flatten,
     shared_parameters,
     task_gradients,
@@ -114,25 +115,29 @@ class PCGrad(TaskBalancer):
             ``sum_k c_k L_k``, detached.
         """
         weighted = task_losses * self.task_weights.to(task_losses.device)
-        grads = task_gradients(weighted, params)
-        if self._shared is None:
-            self._shared = shared_parameters(grads)
-        shared = [p for p, s in zip(params, self._shared, strict=True) if s]
+        grads = task_gradients(weighted, params, self.grad_scaler)  # unscaled
+        is_shared = shared_parameters(grads) if self._shared is None else self._shared
+        # A float16 step whose gradients overflowed (skipped by the loss
+        # scaler) does not decide which parameters are shared.
+        if self.grad_scaler is None or all_finite(grads):
+            self._shared = is_shared
+        shared = [p for p, s in zip(params, is_shared, strict=True) if s]
         if shared:
             stacked = torch.stack(
                 [
-                    flatten([g[j] for j, s in enumerate(self._shared) if s], shared)
+                    flatten([g[j] for j, s in enumerate(is_shared) if s], shared)
                     for g in grads
                 ]
             )
             update = project_conflicting(stacked, self.generator)
             for p, g in zip(shared, unflatten(update, shared), strict=True):
-                add_grad(p, g)
-        for j, (p, is_shared) in enumerate(zip(params, self._shared, strict=True)):
-            if not is_shared:
+                add_grad(p, self.scaled(g))
+        for j, (p, on_shared) in enumerate(zip(params, is_shared, strict=True)):
+            if not on_shared:
                 # One task reaches it, or each task its own block of it.
                 for task_grads in grads:
-                    add_grad(p, task_grads[j])
+                    grad = task_grads[j]
+                    add_grad(p, None if grad is None else self.scaled(grad))
         return weighted.detach().sum()
 
     def weights(self) -> Tensor:

@@ -92,8 +92,9 @@ class UncertaintyWeighting(TaskBalancer):
         precision = torch.exp(-self.log_vars)
         objective = (c * (precision * task_losses + self.log_vars / 2)).sum()
         self._optimizer.zero_grad()
-        objective.backward()
-        self._optimizer.step()
+        self.scaled(objective).backward()
+        if self.unscale_own_grad(self.log_vars):
+            self._optimizer.step()
         return (c * precision.detach() * task_losses.detach()).sum()
 
     def weights(self) -> Tensor:
