@@ -7,8 +7,8 @@ import pytest
 from conftest import SMALL, make_session_data
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier
-from sklearn_rmtl.persistence import load, save
 from sklearn_rmtl.cli import main as cli_main
+from sklearn_rmtl.persistence import load, save
 
 #: One batch holds every row, so an epoch is one step on the fit part and on
 #: all rows alike.
