@@ -123,6 +123,11 @@ class RMTLClassifier(MTLClassifier):
         The dtype of the matrix products of every phase (pretraining, the
         behaviour actor, the critics' TD steps, the refit and its Q
         evaluations, prediction); see :class:`MTLClassifier`.
+    distributed : bool, default=False
+        Data-parallel training of every phase (pretraining, the critics' TD
+        learning, the refit) over the processes of ``torch.distributed``;
+        see :class:`MTLClassifier`. A given ``actor`` pretrains with its
+        own setting.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -358,6 +363,7 @@ class RMTLClassifier(MTLClassifier):
         validation_metric: str = "loss",
         device: str = "cpu",
         precision: str = "float32",
+        distributed: bool = False,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -407,6 +413,7 @@ class RMTLClassifier(MTLClassifier):
             validation_metric=validation_metric,
             device=device,
             precision=precision,
+            distributed=distributed,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,

@@ -27,6 +27,7 @@ from skorch.callbacks import Callback, ProgressBar
 from torch import Tensor
 
 from sklearn_rmtl._data import BatchLoader, forward_batches
+from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._precision import autocast
@@ -233,6 +234,9 @@ class ValidationCheckpoint(Callback):
         The parameter that sets this phase's learning rate, for error messages.
     sink : callable
         Receives a line per stop (``print`` when verbose).
+    data_parallel : DataParallel, default=None
+        Under data-parallel training, the ranks take rank 0's validation
+        loss and score, so that all keep the same checks and stop together.
     """
 
     best_score_: float
@@ -253,6 +257,7 @@ class ValidationCheckpoint(Callback):
         phase: str,
         lr_name: str,
         sink: Callable[..., None],
+        data_parallel: DataParallel | None = None,
     ) -> None:
         self.inputs = inputs
         self.y01 = y01
@@ -265,6 +270,7 @@ class ValidationCheckpoint(Callback):
         self.phase = phase
         self.lr_name = lr_name
         self.sink = sink
+        self.data_parallel = data_parallel
 
     # ------------------------------------------------------------- checks
     @torch.no_grad()
@@ -311,6 +317,8 @@ class ValidationCheckpoint(Callback):
 
     def _check(self, net: Any, position: float) -> dict[str, Any]:
         values = self.evaluate(net)
+        if self.data_parallel is not None:
+            values["valid_loss"] = self.data_parallel.agree(values["valid_loss"])
         if not np.isfinite(values["valid_loss"]):
             raise diverged(
                 self.phase,
@@ -320,6 +328,8 @@ class ValidationCheckpoint(Callback):
                 math.ceil(position),
             )
         score = self._score(values)
+        if self.data_parallel is not None:
+            score = self.data_parallel.agree(score)
         if score > self.best_score_:
             self.best_score_, self.best_at_ = score, position
             self.best_state_ = {
@@ -462,6 +472,7 @@ def train_net(
     callbacks: list[Any] | None = None,
     verbose: int = 0,
     precision: str = "float32",
+    distributed: bool = False,
     **net_kwargs: Any,
 ) -> MultiTaskNet:
     """Build a skorch net for ``data`` and train it.
@@ -478,7 +489,10 @@ def train_net(
     ``balancing_params`` choose how each step combines the task losses
     (:mod:`sklearn_rmtl.balancing`; a fresh balancer per call, learning at
     ``lr``, drawing from the fit's generator); the history records its
-    weights per epoch. ``net_kwargs`` go to ``net_cls``.
+    weights per epoch. With ``distributed`` (an initialised
+    ``torch.distributed``; :mod:`sklearn_rmtl._distributed`) every rank
+    steps on its shard of each batch with the gradients summed over the
+    ranks, and ends with rank 0's weights. ``net_kwargs`` go to ``net_cls``.
     """
     mask = data.loss_mask
     inputs = {
@@ -488,6 +502,7 @@ def train_net(
     }
     valid = data.valid
     phase = "refit" if init_module is not None else "pretrain"
+    dp = DataParallel.current(distributed)
     # Initialisation, batch order and dropout of this fit draw from here.
     generator = torch.Generator().manual_seed(data.seed + seed_offset)
     all_callbacks: list[Any] = [
@@ -513,6 +528,7 @@ def train_net(
             phase=phase,
             lr_name=lr_name,
             sink=print if verbose else _silent,
+            data_parallel=dp,
         )
         all_callbacks.append(("early_stopping", checkpoint))
     if verbose:
@@ -534,6 +550,8 @@ def train_net(
         batch_size=batch_size,
         iterator_train__shuffle=True,
         iterator_train__generator=generator,
+        **({} if dp is None else {"iterator_train__data_parallel": dp}),
+        data_parallel=dp,
         verbose=verbose,
         precision=precision,
         balancer=make_balancer(
@@ -561,6 +579,10 @@ def train_net(
         with contextlib.suppress(StopTraining):
             net.fit_loop(train, y_train)
         net.notify("on_train_end", X=train, y=y_train)
+    if dp is not None:
+        dp.broadcast_module(net.module_)
+        # Training-only, like the balancer: a pickled fit holds no ranks.
+        net.data_parallel = net.iterator_train__data_parallel = None
     set_dropout_generator(net.module_, None)
     net.balancer = None  # training-only; its weights are in the history
     return net
