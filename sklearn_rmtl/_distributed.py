@@ -175,6 +175,17 @@ class DataParallel:
             return index
         return torch.tensor_split(index, self.world_size)[self.rank]
 
+    def own_generator(self, seed: int) -> torch.Generator:
+        """A generator of this rank's own draws (dropout masks), from ``seed``.
+
+        The fit's generator also draws the batch order, which must stay the
+        same on every rank; masks drawn from it for shards of unequal size
+        would make the ranks' orders diverge after the first epoch (and
+        equal shards would get equal masks).
+        """
+        state = np.random.SeedSequence([seed, self.rank]).generate_state(1)
+        return torch.Generator().manual_seed(int(state[0]))
+
     def total(self, local: Tensor) -> Tensor:
         """The sum of ``local`` over the ranks (detached, same device)."""
         t = local.detach().to(_comm_device()).clone()

@@ -569,7 +569,10 @@ def train_net(
         net.module_.load_state_dict(init_module.state_dict())
     else:
         init_parameters(net.module_, generator)
-    set_dropout_generator(net.module_, generator)
+    set_dropout_generator(
+        net.module_,
+        generator if dp is None else dp.own_generator(data.seed + seed_offset),
+    )
     train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
     y_train = data.y01 if valid is None else data.y01[~valid]
     if max_epochs > 0:  # 0: the initial weights as they are

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import SMALL, make_session_data
+from skorch.callbacks import Callback
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier
 from sklearn_rmtl._distributed import DataParallel
@@ -37,7 +38,7 @@ PARAMS = {**SMALL, "dropout": 0.0}
 
 
 def _data():
-    X, Y, sessions, times = make_session_data(n_sessions=60)
+    X, Y, sessions, times = make_session_data(n_sessions=80)
     X, Y = X.iloc[:300], Y.iloc[:300].astype(float)
     sessions, times = sessions[:300], times[:300]
     rng = np.random.default_rng(1)
@@ -46,6 +47,20 @@ def _data():
     Y_missing = Y.copy()
     Y_missing.loc[rng.random(len(X)) < 0.3, "purchase"] = np.nan
     return X, Y, sessions, times, weight, Y_missing
+
+
+class RowsSeen(Callback):
+    """Record the ``row`` feature of every training batch, per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[np.ndarray]] = []
+
+    def on_epoch_begin(self, net, **kwargs) -> None:
+        self.epochs.append([])
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs) -> None:
+        if training:
+            self.epochs[-1].append(batch[0]["x_num"][:, -1].numpy().copy())
 
 
 def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
@@ -106,6 +121,21 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     ).fit(X, Y, session_ids=sessions, timestamps=times)
     out["ddpg"] = ddpg.predict_proba(X)
     if distributed:
+        # Dropout (0.2): each rank's masks are its own, and the batch order
+        # stays the same on both, so the shards still partition the rows.
+        seen = RowsSeen()
+        MTLClassifier(
+            backbone="sharedbottom",
+            backbone_params=SMALL,
+            max_epochs=3,
+            batch_size=45,
+            early_stopping=False,
+            random_state=0,
+            distributed=True,
+            callbacks=[seen],
+        ).fit(X.assign(row=np.arange(len(X), dtype=float)), Y)
+        for epoch, batches in enumerate(seen.epochs):
+            out[f"rows_epoch{epoch}"] = np.concatenate(batches)
         # Per-rank BatchNorm statistics: not a one-process fit, but every
         # rank still ends with rank 0's weights and buffers.
         bn = MTLClassifier(
@@ -167,6 +197,13 @@ def test_early_stopping_and_critic_histories_match_one_process(ranks, single):
     np.testing.assert_allclose(
         ranks[0]["rmtl_weights"], single["rmtl_weights"], rtol=0, atol=ATOL
     )
+
+
+def test_with_dropout_each_epoch_the_ranks_share_out_every_row_once(ranks):
+    for epoch in range(3):
+        rows = np.concatenate([r[f"rows_epoch{epoch}"] for r in ranks])
+        assert len(rows) == 300
+        assert len(np.unique(rows)) == 300
 
 
 def test_shards_split_each_batch_and_a_short_batch_is_shared():
