@@ -30,6 +30,7 @@ from sklearn_rmtl._defaults import (
     SOFT_UPDATE_FREQ,
     TAU,
 )
+from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
@@ -126,8 +127,9 @@ class RMTLClassifier(MTLClassifier):
     distributed : bool, default=False
         Data-parallel training of every phase (pretraining, the critics' TD
         learning, the refit) over the processes of ``torch.distributed``;
-        see :class:`MTLClassifier`. A given ``actor`` pretrains with its
-        own setting.
+        see :class:`MTLClassifier`. A given unfitted ``actor`` pretrains
+        with its own setting; the critics and the refit start from rank 0's
+        actor.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -585,6 +587,11 @@ class RMTLClassifier(MTLClassifier):
             data, params, task_weights
         )
         actor = copy.deepcopy(pretrained.module_)
+        dp = DataParallel.current(self.distributed)
+        if dp is not None:
+            # A given actor may have been fitted apart on each process (its
+            # own distributed=False and random_state=None): start from one.
+            dp.broadcast_module(actor)
 
         session_critic = self.critic
         critic_history: list[dict[str, Any]] = []

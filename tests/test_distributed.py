@@ -147,6 +147,14 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
             distributed=True,
         ).fit(X, Y)
         out["batch_norm"] = bn.predict_proba(X)
+        # A rank with other data: every rank raises, none waits forever.
+        rank = dist.get_rank()
+        try:
+            MTLClassifier(backbone_params=PARAMS, distributed=True).fit(
+                X.iloc[rank:], Y.iloc[rank:]
+            )
+        except ValueError as exc:
+            out["mismatch_error"] = np.array(str(exc))
     return out
 
 
@@ -204,6 +212,11 @@ def test_with_dropout_each_epoch_the_ranks_share_out_every_row_once(ranks):
         rows = np.concatenate([r[f"rows_epoch{epoch}"] for r in ranks])
         assert len(rows) == 300
         assert len(np.unique(rows)) == 300
+
+
+def test_ranks_with_other_data_all_raise(ranks):
+    for r in ranks:
+        assert "same data and random_state on every process" in str(r["mismatch_error"])
 
 
 def test_shards_split_each_batch_and_a_short_batch_is_shared():
