@@ -92,19 +92,21 @@ def rank_device(device: str) -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
-def agreed_seed(random_state: Any) -> Any:
-    """``random_state`` as one int on every rank (rank 0's draw when random).
+def agreed_seed(random_state: Any) -> int:
+    """Rank 0's seed from ``random_state``, as one int on every rank.
 
-    Ranks must shuffle, split and initialise alike; an int seed already
-    does, anything else (None, a ``RandomState``) draws on rank 0.
+    Ranks must shuffle, split and initialise alike. Every rank takes part in
+    the broadcast whatever its ``random_state`` (an int on one rank and None
+    on another must not leave them in different collectives).
     """
+    from sklearn.utils import check_random_state
+
     if isinstance(random_state, int | np.integer) and not isinstance(
         random_state, bool
     ):
-        return int(random_state)
-    from sklearn.utils import check_random_state
-
-    seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     return int(_broadcast(torch.tensor([seed], dtype=torch.int64)).item())
 
 
@@ -122,23 +124,24 @@ def _broadcast(tensor: Tensor) -> Tensor:
     return t.to(tensor.device)
 
 
-def check_same_data(n_samples: int, n_tasks: int, seed: int) -> None:
-    """Raise on every rank unless all ranks fit the same shape and seed.
+def check_same_data(n_samples: int, n_tasks: int, n_positive: int) -> None:
+    """Raise on every rank unless all ranks fit data of the same summary.
 
     The data contract (each rank passes the same full data) cannot be
-    verified cheaply row by row; the shape and the seed catch a rank that
-    loaded another file or a shard of its own.
+    verified cheaply row by row; the shape and the number of positive
+    labels catch a rank that loaded another file or a shard of its own.
     """
-    mine = torch.tensor([n_samples, n_tasks, seed], dtype=torch.int64)
+    device = _comm_device()
+    mine = torch.tensor([n_samples, n_tasks, n_positive], device=device)
     gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, mine.to(_comm_device()))
+    dist.all_gather(gathered, mine)
     rows = {tuple(int(v) for v in g.cpu()) for g in gathered}
     if len(rows) > 1:
         raise ValueError(
-            "distributed=True needs the same data and random_state on every "
-            "process, got (n_samples, n_tasks, seed) = "
-            f"{sorted(rows)} across the {dist.get_world_size()} processes. Pass "
-            "every process the full data; the estimator shards each batch."
+            "distributed=True needs the same data on every process, got "
+            f"(n_samples, n_tasks, positive labels) = {sorted(rows)} across "
+            f"the {dist.get_world_size()} processes. Pass every process the "
+            "full data; the estimator shards each batch."
         )
 
 

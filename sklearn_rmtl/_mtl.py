@@ -537,7 +537,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             random_state=random_state,
         )
         if self.distributed:
-            check_same_data(data.n_samples, data.n_tasks, data.seed)
+            n_positive = int((data.y01 > 0.5).sum())
+            check_same_data(data.n_samples, data.n_tasks, n_positive)
         return data
 
     def _check_data_params(
