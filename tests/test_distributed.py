@@ -18,8 +18,11 @@ missing labels, failing these tests.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -249,3 +252,52 @@ def test_task_balancers_other_than_fixed_are_refused(balancing):
     )
     with pytest.raises(ValueError, match="not supported with distributed=True"):
         est.fit(X, Y)
+
+
+_TORCHRUN_SCRIPT = """
+import json, sys
+import numpy as np
+import torch.distributed as dist
+from conftest import SMALL, make_mtl_data
+from sklearn_rmtl import MTLClassifier
+X, Y = make_mtl_data(300)
+clf = MTLClassifier(backbone_params=SMALL, max_epochs=1, batch_size=64,
+                    device="auto", distributed=True).fit(X, Y)
+print(json.dumps({"rank": dist.get_rank(), "backend": dist.get_backend(),
+                  "device": clf.device_, "proba": clf.predict_proba(X)[:5].tolist()}))
+"""
+
+
+def test_torchrun_launch_initialises_the_process_group(tmp_path):
+    # The documented launch: no init_process_group in the script, and
+    # random_state=None (rank 0's draw seeds both processes).
+    script = tmp_path / "train.py"
+    script.write_text(_TORCHRUN_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "tests")]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(line) for line in run.stdout.splitlines() if "{" in line]
+    assert sorted(r["rank"] for r in lines) == [0, 1]
+    assert {r["backend"] for r in lines} == {"gloo"}
+    assert {r["device"] for r in lines} == {"cpu"}
+    assert lines[0]["proba"] == lines[1]["proba"]
