@@ -10,10 +10,13 @@ operation per input.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from sklearn_rmtl._distributed import DataParallel
 
 
 class TensorDictDataset(torch.utils.data.Dataset):
@@ -86,6 +89,10 @@ class BatchLoader:
         Visit the rows in a new random order on every pass.
     generator : torch.Generator, default=None
         Source of the order; None uses torch's global generator.
+    data_parallel : DataParallel, default=None
+        Under data-parallel training, every rank draws the same batches and
+        keeps its shard of each (:meth:`DataParallel.shard
+        <sklearn_rmtl._distributed.DataParallel.shard>`).
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class BatchLoader:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        data_parallel: DataParallel | None = None,
     ) -> None:
         if not isinstance(dataset, TensorDictDataset):
             raise TypeError(
@@ -105,15 +113,20 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.data_parallel = data_parallel
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
         n = len(self.dataset)
+        dp = self.data_parallel
         if not self.shuffle:
             for start in range(0, n, self.batch_size):
-                yield self.dataset.take(slice(start, start + self.batch_size))
+                rows: slice | Tensor = slice(start, start + self.batch_size)
+                if dp is not None:
+                    rows = dp.shard(torch.arange(n)[rows].to(self.dataset.device))
+                yield self.dataset.take(rows)
             return
         # The draws of torch's DataLoader with shuffle=True, so a seed gives
         # the batches it gave: one int64 (its workers' base seed), then the
@@ -121,7 +134,8 @@ class BatchLoader:
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(n, generator=self.generator).to(self.dataset.device)
         for start in range(0, n, self.batch_size):
-            yield self.dataset.take(order[start : start + self.batch_size])
+            index = order[start : start + self.batch_size]
+            yield self.dataset.take(index if dp is None else dp.shard(index))
 
 
 def as_dataset(

@@ -15,6 +15,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_rmtl._defaults import BATCH_SIZE, LEARNING_RATE
+from sklearn_rmtl._distributed import (
+    DISTRIBUTED_BALANCINGS,
+    agreed_seed,
+    check_same_data,
+    ensure_process_group,
+    rank_device,
+)
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData, encode_inputs, prepare_fit_data
 from sklearn_rmtl._pickling import VersionedPickleMixin
@@ -159,6 +166,18 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         overflowed); it is meant for CUDA GPUs, including those without
         bfloat16. A warning says when the device would only emulate the
         dtype (float16 on any CPU). Reproducible for a seed like float32.
+    distributed : bool, default=False
+        Data-parallel training over the processes of ``torch.distributed``
+        (one per GPU, launched with ``torchrun --nproc-per-node N
+        script.py``; the process group is initialised from torchrun's
+        environment unless the script did it). Every process calls ``fit``
+        on the same full data; each takes its share of every batch, the
+        gradients are combined into the whole batch's, and every process
+        ends with the same fitted estimator, equal to a one-process fit up
+        to float rounding (without dropout or batch normalisation). With
+        ``device="cuda"`` each process uses ``cuda:LOCAL_RANK``. Only
+        ``task_balancing="fixed"`` is supported. See the user guide's
+        "Scaling" page, "Multi-GPU / multi-process training".
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. An int gives identical predictions across fits on CPU.
@@ -192,7 +211,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     backbone_params_ : dict
         The network sizes used (``backbone_params`` merged over the defaults).
     device_ : str
-        The torch device trained on.
+        The torch device trained on (this process's, with ``distributed``).
     history_ : dict
         ``{"pretrain": [...]}``, one dict per epoch with ``train_loss``,
         ``dur`` (seconds) and, with early stopping, at the epoch's end,
@@ -269,6 +288,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         # Checked in fit (resolve_device): any torch device string.
         "device": [str],
         "precision": [StrOptions(set(PRECISIONS))],
+        "distributed": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
@@ -297,6 +317,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         retrain_on_all: bool = False,
         device: str = "cpu",
         precision: str = "float32",
+        distributed: bool = False,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -321,6 +342,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.retrain_on_all = retrain_on_all
         self.device = device
         self.precision = precision
+        self.distributed = distributed
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -341,6 +363,14 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
     def _check_balancing(self) -> None:
         resolve_balancing_params(self.task_balancing, self.task_balancing_params)
+        if self.distributed and self.task_balancing not in DISTRIBUTED_BALANCINGS:
+            raise ValueError(
+                f"task_balancing={self.task_balancing!r} is not supported with "
+                "distributed=True: it combines whole-batch per-task gradients "
+                "or learns weights of its own, which a process holding a share "
+                "of each batch cannot reproduce. Use task_balancing='fixed' "
+                "(with task_weights), or distributed=False."
+            )
         if (
             self.task_weights is not None
             and not BALANCINGS[self.task_balancing].uses_task_weights
@@ -565,7 +595,12 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         sample_weight: Any = None,
     ) -> FitData:
         """Validate the inputs of fit; raise before any training starts."""
-        return prepare_fit_data(
+        device, random_state = self.device, self.random_state
+        if self.distributed:
+            self._check_balancing()  # before asking for a process group
+            ensure_process_group(self.device)
+            device, random_state = rank_device(device), agreed_seed(random_state)
+        data = prepare_fit_data(
             self,
             X,
             y,
@@ -576,9 +611,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             validation_fraction=(
                 self.validation_fraction if self.early_stopping else None
             ),
-            device=self.device,
-            random_state=self.random_state,
+            device=device,
+            random_state=random_state,
         )
+        if self.distributed:
+            n_positive = int((data.y01 > 0.5).sum())
+            check_same_data(data.n_samples, data.n_tasks, n_positive)
+        return data
 
     def _check_data_params(
         self, task_names: np.ndarray, sessions: np.ndarray | None
@@ -631,6 +670,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             callbacks=self.callbacks,
             verbose=self.verbose,
             precision=self.precision,
+            distributed=self.distributed,
             **kwargs,
         )
 

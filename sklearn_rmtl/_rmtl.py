@@ -30,6 +30,7 @@ from sklearn_rmtl._defaults import (
     SOFT_UPDATE_FREQ,
     TAU,
 )
+from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
@@ -137,6 +138,12 @@ class RMTLClassifier(MTLClassifier):
         evaluations, prediction); "float16" scales the losses of every
         training step (pretraining, TD and actor steps, refit). See
         :class:`MTLClassifier`.
+    distributed : bool, default=False
+        Data-parallel training of every phase (pretraining, the critics' TD
+        learning, the refit) over the processes of ``torch.distributed``;
+        see :class:`MTLClassifier`. A given unfitted ``actor`` pretrains
+        with its own setting; the critics and the refit start from rank 0's
+        actor.
     random_state : int, RandomState instance or None, default=None
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
@@ -375,6 +382,7 @@ class RMTLClassifier(MTLClassifier):
         retrain_on_all: bool = False,
         device: str = "cpu",
         precision: str = "float32",
+        distributed: bool = False,
         random_state: Any = None,
         verbose: int = 0,
         callbacks: list[Any] | None = None,
@@ -425,6 +433,7 @@ class RMTLClassifier(MTLClassifier):
             retrain_on_all=retrain_on_all,
             device=device,
             precision=precision,
+            distributed=distributed,
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
@@ -601,6 +610,11 @@ class RMTLClassifier(MTLClassifier):
             )
         encoder, pretrained, history = self._pretrain(data, params, task_weights)
         actor = copy.deepcopy(pretrained)
+        dp = DataParallel.current(self.distributed)
+        if dp is not None:
+            # A given actor may have been fitted apart on each process (its
+            # own distributed=False and random_state=None): start from one.
+            dp.broadcast_module(actor)
 
         session_critic = self.critic
         critic_history: list[dict[str, Any]] = []
@@ -680,6 +694,9 @@ class RMTLClassifier(MTLClassifier):
         owner = self if given is None else given[1]
         if "pretrain_all" in history:
             actor = copy.deepcopy(owner.net_.module_)
+            dp = DataParallel.current(self.distributed)
+            if dp is not None:  # as the held-out actor in _fit_state
+                dp.broadcast_module(actor)
         else:
             owner_params, owner_weights = owner._check_params(data.n_tasks)
             actor = owner._on_all_rows(

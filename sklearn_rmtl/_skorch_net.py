@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from skorch import NeuralNet
@@ -15,6 +15,9 @@ from sklearn_rmtl._data import as_dataset
 from sklearn_rmtl._precision import autocast, grad_scaler, scaled_backward
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.balancing import TaskBalancer
+
+if TYPE_CHECKING:
+    from sklearn_rmtl._distributed import DataParallel
 
 
 class MultiTaskNet(NeuralNet):
@@ -68,11 +71,13 @@ class MultiTaskNet(NeuralNet):
         *args: Any,
         precision: str = "float32",
         balancer: TaskBalancer | None = None,
+        data_parallel: DataParallel | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.precision = precision
         self.balancer = balancer
+        self.data_parallel = data_parallel
 
     def initialize_optimizer(self, triggered_directly: Any = None) -> MultiTaskNet:
         """skorch's optimiser, and its loss scaler under float16 (else None)."""
@@ -174,16 +179,29 @@ class MultiTaskNet(NeuralNet):
         What :meth:`get_loss` combines with the task weights; a custom
         ``train_step_single`` that weighs tasks itself starts from these.
         """
-        return self.criterion_.task_losses(
+        mask = self.loss_mask(y_pred, X)
+        losses = self.criterion_.task_losses(
             y_pred,
             y_true.to(y_pred.device),
             self.row_weights(y_pred, y_true, X, training),
-            self.loss_mask(y_pred, X),
+            mask,
         )
+        if training and self.data_parallel is not None:
+            # This shard's part of the whole batch's loss: its losses are
+            # normalised by its own weight, which is this share of the total.
+            local = (
+                torch.full_like(losses, len(y_pred)) if mask is None else mask.sum(0)
+            )
+            total = self.data_parallel.total(local)
+            losses = losses * (local / total.clamp(min=torch.finfo(total.dtype).tiny))
+        return losses
 
     def get_loss(
         self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
     ) -> Tensor:
+        if training and self.data_parallel is not None:
+            weights = self.criterion_.task_weights
+            return (self.task_losses(y_pred, y_true, X, training) * weights).sum()
         weight = self.row_weights(y_pred, y_true, X, training)
         mask = self.loss_mask(y_pred, X)
         return self.criterion_(y_pred, y_true.to(y_pred.device), weight, mask)
@@ -195,7 +213,8 @@ class MultiTaskNet(NeuralNet):
         loss mask applied, as in :meth:`get_loss`) go to :meth:`TaskBalancer.backward
         <sklearn_rmtl.balancing.TaskBalancer.backward>`, which fills the
         gradients (of the scaled losses under float16, see
-        :meth:`train_step`); without a balancer this is skorch's step.
+        :meth:`train_step`); without a balancer this is skorch's step. Under
+        data parallelism the gradients are then summed over the ranks.
 
         Parameters
         ----------
@@ -212,18 +231,29 @@ class MultiTaskNet(NeuralNet):
         """
         scaler = getattr(self, "grad_scaler_", None)
         if self.balancer is None and scaler is None:
-            return super().train_step_single(batch, **fit_params)
+            return self._synced(super().train_step_single(batch, **fit_params))
         self._set_training(True)
         Xi, yi = unpack_data(batch)
         y_pred = self.infer(Xi, **fit_params)
         if self.balancer is None:
             loss = self.get_loss(y_pred, yi, X=Xi, training=True)
             scaled_backward(loss, scaler)
-            return {"loss": loss, "y_pred": y_pred}
+            # Gradients summed while still scaled: an overflow on any rank
+            # reaches every rank, so all skip the same steps.
+            return self._synced({"loss": loss, "y_pred": y_pred})
         task_losses = self.task_losses(y_pred, yi, Xi, training=True)
         params = [p for _, p in self.get_all_learnable_params()]
         loss = self.balancer.backward(task_losses, params)
-        return {"loss": loss, "y_pred": y_pred}
+        return self._synced({"loss": loss, "y_pred": y_pred})
+
+    def _synced(self, step: dict[str, Any]) -> dict[str, Any]:
+        """A step's gradients and loss summed over the ranks (data parallelism)."""
+        if self.data_parallel is not None:
+            self.data_parallel.reduce_gradients(
+                p for _, p in self.get_all_learnable_params()
+            )
+            step["loss"] = self.data_parallel.total(step["loss"])
+        return step
 
 
 class QWeightedNet(MultiTaskNet):

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._precision import (
     autocast,
     grad_scaler,
@@ -74,6 +75,7 @@ def td_step(
     config: TDConfig,
     mask: Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    data_parallel: DataParallel | None = None,
 ) -> Tensor:
     """One gradient step of the critics on a batch of transitions (Eqs. 11-14).
 
@@ -82,7 +84,10 @@ def td_step(
     normalised by the mask's sum. ``scaler`` (float16, see
     :func:`~sklearn_rmtl._precision.grad_scaler`) scales the loss's
     backward pass and steps ``optimizer`` through it. Returns the batch's
-    (weighted) mean squared TD error, detached.
+    (weighted) mean squared TD error, detached. With ``data_parallel`` the
+    batch is this rank's shard: the loss is normalised by the whole batch's
+    mask sum (or entry count) and the gradients and the loss are summed over
+    the ranks.
     """
     # Products in config.precision; Q-values, targets and the loss in float32.
     with autocast(config.precision, action.device):
@@ -92,7 +97,13 @@ def td_step(
                 q_next = torch.minimum(q_next, critic(*next_state, next_action).float())
             target = td_target(reward, done, q_next, config.gamma)
         err = (critic(*state, action).float() - target) ** 2
-    if mask is None:
+    if data_parallel is not None:
+        mask = torch.ones_like(err) if mask is None else mask
+        w = mask if weight is None else mask * weight
+        loss = (err * w).sum() / data_parallel.total(mask.sum()).clamp(
+            min=torch.finfo(mask.dtype).tiny
+        )
+    elif mask is None:
         loss = (err * weight).mean() if weight is not None else err.mean()
     else:
         # NOTE[DIFF]: the paper has a reward for every task of every row.
@@ -105,6 +116,9 @@ def td_step(
         loss = (err * w).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
     optimizer.zero_grad()
     scaled_backward(loss, scaler)
+    if data_parallel is not None:  # summed still scaled: overflows reach all
+        data_parallel.reduce_gradients(critic.parameters())
+        loss = data_parallel.total(loss)
     optimizer_step(optimizer, scaler)
     return loss.detach()
 
@@ -119,11 +133,13 @@ def actor_step(
     precision: str = "float32",
     mask: Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    data_parallel: DataParallel | None = None,
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
 
     ``scaler`` is the actor optimiser's loss scaler under float16 (see
-    :func:`td_step`).
+    :func:`td_step`). With ``data_parallel`` the batch is this rank's shard,
+    and the means (of Q, of ``|Q|`` and of the BCE) are over the whole batch.
 
     With ``bc_alpha`` the step is TD3+BC's (Fujimoto and Gu, 2021): the Q
     term, scaled by ``bc_alpha / mean|Q|`` so that its size does not depend
@@ -134,7 +150,9 @@ def actor_step(
     with autocast(precision, y01.device):
         logits = actor(*state).float()
         q = critic(*state, torch.sigmoid(logits)).float()
-    if bc_alpha is None:
+    if data_parallel is not None:
+        loss = _sharded_actor_loss(logits, q, y01, bc_alpha, mask, data_parallel)
+    elif bc_alpha is None:
         loss = -q.mean()
     else:
         # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
@@ -153,8 +171,36 @@ def actor_step(
         loss = -scale * q.mean() + bce
     optimizer.zero_grad()
     scaled_backward(loss, scaler)
+    if data_parallel is not None:  # summed still scaled: overflows reach all
+        data_parallel.reduce_gradients(actor.parameters())
+        loss = data_parallel.total(loss)
     optimizer_step(optimizer, scaler)
     return loss.detach()
+
+
+def _sharded_actor_loss(
+    logits: Tensor,
+    q: Tensor,
+    y01: Tensor,
+    bc_alpha: float | None,
+    mask: Tensor | None,
+    dp: DataParallel,
+) -> Tensor:
+    """This shard's part of :func:`actor_step`'s loss on the whole batch."""
+    n = dp.total(torch.tensor(float(q.numel()), device=q.device))
+    q_term = q.sum() / n
+    if bc_alpha is None:
+        return -q_term
+    scale = bc_alpha / (dp.total(q.abs().sum()) / n).clamp(min=1e-12)
+    entries = nn.functional.binary_cross_entropy_with_logits(
+        logits, y01, reduction="none"
+    )
+    if mask is None:
+        bce = entries.sum() / n
+    else:
+        total = dp.total(mask.sum()).clamp(min=torch.finfo(mask.dtype).tiny)
+        bce = (entries * mask).sum() / total
+    return -scale * q_term + bce
 
 
 @dataclass
@@ -176,6 +222,7 @@ class TDConfig:
     bc_alpha: float | None = None
     precision: str = "float32"
     sample_weight: bool = False
+    distributed: bool = False
 
     #: The RMTLClassifier parameter of each field whose name differs.
     _PARAMETERS: ClassVar[dict[str, str]] = {
@@ -253,7 +300,15 @@ def train_critic(
     history : list of dict
         Per epoch: ``epoch``, ``td_loss`` (mean over batches), ``dur``, and
         ``actor_loss`` when the actor is updated.
+
+    Notes
+    -----
+    With ``config.distributed`` every rank draws the same batches and steps
+    on its shard of each (:mod:`sklearn_rmtl._distributed`); the stopping
+    test reads rank 0's epoch loss, and the critics (and an updated actor)
+    end as rank 0's.
     """
+    dp = DataParallel.current(config.distributed)
     n = actions.shape[0]
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
     target_critic = copy.deepcopy(critic)
@@ -291,6 +346,7 @@ def train_critic(
             starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
         for b in starts:
             idx = order[b : b + config.batch_size]
+            idx = idx if dp is None else dp.shard(idx)
             nxt = next_row[idx]
             s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
             if next_actions is None:
@@ -312,6 +368,7 @@ def train_critic(
                 config=config,
                 mask=None if mask is None else mask[idx],
                 scaler=scaler,
+                data_parallel=dp,
             )
             if actor_optimizer is not None:
                 actor_total += actor_step(
@@ -324,6 +381,7 @@ def train_critic(
                     config.precision,
                     None if mask is None else mask[idx],
                     actor_scaler,
+                    dp,
                 )
             batches += 1
             step += 1
@@ -332,6 +390,8 @@ def train_critic(
                 if config.actor_update:
                     soft_update(target_actor, actor, config.tau)
         mean = float(total) / batches
+        if dp is not None:
+            mean = dp.agree(mean)
         if not torch.isfinite(torch.tensor(mean)):
             raise DivergenceError(
                 f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
@@ -357,6 +417,10 @@ def train_critic(
         else:
             stable = 0
         previous = mean
+    if dp is not None:
+        dp.broadcast_module(critic)
+        if config.actor_update:
+            dp.broadcast_module(actor)
     critic.eval()
     actor.eval()
     return history

@@ -27,6 +27,7 @@ from skorch.callbacks import Callback, ProgressBar
 from torch import Tensor
 
 from sklearn_rmtl._data import BatchLoader, forward_batches
+from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._precision import autocast
@@ -234,6 +235,9 @@ class ValidationCheckpoint(Callback):
         The parameter that sets this phase's learning rate, for error messages.
     sink : callable
         Receives a line per stop (``print`` when verbose).
+    data_parallel : DataParallel, default=None
+        Under data-parallel training, the ranks take rank 0's validation
+        loss and score, so that all keep the same checks and stop together.
     """
 
     best_score_: float
@@ -254,6 +258,7 @@ class ValidationCheckpoint(Callback):
         phase: str,
         lr_name: str,
         sink: Callable[..., None],
+        data_parallel: DataParallel | None = None,
     ) -> None:
         self.inputs = inputs
         self.y01 = y01
@@ -266,6 +271,7 @@ class ValidationCheckpoint(Callback):
         self.phase = phase
         self.lr_name = lr_name
         self.sink = sink
+        self.data_parallel = data_parallel
 
     # ------------------------------------------------------------- checks
     @torch.no_grad()
@@ -312,6 +318,8 @@ class ValidationCheckpoint(Callback):
 
     def _check(self, net: Any, position: float) -> dict[str, Any]:
         values = self.evaluate(net)
+        if self.data_parallel is not None:
+            values["valid_loss"] = self.data_parallel.agree(values["valid_loss"])
         if not np.isfinite(values["valid_loss"]):
             raise diverged(
                 self.phase,
@@ -321,6 +329,8 @@ class ValidationCheckpoint(Callback):
                 math.ceil(position),
             )
         score = self._score(values)
+        if self.data_parallel is not None:
+            score = self.data_parallel.agree(score)
         if score > self.best_score_:
             self.best_score_, self.best_at_ = score, position
             self.best_state_ = {
@@ -509,6 +519,7 @@ def train_net(
     verbose: int = 0,
     precision: str = "float32",
     steps: int | None = None,
+    distributed: bool = False,
     **net_kwargs: Any,
 ) -> MultiTaskNet:
     """Build a skorch net for ``data`` and train it.
@@ -528,8 +539,11 @@ def train_net(
     weights per epoch. ``steps`` trains on every row, the held-out ones
     included, for that many optimizer steps without early stopping (the
     retraining of ``retrain_on_all``; 0 returns the starting weights), in
-    as many epochs as that takes, whatever ``max_epochs``.
-    ``net_kwargs`` go to ``net_cls``.
+    as many epochs as that takes, whatever ``max_epochs``. With
+    ``distributed`` (an initialised
+    ``torch.distributed``; :mod:`sklearn_rmtl._distributed`) every rank
+    steps on its shard of each batch with the gradients summed over the
+    ranks, and ends with rank 0's weights. ``net_kwargs`` go to ``net_cls``.
     """
     mask = data.loss_mask
     inputs = {
@@ -539,6 +553,7 @@ def train_net(
     }
     valid = data.valid if steps is None else None
     phase = "refit" if init_module is not None else "pretrain"
+    dp = DataParallel.current(distributed)
     # Initialisation, batch order and dropout of this fit draw from here.
     generator = torch.Generator().manual_seed(data.seed + seed_offset)
     all_callbacks: list[Any] = [
@@ -568,6 +583,7 @@ def train_net(
             phase=phase,
             lr_name=lr_name,
             sink=print if verbose else _silent,
+            data_parallel=dp,
         )
         all_callbacks.append(("early_stopping", checkpoint))
     if verbose:
@@ -589,6 +605,8 @@ def train_net(
         batch_size=batch_size,
         iterator_train__shuffle=True,
         iterator_train__generator=generator,
+        **({} if dp is None else {"iterator_train__data_parallel": dp}),
+        data_parallel=dp,
         verbose=verbose,
         precision=precision,
         balancer=make_balancer(
@@ -606,7 +624,10 @@ def train_net(
         net.module_.load_state_dict(init_module.state_dict())
     else:
         init_parameters(net.module_, generator)
-    set_dropout_generator(net.module_, generator)
+    set_dropout_generator(
+        net.module_,
+        generator if dp is None else dp.own_generator(data.seed + seed_offset),
+    )
     train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
     y_train = data.y01 if valid is None else data.y01[~valid]
     if max_epochs > 0:  # 0: the initial weights as they are
@@ -616,6 +637,10 @@ def train_net(
         with contextlib.suppress(StopTraining):
             net.fit_loop(train, y_train)
         net.notify("on_train_end", X=train, y=y_train)
+    if dp is not None:
+        dp.broadcast_module(net.module_)
+        # Training-only, like the balancer: a pickled fit holds no ranks.
+        net.data_parallel = net.iterator_train__data_parallel = None
     set_dropout_generator(net.module_, None)
     net.balancer = None  # training-only; its weights are in the history
     return net

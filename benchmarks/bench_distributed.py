@@ -1,0 +1,176 @@
+"""One process against 2 data-parallel processes (gloo, CPU), in one run.
+
+Fits ``MTLClassifier`` (and, unless ``--no-rmtl``, ``RMTLClassifier``) on
+the bundled RetailRocket sample (``sklearn_rmtl.datasets.load_retailrocket``,
+75k rows) once in one process and once with ``distributed=True`` over
+``--nproc`` processes spawned on localhost with the gloo backend, each
+limited to one thread (``OMP_NUM_THREADS=1``), and prints:
+
+- training throughput (rows/s of the epoch loop, from the history's
+  ``dur``) and the whole ``fit`` time of each, and their ratio;
+- the time of one all-reduce of a gradient-sized float32 vector over the
+  processes (what every training step adds), against the step time;
+- the largest difference between the predicted probabilities of the two
+  fits (dropout 0, so it is float rounding only).
+
+On a machine with as many free cores as processes the ratio shows the
+cost of the per-step all-reduce of the gradients and of the smaller
+per-process batches; it says nothing about GPU scaling, where a process's
+step is much faster and the communication (NCCL) differs.
+
+Run: ``python benchmarks/bench_distributed.py [--nproc 2] [--epochs 2]
+[--backbone mmoe] [--no-rmtl]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl.datasets import load_retailrocket
+
+
+def _fits(args: argparse.Namespace, distributed: bool) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    data = load_retailrocket()
+    X, y = data.X, data.y
+    common = {
+        "backbone": args.backbone,
+        "backbone_params": {"embedding_dim": 32, "dropout": 0.0},
+        "batch_size": args.batch_size,
+        "early_stopping": False,
+        "random_state": 0,
+        "distributed": distributed,
+    }
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    mtl = MTLClassifier(max_epochs=args.epochs, **common).fit(X, y)
+    out["mtl_fit_s"] = time.perf_counter() - start
+    out["mtl_epoch_s"] = [r["dur"] for r in mtl.history_["pretrain"]]
+    out["mtl_proba"] = mtl.predict_proba(X).tolist()
+    out["n_params"] = sum(p.numel() for p in mtl.net_.module_.parameters())
+    if args.rmtl:
+        start = time.perf_counter()
+        rmtl = RMTLClassifier(
+            max_epochs=1,
+            critic_max_epochs=1,
+            refit_max_epochs=1,
+            **common,
+        ).fit(X, y, session_ids=data.session_ids, timestamps=data.timestamps)
+        out["rmtl_fit_s"] = time.perf_counter() - start
+        out["rmtl_proba"] = rmtl.predict_proba(X).tolist()
+    out["n_rows"] = len(X)
+    return out
+
+
+def _rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=args.nproc,
+    )
+    try:
+        result = _fits(args, distributed=True)
+        grads = torch.zeros(result["n_params"])
+        dist.all_reduce(grads)  # warm-up
+        start = time.perf_counter()
+        for _ in range(20):
+            dist.all_reduce(grads)
+        result["allreduce_s"] = (time.perf_counter() - start) / 20
+        if rank == 0:
+            with open(path, "w") as f:
+                json.dump(result, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--backbone", default="mmoe")
+    parser.add_argument("--no-rmtl", dest="rmtl", action="store_false")
+    args = parser.parse_args()
+
+    one = _fits(args, distributed=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rank0.json")
+        start = time.perf_counter()
+        mp.start_processes(
+            _rank,
+            args=(_free_port(), args, path),
+            nprocs=args.nproc,
+            start_method="spawn",
+        )
+        launch_s = time.perf_counter() - start
+        with open(path) as f:
+            many = json.load(f)
+
+    n, p = one["n_rows"], args.nproc
+    # The first epoch holds one-off costs; the rest are the steady state.
+    steady = slice(1, None) if args.epochs > 1 else slice(None)
+    rate_1 = n / float(np.mean(one["mtl_epoch_s"][steady]))
+    rate_p = n / float(np.mean(many["mtl_epoch_s"][steady]))
+    print(
+        f"RetailRocket sample, {n} rows; MTLClassifier(backbone={args.backbone!r}, "
+        f"embedding 32, batch {args.batch_size}), {args.epochs} epoch(s); "
+        f"torch {torch.__version__}, {os.cpu_count()} CPU(s), 1 thread per process"
+    )
+    print(f"{'':28s}{'1 process':>12s}{f'{p} processes':>14s}{'ratio':>8s}")
+    print(
+        f"{'train rows/s (epoch loop)':28s}{rate_1:12.0f}{rate_p:14.0f}"
+        f"{rate_p / rate_1:8.2f}"
+    )
+    print(
+        f"{'MTL fit, s':28s}{one['mtl_fit_s']:12.1f}{many['mtl_fit_s']:14.1f}"
+        f"{one['mtl_fit_s'] / many['mtl_fit_s']:8.2f}"
+    )
+    if args.rmtl:
+        print(
+            f"{'RMTL fit (1 epoch/phase), s':28s}{one['rmtl_fit_s']:12.1f}"
+            f"{many['rmtl_fit_s']:14.1f}"
+            f"{one['rmtl_fit_s'] / many['rmtl_fit_s']:8.2f}"
+        )
+    steps = -(-n // args.batch_size)
+    step_s = float(np.mean(many["mtl_epoch_s"][steady])) / steps
+    print(
+        "epoch loop, s per epoch: 1 process "
+        f"{', '.join(f'{d:.1f}' for d in one['mtl_epoch_s'])}; {p} processes "
+        f"{', '.join(f'{d:.1f}' for d in many['mtl_epoch_s'])}"
+    )
+    print(
+        f"all-reduce of the {many['n_params']:,} gradients "
+        f"({many['n_params'] * 4 / 2**20:.1f} MiB): "
+        f"{many['allreduce_s'] * 1e3:.1f} ms, {many['allreduce_s'] / step_s:.0%} of "
+        f"a {p}-process step ({step_s * 1e3:.0f} ms)"
+    )
+    print(f"{p}-process launch and all fits: {launch_s:.1f} s")
+    for key in ("mtl_proba", "rmtl_proba"):
+        if key in one:
+            diff = np.abs(np.asarray(one[key]) - np.asarray(many[key])).max()
+            print(f"max |proba difference| {key[:-6].upper()}: {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()
