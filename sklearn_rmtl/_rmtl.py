@@ -42,6 +42,7 @@ from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
+from sklearn_rmtl.parquet import is_source
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -484,7 +485,7 @@ class RMTLClassifier(MTLClassifier):
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         session_ids: Any = None,
         timestamps: Any = None,
         sample_weight: Any = None,
@@ -494,9 +495,12 @@ class RMTLClassifier(MTLClassifier):
         Parameters
         ----------
         X : {DataFrame, array-like} of shape (n_samples, n_features)
-            Features; see ``categorical_features``.
-        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
-            Two labels per column (the larger one is positive). A missing
+            Features; see ``categorical_features``. Out-of-core fitting from
+            a :class:`~sklearn_rmtl.parquet.ParquetSource` is not available
+            for RMTL yet (a ``TypeError`` says so); ``predict_proba`` does
+            score a source.
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks), default=None
+            Required. Two labels per column (the larger one is positive). A missing
             label (NaN, None, ``pd.NA``) is left out of the pretraining and
             refit losses and of the critics' TD loss of its task; the row
             stays a state of its session.
@@ -521,6 +525,16 @@ class RMTLClassifier(MTLClassifier):
         self : RMTLClassifier
             The fitted estimator.
         """
+        if is_source(X):
+            # Streaming the session MDP and the critics' transitions is not
+            # written yet: refuse rather than load everything silently.
+            raise TypeError(
+                "RMTLClassifier cannot fit from a ParquetSource yet: out-of-core "
+                "fitting covers MTLClassifier only. Fit the rows in memory "
+                "(e.g. pyarrow.parquet.read_table(path).to_pandas()) with "
+                "fit(X, y, session_ids=..., timestamps=...), or pretrain an "
+                "MTLClassifier on the source."
+            )
         if isinstance(self.backbone, MTLClassifier):
             if self.actor is not None:
                 raise ValueError(
