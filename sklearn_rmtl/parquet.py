@@ -249,7 +249,7 @@ class ParquetSource:
             else _names(features, "features")
         )
         self._features_given = features is not None
-        named = [*meta, *(self.features if features is not None else [])]
+        named = [*meta, *self.features]
         missing = [c for c in named if c not in self.columns]
         if missing:
             raise ValueError(

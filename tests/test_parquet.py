@@ -1,0 +1,305 @@
+"""Out-of-core fitting and prediction from Parquet (sklearn_rmtl.parquet)."""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from sklearn_rmtl import FeatureEncoder, MTLClassifier, ParquetSource, RMTLClassifier
+from sklearn_rmtl.parquet import _StreamingFit, predict_proba_to_parquet
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+ds = pytest.importorskip("pyarrow.dataset")
+
+FEATURES = ["item", "shop", "flag", "price", "qty"]
+TARGETS = ["click", "buy"]
+N = 1200
+
+
+def _frame(n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    item = rng.choice([f"i{k}" for k in range(40)], n, p=np.r_[[0.3], [0.7 / 39] * 39])
+    frame = pd.DataFrame(
+        {
+            "item": np.where(rng.random(n) < 0.05, None, item),
+            "shop": rng.integers(0, 12, n),
+            "flag": rng.random(n) < 0.3,
+            "price": rng.normal(3.0, 2.0, n),
+            "qty": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(size=n)),
+            "session": np.repeat(np.arange(n // 6), 6),
+            "t": rng.integers(0, 200, n),  # many ties
+        }
+    )
+    click = (frame["item"] == "i0") | (rng.random(n) < 0.25)
+    frame["click"] = click.astype(int)
+    buy = (click & (frame["price"] > 3.0)).astype(float)
+    frame["buy"] = np.where(rng.random(n) < 0.05, np.nan, buy)
+    return frame
+
+
+def _write(frame, path, row_group_size=200):
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False),
+        path,
+        row_group_size=row_group_size,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    frame = _frame()
+    path = _write(frame, tmp_path_factory.mktemp("pq") / "rows.parquet")
+    # What an in-memory fit of the file sees.
+    return path, pq.read_table(path).to_pandas()
+
+
+def _clf(**params):
+    defaults = dict(
+        backbone="mmoe",
+        max_epochs=3,
+        batch_size=128,
+        random_state=0,
+        categorical_features=["item", "shop", "flag"],
+        backbone_params={
+            "embedding_dim": 4,
+            "bottom_dims": (8,),
+            "tower_dims": (4,),
+            "n_experts": 2,
+        },
+    )
+    return MTLClassifier(**{**defaults, **params})
+
+
+def _source(path, block_rows, **kw):
+    return ParquetSource(
+        path,
+        target=TARGETS,
+        session="session",
+        time="t",
+        features=FEATURES,
+        block_rows=block_rows,
+        **kw,
+    )
+
+
+def _fit_memory(clf, frame):
+    return clf.fit(
+        frame[FEATURES],
+        frame[TARGETS],
+        session_ids=frame["session"],
+        timestamps=frame["t"],
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"min_frequency": 5}, {"min_frequency": 0.02}, {"max_categories": 6}],
+)
+@pytest.mark.parametrize("block_rows", [10**6, 250])
+def test_encoder_equals_in_memory_fit(data, params, block_rows):
+    path, frame = data
+    clf = _clf(**params)
+    _, streamed = _StreamingFit(clf, _source(path, block_rows)).prepare()
+    # The in-memory fit learns its encoder on the kept rows (every row here
+    # has a label).
+    expected = FeatureEncoder(
+        categorical_features=["item", "shop", "flag"], **params
+    ).fit(frame[FEATURES])
+    sa, sb = expected._get_state(), streamed._get_state()
+    assert sa["categorical"] == sb["categorical"]  # vocabularies and codes
+    assert [c["name"] for c in sa["numerical"]] == [c["name"] for c in sb["numerical"]]
+    for ca, cb in zip(sa["numerical"], sb["numerical"], strict=True):
+        assert ca["missing_indicator"] == cb["missing_indicator"]
+        if block_rows >= N:  # one block: the very same statistics
+            assert (ca["mean"], ca["scale"]) == (cb["mean"], cb["scale"])
+        else:  # merged blocks: equal up to rounding
+            np.testing.assert_allclose(
+                [cb["mean"], cb["scale"]], [ca["mean"], ca["scale"]], rtol=1e-12
+            )
+    np.testing.assert_array_equal(streamed.cardinalities_, expected.cardinalities_)
+
+
+@pytest.mark.parametrize("time", ["t", None])
+def test_hold_out_is_the_in_memory_rows(tmp_path, time):
+    frame = _frame()
+    # Rows without any label are never held out (nor counted).
+    frame.loc[frame.index[::17], TARGETS] = np.nan
+    frame["row"] = np.arange(len(frame))
+    path = _write(frame, tmp_path / "rows.parquet", row_group_size=150)
+    source = ParquetSource(
+        path,
+        target=TARGETS,
+        session="row",
+        time=time,
+        features=FEATURES,
+        block_rows=170,
+    )
+    clf = _clf(validation_fraction=0.23)
+    data, _ = _StreamingFit(clf, source).prepare()
+    memory = _clf(validation_fraction=0.23)._prepare(
+        frame[FEATURES],
+        frame[TARGETS],
+        session_ids=frame["row"],
+        timestamps=None if time is None else frame["t"],
+    )
+    expected = np.flatnonzero(memory.valid)
+    np.testing.assert_array_equal(data.session_ids, expected)
+    assert memory.seed == data.seed
+    assert len(data.train_stream) == len(frame) - len(expected)
+
+
+def test_one_block_gives_identical_predictions(data):
+    path, frame = data
+    memory = _fit_memory(_clf(), frame)
+    streamed = _clf().fit(_source(path, 10**6))
+    np.testing.assert_array_equal(
+        streamed.predict_proba(_source(path, 300)),
+        memory.predict_proba(frame[FEATURES]),
+    )
+    assert streamed.history_["pretrain"] == [
+        {**row, "dur": streamed.history_["pretrain"][i]["dur"]}
+        for i, row in enumerate(memory.history_["pretrain"])
+    ]
+    np.testing.assert_array_equal(streamed.classes_, memory.classes_)
+    assert list(streamed.feature_names_in_) == FEATURES
+
+
+def test_small_blocks_give_close_predictions(data):
+    path, frame = data
+    memory = _fit_memory(_clf(max_epochs=4), frame)
+    streamed = _clf(max_epochs=4).fit(_source(path, 150))  # 8 blocks
+    p_mem = memory.predict_proba(frame[FEATURES])
+    p_str = streamed.predict_proba(frame[FEATURES])
+    # Another batch order is another SGD path over the same rows and epochs:
+    # probabilities move a little, the ranking hardly.
+    assert np.abs(p_str - p_mem).max() < 0.05
+    assert not np.array_equal(p_str, p_mem)
+    y = frame["click"].to_numpy()
+    assert abs(roc_auc_score(y, p_str[:, 0]) - roc_auc_score(y, p_mem[:, 0])) < 0.02
+
+
+def test_batches_cross_blocks_and_cover_every_training_row(data):
+    path, _ = data
+    clf = _clf()
+    fit_data, _ = _StreamingFit(clf, _source(path, 170)).prepare()
+    stream = fit_data.train_stream
+
+    gen = torch.Generator().manual_seed(0)
+    sizes, n_rows = [], 0
+    for _, y in stream.batches(128, shuffle=True, generator=gen):
+        sizes.append(len(y))
+        n_rows += len(y)
+    assert n_rows == len(stream)
+    assert sizes[:-1] == [128] * (len(sizes) - 1)  # full batches across blocks
+    assert len(sizes) == -(-len(stream) // 128)
+
+
+def test_predict_proba_to_parquet_writes_blocks(data, tmp_path):
+    path, frame = data
+    clf = _fit_memory(_clf(max_epochs=1), frame)
+    source = ParquetSource(path, block_rows=500)  # features: the fitted ones
+    out = tmp_path / "proba.parquet"
+    n = predict_proba_to_parquet(clf, source, out, keep_columns=["session"])
+    assert n == N
+    written = pq.ParquetFile(out)
+    assert written.metadata.num_row_groups == source.n_blocks == 3
+    table = written.read().to_pandas()
+    assert list(table.columns) == ["session", "proba_click", "proba_buy"]
+    np.testing.assert_array_equal(
+        table[["proba_click", "proba_buy"]].to_numpy(),
+        clf.predict_proba(frame[FEATURES]),
+    )
+    np.testing.assert_array_equal(table["session"], frame["session"])
+    np.testing.assert_array_equal(clf.predict(source), clf.predict(frame[FEATURES]))
+    with pytest.raises(ValueError, match="keep_columns names"):
+        predict_proba_to_parquet(clf, source, out, keep_columns=["nope"])
+
+
+def test_folder_and_dataset_inputs(data, tmp_path):
+    path, frame = data
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for k, part in enumerate(np.array_split(np.arange(N), 3)):
+        _write(frame.iloc[part], folder / f"part-{k}.parquet", row_group_size=100)
+    expected = (
+        _clf(max_epochs=1).fit(_source(path, 10**6)).predict_proba(frame[FEATURES])
+    )
+    for where in (folder, ds.dataset(folder, format="parquet")):
+        got = _clf(max_epochs=1).fit(_source(where, 10**6))
+        np.testing.assert_array_equal(got.predict_proba(frame[FEATURES]), expected)
+    assert _source(folder, 250).n_blocks == 5
+
+
+def test_sample_weight_column_matches_in_memory(tmp_path):
+    frame = _frame(600)
+    frame["w"] = np.random.default_rng(1).choice([0.0, 0.5, 2.0], len(frame))
+    path = _write(frame, tmp_path / "w.parquet")
+    memory = _clf(max_epochs=2).fit(
+        frame[FEATURES],
+        frame[TARGETS],
+        timestamps=frame["t"],
+        sample_weight=frame["w"],
+    )
+    source = ParquetSource(
+        path,
+        target=TARGETS,
+        time="t",
+        features=FEATURES,
+        sample_weight="w",
+        block_rows=10**6,
+    )
+    streamed = _clf(max_epochs=2).fit(source)
+    np.testing.assert_array_equal(
+        streamed.predict_proba(frame[FEATURES]),
+        memory.predict_proba(frame[FEATURES]),
+    )
+
+
+def test_bad_sources_raise_clear_errors(data, tmp_path):
+    path, frame = data
+    with pytest.raises(ValueError, match=r"\['nope'\] are not in the Parquet"):
+        ParquetSource(path, target=["click", "nope"])
+    with pytest.raises(ValueError, match="more than once"):
+        ParquetSource(path, target="click", time="click")
+    with pytest.raises(ValueError, match="block_rows must be at least 1"):
+        ParquetSource(path, target="click", block_rows=0)
+    with pytest.raises(TypeError, match="block_rows must be a positive int"):
+        ParquetSource(path, target="click", block_rows=2.5)
+    with pytest.raises(TypeError, match="'item' must hold numbers or timestamps"):
+        ParquetSource(path, target="click", time="item")
+    with pytest.raises(ValueError, match="Cannot read Parquet data"):
+        ParquetSource(tmp_path / "absent.parquet", target="click")
+    nested = pa.table({"x": [[1, 2], [3]], "y": [0, 1]})
+    pq.write_table(nested, tmp_path / "nested.parquet")
+    with pytest.raises(TypeError, match="'x' has the nested type"):
+        ParquetSource(tmp_path / "nested.parquet", target="y")
+    with pytest.raises(ValueError, match="no target columns"):
+        _clf().fit(ParquetSource(path, features=FEATURES))
+    with pytest.raises(TypeError, match="pass none of them"):
+        _clf().fit(_source(path, 100), frame[TARGETS])
+    bad = frame.assign(click=frame["click"] + np.arange(N) % 3)
+    _write(bad, tmp_path / "three.parquet")
+    with pytest.raises(ValueError, match="Only binary classification"):
+        _clf().fit(_source(tmp_path / "three.parquet", 100))
+    fitted = _clf(max_epochs=1).fit(_source(path, 10**6))
+    _write(frame.drop(columns="qty"), tmp_path / "less.parquet")
+    with pytest.raises(ValueError, match=r"lacks the columns \['qty'\]"):
+        fitted.predict_proba(ParquetSource(tmp_path / "less.parquet"))
+
+
+def test_rmtl_refuses_a_source_honestly(data):
+    path, _ = data
+    with pytest.raises(TypeError, match="RMTLClassifier cannot fit from a Parquet"):
+        RMTLClassifier().fit(_source(path, 100))
+
+
+def test_missing_pyarrow_names_the_extra(data, monkeypatch):
+    path, _ = data
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError, match=r"sklearn-rmtl\[parquet\]"):
+        ParquetSource(path, target="click")
