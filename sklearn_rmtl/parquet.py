@@ -869,8 +869,15 @@ class _StreamingFit:
             sample_weight=None if valid is None else valid.get("weight"),
         )
         data.cardinalities = encoder.cardinalities_.tolist()
+        # Without a hold-out: no rows, the network's input widths.
+        n_numbers = len(encoder.numerical_features_) + len(
+            encoder.missing_indicator_features_
+        )
         data.inputs = (
-            encode_inputs(encoder._transform_parts(first_frame))
+            {
+                "x_cat": np.zeros((0, len(encoder.cardinalities_)), np.int64),
+                "x_num": np.zeros((0, n_numbers), np.float32),
+            }
             if valid is None
             else valid["inputs"]
         )

@@ -311,3 +311,16 @@ def test_missing_pyarrow_names_the_extra(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ImportError, match=r"sklearn-rmtl\[parquet\]"):
         ParquetSource(path, target="click")
+
+
+@pytest.mark.parametrize(
+    "params", [{"early_stopping": False}, {"validation_metric": "gauc:click"}]
+)
+def test_other_early_stopping_settings_match_in_memory(data, params):
+    path, frame = data
+    memory = _fit_memory(_clf(max_epochs=2, **params), frame)
+    streamed = _clf(max_epochs=2, **params).fit(_source(path, 10**6))
+    np.testing.assert_array_equal(
+        streamed.predict_proba(frame[FEATURES]),
+        memory.predict_proba(frame[FEATURES]),
+    )
