@@ -324,3 +324,21 @@ def test_other_early_stopping_settings_match_in_memory(data, params):
         streamed.predict_proba(frame[FEATURES]),
         memory.predict_proba(frame[FEATURES]),
     )
+
+
+def test_model_fitted_from_a_source_saves_and_pickles(data, tmp_path):
+    import pickle
+
+    from sklearn_rmtl import persistence
+
+    path, frame = data
+    clf = _clf(max_epochs=1).fit(_source(path, 400))
+    expected = clf.predict_proba(frame[FEATURES])
+    persistence.save(clf, tmp_path / "model.rmtl")
+    loaded = persistence.load(tmp_path / "model.rmtl")
+    np.testing.assert_array_equal(loaded.predict_proba(frame[FEATURES]), expected)
+    # Nothing of the source (an open dataset) stays in the fitted model.
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(clf)).predict_proba(frame[FEATURES]), expected
+    )
+    assert b"ParquetSource" not in pickle.dumps(clf)
