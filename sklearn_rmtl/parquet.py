@@ -355,6 +355,98 @@ class ParquetSource:
         for i in range(self.n_blocks):
             yield to_pandas(self.read_block(i, columns))
 
+    def session_frames(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+        """Whole sessions at a time, checking that rows are sorted by session.
+
+        Each block is cut after its last complete session and the rest is
+        carried into the next one, so a session is never split: per-session
+        work (session metrics, the session MDP) can run chunk by chunk. The
+        data must be sorted by session, then time (session ids
+        non-decreasing, times non-decreasing within a session); this is
+        verified while reading.
+
+        Parameters
+        ----------
+        columns : list of str
+            The columns to read (``session`` and ``time`` are added).
+
+        Yields
+        ------
+        frame : DataFrame
+            Consecutive rows making whole sessions: about ``block_rows``,
+            more when one session is longer.
+
+        Raises
+        ------
+        ValueError
+            If the source has no ``session`` column, or a row breaks the
+            (session, time) order; the message gives the row number.
+        """
+        if self.session is None:
+            raise ValueError("session_frames needs a source with a session column.")
+        order = [c for c in (self.session, self.time) if c is not None]
+        wanted = [*columns, *(c for c in order if c not in columns)]
+        carry: pd.DataFrame | None = None
+        previous: tuple[Any, Any] | None = None
+        start = 0
+        for frame in self.frames(wanted):
+            self._check_sorted(frame, previous, start)
+            start += len(frame)
+            if len(frame):
+                last = frame.iloc[-1]
+                previous = (
+                    last[self.session],
+                    None if self.time is None else last[self.time],
+                )
+            if carry is not None:
+                frame = pd.concat([carry, frame], ignore_index=True)
+            sessions = frame[self.session].to_numpy()
+            # The last session may continue in the next block: hold it back.
+            earlier = np.flatnonzero(sessions != sessions[-1])
+            cut = int(earlier[-1]) + 1 if len(earlier) else 0
+            if cut == 0:
+                carry = frame
+                continue
+            carry = frame.iloc[cut:]
+            yield frame.iloc[:cut].reset_index(drop=True)
+        if carry is not None and len(carry):
+            yield carry.reset_index(drop=True)
+
+    def _check_sorted(
+        self, frame: pd.DataFrame, previous: tuple[Any, Any] | None, start: int
+    ) -> None:
+        sessions = frame[self.session].to_numpy()
+        times = None if self.time is None else frame[self.time].to_numpy()
+        if previous is not None and len(frame):
+            sessions = np.concatenate([[previous[0]], sessions])
+            if times is not None:
+                times = np.concatenate([[previous[1]], times])
+            start -= 1
+        if len(sessions) < 2:
+            return
+        try:
+            back = sessions[1:] < sessions[:-1]
+        except TypeError as exc:
+            raise ValueError(
+                f"Session ids of column {self.session!r} cannot be compared "
+                f"({exc}); give them one type (e.g. all strings)."
+            ) from exc
+        if times is not None:
+            same = sessions[1:] == sessions[:-1]
+            back = back | (same & (times[1:] < times[:-1]))
+        if back.any():
+            row = start + int(np.flatnonzero(back)[0]) + 1
+            by = self.session if self.time is None else f"{self.session}, {self.time}"
+            raise ValueError(
+                f"The Parquet data must be sorted by ({by}) for session-wise "
+                f"reading, but row {row} (counting from 0) comes before the row "
+                f"above it. Sort "
+                f"it once, e.g. pyarrow.dataset.dataset(path).sort_by("
+                f"[({self.session!r}, 'ascending')"
+                + ("" if self.time is None else f", ({self.time!r}, 'ascending')")
+                + "]), and write it again."
+            )
+
 
 def _is_time_type(kind: Any) -> bool:
     pa, _, _ = _pyarrow()

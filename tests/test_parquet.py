@@ -1,5 +1,6 @@
 """Out-of-core fitting and prediction from Parquet (sklearn_rmtl.parquet)."""
 
+import itertools
 import sys
 
 import numpy as np
@@ -342,3 +343,39 @@ def test_model_fitted_from_a_source_saves_and_pickles(data, tmp_path):
         pickle.loads(pickle.dumps(clf)).predict_proba(frame[FEATURES]), expected
     )
     assert b"ParquetSource" not in pickle.dumps(clf)
+
+
+def test_session_frames_keep_sessions_whole_and_check_the_order(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, 60)  # one session longer than a block
+    lengths[7] = 90
+    frame = pd.DataFrame(
+        {
+            "session": np.repeat(np.arange(len(lengths)), lengths),
+            "t": np.concatenate([np.sort(rng.integers(0, 9, n)) for n in lengths]),
+        }
+    )
+    frame["x"] = np.arange(len(frame))
+    path = _write(frame, tmp_path / "sorted.parquet", row_group_size=64)
+    source = ParquetSource(path, session="session", time="t", block_rows=50)
+    chunks = list(source.session_frames(["x"]))
+    np.testing.assert_array_equal(pd.concat(chunks)["x"], frame["x"])
+    seen = [set(c["session"]) for c in chunks]
+    assert all(not (a & b) for a, b in itertools.pairwise(seen))
+    assert max(len(c) for c in chunks) >= 90  # the long session, whole
+    # A time going back inside a session, across a block boundary (row 50).
+    late = frame.copy()
+    s = late.loc[50, "session"]
+    late.loc[late["session"] == s, "t"] = np.arange((late["session"] == s).sum())[::-1]
+    _write(late, tmp_path / "unsorted.parquet")
+    bad = ParquetSource(tmp_path / "unsorted.parquet", session="session", time="t")
+    with pytest.raises(ValueError, match=r"sorted by \(session, t\).*row \d+"):
+        list(bad.session_frames(["x"]))
+    # A session id going back exactly at a block boundary (row 5).
+    back = pd.DataFrame({"session": [0, 0, 1, 1, 2, 1, 3], "x": range(7)})
+    _write(back, tmp_path / "back.parquet")
+    bad = ParquetSource(tmp_path / "back.parquet", session="session", block_rows=5)
+    with pytest.raises(ValueError, match=r"row 5 \(counting from 0\)"):
+        list(bad.session_frames(["x"]))
+    with pytest.raises(ValueError, match="needs a source with a session column"):
+        list(ParquetSource(path, block_rows=5).session_frames(["x"]))
