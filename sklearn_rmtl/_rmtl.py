@@ -34,7 +34,7 @@ from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
 from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
-from sklearn_rmtl._refit import plan_refit
+from sklearn_rmtl._refit import RefitPlan, plan_refit
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._training import SelectionOption, check_selection, net_history
@@ -495,15 +495,17 @@ class RMTLClassifier(MTLClassifier):
         Parameters
         ----------
         X : {DataFrame, array-like} of shape (n_samples, n_features)
-            Features; see ``categorical_features``. Out-of-core fitting from
-            a :class:`~sklearn_rmtl.parquet.ParquetSource` is not available
-            for RMTL yet (a ``TypeError`` says so); ``predict_proba`` does
-            score a source.
+            Features; see ``categorical_features``. A
+            :class:`~sklearn_rmtl.parquet.ParquetSource` fits out of core
+            (its columns are y, session_ids, timestamps and sample_weight;
+            the file sorted by session, then time; see the docs' scaling
+            page for what is supported).
         y : {array-like, DataFrame} of shape (n_samples, n_tasks), default=None
-            Required. Two labels per column (the larger one is positive). A missing
-            label (NaN, None, ``pd.NA``) is left out of the pretraining and
-            refit losses and of the critics' TD loss of its task; the row
-            stays a state of its session.
+            Required unless X is a ParquetSource. Two labels per column
+            (the larger one is positive). A missing label (NaN, None,
+            ``pd.NA``) is left out of the pretraining and refit losses and
+            of the critics' TD loss of its task; the row stays a state of
+            its session.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row (ints or strings). ``None``: every row is a
             one-step session (a warning says RMTL then has no sequence to
@@ -525,16 +527,6 @@ class RMTLClassifier(MTLClassifier):
         self : RMTLClassifier
             The fitted estimator.
         """
-        if is_source(X):
-            # Streaming the session MDP and the critics' transitions is not
-            # written yet: refuse rather than load everything silently.
-            raise TypeError(
-                "RMTLClassifier cannot fit from a ParquetSource yet: out-of-core "
-                "fitting covers MTLClassifier only. Fit the rows in memory "
-                "(e.g. pyarrow.parquet.read_table(path).to_pandas()) with "
-                "fit(X, y, session_ids=..., timestamps=...), or pretrain an "
-                "MTLClassifier on the source."
-            )
         if isinstance(self.backbone, MTLClassifier):
             if self.actor is not None:
                 raise ValueError(
@@ -547,13 +539,25 @@ class RMTLClassifier(MTLClassifier):
                 FutureWarning,
                 stacklevel=2,
             )
-        state = self._fit_state(
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
-        )
+        if is_source(X):
+            from sklearn_rmtl._parquet_rmtl import fit_state as parquet_fit_state
+
+            state = parquet_fit_state(
+                self,
+                X,
+                y=y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
+        else:
+            state = self._fit_state(
+                X,
+                y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(state)
         return self
@@ -670,11 +674,13 @@ class RMTLClassifier(MTLClassifier):
         task_weights: np.ndarray,
         actor: torch.nn.Module,
         critic: SessionCritic | None,
+        plan: RefitPlan | None = None,
     ) -> tuple[MultiTaskNet, np.ndarray | None]:
         """Phase 4: continue training the actor with Q-derived weights.
 
         Returns the net and, for ``weighting="label_mean"``, the fixed
-        per-task, per-label weights.
+        per-task, per-label weights. ``plan`` replaces :func:`plan_refit`'s
+        (out-of-core fits build theirs block by block).
         """
         max_epochs = (
             self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
@@ -692,7 +698,7 @@ class RMTLClassifier(MTLClassifier):
             ),
             "start_is_candidate": self.refit_keep_pretrained,
         }
-        plan = plan_refit(
+        plan = plan or plan_refit(
             data,
             encoder,
             actor,

@@ -27,7 +27,7 @@ Needs pyarrow (``pip install "sklearn-rmtl[parquet]"``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -313,9 +313,14 @@ class ParquetSource:
             Rows ``i * block_rows`` to ``(i + 1) * block_rows`` (fewer in the
             last block).
         """
-        pa, _, _ = _pyarrow()
         start = i * self.block_rows
-        stop = min(start + self.block_rows, self.n_rows)
+        return self._read_rows(
+            start, min(start + self.block_rows, self.n_rows), columns
+        )
+
+    def _read_rows(self, start: int, stop: int, columns: Sequence[str]) -> Any:
+        """Rows ``start`` to ``stop`` (``columns`` only), as a pyarrow Table."""
+        pa, _, _ = _pyarrow()
         first = int(np.searchsorted(self._offsets, start, side="right")) - 1
         parts = []
         g = first
@@ -389,7 +394,7 @@ class ParquetSource:
         carry: pd.DataFrame | None = None
         previous: tuple[Any, Any] | None = None
         start = 0
-        for frame in self.frames(wanted):
+        for i, frame in enumerate(self.frames(wanted)):
             self._check_sorted(frame, previous, start)
             start += len(frame)
             if len(frame):
@@ -400,6 +405,10 @@ class ParquetSource:
                 )
             if carry is not None:
                 frame = pd.concat([carry, frame], ignore_index=True)
+            if i == self.n_blocks - 1:
+                carry = None
+                yield frame.reset_index(drop=True)
+                break
             sessions = frame[self.session].to_numpy()
             # The last session may continue in the next block: hold it back.
             earlier = np.flatnonzero(sessions != sessions[-1])
@@ -411,6 +420,14 @@ class ParquetSource:
             yield frame.iloc[:cut].reset_index(drop=True)
         if carry is not None and len(carry):
             yield carry.reset_index(drop=True)
+
+    def _session_bounds(self) -> list[tuple[int, int]]:
+        """The row ranges of :meth:`session_frames`'s chunks (order verified)."""
+        bounds, start = [], 0
+        for frame in self.session_frames([]):
+            bounds.append((start, start + len(frame)))
+            start += len(frame)
+        return bounds
 
     def _check_sorted(
         self, frame: pd.DataFrame, previous: tuple[Any, Any] | None, start: int
@@ -772,10 +789,17 @@ class _TrainStream(StreamingDataset):
     draws).
     """
 
-    def __init__(self, fit: _StreamingFit, n_train: int, seed: int) -> None:
+    def __init__(
+        self,
+        fit: _StreamingFit,
+        n_train: int,
+        seed: int,
+        extra: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    ) -> None:
         self.fit = fit
         self.n_train = n_train
         self.block_rng = np.random.default_rng(seed)
+        self.extra = extra  # per-row inputs derived from a block's encoding
 
     def __len__(self) -> int:
         return self.n_train
@@ -791,7 +815,7 @@ class _TrainStream(StreamingDataset):
                 order = self.block_rng.permutation(n_blocks)
         carry: TensorDictDataset | None = None
         for b in order:
-            block = self.fit.train_block(int(b))
+            block = self.fit.train_block(int(b), self.extra)
             if block is None:
                 continue
             if shuffle:
@@ -1072,7 +1096,11 @@ class _StreamingFit:
                 out[key] = np.concatenate(values)
         return out
 
-    def train_block(self, b: int) -> TensorDictDataset | None:
+    def train_block(
+        self,
+        b: int,
+        extra: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    ) -> TensorDictDataset | None:
         """Block ``b``'s training rows (not held out), encoded, on the device."""
         frame = to_pandas(self.source.read_block(b, self._all_columns()))
         y01, observed, weight, kept = self.labels.block(frame)
@@ -1089,6 +1117,8 @@ class _StreamingFit:
         )
         if mask is not None:
             inputs["loss_mask"] = mask
+        if extra is not None:
+            inputs.update(extra(inputs))
         return TensorDictDataset(inputs, y01[train], device=self.device)
 
 

@@ -301,10 +301,88 @@ def test_bad_sources_raise_clear_errors(data, tmp_path):
         fitted.predict_proba(ParquetSource(tmp_path / "less.parquet"))
 
 
-def test_rmtl_refuses_a_source_honestly(data):
-    path, _ = data
-    with pytest.raises(TypeError, match="RMTLClassifier cannot fit from a Parquet"):
-        RMTLClassifier().fit(_source(path, 100))
+@pytest.fixture(scope="module")
+def sorted_data(tmp_path_factory):
+    frame = _frame().sort_values(["session", "t"], kind="stable")
+    path = _write(frame, tmp_path_factory.mktemp("pq") / "sorted.parquet")
+    return path, pq.read_table(path).to_pandas()
+
+
+def _rmtl(**params):
+    defaults = dict(
+        backbone="mmoe",
+        max_epochs=2,
+        refit_max_epochs=2,
+        critic_max_epochs=3,
+        batch_size=128,
+        random_state=0,
+        categorical_features=["item", "shop", "flag"],
+        critic_hidden_dims=(8,),
+        backbone_params={
+            "embedding_dim": 4,
+            "bottom_dims": (8,),
+            "tower_dims": (4,),
+            "n_experts": 2,
+        },
+    )
+    return RMTLClassifier(**{**defaults, **params})
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5}],
+)
+def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, params):
+    path, frame = sorted_data
+    memory = _rmtl(**params).fit(
+        frame[FEATURES],
+        frame[TARGETS],
+        session_ids=frame["session"],
+        timestamps=frame["t"],
+    )
+    streamed = _rmtl(**params).fit(_source(path, 10**6))
+    np.testing.assert_array_equal(
+        streamed.predict_proba(frame[FEATURES]),
+        memory.predict_proba(frame[FEATURES]),
+    )
+    for phase in ("pretrain", "critic", "refit"):
+        drop = [
+            {k: v for k, v in r.items() if k != "dur"} for r in memory.history_[phase]
+        ]
+        assert drop == [
+            {k: v for k, v in r.items() if k != "dur"} for r in streamed.history_[phase]
+        ]
+
+
+def test_rmtl_session_chunks_give_close_predictions(sorted_data):
+    path, frame = sorted_data
+    memory = _rmtl().fit(
+        frame[FEATURES],
+        frame[TARGETS],
+        session_ids=frame["session"],
+        timestamps=frame["t"],
+    )
+    streamed = _rmtl().fit(_source(path, 250))  # 5 blocks, sessions whole
+    assert len(streamed.critic_.history) >= 1
+    p_mem = memory.predict_proba(frame[FEATURES])
+    p_str = streamed.predict_proba(frame[FEATURES])
+    assert not np.array_equal(p_str, p_mem)
+    assert np.abs(p_str - p_mem).max() < 0.05
+
+
+def test_rmtl_from_a_source_checks_order_and_settings(data, sorted_data):
+    path, _ = data  # not sorted by session, then time
+    with pytest.raises(ValueError, match=r"must be sorted by \(session, t\)"):
+        _rmtl().fit(_source(path, 300))
+    sorted_path, _ = sorted_data
+    for params in ({"actor_update": True}, {"weighting": "label_mean"}):
+        with pytest.raises(TypeError, match="does not support"):
+            _rmtl(**params).fit(_source(sorted_path, 300))
+    no_session = ParquetSource(sorted_path, target=TARGETS, features=FEATURES)
+    with pytest.raises(ValueError, match="needs a session column"):
+        _rmtl().fit(no_session)
+    # Without critics the order does not matter.
+    _rmtl(weighting="constant", max_epochs=1).fit(_source(path, 300))
 
 
 def test_missing_pyarrow_names_the_extra(data, monkeypatch):
