@@ -15,7 +15,9 @@ fitted twice, each in a fresh child process:
 Each child reports its peak RSS (``getrusage`` ``ru_maxrss``) and its RSS
 after the imports, so the growth is what the fit itself held at its peak.
 A tiny network (embedding 4) keeps the model's share small, so the figures
-are the data pipeline's.
+are the data pipeline's. ``--model rmtl`` fits ``RMTLClassifier`` instead
+(pretraining, critics over chunks of whole sessions, refit); the file is
+written sorted by session, then time, as RMTL's streaming needs.
 
 Run: ``PYTHONPATH=. python benchmarks/bench_parquet_memory.py [--quick]
 [--copies N]`` (from the repository root).
@@ -52,6 +54,9 @@ def write_file(path: str, copies: int, row_group_size: int) -> dict[str, float]:
         session=np.asarray(sessions),
         time=np.asarray(times),
     )
+    # Sorted by session, then time (RMTL's critics read whole sessions);
+    # the renumbered copies follow one another, so the file stays sorted.
+    one = one.sort_values(["session", "time"], kind="stable", ignore_index=True)
     span = int(one["session"].max()) + 1
     writer = None
     for k in range(copies):
@@ -74,18 +79,27 @@ def write_file(path: str, copies: int, row_group_size: int) -> dict[str, float]:
     }
 
 
-def child(mode: str, path: str, block_rows: int, epochs: int) -> None:
+def child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> None:
     import pyarrow.parquet as pq
 
-    from sklearn_rmtl import MTLClassifier, ParquetSource
+    from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier
 
     base = rss_mib()
-    clf = MTLClassifier(
+    settings = dict(
         backbone="sharedbottom",
         backbone_params=TINY,
         max_epochs=epochs,
         random_state=0,
     )
+    if model == "rmtl":
+        clf = RMTLClassifier(
+            **settings,
+            critic_hidden_dims=(8,),
+            critic_max_epochs=epochs,
+            refit_max_epochs=epochs,
+        )
+    else:
+        clf = MTLClassifier(**settings)
     start = time.perf_counter()
     if mode == "streamed":
         source = ParquetSource(
@@ -123,9 +137,18 @@ def child(mode: str, path: str, block_rows: int, epochs: int) -> None:
     )
 
 
-def run_child(mode: str, path: str, block_rows: int, epochs: int) -> dict:
+def run_child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, path, str(block_rows), str(epochs)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            path,
+            str(block_rows),
+            str(epochs),
+            model,
+        ],
         capture_output=True,
         text=True,
     )
@@ -144,11 +167,18 @@ def main() -> None:
             help="also stream with this block size (e.g. to keep it fixed while "
             "--copies grows)",
         )
+        p.add_argument(
+            "--model",
+            choices=["mtl", "rmtl"],
+            default="mtl",
+            help="MTLClassifier, or RMTLClassifier (every phase, each for the "
+            "same epochs)",
+        )
 
     args = parse_args(__doc__, extra)
     copies = args.copies or (4 if args.quick else 20)
     epochs = 1 if args.quick else 2
-    report = Report("bench_parquet_memory", args)
+    report = Report(f"bench_parquet_memory ({args.model})", args)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"retailrocket_x{copies}.parquet")
         rows_per_copy = 75_374
@@ -174,7 +204,7 @@ def main() -> None:
         if args.block_rows:
             runs.append(("streamed_given", "streamed", args.block_rows))
         for name, mode, block in runs:
-            r = run_child(mode, path, block, epochs)
+            r = run_child(mode, path, block, epochs, args.model)
             r["block_rows"] = block
             results[name] = r
             report.add(
@@ -199,6 +229,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
     else:
         main()

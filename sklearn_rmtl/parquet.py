@@ -4,7 +4,8 @@ A :class:`ParquetSource` describes a Parquet file, a folder of Parquet files
 or a :class:`pyarrow.dataset.Dataset`: which columns are the targets, the
 session, the time and the features, and ``block_rows``, the number of rows
 held in memory at a time. :meth:`MTLClassifier.fit
-<sklearn_rmtl.MTLClassifier.fit>` takes a source in place of ``X``, and
+<sklearn_rmtl.MTLClassifier.fit>` and :meth:`RMTLClassifier.fit
+<sklearn_rmtl.RMTLClassifier.fit>` take a source in place of ``X``, and
 ``predict_proba`` / ``predict`` score one; :func:`predict_proba_to_parquet`
 writes the probabilities to a Parquet file block by block.
 
@@ -21,7 +22,9 @@ How a fit streams (see the docs' scaling page, "Fitting from Parquet"):
    has as many batches as in memory. With one block this is exactly the
    in-memory fit's batch order.
 
-Needs pyarrow (``pip install "sklearn-rmtl[parquet]"``).
+RMTL's critics read chunks of whole sessions instead
+(:meth:`ParquetSource.session_frames`). Needs pyarrow (``pip install
+"sklearn-rmtl[parquet]"``).
 """
 
 from __future__ import annotations
@@ -94,9 +97,11 @@ def _names(value: Any, what: str) -> list[str]:
 class ParquetSource:
     """A Parquet dataset read in blocks of rows, for out-of-core fits.
 
-    Pass it to :meth:`MTLClassifier.fit <sklearn_rmtl.MTLClassifier.fit>` in
-    place of ``X`` (with no ``y``, ``session_ids``, ``timestamps`` or
-    ``sample_weight``: they are columns of the source), and to
+    Pass it to :meth:`MTLClassifier.fit <sklearn_rmtl.MTLClassifier.fit>` or
+    :meth:`RMTLClassifier.fit <sklearn_rmtl.RMTLClassifier.fit>` (which needs
+    the rows sorted by session, then time) in place of ``X``, with no
+    ``y``, ``session_ids``, ``timestamps`` or ``sample_weight`` (they are
+    columns of the source), and to
     ``predict_proba``, ``predict`` or :func:`predict_proba_to_parquet` in
     place of ``X``. At most about ``block_rows`` rows are held in memory at a
     time (see Notes).
