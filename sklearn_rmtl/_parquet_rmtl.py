@@ -75,6 +75,7 @@ class _SessionChunks:
         action_noise: float,
         config: TDConfig,
         seed: int,
+        bounds: list[tuple[int, int]],
     ) -> None:
         self.fit = fit
         self.data = data
@@ -83,7 +84,7 @@ class _SessionChunks:
         self.action_noise = action_noise
         self.config = config
         self.seed = seed
-        self.bounds = fit.source._session_bounds()
+        self.bounds = bounds  # row ranges of whole sessions
         self._cached: tuple[int, dict[str, Any]] | None = None
 
     def __len__(self) -> int:
@@ -187,8 +188,12 @@ def fit_critics(
     action_noise: float,
     config: TDConfig,
     seed: int,
+    bounds: list[tuple[int, int]],
 ) -> SessionCritic:
-    """Phases 2 and 3 over chunks of whole sessions (``fit_session_critic``)."""
+    """Phases 2 and 3 over chunks of whole sessions (``fit_session_critic``).
+
+    ``bounds`` are the chunks' row ranges (``ParquetSource._session_bounds``).
+    """
     device = data.device
     frozen = copy.deepcopy(actor).eval()
     chunks = _SessionChunks(
@@ -199,6 +204,7 @@ def fit_critics(
         action_noise=action_noise,
         config=config,
         seed=seed,
+        bounds=bounds,
     )
     start_value = _start_value(chunks, config.gamma)
     generator = torch.Generator().manual_seed(seed)
@@ -324,7 +330,8 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
                 "(the critics read whole sessions); pass session=... to the "
                 "source, or weighting='constant'."
             )
-        source._session_bounds()  # the (session, time) order, before training
+        # The (session, time) order is verified here, before any training.
+        bounds = source._session_bounds()
     data, encoder = fit.prepare()
     params, task_weights = estimator._check_params(data.n_tasks)
     n_train = len(data.train_stream)
@@ -356,6 +363,7 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
             action_noise=estimator.action_noise,
             config=TDConfig.from_params(estimator.get_params(deep=False)),
             seed=data.seed + _CRITIC_SEED,
+            bounds=bounds,
         )
         critic_history = critic.history
     estimator._log("refit")
