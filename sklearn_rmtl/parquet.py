@@ -1033,14 +1033,15 @@ class _StreamingFit:
                 )
             return _HoldOut(flags=flags, kept_before=np.array(kept_before))
         # The n_valid latest times (a multiset) in at most n_valid + a block.
-        top = np.empty(0)
+        top: np.ndarray | None = None  # in the times' dtype: int64 stays exact
         for frame in source.frames(self._label_columns()):
             times = self._times(frame)
             assert times is not None
             kept = self.labels.block(frame)[3]
-            top = np.concatenate([top, times[kept]])
+            top = times[kept] if top is None else np.concatenate([top, times[kept]])
             if len(top) > n_valid:
                 top = np.partition(top, len(top) - n_valid)[-n_valid:]
+        assert top is not None
         threshold = top.min()
         tie_cut_from_end = n_valid - int((top > threshold).sum())
         ties = [0]

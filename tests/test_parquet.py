@@ -133,9 +133,13 @@ def test_encoder_equals_in_memory_fit(data, params, block_rows):
     np.testing.assert_array_equal(streamed.cardinalities_, expected.cardinalities_)
 
 
-@pytest.mark.parametrize("time", ["t", None])
+@pytest.mark.parametrize("time", ["t", "ns", None])
 def test_hold_out_is_the_in_memory_rows(tmp_path, time):
     frame = _frame()
+    # Nanosecond times 1 ns apart: exact only as int64, not as float64.
+    frame["ns"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(
+        np.random.default_rng(3).permutation(len(frame)), unit="ns"
+    )
     # Rows without any label are never held out (nor counted).
     frame.loc[frame.index[::17], TARGETS] = np.nan
     frame["row"] = np.arange(len(frame))
@@ -154,7 +158,7 @@ def test_hold_out_is_the_in_memory_rows(tmp_path, time):
         frame[FEATURES],
         frame[TARGETS],
         session_ids=frame["row"],
-        timestamps=None if time is None else frame["t"],
+        timestamps=None if time is None else frame[time],
     )
     expected = np.flatnonzero(memory.valid)
     np.testing.assert_array_equal(data.session_ids, expected)
