@@ -9,6 +9,7 @@ operation per input.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -70,7 +71,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return Xi, torch.zeros(0) if yi is None else yi
 
 
-class StreamingDataset(torch.utils.data.Dataset):
+class StreamingDataset(torch.utils.data.Dataset, abc.ABC):
     """Training rows produced batch by batch rather than held as tensors.
 
     The seam of out-of-core training (:mod:`sklearn_rmtl.parquet`):
@@ -78,11 +79,11 @@ class StreamingDataset(torch.utils.data.Dataset):
     is the number of rows of one pass.
     """
 
+    @abc.abstractmethod
     def batches(
         self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None
     ) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
         """One pass over the rows in batches of ``batch_size``."""
-        raise TypeError(f"{type(self).__name__} does not define batches().")
 
     def __getitem__(self, i: int) -> Any:
         raise TypeError(f"{type(self).__name__} is read in batches, not by row.")

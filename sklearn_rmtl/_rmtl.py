@@ -494,7 +494,8 @@ class RMTLClassifier(MTLClassifier):
 
         Parameters
         ----------
-        X : {DataFrame, array-like} of shape (n_samples, n_features)
+        X : {DataFrame, array-like} of shape (n_samples, n_features) or \
+                ParquetSource
             Features; see ``categorical_features``. A
             :class:`~sklearn_rmtl.parquet.ParquetSource` fits out of core
             (its columns are y, session_ids, timestamps and sample_weight;
