@@ -334,17 +334,29 @@ def _rmtl(**params):
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5}],
+    [
+        {},
+        {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5},
+        {"critic_sample_weight": True, "weighting": "label_q"},
+    ],
 )
-def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, params):
+def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
     path, frame = sorted_data
+    weight = None
+    if params.get("critic_sample_weight"):
+        # Row weights (some 0) in every phase, the critics' TD loss included.
+        weight = np.random.default_rng(2).choice([0.0, 0.5, 2.0], len(frame))
+        frame = frame.assign(w=weight)
+        path = _write(frame, tmp_path / "weighted.parquet")
     memory = _rmtl(**params).fit(
         frame[FEATURES],
         frame[TARGETS],
         session_ids=frame["session"],
         timestamps=frame["t"],
+        sample_weight=weight,
     )
-    streamed = _rmtl(**params).fit(_source(path, 10**6))
+    source = _source(path, 10**6, sample_weight=None if weight is None else "w")
+    streamed = _rmtl(**params).fit(source)
     np.testing.assert_array_equal(
         streamed.predict_proba(frame[FEATURES]),
         memory.predict_proba(frame[FEATURES]),
