@@ -32,13 +32,13 @@ from sklearn_rmtl._seeding import (
     set_dropout_generator,
 )
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._td import TDConfig, soft_update, td_step
+from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_step
 from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._training import check_selection, net_history
 from sklearn_rmtl._validation import check_metadata, to_pandas
-from sklearn_rmtl._weighting import WEIGHTINGS
+from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.parquet import ParquetSource, _StreamingFit, _TrainStream
+from sklearn_rmtl.parquet import Extra, ParquetSource, _StreamingFit, _TrainStream
 
 
 def _check_supported(estimator: Any) -> None:
@@ -50,10 +50,6 @@ def _check_supported(estimator: Any) -> None:
         unsupported.append("a given critic")
     if estimator.actor_update:
         unsupported.append("actor_update=True")
-    if estimator.ips_weighting:
-        unsupported.append("ips_weighting=True")
-    if WEIGHTINGS[estimator.weighting].label_mean:
-        unsupported.append(f"weighting={estimator.weighting!r}")
     if unsupported:
         raise TypeError(
             f"RMTLClassifier.fit from a ParquetSource does not support "
@@ -86,6 +82,24 @@ class _SessionChunks:
         self.seed = seed
         self.bounds = bounds  # row ranges of whole sessions
         self._cached: tuple[int, dict[str, Any]] | None = None
+        self.positive_rate: Tensor | None = None  # per task, over every chunk
+
+    def ips(self, ch: dict[str, Any]) -> Tensor:
+        """The chunk's IPS weights (``ips_weights``), with every chunk's rate."""
+        if "ips" not in ch:
+            if len(self.bounds) == 1:  # the in-memory computation exactly
+                ch["ips"] = ips_weights(ch["y01"], ch.get("mask"))
+            else:
+                # NOTE: ips_weights' formula with the rate of the whole data
+                # (a chunk's own rate would differ from chunk to chunk).
+                p = self.positive_rate
+                assert p is not None
+                y01 = ch["y01"]
+                w = torch.where(
+                    y01 > 0.5, 0.5 / p.clamp(min=1e-12), 0.5 / (1 - p).clamp(min=1e-12)
+                )
+                ch["ips"] = torch.where((p > 0) & (p < 1), w, torch.ones_like(w))
+        return ch["ips"]
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -133,6 +147,7 @@ class _SessionChunks:
             "rewards": tensor(reward),
             "next_row": tensor(transitions.next_row, torch.long),
             "done": tensor(transitions.done),
+            "y01": tensor(y01),
             "reward_np": reward,
             "mask_np": mask,
         }
@@ -152,10 +167,16 @@ def _start_value(chunks: _SessionChunks, gamma: float) -> np.ndarray:
     n_rows, n_done = 0, 0
     num: Any = None
     den: Any = None
+    positives: Any = 0.0
+    weighed: Any = 0.0
     for c in range(len(chunks)):
         ch = chunks.chunk(c)
         reward: np.ndarray = ch["reward_np"]
         mask: np.ndarray | None = ch["mask_np"]
+        # The positive rate of every task, for the IPS weights.
+        m = torch.ones_like(ch["y01"]) if mask is None else ch["mask"]
+        positives = positives + (ch["y01"] * m).sum(0).double()
+        weighed = weighed + m.sum(0).double()
         n_rows += len(reward)
         n_done += int(ch["done"].sum())
         # Each chunk's float32 statistic as in memory, merged in float64:
@@ -173,6 +194,7 @@ def _start_value(chunks: _SessionChunks, gamma: float) -> np.ndarray:
     horizon = 1.0 / (1.0 - gamma * (1.0 - done_mean))
     tiny = np.float64(np.finfo(np.float32).tiny)
     mean_reward = (num / np.maximum(den, tiny)).astype(np.float32)
+    chunks.positive_rate = (positives / weighed.clamp(min=tiny)).float()[None, :]
     return mean_reward * horizon
 
 
@@ -240,7 +262,7 @@ def _train_critic(
     generator: torch.Generator,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """``train_critic``'s loop (frozen actor, no IPS), chunk by chunk."""
+    """``train_critic``'s loop (frozen actor), chunk by chunk."""
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
     chunk_rng = np.random.default_rng(seed)
@@ -260,6 +282,7 @@ def _train_critic(
             rows = torch.randperm(n, generator=generator).to(ch["actions"].device)
             next_actions = ch["policy"][ch["next_row"]]
             mask = ch.get("mask")
+            ips = chunks.ips(ch) if config.ips else None
             x_cat, x_num = ch["x_cat"], ch["x_num"]
             if total is None:
                 total = torch.zeros((), dtype=torch.float64, device=x_cat.device)
@@ -276,7 +299,7 @@ def _train_critic(
                     done=ch["done"][idx],
                     next_state=(x_cat[nxt], x_num[nxt]),
                     next_action=next_actions[idx],
-                    weight=None,
+                    weight=None if ips is None else ips[idx],
                     config=config,
                     mask=None if mask is None else mask[idx],
                 )
@@ -306,6 +329,72 @@ def _train_critic(
         previous = mean
     critic.eval()
     return history
+
+
+def _label_mean_plan(
+    fit: _StreamingFit,
+    data: FitData,
+    actor: torch.nn.Module,
+    critic: SessionCritic,
+    estimator: Any,
+) -> tuple[RefitPlan, Extra]:
+    """``plan_refit``'s ``"label_mean"`` weights, from one pass over the blocks.
+
+    The critics' weights at the pretrained actor, averaged per task and
+    label over the training rows (weighted by the loss mask): one block
+    gives ``label_mean_weights`` exactly; blocks merge its sums.
+    """
+    source, precision = fit.source, estimator.precision
+    merged: list[Any] = [0.0, 0.0, 0.0, 0.0]  # n_neg, n_pos, sum_neg, sum_pos
+    means: Tensor | None = None
+    for b in range(source.n_blocks):
+        frame = to_pandas(source.read_block(b, fit._all_columns()))
+        y01, observed, weight, kept = fit.labels.block(frame)
+        train = torch.as_tensor(~fit._block_valid(b, frame, kept))
+        inputs = encode_inputs(fit.encoder._transform_parts(frame[fit.features]))
+        y = torch.as_tensor(y01)
+        proba = actor_proba(
+            actor,
+            torch.as_tensor(inputs["x_cat"]),
+            torch.as_tensor(inputs["x_num"]),
+            precision,
+        ).cpu()
+        w = critic.row_weights(
+            inputs, proba, y, estimator.weighting, estimator.q_lambda, precision
+        )
+        mask = loss_mask(observed, weight)
+        m = None if mask is None else torch.as_tensor(mask)[train]
+        if source.n_blocks == 1:
+            means = label_mean_weights(w[train], y[train], m)
+            break
+        pos = y[train] > 0.5
+        m = torch.ones_like(y[train]) if m is None else m
+        wm = w[train] * m
+        for i, part in enumerate(
+            (
+                torch.where(pos, 0.0, m),
+                torch.where(pos, m, 0.0),
+                torch.where(pos, 0.0, wm),
+                torch.where(pos, wm, 0.0),
+            )
+        ):
+            merged[i] = merged[i] + part.sum(0).double()
+    if means is None:
+        n_neg, n_pos, sum_neg, sum_pos = merged
+        tiny = torch.finfo(torch.float32).tiny
+        # NOTE: label_mean_weights' means, from sums merged over blocks.
+        mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=tiny), 1.0)
+        mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=tiny), 1.0)
+        means = torch.stack([mean_neg, mean_pos], dim=1).float()
+    label_means = means
+
+    def extra(inputs: dict[str, np.ndarray], y01: np.ndarray) -> dict[str, Any]:
+        y = torch.as_tensor(y01)
+        per_row = torch.where(y > 0.5, label_means[:, 1], label_means[:, 0])
+        return {"sample_weight": per_row.numpy()}
+
+    plan = RefitPlan(MultiTaskNet, label_weights=means.numpy().astype(np.float64))
+    return plan, extra
 
 
 def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, Any]:
@@ -367,9 +456,12 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
         )
         critic_history = critic.history
     estimator._log("refit")
+    extra: Extra | None
     if critic is None:
         plan = RefitPlan(MultiTaskNet)
         extra = None
+    elif WEIGHTINGS[estimator.weighting].label_mean:
+        plan, extra = _label_mean_plan(fit, data, actor, critic, estimator)
     else:
         # The critics share the actor's encoder: their inputs are the rows'.
         plan = RefitPlan(
@@ -381,7 +473,7 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
             },
         )
 
-        def extra(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def extra(inputs: dict[str, np.ndarray], y01: np.ndarray) -> dict[str, Any]:
             return {"critic_x_cat": inputs["x_cat"], "critic_x_num": inputs["x_num"]}
 
     data.train_stream = _TrainStream(fit, n_train, data.seed + _REFIT_SEED, extra)

@@ -783,6 +783,11 @@ def _too_few(n: int, fraction: float) -> ValueError:
 
 
 # --------------------------------------------------------------- training
+#: Per-row inputs derived from a block's encoded rows and 0/1 labels (e.g.
+#: the critics' inputs of RMTL's refit).
+Extra = Callable[[dict[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
+
+
 class _TrainStream(StreamingDataset):
     """The training rows of a source: blocks read, encoded and shuffled.
 
@@ -799,12 +804,12 @@ class _TrainStream(StreamingDataset):
         fit: _StreamingFit,
         n_train: int,
         seed: int,
-        extra: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+        extra: Extra | None = None,
     ) -> None:
         self.fit = fit
         self.n_train = n_train
         self.block_rng = np.random.default_rng(seed)
-        self.extra = extra  # per-row inputs derived from a block's encoding
+        self.extra = extra  # per-row inputs derived from a block's rows
 
     def __len__(self) -> int:
         return self.n_train
@@ -1105,7 +1110,7 @@ class _StreamingFit:
     def train_block(
         self,
         b: int,
-        extra: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+        extra: Extra | None = None,
     ) -> TensorDictDataset | None:
         """Block ``b``'s training rows (not held out), encoded, on the device."""
         frame = to_pandas(self.source.read_block(b, self._all_columns()))
@@ -1124,7 +1129,7 @@ class _StreamingFit:
         if mask is not None:
             inputs["loss_mask"] = mask
         if extra is not None:
-            inputs.update(extra(inputs))
+            inputs.update(extra(inputs, y01[train]))
         return TensorDictDataset(inputs, y01[train], device=self.device)
 
 

@@ -338,6 +338,7 @@ def _rmtl(**params):
         {},
         {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5},
         {"critic_sample_weight": True, "weighting": "label_q"},
+        {"weighting": "label_mean", "ips_weighting": True},
     ],
 )
 def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
@@ -370,15 +371,18 @@ def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
         ]
 
 
-def test_rmtl_session_chunks_give_close_predictions(sorted_data):
+@pytest.mark.parametrize(
+    "params", [{}, {"weighting": "label_mean", "ips_weighting": True}]
+)
+def test_rmtl_session_chunks_give_close_predictions(sorted_data, params):
     path, frame = sorted_data
-    memory = _rmtl().fit(
+    memory = _rmtl(**params).fit(
         frame[FEATURES],
         frame[TARGETS],
         session_ids=frame["session"],
         timestamps=frame["t"],
     )
-    streamed = _rmtl().fit(_source(path, 250))  # 5 blocks, sessions whole
+    streamed = _rmtl(**params).fit(_source(path, 250))  # 5 blocks, whole sessions
     assert len(streamed.critic_.history) >= 1
     p_mem = memory.predict_proba(frame[FEATURES])
     p_str = streamed.predict_proba(frame[FEATURES])
@@ -391,9 +395,8 @@ def test_rmtl_from_a_source_checks_order_and_settings(data, sorted_data):
     with pytest.raises(ValueError, match=r"must be sorted by \(session, t\)"):
         _rmtl().fit(_source(path, 300))
     sorted_path, _ = sorted_data
-    for params in ({"actor_update": True}, {"weighting": "label_mean"}):
-        with pytest.raises(TypeError, match="does not support"):
-            _rmtl(**params).fit(_source(sorted_path, 300))
+    with pytest.raises(TypeError, match="does not support actor_update=True"):
+        _rmtl(actor_update=True).fit(_source(sorted_path, 300))
     no_session = ParquetSource(sorted_path, target=TARGETS, features=FEATURES)
     with pytest.raises(ValueError, match="needs a session column"):
         _rmtl().fit(no_session)
@@ -473,3 +476,42 @@ def test_session_frames_keep_sessions_whole_and_check_the_order(tmp_path):
         list(bad.session_frames(["x"]))
     with pytest.raises(ValueError, match="needs a source with a session column"):
         list(ParquetSource(path, block_rows=5).session_frames(["x"]))
+
+
+def test_rmtl_statistics_merge_over_blocks(sorted_data):
+    from sklearn_rmtl._parquet_rmtl import (
+        _label_mean_plan,
+        _SessionChunks,
+        _start_value,
+    )
+    from sklearn_rmtl._td import TDConfig
+
+    path, frame = sorted_data
+    model = _rmtl(weighting="label_mean", ips_weighting=True).fit(_source(path, 10**6))
+    config = TDConfig.from_params(model.get_params(deep=False))
+    means, rates = [], []
+    for block in (10**6, 250):
+        source = _source(path, block)
+        fit = _StreamingFit(model, source)
+        data, _ = fit.prepare()
+        fit.encoder = model.encoder_  # the same encoding for both block sizes
+        plan, _ = _label_mean_plan(fit, data, model.net_.module_, model.critic_, model)
+        means.append(plan.label_weights)
+        chunks = _SessionChunks(
+            fit,
+            data,
+            model.net_.module_,
+            behavior_policy="actor",
+            action_noise=0.1,
+            config=config,
+            seed=0,
+            bounds=source._session_bounds(),
+        )
+        _start_value(chunks, 0.9)
+        rates.append(chunks.positive_rate.numpy()[0])
+    assert len(chunks) > 1
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-5)
+    # The IPS rate is the positive rate of the observed labels of all rows.
+    expected = np.nanmean(frame[TARGETS].to_numpy(dtype=float), axis=0)
+    np.testing.assert_allclose(rates[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(rates[1], expected, rtol=1e-6)
