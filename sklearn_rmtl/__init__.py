@@ -8,6 +8,7 @@ from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl.backbones import BACKBONES
+from sklearn_rmtl.parquet import ParquetSource
 
 __version__ = "0.1.0.dev0"
 
@@ -20,6 +21,7 @@ _SUBMODULES = (
     "exceptions",
     "metrics",
     "model_selection",
+    "parquet",
     "persistence",
     "plotting",
 )
@@ -28,6 +30,7 @@ __all__ = [
     "BACKBONES",
     "FeatureEncoder",
     "MTLClassifier",
+    "ParquetSource",
     "RMTLClassifier",
     "SessionCritic",
     "__version__",

@@ -9,6 +9,7 @@ operation per input.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,24 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return Xi, torch.zeros(0) if yi is None else yi
 
 
+class StreamingDataset(torch.utils.data.Dataset, abc.ABC):
+    """Training rows produced batch by batch rather than held as tensors.
+
+    The seam of out-of-core training (:mod:`sklearn_rmtl.parquet`):
+    :class:`BatchLoader` hands its iteration to :meth:`batches`. ``len``
+    is the number of rows of one pass.
+    """
+
+    @abc.abstractmethod
+    def batches(
+        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None
+    ) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+        """One pass over the rows in batches of ``batch_size``."""
+
+    def __getitem__(self, i: int) -> Any:
+        raise TypeError(f"{type(self).__name__} is read in batches, not by row.")
+
+
 class BatchLoader:
     """Iterate over a :class:`TensorDictDataset` in batches, like a DataLoader.
 
@@ -81,8 +100,8 @@ class BatchLoader:
 
     Parameters
     ----------
-    dataset : TensorDictDataset
-        The data.
+    dataset : TensorDictDataset or StreamingDataset
+        The data; a :class:`StreamingDataset` produces its own batches.
     batch_size : int
         Rows per batch; the last batch may be smaller.
     shuffle : bool, default=False
@@ -104,7 +123,7 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         data_parallel: DataParallel | None = None,
     ) -> None:
-        if not isinstance(dataset, TensorDictDataset):
+        if not isinstance(dataset, TensorDictDataset | StreamingDataset):
             raise TypeError(
                 "BatchLoader reads a TensorDictDataset, got "
                 f"{type(dataset).__name__}; pass the inputs as a dict of arrays."
@@ -119,6 +138,11 @@ class BatchLoader:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+        if isinstance(self.dataset, StreamingDataset):
+            yield from self.dataset.batches(
+                self.batch_size, shuffle=self.shuffle, generator=self.generator
+            )
+            return
         n = len(self.dataset)
         dp = self.data_parallel
         if not self.shuffle:

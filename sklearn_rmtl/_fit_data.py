@@ -81,6 +81,9 @@ class FitData:
     cardinalities: list[int] = field(default_factory=list)
     observed: np.ndarray | None = None
     sample_weight: np.ndarray | None = None
+    # Out-of-core fits (sklearn_rmtl.parquet): the training rows, streamed;
+    # the arrays above then hold the held-out rows only (``valid`` all True).
+    train_stream: Any = None
 
     @property
     def n_tasks(self) -> int:

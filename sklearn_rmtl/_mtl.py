@@ -41,6 +41,8 @@ from sklearn_rmtl._validation import (
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 from sklearn_rmtl.balancing import BALANCINGS, resolve_balancing_params
+from sklearn_rmtl.parquet import fit_state as parquet_fit_state
+from sklearn_rmtl.parquet import is_source, source_logits
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
@@ -402,7 +404,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         session_ids: Any = None,
         timestamps: Any = None,
         sample_weight: Any = None,
@@ -411,14 +413,19 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {DataFrame, array-like} of shape (n_samples, n_features)
+        X : {DataFrame, array-like} of shape (n_samples, n_features) or \
+                ParquetSource
             Features; see ``categorical_features`` for which are categorical.
-        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
-            Two labels per column (0/1, booleans, or any two labels; the
-            larger one is positive). A missing label (NaN, None, or ``pd.NA``
-            in a nullable column) means "not observed for this task": it is
-            left out of the loss and of early stopping's checks. Every task
-            needs an observed label.
+            A :class:`~sklearn_rmtl.parquet.ParquetSource` fits out of core,
+            block by block, with its columns as y, session_ids, timestamps
+            and sample_weight (pass none of them; see the docs' scaling page).
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks), default=None
+            Required unless X is a ParquetSource. Two labels per column
+            (0/1, booleans, or any two labels; the larger one is positive).
+            A missing label (NaN, None, or ``pd.NA`` in a nullable column)
+            means "not observed for this task": it is left out of the loss
+            and of early stopping's checks. Every task needs an observed
+            label.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row. Validated and accepted so that the same call
             fits this and :class:`RMTLClassifier`; the baseline does not use
@@ -439,13 +446,23 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self : MTLClassifier
             The fitted estimator.
         """
-        state = self._fit_state(
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
-        )
+        if is_source(X):
+            state = parquet_fit_state(
+                self,
+                X,
+                y=y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
+        else:
+            state = self._fit_state(
+                X,
+                y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
         for key in ("feature_names_in_", _HOLDOUT_KEY):  # a previous fit's
             self.__dict__.pop(key, None)
         self.__dict__.update(state)
@@ -684,6 +701,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     # -------------------------------------------------------------- predict
     def _logits(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        if is_source(X):
+            return source_logits(self, X)
         X = check_features(X)
         validate_data(self, X, reset=False, skip_check_array=True)
         # Filled chunk by chunk: memory beyond the result stays one chunk's.
@@ -700,8 +719,12 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
-            Features with the columns seen in :meth:`fit`.
+        X : {DataFrame, array-like} of shape (n_samples, n_features_in_) or \
+                ParquetSource
+            Features with the columns seen in :meth:`fit`; a
+            :class:`~sklearn_rmtl.parquet.ParquetSource` is scored block by
+            block (:func:`~sklearn_rmtl.parquet.predict_proba_to_parquet`
+            writes the result to a file instead).
 
         Returns
         -------
@@ -716,8 +739,10 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
-            Features with the columns seen in :meth:`fit`.
+        X : {DataFrame, array-like} of shape (n_samples, n_features_in_) or \
+                ParquetSource
+            Features with the columns seen in :meth:`fit`, or a source
+            scored block by block.
 
         Returns
         -------

@@ -35,7 +35,7 @@ from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
 from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
-from sklearn_rmtl._refit import plan_refit
+from sklearn_rmtl._refit import RefitPlan, plan_refit
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._training import (
@@ -48,6 +48,7 @@ from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
+from sklearn_rmtl.parquet import is_source
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -518,7 +519,7 @@ class RMTLClassifier(MTLClassifier):
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         session_ids: Any = None,
         timestamps: Any = None,
         sample_weight: Any = None,
@@ -527,13 +528,19 @@ class RMTLClassifier(MTLClassifier):
 
         Parameters
         ----------
-        X : {DataFrame, array-like} of shape (n_samples, n_features)
-            Features; see ``categorical_features``.
-        y : {array-like, DataFrame} of shape (n_samples, n_tasks)
-            Two labels per column (the larger one is positive). A missing
-            label (NaN, None, ``pd.NA``) is left out of the pretraining and
-            refit losses and of the critics' TD loss of its task; the row
-            stays a state of its session.
+        X : {DataFrame, array-like} of shape (n_samples, n_features) or \
+                ParquetSource
+            Features; see ``categorical_features``. A
+            :class:`~sklearn_rmtl.parquet.ParquetSource` fits out of core
+            (its columns are y, session_ids, timestamps and sample_weight;
+            the file sorted by session, then time; see the docs' scaling
+            page for what is supported).
+        y : {array-like, DataFrame} of shape (n_samples, n_tasks), default=None
+            Required unless X is a ParquetSource. Two labels per column
+            (the larger one is positive). A missing label (NaN, None,
+            ``pd.NA``) is left out of the pretraining and refit losses and
+            of the critics' TD loss of its task; the row stays a state of
+            its session.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row (ints or strings). ``None``: every row is a
             one-step session (a warning says RMTL then has no sequence to
@@ -567,13 +574,25 @@ class RMTLClassifier(MTLClassifier):
                 FutureWarning,
                 stacklevel=2,
             )
-        state = self._fit_state(
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
-        )
+        if is_source(X):
+            from sklearn_rmtl._parquet_rmtl import fit_state as parquet_fit_state
+
+            state = parquet_fit_state(
+                self,
+                X,
+                y=y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
+        else:
+            state = self._fit_state(
+                X,
+                y,
+                session_ids=session_ids,
+                timestamps=timestamps,
+                sample_weight=sample_weight,
+            )
         self.__dict__.pop("feature_names_in_", None)
         self.__dict__.update(state)
         return self
@@ -740,12 +759,14 @@ class RMTLClassifier(MTLClassifier):
         actor: torch.nn.Module,
         critic: SessionCritic | None,
         steps: int | None = None,
+        plan: RefitPlan | None = None,
     ) -> tuple[MultiTaskNet, np.ndarray | None]:
         """Phase 4: continue training the actor with Q-derived weights.
 
         Returns the net and, for ``weighting="label_mean"``, the fixed
         per-task, per-label weights. ``steps`` refits on all rows for that
-        many steps instead (``retrain_on_all``).
+        many steps instead (``retrain_on_all``). ``plan`` replaces
+        :func:`plan_refit`'s (out-of-core fits build theirs block by block).
         """
         max_epochs = (
             self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
@@ -764,7 +785,7 @@ class RMTLClassifier(MTLClassifier):
             "start_is_candidate": self.refit_keep_pretrained,
             "steps": steps,
         }
-        plan = plan_refit(
+        plan = plan or plan_refit(
             data,
             encoder,
             actor,

@@ -343,7 +343,8 @@ class ValidationCheckpoint(Callback):
 
     # ---------------------------------------------------------- callbacks
     def on_train_begin(self, net: Any, X: Any = None, **kwargs: Any) -> None:
-        n_rows = len(next(iter(X.values())))
+        # A dict of arrays, or a StreamingDataset (out-of-core fits).
+        n_rows = len(X) if hasattr(X, "batches") else len(next(iter(X.values())))
         self.n_batches_ = max(1, -(-n_rows // net.batch_size))
         self.every_ = max(1, round(self.interval * self.n_batches_))
         self.checks_per_epoch_ = (self.n_batches_ - 1) // self.every_ + 1
@@ -628,8 +629,10 @@ def train_net(
         net.module_,
         generator if dp is None else dp.own_generator(data.seed + seed_offset),
     )
-    train = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
+    train: Any = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
     y_train = data.y01 if valid is None else data.y01[~valid]
+    if data.train_stream is not None:  # out of core: ``data`` holds the hold-out
+        train, y_train = data.train_stream, None
     if max_epochs > 0:  # 0: the initial weights as they are
         # partial_fit without its ``except KeyboardInterrupt: pass``: an
         # interrupted fit must raise, not return a half-trained model.

@@ -17,6 +17,7 @@ from sklearn_rmtl import (  # noqa: E402
     export,
     metrics,
     model_selection,
+    parquet,
     persistence,
     plotting,
 )
@@ -32,6 +33,7 @@ MODULES = [
     export,
     metrics,
     model_selection,
+    parquet,
     persistence,
     plotting,
 ]
