@@ -25,9 +25,10 @@ import torch
 from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
-from sklearn_rmtl._precision import PRECISIONS
+from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SelectionOption
+from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
@@ -179,9 +180,9 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--embedding-dim",
         type=_POSITIVE_INT,
-        default=32,
-        help="embedding size (default: 32, which keeps the default reproduce "
-        "run within about 20 minutes on 2 CPU cores; the paper used 128)",
+        default=128,
+        help="embedding size (default: 128, the paper's; chosen on the "
+        "validation part, see docs/backbone_quality.rst)",
     )
     sub.add_argument(
         "--backbone-params",
@@ -206,7 +207,8 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         help="dtype of the matrix products of every phase: bfloat16 is several "
         "times faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; "
         "float16 (with loss scaling) is for CUDA GPUs, slow on most CPUs "
-        "(precision; default: float32)",
+        "(precision; default: float32 for fit; for the experiment commands "
+        "bfloat16 where the device multiplies it natively, else float32)",
     )
     refit.add_argument(
         "--refit-lr",
@@ -245,7 +247,8 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         default=None,
         help="after early stopping, train pretraining and refit again on all "
         "rows (the held-out ones included) for the steps it chose "
-        "(retrain_on_all; D-PLE is not retrained)",
+        "(retrain_on_all; default: off for fit, on for the experiment "
+        "commands; D-PLE is not retrained)",
     )
     refit.add_argument(
         "--q-lambda",
@@ -594,6 +597,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             # traceback (InvalidFileError is a ValueError).
             print(f"rmtl {args.command}: error: {exc}", file=sys.stderr)
             return 2
+    # The experiments' defaults, chosen on the validation parts of the
+    # bundled samples (docs/backbone_quality.rst, "Training on all rows").
+    if args.retrain_on_all is None:
+        args.retrain_on_all = True
+    if args.precision is None:
+        native = native_bfloat16(resolve_device(args.device))
+        args.precision = "bfloat16" if native else "float32"
     params = dict(args.backbone_params or {})
     if args.embedding_dim is not None:
         params["embedding_dim"] = args.embedding_dim

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl._precision import native_bfloat16
 from sklearn_rmtl.cli import main
 
 #: Sizes every backbone takes, and the expert counts of MMoE / PLE.
@@ -63,6 +64,13 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     runs = json.loads((folder / "runs.json").read_text())
     assert len(runs) == 14 and {r["seed"] for r in runs} == {0, 1}
     assert all("fit_seconds" in r and "params" in r for r in runs)
+    # The experiments' defaults: retrained on all rows (not D-PLE, whose
+    # actor updates have no chosen length), bfloat16 where it is native.
+    native = native_bfloat16("cpu")
+    for r in runs:
+        params = r["params"]
+        assert params["retrain_on_all"] is (r["method"] != "D-PLE"), r["method"]
+        assert params["precision"] == ("bfloat16" if native else "float32")
     assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
     # A re-run skips the finished runs and gives the same table.
     assert main(argv) == 0
