@@ -37,6 +37,15 @@ TINY = [
 TINY_EXPERTS = [*TINY, "--backbone-params", json.dumps({**SIZES, **EXPERTS})]
 
 
+def test_experiments_retrain_where_validated(tmp_path, capsys):
+    """--retrain-on-all defaults to the dataset's validated setting; D-PLE never."""
+    argv = ["reproduce", *TINY_EXPERTS, "--backbones", "mmoe", "--seeds", "1"]
+    assert main([*argv, "--retrain-on-all", "--output", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "reproduce/synthetic/runs.json").read_text())
+    for r in runs:
+        assert r["params"]["retrain_on_all"] is (r["method"] != "D-PLE"), r
+
+
 def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     argv = ["reproduce", *TINY_EXPERTS, "--backbones", "mmoe"]
     argv += ["--output", str(tmp_path)]
@@ -64,13 +73,12 @@ def test_reproduce_end_to_end_and_resume(tmp_path, capsys):
     runs = json.loads((folder / "runs.json").read_text())
     assert len(runs) == 14 and {r["seed"] for r in runs} == {0, 1}
     assert all("fit_seconds" in r and "params" in r for r in runs)
-    # The experiments' defaults: retrained on all rows (not D-PLE, whose
-    # actor updates have no chosen length), bfloat16 where it is native.
+    # The experiments' defaults: bfloat16 where it is native, and not
+    # retrained on all rows on synthetic data (only where validated).
     native = native_bfloat16("cpu")
     for r in runs:
-        params = r["params"]
-        assert params["retrain_on_all"] is (r["method"] != "D-PLE"), r["method"]
-        assert params["precision"] == ("bfloat16" if native else "float32")
+        assert r["params"]["retrain_on_all"] is False
+        assert r["params"]["precision"] == ("bfloat16" if native else "float32")
     assert (folder / "results.md").read_text().startswith("# Table 1 on synthetic")
     # A re-run skips the finished runs and gives the same table.
     assert main(argv) == 0
