@@ -91,7 +91,7 @@ _CURVE_LABELS = {
     "actor_loss": "actor loss",
 }
 # Per-epoch entries that are not curves.
-_NOT_CURVES = {"epoch", "dur", "best_at", "restored_start"}
+_NOT_CURVES = {"epoch", "dur", "best_at", "best_step", "steps", "restored_start"}
 
 
 def _is_number(value: Any) -> bool:

@@ -142,3 +142,16 @@ def test_cli_flag(tmp_path, capsys):
         cli_main(["reproduce", "--help"])
     assert exc.value.code == 0
     assert "--retrain-on-all" in capsys.readouterr().out
+
+
+def test_training_curves_show_the_retraining(retrained):
+    pytest.importorskip("matplotlib")
+    from sklearn_rmtl.plotting import TrainingCurvesDisplay
+
+    display = TrainingCurvesDisplay.from_estimator(retrained)
+    assert display.phases_ == ["pretrain", "pretrain_all"]
+    labels = {k: [line.get_label() for line in v] for k, v in display.lines_.items()}
+    assert labels == {
+        "pretrain": ["train loss", "validation loss"],
+        "pretrain_all": ["train loss"],
+    }
