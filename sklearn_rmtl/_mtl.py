@@ -446,27 +446,32 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self : MTLClassifier
             The fitted estimator.
         """
+        return self._fit(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
+
+    def _fit(self, X: Any, y: Any, **fit_params: Any) -> Any:
+        """Fit from arrays or a source, then set the fitted attributes at once.
+
+        Nothing is assigned until training has succeeded, so a failing fit
+        leaves a previous fit intact.
+        """
         if is_source(X):
-            state = parquet_fit_state(
-                self,
-                X,
-                y=y,
-                session_ids=session_ids,
-                timestamps=timestamps,
-                sample_weight=sample_weight,
-            )
+            state = self._source_fit_state(X, y=y, **fit_params)
         else:
-            state = self._fit_state(
-                X,
-                y,
-                session_ids=session_ids,
-                timestamps=timestamps,
-                sample_weight=sample_weight,
-            )
+            state = self._fit_state(X, y, **fit_params)
         for key in ("feature_names_in_", _HOLDOUT_KEY):  # a previous fit's
             self.__dict__.pop(key, None)
         self.__dict__.update(state)
         return self
+
+    def _source_fit_state(self, source: Any, **fit_params: Any) -> dict[str, Any]:
+        """:meth:`_fit_state` out of core, from a ParquetSource."""
+        return parquet_fit_state(self, source, **fit_params)
 
     def _fit_state(
         self,

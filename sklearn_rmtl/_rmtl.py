@@ -48,7 +48,6 @@ from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.backbones._base import check_dims
-from sklearn_rmtl.parquet import is_source
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -574,28 +573,18 @@ class RMTLClassifier(MTLClassifier):
                 FutureWarning,
                 stacklevel=2,
             )
-        if is_source(X):
-            from sklearn_rmtl._parquet_rmtl import fit_state as parquet_fit_state
+        return self._fit(
+            X,
+            y,
+            session_ids=session_ids,
+            timestamps=timestamps,
+            sample_weight=sample_weight,
+        )
 
-            state = parquet_fit_state(
-                self,
-                X,
-                y=y,
-                session_ids=session_ids,
-                timestamps=timestamps,
-                sample_weight=sample_weight,
-            )
-        else:
-            state = self._fit_state(
-                X,
-                y,
-                session_ids=session_ids,
-                timestamps=timestamps,
-                sample_weight=sample_weight,
-            )
-        self.__dict__.pop("feature_names_in_", None)
-        self.__dict__.update(state)
-        return self
+    def _source_fit_state(self, source: Any, **fit_params: Any) -> dict[str, Any]:
+        from sklearn_rmtl._parquet_rmtl import fit_state as parquet_fit_state
+
+        return parquet_fit_state(self, source, **fit_params)
 
     def _fit_state(
         self,
