@@ -313,6 +313,34 @@ def critic_mask(data: FitData, *, sample_weight: bool) -> np.ndarray | None:
     return loss_mask(data.observed, data.sample_weight if sample_weight else None)
 
 
+def new_critic(
+    data: FitData,
+    actor: nn.Module,
+    generator: torch.Generator,
+    *,
+    embedding_dim: int,
+    hidden_dims: Sequence[int],
+    shared: bool,
+) -> Critic:
+    """The critics of ``data``'s features, initialised from ``generator``.
+
+    Their embedding tables start as copies of the actor's; the output bias
+    is left to the caller (``Critic.init_output``).
+    """
+    with isolated_global_rng(data.device):
+        critic = Critic(
+            cardinalities=data.cardinalities,
+            n_numerical=data.inputs["x_num"].shape[1],
+            n_tasks=data.n_tasks,
+            embedding_dim=embedding_dim,
+            hidden_dims=tuple(hidden_dims),
+            shared=shared,
+        )
+    init_parameters(critic, generator)
+    critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+    return critic
+
+
 def fit_session_critic(
     data: FitData,
     encoder: FeatureEncoder,
@@ -381,17 +409,14 @@ def fit_session_critic(
         rng=rng,
     )
     generator = torch.Generator().manual_seed(seed)
-    with isolated_global_rng(device):
-        critic = Critic(
-            cardinalities=data.cardinalities,
-            n_numerical=data.inputs["x_num"].shape[1],
-            n_tasks=data.n_tasks,
-            embedding_dim=embedding_dim,
-            hidden_dims=tuple(hidden_dims),
-            shared=shared,
-        )
-    init_parameters(critic, generator)
-    critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+    critic = new_critic(
+        data,
+        actor,
+        generator,
+        embedding_dim=embedding_dim,
+        hidden_dims=hidden_dims,
+        shared=shared,
+    )
     reward = rewards(data.y01, actions, data.observed)
     mask = critic_mask(data, sample_weight=config.sample_weight)
     # NOTE[DIFF]: the paper does not say how critics start. With the

@@ -22,22 +22,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sklearn_rmtl._critic import Critic, SessionCritic
+from sklearn_rmtl._critic import Critic, SessionCritic, new_critic
 from sklearn_rmtl._fit_data import FitData, encode_inputs, loss_mask
 from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
+from sklearn_rmtl._precision import grad_scaler
 from sklearn_rmtl._refit import RefitPlan
 from sklearn_rmtl._seeding import (
-    init_parameters,
-    isolated_global_rng,
     set_dropout_generator,
 )
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_step
+from sklearn_rmtl._td import EpochRule, TDConfig, ips_weights, soft_update, td_step
 from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._training import check_selection, net_history
 from sklearn_rmtl._validation import check_metadata, to_pandas
 from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
-from sklearn_rmtl.exceptions import DivergenceError
 from sklearn_rmtl.parquet import (
     Extra,
     ParquetSource,
@@ -236,17 +234,14 @@ def fit_critics(
     )
     start_value = _start_value(chunks, config.gamma)
     generator = torch.Generator().manual_seed(seed)
-    with isolated_global_rng(device):
-        critic = Critic(
-            cardinalities=data.cardinalities,
-            n_numerical=data.inputs["x_num"].shape[1],
-            n_tasks=data.n_tasks,
-            embedding_dim=embedding_dim,
-            hidden_dims=tuple(hidden_dims),
-            shared=shared,
-        )
-    init_parameters(critic, generator)
-    critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
+    critic = new_critic(
+        data,
+        actor,
+        generator,
+        embedding_dim=embedding_dim,
+        hidden_dims=hidden_dims,
+        shared=shared,
+    )
     critic.init_output(torch.as_tensor(start_value))
     critic.to(device)
     actor.to(device)
@@ -271,9 +266,11 @@ def _train_critic(
     """``train_critic``'s loop (frozen actor), chunk by chunk."""
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
+    # float16: loss scaling as in train_critic.
+    scaler = grad_scaler(config.precision, chunks.data.device)
     chunk_rng = np.random.default_rng(seed)
     history: list[dict[str, Any]] = []
-    step, stable, previous = 0, 0, None
+    step, rule = 0, EpochRule(config)
     for epoch in range(1, config.max_epochs + 1):
         start = time.perf_counter()
         critic.train()
@@ -308,6 +305,7 @@ def _train_critic(
                     weight=None if ips is None else ips[idx],
                     config=config,
                     mask=None if mask is None else mask[idx],
+                    scaler=scaler,
                 )
                 batches += 1
                 step += 1
@@ -315,24 +313,14 @@ def _train_critic(
                     soft_update(target_critic, critic, config.tau)
         assert total is not None
         mean = float(total) / batches
-        if not np.isfinite(mean):
-            raise DivergenceError(
-                f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
-                "critic_lr, check the features for extreme values, or set "
-                "double_q=True."
-            )
+        rule_says_stop = rule.done(epoch, mean)
         history.append(
             {"epoch": epoch, "td_loss": mean, "dur": time.perf_counter() - start}
         )
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}")
-        if previous is not None and abs(previous - mean) <= config.tol * abs(previous):
-            stable += 1
-            if stable >= config.patience:
-                break
-        else:
-            stable = 0
-        previous = mean
+        if rule_says_stop:
+            break
     critic.eval()
     return history
 
@@ -405,7 +393,6 @@ def _label_mean_plan(
 
 def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, Any]:
     """The fitted attributes of an RMTLClassifier fitted on ``source``."""
-    from sklearn_rmtl._mtl import _NET_KEY
     from sklearn_rmtl._rmtl import _CRITIC_SEED, _REFIT_SEED
 
     passed = [name for name, value in given.items() if value is not None]
@@ -486,20 +473,11 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
     net, label_weights = estimator._refit(
         data, encoder, params, task_weights, actor, critic, plan=plan
     )
-    refit_history = net_history(net)
-    net.trim_for_prediction()
     history = {
         "pretrain": pretrain_history,
         "critic": critic_history,
-        "refit": refit_history,
+        "refit": net_history(net),
     }
-    return data.fitted_state(
-        encoder_=encoder,
-        **{_NET_KEY: net},
-        backbone_params_=params,
-        critic_=critic,
-        refit_improved_=not any(r.get("restored_start") for r in refit_history),
-        label_weights_=label_weights,
-        history_=history,
-        n_iter_=sum(len(h) for h in history.values()),
-    )
+    from sklearn_rmtl._rmtl import fitted_rmtl_state
+
+    return fitted_rmtl_state(data, encoder, net, params, critic, label_weights, history)

@@ -647,18 +647,8 @@ class RMTLClassifier(MTLClassifier):
             net, label_weights = self._retrain_on_all(
                 data, encoder, params, task_weights, history, session_critic
             )
-        # Keep configuration and weights only: no optimizer state, callbacks,
-        # validation data or critic copy in the fitted (pickled) net.
-        net.trim_for_prediction()
-        return data.fitted_state(
-            encoder_=encoder,
-            **{_NET_KEY: net},
-            backbone_params_=params,
-            critic_=session_critic,
-            refit_improved_=not any(r.get("restored_start") for r in refit_history),
-            label_weights_=label_weights,
-            history_=history,
-            n_iter_=sum(len(h) for h in history.values()),
+        return fitted_rmtl_state(
+            data, encoder, net, params, session_critic, label_weights, history
         )
 
     def _log(self, phase: str) -> None:
@@ -856,3 +846,28 @@ class RMTLClassifier(MTLClassifier):
                 )
                 weights = weights.numpy().astype(np.float64)
         return np.where(missing, np.nan, weights)
+
+
+def fitted_rmtl_state(
+    data: FitData,
+    encoder: FeatureEncoder,
+    net: MultiTaskNet,
+    params: dict[str, Any],
+    critic: SessionCritic | None,
+    label_weights: np.ndarray | None,
+    history: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """An RMTL fit's fitted attributes (in memory or out of core)."""
+    # Keep configuration and weights only: no optimizer state, callbacks,
+    # validation data or critic copy in the fitted (pickled) net.
+    net.trim_for_prediction()
+    return data.fitted_state(
+        encoder_=encoder,
+        **{_NET_KEY: net},
+        backbone_params_=params,
+        critic_=critic,
+        refit_improved_=not any(r.get("restored_start") for r in history["refit"]),
+        label_weights_=label_weights,
+        history_=history,
+        n_iter_=sum(len(h) for h in history.values()),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -242,6 +243,42 @@ class TDConfig:
         )
 
 
+class EpochRule:
+    """The critics' end of epoch: a divergence check and the convergence rule.
+
+    Training stops once the epoch's mean TD loss has changed by at most
+    ``config.tol`` (relative) for ``config.patience`` epochs in a row.
+    """
+
+    def __init__(self, config: TDConfig) -> None:
+        self.config = config
+        self.previous: float | None = None
+        self.stable = 0
+
+    def done(self, epoch: int, mean: float) -> bool:
+        """Whether training stops after ``epoch``, whose mean TD loss is ``mean``.
+
+        Raises :class:`~sklearn_rmtl.exceptions.DivergenceError` when ``mean``
+        is not finite.
+        """
+        if not math.isfinite(mean):
+            raise DivergenceError(
+                f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
+                "critic_lr, check the features for extreme values, or set "
+                "double_q=True."
+            )
+        previous, self.previous = self.previous, mean
+        # NOTE[DIFF]: relative rather than absolute change, so one tolerance
+        # suits any reward scale.
+        if previous is not None and abs(previous - mean) <= self.config.tol * abs(
+            previous
+        ):
+            self.stable += 1
+        else:
+            self.stable = 0
+        return self.stable >= self.config.patience
+
+
 def train_critic(
     critic: Critic,
     *,
@@ -331,7 +368,7 @@ def train_critic(
     # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
     next_actions = None if config.actor_update else policy[next_row]
     history: list[dict[str, Any]] = []
-    step, stable, previous = 0, 0, None
+    step, rule = 0, EpochRule(config)
     for epoch in range(1, config.max_epochs + 1):
         start = time.perf_counter()
         critic.train()
@@ -392,12 +429,7 @@ def train_critic(
         mean = float(total) / batches
         if dp is not None:
             mean = dp.agree(mean)
-        if not torch.isfinite(torch.tensor(mean)):
-            raise DivergenceError(
-                f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
-                "critic_lr, check the features for extreme values, or set "
-                "double_q=True."
-            )
+        rule_says_stop = rule.done(epoch, mean)
         row: dict[str, Any] = {
             "epoch": epoch,
             "td_loss": mean,
@@ -408,15 +440,8 @@ def train_critic(
         history.append(row)
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
-        # NOTE[DIFF]: relative rather than absolute change, so one tolerance
-        # suits any reward scale.
-        if previous is not None and abs(previous - mean) <= config.tol * abs(previous):
-            stable += 1
-            if stable >= config.patience:
-                break
-        else:
-            stable = 0
-        previous = mean
+        if rule_says_stop:
+            break
     if dp is not None:
         dp.broadcast_module(critic)
         if config.actor_update:

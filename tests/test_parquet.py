@@ -339,6 +339,11 @@ def _rmtl(**params):
         {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5},
         {"critic_sample_weight": True, "weighting": "label_q"},
         {"weighting": "label_mean", "ips_weighting": True},
+        # Loss scaling in every phase, the streamed critics' TD steps included.
+        pytest.param(
+            {"precision": "float16"},
+            marks=pytest.mark.filterwarnings("ignore:precision='float16'"),
+        ),
     ],
 )
 def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
