@@ -551,7 +551,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             max_categories=self.max_categories,
         )
         data.encode(encoder)
-        net = self._train_net(
+        return encoder, self._pretrain_net(data, params, task_weights)
+
+    def _pretrain_net(
+        self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
+    ) -> MultiTaskNet:
+        """Train the network on encoded ``data`` (in memory or streamed)."""
+        return self._train_net(
             data,
             MultiTaskNet,
             params,
@@ -561,7 +567,6 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
                 "validation_metric", self.validation_metric, data.task_names
             ),
         )
-        return encoder, net
 
     def _pretrained_on(
         self, data: FitData, *, name: str

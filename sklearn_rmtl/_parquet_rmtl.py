@@ -33,7 +33,7 @@ from sklearn_rmtl._seeding import (
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._td import EpochRule, TDConfig, ips_weights, soft_update, td_step
 from sklearn_rmtl._torch_module import actor_proba
-from sklearn_rmtl._training import check_selection, net_history
+from sklearn_rmtl._training import net_history
 from sklearn_rmtl._validation import check_metadata, to_pandas
 from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
 from sklearn_rmtl.parquet import (
@@ -418,16 +418,7 @@ def fit_state(estimator: Any, source: ParquetSource, **given: Any) -> dict[str, 
     params, task_weights = estimator._check_params(data.n_tasks)
     n_train = len(data.train_stream)
     estimator._log("pretrain")
-    pretrained = estimator._train_net(
-        data,
-        MultiTaskNet,
-        params,
-        task_weights,
-        max_epochs=estimator.max_epochs,
-        selection=check_selection(
-            "validation_metric", estimator.validation_metric, data.task_names
-        ),
-    )
+    pretrained = estimator._pretrain_net(data, params, task_weights)
     pretrain_history = net_history(pretrained)
     actor = copy.deepcopy(pretrained.module_)
     critic: SessionCritic | None = None

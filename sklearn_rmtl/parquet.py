@@ -1159,8 +1159,7 @@ def fit_state(estimator: Any, source: ParquetSource, **ignored: Any) -> dict[str
     The out-of-core counterpart of ``MTLClassifier._fit_state``: the same
     validation, encoder, hold-out and training loop, fed block by block.
     """
-    from sklearn_rmtl._skorch_net import MultiTaskNet
-    from sklearn_rmtl._training import check_selection, net_history
+    from sklearn_rmtl._training import net_history
 
     given = [name for name, value in ignored.items() if value is not None]
     if given:
@@ -1177,16 +1176,7 @@ def fit_state(estimator: Any, source: ParquetSource, **ignored: Any) -> dict[str
         )
     data, encoder = _StreamingFit(estimator, source).prepare()
     params, task_weights = estimator._check_params(data.n_tasks)
-    net = estimator._train_net(
-        data,
-        MultiTaskNet,
-        params,
-        task_weights,
-        max_epochs=estimator.max_epochs,
-        selection=check_selection(
-            "validation_metric", estimator.validation_metric, data.task_names
-        ),
-    )
+    net = estimator._pretrain_net(data, params, task_weights)
     history = net_history(net)
     net.trim_for_prediction()
     from sklearn_rmtl._mtl import _NET_KEY
