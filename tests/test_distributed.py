@@ -13,7 +13,7 @@ the ranks. ``ATOL = 1e-5`` is 200 times that and below what a wrong
 normaliser does: averaging the shards' mean losses instead (what
 ``DistributedDataParallel`` does) moved the probabilities by 5e-5 with
 unequal shards of 23 and 22 rows and by 4e-3 with sample weights and
-missing labels, failing these tests.
+missing labels, failing these tests. float16 has its own, looser tolerance (``ATOL16``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -36,6 +37,9 @@ from sklearn_rmtl import MTLClassifier, RMTLClassifier
 from sklearn_rmtl._distributed import DataParallel
 
 ATOL = 1e-5
+# float16 rounds every product to 11 bits, so the order of the sums shows
+# more: measured 1.5e-5 between 2 ranks and 1 process after 2 epochs.
+ATOL16 = 2e-4
 WORLD = 2
 PARAMS = {**SMALL, "dropout": 0.0}
 
@@ -123,6 +127,40 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         distributed=distributed,
     ).fit(X, Y, session_ids=sessions, timestamps=times)
     out["ddpg"] = ddpg.predict_proba(X)
+    # Early stopping's choice replayed on all rows: every rank replays the
+    # same number of steps (rank 0's validation decided it).
+    retrained = RMTLClassifier(
+        backbone="mmoe",
+        backbone_params=PARAMS,
+        max_epochs=2,
+        refit_max_epochs=2,
+        critic_max_epochs=2,
+        batch_size=45,
+        critic_hidden_dims=(16,),
+        validation_interval=0.5,
+        retrain_on_all=True,
+        random_state=0,
+        distributed=distributed,
+    ).fit(X, Y, session_ids=sessions, timestamps=times)
+    out["retrain"] = retrained.predict_proba(X)
+    out["retrain_steps"] = np.array(
+        [retrained.history_[name][-1]["best_step"] for name in ("pretrain", "refit")]
+    )
+    # float16 with loss scaling: the ranks' gradients are summed while still
+    # scaled, so an overflow on either rank makes both skip the step.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # emulated on CPU
+        half = MTLClassifier(
+            backbone="sharedbottom",
+            backbone_params=PARAMS,
+            max_epochs=2,
+            batch_size=45,
+            early_stopping=False,
+            precision="float16",
+            random_state=0,
+            distributed=distributed,
+        ).fit(X, Y)
+    out["float16"] = half.predict_proba(X)
     if distributed:
         # Dropout (0.2): each rank's masks are its own, and the batch order
         # stays the same on both, so the shards still partition the rows.
@@ -192,14 +230,27 @@ def single():
     return _scenarios(False)
 
 
-@pytest.mark.parametrize("name", ["mtl", "weighted", "rmtl", "ddpg", "batch_norm"])
+@pytest.mark.parametrize(
+    "name", ["mtl", "weighted", "rmtl", "ddpg", "retrain", "float16", "batch_norm"]
+)
 def test_every_rank_ends_with_the_same_estimator(ranks, name):
     np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
 
 
-@pytest.mark.parametrize("name", ["mtl", "weighted", "rmtl", "ddpg"])
+@pytest.mark.parametrize("name", ["mtl", "weighted", "rmtl", "ddpg", "retrain"])
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)
+
+
+def test_retrain_on_all_replays_the_one_process_steps(ranks, single):
+    np.testing.assert_array_equal(ranks[0]["retrain_steps"], single["retrain_steps"])
+    assert ranks[0]["retrain_steps"].min() > 0
+
+
+def test_float16_two_processes_predict_as_one(ranks, single):
+    np.testing.assert_allclose(
+        ranks[0]["float16"], single["float16"], rtol=0, atol=ATOL16
+    )
 
 
 def test_early_stopping_and_critic_histories_match_one_process(ranks, single):
