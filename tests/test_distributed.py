@@ -99,17 +99,20 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         distributed=distributed,
     ).fit(X, Y_missing, sample_weight=weight)
     out["weighted"] = weighted.predict_proba(X)
-    rmtl = RMTLClassifier(
-        backbone="esmm",
-        backbone_params=PARAMS,
-        max_epochs=2,
-        refit_max_epochs=2,
-        critic_max_epochs=2,
-        batch_size=45,
-        critic_hidden_dims=(16,),
-        random_state=0,
-        distributed=distributed,
-    ).fit(X, Y_missing, session_ids=sessions, timestamps=times, sample_weight=weight)
+    # Small critics, 2 epochs of each phase, batches of 45.
+    rmtl_params = {
+        "backbone_params": PARAMS,
+        "max_epochs": 2,
+        "refit_max_epochs": 2,
+        "critic_max_epochs": 2,
+        "batch_size": 45,
+        "critic_hidden_dims": (16,),
+        "random_state": 0,
+        "distributed": distributed,
+    }
+    rmtl = RMTLClassifier(backbone="esmm", **rmtl_params).fit(
+        X, Y_missing, session_ids=sessions, timestamps=times, sample_weight=weight
+    )
     out["rmtl"] = rmtl.predict_proba(X)
     out["rmtl_td_loss"] = np.array([r["td_loss"] for r in rmtl.history_["critic"]])
     out["rmtl_weights"] = rmtl.loss_weights(X, Y)
@@ -130,17 +133,7 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     # Early stopping's choice replayed on all rows: every rank replays the
     # same number of steps (rank 0's validation decided it).
     retrained = RMTLClassifier(
-        backbone="mmoe",
-        backbone_params=PARAMS,
-        max_epochs=2,
-        refit_max_epochs=2,
-        critic_max_epochs=2,
-        batch_size=45,
-        critic_hidden_dims=(16,),
-        validation_interval=0.5,
-        retrain_on_all=True,
-        random_state=0,
-        distributed=distributed,
+        backbone="mmoe", validation_interval=0.5, retrain_on_all=True, **rmtl_params
     ).fit(X, Y, session_ids=sessions, timestamps=times)
     out["retrain"] = retrained.predict_proba(X)
     out["retrain_steps"] = np.array(
