@@ -316,17 +316,20 @@ def critic_mask(data: FitData, *, sample_weight: bool) -> np.ndarray | None:
 def new_critic(
     data: FitData,
     actor: nn.Module,
-    generator: torch.Generator,
     *,
+    seed: int,
+    start_value: np.ndarray,
     embedding_dim: int,
     hidden_dims: Sequence[int],
     shared: bool,
-) -> Critic:
-    """The critics of ``data``'s features, initialised from ``generator``.
+) -> tuple[Critic, torch.Generator]:
+    """The critics of ``data``'s features, and the generator they came from.
 
-    Their embedding tables start as copies of the actor's; the output bias
-    is left to the caller (``Critic.init_output``).
+    Parameters are drawn from a generator seeded with ``seed``, which the
+    caller's training goes on drawing from; the embedding tables start as
+    copies of the actor's and the output bias at ``start_value`` (per task).
     """
+    generator = torch.Generator().manual_seed(seed)
     with isolated_global_rng(data.device):
         critic = Critic(
             cardinalities=data.cardinalities,
@@ -338,7 +341,8 @@ def new_critic(
         )
     init_parameters(critic, generator)
     critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
-    return critic
+    critic.init_output(torch.as_tensor(start_value))
+    return critic, generator
 
 
 def fit_session_critic(
@@ -408,15 +412,6 @@ def fit_session_critic(
         action_noise=action_noise,
         rng=rng,
     )
-    generator = torch.Generator().manual_seed(seed)
-    critic = new_critic(
-        data,
-        actor,
-        generator,
-        embedding_dim=embedding_dim,
-        hidden_dims=hidden_dims,
-        shared=shared,
-    )
     reward = rewards(data.y01, actions, data.observed)
     mask = critic_mask(data, sample_weight=config.sample_weight)
     # NOTE[DIFF]: the paper does not say how critics start. With the
@@ -428,7 +423,15 @@ def fit_session_critic(
         if mask is None
         else (reward * mask).sum(0) / np.maximum(mask.sum(0), np.finfo(np.float32).tiny)
     )
-    critic.init_output(torch.as_tensor(mean_reward * horizon))
+    critic, generator = new_critic(
+        data,
+        actor,
+        seed=seed,
+        start_value=mean_reward * horizon,
+        embedding_dim=embedding_dim,
+        hidden_dims=hidden_dims,
+        shared=shared,
+    )
     critic.to(device)
     actor.to(device)
     set_dropout_generator(actor, generator)  # the actor trains with actor_update

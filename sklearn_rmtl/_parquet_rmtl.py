@@ -233,16 +233,15 @@ def fit_critics(
         bounds=bounds,
     )
     start_value = _start_value(chunks, config.gamma)
-    generator = torch.Generator().manual_seed(seed)
-    critic = new_critic(
+    critic, generator = new_critic(
         data,
         actor,
-        generator,
+        seed=seed,
+        start_value=start_value,
         embedding_dim=embedding_dim,
         hidden_dims=hidden_dims,
         shared=shared,
     )
-    critic.init_output(torch.as_tensor(start_value))
     critic.to(device)
     actor.to(device)
     set_dropout_generator(actor, generator)
