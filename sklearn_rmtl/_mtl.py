@@ -505,15 +505,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
                 k: v.detach().clone() for k, v in net.module_.state_dict().items()
             }
             net = self._on_all_rows(data, history, "pretrain", params, task_weights)
-        net.trim_for_prediction()
-        return data.fitted_state(
-            encoder_=encoder,
-            **{_NET_KEY: net},
-            **extra,
-            backbone_params_=params,
-            history_=history,
-            n_iter_=sum(len(h) for h in history.values()),
-        )
+        return fitted_mtl_state(data, encoder, net, params, history, **extra)
 
     def _on_all_rows(
         self,
@@ -804,3 +796,29 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         tags.classifier_tags.multi_class = False
         return tags
+
+
+def fitted_mtl_state(
+    data: FitData,
+    encoder: FeatureEncoder,
+    net: MultiTaskNet,
+    params: dict[str, Any],
+    history: dict[str, list[dict[str, Any]]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The fitted attributes of a multi-task fit, in memory or out of core.
+
+    ``extra`` holds the estimator's own fitted attributes (RMTL's critic,
+    ``refit_improved_``...).
+    """
+    # Keep configuration and weights only: no optimizer state, callbacks or
+    # validation data in the fitted (pickled) net.
+    net.trim_for_prediction()
+    return data.fitted_state(
+        encoder_=encoder,
+        **{_NET_KEY: net},
+        backbone_params_=params,
+        history_=history,
+        n_iter_=sum(len(h) for h in history.values()),
+        **extra,
+    )

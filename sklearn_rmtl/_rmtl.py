@@ -34,7 +34,7 @@ from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
-from sklearn_rmtl._mtl import _NET_KEY, MTLClassifier
+from sklearn_rmtl._mtl import MTLClassifier, fitted_mtl_state
 from sklearn_rmtl._refit import RefitPlan, plan_refit
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
@@ -858,16 +858,13 @@ def fitted_rmtl_state(
     history: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """An RMTL fit's fitted attributes (in memory or out of core)."""
-    # Keep configuration and weights only: no optimizer state, callbacks,
-    # validation data or critic copy in the fitted (pickled) net.
-    net.trim_for_prediction()
-    return data.fitted_state(
-        encoder_=encoder,
-        **{_NET_KEY: net},
-        backbone_params_=params,
+    return fitted_mtl_state(
+        data,
+        encoder,
+        net,
+        params,
+        history,
         critic_=critic,
         refit_improved_=not any(r.get("restored_start") for r in history["refit"]),
         label_weights_=label_weights,
-        history_=history,
-        n_iter_=sum(len(h) for h in history.values()),
     )

@@ -1177,17 +1177,9 @@ def fit_state(estimator: Any, source: ParquetSource, **ignored: Any) -> dict[str
     data, encoder = _StreamingFit(estimator, source).prepare()
     params, task_weights = estimator._check_params(data.n_tasks)
     net = estimator._pretrain_net(data, params, task_weights)
-    history = net_history(net)
-    net.trim_for_prediction()
-    from sklearn_rmtl._mtl import _NET_KEY
+    from sklearn_rmtl._mtl import fitted_mtl_state
 
-    return data.fitted_state(
-        encoder_=encoder,
-        **{_NET_KEY: net},
-        backbone_params_=params,
-        history_={"pretrain": history},
-        n_iter_=len(history),
-    )
+    return fitted_mtl_state(data, encoder, net, params, {"pretrain": net_history(net)})
 
 
 # ------------------------------------------------------------- predict

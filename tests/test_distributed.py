@@ -307,8 +307,10 @@ from sklearn_rmtl import MTLClassifier
 X, Y = make_mtl_data(300)
 clf = MTLClassifier(backbone_params=SMALL, max_epochs=1, batch_size=64,
                     device="auto", distributed=True).fit(X, Y)
-print(json.dumps({"rank": dist.get_rank(), "backend": dist.get_backend(),
-                  "device": clf.device_, "proba": clf.predict_proba(X)[:5].tolist()}))
+# One file per rank: the ranks' prints to a shared stdout can interleave.
+with open(f"{sys.argv[1]}/rank{dist.get_rank()}.json", "w") as out:
+    json.dump({"rank": dist.get_rank(), "backend": dist.get_backend(),
+               "device": clf.device_, "proba": clf.predict_proba(X)[:5].tolist()}, out)
 """
 
 
@@ -332,6 +334,7 @@ def test_torchrun_launch_initialises_the_process_group(tmp_path):
             "--nproc-per-node",
             "2",
             str(script),
+            str(tmp_path),
         ],
         env=env,
         capture_output=True,
@@ -340,7 +343,7 @@ def test_torchrun_launch_initialises_the_process_group(tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    lines = [json.loads(line) for line in run.stdout.splitlines() if "{" in line]
+    lines = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(r["rank"] for r in lines) == [0, 1]
     assert {r["backend"] for r in lines} == {"gloo"}
     assert {r["device"] for r in lines} == {"cpu"}
