@@ -15,7 +15,7 @@ same in every epoch. With one chunk every draw is the in-memory fit's.
 from __future__ import annotations
 
 import copy
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,12 @@ from torch import Tensor
 from sklearn_rmtl._critic import Critic, SessionCritic, new_critic
 from sklearn_rmtl._fit_data import FitData, encode_inputs, loss_mask
 from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
-from sklearn_rmtl._precision import grad_scaler
 from sklearn_rmtl._refit import RefitPlan
 from sklearn_rmtl._seeding import (
     set_dropout_generator,
 )
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
-from sklearn_rmtl._td import EpochRule, TDConfig, ips_weights, soft_update, td_step
+from sklearn_rmtl._td import TDConfig, ips_weights, td_epochs
 from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._training import net_history
 from sklearn_rmtl._validation import check_metadata, to_pandas
@@ -262,22 +261,13 @@ def _train_critic(
     generator: torch.Generator,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """``train_critic``'s loop (frozen actor), chunk by chunk."""
-    target_critic = copy.deepcopy(critic)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
-    # float16: loss scaling as in train_critic.
-    scaler = grad_scaler(config.precision, chunks.data.device)
+    """``train_critic`` with a frozen actor, chunk by chunk."""
     chunk_rng = np.random.default_rng(seed)
-    history: list[dict[str, Any]] = []
-    step, rule = 0, EpochRule(config)
-    for epoch in range(1, config.max_epochs + 1):
-        start = time.perf_counter()
-        critic.train()
+
+    def epoch_batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = (
             chunk_rng.permutation(len(chunks)) if len(chunks) > 1 else np.zeros(1, int)
         )
-        total: Tensor | None = None
-        batches = 0
         for c in order:
             ch = chunks.chunk(int(c))
             n = len(ch["actions"])
@@ -286,40 +276,21 @@ def _train_critic(
             mask = ch.get("mask")
             ips = chunks.ips(ch) if config.ips else None
             x_cat, x_num = ch["x_cat"], ch["x_num"]
-            if total is None:
-                total = torch.zeros((), dtype=torch.float64, device=x_cat.device)
             for b in range(0, n, config.batch_size):
                 idx = rows[b : b + config.batch_size]
                 nxt = ch["next_row"][idx]
-                total += td_step(
-                    critic,
-                    target_critic,
-                    optimizer,
-                    state=(x_cat[idx], x_num[idx]),
-                    action=ch["actions"][idx],
-                    reward=ch["rewards"][idx],
-                    done=ch["done"][idx],
-                    next_state=(x_cat[nxt], x_num[nxt]),
-                    next_action=next_actions[idx],
-                    weight=None if ips is None else ips[idx],
-                    config=config,
-                    mask=None if mask is None else mask[idx],
-                    scaler=scaler,
-                )
-                batches += 1
-                step += 1
-                if step % config.soft_update_freq == 0:
-                    soft_update(target_critic, critic, config.tau)
-        assert total is not None
-        mean = float(total) / batches
-        rule_says_stop = rule.done(epoch, mean)
-        history.append(
-            {"epoch": epoch, "td_loss": mean, "dur": time.perf_counter() - start}
-        )
-        if config.verbose:
-            print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}")
-        if rule_says_stop:
-            break
+                yield {
+                    "state": (x_cat[idx], x_num[idx]),
+                    "action": ch["actions"][idx],
+                    "reward": ch["rewards"][idx],
+                    "done": ch["done"][idx],
+                    "next_state": (x_cat[nxt], x_num[nxt]),
+                    "next_action": next_actions[idx],
+                    "weight": None if ips is None else ips[idx],
+                    "mask": None if mask is None else mask[idx],
+                }
+
+    history = td_epochs(critic, config, epoch_batches, chunks.data.device)
     critic.eval()
     return history
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -348,37 +348,19 @@ def train_critic(
     dp = DataParallel.current(config.distributed)
     n = actions.shape[0]
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
-    target_critic = copy.deepcopy(critic)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
     weights = ips_weights(y01, mask) if config.ips else None
     actor.eval()  # no dropout in the actor's actions
-    target_actor = copy.deepcopy(actor) if config.actor_update else actor
-    actor_optimizer = (
-        torch.optim.Adam(actor.parameters(), lr=config.lr, fused=True)
+    update = (
+        ActorUpdate(actor, critic, config, actions.device, dp)
         if config.actor_update
         else None
     )
-    # One loss scaler per optimiser (float16 only; None otherwise).
-    scaler = grad_scaler(config.precision, actions.device)
-    actor_scaler = (
-        None
-        if actor_optimizer is None
-        else grad_scaler(config.precision, actions.device)
-    )
     # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
-    next_actions = None if config.actor_update else policy[next_row]
-    history: list[dict[str, Any]] = []
-    step, rule = 0, EpochRule(config)
-    for epoch in range(1, config.max_epochs + 1):
-        start = time.perf_counter()
-        critic.train()
+    next_actions = None if update is not None else policy[next_row]
+
+    def epoch_batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = torch.randperm(n, generator=generator).to(actions.device)
-        # Summed on the device (one synchronisation per epoch), in float64
-        # like the Python floats they replace.
-        total = torch.zeros((), dtype=torch.float64, device=actions.device)
-        actor_total = torch.zeros_like(total)
-        batches = 0
-        starts = range(0, n, config.batch_size)
+        starts: Iterable[int] = range(0, n, config.batch_size)
         if config.verbose:
             starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
         for b in starts:
@@ -386,66 +368,140 @@ def train_critic(
             idx = idx if dp is None else dp.shard(idx)
             nxt = next_row[idx]
             s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
-            if next_actions is None:
-                with torch.no_grad(), autocast(config.precision, s_next[0].device):
-                    a_next = torch.sigmoid(target_actor(*s_next).float())
-            else:
+            if next_actions is not None:
                 a_next = next_actions[idx]
+            else:
+                assert update is not None
+                a_next = update.next_action(s_next)
+            yield {
+                "state": (x_cat[idx], x_num[idx]),
+                "action": actions[idx],
+                "reward": rewards[idx],
+                "done": done[idx],
+                "next_state": s_next,
+                "next_action": a_next,
+                "weight": None if weights is None else weights[idx],
+                "mask": None if mask is None else mask[idx],
+                "y01": y01[idx],
+            }
+
+    history = td_epochs(
+        critic, config, epoch_batches, actions.device, data_parallel=dp, update=update
+    )
+    if dp is not None:
+        dp.broadcast_module(critic)
+        if update is not None:
+            dp.broadcast_module(actor)
+    critic.eval()
+    actor.eval()
+    return history
+
+
+class ActorUpdate:
+    """Eq. (15) during critic training: an actor step after each critic step.
+
+    Holds the actor's optimiser, its loss scaler and the soft-updated target
+    actor that gives the next actions ``pi'(s_{t+1})``.
+    """
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        critic: Critic,
+        config: TDConfig,
+        device: torch.device | str,
+        data_parallel: DataParallel | None,
+    ) -> None:
+        self.actor, self.critic, self.config = actor, critic, config
+        self.data_parallel = data_parallel
+        self.target = copy.deepcopy(actor)
+        self.optimizer = torch.optim.Adam(actor.parameters(), lr=config.lr, fused=True)
+        self.scaler = grad_scaler(config.precision, device)
+
+    def next_action(self, next_state: tuple[Tensor, Tensor]) -> Tensor:
+        """The target actor's probabilities at ``next_state``."""
+        with torch.no_grad(), autocast(self.config.precision, next_state[0].device):
+            return torch.sigmoid(self.target(*next_state).float())
+
+    def step(self, batch: dict[str, Any]) -> Tensor:
+        """The actor's step on ``batch`` (a :func:`td_epochs` batch); its loss."""
+        return actor_step(
+            self.actor,
+            self.critic,
+            self.optimizer,
+            batch["state"],
+            batch["y01"],
+            self.config.bc_alpha,
+            self.config.precision,
+            batch["mask"],
+            self.scaler,
+            self.data_parallel,
+        )
+
+
+def td_epochs(
+    critic: Critic,
+    config: TDConfig,
+    epoch_batches: Callable[[int], Iterable[dict[str, Any]]],
+    device: torch.device | str,
+    *,
+    data_parallel: DataParallel | None = None,
+    update: ActorUpdate | None = None,
+) -> list[dict[str, Any]]:
+    """The critics' epochs: TD steps until :class:`EpochRule` stops them.
+
+    ``epoch_batches(epoch)`` yields the epoch's batches as :func:`td_step`'s
+    keyword arguments (plus ``y01``, read by ``update`` only), in memory or
+    streamed. The target critic (and ``update``'s target actor) are
+    soft-updated every ``config.soft_update_freq`` steps. Returns the
+    history that :func:`train_critic` documents.
+    """
+    target_critic = copy.deepcopy(critic)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
+    # float16 only: the critics' loss scaler (None otherwise).
+    scaler = grad_scaler(config.precision, device)
+    history: list[dict[str, Any]] = []
+    step, rule = 0, EpochRule(config)
+    for epoch in range(1, config.max_epochs + 1):
+        start = time.perf_counter()
+        critic.train()
+        # Summed on the device (one synchronisation per epoch), in float64
+        # like the Python floats they replace.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        actor_total = torch.zeros_like(total)
+        batches = 0
+        for batch in epoch_batches(epoch):
             total += td_step(
                 critic,
                 target_critic,
                 optimizer,
-                state=(x_cat[idx], x_num[idx]),
-                action=actions[idx],
-                reward=rewards[idx],
-                done=done[idx],
-                next_state=s_next,
-                next_action=a_next,
-                weight=None if weights is None else weights[idx],
+                **{k: v for k, v in batch.items() if k != "y01"},
                 config=config,
-                mask=None if mask is None else mask[idx],
                 scaler=scaler,
-                data_parallel=dp,
+                data_parallel=data_parallel,
             )
-            if actor_optimizer is not None:
-                actor_total += actor_step(
-                    actor,
-                    critic,
-                    actor_optimizer,
-                    (x_cat[idx], x_num[idx]),
-                    y01[idx],
-                    config.bc_alpha,
-                    config.precision,
-                    None if mask is None else mask[idx],
-                    actor_scaler,
-                    dp,
-                )
+            if update is not None:
+                actor_total += update.step(batch)
             batches += 1
             step += 1
             if step % config.soft_update_freq == 0:
                 soft_update(target_critic, critic, config.tau)
-                if config.actor_update:
-                    soft_update(target_actor, actor, config.tau)
+                if update is not None:
+                    soft_update(update.target, update.actor, config.tau)
         mean = float(total) / batches
-        if dp is not None:
-            mean = dp.agree(mean)
+        if data_parallel is not None:
+            mean = data_parallel.agree(mean)
         rule_says_stop = rule.done(epoch, mean)
         row: dict[str, Any] = {
             "epoch": epoch,
             "td_loss": mean,
             "dur": time.perf_counter() - start,
         }
-        if actor_optimizer is not None:
+        if update is not None:
             row["actor_loss"] = float(actor_total) / batches
         history.append(row)
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
         if rule_says_stop:
             break
-    if dp is not None:
-        dp.broadcast_module(critic)
-        if config.actor_update:
-            dp.broadcast_module(actor)
-    critic.eval()
-    actor.eval()
     return history

@@ -132,6 +132,8 @@ RMTL_FLAGS = (
     "refit_validation_metric",
     "refit_keep_pretrained",
     "q_lambda",
+    "gamma",
+    "critic_lr",
     "precision",
     "retrain_on_all",
 )
@@ -256,6 +258,19 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         type=_number(float, 0),
         default=None,
         help="lambda of the RMTL weights 1 - lambda * Q (q_lambda)",
+    )
+    refit.add_argument(
+        "--gamma",
+        type=_number(float, 0, 1),
+        default=None,
+        help="discount of the critics' TD targets, in [0, 1]; 0 makes Q the "
+        "expected immediate reward of the row (gamma)",
+    )
+    refit.add_argument(
+        "--critic-lr",
+        type=_number(float, 0, open_low=True),
+        default=None,
+        help="Adam learning rate of the critics (critic_lr)",
     )
 
 

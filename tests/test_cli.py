@@ -179,6 +179,7 @@ def test_study_end_to_end_and_resume(tmp_path, capsys):
 def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
     argv = ["study", *TINY, "--seeds", "1", "--backbones", "sharedbottom"]
     argv += ["--evaluate-on", "valid", "--q-lambda", "0.5", "--output", str(tmp_path)]
+    argv += ["--gamma", "0.25", "--critic-lr", "0.002"]
     assert main(argv) == 0
     runs = json.loads(
         (tmp_path / "study-valid" / "synthetic" / "runs.json").read_text()
@@ -186,6 +187,8 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
     assert {r["evaluate_on"] for r in runs} == {"valid"}
     rmtl = [r for r in runs if r["kind"] != "baseline"]
     assert rmtl and all(r["params"]["q_lambda"] == 0.5 for r in rmtl)
+    assert all(r["params"]["gamma"] == 0.25 for r in rmtl)
+    assert all(r["params"]["critic_lr"] == 0.002 for r in rmtl)
     assert "scored on valid" in capsys.readouterr().out
 
 
@@ -200,6 +203,7 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
         (["--device", "gpu0"], "expected auto or a torch device"),
         (["--validation-metric", "f1"], "'<metric>:<task name>'"),
         (["--precision", "float8"], "invalid choice"),
+        (["--gamma", "1.5"], "must be in [0, 1]"),
     ],
 )
 def test_study_flag_errors(capsys, flags, message):
