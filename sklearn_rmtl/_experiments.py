@@ -439,7 +439,8 @@ def _with_critic(
     return c.rmtl(backbone, critic=c.critic(critic_backbone), **params)
 
 
-def _ddpg(c: Context) -> RMTLClassifier:
+def ddpg(c: Context, **params: Any) -> RMTLClassifier:
+    """D-PLE: the PLE actor trained by the critics' Q-gradient (``params`` on top)."""
     est = c.settings.rmtl(
         c.actor("ple"),
         c.seed,
@@ -450,6 +451,7 @@ def _ddpg(c: Context) -> RMTLClassifier:
         # held-out rows to replay on all of them, so D-PLE trains from the
         # PLE network chosen on the held-out rows and is not retrained.
         retrain_on_all=False,
+        **params,
     )
     return c.fit(est)
 
@@ -460,7 +462,7 @@ def table1_methods(backbones: list[str]) -> list[Method]:
         Method(name, "baseline", partial(_baseline, backbone=b))
         for name, b in BASELINES.items()
     ]
-    methods.append(Method("D-PLE", "baseline", _ddpg))
+    methods.append(Method("D-PLE", "baseline", ddpg))
     methods += [
         Method(f"RMTL-{DISPLAY[b]}", "rmtl", partial(_rmtl, backbone=b))
         for b in backbones

@@ -111,3 +111,21 @@ def test_study_methods_pair_the_variants():
     assert [m.variant for m in methods] == list(ex.STUDY_VARIANTS) * 2
     assert {m.backbone for m in methods} == {"esmm", "ple"}
     assert pd.Series([m.name for m in methods]).is_unique
+
+
+def test_ddpg_takes_settings_on_top_of_the_baseline():
+    # D-PLE of the experiments, with a study's bc_alpha on top: trained from
+    # the context's PLE actor, by the Q-gradient only, never retrained.
+    split = ex.split_dataset(make_sessions(n_sessions=60, random_state=0))
+    settings = ex.Settings(
+        max_epochs=1,
+        critic_max_epochs=1,
+        backbone_params={"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)},
+        rmtl_params={"retrain_on_all": True},
+    )
+    context = ex.Context(settings, split, seed=0)
+    est = ex.ddpg(context, bc_alpha=0.5)
+    assert est.actor is context.actor("ple")
+    assert est.bc_alpha == 0.5 and est.actor_update
+    assert est.retrain_on_all is False and est.refit_max_epochs == 0
+    assert est.predict_proba(split.X_eval).shape == (len(split.X_eval), 2)
