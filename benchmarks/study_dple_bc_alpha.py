@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--reference", type=float, default=2.5)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--critic-max-epochs", type=int, default=8)
+    parser.add_argument(
+        "--critic-lr",
+        type=float,
+        default=None,
+        help="Adam learning rate of the critics and of D-PLE's actor (1e-3)",
+    )
     parser.add_argument("--output", type=Path, default=Path("rmtl-results"))
     args = parser.parse_args()
     if args.reference not in args.alphas:
@@ -47,6 +53,7 @@ def main() -> None:
         rmtl_params={
             "precision": "bfloat16" if native else "float32",
             "retrain_on_all": ex.RETRAIN_ON_ALL.get(args.dataset, False),
+            **({} if args.critic_lr is None else {"critic_lr": args.critic_lr}),
         },
     )
     names = {a: f"D-PLE bc_alpha={a:g}" for a in args.alphas}
