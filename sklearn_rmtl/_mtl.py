@@ -811,8 +811,8 @@ def fitted_mtl_state(
     ``extra`` holds the estimator's own fitted attributes (RMTL's critic,
     ``refit_improved_``...).
     """
-    # Keep configuration and weights only: no optimizer state, callbacks or
-    # validation data in the fitted (pickled) net.
+    # Keep configuration and weights only: no optimizer state, callbacks,
+    # validation data or (RMTL's) critic copy in the fitted (pickled) net.
     net.trim_for_prediction()
     return data.fitted_state(
         encoder_=encoder,
