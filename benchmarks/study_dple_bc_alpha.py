@@ -11,7 +11,7 @@ t-test p-value and wins per seed. Finished runs are read back from
 ``--output`` (resumable, as the ``rmtl`` experiment commands).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/study_dple_bc_alpha.py --dataset
-retailrocket --alphas 0.5 1 2.5 --seeds 3``.
+retailrocket --alphas 0.5 1 2.5 10 --seeds 3``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._precision import native_bfloat16
@@ -72,23 +70,18 @@ def main() -> None:
         dataset=args.dataset,
         evaluate_on="valid",
     )
-    tasks = list(results[0]["scores"])
-    score = {
-        (r["method"], r["seed"], t, m): r["scores"][t][m]
-        for r in results
-        for t in tasks
-        for m in ex.METRICS
-    }
-    seeds = range(args.seeds)
+    rows = ["PLE", *names.values()]
     print(f"{args.dataset}, validation part, {args.seeds} seeds")
-    for method in ["PLE", *names.values()]:
-        cells = []
-        for t in tasks:
-            for m in ex.METRICS:
-                v = [score[method, s, t, m] for s in seeds]
-                cells.append(f"{t} {m} {np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}")
-        print(f"{method:<22}" + "  ".join(cells))
+    print(ex.markdown_table(ex.describe(results, rows), rows))
+    score = {
+        (r["method"], r["seed"], t, m): v
+        for r in results
+        for t, scores in r["scores"].items()
+        for m, v in scores.items()
+    }
+    tasks = list(results[0]["scores"])
     reference = names[args.reference]
+    print(f"\nPaired difference against {reference} (p, wins per seed):")
     for method in names.values():
         if method == reference:
             continue
@@ -96,15 +89,13 @@ def main() -> None:
         for t in tasks:
             for m in ex.METRICS:
                 d = ex.paired_difference(
-                    {s: score[method, s, t, m] for s in seeds},
-                    {s: score[reference, s, t, m] for s in seeds},
+                    {s: score[method, s, t, m] for s in range(args.seeds)},
+                    {s: score[reference, s, t, m] for s in range(args.seeds)},
                     ex.GREATER_IS_BETTER[m],
                 )
-                cells.append(
-                    f"{t} {m} {d['mean_diff']:+.4f} (p {d['p_value']:.3f}, "
-                    f"{d['wins_label']})"
-                )
-        print(f"{method} - {reference}: " + "  ".join(cells))
+                p = ex._p(d["p_value"])
+                cells.append(f"{t} {m} {d['mean_diff']:+.4f} ({p}, {d['wins_label']})")
+        print(f"{method}: " + "  ".join(cells))
 
 
 if __name__ == "__main__":

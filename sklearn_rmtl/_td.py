@@ -373,7 +373,7 @@ def train_critic(
             else:
                 assert update is not None
                 a_next = update.next_action(s_next)
-            yield {
+            batch = {
                 "state": (x_cat[idx], x_num[idx]),
                 "action": actions[idx],
                 "reward": rewards[idx],
@@ -382,8 +382,10 @@ def train_critic(
                 "next_action": a_next,
                 "weight": None if weights is None else weights[idx],
                 "mask": None if mask is None else mask[idx],
-                "y01": y01[idx],
             }
+            if update is not None:  # the labels of the actor's BC term
+                batch["y01"] = y01[idx]
+            yield batch
 
     history = td_epochs(
         critic, config, epoch_batches, actions.device, data_parallel=dp, update=update
@@ -423,20 +425,24 @@ class ActorUpdate:
         with torch.no_grad(), autocast(self.config.precision, next_state[0].device):
             return torch.sigmoid(self.target(*next_state).float())
 
-    def step(self, batch: dict[str, Any]) -> Tensor:
+    def step(self, batch: dict[str, Any], y01: Tensor) -> Tensor:
         """The actor's step on ``batch`` (a :func:`td_epochs` batch); its loss."""
         return actor_step(
             self.actor,
             self.critic,
             self.optimizer,
             batch["state"],
-            batch["y01"],
+            y01,
             self.config.bc_alpha,
             self.config.precision,
             batch["mask"],
             self.scaler,
             self.data_parallel,
         )
+
+    def soft_update(self) -> None:
+        """Eq. (18) for the target actor."""
+        soft_update(self.target, self.actor, self.config.tau)
 
 
 def td_epochs(
@@ -451,8 +457,8 @@ def td_epochs(
     """The critics' epochs: TD steps until :class:`EpochRule` stops them.
 
     ``epoch_batches(epoch)`` yields the epoch's batches as :func:`td_step`'s
-    keyword arguments (plus ``y01``, read by ``update`` only), in memory or
-    streamed. The target critic (and ``update``'s target actor) are
+    keyword arguments, plus ``y01`` (the labels) when ``update`` is given;
+    in memory or streamed. The target critic (and ``update``'s target actor) are
     soft-updated every ``config.soft_update_freq`` steps. Returns the
     history that :func:`train_critic` documents.
     """
@@ -471,23 +477,25 @@ def td_epochs(
         actor_total = torch.zeros_like(total)
         batches = 0
         for batch in epoch_batches(epoch):
+            y01 = batch.pop("y01", None)
             total += td_step(
                 critic,
                 target_critic,
                 optimizer,
-                **{k: v for k, v in batch.items() if k != "y01"},
+                **batch,
                 config=config,
                 scaler=scaler,
                 data_parallel=data_parallel,
             )
             if update is not None:
-                actor_total += update.step(batch)
+                assert y01 is not None
+                actor_total += update.step(batch, y01)
             batches += 1
             step += 1
             if step % config.soft_update_freq == 0:
                 soft_update(target_critic, critic, config.tau)
                 if update is not None:
-                    soft_update(update.target, update.actor, config.tau)
+                    update.soft_update()
         mean = float(total) / batches
         if data_parallel is not None:
             mean = data_parallel.agree(mean)
