@@ -26,6 +26,7 @@ critics and the actor's optional update step keep their modules (and their
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,6 +79,16 @@ def ensure_process_group(device: str) -> None:
     auto_cuda = device == "auto" and torch.cuda.is_available()
     cuda = auto_cuda or device.startswith("cuda")
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    # A group still alive at interpreter shutdown can abort the process
+    # (gloo's worker threads free tensors after Python is torn down), so the
+    # group this function made is destroyed while Python still runs, unless
+    # the script has destroyed it first.
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: str) -> str:
