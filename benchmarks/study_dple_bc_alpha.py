@@ -39,6 +39,12 @@ def main() -> None:
         default=None,
         help="Adam learning rate of the critics and of D-PLE's actor (1e-3)",
     )
+    parser.add_argument(
+        "--behavior-policy",
+        choices=["actor", "uniform"],
+        default=None,
+        help="actions of the critics' transitions (default: the estimator's)",
+    )
     parser.add_argument("--output", type=Path, default=Path("rmtl-results"))
     args = parser.parse_args()
     if args.reference not in args.alphas:
@@ -52,6 +58,11 @@ def main() -> None:
             "precision": "bfloat16" if native else "float32",
             "retrain_on_all": ex.RETRAIN_ON_ALL.get(args.dataset, False),
             **({} if args.critic_lr is None else {"critic_lr": args.critic_lr}),
+            **(
+                {}
+                if args.behavior_policy is None
+                else {"behavior_policy": args.behavior_policy}
+            ),
         },
     )
     names = {a: f"D-PLE bc_alpha={a:g}" for a in args.alphas}

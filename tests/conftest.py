@@ -10,6 +10,16 @@ import pytest
 SMALL = {"embedding_dim": 8, "bottom_dims": (32, 16), "tower_dims": (16,)}
 
 
+def assert_same_proba(actual, desired):
+    """Probabilities equal up to float32 rounding.
+
+    A matrix product may round differently for another batch shape or on
+    another CPU (about 1e-8 in a probability); a real difference (rows out
+    of order, other weights, other codes) is orders of magnitude larger.
+    """
+    np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-6)
+
+
 def make_mtl_data(
     n_samples: int = 1500, n_tasks: int = 2, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_same_proba
 
 from sklearn_rmtl import FeatureEncoder
 from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
@@ -369,7 +370,7 @@ def test_predict_proba_does_not_depend_on_its_chunks(monkeypatch):
     monkeypatch.setattr(_mtl, "_PREDICT_CHUNK", 4)
     chunked = clf.predict_proba(X)
     rows = np.vstack([clf.predict_proba(X.iloc[[i]]) for i in range(len(X))])
-    np.testing.assert_array_equal(chunked, rows)
+    assert_same_proba(chunked, rows)
 
 
 # ---------------------------------------------------------- magnitudes

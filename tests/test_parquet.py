@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_same_proba
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import FeatureEncoder, MTLClassifier, ParquetSource, RMTLClassifier
@@ -170,7 +171,7 @@ def test_one_block_gives_identical_predictions(data):
     path, frame = data
     memory = _fit_memory(_clf(), frame)
     streamed = _clf().fit(_source(path, 10**6))
-    np.testing.assert_array_equal(
+    assert_same_proba(
         streamed.predict_proba(_source(path, 300)),
         memory.predict_proba(frame[FEATURES]),
     )
@@ -223,7 +224,7 @@ def test_predict_proba_to_parquet_writes_blocks(data, tmp_path):
     assert written.metadata.num_row_groups == source.n_blocks == 3
     table = written.read().to_pandas()
     assert list(table.columns) == ["session", "proba_click", "proba_buy"]
-    np.testing.assert_array_equal(
+    assert_same_proba(
         table[["proba_click", "proba_buy"]].to_numpy(),
         clf.predict_proba(frame[FEATURES]),
     )
