@@ -357,6 +357,8 @@ def fit_session_critic(
     action_noise: float,
     config: TDConfig,
     seed: int,
+    actor_checkpoint: Any = None,
+    criterion: nn.Module | None = None,
 ) -> SessionCritic:
     """Build the session MDP's transitions and fit the critics on them.
 
@@ -388,6 +390,11 @@ def fit_session_critic(
         TD training settings.
     seed : int
         Seed of the action draws, initialisation and batch order.
+    actor_checkpoint : ValidationCheckpoint, default=None
+        With ``config.actor_update`` and held-out rows: selects the actor on
+        them, and the actor learns from the other rows only.
+    criterion : WeightedMultiTaskBCE, default=None
+        The validation loss of ``actor_checkpoint``.
 
     Returns
     -------
@@ -448,6 +455,11 @@ def fit_session_critic(
         config=config,
         generator=generator,
         mask=None if mask is None else tensor(mask),
+        actor_checkpoint=actor_checkpoint,
+        criterion=None if criterion is None else criterion.to(device),
+        train_rows=None
+        if actor_checkpoint is None or data.valid is None
+        else tensor(~data.valid),
     )
     set_dropout_generator(actor, None)
     return SessionCritic(

@@ -441,18 +441,19 @@ def _with_critic(
 
 def ddpg(c: Context, **params: Any) -> RMTLClassifier:
     """D-PLE: the PLE actor trained by the critics' Q-gradient (``params`` on top)."""
-    est = c.settings.rmtl(
-        c.actor("ple"),
-        c.seed,
-        actor_update=True,
-        weighting="constant",
-        refit_max_epochs=0,
+    dple = {
+        "actor_update": True,
+        "weighting": "constant",
+        "refit_max_epochs": 0,
+        # The best check of the Q-gradient updates, even where the pretrained
+        # PLE scores better: D-PLE is the DDPG-trained actor.
+        "refit_keep_pretrained": False,
         # NOTE[DIFF]: the critics' actor updates have no length chosen on the
         # held-out rows to replay on all of them, so D-PLE trains from the
         # PLE network chosen on the held-out rows and is not retrained.
-        retrain_on_all=False,
-        **params,
-    )
+        "retrain_on_all": False,
+    }
+    est = c.settings.rmtl(c.actor("ple"), c.seed, **{**dple, **params})
     return c.fit(est)
 
 

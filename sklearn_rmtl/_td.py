@@ -135,12 +135,15 @@ def actor_step(
     mask: Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
     data_parallel: DataParallel | None = None,
+    rows: Tensor | None = None,
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
 
     ``scaler`` is the actor optimiser's loss scaler under float16 (see
     :func:`td_step`). With ``data_parallel`` the batch is this rank's shard,
     and the means (of Q, of ``|Q|`` and of the BCE) are over the whole batch.
+    ``rows`` (0/1 per row; None: all 1) leaves rows out of the loss: the
+    held-out rows that select the actor.
 
     With ``bc_alpha`` the step is TD3+BC's (Fujimoto and Gu, 2021): the Q
     term, scaled by ``bc_alpha / mean|Q|`` so that its size does not depend
@@ -151,25 +154,29 @@ def actor_step(
     with autocast(precision, y01.device):
         logits = actor(*state).float()
         q = critic(*state, torch.sigmoid(logits)).float()
-    if data_parallel is not None:
-        loss = _sharded_actor_loss(logits, q, y01, bc_alpha, mask, data_parallel)
-    elif bc_alpha is None:
-        loss = -q.mean()
+    # Sums over the whole batch: this shard's, or all shards' under data
+    # parallelism (each rank's loss is then its share of the batch's).
+    total = (lambda t: t) if data_parallel is None else data_parallel.total
+    row_w = torch.ones_like(q) if rows is None else rows.unsqueeze(1).expand_as(q)
+    n = total(row_w.sum()).clamp(min=1.0)
+    q_term = (q * row_w).sum() / n
+    if bc_alpha is None:
+        loss = -q_term
     else:
         # NOTE[DIFF]: the paper's DDPG baseline ascends Q alone; the
         # authors' code is a TD3+BC agent. Without the BC term the critics'
         # gradient drives predictions to 0 or 1 (logloss ~3.8, observed).
-        scale = bc_alpha / q.abs().mean().detach().clamp(min=1e-12)
-        if mask is None:
-            bce = nn.functional.binary_cross_entropy_with_logits(logits, y01)
-        else:
-            entries = nn.functional.binary_cross_entropy_with_logits(
-                logits, y01, reduction="none"
-            )
-            bce = (entries * mask).sum() / mask.sum().clamp(
-                min=torch.finfo(mask.dtype).tiny
-            )
-        loss = -scale * q.mean() + bce
+        scale = bc_alpha / (total((q.abs() * row_w).sum()) / n).detach().clamp(
+            min=1e-12
+        )
+        weight = row_w if mask is None else mask * row_w
+        entries = nn.functional.binary_cross_entropy_with_logits(
+            logits, y01, reduction="none"
+        )
+        bce = (entries * weight).sum() / total(weight.sum()).clamp(
+            min=torch.finfo(weight.dtype).tiny
+        )
+        loss = -scale * q_term + bce
     optimizer.zero_grad()
     scaled_backward(loss, scaler)
     if data_parallel is not None:  # summed still scaled: overflows reach all
@@ -177,31 +184,6 @@ def actor_step(
         loss = data_parallel.total(loss)
     optimizer_step(optimizer, scaler)
     return loss.detach()
-
-
-def _sharded_actor_loss(
-    logits: Tensor,
-    q: Tensor,
-    y01: Tensor,
-    bc_alpha: float | None,
-    mask: Tensor | None,
-    dp: DataParallel,
-) -> Tensor:
-    """This shard's part of :func:`actor_step`'s loss on the whole batch."""
-    n = dp.total(torch.tensor(float(q.numel()), device=q.device))
-    q_term = q.sum() / n
-    if bc_alpha is None:
-        return -q_term
-    scale = bc_alpha / (dp.total(q.abs().sum()) / n).clamp(min=1e-12)
-    entries = nn.functional.binary_cross_entropy_with_logits(
-        logits, y01, reduction="none"
-    )
-    if mask is None:
-        bce = entries.sum() / n
-    else:
-        total = dp.total(mask.sum()).clamp(min=torch.finfo(mask.dtype).tiny)
-        bce = (entries * mask).sum() / total
-    return -scale * q_term + bce
 
 
 @dataclass
@@ -221,6 +203,8 @@ class TDConfig:
     actor_update: bool
     verbose: int
     bc_alpha: float | None = None
+    #: The actor's learning rate under ``actor_update`` (None: ``lr``).
+    actor_lr: float | None = None
     precision: str = "float32"
     sample_weight: bool = False
     distributed: bool = False
@@ -238,9 +222,15 @@ class TDConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TDConfig:
         """The settings held by an RMTLClassifier's ``get_params()``."""
-        return cls(
-            **{f.name: params[cls._PARAMETERS.get(f.name, f.name)] for f in fields(cls)}
-        )
+        values = {
+            f.name: params[cls._PARAMETERS.get(f.name, f.name)]
+            for f in fields(cls)
+            if f.name != "actor_lr"
+        }
+        # NOTE[DIFF]: the paper's DDPG actor learns at the critics' rate; here
+        # it learns at the refit's, since it too continues a fitted network.
+        refit_lr = params["refit_lr"]
+        return cls(**values, actor_lr=params["lr"] if refit_lr is None else refit_lr)
 
 
 class EpochRule:
@@ -293,6 +283,9 @@ def train_critic(
     config: TDConfig,
     generator: torch.Generator,
     mask: Tensor | None = None,
+    actor_checkpoint: Any = None,
+    criterion: nn.Module | None = None,
+    train_rows: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Fit the critics by TD learning on the session transitions.
 
@@ -331,12 +324,22 @@ def train_critic(
         Weight of each row's TD error per task: 0 where the label (and so
         the reward) is missing, the sample weight with
         ``config.sample_weight``; None weighs every entry 1.
+    actor_checkpoint : ValidationCheckpoint, default=None
+        With ``config.actor_update``: selects the actor on the held-out rows
+        (see :class:`ActorUpdate`), scored by ``criterion``; the actor then
+        steps on ``train_rows`` (1.0 per row it may learn from) only.
+    criterion : WeightedMultiTaskBCE, default=None
+        The validation loss of ``actor_checkpoint``.
+    train_rows : Tensor of shape (n_samples,), default=None
+        See ``actor_checkpoint``.
 
     Returns
     -------
     history : list of dict
         Per epoch: ``epoch``, ``td_loss`` (mean over batches), ``dur``, and
-        ``actor_loss`` when the actor is updated.
+        ``actor_loss`` in epochs where the actor stepped; with ``actor_checkpoint``
+        also the checkpoint's records prefixed ``actor_`` (e.g.
+        ``actor_valid_loss``; the last row's ``actor_best_at``).
 
     Notes
     -----
@@ -351,7 +354,17 @@ def train_critic(
     weights = ips_weights(y01, mask) if config.ips else None
     actor.eval()  # no dropout in the actor's actions
     update = (
-        ActorUpdate(actor, critic, config, actions.device, dp)
+        ActorUpdate(
+            actor,
+            critic,
+            config,
+            actions.device,
+            dp,
+            checkpoint=actor_checkpoint,
+            criterion=criterion,
+            train_rows=train_rows,
+            n_rows=n,
+        )
         if config.actor_update
         else None
     )
@@ -385,6 +398,8 @@ def train_critic(
             }
             if update is not None:  # the labels of the actor's BC term
                 batch["y01"] = y01[idx]
+                if train_rows is not None:
+                    batch["rows"] = train_rows[idx]
             yield batch
 
     history = td_epochs(
@@ -399,11 +414,38 @@ def train_critic(
     return history
 
 
+class _ActorNet:
+    """What a :class:`~sklearn_rmtl._training.ValidationCheckpoint` reads of
+    a skorch net, for the actor that :class:`ActorUpdate` trains."""
+
+    def __init__(
+        self, module: nn.Module, criterion: nn.Module, precision: str, batch_size: int
+    ) -> None:
+        self.module_, self.criterion_ = module, criterion
+        self.precision, self.batch_size = precision, batch_size
+        self.history = _Record()
+
+
+class _Record(dict[str, Any]):
+    """A history row: what the checkpoint records, read by :func:`td_epochs`."""
+
+    def record(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
 class ActorUpdate:
     """Eq. (15) during critic training: an actor step after each critic step.
 
-    Holds the actor's optimiser, its loss scaler and the soft-updated target
-    actor that gives the next actions ``pi'(s_{t+1})``.
+    Holds the actor's optimiser (at ``config.actor_lr``; None:
+    ``config.lr``), its loss scaler and the soft-updated target actor that
+    gives the next actions ``pi'(s_{t+1})``.
+
+    With ``checkpoint`` (a ``ValidationCheckpoint`` on the held-out rows)
+    the actor steps on the other rows only (``train_rows``), is checked on
+    the held-out rows as the checkpoint says (its interval in fractions of
+    a critic epoch of ``n_rows`` rows), stops stepping after the
+    checkpoint's patience without an improving check, and ends with the
+    weights of the best check.
     """
 
     def __init__(
@@ -413,21 +455,41 @@ class ActorUpdate:
         config: TDConfig,
         device: torch.device | str,
         data_parallel: DataParallel | None,
+        *,
+        checkpoint: Any = None,
+        criterion: nn.Module | None = None,
+        train_rows: Tensor | None = None,
+        n_rows: int = 0,
     ) -> None:
         self.actor, self.critic, self.config = actor, critic, config
         self.data_parallel = data_parallel
         self.target = copy.deepcopy(actor)
-        self.optimizer = torch.optim.Adam(actor.parameters(), lr=config.lr, fused=True)
+        lr = config.lr if config.actor_lr is None else config.actor_lr
+        self.optimizer = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
         self.scaler = grad_scaler(config.precision, device)
+        self.checkpoint, self.train_rows, self.stepping = checkpoint, train_rows, True
+        self.loss_sum, self.steps = torch.zeros((), dtype=torch.float64), 0
+        if checkpoint is not None:
+            assert criterion is not None and train_rows is not None
+            self.net = _ActorNet(actor, criterion, config.precision, config.batch_size)
+            # The critics' epoch sets the checks' positions.
+            checkpoint.on_train_begin(self.net, X={"rows": range(n_rows)})
 
     def next_action(self, next_state: tuple[Tensor, Tensor]) -> Tensor:
         """The target actor's probabilities at ``next_state``."""
         with torch.no_grad(), autocast(self.config.precision, next_state[0].device):
             return torch.sigmoid(self.target(*next_state).float())
 
-    def step(self, batch: dict[str, Any], y01: Tensor) -> Tensor:
-        """The actor's step on ``batch`` (a :func:`td_epochs` batch); its loss."""
-        return actor_step(
+    def begin_epoch(self) -> None:
+        self.loss_sum, self.steps = self.loss_sum.zero_(), 0
+        if self.checkpoint is not None and self.stepping:
+            self.checkpoint.on_epoch_begin(self.net)
+
+    def step(self, batch: dict[str, Any], y01: Tensor) -> None:
+        """The actor's step on ``batch`` (a :func:`td_epochs` batch)."""
+        if not self.stepping:
+            return
+        loss = actor_step(
             self.actor,
             self.critic,
             self.optimizer,
@@ -438,7 +500,37 @@ class ActorUpdate:
             batch["mask"],
             self.scaler,
             self.data_parallel,
+            rows=batch.get("rows"),
         )
+        self.loss_sum = self.loss_sum.to(loss.device) + loss
+        self.steps += 1
+        if self.checkpoint is not None:
+            self.checkpoint.on_batch_end(self.net, training=True)
+
+    def end_epoch(self) -> dict[str, Any]:
+        """The epoch's ``actor_*`` history entries: the mean loss and the check.
+
+        Empty once the actor has stopped stepping.
+        """
+        if not self.steps:
+            return {}
+        row = {"actor_loss": float(self.loss_sum) / self.steps}
+        if self.checkpoint is not None:
+            self.stepping = not self.checkpoint.end_epoch(self.net)
+            row.update(self._records())
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        """Restore the best check's weights; their ``actor_best_at`` entries."""
+        if self.checkpoint is None:
+            return {}
+        self.checkpoint.on_train_end(self.net)
+        return self._records()
+
+    def _records(self) -> dict[str, Any]:
+        records = {f"actor_{k}": v for k, v in self.net.history.items()}
+        self.net.history.clear()
+        return records
 
     def soft_update(self) -> None:
         """Eq. (18) for the target actor."""
@@ -474,10 +566,12 @@ def td_epochs(
         # Summed on the device (one synchronisation per epoch), in float64
         # like the Python floats they replace.
         total = torch.zeros((), dtype=torch.float64, device=device)
-        actor_total = torch.zeros_like(total)
         batches = 0
+        if update is not None:
+            update.begin_epoch()
         for batch in epoch_batches(epoch):
             y01 = batch.pop("y01", None)
+            rows = batch.pop("rows", None)
             total += td_step(
                 critic,
                 target_critic,
@@ -489,7 +583,7 @@ def td_epochs(
             )
             if update is not None:
                 assert y01 is not None
-                actor_total += update.step(batch, y01)
+                update.step({**batch, "rows": rows}, y01)
             batches += 1
             step += 1
             if step % config.soft_update_freq == 0:
@@ -506,10 +600,12 @@ def td_epochs(
             "dur": time.perf_counter() - start,
         }
         if update is not None:
-            row["actor_loss"] = float(actor_total) / batches
+            row.update(update.end_epoch())
         history.append(row)
         if config.verbose:
             print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
         if rule_says_stop:
             break
+    if update is not None:
+        history[-1].update(update.finish())
     return history

@@ -366,14 +366,20 @@ class ValidationCheckpoint(Callback):
         if self.batch_ % self.every_ == 0 and self.batch_ < self.n_batches_:
             self._check(net, self.epoch_ - 1 + self.batch_ / self.n_batches_)
 
-    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+    def end_epoch(self, net: Any) -> bool:
+        """The epoch's last check, recorded in the history; whether to stop."""
         for key, value in self._check(net, float(self.epoch_)).items():
             net.history.record(key, value)
-        if self.since_best_ >= self.patience * self.checks_per_epoch_:
-            self.sink(
-                f"Stopping: no validation improvement in the last {self.patience} "
-                f"epoch(s); the best weights are those at epoch {self.best_at_:g}."
-            )
+        if self.since_best_ < self.patience * self.checks_per_epoch_:
+            return False
+        self.sink(
+            f"Stopping: no validation improvement in the last {self.patience} "
+            f"epoch(s); the best weights are those at epoch {self.best_at_:g}."
+        )
+        return True
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        if self.end_epoch(net):
             raise StopTraining
 
     def on_train_end(self, net: Any, **kwargs: Any) -> None:
@@ -495,6 +501,40 @@ def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
     ]
 
 
+def held_out_checkpoint(
+    data: FitData,
+    *,
+    selection: Selection,
+    interval: float,
+    patience: int,
+    start_is_candidate: bool,
+    phase: str,
+    lr_name: str,
+    verbose: int,
+    data_parallel: DataParallel | None,
+) -> ValidationCheckpoint:
+    """A :class:`ValidationCheckpoint` on ``data``'s held-out rows (``data.valid``)."""
+    valid, mask, device = data.valid, data.loss_mask, data.device
+    assert valid is not None
+    return ValidationCheckpoint(
+        inputs={
+            k: torch.as_tensor(data.inputs[k][valid], device=device)
+            for k in ("x_cat", "x_num")
+        },
+        y01=torch.as_tensor(data.y01[valid], device=device),
+        mask=None if mask is None else torch.as_tensor(mask[valid], device=device),
+        groups=None if data.session_ids is None else data.session_ids[valid],
+        selection=selection,
+        interval=interval,
+        patience=patience,
+        start_is_candidate=start_is_candidate,
+        phase=phase,
+        lr_name=lr_name,
+        sink=print if verbose else _silent,
+        data_parallel=data_parallel,
+    )
+
+
 def train_net(
     data: FitData,
     net_cls: type[MultiTaskNet],
@@ -567,23 +607,15 @@ def train_net(
         max_epochs = -(-steps // n_batches)
         all_callbacks.append(("step_limit", StepLimit(steps, n_batches)))
     if valid is not None:
-        device = data.device
-        groups = None if data.session_ids is None else data.session_ids[valid]
-        checkpoint = ValidationCheckpoint(
-            inputs={
-                k: torch.as_tensor(data.inputs[k][valid], device=device)
-                for k in ("x_cat", "x_num")
-            },
-            y01=torch.as_tensor(data.y01[valid], device=device),
-            mask=None if mask is None else torch.as_tensor(mask[valid], device=device),
-            groups=groups,
+        checkpoint = held_out_checkpoint(
+            data,
             selection=selection,
             interval=interval,
             patience=patience,
             start_is_candidate=start_is_candidate,
             phase=phase,
             lr_name=lr_name,
-            sink=print if verbose else _silent,
+            verbose=verbose,
             data_parallel=dp,
         )
         all_callbacks.append(("early_stopping", checkpoint))

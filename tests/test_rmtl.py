@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from conftest import SMALL, make_session_data
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
@@ -301,6 +302,80 @@ def test_ddpg_baseline_actor_trained_by_q_gradient_only(sessions):
     )
     # ... and the Q-gradient steps moved it.
     assert not np.allclose(ddpg.predict_proba(X), frozen.predict_proba(X))
+
+
+def test_ddpg_actor_is_selected_on_the_held_out_rows(sessions):
+    """D-PLE's actor updates are checked on the held-out rows like a refit."""
+    X, Y, s, t = sessions
+    params = {
+        **FAST,
+        "max_epochs": 2,
+        "refit_max_epochs": 0,
+        "critic_max_epochs": 2,
+        "critic_tol": 0.0,
+        "refit_validation_interval": 0.5,
+    }
+    frozen = RMTLClassifier(weighting="constant", **params)
+    frozen.fit(X, Y, session_ids=s, timestamps=t)
+    # An actor learning rate far too large (refit_lr sets it) makes every
+    # check worse than the pretrained actor, which is then kept ...
+    kept = RMTLClassifier(
+        actor_update=True, weighting="constant", **{**params, "refit_lr": 5.0}
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    rows = kept.history_["critic"]
+    assert all("actor_valid_loss" in row for row in rows)
+    assert rows[-1]["actor_best_at"] == 0.0 and rows[-1]["actor_restored_start"]
+    np.testing.assert_allclose(
+        kept.predict_proba(X), frozen.predict_proba(X), rtol=1e-6
+    )
+    # ... unless the pretrained weights are not a candidate: the best check
+    # (here after half a critic epoch or later) is kept.
+    moved = clone(kept).set_params(refit_keep_pretrained=False)
+    moved.fit(X, Y, session_ids=s, timestamps=t)
+    assert moved.history_["critic"][-1]["actor_best_at"] >= 0.5
+    assert not np.allclose(moved.predict_proba(X), frozen.predict_proba(X))
+
+
+class _NumericalActor(torch.nn.Module):
+    """An actor of the numerical features alone: logits = linear(x_num)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
+        return self.linear(x_num)
+
+
+def test_actor_step_learns_nothing_from_rows_left_out():
+    """The held-out rows' labels never reach D-PLE's actor update."""
+    from sklearn_rmtl._critic import Critic
+    from sklearn_rmtl._td import actor_step
+
+    g = torch.Generator().manual_seed(0)
+    state = (torch.randint(0, 4, (8, 2), generator=g), torch.randn(8, 2, generator=g))
+    y01 = (torch.rand(8, 2, generator=g) > 0.5).float()
+    rows = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0])
+    flipped = y01.clone()
+    flipped[4:] = 1 - flipped[4:]
+
+    def stepped(labels):
+        torch.manual_seed(0)
+        critic = Critic(
+            cardinalities=[5, 4],
+            n_numerical=2,
+            n_tasks=2,
+            embedding_dim=3,
+            hidden_dims=(6,),
+            shared=True,
+        )
+        actor = _NumericalActor()
+        optimizer = torch.optim.SGD(actor.parameters(), lr=0.1)
+        actor_step(actor, critic, optimizer, state, labels, 2.5, rows=rows)
+        return actor.linear.weight.detach().clone()
+
+    np.testing.assert_array_equal(stepped(y01), stepped(flipped))
+    assert not torch.equal(stepped(y01), stepped(1 - y01))
 
 
 def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
