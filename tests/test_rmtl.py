@@ -289,7 +289,12 @@ def test_ddpg_baseline_actor_trained_by_q_gradient_only(sessions):
     """refit_max_epochs=0 with actor_update=True: the paper's D-PLE baseline."""
     X, Y, s, t = sessions
     params = {**FAST, "refit_max_epochs": 0}
-    ddpg = RMTLClassifier(actor_update=True, weighting="constant", **params)
+    ddpg = RMTLClassifier(
+        actor_update=True,
+        weighting="constant",
+        refit_keep_pretrained=False,  # an update is kept, whatever it scores
+        **params,
+    )
     ddpg.fit(X, Y, session_ids=s, timestamps=t)
     assert ddpg.history_["refit"] == [] and "actor_loss" in ddpg.history_["critic"][0]
     frozen = RMTLClassifier(weighting="constant", **params).fit(X, Y, session_ids=s)
