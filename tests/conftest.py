@@ -5,9 +5,39 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 # Networks small enough for fast tests; the architecture is unchanged.
 SMALL = {"embedding_dim": 8, "bottom_dims": (32, 16), "tower_dims": (16,)}
+
+
+class TinyActor(torch.nn.Module):
+    """Logits from 2 numerical features (the actor's signature), 2 tasks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
+        return self.linear(x_num)
+
+
+def tiny_critic_setup():
+    """A seeded :class:`TinyActor`, a critic of its inputs and 8 states."""
+    from sklearn_rmtl._critic import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(
+        cardinalities=[5, 4],
+        n_numerical=2,
+        n_tasks=2,
+        embedding_dim=3,
+        hidden_dims=(6,),
+        shared=True,
+    )
+    g = torch.Generator().manual_seed(0)
+    state = (torch.randint(0, 4, (8, 2), generator=g), torch.randn(8, 2, generator=g))
+    return TinyActor(), critic, state
 
 
 def assert_same_proba(actual, desired):

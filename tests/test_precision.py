@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, make_session_data
+from conftest import SMALL, make_session_data, tiny_critic_setup
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 from torch import nn
@@ -18,7 +18,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import sklearn_rmtl._skorch_net
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, persistence
-from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._td import TDConfig, actor_step, td_step
 from sklearn_rmtl.balancing import BALANCINGS, make_balancer
@@ -271,29 +270,9 @@ def test_balanced_step_that_overflows_is_skipped(name):
     assert torch.isfinite(balancer.weights()).all()
 
 
-class TinyActor(nn.Module):
-    """Logits from the numerical features (the actor's signature)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(2, 2)
-
-    def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
-        return self.linear(x_num)
-
-
 @pytest.mark.parametrize(("init_scale", "skipped"), [(2.0**40, True), (2.0**8, False)])
 def test_td_and_actor_steps_step_through_the_scaler(init_scale, skipped):
-    torch.manual_seed(0)
-    critic = Critic(
-        cardinalities=[5, 4],
-        n_numerical=2,
-        n_tasks=2,
-        embedding_dim=3,
-        hidden_dims=(6,),
-        shared=True,
-    )
-    actor = TinyActor()
+    actor, critic, state = tiny_critic_setup()
     config = TDConfig(
         gamma=0.9,
         tau=0.1,
@@ -309,8 +288,7 @@ def test_td_and_actor_steps_step_through_the_scaler(init_scale, skipped):
         verbose=0,
         precision="float16",
     )
-    g = torch.Generator().manual_seed(0)
-    state = (torch.randint(0, 4, (8, 2), generator=g), torch.randn(8, 2, generator=g))
+    g = torch.Generator().manual_seed(1)
     action, y01 = torch.rand(8, 2, generator=g), (torch.rand(8, 2, generator=g) > 0.5)
     modules = {"critic": critic, "actor": actor}
     before = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}

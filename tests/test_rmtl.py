@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, make_session_data
+from conftest import SMALL, make_session_data, tiny_critic_setup
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
@@ -341,40 +341,18 @@ def test_ddpg_actor_is_selected_on_the_held_out_rows(sessions):
     assert not np.allclose(moved.predict_proba(X), frozen.predict_proba(X))
 
 
-class _NumericalActor(torch.nn.Module):
-    """An actor of the numerical features alone: logits = linear(x_num)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 2)
-
-    def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> torch.Tensor:
-        return self.linear(x_num)
-
-
 def test_actor_step_learns_nothing_from_rows_left_out():
     """The held-out rows' labels never reach D-PLE's actor update."""
-    from sklearn_rmtl._critic import Critic
     from sklearn_rmtl._td import actor_step
 
-    g = torch.Generator().manual_seed(0)
-    state = (torch.randint(0, 4, (8, 2), generator=g), torch.randn(8, 2, generator=g))
+    g = torch.Generator().manual_seed(1)
     y01 = (torch.rand(8, 2, generator=g) > 0.5).float()
     rows = torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0])
     flipped = y01.clone()
     flipped[4:] = 1 - flipped[4:]
 
     def stepped(labels):
-        torch.manual_seed(0)
-        critic = Critic(
-            cardinalities=[5, 4],
-            n_numerical=2,
-            n_tasks=2,
-            embedding_dim=3,
-            hidden_dims=(6,),
-            shared=True,
-        )
-        actor = _NumericalActor()
+        actor, critic, state = tiny_critic_setup()
         optimizer = torch.optim.SGD(actor.parameters(), lr=0.1)
         actor_step(actor, critic, optimizer, state, labels, 2.5, rows=rows)
         return actor.linear.weight.detach().clone()
