@@ -362,7 +362,6 @@ def train_critic(
             dp,
             checkpoint=actor_checkpoint,
             criterion=criterion,
-            train_rows=train_rows,
             n_rows=n,
         )
         if config.actor_update
@@ -441,7 +440,7 @@ class ActorUpdate:
     gives the next actions ``pi'(s_{t+1})``.
 
     With ``checkpoint`` (a ``ValidationCheckpoint`` on the held-out rows)
-    the actor steps on the other rows only (``train_rows``), is checked on
+    the actor steps on the other rows only (the batches' ``rows``), is checked on
     the held-out rows as the checkpoint says (its interval in fractions of
     a critic epoch of ``n_rows`` rows), stops stepping after the
     checkpoint's patience without an improving check, and ends with the
@@ -458,7 +457,6 @@ class ActorUpdate:
         *,
         checkpoint: Any = None,
         criterion: nn.Module | None = None,
-        train_rows: Tensor | None = None,
         n_rows: int = 0,
     ) -> None:
         self.actor, self.critic, self.config = actor, critic, config
@@ -467,10 +465,10 @@ class ActorUpdate:
         lr = config.lr if config.actor_lr is None else config.actor_lr
         self.optimizer = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
         self.scaler = grad_scaler(config.precision, device)
-        self.checkpoint, self.train_rows, self.stepping = checkpoint, train_rows, True
+        self.device, self.checkpoint, self.stepping = device, checkpoint, True
         self.loss_sum, self.steps = torch.zeros((), dtype=torch.float64), 0
         if checkpoint is not None:
-            assert criterion is not None and train_rows is not None
+            assert criterion is not None
             self.net = _ActorNet(actor, criterion, config.precision, config.batch_size)
             # The critics' epoch sets the checks' positions.
             checkpoint.on_train_begin(self.net, X={"rows": range(n_rows)})
@@ -481,12 +479,20 @@ class ActorUpdate:
             return torch.sigmoid(self.target(*next_state).float())
 
     def begin_epoch(self) -> None:
-        self.loss_sum, self.steps = self.loss_sum.zero_(), 0
+        # Summed on the device, as td_epochs sums the TD loss.
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.steps = 0
         if self.checkpoint is not None and self.stepping:
             self.checkpoint.on_epoch_begin(self.net)
 
-    def step(self, batch: dict[str, Any], y01: Tensor) -> None:
-        """The actor's step on ``batch`` (a :func:`td_epochs` batch)."""
+    def step(
+        self, batch: dict[str, Any], y01: Tensor, rows: Tensor | None = None
+    ) -> None:
+        """The actor's step on ``batch`` (a :func:`td_epochs` batch).
+
+        ``rows`` (1.0 per row the actor may learn from; None: all) leaves
+        the held-out rows out.
+        """
         if not self.stepping:
             return
         loss = actor_step(
@@ -500,9 +506,9 @@ class ActorUpdate:
             batch["mask"],
             self.scaler,
             self.data_parallel,
-            rows=batch.get("rows"),
+            rows=rows,
         )
-        self.loss_sum = self.loss_sum.to(loss.device) + loss
+        self.loss_sum += loss
         self.steps += 1
         if self.checkpoint is not None:
             self.checkpoint.on_batch_end(self.net, training=True)
@@ -549,10 +555,11 @@ def td_epochs(
     """The critics' epochs: TD steps until :class:`EpochRule` stops them.
 
     ``epoch_batches(epoch)`` yields the epoch's batches as :func:`td_step`'s
-    keyword arguments, plus ``y01`` (the labels) when ``update`` is given;
-    in memory or streamed. The target critic (and ``update``'s target actor) are
-    soft-updated every ``config.soft_update_freq`` steps. Returns the
-    history that :func:`train_critic` documents.
+    keyword arguments, plus ``y01`` (the labels) when ``update`` is given
+    and ``rows`` (see :meth:`ActorUpdate.step`) when it learns from some
+    rows only; in memory or streamed. The target critic (and ``update``'s
+    target actor) are soft-updated every ``config.soft_update_freq`` steps.
+    Returns the history that :func:`train_critic` documents.
     """
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
@@ -583,7 +590,7 @@ def td_epochs(
             )
             if update is not None:
                 assert y01 is not None
-                update.step({**batch, "rows": rows}, y01)
+                update.step(batch, y01, rows)
             batches += 1
             step += 1
             if step % config.soft_update_freq == 0:
