@@ -89,9 +89,17 @@ _CURVE_LABELS = {
     "valid_gauc": "validation GAUC",
     "td_loss": "TD loss",
     "actor_loss": "actor loss",
+    "actor_valid_loss": "actor validation loss",
 }
 # Per-epoch entries that are not curves.
-_NOT_CURVES = {"epoch", "dur", "best_at", "best_step", "steps", "restored_start"}
+_SELECTION = {"best_at", "best_step", "restored_start"}
+_NOT_CURVES = {
+    "epoch",
+    "dur",
+    "steps",
+    *_SELECTION,
+    *(f"actor_{k}" for k in _SELECTION),
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -107,7 +115,7 @@ class TrainingCurvesDisplay:
     already extracted. Each panel plots, against the epoch, every numerical
     per-epoch entry of a phase: ``train_loss`` and ``valid_loss`` (held-out
     BCE) for ``"pretrain"`` and ``"refit"``, ``td_loss`` (and ``actor_loss``
-    with ``actor_update=True``) for ``"critic"``.
+    and ``actor_valid_loss`` with ``actor_update=True``) for ``"critic"``.
 
     Parameters
     ----------
@@ -272,6 +280,8 @@ class TrainingCurvesDisplay:
         title = _PHASE_TITLES.get(phase, phase)
         if rows and rows[-1].get("restored_start"):
             title += "\npretrained weights kept"
+        if rows and rows[-1].get("actor_restored_start"):
+            title += "\npretrained actor kept"
         axis.set(title=title, xlabel="epoch", ylabel="loss")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not rows:

@@ -129,6 +129,24 @@ def test_training_curves_skip_empty_phases_unless_asked():
         TrainingCurvesDisplay(history=history).plot(phases=["actor"])
 
 
+def test_training_curves_of_dple_plot_the_actor_but_not_its_selection():
+    critic = [
+        {"epoch": 1, "td_loss": 1.3, "actor_loss": 2.7, "actor_valid_loss": 0.31},
+        {"epoch": 2, "td_loss": 1.2},  # the actor has stopped stepping
+        {
+            "epoch": 3,
+            "td_loss": 1.1,
+            "actor_best_at": 0.0,
+            "actor_best_step": 0,
+            "actor_restored_start": True,
+        },
+    ]
+    display = TrainingCurvesDisplay(history={"critic": critic}).plot()
+    labels = [line.get_label() for line in display.lines_["critic"]]
+    assert labels == ["TD loss", "actor loss", "actor validation loss"]
+    assert "pretrained actor kept" in display.ax_[0].get_title()
+
+
 def test_training_curves_draw_on_given_axes_and_check_their_number(rmtl):
     fig, axes = plt.subplots(2, 2)
     display = TrainingCurvesDisplay.from_estimator(
