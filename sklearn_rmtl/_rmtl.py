@@ -768,7 +768,9 @@ class RMTLClassifier(MTLClassifier):
             config=TDConfig.from_params(self.get_params(deep=False)),
             seed=data.seed + _CRITIC_SEED,
             actor_checkpoint=checkpoint,
-            criterion=WeightedMultiTaskBCE(task_weights.tolist()),
+            criterion=None
+            if checkpoint is None
+            else WeightedMultiTaskBCE(task_weights.tolist()),
         )
 
     def _refit(

@@ -169,13 +169,16 @@ def actor_step(
         scale = bc_alpha / (total((q.abs() * row_w).sum()) / n).detach().clamp(
             min=1e-12
         )
-        weight = row_w if mask is None else mask * row_w
         entries = nn.functional.binary_cross_entropy_with_logits(
             logits, y01, reduction="none"
         )
-        bce = (entries * weight).sum() / total(weight.sum()).clamp(
-            min=torch.finfo(weight.dtype).tiny
-        )
+        if mask is None:  # the entries' weights are the rows': their sum is n
+            bce = (entries * row_w).sum() / n
+        else:
+            weight = mask * row_w
+            bce = (entries * weight).sum() / total(weight.sum()).clamp(
+                min=torch.finfo(weight.dtype).tiny
+            )
         loss = -scale * q_term + bce
     optimizer.zero_grad()
     scaled_backward(loss, scaler)
@@ -217,20 +220,20 @@ class TDConfig:
         "tol": "critic_tol",
         "patience": "critic_patience",
         "ips": "ips_weighting",
+        # NOTE[DIFF]: the paper's DDPG actor learns at the critics' rate; here
+        # it learns at the refit's, since it too continues a fitted network.
+        "actor_lr": "refit_lr",
     }
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TDConfig:
         """The settings held by an RMTLClassifier's ``get_params()``."""
         values = {
-            f.name: params[cls._PARAMETERS.get(f.name, f.name)]
-            for f in fields(cls)
-            if f.name != "actor_lr"
+            f.name: params[cls._PARAMETERS.get(f.name, f.name)] for f in fields(cls)
         }
-        # NOTE[DIFF]: the paper's DDPG actor learns at the critics' rate; here
-        # it learns at the refit's, since it too continues a fitted network.
-        refit_lr = params["refit_lr"]
-        return cls(**values, actor_lr=params["lr"] if refit_lr is None else refit_lr)
+        if values["actor_lr"] is None:  # refit_lr=None: the estimator's lr
+            values["actor_lr"] = params["lr"]
+        return cls(**values)
 
 
 class EpochRule:
@@ -466,7 +469,7 @@ class ActorUpdate:
         self.optimizer = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
         self.scaler = grad_scaler(config.precision, device)
         self.device, self.checkpoint, self.stepping = device, checkpoint, True
-        self.loss_sum, self.steps = torch.zeros((), dtype=torch.float64), 0
+        self.steps = 0  # this epoch's actor steps (begin_epoch resets them)
         if checkpoint is not None:
             assert criterion is not None
             self.net = _ActorNet(actor, criterion, config.precision, config.batch_size)

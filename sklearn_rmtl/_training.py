@@ -502,18 +502,12 @@ def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
 
 
 def held_out_checkpoint(
-    data: FitData,
-    *,
-    selection: Selection,
-    interval: float,
-    patience: int,
-    start_is_candidate: bool,
-    phase: str,
-    lr_name: str,
-    verbose: int,
-    data_parallel: DataParallel | None,
+    data: FitData, *, verbose: int, **settings: Any
 ) -> ValidationCheckpoint:
-    """A :class:`ValidationCheckpoint` on ``data``'s held-out rows (``data.valid``)."""
+    """A :class:`ValidationCheckpoint` on ``data``'s held-out rows (``data.valid``).
+
+    ``settings`` are its other parameters (``selection``, ``interval``...).
+    """
     valid, mask, device = data.valid, data.loss_mask, data.device
     assert valid is not None
     return ValidationCheckpoint(
@@ -524,14 +518,8 @@ def held_out_checkpoint(
         y01=torch.as_tensor(data.y01[valid], device=device),
         mask=None if mask is None else torch.as_tensor(mask[valid], device=device),
         groups=None if data.session_ids is None else data.session_ids[valid],
-        selection=selection,
-        interval=interval,
-        patience=patience,
-        start_is_candidate=start_is_candidate,
-        phase=phase,
-        lr_name=lr_name,
         sink=print if verbose else _silent,
-        data_parallel=data_parallel,
+        **settings,
     )
 
 
