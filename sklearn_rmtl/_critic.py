@@ -17,15 +17,14 @@ from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._fit_data import FitData, encode_with, loss_mask
-from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
+from sklearn_rmtl._fit_data import FitData, encode_with
 from sklearn_rmtl._seeding import (
     init_parameters,
     isolated_global_rng,
     set_dropout_generator,
 )
-from sklearn_rmtl._td import TDConfig, train_critic
-from sklearn_rmtl._torch_module import FeatureEmbedding, actor_proba
+from sklearn_rmtl._td import SessionChunks, TDConfig, train_critic
+from sklearn_rmtl._torch_module import FeatureEmbedding
 from sklearn_rmtl._weighting import critic_row_weights
 from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, grouped_matmul
 
@@ -304,15 +303,6 @@ def check_critic_features(critic: SessionCritic, X: Any) -> None:
         ) from exc
 
 
-def critic_mask(data: FitData, *, sample_weight: bool) -> np.ndarray | None:
-    """Weight of each (row, task) TD error: 0 for a missing label (no reward).
-
-    With ``sample_weight`` the user's sample weights multiply it (parameter
-    ``critic_sample_weight``); None when every entry weighs 1.
-    """
-    return loss_mask(data.observed, data.sample_weight if sample_weight else None)
-
-
 def new_critic(
     data: FitData,
     actor: nn.Module,
@@ -333,7 +323,7 @@ def new_critic(
     with isolated_global_rng(data.device):
         critic = Critic(
             cardinalities=data.cardinalities,
-            n_numerical=data.inputs["x_num"].shape[1],
+            n_numerical=data.n_numerical,
             n_tasks=data.n_tasks,
             embedding_dim=embedding_dim,
             hidden_dims=tuple(hidden_dims),
@@ -345,9 +335,8 @@ def new_critic(
     return critic, generator
 
 
-def fit_session_critic(
+def fit_critics(
     data: FitData,
-    encoder: FeatureEncoder,
     actor: nn.Module,
     *,
     embedding_dim: int,
@@ -362,17 +351,17 @@ def fit_session_critic(
 ) -> SessionCritic:
     """Build the session MDP's transitions and fit the critics on them.
 
-    Phases 2 and 3 of RMTL's fit: the behaviour actions around the frozen
-    ``actor`` (see :func:`~sklearn_rmtl._mdp.behavior_actions`), the
-    rewards of Eq. (2), a :class:`Critic` started from the actor's
+    Phases 2 and 3 of RMTL's fit, a chunk of whole sessions at a time
+    (:class:`~sklearn_rmtl._td.SessionChunks`): the behaviour actions around
+    the frozen ``actor`` (see :func:`~sklearn_rmtl._mdp.behavior_actions`),
+    the rewards of Eq. (2), a :class:`Critic` started from the actor's
     embeddings, trained by :func:`~sklearn_rmtl._td.train_critic`.
 
     Parameters
     ----------
     data : FitData
-        The encoded training rows (the held-out rows included).
-    encoder : FeatureEncoder
-        The encoder of ``data.inputs``, kept with the critics.
+        The fit's rows (the held-out rows included), encoded by the actor's
+        encoder, which the critics keep.
     actor : MultiTaskModule
         A copy of the pretrained actor; trained only with
         ``config.actor_update``.
@@ -399,71 +388,42 @@ def fit_session_critic(
     Returns
     -------
     SessionCritic
-        The critics (on CPU, in eval mode) with ``encoder`` and the history.
+        The critics (on CPU, in eval mode) with the encoder and the history.
     """
-    device = data.device
-    rng = np.random.default_rng(seed)
-
-    def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
-        return torch.as_tensor(a, dtype=dtype, device=device)
-
-    # On the device once: the actor's pass and the critic training read them.
-    x_cat = tensor(data.inputs["x_cat"], torch.long)
-    x_num = tensor(data.inputs["x_num"])
-    policy = actor_proba(actor, x_cat, x_num, config.precision)
-    transitions = build_transitions(data.session_ids, data.times, data.n_samples)
-    actions = behavior_actions(
-        policy.cpu().numpy().astype(np.float64),
-        transitions.order,
+    chunks = SessionChunks(
+        data,
+        actor,
         behavior_policy=behavior_policy,
         action_noise=action_noise,
-        rng=rng,
-    )
-    reward = rewards(data.y01, actions, data.observed)
-    mask = critic_mask(data, sample_weight=config.sample_weight)
-    # NOTE[DIFF]: the paper does not say how critics start. With the
-    # -ReLU output a head that starts negative is dead (Q = 0, w = 1
-    # everywhere, observed); start near the expected discounted return.
-    horizon = 1.0 / (1.0 - config.gamma * (1.0 - transitions.done.mean()))
-    mean_reward = (
-        reward.mean(0)
-        if mask is None
-        else (reward * mask).sum(0) / np.maximum(mask.sum(0), np.finfo(np.float32).tiny)
+        config=config,
+        seed=seed,
     )
     critic, generator = new_critic(
         data,
         actor,
         seed=seed,
-        start_value=mean_reward * horizon,
+        start_value=chunks.start_value(config.gamma),
         embedding_dim=embedding_dim,
         hidden_dims=hidden_dims,
         shared=shared,
     )
-    critic.to(device)
-    actor.to(device)
+    critic.to(data.device)
+    actor.to(data.device)
     set_dropout_generator(actor, generator)  # the actor trains with actor_update
     history = train_critic(
         critic,
-        inputs={"x_cat": x_cat, "x_num": x_num},
-        actions=tensor(actions),
-        rewards=tensor(reward),
-        next_row=tensor(transitions.next_row, torch.long),
-        done=tensor(transitions.done),
-        y01=tensor(data.y01),
+        chunks,
         actor=actor,
-        policy=policy,
         config=config,
         generator=generator,
-        mask=None if mask is None else tensor(mask),
+        seed=seed,
         actor_checkpoint=actor_checkpoint,
-        criterion=None if criterion is None else criterion.to(device),
-        train_rows=None
-        if actor_checkpoint is None or data.valid is None
-        else tensor(~data.valid),
+        criterion=None if criterion is None else criterion.to(data.device),
     )
     set_dropout_generator(actor, None)
+    assert data.encoder is not None
     return SessionCritic(
-        encoder=encoder,
+        encoder=data.encoder,
         module=critic.cpu().eval(),
         task_names=data.task_names,
         history=history,

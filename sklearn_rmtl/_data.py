@@ -9,10 +9,10 @@ operation per input.
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,22 +74,118 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return Xi, torch.zeros(0) if yi is None else yi
 
 
-class StreamingDataset(torch.utils.data.Dataset, abc.ABC):
-    """Training rows produced batch by batch rather than held as tensors.
+class BlockStream(torch.utils.data.Dataset):
+    """Training rows read block by block rather than held as one dataset.
 
-    The seam of out-of-core training (:mod:`sklearn_rmtl.parquet`):
-    :class:`BatchLoader` hands its iteration to :meth:`batches`. ``len``
-    is the number of rows of one pass.
+    :class:`BatchLoader` hands its iteration to :meth:`batches`. Each
+    shuffled pass visits the blocks in an order drawn from ``seed`` and a
+    block's rows in an order drawn from the training's generator; a batch
+    continues into the next block, so a pass has ``ceil(len / batch_size)``
+    batches. One block gives :class:`BatchLoader`'s batches of that block
+    exactly (the same draws), and is read once for every pass.
+
+    Parameters
+    ----------
+    block : callable
+        ``block(b)``: the training rows of block ``b`` as a
+        :class:`TensorDictDataset`, or None when it has none.
+    n_blocks : int
+        Number of blocks.
+    n_rows : int
+        Rows of one pass (``len``).
+    seed : int
+        Seed of the block order.
     """
 
-    @abc.abstractmethod
-    def batches(
-        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None
-    ) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
-        """One pass over the rows in batches of ``batch_size``."""
+    def __init__(
+        self,
+        block: Callable[[int], TensorDictDataset | None],
+        n_blocks: int,
+        n_rows: int,
+        *,
+        seed: int,
+    ) -> None:
+        self.block = block
+        self.n_blocks = n_blocks
+        self.n_rows = n_rows
+        self.block_rng = np.random.default_rng(seed)
+        self._only: TensorDictDataset | None = None
+
+    def __len__(self) -> int:
+        return self.n_rows
 
     def __getitem__(self, i: int) -> Any:
-        raise TypeError(f"{type(self).__name__} is read in batches, not by row.")
+        raise TypeError("BlockStream is read in batches, not by row.")
+
+    def _read(self, b: int) -> TensorDictDataset | None:
+        if self.n_blocks > 1:
+            return self.block(b)
+        if self._only is None:
+            self._only = self.block(b)
+        return self._only
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        data_parallel: DataParallel | None = None,
+    ) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+        """One pass over the rows in batches of ``batch_size``.
+
+        With ``data_parallel`` every rank draws the same batches and keeps
+        its shard of each.
+        """
+        order = np.arange(self.n_blocks)
+        if shuffle:
+            # The draws of torch's DataLoader with shuffle=True (see
+            # BatchLoader), then the blocks' order.
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+            if self.n_blocks > 1:
+                order = self.block_rng.permutation(self.n_blocks)
+        carry: TensorDictDataset | None = None
+
+        def take(data: TensorDictDataset, index: Tensor) -> Any:
+            if data_parallel is not None:
+                index = data_parallel.shard(index)
+            return data.take(index)
+
+        for b in order:
+            data = self._read(int(b))
+            if data is None:
+                continue
+            n = len(data)
+            rows = (
+                torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            ).to(data.device)
+            start = 0
+            if carry is not None:  # the batch begun in the previous block
+                start = min(batch_size - len(carry), n)
+                carry = _concat(carry, data, rows[:start])
+                if len(carry) < batch_size:
+                    continue
+                yield take(carry, torch.arange(len(carry), device=data.device))
+                carry = None
+            full = start + (n - start) // batch_size * batch_size
+            for s in range(start, full, batch_size):
+                yield take(data, rows[s : s + batch_size])
+            if full < n:
+                carry = _concat(None, data, rows[full:])
+        if carry is not None:
+            yield take(carry, torch.arange(len(carry), device=carry.device))
+
+
+def _concat(
+    head: TensorDictDataset | None, data: TensorDictDataset, rows: Tensor
+) -> TensorDictDataset:
+    """``head`` followed by ``data``'s ``rows``."""
+    X, y = data.take(rows)
+    if head is not None:
+        assert head.y is not None and y is not None
+        X = {k: torch.cat([head.X[k], v]) for k, v in X.items()}
+        y = torch.cat([head.y, y])
+    return TensorDictDataset(X, y, device=data.device)
 
 
 class BatchLoader:
@@ -100,8 +196,8 @@ class BatchLoader:
 
     Parameters
     ----------
-    dataset : TensorDictDataset or StreamingDataset
-        The data; a :class:`StreamingDataset` produces its own batches.
+    dataset : TensorDictDataset or BlockStream
+        The data; a :class:`BlockStream` produces its own batches.
     batch_size : int
         Rows per batch; the last batch may be smaller.
     shuffle : bool, default=False
@@ -123,7 +219,7 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         data_parallel: DataParallel | None = None,
     ) -> None:
-        if not isinstance(dataset, TensorDictDataset | StreamingDataset):
+        if not isinstance(dataset, TensorDictDataset | BlockStream):
             raise TypeError(
                 "BatchLoader reads a TensorDictDataset, got "
                 f"{type(dataset).__name__}; pass the inputs as a dict of arrays."
@@ -138,9 +234,12 @@ class BatchLoader:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]:
-        if isinstance(self.dataset, StreamingDataset):
+        if isinstance(self.dataset, BlockStream):
             yield from self.dataset.batches(
-                self.batch_size, shuffle=self.shuffle, generator=self.generator
+                self.batch_size,
+                shuffle=self.shuffle,
+                generator=self.generator,
+                data_parallel=self.data_parallel,
             )
             return
         n = len(self.dataset)

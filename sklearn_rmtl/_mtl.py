@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
 
@@ -22,10 +23,11 @@ from sklearn_rmtl._distributed import (
     ensure_process_group,
     rank_device,
 )
-from sklearn_rmtl._encoding import FeatureEncoder, check_features
-from sklearn_rmtl._fit_data import FitData, encode_inputs, prepare_fit_data
+from sklearn_rmtl._encoding import FeatureEncoder
+from sklearn_rmtl._fit_data import FitData, encode_with, prepare_fit_data
 from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._precision import PRECISIONS, check_precision
+from sklearn_rmtl._rows import ArrayRows, Rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._training import (
     SelectionOption,
@@ -38,11 +40,11 @@ from sklearn_rmtl._validation import (
     check_callbacks,
     check_task_weights,
     resolve_device,
+    to_pandas,
 )
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 from sklearn_rmtl.balancing import BALANCINGS, resolve_balancing_params
-from sklearn_rmtl.parquet import fit_state as parquet_fit_state
-from sklearn_rmtl.parquet import is_source, source_logits
+from sklearn_rmtl.parquet import ParquetSource
 
 # Rows encoded and scored at a time in predict_proba: bounds the memory of the
 # encoded copy for arbitrarily many rows.
@@ -460,45 +462,47 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         Nothing is assigned until training has succeeded, so a failing fit
         leaves a previous fit intact.
         """
-        if is_source(X):
-            state = self._source_fit_state(X, y=y, **fit_params)
-        else:
-            state = self._fit_state(X, y, **fit_params)
+        return self._fit_rows(self._rows(X, y, **fit_params))
+
+    def _rows(self, X: Any, y: Any, **fit_params: Any) -> Rows:
+        """The rows of ``fit``'s arguments: a source, or arrays in memory."""
+        if isinstance(X, ParquetSource):
+            given = [
+                name for name, v in {"y": y, **fit_params}.items() if v is not None
+            ]
+            if given:
+                raise TypeError(
+                    f"fit got a ParquetSource and {given}; with a source, the "
+                    "labels, sessions, times and weights are its columns (target=, "
+                    "session=, time=, sample_weight=), so pass none of them to fit."
+                )
+            return X
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target "
+                "y is None."
+            )
+        return ArrayRows(X, y, **fit_params)
+
+    def _fit_rows(self, rows: Rows) -> Any:
+        state = self._fit_state(rows)
         for key in ("feature_names_in_", _HOLDOUT_KEY):  # a previous fit's
             self.__dict__.pop(key, None)
         self.__dict__.update(state)
         return self
 
-    def _source_fit_state(self, source: Any, **fit_params: Any) -> dict[str, Any]:
-        """:meth:`_fit_state` out of core, from a ParquetSource."""
-        return parquet_fit_state(self, source, **fit_params)
-
-    def _fit_state(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        session_ids: Any,
-        timestamps: Any,
-        sample_weight: Any = None,
-    ) -> dict[str, Any]:
+    def _fit_state(self, rows: Rows) -> dict[str, Any]:
         """Fit everything and return the fitted attributes without setting them.
 
         Nothing is assigned to ``self`` until training has succeeded, so a
         failing fit leaves a previous fit intact.
         """
-        data = self._prepare(
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
-        )
+        data = self._prepare(rows)
         params, task_weights = self._check_params(data.n_tasks)
         encoder, net = self._fit_backbone(data, params, task_weights)
         history = {"pretrain": net_history(net)}
         extra = {}
-        if self.retrain_on_all and data.valid is not None:
+        if self.retrain_on_all and data.has_holdout:
             # RMTL given this actor chooses its refit with these weights,
             # which have not seen the held-out rows (see _pretrained_on).
             extra[_HOLDOUT_KEY] = {
@@ -542,13 +546,13 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             min_frequency=self.min_frequency,
             max_categories=self.max_categories,
         )
-        data.encode(encoder)
+        data.fit_encoder(encoder)
         return encoder, self._pretrain_net(data, params, task_weights)
 
     def _pretrain_net(
         self, data: FitData, params: dict[str, Any], task_weights: np.ndarray
     ) -> MultiTaskNet:
-        """Train the network on encoded ``data`` (in memory or streamed)."""
+        """Train the network on encoded ``data``."""
         return self._train_net(
             data,
             MultiTaskNet,
@@ -573,19 +577,11 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         actor = self
         if not self.__sklearn_is_fitted__():
             # RMTL retrains on all rows itself, after choosing on held-out ones.
-            actor = (
-                clone(self)
-                .set_params(retrain_on_all=False)
-                .fit(
-                    data.X,
-                    data.y_observed,
-                    session_ids=data.session_ids,
-                    timestamps=data.times,
-                    sample_weight=data.sample_weight,
-                )
-            )
+            actor = clone(self).set_params(retrain_on_all=False)
+            actor._fit_rows(data.rows)
         try:
-            validate_data(actor, data.X, reset=False, skip_check_array=True)
+            X = data.block_labels(0).X
+            validate_data(actor, X, reset=False, skip_check_array=True)
         except ValueError as exc:
             raise ValueError(
                 f"{name} was fitted on other features than X: {exc}"
@@ -601,19 +597,11 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
                 )
             module = copy.deepcopy(module)
             module.load_state_dict(actor.__dict__[_HOLDOUT_KEY])
-        data.encode(actor.encoder_, fitted=True)
+        data.set_encoder(actor.encoder_)
         return actor.encoder_, module, dict(actor.history_)
 
-    def _prepare(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        session_ids: Any,
-        timestamps: Any,
-        sample_weight: Any = None,
-    ) -> FitData:
-        """Validate the inputs of fit; raise before any training starts."""
+    def _prepare(self, rows: Rows) -> FitData:
+        """Validate the rows of fit; raise before any training starts."""
         device, random_state = self.device, self.random_state
         if self.distributed:
             self._check_balancing()  # before asking for a process group
@@ -621,11 +609,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             device, random_state = rank_device(device), agreed_seed(random_state)
         data = prepare_fit_data(
             self,
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
+            rows,
             check_params=self._check_data_params,
             validation_fraction=(
                 self.validation_fraction if self.early_stopping else None
@@ -634,20 +618,17 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             random_state=random_state,
         )
         if self.distributed:
-            n_positive = int((data.y01 > 0.5).sum())
-            check_same_data(data.n_samples, data.n_tasks, n_positive)
+            check_same_data(data.n_samples, data.n_tasks, data.n_positive)
         return data
 
-    def _check_data_params(
-        self, task_names: np.ndarray, sessions: np.ndarray | None
-    ) -> None:
+    def _check_data_params(self, task_names: np.ndarray, has_sessions: bool) -> None:
         self._check_params(len(task_names))
         self._check_tasks(task_names)
         check_callbacks(self.callbacks)
         check_precision(self.precision, resolve_device(self.device))
         for name, value in self._selection_params().items():
             selection = check_selection(name, value, task_names)
-            if selection.metric == "gauc" and self.early_stopping and sessions is None:
+            if selection.metric == "gauc" and self.early_stopping and not has_sessions:
                 raise ValueError(
                     f"{name}={value!r} ranks the predictions within sessions and "
                     f"needs session_ids; pass session_ids to fit, or use "
@@ -701,20 +682,28 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         return {"validation_metric": self.validation_metric}
 
     # -------------------------------------------------------------- predict
-    def _logits(self, X: Any) -> np.ndarray:
+    def _iter_logits(self, X: Any) -> Iterator[np.ndarray]:
+        """The logits of ``X``'s rows, a block at a time, in row order.
+
+        Arrays are scored in blocks of ``_PREDICT_CHUNK`` rows and a source
+        in its own blocks, so memory beyond the result stays one block's.
+        """
         check_is_fitted(self)
-        if is_source(X):
-            return source_logits(self, X)
-        X = check_features(X)
-        validate_data(self, X, reset=False, skip_check_array=True)
-        # Filled chunk by chunk: memory beyond the result stays one chunk's.
-        out = np.empty((X.shape[0], self.n_tasks_), dtype=np.float64)
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            parts = self.encoder_._transform_parts(X[start : start + _PREDICT_CHUNK])
-            out[start : start + len(parts.codes)] = self.net_.predict_proba(
-                encode_inputs(parts)
+        if isinstance(X, ParquetSource):
+            columns = _feature_columns(self, X)
+            blocks = (to_pandas(X.read_block(i, columns)) for i in range(X.n_blocks))
+        else:
+            rows = ArrayRows(X, block_rows=_PREDICT_CHUNK)
+            blocks = (rows._block(i).X for i in range(rows.n_blocks))
+        for features in blocks:
+            validate_data(self, features, reset=False, skip_check_array=True)
+            yield np.asarray(
+                self.net_.predict_proba(encode_with(self.encoder_, features)),
+                dtype=np.float64,
             )
-        return out
+
+    def _logits(self, X: Any) -> np.ndarray:
+        return np.concatenate([*self._iter_logits(X)]).reshape(-1, self.n_tasks_)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probability of each task's positive label.
@@ -822,3 +811,17 @@ def fitted_mtl_state(
         n_iter_=sum(len(h) for h in history.values()),
         **extra,
     )
+
+
+def _feature_columns(estimator: Any, source: ParquetSource) -> list[str]:
+    """The columns of ``source`` that a fitted ``estimator`` reads."""
+    if source._features_given or not hasattr(estimator, "feature_names_in_"):
+        return source.features
+    names = [str(c) for c in estimator.feature_names_in_]
+    missing = [c for c in names if c not in source.columns]
+    if missing:
+        raise ValueError(
+            f"The Parquet data lacks the columns {missing} that the estimator "
+            "was fitted on."
+        )
+    return names

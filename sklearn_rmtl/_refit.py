@@ -6,7 +6,8 @@ are weighted (docs/user_guide.rst, phase 4):
 - no critic (``weighting="constant"``): plain continued training;
 - ``"label_mean"``: fixed per-task, per-label weights computed once at the
   pretrained actor (means over the observed labels, weighted by the sample
-  weights), carried as the rows' ``sample_weight``;
+  weights, in one pass over the blocks), carried as the rows'
+  ``sample_weight``;
 - every other weighting: :class:`~sklearn_rmtl._skorch_net.QWeightedNet`,
   which asks the critics for the weights in every step.
 
@@ -16,16 +17,16 @@ added by :func:`~sklearn_rmtl._training.train_net`) multiply these weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from sklearn_rmtl._critic import SessionCritic
-from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._fit_data import FitData
+from sklearn_rmtl._fit_data import EncodedBlock, Extra, FitData
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
@@ -39,8 +40,9 @@ class RefitPlan:
     ----------
     net_cls : type of MultiTaskNet
         The skorch net to train.
-    extra_inputs : dict of str to ndarray
-        Per-row inputs riding next to the features (for the loss).
+    extra : callable, default=None
+        Per-row inputs of an encoded block riding next to the features (for
+        the loss); see :data:`~sklearn_rmtl._fit_data.Extra`.
     net_kwargs : dict
         Keyword arguments of ``net_cls``.
     label_weights : ndarray of shape (n_tasks, 2) or None
@@ -48,14 +50,13 @@ class RefitPlan:
     """
 
     net_cls: type[MultiTaskNet]
-    extra_inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: Extra | None = None
     net_kwargs: dict[str, Any] = field(default_factory=dict)
     label_weights: np.ndarray | None = None
 
 
 def plan_refit(
     data: FitData,
-    encoder: FeatureEncoder,
     actor: nn.Module,
     critic: SessionCritic | None,
     *,
@@ -68,10 +69,9 @@ def plan_refit(
     Parameters
     ----------
     data : FitData
-        The encoded training rows; ``data.valid`` marks the held-out ones,
-        which ``"label_mean"`` leaves out of its means.
-    encoder : FeatureEncoder
-        The actor's encoder (the critics may have their own).
+        The fit's rows, encoded by the actor's encoder (the critics may have
+        their own); ``"label_mean"`` leaves the held-out ones out of its
+        means.
     actor : MultiTaskModule
         The pretrained actor, where ``"label_mean"`` evaluates Q.
     critic : SessionCritic or None
@@ -85,37 +85,86 @@ def plan_refit(
     """
     if critic is None:
         return RefitPlan(MultiTaskNet)
-    critic_inputs = critic.encode(data.X, encoder=encoder, inputs=data.inputs)
+
+    def critic_inputs(block: EncodedBlock) -> dict[str, np.ndarray]:
+        return critic.encode(block.X, encoder=data.encoder, inputs=block.inputs)
+
     if WEIGHTINGS[weighting].label_mean:
-        y01 = torch.as_tensor(data.y01)
-        proba = actor_proba(
-            actor,
-            torch.as_tensor(data.inputs["x_cat"]),
-            torch.as_tensor(data.inputs["x_num"]),
-            precision,
-        ).cpu()
-        weights = critic.row_weights(
-            critic_inputs, proba, y01, weighting, q_lambda, precision
+        means = _label_means(
+            data, actor, critic, critic_inputs, weighting, q_lambda, precision
         )
-        fit_rows = slice(None) if data.valid is None else ~data.valid
-        mask = data.loss_mask
-        means = label_mean_weights(
-            weights[fit_rows],
-            y01[fit_rows],
-            None if mask is None else torch.as_tensor(mask)[fit_rows],
-        )
-        per_row = torch.where(y01 > 0.5, means[:, 1], means[:, 0])
+
+        def label_weights(block: EncodedBlock) -> dict[str, np.ndarray]:
+            y = torch.as_tensor(block.y01) > 0.5
+            return {"sample_weight": torch.where(y, means[:, 1], means[:, 0]).numpy()}
+
         return RefitPlan(
             MultiTaskNet,
-            extra_inputs={"sample_weight": per_row.numpy()},
+            extra=label_weights,
             label_weights=means.numpy().astype(np.float64),
         )
+
+    def q_inputs(block: EncodedBlock) -> dict[str, np.ndarray]:
+        return {f"critic_{k}": v for k, v in critic_inputs(block).items()}
+
     return RefitPlan(
         QWeightedNet,
-        extra_inputs={f"critic_{k}": v for k, v in critic_inputs.items()},
+        extra=q_inputs,
         net_kwargs={
             "critic": critic.to(data.device),
             "weighting": weighting,
             "q_lambda": q_lambda,
         },
     )
+
+
+def _label_means(
+    data: FitData,
+    actor: nn.Module,
+    critic: SessionCritic,
+    critic_inputs: Callable[[EncodedBlock], dict[str, np.ndarray]],
+    weighting: str,
+    q_lambda: float,
+    precision: str,
+) -> Tensor:
+    """The critics' weights at the pretrained actor, averaged per task and label.
+
+    Over the training rows, weighted by the loss mask: one block gives
+    :func:`~sklearn_rmtl._weighting.label_mean_weights` exactly; over many
+    blocks its sums are merged in float64.
+    """
+    sums: list[Any] = [0.0, 0.0, 0.0, 0.0]  # n_neg, n_pos, sum_neg, sum_pos
+    for b in range(data.rows.n_blocks):
+        block = data.block(b)
+        y = torch.as_tensor(block.y01)
+        proba = actor_proba(
+            actor,
+            torch.as_tensor(block.inputs["x_cat"]),
+            torch.as_tensor(block.inputs["x_num"]),
+            precision,
+        ).cpu()
+        w = critic.row_weights(
+            critic_inputs(block), proba, y, weighting, q_lambda, precision
+        )
+        train = torch.as_tensor(~block.valid)
+        mask = block.loss_mask
+        m = None if mask is None else torch.as_tensor(mask)[train]
+        if data.rows.n_blocks == 1:
+            return label_mean_weights(w[train], y[train], m)
+        pos = y[train] > 0.5
+        m = torch.ones_like(y[train]) if m is None else m
+        wm = w[train] * m
+        for i, part in enumerate(
+            (
+                torch.where(pos, 0.0, m),
+                torch.where(pos, m, 0.0),
+                torch.where(pos, 0.0, wm),
+                torch.where(pos, wm, 0.0),
+            )
+        ):
+            sums[i] = sums[i] + part.sum(0).double()
+    n_neg, n_pos, sum_neg, sum_pos = sums
+    tiny = torch.finfo(torch.float32).tiny
+    mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=tiny), 1.0)
+    mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=tiny), 1.0)
+    return torch.stack([mean_neg, mean_pos], dim=1).float()

@@ -13,11 +13,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from sklearn_rmtl._critic import (
-    SessionCritic,
-    check_critic_features,
-    fit_session_critic,
-)
+from sklearn_rmtl._critic import SessionCritic, check_critic_features, fit_critics
 from sklearn_rmtl._defaults import (
     ACTION_NOISE,
     BATCH_SIZE,
@@ -36,7 +32,8 @@ from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
 from sklearn_rmtl._mtl import MTLClassifier, fitted_mtl_state
-from sklearn_rmtl._refit import RefitPlan, plan_refit
+from sklearn_rmtl._refit import plan_refit
+from sklearn_rmtl._rows import Rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._training import (
@@ -592,34 +589,15 @@ class RMTLClassifier(MTLClassifier):
             sample_weight=sample_weight,
         )
 
-    def _source_fit_state(self, source: Any, **fit_params: Any) -> dict[str, Any]:
-        from sklearn_rmtl._parquet_rmtl import fit_state as parquet_fit_state
-
-        return parquet_fit_state(self, source, **fit_params)
-
-    def _fit_state(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        session_ids: Any,
-        timestamps: Any,
-        sample_weight: Any = None,
-    ) -> dict[str, Any]:
-        data = self._prepare(
-            X,
-            y,
-            session_ids=session_ids,
-            timestamps=timestamps,
-            sample_weight=sample_weight,
-        )
+    def _fit_state(self, rows: Rows) -> dict[str, Any]:
+        data = self._prepare(rows)
         params, task_weights = self._check_params(data.n_tasks)
         if self.critic is not None:
-            check_critic_features(self.critic, data.X)
+            check_critic_features(self.critic, data.block_labels(0).X)
         train_critic_here = self.critic is None and (
             self.weighting != "constant" or self.actor_update
         )
-        if train_critic_here and data.session_ids is None:
+        if train_critic_here and not data.rows.has_sessions:
             warnings.warn(
                 "session_ids is None: every row is treated as a one-step session, "
                 "so the critics only learn immediate rewards and RMTL has no "
@@ -639,14 +617,12 @@ class RMTLClassifier(MTLClassifier):
         critic_history: list[dict[str, Any]] = []
         if train_critic_here:
             self._log("critic")
-            session_critic = self._train_critics(
-                data, encoder, actor, params, task_weights
-            )
+            session_critic = self._train_critics(data, actor, params, task_weights)
             critic_history = session_critic.history
 
         self._log("refit")
         net, label_weights = self._refit(
-            data, encoder, params, task_weights, actor, session_critic
+            data, params, task_weights, actor, session_critic
         )
         refit_history = net_history(net)
         history = {
@@ -655,10 +631,10 @@ class RMTLClassifier(MTLClassifier):
             "critic": critic_history,
             "refit": refit_history,
         }
-        if self.retrain_on_all and data.valid is not None:
+        if self.retrain_on_all and data.has_holdout:
             self._log("retrain on all rows")
             net, label_weights = self._retrain_on_all(
-                data, encoder, params, task_weights, history, session_critic
+                data, params, task_weights, history, session_critic
             )
         return fitted_rmtl_state(
             data, encoder, net, params, session_critic, label_weights, history
@@ -689,7 +665,6 @@ class RMTLClassifier(MTLClassifier):
     def _retrain_on_all(
         self,
         data: FitData,
-        encoder: FeatureEncoder,
         params: dict[str, Any],
         task_weights: np.ndarray,
         history: dict[str, list[dict[str, Any]]],
@@ -716,7 +691,7 @@ class RMTLClassifier(MTLClassifier):
         # A refit that kept the pretrained weights takes 0 steps.
         steps = selected_steps(history["refit"]) or 0
         net, label_weights = self._refit(
-            data, encoder, params, task_weights, actor, critic, steps=steps
+            data, params, task_weights, actor, critic, steps=steps
         )
         history["refit_all"] = net_history(net)
         return net, label_weights
@@ -724,7 +699,6 @@ class RMTLClassifier(MTLClassifier):
     def _train_critics(
         self,
         data: FitData,
-        encoder: FeatureEncoder,
         actor: torch.nn.Module,
         params: dict[str, Any],
         task_weights: np.ndarray,
@@ -736,7 +710,7 @@ class RMTLClassifier(MTLClassifier):
         ``refit_keep_pretrained``; ``n_iter_no_change``).
         """
         checkpoint = None
-        if self.actor_update and data.valid is not None:
+        if self.actor_update and data.has_holdout:
             # NOTE[DIFF]: the paper's DDPG actor takes every update. Without a
             # hold-out check it keeps learning the training rows after early
             # stopping's epoch (D-PLE's validation logloss 0.35 -> 0.66 with
@@ -756,9 +730,8 @@ class RMTLClassifier(MTLClassifier):
                 verbose=self.verbose,
                 data_parallel=DataParallel.current(self.distributed),
             )
-        return fit_session_critic(
+        return fit_critics(
             data,
-            encoder,
             actor,
             embedding_dim=params["embedding_dim"],
             hidden_dims=self.critic_hidden_dims,
@@ -776,20 +749,17 @@ class RMTLClassifier(MTLClassifier):
     def _refit(
         self,
         data: FitData,
-        encoder: FeatureEncoder,
         params: dict[str, Any],
         task_weights: np.ndarray,
         actor: torch.nn.Module,
         critic: SessionCritic | None,
         steps: int | None = None,
-        plan: RefitPlan | None = None,
     ) -> tuple[MultiTaskNet, np.ndarray | None]:
         """Phase 4: continue training the actor with Q-derived weights.
 
         Returns the net and, for ``weighting="label_mean"``, the fixed
         per-task, per-label weights. ``steps`` refits on all rows for that
-        many steps instead (``retrain_on_all``). ``plan`` replaces
-        :func:`plan_refit`'s (out-of-core fits build theirs block by block).
+        many steps instead (``retrain_on_all``).
         """
         max_epochs = (
             self.max_epochs if self.refit_max_epochs is None else self.refit_max_epochs
@@ -808,9 +778,8 @@ class RMTLClassifier(MTLClassifier):
             "start_is_candidate": self.refit_keep_pretrained,
             "steps": steps,
         }
-        plan = plan or plan_refit(
+        plan = plan_refit(
             data,
-            encoder,
             actor,
             critic,
             weighting=self.weighting,
@@ -822,7 +791,7 @@ class RMTLClassifier(MTLClassifier):
             plan.net_cls,
             params,
             task_weights,
-            extra_inputs=plan.extra_inputs,
+            extra=plan.extra,
             **plan.net_kwargs,
             **refit,
         )
@@ -901,7 +870,7 @@ def fitted_rmtl_state(
     label_weights: np.ndarray | None,
     history: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """An RMTL fit's fitted attributes (in memory or out of core)."""
+    """An RMTL fit's fitted attributes."""
     return fitted_mtl_state(
         data,
         encoder,

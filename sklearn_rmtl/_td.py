@@ -1,4 +1,9 @@
-"""Temporal-difference training of the critics (Eqs. 11-14 and 18)."""
+"""Temporal-difference training of the critics (Eqs. 11-14 and 18).
+
+The critics read the session MDP a chunk of whole sessions at a time
+(:class:`SessionChunks`): in-memory rows are one chunk, a Parquet source
+many.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sklearn_rmtl._distributed import DataParallel
+from sklearn_rmtl._fit_data import loss_mask
+from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
 from sklearn_rmtl._precision import (
     autocast,
     grad_scaler,
     optimizer_step,
     scaled_backward,
 )
+from sklearn_rmtl._torch_module import actor_proba
 from sklearn_rmtl.exceptions import DivergenceError
 
 if TYPE_CHECKING:  # _critic builds its critics with train_critic from here
     from sklearn_rmtl._critic import Critic
+    from sklearn_rmtl._fit_data import FitData
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -41,16 +51,21 @@ def td_target(reward: Tensor, done: Tensor, q_next: Tensor, gamma: float) -> Ten
     return reward + gamma * (1.0 - done.unsqueeze(1)) * q_next
 
 
-def ips_weights(y01: Tensor, mask: Tensor | None = None) -> Tensor:
+def ips_weights(
+    y01: Tensor, mask: Tensor | None = None, *, rate: Tensor | None = None
+) -> Tensor:
     """Inverse label-frequency weights per row and task, mean 1 per task.
 
     A positive of task k gets ``0.5 / p_k`` and a negative ``0.5 / (1 - p_k)``
     where ``p_k`` is the positive rate, so both classes weigh the same in
     total (the authors' "IPS" weights). A task with one class gets weight 1.
     With ``mask`` (the TD loss mask) the rate is that of the entries it
-    weighs.
+    weighs; ``rate`` (shape (1, n_tasks)) gives it instead (the rate of
+    every chunk of sessions, not of these rows only).
     """
-    if mask is None:
+    if rate is not None:
+        p = rate
+    elif mask is None:
         p = y01.mean(0, keepdim=True)
     else:
         p = (y01 * mask).sum(0, keepdim=True) / mask.sum(0, keepdim=True).clamp(
@@ -272,69 +287,181 @@ class EpochRule:
         return self.stable >= self.config.patience
 
 
+class SessionChunks:
+    """The session MDP of a fit's rows, a chunk of whole sessions at a time.
+
+    Chunk ``c`` holds the rows of ``bounds[c]`` (:meth:`Rows.session_bounds
+    <sklearn_rmtl._rows.Rows.session_bounds>`), encoded, on the device, with
+    the frozen pretrained actor's probabilities (``policy``), the
+    transitions to each row's next row of its session, the behaviour
+    actions and their rewards (Eq. 2). A transition never leaves its chunk.
+    A chunk's actions are drawn from a seed of its own, the same in every
+    epoch; the first chunk's seed is the fit's, so one chunk (in-memory
+    rows) gives every draw of a fit over all rows at once. One chunk is
+    built once; more are rebuilt when visited, in bounded memory.
+    """
+
+    def __init__(
+        self,
+        data: FitData,
+        actor: nn.Module,
+        *,
+        behavior_policy: str,
+        action_noise: float,
+        config: TDConfig,
+        seed: int,
+    ) -> None:
+        self.data = data
+        self.actor = copy.deepcopy(actor).eval()  # the policy stays pretrained
+        self.behavior_policy = behavior_policy
+        self.action_noise = action_noise
+        self.config = config
+        self.seed = seed
+        self.bounds = data.rows.session_bounds()
+        self.device, self.n_rows = data.device, data.n_samples
+        self._cached: dict[str, Any] | None = None
+        self.positive_rate: Tensor | None = None  # per task, over every chunk
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def chunk(self, c: int) -> dict[str, Any]:
+        """Chunk ``c``'s states, actions, rewards and links, on the device."""
+        if self._cached is not None:
+            return self._cached
+        device, config = self.data.device, self.config
+        block = self.data.chunk(*self.bounds[c])
+
+        def tensor(a: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        x_cat = tensor(block.inputs["x_cat"], torch.long)
+        x_num = tensor(block.inputs["x_num"])
+        policy = actor_proba(self.actor, x_cat, x_num, config.precision)
+        transitions = build_transitions(block.session_ids, block.timestamps, len(block))
+        actions = behavior_actions(
+            policy.cpu().numpy().astype(np.float64),
+            transitions.order,
+            behavior_policy=self.behavior_policy,
+            action_noise=self.action_noise,
+            rng=np.random.default_rng(self.seed if c == 0 else [self.seed, c]),
+        )
+        reward = rewards(block.y01, actions, block.observed)
+        # Weight of each (row, task) TD error: 0 for a missing label (no
+        # reward); the sample weights with ``critic_sample_weight``.
+        mask = loss_mask(
+            block.observed, block.sample_weight if config.sample_weight else None
+        )
+        out = {
+            "x_cat": x_cat,
+            "x_num": x_num,
+            "policy": policy,
+            "actions": tensor(actions),
+            "rewards": tensor(reward),
+            "next_row": tensor(transitions.next_row, torch.long),
+            "done": tensor(transitions.done),
+            "y01": tensor(block.y01),
+            "train_rows": tensor(~block.valid),
+            "reward_np": reward,
+            "mask_np": mask,
+            "mask": None if mask is None else tensor(mask),
+        }
+        if len(self.bounds) == 1:
+            self._cached = out
+        return out
+
+    def ips(self, ch: dict[str, Any]) -> Tensor:
+        """The chunk's IPS weights (:func:`ips_weights`) at every chunk's rate."""
+        if "ips" not in ch:
+            rate = None if len(self) == 1 else self.positive_rate
+            ch["ips"] = ips_weights(ch["y01"], ch["mask"], rate=rate)
+        return ch["ips"]
+
+    def start_value(self, gamma: float) -> np.ndarray:
+        """The critics' starting output: mean reward times the mean horizon.
+
+        Also sets :attr:`positive_rate`, each task's positive rate over every
+        chunk (for the IPS weights). Each chunk's float32 statistic is
+        merged in float64, so one chunk gives its own statistic exactly.
+        """
+        n_rows, n_done = 0, 0
+        num: Any = None
+        den: Any = None
+        positives: Any = 0.0
+        weighed: Any = 0.0
+        for c in range(len(self)):
+            ch = self.chunk(c)
+            reward: np.ndarray = ch["reward_np"]
+            mask: np.ndarray | None = ch["mask_np"]
+            m = torch.ones_like(ch["y01"]) if mask is None else ch["mask"]
+            positives = positives + (ch["y01"] * m).sum(0).double()
+            weighed = weighed + m.sum(0).double()
+            n_rows += len(reward)
+            n_done += int(ch["done"].sum())
+            if mask is None:
+                part = reward.mean(0).astype(np.float64) * len(reward)
+                weight = np.float64(len(reward))
+            else:
+                part = (reward * mask).sum(0).astype(np.float64)
+                weight = mask.sum(0).astype(np.float64)
+            num = part if num is None else num + part
+            den = weight if den is None else den + weight
+        assert num is not None and den is not None
+        # NOTE[DIFF]: the paper does not say how critics start. With the
+        # -ReLU output a head that starts negative is dead (Q = 0, w = 1
+        # everywhere, observed); start near the expected discounted return.
+        horizon = 1.0 / (1.0 - gamma * (1.0 - np.float64(n_done) / n_rows))
+        tiny = np.float64(np.finfo(np.float32).tiny)
+        mean_reward = (num / np.maximum(den, tiny)).astype(np.float32)
+        self.positive_rate = (positives / weighed.clamp(min=tiny)).float()[None, :]
+        return mean_reward * horizon
+
+
 def train_critic(
     critic: Critic,
+    chunks: SessionChunks,
     *,
-    inputs: dict[str, Tensor],
-    actions: Tensor,
-    rewards: Tensor,
-    next_row: Tensor,
-    done: Tensor,
-    y01: Tensor,
     actor: nn.Module,
-    policy: Tensor,
     config: TDConfig,
     generator: torch.Generator,
-    mask: Tensor | None = None,
+    seed: int,
     actor_checkpoint: Any = None,
     criterion: nn.Module | None = None,
-    train_rows: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Fit the critics by TD learning on the session transitions.
 
     The behaviour actions, rewards and next-row links are fixed. With the
     actor frozen (``config.actor_update=False``, the paper's setting), the
-    target actor equals the actor, so ``pi'(s_{t+1})`` is read from
-    ``policy``, computed once for all rows. With ``actor_update=True`` the
-    actor also takes the Q-gradient step of Eq. (15) after every critic step,
-    and next actions come from the soft-updated target actor, batch by batch.
+    target actor equals the actor, so ``pi'(s_{t+1})`` is read from the
+    chunk's ``policy``. With ``actor_update=True`` the actor also takes the
+    Q-gradient step of Eq. (15) after every critic step, and next actions
+    come from the soft-updated target actor, batch by batch. Each epoch
+    visits the chunks in an order drawn from ``seed`` and a chunk's
+    transitions in an order drawn from ``generator``.
 
     Parameters
     ----------
     critic : Critic
         Critic to train in place (embeddings already initialised).
-    inputs : dict of Tensor
-        ``x_cat``, ``x_num`` of all rows (the states), on the device.
-    actions, rewards : Tensor of shape (n_samples, n_tasks)
-        Behaviour actions and their rewards (Eq. 2).
-    next_row : Tensor of shape (n_samples,)
-        Index of each row's next row in its session.
-    done : Tensor of shape (n_samples,)
-        1.0 on the last row of a session.
-    y01 : Tensor of shape (n_samples, n_tasks)
-        Labels, for the optional IPS weights and the actor's BC term.
+    chunks : SessionChunks
+        The transitions: ``len(chunks)`` chunks, ``chunks.chunk(c)`` one's
+        tensors on ``chunks.device`` (``n_rows`` in all), ``chunks.ips(...)``
+        its IPS weights.
     actor : nn.Module
         The pretrained actor (returns logits); trained in place only when
         ``config.actor_update``.
-    policy : Tensor of shape (n_samples, n_tasks)
-        The pretrained actor's probabilities for every row (eval mode): the
-        target policy's next actions while the actor is frozen.
     config : TDConfig
         Hyper-parameters.
     generator : torch.Generator
         Source of the batch order.
-    mask : Tensor of shape (n_samples, n_tasks), default=None
-        Weight of each row's TD error per task: 0 where the label (and so
-        the reward) is missing, the sample weight with
-        ``config.sample_weight``; None weighs every entry 1.
+    seed : int
+        Seed of the chunks' order.
     actor_checkpoint : ValidationCheckpoint, default=None
         With ``config.actor_update``: selects the actor on the held-out rows
         (see :class:`ActorUpdate`), scored by ``criterion``; the actor then
-        steps on ``train_rows`` (1.0 per row it may learn from) only.
+        steps on the other rows only.
     criterion : WeightedMultiTaskBCE, default=None
         The validation loss of ``actor_checkpoint``.
-    train_rows : Tensor of shape (n_samples,), default=None
-        See ``actor_checkpoint``.
 
     Returns
     -------
@@ -352,60 +479,65 @@ def train_critic(
     end as rank 0's.
     """
     dp = DataParallel.current(config.distributed)
-    n = actions.shape[0]
-    x_cat, x_num = inputs["x_cat"], inputs["x_num"]
-    weights = ips_weights(y01, mask) if config.ips else None
+    device = chunks.device
     actor.eval()  # no dropout in the actor's actions
     update = (
         ActorUpdate(
             actor,
             critic,
             config,
-            actions.device,
+            device,
             dp,
             checkpoint=actor_checkpoint,
             criterion=criterion,
-            n_rows=n,
+            n_rows=chunks.n_rows,
         )
         if config.actor_update
         else None
     )
-    # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
-    next_actions = None if update is not None else policy[next_row]
+    chunk_rng = np.random.default_rng(seed)
 
     def epoch_batches(epoch: int) -> Iterator[dict[str, Any]]:
-        order = torch.randperm(n, generator=generator).to(actions.device)
-        starts: Iterable[int] = range(0, n, config.batch_size)
-        if config.verbose:
-            starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
-        for b in starts:
-            idx = order[b : b + config.batch_size]
-            idx = idx if dp is None else dp.shard(idx)
-            nxt = next_row[idx]
-            s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
-            if next_actions is not None:
-                a_next = next_actions[idx]
-            else:
-                assert update is not None
-                a_next = update.next_action(s_next)
-            batch = {
-                "state": (x_cat[idx], x_num[idx]),
-                "action": actions[idx],
-                "reward": rewards[idx],
-                "done": done[idx],
-                "next_state": s_next,
-                "next_action": a_next,
-                "weight": None if weights is None else weights[idx],
-                "mask": None if mask is None else mask[idx],
-            }
-            if update is not None:  # the labels of the actor's BC term
-                batch["y01"] = y01[idx]
-                if train_rows is not None:
-                    batch["rows"] = train_rows[idx]
-            yield batch
+        order = chunk_rng.permutation(len(chunks)) if len(chunks) > 1 else [0]
+        for c in order:
+            ch = chunks.chunk(int(c))
+            n = len(ch["actions"])
+            rows = torch.randperm(n, generator=generator).to(device)
+            # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
+            next_actions = None if update is not None else ch["policy"][ch["next_row"]]
+            weights = chunks.ips(ch) if config.ips else None
+            x_cat, x_num, mask = ch["x_cat"], ch["x_num"], ch["mask"]
+            starts: Iterable[int] = range(0, n, config.batch_size)
+            if config.verbose:
+                starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
+            for b in starts:
+                idx = rows[b : b + config.batch_size]
+                idx = idx if dp is None else dp.shard(idx)
+                nxt = ch["next_row"][idx]
+                s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
+                if next_actions is not None:
+                    a_next = next_actions[idx]
+                else:
+                    assert update is not None
+                    a_next = update.next_action(s_next)
+                batch = {
+                    "state": (x_cat[idx], x_num[idx]),
+                    "action": ch["actions"][idx],
+                    "reward": ch["rewards"][idx],
+                    "done": ch["done"][idx],
+                    "next_state": s_next,
+                    "next_action": a_next,
+                    "weight": None if weights is None else weights[idx],
+                    "mask": None if mask is None else mask[idx],
+                }
+                if update is not None:  # the labels of the actor's BC term
+                    batch["y01"] = ch["y01"][idx]
+                    if actor_checkpoint is not None:
+                        batch["rows"] = ch["train_rows"][idx]
+                yield batch
 
     history = td_epochs(
-        critic, config, epoch_batches, actions.device, data_parallel=dp, update=update
+        critic, config, epoch_batches, device, data_parallel=dp, update=update
     )
     if dp is not None:
         dp.broadcast_module(critic)

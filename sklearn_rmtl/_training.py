@@ -28,7 +28,7 @@ from torch import Tensor
 
 from sklearn_rmtl._data import BatchLoader, forward_batches
 from sklearn_rmtl._distributed import DataParallel
-from sklearn_rmtl._fit_data import FitData
+from sklearn_rmtl._fit_data import Extra, FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._seeding import (
@@ -343,7 +343,7 @@ class ValidationCheckpoint(Callback):
 
     # ---------------------------------------------------------- callbacks
     def on_train_begin(self, net: Any, X: Any = None, **kwargs: Any) -> None:
-        # A dict of arrays, or a StreamingDataset (out-of-core fits).
+        # A BlockStream of the training rows, or a dict of arrays.
         n_rows = len(X) if hasattr(X, "batches") else len(next(iter(X.values())))
         self.n_batches_ = max(1, -(-n_rows // net.batch_size))
         self.every_ = max(1, round(self.interval * self.n_batches_))
@@ -504,20 +504,21 @@ def net_history(net: MultiTaskNet) -> list[dict[str, Any]]:
 def held_out_checkpoint(
     data: FitData, *, verbose: int, **settings: Any
 ) -> ValidationCheckpoint:
-    """A :class:`ValidationCheckpoint` on ``data``'s held-out rows (``data.valid``).
+    """A :class:`ValidationCheckpoint` on ``data``'s held-out rows.
 
     ``settings`` are its other parameters (``selection``, ``interval``...).
     """
-    valid, mask, device = data.valid, data.loss_mask, data.device
-    assert valid is not None
+    held_out, device = data.held_out(), data.device
+    assert held_out is not None
     return ValidationCheckpoint(
         inputs={
-            k: torch.as_tensor(data.inputs[k][valid], device=device)
-            for k in ("x_cat", "x_num")
+            k: torch.as_tensor(v, device=device) for k, v in held_out.inputs.items()
         },
-        y01=torch.as_tensor(data.y01[valid], device=device),
-        mask=None if mask is None else torch.as_tensor(mask[valid], device=device),
-        groups=None if data.session_ids is None else data.session_ids[valid],
+        y01=torch.as_tensor(held_out.y01, device=device),
+        mask=None
+        if held_out.mask is None
+        else torch.as_tensor(held_out.mask, device=device),
+        groups=held_out.session_ids,
         sink=print if verbose else _silent,
         **settings,
     )
@@ -543,7 +544,7 @@ def train_net(
     start_is_candidate: bool = False,
     seed_offset: int = 0,
     init_module: torch.nn.Module | None = None,
-    extra_inputs: dict[str, np.ndarray] | None = None,
+    extra: Extra | None = None,
     callbacks: list[Any] | None = None,
     verbose: int = 0,
     precision: str = "float32",
@@ -554,14 +555,16 @@ def train_net(
     """Build a skorch net for ``data`` and train it.
 
     ``init_module`` starts training from a copy of those weights (RMTL's
-    refit continues the pretrained actor); with early stopping (``data.valid``)
+    refit continues the pretrained actor); with early stopping (held-out rows)
     and ``start_is_candidate`` the starting weights are the first validation
     check: if no later check beats them by ``selection`` they are restored,
     and the last history row records ``restored_start=True``. ``lr_name``
     is the estimator parameter that set ``lr``, named in divergence errors.
-    ``extra_inputs`` ride in the input dict next to the features (for
-    ``get_loss``, not the module), as does ``data.loss_mask`` (sample
-    weights and missing labels) under ``"loss_mask"``. ``balancing`` and
+    The training rows are read block by block (:meth:`FitData.train_set
+    <sklearn_rmtl._fit_data.FitData.train_set>`); ``extra`` adds per-row
+    inputs next to the features (for ``get_loss``, not the module), as do
+    the loss mask (sample weights and missing labels) under
+    ``"loss_mask"``. ``balancing`` and
     ``balancing_params`` choose how each step combines the task losses
     (:mod:`sklearn_rmtl.balancing`; a fresh balancer per call, learning at
     ``lr``, drawing from the fit's generator); the history records its
@@ -574,13 +577,10 @@ def train_net(
     steps on its shard of each batch with the gradients summed over the
     ranks, and ends with rank 0's weights. ``net_kwargs`` go to ``net_cls``.
     """
-    mask = data.loss_mask
-    inputs = {
-        **data.inputs,
-        **({} if mask is None else {"loss_mask": mask}),
-        **(extra_inputs or {}),
-    }
-    valid = data.valid if steps is None else None
+    train = data.train_set(
+        seed=data.seed + seed_offset, extra=extra, all_rows=steps is not None
+    )
+    validate = data.has_holdout and steps is None
     phase = "refit" if init_module is not None else "pretrain"
     dp = DataParallel.current(distributed)
     # Initialisation, batch order and dropout of this fit draw from here.
@@ -591,10 +591,10 @@ def train_net(
         ("task_balance", TaskBalanceRecorder()),
     ]
     if steps is not None:
-        n_batches = max(1, -(-len(data.y01) // batch_size))
+        n_batches = max(1, -(-len(train) // batch_size))
         max_epochs = -(-steps // n_batches)
         all_callbacks.append(("step_limit", StepLimit(steps, n_batches)))
-    if valid is not None:
+    if validate:
         checkpoint = held_out_checkpoint(
             data,
             selection=selection,
@@ -615,7 +615,7 @@ def train_net(
         device=data.device,
         callbacks=all_callbacks,
         module__cardinalities=data.cardinalities,
-        module__n_numerical=data.inputs["x_num"].shape[1],
+        module__n_numerical=data.n_numerical,
         module__n_tasks=data.n_tasks,
         module__backbone=backbone,
         module__backbone_params=backbone_params,
@@ -649,10 +649,7 @@ def train_net(
         net.module_,
         generator if dp is None else dp.own_generator(data.seed + seed_offset),
     )
-    train: Any = inputs if valid is None else {k: v[~valid] for k, v in inputs.items()}
-    y_train = data.y01 if valid is None else data.y01[~valid]
-    if data.train_stream is not None:  # out of core: ``data`` holds the hold-out
-        train, y_train = data.train_stream, None
+    y_train = None  # in the stream's batches
     if max_epochs > 0:  # 0: the initial weights as they are
         # partial_fit without its ``except KeyboardInterrupt: pass``: an
         # interrupted fit must raise, not return a half-trained model.

@@ -404,14 +404,20 @@ def _has_nullable(frame: pd.DataFrame) -> bool:
 
 
 def check_sample_weight(
-    sample_weight: Any, n_samples: int, n_tasks: int
+    sample_weight: Any,
+    n_samples: int,
+    n_tasks: int,
+    *,
+    name: str = "sample_weight",
+    all_rows: bool = True,
 ) -> np.ndarray | None:
     """Validate ``sample_weight`` of fit: shape (n,) or (n, n_tasks), >= 0, finite.
 
     Returns the weights as float32 of shape (n_samples, n_tasks), a 1-D
     weight repeated for every task; ``None`` when no weights are given or
     when every weight is 1 (the unweighted fit, computed exactly as without
-    weights).
+    weights). ``name`` names the weights in messages; ``all_rows=False``
+    checks a block of a fit's rows, which may weigh 0 throughout.
     """
     if sample_weight is None:
         return None
@@ -435,16 +441,15 @@ def check_sample_weight(
         )
     if not np.isfinite(w).all():
         raise ValueError(
-            "sample_weight contains NaN or infinite values; every weight must be "
+            f"{name} contains NaN or infinite values; every weight must be "
             "a finite number >= 0 (use 0 to leave a row or a task out; a missing "
             "label is NaN in y, not in sample_weight)."
         )
     if (w < 0).any():
         raise ValueError(
-            f"sample_weight contains negative values (min {w.min():g}); weights "
-            "must be >= 0."
+            f"{name} contains negative values (min {w.min():g}); weights must be >= 0."
         )
-    if not w.any():
+    if all_rows and not w.any():
         raise ValueError(
             "sample_weight is zero for every row: at least one weight must be positive."
         )

@@ -102,6 +102,24 @@ def test_ips_weights_balance_classes():
     torch.testing.assert_close(w[:, 1], torch.ones(4))  # one class: no reweighting
 
 
+class _OneChunk:
+    """The transitions of train_critic as one chunk of sessions."""
+
+    device, n_rows = "cpu", 0
+
+    def __init__(self, chunk):
+        self.data, self.n_rows = chunk, len(chunk["actions"])
+
+    def __len__(self):
+        return 1
+
+    def chunk(self, c):
+        return self.data
+
+    def ips(self, chunk):
+        raise AssertionError("ips is off")
+
+
 class _ConstantActor(torch.nn.Module):
     def forward(self, x_cat, x_num):
         return torch.zeros(len(x_cat), 2)
@@ -153,18 +171,23 @@ def test_critic_learns_the_discounted_session_return():
         actor_update=False,
         verbose=0,
     )
+    chunk = {
+        **inputs,
+        "actions": actions,
+        "rewards": torch.as_tensor(reward, dtype=torch.float32),
+        "next_row": torch.as_tensor(tr.next_row),
+        "done": torch.as_tensor(tr.done, dtype=torch.float32),
+        "y01": torch.zeros(n, 2),
+        "policy": torch.full((n, 2), 0.5),  # the constant actor's probabilities
+        "mask": None,
+    }
     history = train_critic(
         critic,
-        inputs=inputs,
-        actions=actions,
-        rewards=torch.as_tensor(reward, dtype=torch.float32),
-        next_row=torch.as_tensor(tr.next_row),
-        done=torch.as_tensor(tr.done, dtype=torch.float32),
-        y01=torch.zeros(n, 2),
+        _OneChunk(chunk),
         actor=_ConstantActor(),
-        policy=torch.full((n, 2), 0.5),  # the constant actor's probabilities
         config=config,
         generator=torch.Generator().manual_seed(0),
+        seed=0,
     )
     assert history[-1]["td_loss"] < history[0]["td_loss"] / 5
     with torch.no_grad():

@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -33,7 +34,7 @@ import torch.multiprocessing as mp
 from conftest import SMALL, make_session_data
 from skorch.callbacks import Callback
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier
 from sklearn_rmtl._distributed import DataParallel
 
 ATOL = 1e-5
@@ -139,6 +140,21 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     out["retrain_steps"] = np.array(
         [retrained.history_[name][-1]["best_step"] for name in ("pretrain", "refit")]
     )
+    # A Parquet source in blocks of whole sessions: every rank reads every
+    # block and keeps its shard of each batch, as with arrays.
+    frame = X.assign(click=Y["click"], purchase=Y["purchase"], s=sessions, t=times)
+    path = os.path.join(tempfile.mkdtemp(), "rows.parquet")
+    frame.sort_values(["s", "t"], kind="stable").to_parquet(path, row_group_size=100)
+    source = ParquetSource(
+        path,
+        target=["click", "purchase"],
+        session="s",
+        time="t",
+        features=list(X.columns),
+        block_rows=100,
+    )
+    streamed = RMTLClassifier(backbone="mmoe", **rmtl_params).fit(source)
+    out["parquet"] = streamed.predict_proba(X)
     # float16 with loss scaling: the ranks' gradients are summed while still
     # scaled, so an overflow on either rank makes both skip the step.
     with warnings.catch_warnings():
@@ -228,13 +244,16 @@ def single():
 
 
 @pytest.mark.parametrize(
-    "name", ["mtl", "weighted", "rmtl", "ddpg", "retrain", "float16", "batch_norm"]
+    "name",
+    ["mtl", "weighted", "rmtl", "ddpg", "retrain", "parquet", "float16", "batch_norm"],
 )
 def test_every_rank_ends_with_the_same_estimator(ranks, name):
     np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
 
 
-@pytest.mark.parametrize("name", ["mtl", "weighted", "rmtl", "ddpg", "retrain"])
+@pytest.mark.parametrize(
+    "name", ["mtl", "weighted", "rmtl", "ddpg", "retrain", "parquet"]
+)
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)
 

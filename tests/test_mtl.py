@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from skorch.callbacks import Callback
 
 from sklearn_rmtl import MTLClassifier
-from sklearn_rmtl._fit_data import validation_mask
+from sklearn_rmtl._rows import ArrayRows
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.exceptions import DivergenceError
 
@@ -215,7 +215,9 @@ def test_task_weights_change_the_loss(mtl_data):
 def test_early_stopping_holds_out_latest_rows(mtl_data, monkeypatch):
     X, Y = mtl_data
     times = np.arange(len(X))[::-1]  # the first rows are the latest
-    mask = validation_mask(len(X), fraction=0.2, timestamps=times.astype(float), seed=0)
+    clf = MTLClassifier(validation_fraction=0.2, random_state=0)
+    data = clf._prepare(ArrayRows(X, Y, timestamps=times.astype(float)))
+    mask = data.block_labels(0).valid
     assert mask.sum() == 300 and mask[:300].all()
     fitted = _fit(X, Y, backbone="sharedbottom", max_epochs=30, n_iter_no_change=1)
     assert fitted.n_iter_ < 30  # stopped early

@@ -11,7 +11,8 @@ from conftest import assert_same_proba
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import FeatureEncoder, MTLClassifier, ParquetSource, RMTLClassifier
-from sklearn_rmtl.parquet import _StreamingFit, predict_proba_to_parquet
+from sklearn_rmtl._rows import ArrayRows
+from sklearn_rmtl.parquet import predict_proba_to_parquet
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -89,6 +90,19 @@ def _source(path, block_rows, **kw):
     )
 
 
+def _prepared(clf, source):
+    """The FitData of ``clf.fit(source)``, its encoder fitted."""
+    data = clf._prepare(source)
+    data.fit_encoder(
+        FeatureEncoder(
+            categorical_features=clf.categorical_features,
+            min_frequency=clf.min_frequency,
+            max_categories=clf.max_categories,
+        )
+    )
+    return data
+
+
 def _fit_memory(clf, frame):
     return clf.fit(
         frame[FEATURES],
@@ -114,7 +128,7 @@ def test_encoder_equals_in_memory_fit(data, params, block_rows):
         # A threshold equal to some value's count: "fewer than" is exact.
         params = {"min_frequency": int(frame["item"].value_counts().iloc[5])}
     clf = _clf(**params)
-    _, streamed = _StreamingFit(clf, _source(path, block_rows)).prepare()
+    streamed = _prepared(clf, _source(path, block_rows)).encoder
     # The in-memory fit learns its encoder on the kept rows (every row here
     # has a label).
     expected = FeatureEncoder(
@@ -153,18 +167,19 @@ def test_hold_out_is_the_in_memory_rows(tmp_path, time):
         features=FEATURES,
         block_rows=170,
     )
-    clf = _clf(validation_fraction=0.23)
-    data, _ = _StreamingFit(clf, source).prepare()
+    data = _prepared(_clf(validation_fraction=0.23), source)
     memory = _clf(validation_fraction=0.23)._prepare(
-        frame[FEATURES],
-        frame[TARGETS],
-        session_ids=frame["row"],
-        timestamps=None if time is None else frame[time],
+        ArrayRows(
+            frame[FEATURES],
+            frame[TARGETS],
+            session_ids=frame["row"],
+            timestamps=None if time is None else frame[time],
+        )
     )
-    expected = np.flatnonzero(memory.valid)
-    np.testing.assert_array_equal(data.session_ids, expected)
+    expected = np.flatnonzero(memory.block_labels(0).valid)
+    np.testing.assert_array_equal(data.held_out().session_ids, expected)
     assert memory.seed == data.seed
-    assert len(data.train_stream) == len(frame) - len(expected)
+    assert len(data.train_set(seed=0)) == len(frame) - len(expected)
 
 
 def test_one_block_gives_identical_predictions(data):
@@ -199,9 +214,7 @@ def test_small_blocks_give_close_predictions(data):
 
 def test_batches_cross_blocks_and_cover_every_training_row(data):
     path, _ = data
-    clf = _clf()
-    fit_data, _ = _StreamingFit(clf, _source(path, 170)).prepare()
-    stream = fit_data.train_stream
+    stream = _prepared(_clf(), _source(path, 170)).train_set(seed=0)
 
     gen = torch.Generator().manual_seed(0)
     sizes, n_rows = [], 0
@@ -396,25 +409,83 @@ def test_rmtl_session_chunks_give_close_predictions(sorted_data, params):
     assert np.abs(p_str - p_mem).max() < 0.05
 
 
-def test_rmtl_from_a_source_checks_order_and_settings(data, sorted_data):
+def test_rmtl_from_a_source_checks_order(data, sorted_data):
     path, _ = data  # not sorted by session, then time
     with pytest.raises(ValueError, match=r"must be sorted by \(session, t\)"):
         _rmtl().fit(_source(path, 300))
     sorted_path, _ = sorted_data
-    with pytest.raises(TypeError, match="does not support actor_update=True"):
-        _rmtl(actor_update=True).fit(_source(sorted_path, 300))
-    for setting in ("retrain_on_all", "distributed"):
-        with pytest.raises(TypeError, match=f"does not support {setting}=True"):
-            _rmtl(**{setting: True}).fit(_source(sorted_path, 300))
-        mtl = MTLClassifier(max_epochs=1, **{setting: True})
-        with pytest.raises(TypeError, match=f"does not support {setting}=True"):
-            mtl.fit(_source(sorted_path, 300))
-        assert not hasattr(mtl, "net_")
+    # Without a session column every row is a session of its own, as in memory.
     no_session = ParquetSource(sorted_path, target=TARGETS, features=FEATURES)
-    with pytest.raises(ValueError, match="needs a session column"):
-        _rmtl().fit(no_session)
+    with pytest.warns(UserWarning, match="session_ids is None"):
+        _rmtl(max_epochs=1).fit(no_session)
     # Without critics the order does not matter.
     _rmtl(weighting="constant", max_epochs=1).fit(_source(path, 300))
+
+
+def _given_actor():
+    return MTLClassifier(
+        backbone="mmoe",
+        max_epochs=2,
+        batch_size=128,
+        random_state=1,
+        categorical_features=["item", "shop", "flag"],
+        backbone_params={
+            "embedding_dim": 4,
+            "bottom_dims": (8,),
+            "tower_dims": (4,),
+            "n_experts": 2,
+        },
+    )
+
+
+# Every setting fits from a source as in memory: one block gives the in-memory
+# fit (float rounding), blocks of whole sessions a close one.
+SETTINGS = {
+    "retrain_on_all": lambda frame: {"retrain_on_all": True},
+    "actor_update": lambda frame: {"actor_update": True, "refit_max_epochs": 1},
+    "unfitted actor": lambda frame: {"actor": _given_actor()},
+    "fitted actor": lambda frame: {"actor": _fit_memory(_given_actor(), frame)},
+    "critic": lambda frame: {
+        "critic": _rmtl(random_state=5)
+        .fit(
+            frame[FEATURES],
+            frame[TARGETS],
+            session_ids=frame["session"],
+            timestamps=frame["t"],
+        )
+        .critic_
+    },
+    "weighting": lambda frame: {"weighting": "neg_q", "task_balancing": "dwa"},
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_every_setting_fits_from_a_source(sorted_data, setting):
+    path, frame = sorted_data
+    params = SETTINGS[setting](frame)
+    memory = _rmtl(**params).fit(
+        frame[FEATURES],
+        frame[TARGETS],
+        session_ids=frame["session"],
+        timestamps=frame["t"],
+    )
+    one_block = _rmtl(**params).fit(_source(path, 10**6))
+    p_mem = memory.predict_proba(frame[FEATURES])
+    assert_same_proba(one_block.predict_proba(frame[FEATURES]), p_mem)
+    assert one_block.history_.keys() == memory.history_.keys()
+    chunks = _rmtl(**params).fit(_source(path, 250))  # 5 blocks
+    p_chunks = chunks.predict_proba(frame[FEATURES])
+    assert np.abs(p_chunks - p_mem).max() < 0.05
+
+
+def test_mtl_retrain_on_all_from_a_source(data):
+    path, frame = data
+    memory = _fit_memory(_clf(retrain_on_all=True), frame)
+    streamed = _clf(retrain_on_all=True).fit(_source(path, 10**6))
+    assert_same_proba(
+        streamed.predict_proba(frame[FEATURES]), memory.predict_proba(frame[FEATURES])
+    )
+    assert "pretrain_all" in streamed.history_
 
 
 def test_missing_pyarrow_names_the_extra(data, monkeypatch):
@@ -455,7 +526,7 @@ def test_model_fitted_from_a_source_saves_and_pickles(data, tmp_path):
     assert b"ParquetSource" not in pickle.dumps(clf)
 
 
-def test_session_frames_keep_sessions_whole_and_check_the_order(tmp_path):
+def test_session_bounds_keep_sessions_whole_and_check_the_order(tmp_path):
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, 60)  # one session longer than a block
     lengths[7] = 90
@@ -468,11 +539,12 @@ def test_session_frames_keep_sessions_whole_and_check_the_order(tmp_path):
     frame["x"] = np.arange(len(frame))
     path = _write(frame, tmp_path / "sorted.parquet", row_group_size=64)
     source = ParquetSource(path, session="session", time="t", block_rows=50)
-    chunks = list(source.session_frames(["x"]))
-    np.testing.assert_array_equal(pd.concat(chunks)["x"], frame["x"])
-    seen = [set(c["session"]) for c in chunks]
+    bounds = source.session_bounds()
+    assert bounds[0][0] == 0 and bounds[-1][1] == len(frame)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    seen = [set(frame["session"].iloc[a:b]) for a, b in bounds]
     assert all(not (a & b) for a, b in itertools.pairwise(seen))
-    assert max(len(c) for c in chunks) >= 90  # the long session, whole
+    assert max(b - a for a, b in bounds) >= 90  # the long session, whole
     # A time going back inside a session, across a block boundary (row 50).
     late = frame.copy()
     s = late.loc[50, "session"]
@@ -480,47 +552,50 @@ def test_session_frames_keep_sessions_whole_and_check_the_order(tmp_path):
     _write(late, tmp_path / "unsorted.parquet")
     bad = ParquetSource(tmp_path / "unsorted.parquet", session="session", time="t")
     with pytest.raises(ValueError, match=r"sorted by \(session, t\).*row \d+"):
-        list(bad.session_frames(["x"]))
+        bad.session_bounds()
     # A session id going back exactly at a block boundary (row 5).
     back = pd.DataFrame({"session": [0, 0, 1, 1, 2, 1, 3], "x": range(7)})
     _write(back, tmp_path / "back.parquet")
     bad = ParquetSource(tmp_path / "back.parquet", session="session", block_rows=5)
     with pytest.raises(ValueError, match=r"row 5 \(counting from 0\)"):
-        list(bad.session_frames(["x"]))
-    with pytest.raises(ValueError, match="needs a source with a session column"):
-        list(ParquetSource(path, block_rows=5).session_frames(["x"]))
+        bad.session_bounds()
+    # Without sessions every row is its own session: the blocks.
+    assert ParquetSource(path, block_rows=500).session_bounds() == [
+        (0, 500),
+        (500, 1000),
+        (1000, len(frame)),
+    ]
 
 
 def test_rmtl_statistics_merge_over_blocks(sorted_data):
-    from sklearn_rmtl._parquet_rmtl import (
-        _label_mean_plan,
-        _SessionChunks,
-        _start_value,
-    )
-    from sklearn_rmtl._td import TDConfig
+    from sklearn_rmtl._refit import plan_refit
+    from sklearn_rmtl._td import SessionChunks, TDConfig
 
     path, frame = sorted_data
     model = _rmtl(weighting="label_mean", ips_weighting=True).fit(_source(path, 10**6))
     config = TDConfig.from_params(model.get_params(deep=False))
     means, rates = [], []
     for block in (10**6, 250):
-        source = _source(path, block)
-        fit = _StreamingFit(model, source)
-        data, _ = fit.prepare()
-        fit.encoder = model.encoder_  # the same encoding for both block sizes
-        plan, _ = _label_mean_plan(fit, data, model.net_.module_, model.critic_, model)
+        data = model._prepare(_source(path, block))
+        data.set_encoder(model.encoder_)  # the same encoding for both block sizes
+        plan = plan_refit(
+            data,
+            model.net_.module_,
+            model.critic_,
+            weighting="label_mean",
+            q_lambda=model.q_lambda,
+            precision="float32",
+        )
         means.append(plan.label_weights)
-        chunks = _SessionChunks(
-            fit,
+        chunks = SessionChunks(
             data,
             model.net_.module_,
             behavior_policy="actor",
             action_noise=0.1,
             config=config,
             seed=0,
-            bounds=source._session_bounds(),
         )
-        _start_value(chunks, 0.9)
+        chunks.start_value(0.9)
         rates.append(chunks.positive_rate.numpy()[0])
     assert len(chunks) > 1
     np.testing.assert_allclose(means[1], means[0], rtol=1e-5)

@@ -13,6 +13,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
+from sklearn_rmtl._rows import ArrayRows
 from sklearn_rmtl._skorch_net import MultiTaskNet
 
 FAST = {
@@ -121,8 +122,8 @@ def test_constant_weighting_is_continued_baseline_training(sessions):
         == mtl.history_["pretrain"][0]["train_loss"]
     )
     # Continue the baseline by hand, with the refit's seed.
-    data = mtl._prepare(X, Y, session_ids=None, timestamps=None)
-    data.encode(mtl.encoder_, fitted=True)
+    data = mtl._prepare(ArrayRows(X, Y))
+    data.set_encoder(mtl.encoder_)
     params, task_weights = mtl._check_params(2)
     net = mtl._train_net(
         data,
