@@ -40,7 +40,7 @@ from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._torch_module import MultiTaskModule
 from sklearn_rmtl.balancing import make_balancer
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.metrics import group_roc_auc, per_task_roc_auc
+from sklearn_rmtl.metrics import METRICS, MetricSpec
 
 
 class StopTraining(Exception):
@@ -53,24 +53,16 @@ class StopTraining(Exception):
     """
 
 
-def _auc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a one-class task is skipped, not fatal
-        return np.asarray(per_task_roc_auc(y, proba), dtype=np.float64)
-
-
-def _gauc(y: np.ndarray, proba: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = group_roc_auc(y, proba, session_ids=groups)
-    return np.asarray(values, dtype=np.float64)
-
-
-#: Ranking metrics a checkpoint can be selected by, ``(y01, proba, groups) ->
-#: per-task scores`` with greater better (NaN where a task's metric is not
-#: defined); "loss" (the unweighted validation BCE, lower better) is
-#: computed by the checkpoint itself.
-SELECTION_METRICS: dict[str, Callable[..., np.ndarray]] = {"auc": _auc, "gauc": _gauc}
+#: The metrics of :data:`~sklearn_rmtl.metrics.METRICS` a checkpoint can be
+#: selected by, by their ``selection_name``: their per-task values on the
+#: held-out rows (NaN where a task's metric is not defined) are compared in
+#: their ``greater_is_better`` direction. "loss" (the unweighted validation
+#: BCE, lower better) is computed by the checkpoint itself.
+SELECTION_METRICS: dict[str, MetricSpec] = {
+    spec.selection_name: spec
+    for spec in METRICS.values()
+    if spec.selection_name is not None
+}
 
 #: The metrics a selection parameter names, alone (over all tasks) or as
 #: ``"<metric>:<task name>"`` (one task's).
@@ -94,6 +86,18 @@ class Selection:
     metric: str
     task: int | None = None
 
+    @property
+    def greater_is_better(self) -> bool:
+        """Whether a higher value of the metric is better ("loss": lower)."""
+        spec = SELECTION_METRICS.get(self.metric)
+        return spec is not None and spec.greater_is_better
+
+    @property
+    def needs_sessions(self) -> bool:
+        """Whether the metric needs the held-out rows' sessions."""
+        spec = SELECTION_METRICS.get(self.metric)
+        return spec is not None and spec.needs_sessions
+
 
 class SelectionOption(StrOptions):
     """Parameter constraint: a metric of :data:`SELECTIONS`, or ``"<metric>:<task>"``.
@@ -111,7 +115,15 @@ class SelectionOption(StrOptions):
 
     def __str__(self) -> str:
         names = ", ".join(repr(m) for m in SELECTIONS)
-        return f"a str among {{{names}}}, or '<metric>:<task name>' for one task"
+        meanings = "; ".join(
+            f"{name!r}: {spec.display_name}"
+            + (", needs session_ids" if spec.needs_sessions else "")
+            for name, spec in SELECTION_METRICS.items()
+        )
+        return (
+            f"a str among {{{names}}} ('loss': the validation loss; {meanings}), "
+            "or '<metric>:<task name>' for one task"
+        )
 
 
 def check_selection(name: str, value: str, task_names: np.ndarray) -> Selection:
@@ -218,7 +230,7 @@ class ValidationCheckpoint(Callback):
         validation loss is weighted by it, and the ranking metrics skip the
         entries where it is 0.
     groups : ndarray of shape (n_valid,) or None
-        Their sessions, for ``selection="gauc"``.
+        Their sessions, for a selection metric that needs them (``"gauc"``).
     selection : Selection
         What "best" means: the lowest validation loss, or the highest
         per-task AUC or session GAUC, over all tasks or of one task.
@@ -299,7 +311,9 @@ class ValidationCheckpoint(Callback):
                 # Metrics skip missing labels (NaN); positive weights do not
                 # weigh the ranking metrics.
                 y = np.where(self.mask.cpu().numpy() > 0, y, np.nan)
-            scores = SELECTION_METRICS[metric](y, proba, self.groups)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a one-class task is NaN, not fatal
+                scores = SELECTION_METRICS[metric].per_task(y, proba, self.groups)
             defined = scores[np.isfinite(scores)]
             out[f"valid_{metric}"] = float(defined.mean()) if defined.size else math.nan
             out[f"valid_{metric}_per_task"] = scores.tolist()
@@ -314,7 +328,7 @@ class ValidationCheckpoint(Callback):
         )
         if not np.isfinite(score):  # undefined on the held-out rows (one class)
             return -math.inf
-        return -score if metric == "loss" else score
+        return score if self.selection.greater_is_better else -score
 
     def _check(self, net: Any, position: float) -> dict[str, Any]:
         values = self.evaluate(net)

@@ -27,7 +27,7 @@ from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
-from sklearn_rmtl._training import SelectionOption
+from sklearn_rmtl._training import SELECTIONS, SelectionOption
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
@@ -82,6 +82,10 @@ def _device(text: str) -> str:
                 f"got {text!r}"
             ) from None
     return text
+
+
+#: The validation metrics of the help texts ("loss, auc or gauc").
+_SELECTION_NAMES = f"{', '.join(SELECTIONS[:-1])} or {SELECTIONS[-1]}"
 
 
 def _selection(text: str) -> str:
@@ -233,8 +237,8 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
             default=None,
             metavar="METRIC[:TASK]",
             help=f"validation score that early stopping of {phase} compares "
-            "and selects the kept weights by: loss, auc or gauc over all tasks, "
-            f"or e.g. auc:click for one task ({dest}validation_metric)",
+            f"and selects the kept weights by: {_SELECTION_NAMES} over all "
+            f"tasks, or e.g. auc:click for one task ({dest}validation_metric)",
         )
     refit.add_argument(
         "--refit-keep-pretrained",

@@ -472,7 +472,11 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
 
 
 class MetricSpec(NamedTuple):
-    """A built-in metric: its function and how to read it.
+    """A built-in metric: its function and what the library reads from it.
+
+    :data:`METRICS` holds one per metric; the scorers, the plots, early
+    stopping's selection and the ``rmtl`` command's tables all read these
+    fields, so a new metric is one entry there.
 
     Attributes
     ----------
@@ -484,23 +488,62 @@ class MetricSpec(NamedTuple):
         Whether ``func`` needs ``session_ids``.
     display_name : str
         The paper's name (Sec. 3.1.3), used in tables and plots.
+    selection_name : str or None, default=None
+        The short name by which ``validation_metric`` and
+        ``refit_validation_metric`` select a checkpoint with this metric
+        (e.g. ``"auc"``, or ``"auc:<task>"`` for one task); None when it
+        cannot select one.
+    in_tables : bool, default=False
+        Whether it is a column of the paper's tables (Tables 1-2) that the
+        ``rmtl`` command writes.
     """
 
     func: Callable[..., Any]
     greater_is_better: bool
     needs_sessions: bool
     display_name: str
+    selection_name: str | None = None
+    in_tables: bool = False
+
+    def per_task(
+        self, y_true: Any, y_proba: Any, session_ids: Any = None
+    ) -> np.ndarray:
+        """The metric of each task, given ``session_ids`` when it needs them.
+
+        Parameters
+        ----------
+        y_true : array-like of shape (n_samples, n_tasks)
+            Binary labels 0/1, NaN for a missing label.
+        y_proba : array-like of shape (n_samples, n_tasks)
+            Predicted probabilities of label 1.
+        session_ids : array-like of shape (n_samples,), default=None
+            The rows' sessions; passed on only when ``needs_sessions``.
+
+        Returns
+        -------
+        values : ndarray of shape (n_tasks,)
+            The metric of each task, NaN where it is not defined.
+        """
+        extra = {"session_ids": session_ids} if self.needs_sessions else {}
+        return np.asarray(self.func(y_true, y_proba, **extra), dtype=np.float64)
 
 
 #: The one registry of the built-in metrics, by scorer name: it feeds the
 #: validation of ``metric`` and the scorers here, the panels of
-#: :class:`~sklearn_rmtl.plotting.MetricComparisonDisplay` and the tables of
-#: the ``rmtl`` command.
+#: :class:`~sklearn_rmtl.plotting.MetricComparisonDisplay`, the
+#: ``validation_metric`` options of early stopping (``selection_name``) and
+#: the tables of the ``rmtl`` command (``in_tables``, in this order).
 METRICS: dict[str, MetricSpec] = {
-    "roc_auc": MetricSpec(per_task_roc_auc, True, False, "AUC"),
-    "log_loss": MetricSpec(per_task_log_loss, False, False, "Logloss"),
-    "session_log_loss": MetricSpec(session_log_loss, False, True, "s-Logloss"),
-    "group_roc_auc": MetricSpec(group_roc_auc, True, True, "GAUC"),
+    "roc_auc": MetricSpec(
+        per_task_roc_auc, True, False, "AUC", selection_name="auc", in_tables=True
+    ),
+    "log_loss": MetricSpec(per_task_log_loss, False, False, "Logloss", in_tables=True),
+    "session_log_loss": MetricSpec(
+        session_log_loss, False, True, "s-Logloss", in_tables=True
+    ),
+    "group_roc_auc": MetricSpec(
+        group_roc_auc, True, True, "GAUC", selection_name="gauc"
+    ),
 }
 _METRICS = METRICS  # the scorer code's name for it
 
@@ -520,8 +563,8 @@ def metric_spec(name: str) -> MetricSpec:
     Returns
     -------
     MetricSpec
-        The metric's function, ``greater_is_better``, ``needs_sessions`` and
-        ``display_name``.
+        The metric's function, ``greater_is_better``, ``needs_sessions``,
+        ``display_name``, ``selection_name`` and ``in_tables``.
 
     Raises
     ------

@@ -212,6 +212,14 @@ def test_study_flag_errors(capsys, flags, message):
     assert message in capsys.readouterr().err
 
 
+def test_validation_metric_help_lists_the_selectable_metrics(capsys):
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    # argparse may wrap the help between any two words.
+    text = " ".join(capsys.readouterr().out.split())
+    assert "by: loss, auc or gauc over all tasks" in text
+
+
 def test_device_flag_takes_any_torch_device():
     from sklearn_rmtl.cli import _device
 

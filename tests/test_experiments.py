@@ -10,6 +10,12 @@ import pytest
 
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl.datasets import make_sessions
+from sklearn_rmtl.metrics import (
+    METRICS,
+    per_task_log_loss,
+    per_task_roc_auc,
+    session_log_loss,
+)
 
 
 def test_split_scores_on_the_requested_part():
@@ -129,3 +135,39 @@ def test_ddpg_takes_settings_on_top_of_the_baseline():
     assert est.bc_alpha == 0.5 and est.actor_update
     assert est.retrain_on_all is False and est.refit_max_epochs == 0
     assert est.predict_proba(split.X_eval).shape == (len(split.X_eval), 2)
+
+
+def test_table_columns_are_the_metric_registrys():
+    tabled = [spec for spec in METRICS.values() if spec.in_tables]
+    assert tuple(spec.display_name for spec in tabled) == ex.METRICS
+    assert ex.METRICS == ("AUC", "Logloss", "s-Logloss")  # the paper's columns
+    assert {
+        spec.display_name: spec.greater_is_better for spec in tabled
+    } == ex.GREATER_IS_BETTER
+
+
+class _FixedProba:
+    """A fitted model's stand-in: the same probabilities for any X."""
+
+    def __init__(self, proba):
+        self.proba = proba
+
+    def predict_proba(self, X):
+        return self.proba[: len(X)]
+
+
+def test_evaluate_scores_each_table_column_by_its_registry_metric():
+    split = ex.split_dataset(make_sessions(n_sessions=80, random_state=0))
+    y = split.y_eval.to_numpy()
+    proba = np.random.default_rng(0).uniform(0.05, 0.95, y.shape)
+    scores = ex.evaluate(_FixedProba(proba), split)
+    expected = {
+        "AUC": per_task_roc_auc(y, proba),
+        "Logloss": per_task_log_loss(y, proba),
+        "s-Logloss": session_log_loss(y, proba, session_ids=split.s_eval),
+    }
+    assert list(scores) == [str(c) for c in split.y_eval.columns]
+    for k, task_scores in enumerate(scores.values()):
+        assert list(task_scores) == list(ex.METRICS)
+        for metric, value in task_scores.items():
+            assert value == pytest.approx(expected[metric][k])

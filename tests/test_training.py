@@ -6,10 +6,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL, make_session_data
+from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
-from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, _training
+from sklearn_rmtl._training import (
+    SELECTION_METRICS,
+    SELECTIONS,
+    Selection,
+    SelectionOption,
+    check_selection,
+)
+from sklearn_rmtl.metrics import METRICS, per_task_log_loss, per_task_roc_auc
 
 FAST = {
     "backbone": "sharedbottom",
@@ -300,6 +308,72 @@ def test_validation_metric_errors_name_the_tasks(sessions):
         RMTLClassifier(**FAST, refit_validation_metric=f"gauc:{task}").fit(
             X, Y, timestamps=t
         )
+
+
+def test_selection_options_are_the_metric_registrys(sessions):
+    # "loss" and every metric of the registry with a selection name, no other.
+    selectable = {
+        spec.selection_name: spec
+        for spec in METRICS.values()
+        if spec.selection_name is not None
+    }
+    assert set(selectable) == {"auc", "gauc"}
+    assert selectable == SELECTION_METRICS
+    assert ("loss", *selectable) == SELECTIONS
+    option = SelectionOption()
+    for name, spec in selectable.items():
+        assert option.is_satisfied_by(name) and option.is_satisfied_by(f"{name}:buy")
+        selection = check_selection("validation_metric", f"{name}:buy", ["a", "buy"])
+        assert selection == Selection(name, 1)
+        assert Selection(name).greater_is_better == spec.greater_is_better
+        assert Selection(name).needs_sessions == spec.needs_sessions
+    assert not Selection("loss").greater_is_better
+    assert not Selection("loss").needs_sessions
+    assert not option.is_satisfied_by("roc_auc") and not option.is_satisfied_by("f1")
+    # A bad value's error lists every option and what it means.
+    X, Y, _s, _t = sessions
+    for est in (
+        MTLClassifier(validation_metric="f1"),
+        RMTLClassifier(refit_validation_metric="f1"),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            est.fit(X, Y)
+        message = str(info.value)
+        assert "'<metric>:<task name>'" in message
+        for name in SELECTIONS:
+            assert repr(name) in message
+        for spec in selectable.values():
+            assert spec.display_name in message
+        assert "'gauc': GAUC, needs session_ids" in message
+
+
+@pytest.fixture
+def logloss_selects(monkeypatch):
+    """The registry's Logloss registered with a selection name, "logloss"."""
+    spec = METRICS["log_loss"]._replace(selection_name="logloss")
+    monkeypatch.setitem(METRICS, "log_loss", spec)
+    # What _training derives from the registry when it is imported.
+    derived = {s.selection_name: s for s in METRICS.values() if s.selection_name}
+    monkeypatch.setattr(_training, "SELECTION_METRICS", derived)
+    monkeypatch.setattr(_training, "SELECTIONS", ("loss", *derived))
+    return spec
+
+
+def test_a_registered_metric_selects_in_its_direction(sessions, logloss_selects):
+    # Early stopping reads the registry entry: its function, its name in the
+    # history and its direction (lower is better for a loss).
+    assert "'logloss': Logloss" in str(SelectionOption())
+    X, Y, _s, t = sessions
+    est = MTLClassifier(**MTL_FAST, max_epochs=4, validation_metric="logloss")
+    history = est.fit(X, Y, timestamps=t).history_["pretrain"]
+    values = [row["valid_logloss"] for row in history]
+    per_task = np.array([row["valid_logloss_per_task"] for row in history])
+    np.testing.assert_allclose(values, per_task.mean(1))
+    assert min(values) < max(values)
+    assert history[-1]["best_at"] == 1 + int(np.argmin(values))
+    Xv, Yv = _held_out(est, X, Y, t)
+    kept = float(per_task_log_loss(Yv, est.predict_proba(Xv)).mean())
+    assert kept == pytest.approx(min(values), rel=1e-5)
 
 
 class _RecordsLearningRate(Callback):
