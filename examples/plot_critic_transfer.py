@@ -62,9 +62,9 @@ esmm = MTLClassifier(
 ).fit(X_fit, y_fit, timestamps=t_fit)
 
 own = RMTLClassifier(
-    backbone=esmm, critic_hidden_dims=(64,), critic_max_epochs=3, **settings
+    actor=esmm, critic_hidden_dims=(64,), critic_max_epochs=3, **settings
 ).fit(X_fit, y_fit, session_ids=s_fit, timestamps=t_fit)
-transferred = RMTLClassifier(backbone=esmm, critic=critic, **settings).fit(
+transferred = RMTLClassifier(actor=esmm, critic=critic, **settings).fit(
     X_fit, y_fit, session_ids=s_fit, timestamps=t_fit
 )
 for name, est in {"own critic": own, "MMoE's critic": transferred}.items():

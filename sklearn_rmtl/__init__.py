@@ -7,10 +7,9 @@ from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.parquet import ParquetSource
-
-__version__ = "0.1.0.dev0"
 
 # Public submodules, imported on first access (as scikit-learn does), so that
 # ``import sklearn_rmtl`` does not load matplotlib or the dataset loaders.

@@ -27,9 +27,9 @@ import pandas as pd
 from scipy import stats
 from sklearn.utils import Bunch
 
-from sklearn_rmtl import __version__
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.metrics import METRICS as metric_registry
 from sklearn_rmtl.model_selection import temporal_train_test_split

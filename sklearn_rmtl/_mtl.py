@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any
@@ -50,17 +49,9 @@ from sklearn_rmtl.parquet import ParquetSource
 # encoded copy for arbitrarily many rows.
 _PREDICT_CHUNK = 65_536
 
-# The fitted net is stored under its 0.1 name, the key that saved files
-# (sklearn_rmtl.persistence) and pickles hold, so that both keep loading;
-# ``net_`` is its public name and ``backbone_`` the deprecated alias.
-_NET_KEY = "backbone_"
 # With retrain_on_all: the network chosen on the held-out rows, before the
 # retraining (weights only; kept in pickles, not in saved files).
 _HOLDOUT_KEY = "_holdout_state"
-_BACKBONE_DEPRECATED = (
-    "Attribute `backbone_` was renamed `net_` in 0.1 (it is the fitted skorch "
-    "net, not a backbone) and will be removed in 0.2."
-)
 
 
 class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
@@ -210,8 +201,6 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     net_ : skorch.NeuralNet
         The fitted skorch net; ``net_.module_`` is the torch network
         (:class:`~sklearn_rmtl._torch_module.MultiTaskModule`).
-    backbone_ : skorch.NeuralNet
-        Deprecated alias of ``net_``; removed in 0.2.
     backbone_params_ : dict
         The network sizes used (``backbone_params`` merged over the defaults).
     device_ : str
@@ -747,33 +736,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         return np.column_stack(columns)
 
     def __sklearn_is_fitted__(self) -> bool:
-        return _NET_KEY in vars(self)
-
-    @property
-    def net_(self) -> MultiTaskNet:
-        """The fitted skorch net (see the class docstring's Attributes)."""
-        try:
-            return self.__dict__[_NET_KEY]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute 'net_'"
-            ) from None
-
-    @net_.setter
-    def net_(self, net: MultiTaskNet) -> None:
-        self.__dict__[_NET_KEY] = net
-
-    @property
-    def backbone_(self) -> MultiTaskNet:
-        """Deprecated alias of ``net_``."""
-        net = self.net_  # AttributeError, without a warning, when unfitted
-        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
-        return net
-
-    @backbone_.setter
-    def backbone_(self, net: MultiTaskNet) -> None:
-        warnings.warn(_BACKBONE_DEPRECATED, FutureWarning, stacklevel=2)
-        self.net_ = net
+        return "net_" in vars(self)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -805,7 +768,7 @@ def fitted_mtl_state(
     net.trim_for_prediction()
     return data.fitted_state(
         encoder_=encoder,
-        **{_NET_KEY: net},
+        net_=net,
         backbone_params_=params,
         history_=history,
         n_iter_=sum(len(h) for h in history.values()),

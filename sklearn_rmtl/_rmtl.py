@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._critic import SessionCritic, check_critic_features, fit_critics
@@ -75,10 +79,6 @@ class RMTLClassifier(MTLClassifier):
     backbone : str, default="ple"
         The actor's backbone name (see :class:`MTLClassifier`); ignored when
         ``actor`` is given.
-
-        .. deprecated:: 0.1
-           Passing an :class:`MTLClassifier` as ``backbone`` is deprecated
-           and will be removed in 0.2; pass it as ``actor``.
     backbone_params : dict, default=None
         Network sizes; see :class:`MTLClassifier`.
     categorical_features : "from_dtype", array-like or None, default="from_dtype"
@@ -270,8 +270,6 @@ class RMTLClassifier(MTLClassifier):
         The actor's feature encoder.
     net_ : skorch.NeuralNet
         The refitted actor (predictions come from it).
-    backbone_ : skorch.NeuralNet
-        Deprecated alias of ``net_``; removed in 0.2.
     backbone_params_ : dict
         Network sizes of the actor.
     device_ : str
@@ -339,7 +337,6 @@ class RMTLClassifier(MTLClassifier):
 
     _parameter_constraints: dict = {
         **MTLClassifier._parameter_constraints,
-        "backbone": [StrOptions(set(BACKBONES)), MTLClassifier],
         "refit_max_epochs": [Interval(Integral, 0, None, closed="left"), None],
         "refit_lr": [Interval(Real, 0, None, closed="neither"), None],
         "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
@@ -370,7 +367,7 @@ class RMTLClassifier(MTLClassifier):
     def __init__(
         self,
         *,
-        backbone: str | MTLClassifier = "ple",
+        backbone: str = "ple",
         backbone_params: dict[str, Any] | None = None,
         categorical_features: Any = "from_dtype",
         min_frequency: int | float | None = None,
@@ -473,17 +470,24 @@ class RMTLClassifier(MTLClassifier):
         self.actor = actor
 
     # ---------------------------------------------------------- parameters
-    def _given_actor(self) -> tuple[str, MTLClassifier] | None:
-        """The parameter naming a given actor and its MTLClassifier, if any."""
-        if self.actor is not None:
-            return "actor", self.actor
-        if isinstance(self.backbone, MTLClassifier):  # deprecated spelling
-            return "backbone", self.backbone
-        return None
+    def _validate_params(self) -> None:
+        if isinstance(self.backbone, MTLClassifier):
+            # Before scikit-learn's check, whose message cannot name the fix.
+            raise InvalidParameterError(
+                f"The 'backbone' parameter of {type(self).__name__} must be a "
+                f"backbone name among {sorted(BACKBONES)}, got an estimator "
+                f"({type(self.backbone).__name__}). Pass a fitted or unfitted "
+                "MTLClassifier as actor=... instead."
+            )
+        super()._validate_params()
+
+    def _given_actor(self) -> MTLClassifier | None:
+        """The given actor (``actor``), if any."""
+        return self.actor
 
     def _backbone_name(self) -> str:
         given = self._given_actor()
-        return str(self.backbone if given is None else given[1].backbone)
+        return str(self.backbone if given is None else given.backbone)
 
     def _selection_params(self) -> dict[str, str]:
         # A given MTLClassifier pretrains with its own settings.
@@ -498,7 +502,7 @@ class RMTLClassifier(MTLClassifier):
         given = [("critic", getattr(self.critic, "task_names", None))]
         actor = self._given_actor()
         if actor is not None:
-            given.append((actor[0], getattr(actor[1], "task_names_", None)))
+            given.append(("actor", getattr(actor, "task_names_", None)))
         for name, fitted in given:
             if fitted is not None:
                 check_same_tasks(name, fitted, task_names)
@@ -518,8 +522,8 @@ class RMTLClassifier(MTLClassifier):
         given = self._given_actor()
         if given is None:
             return super()._network_params(n_tasks)
-        _, actor = given  # its sizes; the refit uses our task weights
-        return actor._network_params(n_tasks)  # its tasks: _check_tasks
+        # Its sizes; the refit uses our task weights.
+        return given._network_params(n_tasks)  # its tasks: _check_tasks
 
     # ----------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=False)
@@ -569,18 +573,6 @@ class RMTLClassifier(MTLClassifier):
         self : RMTLClassifier
             The fitted estimator.
         """
-        if isinstance(self.backbone, MTLClassifier):
-            if self.actor is not None:
-                raise ValueError(
-                    "Pass the pretrained MTLClassifier as actor only; backbone "
-                    "then names nothing and keeps its default."
-                )
-            warnings.warn(
-                "Passing an MTLClassifier as backbone is deprecated in 0.1 and "
-                "will be removed in 0.2; pass it as actor=... instead.",
-                FutureWarning,
-                stacklevel=2,
-            )
         return self._fit(
             X,
             y,
@@ -655,9 +647,8 @@ class RMTLClassifier(MTLClassifier):
         """
         given = self._given_actor()
         if given is not None:
-            name, actor = given
-            self._log(f"pretrain (the given {name})")
-            return actor._pretrained_on(data, name=name)
+            self._log("pretrain (the given actor)")
+            return given._pretrained_on(data, name="actor")
         self._log("pretrain")
         encoder, net = self._fit_backbone(data, params, task_weights)
         return encoder, net.module_, {"pretrain": net_history(net)}
@@ -677,7 +668,7 @@ class RMTLClassifier(MTLClassifier):
         A given actor already retrained on all rows is reused as it is.
         """
         given = self._given_actor()
-        owner = self if given is None else given[1]
+        owner = self if given is None else given
         if "pretrain_all" in history:
             actor = copy.deepcopy(owner.net_.module_)
             dp = DataParallel.current(self.distributed)

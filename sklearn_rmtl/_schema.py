@@ -58,7 +58,7 @@ _MTL_FITTED = (
     "feature_names_in_",
     "device_",
     "encoder_",
-    "backbone_",  # net_, under its former name (see _mtl._NET_KEY)
+    "net_",
     "backbone_params_",
     "history_",
     "n_iter_",
@@ -67,6 +67,9 @@ _FITTED: dict[str, tuple[str, ...]] = {
     "MTLClassifier": _MTL_FITTED,
     "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_", "label_weights_"),
 }
+# Fitted attributes that earlier format versions stored under another name:
+# {attribute: (its name in files before version N, N)}.
+_RENAMED = {"net_": ("backbone_", 3)}
 # Network arguments added after format version 2 was first written.
 _NET_ADDED = frozenset({"precision"})
 _OPTIONAL = frozenset(
@@ -458,29 +461,39 @@ class Reader(TreeReader):
         return est
 
     def fitted(self, node: Any, name: str, path: str) -> dict[str, Any]:
-        names = _FITTED[name]
+        # Each attribute's key in this file's version.
+        keys = {attr: self._stored_name(attr) for attr in _FITTED[name]}
         if not isinstance(node, dict):
             raise fail(path, "fitted attributes must be an object")
-        unknown = sorted(set(node) - set(names))
-        missing = sorted(set(names) - set(node) - _OPTIONAL)
+        unknown = sorted(set(node) - set(keys.values()))
+        missing = sorted(
+            key
+            for attr, key in keys.items()
+            if key not in node and attr not in _OPTIONAL
+        )
         if unknown or missing:
             raise fail(path, f"unknown attributes {unknown}, missing {missing}")
         readers: dict[str, Callable[[Any, str], Any]] = {
             "encoder_": self.encoder,
-            "backbone_": self.net,
+            "net_": self.net,
             "critic_": self.session_critic,
         }
         out = {}
-        for attr in names:
-            if attr not in node:
+        for attr, key in keys.items():
+            if key not in node:
                 continue
-            where = f"{path}/{attr}"
-            if attr in readers and node[attr] is not None:
-                out[attr] = readers[attr](node[attr], where)
+            where = f"{path}/{key}"
+            if attr in readers and node[key] is not None:
+                out[attr] = readers[attr](node[key], where)
             else:
-                out[attr] = self.value(node[attr], where)
+                out[attr] = self.value(node[key], where)
         self._check_fitted(out, path)
         return out
+
+    def _stored_name(self, attr: str) -> str:
+        """The key of fitted attribute ``attr`` in a file of this version."""
+        former, since = _RENAMED.get(attr, (attr, 0))
+        return attr if self.version >= since else former
 
     def _check_fitted(self, fitted: dict[str, Any], path: str) -> None:
         """The plain fitted attributes have the types and shapes documented."""

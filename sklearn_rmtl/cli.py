@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from sklearn_rmtl import __version__
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
 from sklearn_rmtl._training import SELECTIONS, SelectionOption
 from sklearn_rmtl._validation import resolve_device
+from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError

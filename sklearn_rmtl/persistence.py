@@ -22,7 +22,8 @@ by hand before anything is loaded. It has two layers: a generic hardened
 container of plain values and arrays (``sklearn_rmtl._container``) and a
 schema saying what each class is stored as (``sklearn_rmtl._schema``).
 Format version 2 stores the feature encoder as plain vocabularies and
-statistics; files of version 1 still load.
+statistics; version 3 names the fitted network ``net_`` (``backbone_``
+before). Files of versions 1 and 2 still load.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sklearn
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from sklearn_rmtl import _version
 from sklearn_rmtl._container import (
     MANIFEST,
     check_members,
@@ -55,10 +57,11 @@ __all__ = ["InconsistentVersionWarning", "InvalidFileError", "load", "save"]
 #: Value of ``manifest["format"]``; anything else is not one of these files.
 FORMAT_NAME = "sklearn-rmtl-safe"
 #: Layout version written by :func:`save`.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Layout versions :func:`load` reads: 1 stored the feature encoder as
-#: scikit-learn encoders' attributes, 2 as plain vocabularies and statistics.
-READABLE_VERSIONS = (1, 2)
+#: scikit-learn encoders' attributes, 2 as plain vocabularies and statistics;
+#: 3 names the fitted network ``net_`` (1 and 2: ``backbone_``).
+READABLE_VERSIONS = (1, 2, 3)
 _MANIFEST_KEYS = frozenset(
     {
         "format",
@@ -72,10 +75,8 @@ _MANIFEST_KEYS = frozenset(
 
 
 def _library_version() -> str:
-    # Imported at call time, so that the package's __init__ may import us.
-    import sklearn_rmtl
-
-    return str(sklearn_rmtl.__version__)
+    # Read at call time (tests patch it).
+    return _version.__version__
 
 
 def save(estimator: MTLClassifier, path: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -93,7 +94,7 @@ def save(estimator: MTLClassifier, path: str | os.PathLike[str] | IO[bytes]) -> 
         Its constructor parameters must be plain values (None, bool, int,
         float, str, lists, tuples, dicts, NumPy arrays), or for
         :class:`~sklearn_rmtl.RMTLClassifier` an ``MTLClassifier`` as
-        ``backbone`` and a :class:`~sklearn_rmtl.SessionCritic` as
+        ``actor`` and a :class:`~sklearn_rmtl.SessionCritic` as
         ``critic``, which are stored with it.
     path : str, path-like or binary file object
         Where to write; an existing file is replaced atomically (the file is

@@ -69,9 +69,8 @@ def _panels(
 
 def _default_name(estimator: Any) -> str:
     """``"RMTLClassifier (ple)"``: the class and its backbone's name."""
-    backbone = getattr(estimator, "backbone", None)
-    if backbone is not None and not isinstance(backbone, str):
-        backbone = getattr(backbone, "backbone", None)  # a given MTLClassifier
+    actor = getattr(estimator, "actor", None)  # a given MTLClassifier
+    backbone = getattr(estimator if actor is None else actor, "backbone", None)
     name = type(estimator).__name__
     return f"{name} ({backbone})" if isinstance(backbone, str) else name
 

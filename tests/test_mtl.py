@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,11 +10,14 @@ import pytest
 import torch
 from conftest import SMALL, make_mtl_data
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
+from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._rows import ArrayRows
+from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.exceptions import DivergenceError
 
@@ -316,6 +318,7 @@ def test_pickle_round_trip(mtl_data):
     clf = _fit(X, Y, backbone="aitm", max_epochs=1)
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    assert vars(clf).keys() == vars(again).keys()  # pickling adds no attribute
 
 
 def test_predict_in_chunks_matches_whole(mtl_data, monkeypatch):
@@ -353,20 +356,16 @@ def test_keyboard_interrupt_propagates_and_keeps_previous_fit(mtl_data):
     assert not hasattr(fresh, "net_")
 
 
-def test_backbone_attribute_is_a_deprecated_alias_of_net(mtl_data):
+def test_net_is_a_plain_fitted_attribute(mtl_data):
     X, Y = mtl_data
     clf = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL)
-    assert not hasattr(clf, "net_")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not hasattr(clf, "backbone_")  # unfitted: no warning either
+    assert not hasattr(clf, "net_") and not clf.__sklearn_is_fitted__()
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
     clf = _fit(X, Y, backbone="sharedbottom", max_epochs=1)
-    with pytest.warns(FutureWarning, match="renamed `net_`"):
-        net = clf.backbone_
-    assert net is clf.net_
-    with pytest.warns(FutureWarning, match="renamed `net_`"):
-        clf.backbone_ = net
-    assert clf.net_ is net
+    assert isinstance(vars(clf)["net_"], MultiTaskNet)
+    assert clf.__sklearn_is_fitted__()
+    assert not hasattr(clf, "backbone_")  # its former name is gone
 
 
 @pytest.mark.parametrize("device", ["cuda:1", "cuda:0"])

@@ -278,11 +278,11 @@ def test_numpy_input_and_file_objects():
 
 
 def test_encoder_is_stored_as_vocabularies_and_statistics(rmtl, rmtl_file):
-    """Format 2 stores plain state, no scikit-learn encoder internals."""
+    """Formats 2 and 3 store plain state, no scikit-learn encoder internals."""
     with zipfile.ZipFile(rmtl_file) as zf:
         text = zf.read("manifest.json").decode()
     manifest = json.loads(text)
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert "OrdinalEncoder" not in text and "StandardScaler" not in text
     state = manifest["estimator"]["fitted"]["encoder_"]["state"]
     assert [c["name"] for c in state["categorical"]] == ["item", "user"]
@@ -443,7 +443,7 @@ def npy_bytes(arr, allow_pickle=False):
     return buffer.getvalue()
 
 
-WEIGHT = "estimator/backbone_/module_/embedding.embedding.weight"
+WEIGHT = "estimator/net_/module_/embedding.embedding.weight"
 
 
 def edit_class(m):
@@ -467,11 +467,11 @@ def edit_attribute(m):
 
 
 def edit_net_class(m):
-    m["estimator"]["fitted"]["backbone_"]["class"] = "subprocess.Popen"
+    m["estimator"]["fitted"]["net_"]["class"] = "subprocess.Popen"
 
 
 def edit_backbone(m):
-    m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__backbone"] = "os"
+    m["estimator"]["fitted"]["net_"]["kwargs"]["module__backbone"] = "os"
 
 
 def edit_tag(m):
@@ -479,7 +479,7 @@ def edit_tag(m):
 
 
 def edit_cardinalities(m):
-    m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__cardinalities"][0] += 1
+    m["estimator"]["fitted"]["net_"]["kwargs"]["module__cardinalities"][0] += 1
 
 
 def edit_declared_shape(m):
@@ -488,7 +488,7 @@ def edit_declared_shape(m):
 
 def edit_ref(m):
     critic = m["estimator"]["fitted"]["critic_"]
-    critic["encoder"] = {"__type__": "ref", "path": "estimator/backbone_"}
+    critic["encoder"] = {"__type__": "ref", "path": "estimator/net_"}
 
 
 def edit_encoder_code(m):
@@ -544,7 +544,7 @@ def test_non_json_constants_are_rejected(rmtl_file, tmp_path):
 
 def test_missing_and_extra_arrays_are_rejected(rmtl_file, tmp_path):
     bad = rewrite(rmtl_file, tmp_path / "missing.zip", drop={WEIGHT + ".npy"})
-    with pytest.raises(InvalidFileError, match=r"missing: \['estimator/backbone_"):
+    with pytest.raises(InvalidFileError, match=r"missing: \['estimator/net_"):
         load(bad)
     bad = rewrite(
         rmtl_file, tmp_path / "extra.zip", replace={"evil.npy": npy_bytes(np.ones(3))}
@@ -675,7 +675,7 @@ def test_foreign_files_are_rejected(rmtl, tmp_path, monkeypatch):
 
 
 def test_other_version_warns(rmtl, tmp_path, monkeypatch):
-    monkeypatch.setattr(sklearn_rmtl, "__version__", "0.0.1")
+    monkeypatch.setattr(sklearn_rmtl._version, "__version__", "0.0.1")
     path = tmp_path / "old.zip"
     save(rmtl, path)
     monkeypatch.undo()
@@ -737,6 +737,8 @@ def test_format_version_1_files_load(name):
         else pd.concat([X, X_NEW], ignore_index=True)
     )
     assert_same_proba(loaded.predict_proba(X_check), expected[name])
+    # They stored the network as backbone_, its former name.
+    assert "net_" in vars(loaded) and not hasattr(loaded, "backbone_")
     if name == "rmtl_ple":
         # float32 weights of about 4: rounding, as in assert_same_proba.
         np.testing.assert_allclose(
@@ -766,6 +768,61 @@ def test_version_1_files_are_checked(tmp_path):
                 load(bad)
 
 
+def as_format_2(m):
+    """A format-3 manifest as format 2 wrote it: the network as backbone_."""
+    m["format_version"] = 2
+    fitted = m["estimator"]["fitted"]
+    fitted["backbone_"] = fitted.pop("net_")
+
+
+def test_format_version_2_files_load_their_backbone_as_net(rmtl, rmtl_file, tmp_path):
+    loaded = load(rewrite(rmtl_file, tmp_path / "v2.zip", manifest=as_format_2))
+    assert "net_" in vars(loaded) and not hasattr(loaded, "backbone_")
+    assert loaded.net_.weighting == "rmtl"
+    assert_same_estimator(loaded, rmtl, pd.concat([X, X_NEW], ignore_index=True))
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+
+    # Each format version has one name for it; the other one is refused.
+    def net_in_format_2(m):
+        m["format_version"] = 2
+
+    def backbone_in_format_3(m):
+        as_format_2(m)
+        m["format_version"] = 3
+
+    for edit, match in [
+        (net_in_format_2, r"unknown attributes \['net_'\], missing \['backbone_'\]"),
+        (
+            backbone_in_format_3,
+            r"unknown attributes \['backbone_'\], missing \['net_'\]",
+        ),
+    ]:
+        with pytest.raises(InvalidFileError, match=match):
+            load(rewrite(rmtl_file, tmp_path / "bad.zip", manifest=edit))
+
+
+def test_pickles_with_backbone_load_it_as_net(rmtl, monkeypatch):
+    getstate = MTLClassifier.__getstate__
+
+    def getstate_before_net(self):  # as pickles held the network before net_
+        state = dict(getstate(self))
+        state["backbone_"] = state.pop("net_")
+        return state
+
+    mtl = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, **FAST)
+    fitted = [mtl.fit(X, Y), rmtl]
+    with monkeypatch.context() as patch:
+        patch.setattr(MTLClassifier, "__getstate__", getstate_before_net)
+        assert "backbone_" in mtl.__getstate__()
+        pickles = [pickle.dumps(est) for est in fitted]
+    for est, data in zip(fitted, pickles, strict=True):
+        assert "net_" in vars(est) and "backbone_" not in vars(est)
+        loaded = pickle.loads(data)
+        assert type(loaded) is type(est) and loaded.__sklearn_is_fitted__()
+        assert "net_" in vars(loaded) and not hasattr(loaded, "backbone_")
+        assert_same_estimator(loaded, est, pd.concat([X, X_NEW], ignore_index=True))
+
+
 def test_stored_attributes_are_the_documented_ones():
     """The schema's list of fitted attributes follows the estimators' docs."""
     docscrape = pytest.importorskip("numpydoc.docscrape")
@@ -773,17 +830,14 @@ def test_stored_attributes_are_the_documented_ones():
 
     for name, cls in ESTIMATORS.items():
         documented = [a.name for a in docscrape.ClassDoc(cls)["Attributes"]]
-        # net_ is stored (and kept by the estimators) as backbone_, its name
-        # before 0.1, so that files keep loading.
-        stored = {"backbone_" if a == "net_" else a for a in documented}
-        assert sorted(_FITTED[name]) == sorted(stored), name
+        assert sorted(_FITTED[name]) == sorted(documented), name
 
 
 def test_memory_is_bounded_by_the_file(rmtl_file, tmp_path):
     """A few bytes of JSON cannot make load build a huge network or array."""
 
     def huge_network(m):
-        kwargs = m["estimator"]["fitted"]["backbone_"]["kwargs"]
+        kwargs = m["estimator"]["fitted"]["net_"]["kwargs"]
         kwargs["module__backbone_params"]["embedding_dim"] = 1 << 40
 
     bad = rewrite(rmtl_file, tmp_path / "huge_net.zip", manifest=huge_network)
@@ -1081,10 +1135,10 @@ def test_network_sizes_are_checked_before_building(tmp_path, record_property):
     save(clf, good)
 
     def many_tasks(m):
-        m["estimator"]["fitted"]["backbone_"]["kwargs"]["module__n_tasks"] = 300_000
+        m["estimator"]["fitted"]["net_"]["kwargs"]["module__n_tasks"] = 300_000
 
     def huge_embedding(m):
-        kwargs = m["estimator"]["fitted"]["backbone_"]["kwargs"]
+        kwargs = m["estimator"]["fitted"]["net_"]["kwargs"]
         kwargs["module__backbone_params"]["embedding_dim"] = 1 << 40
 
     cases = [

@@ -109,6 +109,15 @@ def test_training_curves_of_an_mtl_classifier_have_one_panel(mtl):
     np.testing.assert_allclose(y, [r["train_loss"] for r in mtl.history_["pretrain"]])
 
 
+def test_default_name_gives_a_given_actors_backbone():
+    from sklearn_rmtl.plotting import _default_name
+
+    given = RMTLClassifier(actor=MTLClassifier(backbone="esmm"))
+    assert _default_name(given) == "RMTLClassifier (esmm)"
+    assert _default_name(RMTLClassifier(backbone="mmoe")) == "RMTLClassifier (mmoe)"
+    assert _default_name(MTLClassifier(backbone="ple")) == "MTLClassifier (ple)"
+
+
 def test_training_curves_skip_empty_phases_unless_asked():
     history = {
         "pretrain": [{"epoch": 1, "train_loss": 0.7, "dur": 0.1}],

@@ -132,7 +132,7 @@ def edited_copy(src, dst, edit):
             data = zin.read(name)
             if name == "manifest.json":
                 manifest = json.loads(data)
-                edit(manifest["estimator"]["fitted"]["backbone_"]["kwargs"])
+                edit(manifest["estimator"]["fitted"]["net_"]["kwargs"])
                 data = json.dumps(manifest).encode()
             zout.writestr(name, data)
     return dst

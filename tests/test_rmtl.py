@@ -11,6 +11,7 @@ import torch
 from conftest import SMALL, make_session_data, tiny_critic_setup
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
+from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._rows import ArrayRows
@@ -215,20 +216,17 @@ def test_fitted_mtl_backbone_is_the_starting_point(sessions):
     assert est.backbone_params_ == mtl.backbone_params_
 
 
-def test_mtl_as_backbone_is_a_deprecated_spelling_of_actor(sessions):
-    X, Y, s, t = sessions
-    mtl = MTLClassifier(
-        backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
-    ).fit(X, Y)
-    fast = {**FAST, "random_state": 0}
-    new = RMTLClassifier(actor=mtl, **fast).fit(X, Y, session_ids=s, timestamps=t)
-    with pytest.warns(FutureWarning, match="pass it as actor"):
-        old = RMTLClassifier(backbone=mtl, **fast).fit(
-            X, Y, session_ids=s, timestamps=t
-        )
-    np.testing.assert_array_equal(old.predict_proba(X), new.predict_proba(X))
-    with pytest.raises(ValueError, match="as actor only"):
-        RMTLClassifier(backbone=mtl, actor=mtl, **fast).fit(X, Y, session_ids=s)
+def test_mtl_as_backbone_is_refused_naming_actor(sessions):
+    X, Y, s, _t = sessions
+    mtl = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, max_epochs=2)
+    for est in (
+        RMTLClassifier(backbone=mtl, **FAST),
+        RMTLClassifier(backbone=mtl, actor=mtl, **FAST),
+    ):
+        with pytest.raises(InvalidParameterError, match=r"as actor=\.\.\. instead"):
+            est.fit(X, Y, session_ids=s)
+        assert not hasattr(est, "net_")
+    assert not hasattr(mtl, "net_")
 
 
 def test_unfitted_mtl_backbone_is_fitted_as_pretraining(sessions):
