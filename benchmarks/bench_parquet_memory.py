@@ -19,14 +19,30 @@ are the data pipeline's. ``--model rmtl`` fits ``RMTLClassifier`` instead
 (pretraining, critics over chunks of whole sessions, refit); the file is
 written sorted by session, then time, as RMTL's streaming needs.
 
+``--cli`` measures the command line instead, two children on the same file:
+
+- **cli**: ``rmtl fit --data FILE --block-rows B --target click purchase
+  --session session --time time ...`` (``sklearn_rmtl.cli.main`` run in the
+  child; the exact command is printed), with ``B`` the ``--block-rows``
+  given, else a tenth of the rows rounded down, so that the file is at
+  least 10x the block;
+- **in memory**: what ``rmtl fit`` did before it streamed Parquet: the whole
+  file read by pandas (``sklearn_rmtl._tables.read_table``), the same
+  estimator (the one those flags build: ``--model rmtl`` keeps RMTL's
+  default critic and refit epochs) fitted on it and saved.
+
+and prints the ratio of their peak RSS growths.
+
 Run: ``PYTHONPATH=. python benchmarks/bench_parquet_memory.py [--quick]
-[--copies N]`` (from the repository root).
+[--copies N] [--block-rows B] [--model rmtl] [--cli]`` (from the repository
+root).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -79,7 +95,87 @@ def write_file(path: str, copies: int, row_group_size: int) -> dict[str, float]:
     }
 
 
+def cli_argv(path: str, block_rows: int, epochs: int, model: str) -> list[str]:
+    """The ``rmtl fit`` arguments of ``--cli`` (the estimator of :func:`child`'s)."""
+    return [
+        "fit",
+        "--data",
+        path,
+        "--block-rows",
+        str(block_rows),
+        "--target",
+        *TARGETS,
+        "--session",
+        "session",
+        "--time",
+        "time",
+        "--method",
+        model,
+        "--backbone",
+        "sharedbottom",
+        "--backbone-params",
+        json.dumps(TINY),
+        "--max-epochs",
+        str(epochs),
+        "--seed",
+        "0",
+        "--model",
+        os.path.join(os.path.dirname(path), f"cli-{model}.rmtl"),
+    ]
+
+
+def cli_child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> None:
+    """``--cli``: ``rmtl fit`` streaming the file, or its in-memory fit before."""
+    import pyarrow.parquet as pq  # noqa: F401  (the other children's imports)
+
+    from sklearn_rmtl import MTLClassifier, RMTLClassifier
+    from sklearn_rmtl._tables import read_table
+    from sklearn_rmtl.cli import main as rmtl
+    from sklearn_rmtl.persistence import load, save
+
+    base = rss_mib()
+    argv = cli_argv(path, block_rows, epochs, model)
+    start = time.perf_counter()
+    if mode == "cli":
+        if rmtl(argv) != 0:
+            raise SystemExit("rmtl fit failed")
+    else:
+        frame = read_table(path)
+        features = [c for c in frame.columns if c not in {*TARGETS, "session", "time"}]
+        cls = RMTLClassifier if model == "rmtl" else MTLClassifier
+        clf = cls(
+            backbone="sharedbottom",
+            backbone_params=TINY,
+            max_epochs=epochs,
+            random_state=0,
+        )
+        clf.fit(
+            frame[features],
+            frame[TARGETS],
+            session_ids=frame["session"],
+            timestamps=frame["time"],
+        )
+        save(clf, argv[-1])
+    seconds = time.perf_counter() - start
+    peak = max_rss_mib_getrusage()
+    fitted = load(argv[-1])  # after the peak was read
+    print(
+        json.dumps(
+            {
+                "base_mib": base,
+                "peak_mib": peak,
+                "growth_mib": peak - base,
+                "seconds": seconds,
+                "epochs_run": fitted.n_iter_,
+            }
+        )
+    )
+
+
 def child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> None:
+    if mode in ("cli", "memory_cli"):
+        cli_child(mode, path, block_rows, epochs, model)
+        return
     import pyarrow.parquet as pq
 
     from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier
@@ -174,16 +270,32 @@ def main() -> None:
             help="MTLClassifier, or RMTLClassifier (every phase, each for the "
             "same epochs)",
         )
+        p.add_argument(
+            "--cli",
+            action="store_true",
+            help="measure 'rmtl fit --data FILE --block-rows B' against the "
+            "in-memory fit of the same file (B: --block-rows, else a tenth of "
+            "the rows)",
+        )
 
     args = parse_args(__doc__, extra)
     copies = args.copies or (4 if args.quick else 20)
     epochs = 1 if args.quick else 2
-    report = Report(f"bench_parquet_memory ({args.model})", args)
+    rows_per_copy = 75_374
+    rows = rows_per_copy * copies
+    if args.cli and args.block_rows and rows < 10 * args.block_rows:
+        raise SystemExit(
+            f"--cli measures a file at least 10x the block: {rows:,} rows < 10 x "
+            f"--block-rows {args.block_rows}; raise --copies or lower --block-rows"
+        )
+    cli = " --cli" if args.cli else ""
+    report = Report(f"bench_parquet_memory ({args.model}{cli})", args)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"retailrocket_x{copies}.parquet")
-        rows_per_copy = 75_374
-        block10 = -(-rows_per_copy * copies // 10)
-        block40 = -(-rows_per_copy * copies // 40)
+        block10 = -(-rows // 10)
+        block40 = -(-rows // 40)
+        # --cli: rounded down, so that the file is at least 10x the block.
+        cli_block = args.block_rows or rows // 10
         # Row groups no larger than the smaller block: a block reads no more.
         size = write_file(
             path, copies, row_group_size=min(block40, args.block_rows or block40)
@@ -203,6 +315,17 @@ def main() -> None:
         ]
         if args.block_rows:
             runs.append(("streamed_given", "streamed", args.block_rows))
+        if args.cli:
+            runs = [("in_memory", "memory_cli", 0), ("rmtl_fit", "cli", cli_block)]
+            argv = cli_argv(path, cli_block, epochs, args.model)
+            command = shlex.join(["rmtl", *argv])
+            report.add(
+                "command",
+                command,
+                f"rmtl_fit: {command}\n  (the file is {rows / cli_block:.1f}x the "
+                "block; in_memory: the same estimator fitted on read_table(FILE) "
+                "and saved)",
+            )
         for name, mode, block in runs:
             r = run_child(mode, path, block, epochs, args.model)
             r["block_rows"] = block

@@ -13,25 +13,36 @@ and a resumable ``runs.jsonl`` to ``--output``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from sklearn_rmtl import _experiments as ex
 from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
-from sklearn_rmtl._tables import SUFFIXES, check_columns, read_table, write_table
+from sklearn_rmtl._tables import (
+    SUFFIXES,
+    _kind,
+    _need_pyarrow,
+    check_columns,
+    read_table,
+    write_table,
+)
 from sklearn_rmtl._training import SELECTIONS, SelectionOption
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
+from sklearn_rmtl.parquet import ParquetSource
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -69,6 +80,9 @@ def _number(
 
 
 _POSITIVE_INT = _number(int, 1)
+
+#: ``ParquetSource``'s own default, the default of ``--block-rows``.
+BLOCK_ROWS: int = inspect.signature(ParquetSource).parameters["block_rows"].default
 
 
 def _device(text: str) -> str:
@@ -377,7 +391,10 @@ def _add_data_commands(commands: Any) -> None:
         description="Fit RMTLClassifier (--method rmtl) or MTLClassifier "
         "(--method mtl) on a data file and save it in the safe format. Every "
         "column that is not a target, --session or --time is a feature unless "
-        "--features lists them. Flags not given keep the estimator's defaults.",
+        "--features lists them. Flags not given keep the estimator's defaults. "
+        "A Parquet file is streamed, --block-rows rows at a time, so memory "
+        "stays bounded whatever its size (RMTL then needs its rows sorted by "
+        "--session, then --time); a CSV/TSV file is read whole.",
     )
     fit.add_argument("--data", required=True, type=Path, help=f"the file: {files}")
     fit.add_argument(
@@ -416,6 +433,7 @@ def _add_data_commands(commands: Any) -> None:
         "--device", type=_device, default=None, help="torch device, e.g. cpu, cuda:1"
     )
     fit.add_argument("--verbose", action="store_true", help="a progress bar per epoch")
+    _add_block_rows_flag(fit, "read, encoded and trained on")
     fit.add_argument(
         "--model", required=True, type=Path, help="where to save the fitted model"
     )
@@ -425,7 +443,10 @@ def _add_data_commands(commands: Any) -> None:
         help="predict each task's probability for the rows of a data file",
         description="Load a model saved by 'rmtl fit' (or sklearn_rmtl."
         "persistence.save; safe for untrusted files) and write one probability "
-        "column '<task>_proba' per task.",
+        "column '<task>_proba' per task. A Parquet --data file is scored "
+        "--block-rows rows at a time; a Parquet --output is then written block "
+        "by block too, so memory stays bounded, while a CSV/TSV --output holds "
+        "the --keep columns and probabilities of every row until it is written.",
     )
     predict.add_argument("--model", required=True, type=Path)
     predict.add_argument("--data", required=True, type=Path, help=f"the file: {files}")
@@ -441,6 +462,7 @@ def _add_data_commands(commands: Any) -> None:
     predict.add_argument(
         "--device", type=_device, default="cpu", help="torch device (default: cpu)"
     )
+    _add_block_rows_flag(predict, "read and scored")
     export = commands.add_parser(
         "export",
         help="export a saved model for serving: ONNX and/or torch.export",
@@ -452,6 +474,49 @@ def _add_data_commands(commands: Any) -> None:
     export.add_argument("--model", required=True, type=Path)
     export.add_argument("--onnx", type=Path, help="the .onnx file to write")
     export.add_argument("--torch", type=Path, help="the .pt2 file to write")
+
+
+def _add_block_rows_flag(sub: argparse.ArgumentParser, what: str) -> None:
+    sub.add_argument(
+        "--block-rows",
+        type=_POSITIVE_INT,
+        default=None,
+        metavar="N",
+        help=f"a Parquet --data file is streamed: N rows are {what} at a time, "
+        "which bounds the memory (ParquetSource's block_rows; default: "
+        f"{BLOCK_ROWS}); an error with a CSV/TSV file, which is read whole",
+    )
+
+
+def _is_parquet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether --data is a Parquet file; --block-rows is for those only."""
+    parquet = _kind(args.data) == "parquet"  # a ValueError for an unknown suffix
+    if args.block_rows is not None and not parquet:
+        parser.error(
+            f"--block-rows: {args.data} is a CSV/TSV file, which is read whole; "
+            "only a Parquet file is read in blocks (leave --block-rows out, or "
+            "convert the file to Parquet)"
+        )
+    return parquet
+
+
+def _parquet_columns(path: Path) -> pd.DataFrame:
+    """The Parquet file's columns and dtypes, as pandas would read them; no rows.
+
+    Reads the file's schema only. Errors as :func:`read_table`'s: a missing
+    file, pyarrow not installed, a file without rows.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    _need_pyarrow(path)
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        if file.metadata.num_rows == 0:
+            raise ValueError(f"{path}: the file has no rows.")
+        # pandas' metadata applied as pd.read_parquet applies it: a stored
+        # index is the frame's index, not a column; dictionaries are categories.
+        return file.schema_arrow.empty_table().to_pandas()
 
 
 def _categorical(
@@ -467,7 +532,9 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from sklearn_rmtl import MTLClassifier, RMTLClassifier
     from sklearn_rmtl.persistence import save
 
-    frame = read_table(args.data)
+    parquet = _is_parquet(parser, args)
+    # A Parquet file is streamed: its schema (no rows) serves the checks.
+    frame = _parquet_columns(args.data) if parquet else read_table(args.data)
     meta = [c for c in (args.session, args.time, args.sample_weight) if c is not None]
     check_columns(frame, args.target, what="--target", path=str(args.data))
     check_columns(
@@ -512,22 +579,45 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     estimator = cls(
         **params, **refit, random_state=args.seed, verbose=int(args.verbose)
     )
+    source = None
+    if parquet:
+        source = ParquetSource(
+            args.data,
+            target=args.target,
+            session=args.session,
+            time=args.time,
+            features=features,
+            sample_weight=args.sample_weight,
+            block_rows=BLOCK_ROWS if args.block_rows is None else args.block_rows,
+        )
+    n_rows = len(frame) if source is None else source.n_rows
+    streamed = (
+        ""
+        if source is None
+        else f" (streamed, {source.block_rows} rows at a time: {source.n_blocks} "
+        f"block{'s' if source.n_blocks > 1 else ''})"
+    )
     print(
         f"fitting {cls.__name__}(backbone={estimator.backbone!r}) on "
-        f"{len(frame)} rows of {args.data}: tasks {args.target}, "
+        f"{n_rows} rows of {args.data}{streamed}: tasks {args.target}, "
         f"{len(features)} features",
         file=sys.stderr,
         flush=True,
     )
-    estimator.fit(
-        frame[features],
-        frame[args.target],
-        session_ids=None if args.session is None else frame[args.session],
-        timestamps=None if args.time is None else frame[args.time],
-        sample_weight=(
-            None if args.sample_weight is None else frame[args.sample_weight]
-        ),
-    )
+    if source is not None:
+        # Out of core; the fit's own errors (e.g. RMTL's need for rows
+        # sorted by session, then time) speak for themselves.
+        estimator.fit(source)
+    else:
+        estimator.fit(
+            frame[features],
+            frame[args.target],
+            session_ids=None if args.session is None else frame[args.session],
+            timestamps=None if args.time is None else frame[args.time],
+            sample_weight=(
+                None if args.sample_weight is None else frame[args.sample_weight]
+            ),
+        )
     save(estimator, args.model)
     epochs = {phase: len(rows) for phase, rows in estimator.history_.items()}
     print(f"saved to {args.model}; epochs per phase: {epochs}", file=sys.stderr)
@@ -537,8 +627,9 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from sklearn_rmtl.persistence import load
 
+    parquet = _is_parquet(parser, args)
     estimator = load(args.model, device=args.device)
-    frame = read_table(args.data)
+    frame = _parquet_columns(args.data) if parquet else read_table(args.data)
     features = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
     if not features:
         parser.error(
@@ -548,13 +639,84 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         )
     check_columns(frame, features, what="feature", path=str(args.data))
     check_columns(frame, args.keep, what="--keep", path=str(args.data))
-    proba = estimator.predict_proba(frame[features])
-    out = frame[args.keep].reset_index(drop=True)
-    for k, task in enumerate(estimator.task_names_):
-        out[f"{task}_proba"] = proba[:, k]
-    write_table(out, args.output)
-    print(f"wrote {len(out)} rows to {args.output}", file=sys.stderr)
+    names = [f"{task}_proba" for task in estimator.task_names_]
+    if not parquet:
+        proba = estimator.predict_proba(frame[features])
+        out = frame[args.keep].reset_index(drop=True)
+        for k, name in enumerate(names):
+            out[name] = proba[:, k]
+        write_table(out, args.output)
+        n_rows = len(out)
+    else:
+        source = ParquetSource(
+            args.data,
+            features=features,
+            block_rows=BLOCK_ROWS if args.block_rows is None else args.block_rows,
+        )
+        if _kind(args.output) == "parquet":
+            n_rows = _write_parquet_blocks(
+                estimator, source, args.keep, names, args.output
+            )
+        else:
+            # Scored block by block; a CSV/TSV output is assembled whole (the
+            # --keep columns and the probabilities, not the features), so
+            # that every row of a column is formatted alike, as before.
+            proba = estimator.predict_proba(source)
+            out = _read_keep_columns(args.data, args.keep, source.n_rows)
+            for k, name in enumerate(names):
+                out[name] = proba[:, k]
+            write_table(out, args.output)
+            n_rows = len(out)
+    print(f"wrote {n_rows} rows to {args.output}", file=sys.stderr)
     return 0
+
+
+def _read_keep_columns(path: Path, keep: list[str], n_rows: int) -> pd.DataFrame:
+    """The --keep columns of a Parquet file, as pd.read_parquet reads them."""
+    if not keep:
+        return pd.DataFrame(index=pd.RangeIndex(n_rows))
+    frame = pd.read_parquet(path, columns=list(dict.fromkeys(keep)))
+    return frame[keep].reset_index(drop=True)
+
+
+def _write_parquet_blocks(
+    estimator: Any, source: ParquetSource, keep: list[str], names: list[str], path: Path
+) -> int:
+    """Score ``source`` block by block into the Parquet file ``path``.
+
+    One row group per block: the --keep columns as the file has them, then
+    the probability columns. Written under a temporary name and renamed, so
+    an interrupted run leaves no truncated file (as :func:`write_table`).
+    """
+    _need_pyarrow(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(dict.fromkeys([*source.features, *keep]))
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    written = 0
+    try:
+        writer = None
+        try:
+            for b in range(source.n_blocks):
+                block = source.read_block(b, columns)
+                proba = estimator.predict_proba(block.select(source.features))
+                # As the DataFrame of a CSV output: a probability column
+                # replaces a --keep column of its name, in its place.
+                out: dict[str, Any] = {c: block.column(c) for c in keep}
+                out.update({n: proba[:, k] for k, n in enumerate(names)})
+                table = pa.table(out)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                written += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
 
 
 def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -612,9 +774,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = data_commands[args.command]
         try:
             return command(parser, args)
-        except (FileNotFoundError, ImportError, ValueError, DivergenceError) as exc:
+        except (
+            FileNotFoundError,
+            ImportError,
+            TypeError,
+            ValueError,
+            DivergenceError,
+        ) as exc:
             # A user's file, column or setting is wrong: a message, not a
-            # traceback (InvalidFileError is a ValueError).
+            # traceback (InvalidFileError is a ValueError; a fit from a
+            # Parquet file raises TypeError for a column of the wrong type or
+            # a setting it does not cover).
             print(f"rmtl {args.command}: error: {exc}", file=sys.stderr)
             return 2
     # The experiments' defaults, chosen on the validation parts of the

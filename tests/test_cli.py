@@ -457,3 +457,157 @@ def test_export_a_fitted_model_to_onnx_and_torch(tmp_path, capsys, log_file):
     with pytest.raises(SystemExit):
         main(["export", "--model", str(model)])
     assert "give --onnx FILE, --torch FILE or both" in capsys.readouterr().err
+
+
+# ------------------------------------------- rmtl fit / predict on Parquet
+TINY_NET = {"bottom_dims": (8,), "tower_dims": (4,), "embedding_dim": 4}
+
+
+def _parquet_log(tmp_path, frame, name="log.parquet", row_group_size=None):
+    """``frame`` as a Parquet file, with a stored index (not a column)."""
+    pytest.importorskip("pyarrow")
+    path = tmp_path / name
+    # A non-default index is stored as a column ('__index_level_0__'), which
+    # pandas reads back as the index: it must not become a feature.
+    frame.set_axis(frame.index * 2).to_parquet(path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.mark.parametrize("method", ["mtl", "rmtl"])
+def test_fit_parquet_streams_as_the_in_memory_fit(tmp_path, capsys, log_file, method):
+    """One block (--block-rows >= rows): the in-memory fit's model, row for row."""
+    from sklearn_rmtl import MTLClassifier, RMTLClassifier
+    from sklearn_rmtl.persistence import load
+
+    _, frame = log_file
+    path = _parquet_log(tmp_path, frame, row_group_size=100)
+    model = tmp_path / "model.rmtl"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", method]
+    argv += ["--categorical", "position", "--block-rows", str(len(frame))]
+    assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(frame)} rows of {path} (streamed, {len(frame)} rows at a time" in err
+    streamed = load(model)
+    # Today's in-memory fit: the whole file read by pandas, fitted at once.
+    memory = pd.read_parquet(path)
+    features = [c for c in memory.columns if c not in {"click", "purchase"}]
+    features = [c for c in features if c not in {"session", "time"}]
+    assert list(streamed.feature_names_in_) == features  # no stored index
+    cls = RMTLClassifier if method == "rmtl" else MTLClassifier
+    reference = cls(
+        backbone="sharedbottom",
+        backbone_params=TINY_NET,
+        max_epochs=1,
+        batch_size=64,
+        categorical_features=streamed.categorical_features,
+        random_state=0,
+    ).fit(
+        memory[features],
+        memory[["click", "purchase"]],
+        session_ids=memory["session"],
+        timestamps=memory["time"],
+    )
+    assert streamed.categorical_features == ["cat_0", "cat_1", "cat_2", "position"]
+    assert streamed.history_.keys() == reference.history_.keys()
+    np.testing.assert_allclose(
+        streamed.predict_proba(memory[features]),
+        reference.predict_proba(memory[features]),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+def test_predict_streams_a_parquet_file(tmp_path, capsys, log_file):
+    """Block by block, several blocks: the rows and values of an in-memory run."""
+    from sklearn_rmtl.persistence import load
+
+    _, frame = log_file
+    path = _parquet_log(tmp_path, frame, row_group_size=50)
+    model = tmp_path / "m.rmtl"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", "rmtl"]
+    argv += ["--block-rows", "120"]  # 3 blocks; the sessions' order checked
+    assert main([*argv, *TINY_FIT, "--model", str(model)]) == 0
+    estimator = load(model)
+    X = pd.read_parquet(path)[list(estimator.feature_names_in_)]
+    expected = estimator.predict_proba(X)
+    predict = ["predict", "--model", str(model), "--data", str(path)]
+    predict += ["--keep", "row_id", "time", "--block-rows", "100"]
+    for name in ("pred.parquet", "pred.csv.gz"):
+        out = tmp_path / name
+        assert main([*predict, "--output", str(out)]) == 0
+        assert f"wrote {len(frame)} rows to {out}" in capsys.readouterr().err
+        pred = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
+        columns = ["row_id", "time", "click_proba", "purchase_proba"]
+        assert list(pred.columns) == columns
+        np.testing.assert_array_equal(pred["row_id"], frame["row_id"])
+        np.testing.assert_allclose(
+            pred[["click_proba", "purchase_proba"]], expected, rtol=1e-6
+        )
+    # The Parquet output: one row group per block, the --keep columns' types.
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "pred.parquet").num_row_groups == 3
+    assert pd.read_parquet(tmp_path / "pred.parquet")["time"].equals(frame["time"])
+    assert not list(tmp_path.glob(".tmp-*"))  # written under a temporary name
+
+
+def test_block_rows_is_for_parquet_files(tmp_path, capsys, log_file):
+    path, _ = log_file
+    argv = ["fit", "--data", str(path), "--target", "click", "--block-rows", "10"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--model", str(tmp_path / "m.rmtl")])
+    assert exc.value.code == 2
+    assert f"--block-rows: {path} is a CSV/TSV file, which is read whole" in (
+        capsys.readouterr().err
+    )
+    argv = ["predict", "--model", "m.rmtl", "--data", str(path), "--output", "p.csv"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--block-rows", "10"])
+    assert "only a Parquet file is read in blocks" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--block-rows", "0"])
+    assert "must be in [1, inf)" in capsys.readouterr().err
+
+
+def test_fit_parquet_errors_read_as_for_csv(tmp_path, capsys, log_file):
+    """Missing columns, an empty file, unsorted sessions: a one-line message."""
+    _, frame = log_file
+    path = _parquet_log(tmp_path, frame)
+    model = tmp_path / "model.rmtl"
+    fit = ["fit", "--data", str(path), "--model", str(model), *TINY_FIT]
+    empty = _parquet_log(tmp_path, frame.iloc[:0], name="empty.parquet")
+    # RMTL reads whole sessions: the rows must be sorted by session, then time.
+    shuffled = _parquet_log(tmp_path, frame.sample(frac=1, random_state=0), "s.pq")
+    sessions = ["--session", "session", "--time", "time", "--data", str(shuffled)]
+    cases = [
+        (
+            [*fit, "--target", "clik"],
+            "has no --target column(s) ['clik']; its columns are: cat_0",
+        ),
+        (
+            [*fit, "--target", "click", "--time", "when"],
+            "no --session/--time/--sample-weight column(s) ['when']",
+        ),
+        (
+            [*fit, "--target", "click", "--features", "__index_level_0__"],
+            "has no --features column(s) ['__index_level_0__']",
+        ),
+        ([*fit, "--target", "click", "--data", str(empty)], "the file has no rows"),
+        (
+            [*fit, "--target", "click", "--data", str(tmp_path / "x.parquet")],
+            "x.parquet: no such file",
+        ),
+        (
+            [*fit, "--target", "click", *sessions],
+            "must be sorted by (session, time)",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        last = capsys.readouterr().err.splitlines()[-1]  # after "fitting ..."
+        assert last.startswith("rmtl fit: error: ") and message in last
+        if "sorted" in message:  # and it says how to sort
+            assert "sort_by([('session', 'ascending'), ('time', 'ascending')])" in last
+    assert not model.exists()
