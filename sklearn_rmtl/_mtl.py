@@ -617,7 +617,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         check_precision(self.precision, resolve_device(self.device))
         for name, value in self._selection_params().items():
             selection = check_selection(name, value, task_names)
-            if selection.metric == "gauc" and self.early_stopping and not has_sessions:
+            if selection.needs_sessions and self.early_stopping and not has_sessions:
                 raise ValueError(
                     f"{name}={value!r} ranks the predictions within sessions and "
                     f"needs session_ids; pass session_ids to fit, or use "

@@ -120,13 +120,13 @@ class ArrayRows(Rows):
         Features.
     y : {array-like, DataFrame} of shape (n_samples, n_tasks), default=None
         Labels (missing ones NaN, None or ``pd.NA``); None for prediction.
+    block_rows : int, default=None
+        Rows per block; None: one block (a fit keeps its rows encoded once).
     session_ids, timestamps : array-like of shape (n_samples,), default=None
         Session and time of each row.
     sample_weight : array-like of shape (n_samples,) or (n_samples, n_tasks), \
             default=None
         Non-negative weights.
-    block_rows : int, default=None
-        Rows per block; None: one block (a fit keeps its rows encoded once).
     """
 
     def __init__(
@@ -134,10 +134,10 @@ class ArrayRows(Rows):
         X: Any,
         y: Any = None,
         *,
+        block_rows: int | None = None,
         session_ids: Any = None,
         timestamps: Any = None,
         sample_weight: Any = None,
-        block_rows: int | None = None,
     ) -> None:
         self.X = check_features(X)
         self.n_rows = int(self.X.shape[0])

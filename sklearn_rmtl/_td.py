@@ -130,10 +130,24 @@ def td_step(
         # observed rows. Transitions are never cut.
         w = mask if weight is None else mask * weight
         loss = (err * w).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
+    return _step(loss, optimizer, critic, scaler, data_parallel)
+
+
+def _step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    module: nn.Module,
+    scaler: torch.amp.GradScaler | None,
+    data_parallel: DataParallel | None,
+) -> Tensor:
+    """Backward ``loss`` and step ``module``'s ``optimizer``; the loss, detached.
+
+    Under data parallelism the ranks' gradients and losses are summed.
+    """
     optimizer.zero_grad()
     scaled_backward(loss, scaler)
     if data_parallel is not None:  # summed still scaled: overflows reach all
-        data_parallel.reduce_gradients(critic.parameters())
+        data_parallel.reduce_gradients(module.parameters())
         loss = data_parallel.total(loss)
     optimizer_step(optimizer, scaler)
     return loss.detach()
@@ -195,13 +209,7 @@ def actor_step(
                 min=torch.finfo(weight.dtype).tiny
             )
         loss = -scale * q_term + bce
-    optimizer.zero_grad()
-    scaled_backward(loss, scaler)
-    if data_parallel is not None:  # summed still scaled: overflows reach all
-        data_parallel.reduce_gradients(actor.parameters())
-        loss = data_parallel.total(loss)
-    optimizer_step(optimizer, scaler)
-    return loss.detach()
+    return _step(loss, optimizer, actor, scaler, data_parallel)
 
 
 @dataclass
