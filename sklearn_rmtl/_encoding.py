@@ -40,23 +40,27 @@ def is_categorical_dtype(dtype: Any) -> bool:
     )
 
 
-def check_features(X: Any) -> pd.DataFrame | np.ndarray:
+def check_features(X: Any, *, min_samples: int = 1) -> pd.DataFrame | np.ndarray:
     """Check the container and shape of X: a DataFrame, or a 2-D ndarray.
 
     Values are not checked here (NaN is imputed, infinity is rejected when
     encoding), so object arrays of categories pass through unchanged. A
     polars or pyarrow table becomes a pandas DataFrame with the same column
     names and dtypes (see :func:`sklearn_rmtl._validation.to_pandas`).
+    ``min_samples=0`` accepts a block without rows (a later
+    :meth:`FeatureEncoder.partial_fit` call); a column is always required.
     """
     X = to_pandas(X)
     if isinstance(X, pd.DataFrame):
-        if X.shape[0] < 1 or X.shape[1] < 1:
+        if X.shape[0] < min_samples or X.shape[1] < 1:
+            required = "1 sample and 1 feature are" if min_samples else "1 feature is"
             raise ValueError(
-                f"Found array with shape {X.shape} while at least 1 sample and "
-                "1 feature are required."
+                f"Found array with shape {X.shape} while at least {required} required."
             )
         return X
-    return check_array(X, dtype=None, ensure_all_finite=False)
+    return check_array(
+        X, dtype=None, ensure_all_finite=False, ensure_min_samples=min_samples
+    )
 
 
 def _as_frame(X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
@@ -114,26 +118,31 @@ class EncodedParts(NamedTuple):
     numbers: np.ndarray  # float32 (n_samples, n_numerical + n_indicators)
 
 
-def _factorize(column: pd.Series, as_str: bool | None = None) -> _Factorized:
-    """The distinct values of a categorical column.
+def _used_categories(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A categorical-dtype column's rows as positions in the categories it uses.
 
-    ``as_str`` says how values are compared: ``None`` is the rule of fit
-    (as strings if the column's values mix types, else as Python objects),
-    ``True`` as strings (a value that is not a ``str`` becomes ``str(value)``),
-    ``False`` as Python objects. Only the first depends on the data, so
-    :meth:`FeatureEncoder.transform` never uses it: there the fitted
-    vocabulary decides, and a value's code does not depend on its batch.
+    The vocabulary is the values seen, whatever else the dtype lists.
+    """
+    positions = column.cat.codes.to_numpy().astype(np.intp)
+    values = column.cat.categories.to_numpy(dtype=object)
+    counts = np.bincount(positions[positions >= 0], minlength=len(values))
+    if not counts.all():
+        new_position = np.append(np.cumsum(counts > 0) - 1, -1)
+        positions = new_position[positions]
+        values = values[counts > 0]
+    return positions, values
+
+
+def _factorize(column: pd.Series, as_str: bool) -> _Factorized:
+    """The distinct values of a categorical column, compared as a vocabulary says.
+
+    ``as_str=True`` (a vocabulary of strings) compares values as strings (a
+    value that is not a ``str`` becomes ``str(value)``), ``False`` as Python
+    objects. The fitted vocabulary decides, never the batch, so that a
+    value's code does not depend on the other rows of its batch.
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
-        positions = column.cat.codes.to_numpy().astype(np.intp)
-        values = column.cat.categories.to_numpy(dtype=object)
-        # Keep the categories that occur: the vocabulary learnt in fit is
-        # the values seen, whatever else the dtype lists.
-        counts = np.bincount(positions[positions >= 0], minlength=len(values))
-        if not counts.all():
-            new_position = np.append(np.cumsum(counts > 0) - 1, -1)
-            positions = new_position[positions]
-            values = values[counts > 0]
+        positions, values = _used_categories(column)
     else:
         try:
             positions, uniques = pd.factorize(column, use_na_sentinel=True)
@@ -142,11 +151,7 @@ def _factorize(column: pd.Series, as_str: bool | None = None) -> _Factorized:
             raise
         values = np.asarray(uniques, dtype=object)
         _check_scalar_cells(str(column.name), values.tolist())  # tuples...
-    if as_str is None:
-        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
-    elif as_str:
-        as_str = not all(isinstance(v, str) for v in values.tolist())
-    if as_str:
+    if as_str and not all(isinstance(v, str) for v in values.tolist()):
         # Values equal as Python objects (1 and 1.0) may differ as strings:
         # factorise the strings.
         positions, strings = pd.factorize(
@@ -161,18 +166,6 @@ def _is_str_vocabulary(values: np.ndarray) -> bool:
     return len(values) > 0 and all(isinstance(v, str) for v in values.tolist())
 
 
-def _distinct_frame(columns: list[_Factorized]) -> pd.DataFrame:
-    """The columns' distinct values side by side, padded by repetition."""
-    size = max(1, *(len(c.values) for c in columns))
-    return pd.DataFrame(
-        {
-            i: np.resize(c.values, size) if len(c.values) else np.full(size, np.nan)
-            for i, c in enumerate(columns)
-        },
-        dtype=object,
-    )
-
-
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TOO_WIDE = (
     "; float32 cannot hold them after scaling. Log-transform the column "
@@ -181,17 +174,342 @@ _TOO_WIDE = (
 )
 
 
-def _standardisation(
-    x: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column of ``x``, as ``StandardScaler`` learns them.
+# ------------------------------------------------------------- statistics
+# What FeatureEncoder.partial_fit accumulates, block by block; the fitted
+# attributes are derived from it after every call, so that fit (one call)
+# and a fit over blocks of rows share one implementation.
+
+# Kinds of values (``pd.api.types.infer_dtype``) among which two values
+# equal as Python objects also have equal strings. Elsewhere they may not
+# (1 and 1.0, True and 1, 0.0 and -0.0), so their strings are kept too.
+_STR_FAITHFUL = {"string", "integer", "boolean", "empty"}
+
+
+class _Counts(NamedTuple):
+    """The distinct values of a categorical column seen so far, with counts.
+
+    Two values are one entry when they are equal both as Python objects and
+    as strings. Whether the vocabulary compares values as strings (when the
+    column's values mix types) or as objects is known only once every block
+    is in; entries fine enough for both let either be learnt exactly.
+    """
+
+    values: np.ndarray  # object, in order of first occurrence
+    counts: np.ndarray  # int64
+    # str(value), or None where not needed yet: all values of one
+    # _STR_FAITHFUL kind, so that equal objects are also equal strings.
+    strings: np.ndarray | None
+
+
+_NO_COUNTS = _Counts(np.empty(0, dtype=object), np.zeros(0, dtype=np.int64), None)
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """Each value as ``str(value)``, as fit compares a mixed-type column."""
+    return values.astype(str).astype(object)
+
+
+def _strings_of(counts: _Counts) -> np.ndarray:
+    return _strings(counts.values) if counts.strings is None else counts.strings
+
+
+def _first_rows(codes: np.ndarray) -> np.ndarray:
+    """Where each code of a factorisation occurs first (codes in that order)."""
+    return np.unique(codes, return_index=True)[1]
+
+
+def _may_merge_strings(column: pd.Series) -> bool:
+    """Whether values equal as objects may differ as strings in this column."""
+    kind = getattr(column.dtype, "kind", "O")
+    if kind == "f":  # one float type: only 0.0 and -0.0 do
+        x = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        negative = np.signbit(x[x == 0])
+        return bool(negative.any() and not negative.all())
+    if kind == "O":  # every row's type: factorising keeps one of 1 and True
+        return pd.api.types.infer_dtype(column, skipna=True) not in _STR_FAITHFUL
+    return False
+
+
+def _column_counts(column: pd.Series) -> tuple[_Counts, np.ndarray]:
+    """A block's categorical column: its entries and each row's (-1: missing)."""
+    strings = None
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # Categories are distinct objects, each with its own string.
+        positions, values = _used_categories(column)
+    else:
+        try:
+            positions, uniques = pd.factorize(column, use_na_sentinel=True)
+        except TypeError:  # unhashable cells: lists, dicts, sets, arrays
+            _check_scalar_cells(str(column.name), column.to_numpy(dtype=object))
+            raise
+        values = np.asarray(uniques, dtype=object)
+        _check_scalar_cells(str(column.name), values.tolist())  # tuples...
+        positions = positions.astype(np.intp, copy=False)
+        if _may_merge_strings(column):
+            # Split the values equal as objects by their strings.
+            seen = np.flatnonzero(positions >= 0)
+            row_strings = _categorical_values(column, as_str=True)[seen]
+            by_string, distinct = pd.factorize(row_strings)
+            pairs = positions[seen].astype(np.int64) * len(distinct) + by_string
+            codes, _ = pd.factorize(pairs)
+            first = seen[_first_rows(codes)]
+            values = column.to_numpy(dtype=object)[first]
+            strings = _strings(values)
+            positions = np.full(len(column), -1, dtype=np.intp)
+            positions[seen] = codes
+    counts = np.bincount(positions[positions >= 0], minlength=len(values))
+    return _Counts(values, counts.astype(np.int64), strings), positions
+
+
+def _merge_counts(seen: _Counts, new: _Counts) -> _Counts:
+    """The entries of ``seen`` then ``new``, counts of the same entry added."""
+    if not len(seen.values):
+        return new
+    if not len(new.values):
+        return seen
+    values = np.concatenate([seen.values, new.values])
+    counts = np.concatenate([seen.counts, new.counts])
+    codes, _ = pd.factorize(values)
+    strings = None
+    if (
+        seen.strings is not None
+        or new.strings is not None
+        or pd.api.types.infer_dtype(values, skipna=True) not in _STR_FAITHFUL
+    ):
+        strings = np.concatenate([_strings_of(seen), _strings_of(new)])
+        by_string, distinct = pd.factorize(strings)
+        codes, _ = pd.factorize(codes.astype(np.int64) * len(distinct) + by_string)
+    first = _first_rows(codes)
+    total = np.bincount(codes, weights=counts, minlength=len(first))
+    return _Counts(
+        values[first],
+        total.astype(np.int64),
+        None if strings is None else strings[first],
+    )
+
+
+def _infrequent(
+    count: np.ndarray,
+    n_rows: int,
+    min_frequency: float | None,
+    max_categories: int | None,
+) -> np.ndarray:
+    """OrdinalEncoder's rule for ``min_frequency`` and ``max_categories``.
+
+    ``count`` is each known value's, in sorted order; ``n_rows`` counts the
+    rows, missing values included, as OrdinalEncoder does for a float
+    ``min_frequency``.
+    """
+    if min_frequency is None:
+        rare = np.zeros(len(count), dtype=bool)
+    elif isinstance(min_frequency, Integral):
+        rare = count < min_frequency
+    else:
+        rare = count < n_rows * min_frequency
+    n_codes = len(count) - int(rare.sum()) + 1  # + the infrequent code
+    if max_categories is not None and max_categories < n_codes:
+        keep = max_categories - 1
+        if keep == 0:
+            rare[:] = True
+        else:
+            # The least frequent first; ties by position (a stable sort).
+            rare[np.argsort(count, kind="mergesort")[:-keep]] = True
+    return rare
+
+
+class _Vocabulary(NamedTuple):
+    """A categorical column's known values, sorted, and their codes."""
+
+    values: np.ndarray  # object
+    codes: np.ndarray  # int64, >= _N_RESERVED; infrequent values share one
+    as_str: bool  # learnt as strings: the values mix types
+
+
+def _vocabulary(
+    seen: _Counts,
+    n_rows: int,
+    min_frequency: float | None,
+    max_categories: int | None,
+) -> _Vocabulary:
+    """What OrdinalEncoder learns from the rows counted in ``seen``.
+
+    A column whose values mix types is learnt as strings, ``str(value)``;
+    any other compares values as Python objects (3 and 3.0 are one value,
+    the first seen).
+    """
+    values, counts = seen.values, seen.counts
+    if not len(values):  # only missing values
+        return _Vocabulary(values, np.zeros(0, dtype=np.int64), False)
+    as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
+    if as_str or seen.strings is not None:
+        # Entries equal in the comparison learnt are one known value.
+        keys = _strings_of(seen) if as_str else values
+        codes, uniques = pd.factorize(keys)
+        values = np.asarray(uniques, dtype=object)
+        counts = np.bincount(codes, weights=counts, minlength=len(values))
+    # OrdinalEncoder's order: the values are distinct, so sorting them is
+    # sorting their set.
+    order = np.argsort(values, kind="stable")
+    known, count = values[order], np.asarray(counts[order], dtype=np.int64)
+    rare = _infrequent(count, n_rows, min_frequency, max_categories)
+    codes = np.empty(len(known), dtype=np.int64)
+    codes[~rare] = np.arange(int((~rare).sum()))
+    codes[rare] = int((~rare).sum())
+    return _Vocabulary(known, codes + _N_RESERVED, as_str)
+
+
+class _Moments(NamedTuple):
+    """Each column's count, mean and variance (ddof=0) of non-missing values."""
+
+    n: np.ndarray  # float64
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def _no_moments(n_columns: int) -> _Moments:
+    return _Moments(np.zeros(n_columns), np.zeros(n_columns), np.zeros(n_columns))
+
+
+def _moments(x: np.ndarray) -> _Moments:
+    """StandardScaler's statistics of ``x`` (one row or more).
+
+    Computed by ``StandardScaler.fit`` itself, so that one block gives its
+    statistics to the bit.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scaler = StandardScaler().fit(x)
+    n = np.asarray(scaler.n_samples_seen_, dtype=np.float64)
+    return _Moments(
+        np.broadcast_to(n, scaler.mean_.shape).copy(), scaler.mean_, scaler.var_
+    )
+
+
+def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
+    """The moments of a's and b's values together.
+
+    The pairwise update of Chan, Golub and LeVeque, stable across blocks; a
+    side without values (a column only missing in a block) leaves the other
+    unchanged, to the bit, where ``StandardScaler.partial_fit`` would turn
+    the variance into NaN.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        n = a.n + b.n
+        delta = b.mean - a.mean
+        mean = a.mean + delta * (b.n / n)
+        var = (a.var * a.n + b.var * b.n + delta**2 * (a.n * (b.n / n))) / n
+    mean = np.where(a.n == 0, b.mean, np.where(b.n == 0, a.mean, mean))
+    var = np.where(a.n == 0, b.var, np.where(b.n == 0, a.var, var))
+    return _Moments(n, mean, var)
+
+
+def _scale(m: _Moments) -> np.ndarray:
+    """StandardScaler's ``scale_``: the standard deviation, 1 where ~constant."""
+    eps = np.finfo(np.float64).eps
+    with np.errstate(over="ignore", invalid="ignore"):
+        # sklearn's test on the variance (its _is_constant_feature).
+        constant = m.var <= m.n * eps * m.var + (m.n * m.mean * eps) ** 2
+        scale = np.sqrt(m.var)
+    scale[constant] = 1.0
+    return scale
+
+
+class _Numbers(NamedTuple):
+    """The running statistics of the numerical columns.
 
     ``StandardScaler`` squares the values, so a column of magnitude ~1e200
-    overflows (variance inf, scale 1) and one of ~1e-170 underflows
-    (variance 0, scale 1): both would be zeroed by the scaling. Such columns
-    are standardised again after dividing them by their largest magnitude,
-    and the statistics scaled back; every other column keeps the scaler's
-    exact statistics.
+    overflows (variance inf or NaN) and one of ~1e-170 underflows (variance
+    0): scaling would zero them. Such columns are standardised from
+    ``scaled``, the statistics of ``x / scale_by``, and scaled back; every
+    other column keeps the scaler's exact statistics, ``plain``. A column's
+    ``scale_by`` is its first nonzero magnitude, then multiplied by a power
+    of two when larger values come, so that ``|x| / scale_by < 2`` and the
+    statistics already accumulated are rescaled exactly: one pass suffices.
+    """
+
+    plain: _Moments
+    scaled: _Moments
+    scale_by: np.ndarray  # 1 while the column has no nonzero value
+    magnitude: np.ndarray  # the largest |x| (0 without values)
+    high: np.ndarray  # the largest x (-inf without values)
+    low: np.ndarray  # the smallest x (inf without values)
+    nan: np.ndarray  # bool: a missing value was seen
+
+
+def _no_numbers(n_columns: int) -> _Numbers:
+    return _Numbers(
+        _no_moments(n_columns),
+        _no_moments(n_columns),
+        np.ones(n_columns),
+        np.zeros(n_columns),
+        np.full(n_columns, -np.inf),
+        np.full(n_columns, np.inf),
+        np.zeros(n_columns, dtype=bool),
+    )
+
+
+def _refined(numbers: _Numbers) -> np.ndarray:
+    """The columns standardised from the scaled statistics.
+
+    Those whose variance is inf, NaN or below the smallest normal float,
+    unless they have only zeros or one value (then the scaler's scale of 1
+    is right).
+    """
+    var = numbers.plain.var
+    troubled = ~((var >= np.finfo(np.float64).tiny) & (var < np.inf))
+    return (
+        troubled
+        & (numbers.magnitude > 0)
+        & (~np.isfinite(var) | (numbers.high > numbers.low))
+    )
+
+
+def _add_numbers(numbers: _Numbers, x: np.ndarray) -> _Numbers:
+    """The statistics with the rows of ``x`` (one or more) added."""
+    nan = np.isnan(x)
+    magnitude = np.fmax(numbers.magnitude, np.where(nan, 0.0, np.abs(x)).max(axis=0))
+    # The first nonzero magnitude is the scale; a magnitude of a higher
+    # binary exponent multiplies it by a power of two, which rescales the
+    # scaled statistics exactly (ldexp only changes exponents).
+    first = (numbers.magnitude == 0) & (magnitude > 0)
+    scale_by = np.where(first, magnitude, numbers.scale_by)
+    grow = np.frexp(magnitude)[1] - np.frexp(scale_by)[1]
+    grow = np.where(numbers.magnitude > 0, np.maximum(grow, 0), 0)
+    scaled = numbers.scaled
+    if grow.any():
+        scale_by = np.ldexp(scale_by, grow)
+        scaled = _Moments(
+            scaled.n, np.ldexp(scaled.mean, -grow), np.ldexp(scaled.var, -2 * grow)
+        )
+    updated = _Numbers(
+        _merge_moments(numbers.plain, _moments(x)),
+        scaled,
+        scale_by,
+        magnitude,
+        np.fmax(numbers.high, np.fmax.reduce(x, axis=0)),
+        np.fmin(numbers.low, np.fmin.reduce(x, axis=0)),
+        numbers.nan | nan.any(axis=0),
+    )
+    # The refined columns' block statistics are computed apart from the
+    # others, as one fit did: numpy's sums depend on the array's layout, and
+    # one call must give fit's statistics to the bit.
+    block = _no_moments(x.shape[1])
+    refined = _refined(updated)
+    for group in (refined, ~refined):
+        columns = np.flatnonzero(group)
+        if columns.size:
+            part = _moments(x[:, columns] / scale_by[columns])
+            for whole, values in zip(block, part, strict=True):
+                whole[columns] = values
+    return updated._replace(scaled=_merge_moments(scaled, block))
+
+
+def _standardisation(
+    numbers: _Numbers, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each numerical column, as ``StandardScaler`` learns them.
+
+    Columns whose variance over- or underflows get them from the scaled
+    statistics (see :class:`_Numbers`).
 
     Raises
     ------
@@ -199,34 +517,68 @@ def _standardisation(
         If a column's values are too far apart to scale within float32; the
         message names the columns (``labels``).
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaler = StandardScaler().fit(x)
-    mean, scale, var = scaler.mean_.copy(), scaler.scale_.copy(), scaler.var_
-    # Only columns whose variance is inf, NaN or (sub)normal-tiny may need it.
-    candidates = np.flatnonzero(~(var >= np.finfo(np.float64).tiny))
-    if not candidates.size:
-        return mean, scale
-    sub = x[:, candidates]
-    magnitude = np.where(np.isnan(sub), 0.0, np.abs(sub)).max(axis=0, initial=0.0)
-    spread = np.fmax.reduce(sub, axis=0) > np.fmin.reduce(sub, axis=0)
-    refine = (magnitude > 0) & (~np.isfinite(var[candidates]) | spread)
+    mean, scale = numbers.plain.mean.copy(), _scale(numbers.plain)
+    refine = _refined(numbers)
     if not refine.any():
         return mean, scale
-    columns, m = candidates[refine], magnitude[refine]
-    rescaled = StandardScaler().fit(sub[:, refine] / m)
-    mean[columns] = rescaled.mean_ * m
-    scale[columns] = rescaled.scale_ * m
+    scale_by = numbers.scale_by[refine]
+    mean[refine] = numbers.scaled.mean[refine] * scale_by
+    scale[refine] = _scale(numbers.scaled)[refine] * scale_by
+    # (x - mean) / scale is monotonic in x: its extremes are the high's and
+    # the low's.
     with np.errstate(over="ignore", invalid="ignore"):
-        z = (x[:, columns] - mean[columns]) / scale[columns]
-    wide = (np.abs(z) > _FLOAT32_MAX).any(axis=0)
+        z = np.fmax(
+            np.abs((numbers.high - mean) / scale), np.abs((numbers.low - mean) / scale)
+        )
+    wide = refine & (z > _FLOAT32_MAX)
     if wide.any():
-        names = [str(n) for n in labels[columns[wide]]]
+        names = [str(n) for n in labels[wide]]
         raise ValueError(
             f"Numerical columns {names} hold values too far apart (more than "
             f"{_FLOAT32_MAX:.1e} standard deviations from the mean){_TOO_WIDE}"
         )
     return mean, scale
 
+
+class _Statistics(NamedTuple):
+    """Everything partial_fit has learnt; the fitted attributes derive from it."""
+
+    labels: np.ndarray  # the input columns' names (or positions), as str
+    is_categorical: np.ndarray  # bool, per input column
+    n_rows: int
+    categories: list[_Counts]  # per categorical column
+    numbers: _Numbers
+
+
+def _no_statistics(labels: np.ndarray, is_categorical: np.ndarray) -> _Statistics:
+    n_categorical = int(is_categorical.sum())
+    return _Statistics(
+        labels,
+        is_categorical,
+        0,
+        [_NO_COUNTS] * n_categorical,
+        _no_numbers(len(is_categorical) - n_categorical),
+    )
+
+
+# What fit and partial_fit set; _set_state sets all but _statistics.
+_FITTED = (
+    "n_features_in_",
+    "feature_names_in_",
+    "categorical_features_",
+    "numerical_features_",
+    "cardinalities_",
+    "missing_indicator_features_",
+    "categories_",
+    "category_codes_",
+    "mean_",
+    "scale_",
+    "_cat_idx",
+    "_num_idx",
+    "_indicator_idx",
+    "_lookups",
+    "_statistics",
+)
 
 # The layout of ``FeatureEncoder._get_state``.
 _STATE_KEYS = frozenset(
@@ -285,7 +637,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     values in training, flagged in an extra indicator column.
 
     The estimators of this package fit one internally (``encoder_``); use it
-    directly to inspect or reuse an encoding.
+    directly to inspect or reuse an encoding. :meth:`partial_fit` learns the
+    same encoding from blocks of rows, one call per block, for data that do
+    not fit in memory.
 
     Parameters
     ----------
@@ -310,7 +664,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     n_features_in_ : int
-        Number of input columns seen in :meth:`fit`.
+        Number of input columns seen in :meth:`fit` (or the first
+        :meth:`partial_fit`).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Input column names, when X had string column names.
     categorical_features_ : ndarray of str
@@ -336,13 +691,14 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     scale_ : ndarray of float64 of shape (len(numerical_features_),)
         Training standard deviation of each numerical column, 1 where it is 0.
         Columns of huge (~1e200) or tiny (~1e-170) magnitude, whose variance
-        over- or underflows, get it computed after dividing by their largest
-        magnitude, so they are scaled, not zeroed.
+        over- or underflows, get it computed after dividing them by their
+        largest magnitude (rounded up to a power of two over blocks of
+        :meth:`partial_fit`), so they are scaled, not zeroed.
 
     See Also
     --------
-    sklearn.preprocessing.OrdinalEncoder : Learns the vocabularies in fit.
-    sklearn.preprocessing.StandardScaler : Learns the scaling in fit.
+    sklearn.preprocessing.OrdinalEncoder : Its rule for the vocabularies.
+    sklearn.preprocessing.StandardScaler : Its rule for the scaling.
     MTLClassifier : Uses this encoder in front of its network.
 
     Notes
@@ -353,17 +709,21 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
     A categorical value's code depends only on the value and the fitted
     vocabulary, never on the other rows of the batch. In :meth:`fit`, a
-    column whose values mix types (e.g. ints and strings, or datetimes) is
-    learnt as strings, ``str(value)``; other columns keep their values. The
-    vocabulary then sets the rule: a vocabulary of strings compares every
-    value as ``str(value)`` (so ``3`` matches ``"3"``), any other compares
-    values as Python objects (so ``3``, ``3.0`` and ``np.int64(3)`` match,
-    and ``"3"`` is unknown).
+    column whose values mix types (e.g. ints and strings, ints and bools,
+    or datetimes) is learnt as strings, ``str(value)``; other columns keep
+    their values. The vocabulary then sets the rule: a vocabulary of
+    strings compares every value as ``str(value)`` (so ``3`` matches
+    ``"3"``), any other compares values as Python objects (so ``3``,
+    ``3.0`` and ``np.int64(3)`` match, and ``"3"`` is unknown).
 
     The fitted state is plain arrays (vocabularies and statistics), learnt
-    with :class:`~sklearn.preprocessing.OrdinalEncoder` and
+    by the rules of :class:`~sklearn.preprocessing.OrdinalEncoder` and
     :class:`~sklearn.preprocessing.StandardScaler` and not tied to them:
-    :func:`sklearn_rmtl.persistence.save` stores exactly these arrays.
+    :func:`sklearn_rmtl.persistence.save` stores exactly these arrays. They
+    are derived from counts and running statistics that :meth:`fit` and
+    :meth:`partial_fit` share, so fitting on all rows at once or on blocks
+    of them gives the same vocabularies and codes, and the same means and
+    scales up to floating-point rounding.
 
     Examples
     --------
@@ -473,7 +833,12 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         )
 
     def _vocabulary_learner(self) -> OrdinalEncoder:
-        """The unfitted OrdinalEncoder that learns the vocabularies in fit."""
+        """An unfitted OrdinalEncoder with this encoder's rule and codes.
+
+        Fit on :meth:`_categories` of the training rows, it learns the
+        vocabularies that fit learns from their counts: the row-by-row
+        reference of ``benchmarks/bench_pretrain.py``.
+        """
         return OrdinalEncoder(
             handle_unknown="use_encoded_value",
             unknown_value=UNKNOWN_CODE - _N_RESERVED,
@@ -481,30 +846,6 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             min_frequency=self.min_frequency,
             max_categories=self.max_categories,
         )
-
-    def _learn_vocabularies(
-        self, frame: pd.DataFrame, columns: list[_Factorized]
-    ) -> None:
-        """Set ``categories_`` and ``category_codes_`` from the training data."""
-        ordinal = self._vocabulary_learner()
-        if self.min_frequency is None and self.max_categories is None:
-            # The vocabulary is the set of distinct values: no need to sort
-            # every row's object.
-            ordinal.fit(_distinct_frame(columns))
-        else:  # infrequent categories need every row's count
-            ordinal.fit(self._categories(frame, self._cat_idx))
-        known = [
-            _Factorized(values[~pd.isna(values)], np.zeros(0, dtype=np.intp))
-            for values in ordinal.categories_
-        ]
-        # Each known value's code, as the fitted OrdinalEncoder gives it
-        # (infrequent values share one); only these arrays are kept.
-        table = ordinal.transform(_distinct_frame(known))
-        self.categories_ = [column.values for column in known]
-        self.category_codes_ = [
-            table[: len(column.values), i].astype(np.int64) + _N_RESERVED
-            for i, column in enumerate(known)
-        ]
 
     def _lookup_tables(self) -> list[_Lookup]:
         """The columns' lookups, built when fit or load set the vocabularies.
@@ -584,9 +925,17 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             )
         return np.hstack([parts.codes.astype(np.float32), parts.numbers])
 
+    def _reset(self) -> None:
+        """Forget what fit and partial_fit learnt; the parameters stay."""
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> FeatureEncoder:
         """Learn the vocabularies and the scaling from training data.
+
+        The same as :meth:`partial_fit` on X once, after forgetting any
+        earlier fit.
 
         Parameters
         ----------
@@ -600,8 +949,171 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self : FeatureEncoder
             The fitted encoder.
         """
-        self._fit(X)
+        self._reset()
+        self._partial_fit(X)
         return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any = None) -> FeatureEncoder:
+        """Learn the vocabularies and the scaling from one more block of rows.
+
+        The first call starts afresh, as :meth:`fit` does (and :meth:`fit`
+        starts afresh again); each later call adds its rows to those seen
+        so far. After every call the encoder is fitted on all the rows seen
+        so far and can :meth:`transform`: its vocabularies and codes are
+        those that :meth:`fit` learns on the blocks put one after the other,
+        and ``mean_`` and ``scale_`` equal fit's up to floating-point
+        rounding (to the bit after one call).
+
+        Parameters
+        ----------
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            A block of training rows, with the columns of the first call.
+            After the first call it may have no rows; it then changes
+            nothing.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : FeatureEncoder
+            The encoder, fitted on every row seen so far.
+
+        Raises
+        ------
+        TypeError
+            If a column is categorical in one call and numerical in another
+            (``categorical_features="from_dtype"`` and its dtype changed).
+        ValueError
+            If X has other columns than the first call, if the first call
+            has no rows, if a numerical column's values are too far apart
+            to scale within float32 (the message names the columns), or if
+            the encoder's state was restored with ``_set_state``, which
+            keeps no counts to add to. After a failed call the encoder is
+            as it was before it.
+
+        See Also
+        --------
+        fit : Learn from all the rows at once.
+
+        Notes
+        -----
+        The encoder keeps, per categorical column, each distinct value seen
+        with its count, and per numerical column its running mean and
+        variance (the pairwise update of Chan, Golub and LeVeque), largest
+        magnitude, range and whether it had missing values. Columns of huge
+        or tiny magnitude are standardised in the same single pass (see
+        ``scale_``), since earlier blocks are not read again. Each call
+        sorts every vocabulary again: its cost grows with the number of
+        distinct values seen, not with the number of rows seen.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from sklearn_rmtl import FeatureEncoder
+        >>> X = pd.DataFrame({"item": ["b", "a", "c", "a"], "price": [1.0, 2, 3, 4]})
+        >>> enc = FeatureEncoder()
+        >>> for start in (0, 2):  # e.g. blocks read from a file
+        ...     enc = enc.partial_fit(X.iloc[start : start + 2])
+        ...     print(enc.categories_[0], enc.mean_)
+        ['a' 'b'] [1.5]
+        ['a' 'b' 'c'] [2.5]
+        >>> enc.transform(pd.DataFrame({"item": ["c", "z"], "price": [2.5, 4.0]}))
+        array([[4.       , 0.       ],
+               [1.       , 1.3416408]], dtype=float32)
+        """
+        self._partial_fit(X)
+        return self
+
+    def _partial_fit(self, X: Any) -> tuple[pd.DataFrame, list[_Factorized]]:
+        """One call of partial_fit; X as a frame and its factorised columns.
+
+        The columns are those of the categorical features, compared as the
+        vocabularies learnt say, so that fit_transform needs not factorise
+        them again; none for a block without rows.
+        """
+        first = not hasattr(self, "_statistics")
+        if first and hasattr(self, "categories_"):
+            raise ValueError(
+                "This FeatureEncoder's state was restored (vocabularies and "
+                "statistics, without the counts that partial_fit adds to); "
+                "partial_fit cannot continue it. Call fit, or partial_fit on "
+                "a new FeatureEncoder."
+            )
+        X = check_features(X, min_samples=1 if first else 0)
+        frame = _as_frame(X)
+        try:
+            validate_data(self, X, reset=first, skip_check_array=True)
+            is_cat = self._categorical_mask(X, frame)
+            if first:
+                labels = [_column_label(frame, j) for j in range(frame.shape[1])]
+                statistics = _no_statistics(np.array(labels, dtype=object), is_cat)
+            else:
+                statistics = self._statistics
+                changed = np.flatnonzero(is_cat != statistics.is_categorical)
+                if changed.size:
+                    names = [_column_label(frame, int(j)) for j in changed]
+                    raise TypeError(
+                        f"Columns {names} change between categorical and "
+                        "numerical dtypes from one block to another (one "
+                        "partial_fit call to the next); give them one dtype in "
+                        "every block and file (e.g. cast them) or name the "
+                        "categorical columns with categorical_features."
+                    )
+            if not frame.shape[0]:
+                return frame, []
+            return self._learn(frame, statistics)
+        except BaseException:
+            # A first call that fails leaves the encoder unfitted; a later
+            # one has changed nothing yet (_learn sets the state last).
+            if first:
+                self._reset()
+            raise
+
+    def _learn(
+        self, frame: pd.DataFrame, statistics: _Statistics
+    ) -> tuple[pd.DataFrame, list[_Factorized]]:
+        """Add the rows of ``frame`` and set the fitted attributes from them."""
+        is_cat = statistics.is_categorical
+        cat_idx, num_idx = np.flatnonzero(is_cat), np.flatnonzero(~is_cat)
+        labels = statistics.labels
+        categories, blocks = [], []
+        for seen, j in zip(statistics.categories, cat_idx, strict=True):
+            block, positions = _column_counts(frame.iloc[:, int(j)])
+            categories.append(_merge_counts(seen, block))
+            blocks.append((block, positions))
+        numbers = statistics.numbers
+        if num_idx.size:
+            numbers = _add_numbers(numbers, self._numbers(frame, num_idx))
+        statistics = _Statistics(
+            labels, is_cat, statistics.n_rows + frame.shape[0], categories, numbers
+        )
+        vocabularies = [
+            _vocabulary(
+                seen, statistics.n_rows, self.min_frequency, self.max_categories
+            )
+            for seen in categories
+        ]
+        mean, scale = np.zeros(0), np.ones(0)
+        if num_idx.size:  # raises before anything is set
+            mean, scale = _standardisation(numbers, labels[num_idx])
+        self._statistics = statistics
+        self._cat_idx, self._num_idx = cat_idx, num_idx
+        self.categorical_features_ = labels[cat_idx]
+        self.numerical_features_ = labels[num_idx]
+        self.categories_ = [v.values for v in vocabularies]
+        self.category_codes_ = [v.codes for v in vocabularies]
+        self.mean_, self.scale_ = mean, scale
+        self._indicator_idx = np.flatnonzero(numbers.nan)
+        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
+        self.cardinalities_ = cardinalities(self.category_codes_)
+        self._lookup_tables()
+        # The block's columns as transform compares them with the vocabulary.
+        columns = [
+            _Factorized(_strings_of(block) if v.as_str else block.values, positions)
+            for (block, positions), v in zip(blocks, vocabularies, strict=True)
+        ]
+        return frame, columns
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit on X and return its encoding (one pass over the categories).
@@ -625,39 +1137,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def _fit_transform_parts(self, X: Any) -> EncodedParts:
         """Fit on X; its integer codes and float32 numbers, not concatenated."""
         self._validate_params()
-        frame, columns = self._fit(X)
+        self._reset()
+        frame, columns = self._partial_fit(X)
         return self._parts(frame, columns)
-
-    def _fit(self, X: Any) -> tuple[pd.DataFrame, list[_Factorized]]:
-        X = check_features(X)
-        frame = _as_frame(X)
-        validate_data(self, X, reset=True, skip_check_array=True)
-        is_cat = self._categorical_mask(X, frame)
-        labels = np.array(
-            [_column_label(frame, j) for j in range(frame.shape[1])], dtype=object
-        )
-        self._cat_idx = np.flatnonzero(is_cat)
-        self._num_idx = np.flatnonzero(~is_cat)
-        self.categorical_features_ = labels[self._cat_idx]
-        self.numerical_features_ = labels[self._num_idx]
-        columns = [_factorize(frame.iloc[:, int(j)]) for j in self._cat_idx]
-        self.categories_ = []
-        self.category_codes_ = []
-        if columns:
-            self._learn_vocabularies(frame, columns)
-        self.mean_ = np.zeros(0)
-        self.scale_ = np.ones(0)
-        self._indicator_idx = np.array([], dtype=int)
-        if self._num_idx.size:
-            numbers = self._numbers(frame, self._num_idx)
-            self.mean_, self.scale_ = _standardisation(
-                numbers, self.numerical_features_
-            )
-            self._indicator_idx = np.flatnonzero(np.isnan(numbers).any(axis=0))
-        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        self.cardinalities_ = cardinalities(self.category_codes_)
-        self._lookup_tables()
-        return frame, columns
 
     def transform(self, X: Any) -> np.ndarray:
         """Encode features with the vocabularies and scaling learnt in fit.
@@ -807,6 +1289,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 )
         if any(not isinstance(c["name"], str) for c in [*cat, *num]):
             raise ValueError("column names must be strings")
+        # Nothing of an earlier fit stays: no feature names if the state has
+        # none, and no counts for partial_fit to add to.
+        self._reset()
         self.n_features_in_ = n
         if names is not None:
             self.feature_names_in_ = names

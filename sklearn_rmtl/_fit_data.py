@@ -16,28 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
-from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from sklearn_rmtl._data import BlockStream, TensorDictDataset
-from sklearn_rmtl._encoding import (
-    _FLOAT32_MAX,
-    _HOMOGENEOUS,
-    _N_RESERVED,
-    _TOO_WIDE,
-    EncodedParts,
-    FeatureEncoder,
-    _as_frame,
-    _distinct_frame,
-    _Factorized,
-)
+from sklearn_rmtl._encoding import EncodedParts, FeatureEncoder
 from sklearn_rmtl._rows import Block, Rows
 from sklearn_rmtl._validation import resolve_device
 
@@ -217,34 +205,19 @@ class FitData:
         self._cache.clear()
 
     def fit_encoder(self, encoder: FeatureEncoder) -> None:
-        """Fit ``encoder`` on the kept rows and encode with it from now on.
+        """Fit ``encoder`` on the kept rows, block by block, and encode with it.
 
         Rows that weigh nothing do not shape the vocabulary or the scaling:
-        a zero weight is the same as dropping the row.
+        a zero weight is the same as dropping the row. One block is one
+        :meth:`FeatureEncoder.partial_fit <sklearn_rmtl.FeatureEncoder.partial_fit>`
+        call, i.e. ``fit``.
         """
-        if self.rows.n_blocks == 1:
-            block = self.block_labels(0)
-            encoder.fit(_kept(block.X, block.kept))
-        else:
-            encoder._validate_params()
-            enc_pass = _EncoderPass(encoder)
-            for b in range(self.rows.n_blocks):
-                block = self.block_labels(b)
-                if b == 0:
-                    enc_pass.first(block.X)
-                enc_pass.add(_kept(block.X, block.kept))
-            frame = _as_frame(self.block_labels(0).X).iloc[:0]
-            state = enc_pass.state(frame, self.probe)
-
-            def kept_frames() -> Iterator[pd.DataFrame]:
-                for b in range(self.rows.n_blocks):
-                    block = self.block_labels(b)
-                    yield _as_frame(_kept(block.X, block.kept))
-
-            mean, scale = enc_pass.standardisation(kept_frames)
-            labels = [str(c) for c in frame.columns]
-            state["numerical"] = _numerical_state(enc_pass, labels, mean, scale)
-            encoder._set_state(state)
+        encoder._reset()
+        for b in range(self.rows.n_blocks):
+            block = self.block_labels(b)
+            X = block.X if block.kept.all() else take_rows(block.X, block.kept)
+            if len(X) or hasattr(encoder, "n_features_in_"):
+                encoder.partial_fit(X)
         self.set_encoder(encoder)
 
     def block_labels(self, b: int) -> EncodedBlock:
@@ -384,10 +357,6 @@ class FitData:
         if hasattr(self.probe, "feature_names_in_"):
             out["feature_names_in_"] = self.probe.feature_names_in_
         return out
-
-
-def _kept(X: Any, kept: np.ndarray) -> Any:
-    return X if kept.all() else take_rows(X, kept)
 
 
 def prepare_fit_data(
@@ -531,202 +500,3 @@ class HoldOutRule:
         tie = kept & (times == self.threshold)
         rank = int(self.ties_before[b]) + np.cumsum(tie) - 1
         return kept & ((times > self.threshold) | (tie & (rank >= self.tie_cut)))
-
-
-# ---------------------------------------------------------------- encoder
-class _EncoderPass:
-    """Accumulates what ``FeatureEncoder.fit`` learns, block by block.
-
-    Categorical columns: each distinct value and its count. Numerical
-    columns: the running mean and variance of ``StandardScaler.partial_fit``
-    (the pairwise update of Chan, Golub and LeVeque, so merging blocks is
-    numerically stable; one block is exactly ``StandardScaler.fit``), plus
-    the range and magnitude that :func:`_standardisation` looks at.
-    """
-
-    def __init__(self, encoder: FeatureEncoder) -> None:
-        self.encoder = encoder
-        self.is_cat: np.ndarray | None = None
-        self.values: list[np.ndarray] = []
-        self.counts: list[np.ndarray] = []
-        self.scaler = StandardScaler()
-        self.n_kept = 0
-
-    def first(self, X: Any) -> None:
-        enc = self.encoder
-        self.is_cat = enc._categorical_mask(X, _as_frame(X))
-        enc._cat_idx = np.flatnonzero(self.is_cat)
-        enc._num_idx = np.flatnonzero(~self.is_cat)
-        n_num = len(enc._num_idx)
-        self.values = [np.empty(0, dtype=object) for _ in enc._cat_idx]
-        self.counts = [np.zeros(0, dtype=np.int64) for _ in enc._cat_idx]
-        self.magnitude = np.zeros(n_num)
-        self.high = np.full(n_num, -np.inf)
-        self.low = np.full(n_num, np.inf)
-        self.nan = np.zeros(n_num, dtype=bool)
-        self.n_seen = np.zeros(n_num, dtype=np.int64)
-
-    def add(self, X: Any) -> None:
-        enc = self.encoder
-        assert self.is_cat is not None
-        is_cat = enc._categorical_mask(X, _as_frame(X))
-        X = _as_frame(X)
-        if not np.array_equal(is_cat, self.is_cat):
-            changed = [str(c) for c in X.columns[is_cat != self.is_cat]]
-            raise TypeError(
-                f"Columns {changed} change between categorical and numerical "
-                "dtypes from one block to another; give them one type in every "
-                "file (e.g. cast them) or name the categorical columns with "
-                "categorical_features."
-            )
-        if not len(X):
-            return
-        self.n_kept += len(X)
-        for i, j in enumerate(enc._cat_idx):
-            column = X.iloc[:, int(j)]
-            if isinstance(column.dtype, pd.CategoricalDtype):
-                positions = column.cat.codes.to_numpy().astype(np.intp)
-                uniques = column.cat.categories.to_numpy(dtype=object)
-            else:
-                positions, found = pd.factorize(column, use_na_sentinel=True)
-                uniques = np.asarray(found, dtype=object)
-            counts = np.bincount(positions[positions >= 0], minlength=len(uniques))
-            self._merge(i, uniques[counts > 0], counts[counts > 0])
-        if len(enc._num_idx):
-            x = enc._numbers(X, enc._num_idx)
-            with np.errstate(over="ignore", invalid="ignore"):
-                self.scaler.partial_fit(x)
-            self.magnitude = np.fmax(
-                self.magnitude, np.where(np.isnan(x), 0.0, np.abs(x)).max(axis=0)
-            )
-            self.high = np.fmax(self.high, np.fmax.reduce(x, axis=0))
-            self.low = np.fmin(self.low, np.fmin.reduce(x, axis=0))
-            self.nan |= np.isnan(x).any(axis=0)
-
-    def _merge(self, i: int, values: np.ndarray, counts: np.ndarray) -> None:
-        both = np.concatenate([self.values[i], values])
-        positions, uniques = pd.factorize(pd.Series(both, dtype=object))
-        total = np.zeros(len(uniques), dtype=np.int64)
-        np.add.at(total, positions, np.concatenate([self.counts[i], counts]))
-        self.values[i] = np.asarray(uniques, dtype=object)
-        self.counts[i] = total
-
-    def vocabulary(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Column ``i``'s sorted known values and their codes, as fit learns them."""
-        values, counts = self.values[i], self.counts[i]
-        if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
-            # fit compares a mixed-type column's values as strings
-            positions, strings = pd.factorize(values.astype(str).astype(object))
-            values = np.asarray(strings, dtype=object)
-            counts = np.bincount(positions, weights=counts).astype(np.int64)
-        ordinal = OrdinalEncoder().fit(
-            _distinct_frame([_Factorized(values, np.zeros(0, np.intp))])
-        )
-        known = ordinal.categories_[0]
-        known = known[~pd.isna(known)]
-        position = ordinal.transform(pd.DataFrame({0: values}, dtype=object))[:, 0]
-        count = np.zeros(len(known), dtype=np.int64)
-        np.add.at(count, position.astype(np.intp), counts)
-        infrequent = self._infrequent(count)
-        codes = np.empty(len(known), dtype=np.int64)
-        codes[~infrequent] = np.arange(int((~infrequent).sum()))
-        codes[infrequent] = int((~infrequent).sum())
-        return known, codes + _N_RESERVED
-
-    def _infrequent(self, count: np.ndarray) -> np.ndarray:
-        """OrdinalEncoder's rule for ``min_frequency`` and ``max_categories``."""
-        min_frequency = self.encoder.min_frequency
-        max_categories = self.encoder.max_categories
-        if min_frequency is None:
-            rare = np.zeros(len(count), dtype=bool)
-        elif isinstance(min_frequency, Integral):
-            rare = count < min_frequency
-        else:
-            rare = count < self.n_kept * min_frequency
-        n_kept_codes = len(count) - int(rare.sum()) + 1  # + the infrequent code
-        if max_categories is not None and max_categories < n_kept_codes:
-            keep = max_categories - 1
-            if keep == 0:
-                rare[:] = True
-            else:
-                # The least frequent first; ties by position (a stable sort).
-                rare[np.argsort(count, kind="mergesort")[:-keep]] = True
-        return rare
-
-    def standardisation(self, source_frames: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and scale as ``_standardisation``, from the running statistics."""
-        s = self.scaler
-        if not hasattr(s, "mean_"):
-            n = len(self.encoder._num_idx)
-            return np.zeros(n), np.ones(n)
-        mean, scale, var = s.mean_.copy(), s.scale_.copy(), s.var_
-        candidates = np.flatnonzero(~(var >= np.finfo(np.float64).tiny))
-        refine = (self.magnitude[candidates] > 0) & (
-            ~np.isfinite(var[candidates])
-            | (self.high[candidates] > self.low[candidates])
-        )
-        if not refine.any():
-            return mean, scale
-        # Columns whose variance over- or underflows: a second pass over
-        # them, divided by their largest magnitude (as _standardisation).
-        columns = candidates[refine]
-        m = self.magnitude[columns]
-        rescaled = StandardScaler()
-        for X in source_frames():
-            x = self.encoder._numbers(X, self.encoder._num_idx[columns])
-            if len(x):
-                rescaled.partial_fit(x / m)
-        mean[columns] = rescaled.mean_ * m
-        scale[columns] = rescaled.scale_ * m
-        for X in source_frames():
-            x = self.encoder._numbers(X, self.encoder._num_idx[columns])
-            with np.errstate(over="ignore", invalid="ignore"):
-                z = (x - mean[columns]) / scale[columns]
-            wide = (np.abs(z) > _FLOAT32_MAX).any(axis=0)
-            if wide.any():
-                names = [
-                    str(X.columns[j]) for j in self.encoder._num_idx[columns[wide]]
-                ]
-                raise ValueError(
-                    f"Numerical columns {names} hold values too far apart (more "
-                    f"than {_FLOAT32_MAX:.1e} standard deviations from the mean)"
-                    f"{_TOO_WIDE}"
-                )
-        return mean, scale
-
-    def state(self, X: pd.DataFrame, probe: BaseEstimator) -> dict[str, Any]:
-        """The encoder's fitted state (``FeatureEncoder._get_state`` layout)."""
-        enc = self.encoder
-        labels = [str(c) for c in X.columns]
-        categorical = []
-        for i, j in enumerate(enc._cat_idx):
-            known, codes = self.vocabulary(i)
-            categorical.append(
-                {
-                    "position": int(j),
-                    "name": labels[j],
-                    "values": known.tolist(),
-                    "codes": codes.tolist(),
-                }
-            )
-        return {
-            "n_features_in": int(probe.n_features_in_),
-            "feature_names_in": getattr(probe, "feature_names_in_", None),
-            "categorical": categorical,
-            "numerical": [],
-        }
-
-
-def _numerical_state(
-    enc_pass: _EncoderPass, labels: list[str], mean: np.ndarray, scale: np.ndarray
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "position": int(j),
-            "name": labels[j],
-            "mean": float(mean[i]),
-            "scale": float(scale[i]),
-            "missing_indicator": bool(enc_pass.nan[i]),
-        }
-        for i, j in enumerate(enc_pass.encoder._num_idx)
-    ]

@@ -108,6 +108,20 @@ def test_mixed_type_column_is_compared_as_strings():
     assert enc.cardinalities_.tolist() == [2 + 3]
 
 
+@pytest.mark.parametrize("params", [{}, {"min_frequency": 1}])
+def test_ints_and_bools_are_learnt_as_strings(params):
+    # 1 and True are equal objects but values of two types: the column is
+    # learnt as strings, as any column mixing types, whether or not fit
+    # counts rows (without counting, it was learnt as objects; counting, its
+    # fit_transform gave such values the unknown code).
+    X = pd.DataFrame({"c": np.array([1, True, 0, False, None, 1], dtype=object)})
+    enc = FeatureEncoder(**params)
+    Xt = enc.fit_transform(X)
+    assert enc.categories_[0].tolist() == ["0", "1", "False", "True"]
+    assert Xt[:, 0].tolist() == [3, 5, 2, 4, MISSING_CODE, 3]
+    np.testing.assert_array_equal(Xt, enc.transform(X))
+
+
 @pytest.mark.parametrize(
     "spec", [[0], np.array([True, False]), ["c0"]], ids=["positions", "mask", "names"]
 )
@@ -388,6 +402,18 @@ def test_huge_and_tiny_magnitudes_are_scaled_not_zeroed(magnitude):
     np.testing.assert_allclose(Xt[:, 0], Xt[:, 1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(enc.scale_[0] / magnitude, enc.scale_[1], rtol=1e-12)
     assert np.nanstd(Xt[:, 0]) > 0.9
+
+
+def test_an_infinite_variance_is_scaled_too():
+    # Exact deviations make x * x overflow to inf, not NaN: the column was
+    # given a scale of 1, and encoding its own training rows failed.
+    X = pd.DataFrame({"big": [0.0, 0.0, 1e200, -1e200]})
+    enc = FeatureEncoder().fit(X)
+    assert enc.mean_.tolist() == [0.0]
+    np.testing.assert_allclose(enc.scale_, [np.sqrt(0.5) * 1e200], rtol=1e-12)
+    np.testing.assert_allclose(
+        enc.transform(X)[:, 0], np.array([0, 0, 1, -1]) * np.sqrt(2), rtol=1e-6
+    )
 
 
 def test_ordinary_scaling_is_standard_scalers():
