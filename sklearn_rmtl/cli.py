@@ -16,7 +16,6 @@ import argparse
 import inspect
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.parquet import ParquetSource
+from sklearn_rmtl.parquet import ParquetSource, predict_proba_to_parquet
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -654,8 +653,9 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             block_rows=BLOCK_ROWS if args.block_rows is None else args.block_rows,
         )
         if _kind(args.output) == "parquet":
-            n_rows = _write_parquet_blocks(
-                estimator, source, args.keep, names, args.output
+            _need_pyarrow(args.output)
+            n_rows = predict_proba_to_parquet(
+                estimator, source, args.output, keep_columns=args.keep
             )
         else:
             # Scored block by block; a CSV/TSV output is assembled whole (the
@@ -677,46 +677,6 @@ def _read_keep_columns(path: Path, keep: list[str], n_rows: int) -> pd.DataFrame
         return pd.DataFrame(index=pd.RangeIndex(n_rows))
     frame = pd.read_parquet(path, columns=list(dict.fromkeys(keep)))
     return frame[keep].reset_index(drop=True)
-
-
-def _write_parquet_blocks(
-    estimator: Any, source: ParquetSource, keep: list[str], names: list[str], path: Path
-) -> int:
-    """Score ``source`` block by block into the Parquet file ``path``.
-
-    One row group per block: the --keep columns as the file has them, then
-    the probability columns. Written under a temporary name and renamed, so
-    an interrupted run leaves no truncated file (as :func:`write_table`).
-    """
-    _need_pyarrow(path)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = list(dict.fromkeys([*source.features, *keep]))
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    written = 0
-    try:
-        writer = None
-        try:
-            for b in range(source.n_blocks):
-                block = source.read_block(b, columns)
-                proba = estimator.predict_proba(block.select(source.features))
-                # As the DataFrame of a CSV output: a probability column
-                # replaces a --keep column of its name, in its place.
-                out: dict[str, Any] = {c: block.column(c) for c in keep}
-                out.update({n: proba[:, k] for k, n in enumerate(names)})
-                table = pa.table(out)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                written += table.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return written
 
 
 def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

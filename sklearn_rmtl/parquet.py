@@ -433,7 +433,9 @@ def predict_proba_to_parquet(
         The rows to score; its feature columns (by default, those the
         estimator was fitted on) are read.
     path : str or path-like
-        The Parquet file to write (replaced if it exists).
+        The Parquet file to write (replaced if it exists). It is written under
+        a temporary name beside it and renamed at the end, so an interrupted
+        run leaves no truncated file.
     keep_columns : list of str, default=None
         Columns of the source copied next to the probabilities (e.g. an id
         or the session), to join the results back.
@@ -451,8 +453,9 @@ def predict_proba_to_parquet(
 
     Notes
     -----
-    The probability of task ``k`` is in the column ``"proba_<task name>"``
-    (float64), as ``estimator.predict_proba(source)[:, k]``.
+    The probability of task ``k`` is in the column ``"<task name>_proba"``
+    (float64), as ``estimator.predict_proba(source)[:, k]``; the kept
+    columns keep the source's types.
     """
     pa, _, pq = _pyarrow()
     check_is_fitted(estimator)
@@ -462,28 +465,34 @@ def predict_proba_to_parquet(
         raise ValueError(
             f"keep_columns names {missing}, which the Parquet data does not have."
         )
-    names = [f"proba_{t}" for t in estimator.task_names_]
+    names = [f"{t}_proba" for t in estimator.task_names_]
     clash = sorted(set(names) & set(keep))
     if clash:
         raise ValueError(f"keep_columns {clash} clash with the probability columns.")
-    written = 0
-    writer = None
+    target = os.fspath(path)
+    tmp = os.path.join(
+        os.path.dirname(target), f".tmp-{os.getpid()}-{os.path.basename(target)}"
+    )
+    written, writer = 0, None
     try:
         for b, logits in enumerate(estimator._iter_logits(source)):
-            proba = expit(logits)
-            columns = {}
-            if keep:
-                kept = source.read_block(b, keep)
-                columns = {c: kept.column(c) for c in keep}
-            columns.update({n: proba[:, k] for k, n in enumerate(names)})
+            kept = source.read_block(b, keep)
+            columns: dict[str, Any] = {c: kept.column(c) for c in keep}
+            columns.update({n: expit(logits[:, k]) for k, n in enumerate(names)})
             table = pa.table(columns)
             if writer is None:
-                writer = pq.ParquetWriter(os.fspath(path), table.schema)
+                writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
             written += table.num_rows
+        if writer is not None:
+            writer.close()
+            writer = None
+            os.replace(tmp, target)
     finally:
         if writer is not None:
             writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return written
 
 

@@ -236,9 +236,9 @@ def test_predict_proba_to_parquet_writes_blocks(data, tmp_path):
     written = pq.ParquetFile(out)
     assert written.metadata.num_row_groups == source.n_blocks == 3
     table = written.read().to_pandas()
-    assert list(table.columns) == ["session", "proba_click", "proba_buy"]
+    assert list(table.columns) == ["session", "click_proba", "buy_proba"]
     assert_same_proba(
-        table[["proba_click", "proba_buy"]].to_numpy(),
+        table[["click_proba", "buy_proba"]].to_numpy(),
         clf.predict_proba(frame[FEATURES]),
     )
     np.testing.assert_array_equal(table["session"], frame["session"])
