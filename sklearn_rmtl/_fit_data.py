@@ -85,7 +85,8 @@ class EncodedBlock:
     the labels that exist and ``sample_weight`` (None: all 1) the user's
     weights, both of shape (n_rows, n_tasks); their product
     :attr:`loss_mask` multiplies every per-entry loss. ``kept`` marks the
-    rows with some weight in some task, ``valid`` the held-out rows.
+    rows with some weight in some task, ``valid`` the held-out rows;
+    ``start`` is the position of its first row among the fit's rows.
     """
 
     X: Any
@@ -97,6 +98,7 @@ class EncodedBlock:
     timestamps: np.ndarray | None
     kept: np.ndarray
     valid: np.ndarray
+    start: int = 0
 
     def __len__(self) -> int:
         return len(self.y01)
@@ -222,9 +224,12 @@ class FitData:
 
     def block_labels(self, b: int) -> EncodedBlock:
         """Block ``b`` under the fit's rules, without the encoded inputs."""
-        return self._one(("labels", b), lambda: self._labels_of(self.rows._block(b), b))
+        return self._one(
+            ("labels", b),
+            lambda: self._labels_of(self.rows._block(b), b, b * self.rows.block_rows),
+        )
 
-    def _labels_of(self, block: Block, b: int | None) -> EncodedBlock:
+    def _labels_of(self, block: Block, b: int | None, start: int) -> EncodedBlock:
         assert block.y01 is not None
         missing = np.isnan(block.y01)
         y01 = np.where(missing, np.float32(0.0), block.y01).astype(np.float32)
@@ -245,6 +250,7 @@ class FitData:
             timestamps=block.timestamps,
             kept=kept,
             valid=valid,
+            start=start,
         )
 
     def block(self, b: int) -> EncodedBlock:
@@ -263,7 +269,7 @@ class FitData:
         """
         if self.rows.n_blocks == 1 and (start, stop) == (0, self.n_samples):
             return self.block(0)
-        block = self._labels_of(self.rows._rows(start, stop), None)
+        block = self._labels_of(self.rows._rows(start, stop), None, start)
         if self.holdout is not None:
             size = self.rows.block_rows
             flags = [

@@ -22,14 +22,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._fit_data import EncodedBlock, Extra, FitData
+from sklearn_rmtl._mdp import build_transitions, rewards
+from sklearn_rmtl._outcome import discounted_later, rows_left_bucket, surprise
 from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._torch_module import actor_proba
-from sklearn_rmtl._weighting import WEIGHTINGS, label_mean_weights
+from sklearn_rmtl._weighting import (
+    WEIGHTINGS,
+    Weighting,
+    control,
+    label_mean_weights,
+    outcome_weights,
+)
 
 
 @dataclass
@@ -63,6 +72,8 @@ def plan_refit(
     weighting: str,
     q_lambda: float,
     precision: str,
+    gamma: float,
+    seed: int,
 ) -> RefitPlan:
     """The refit's net and row weights for ``weighting``.
 
@@ -82,7 +93,21 @@ def plan_refit(
         The paper's lambda.
     precision : {"float32", "bfloat16", "float16"}
         The dtype of the matrix products where Q is evaluated.
+    gamma : float
+        The discount of the outcome weightings' realised returns.
+    seed : int
+        Seed of the shuffled controls' permutations.
     """
+    spec = WEIGHTINGS[weighting]
+    if (spec.fixed and not spec.label_mean) or spec.outcome is not None:
+        weights = _fixed_weights(
+            data, actor, critic, spec, weighting, q_lambda, precision, gamma, seed
+        )
+
+        def fixed(block: EncodedBlock) -> dict[str, np.ndarray]:
+            return {"sample_weight": weights[block.start : block.start + len(block)]}
+
+        return RefitPlan(MultiTaskNet, extra=fixed)
     if critic is None:
         return RefitPlan(MultiTaskNet)
 
@@ -168,3 +193,69 @@ def _label_means(
     mean_pos = torch.where(n_pos > 0, sum_pos / n_pos.clamp(min=tiny), 1.0)
     mean_neg = torch.where(n_neg > 0, sum_neg / n_neg.clamp(min=tiny), 1.0)
     return torch.stack([mean_neg, mean_pos], dim=1).float()
+
+
+def _fixed_weights(
+    data: FitData,
+    actor: nn.Module,
+    critic: SessionCritic | None,
+    spec: Weighting,
+    weighting: str,
+    q_lambda: float,
+    precision: str,
+    gamma: float,
+    seed: int,
+) -> np.ndarray:
+    """Every row's fixed refit weights, (n_rows, n_tasks), at the pretrained actor.
+
+    Read a chunk of whole sessions at a time: the critics' weights (RMTL's
+    at the actor's prediction) or the realised outcomes of the sessions
+    (:mod:`sklearn_rmtl._outcome`), then the weighting's control within
+    task x label x rows-left strata. Holds 4 bytes per row and task.
+    """
+    n, k = data.n_samples, data.n_tasks
+    raw, returns = np.zeros((n, k)), np.zeros((n, k))
+    y01 = np.zeros((n, k), np.float32)
+    train = np.zeros((n, k))
+    bucket = np.zeros(n, np.int64)
+    for start, stop in data.rows.session_bounds():
+        block = data.chunk(start, stop)
+        rows = slice(start, stop)
+        proba = actor_proba(
+            actor,
+            torch.as_tensor(block.inputs["x_cat"]),
+            torch.as_tensor(block.inputs["x_num"]),
+            precision,
+        ).cpu()
+        transitions = build_transitions(block.session_ids, block.timestamps, len(block))
+        mask = block.loss_mask
+        entries = np.ones((len(block), k)) if mask is None else (mask > 0)
+        train[rows] = entries * ~block.valid[:, None]
+        y01[rows] = block.y01
+        bucket[rows] = rows_left_bucket(transitions)
+        if spec.outcome is None:
+            assert critic is not None
+            inputs = critic.encode(block.X, encoder=data.encoder, inputs=block.inputs)
+            raw[rows] = critic.row_weights(
+                inputs, proba, block.y01, weighting, q_lambda, precision
+            ).numpy()
+            continue
+        p = proba.numpy()
+        loss = -rewards(block.y01, p, block.observed)
+        returns[rows] = discounted_later(transitions, loss, gamma, include_own=True)
+        d = surprise(block.y01, p, block.observed)
+        if spec.outcome == "later":
+            raw[rows] = discounted_later(transitions, d, gamma, include_own=False)
+        elif block.session_ids is not None:  # the session's other rows
+            codes = pd.factorize(block.session_ids)[0]
+            for task in range(k):
+                total = np.bincount(codes, weights=d[:, task])
+                raw[rows, task] = total[codes] - d[:, task]
+    if spec.outcome is not None:
+        raw = outcome_weights(
+            returns, raw, y01, train, q_lambda, label_mean_only=spec.label_mean
+        )
+    if spec.control is not None:
+        rng = np.random.default_rng([seed, 26])
+        raw = control(spec.control, raw, y01, bucket, rng)
+    return raw.astype(np.float32)

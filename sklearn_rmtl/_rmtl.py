@@ -232,15 +232,28 @@ class RMTLClassifier(MTLClassifier):
         authors' agent; 2.5 is TD3+BC's default): the behaviour-cloning term
         keeps the actor's predictions calibrated. ``None``: ascend Q alone
         (the paper's Eq. 15).
-    weighting : {"rmtl", "constant", "label_q", "neg_q", "label_mean"}, \
-            default="rmtl"
-        Refit weights (paper Table 2): ``1 - q_lambda * Q`` (RMTL), ``1``
-        (continue training the baseline; no critic is trained unless
-        ``actor_update``), ``1 - q_lambda * y * Q``, or ``-Q``.
-        ``"label_mean"`` is a control: each row weighs the mean RMTL weight
-        of the training rows with its label (per task), computed once at the
-        pretrained actor; it keeps RMTL's average up-weighting of a label and
-        drops what Q says about single rows.
+    weighting : str, default="rmtl"
+        The refit's row weights (paper Table 2, then controls and outcome
+        weights of our own; user guide, "What RMTL's weights add"):
+
+        - ``"rmtl"``: ``1 - q_lambda * Q`` at the actor's current prediction
+          (Eq. 17); ``"label_q"``: ``1 - q_lambda * y * Q``; ``"neg_q"``:
+          ``-Q``; ``"constant"``: 1 (continue training the baseline; no
+          critic is trained unless ``actor_update``).
+        - Controls of RMTL's weights, computed once at the pretrained actor
+          and fixed for the refit: ``"label_mean"`` (each row weighs the
+          mean RMTL weight of the training rows with its label, per task),
+          ``"rmtl_fixed"`` (RMTL's weights themselves),
+          ``"rmtl_shuffled"`` (permuted within task x label x rows-left
+          strata: the same distribution, the alignment destroyed) and
+          ``"rmtl_flipped"`` (reflected about the stratum's mean).
+        - Weights from the realised outcome of each row's session, which
+          need no critic: ``"outcome"`` (the later rows' realised minus
+          expected loss under the pretrained actor, standardised per task,
+          clipped, around the label-mean weights of the realised returns),
+          ``"outcome_session"`` (the session's other rows instead of the
+          later ones), and its controls ``"outcome_label_mean"``,
+          ``"outcome_shuffled"``, ``"outcome_flipped"``.
     q_lambda : float, default=0.7
         The paper's lambda.
     critic : SessionCritic, default=None
@@ -279,7 +292,9 @@ class RMTLClassifier(MTLClassifier):
         and ``refit_keep_pretrained``, no refit check beat the pretrained
         weights by ``refit_validation_metric`` (the last ``history_["refit"]`` row
         then has ``restored_start=True``). Always True without early
-        stopping or with ``refit_keep_pretrained=False``.
+        stopping or with ``refit_keep_pretrained=False``. False means the
+        fitted model is the pretrained backbone: RMTL's weights changed
+        nothing (``verbose`` says so at the end of the refit).
     label_weights_ : ndarray of shape (n_tasks, 2) or None
         With ``weighting="label_mean"``, the fixed weight of label 0 and
         label 1 of each task; None otherwise.
@@ -587,7 +602,7 @@ class RMTLClassifier(MTLClassifier):
         if self.critic is not None:
             check_critic_features(self.critic, data.block_labels(0).X)
         train_critic_here = self.critic is None and (
-            self.weighting != "constant" or self.actor_update
+            WEIGHTINGS[self.weighting].needs_critic or self.actor_update
         )
         if train_critic_here and not data.rows.has_sessions:
             warnings.warn(
@@ -617,6 +632,12 @@ class RMTLClassifier(MTLClassifier):
             data, params, task_weights, actor, session_critic
         )
         refit_history = net_history(net)
+        if any(row.get("restored_start") for row in refit_history):
+            self._log(
+                "refit kept the pretrained weights: no refit check beat them on "
+                "the held-out rows (refit_improved_=False), so the model is the "
+                "pretrained backbone"
+            )
         history = {
             "pretrain": history["pretrain"],
             **{k: v for k, v in history.items() if k == "pretrain_all"},
@@ -776,6 +797,8 @@ class RMTLClassifier(MTLClassifier):
             weighting=self.weighting,
             q_lambda=self.q_lambda,
             precision=self.precision,
+            gamma=self.gamma,
+            seed=data.seed + _REFIT_SEED,
         )
         net = self._train_net(
             data,
@@ -825,6 +848,15 @@ class RMTLClassifier(MTLClassifier):
             ``sample_weight`` of fit is not included (it multiplies these).
         """
         check_is_fitted(self)
+        spec = WEIGHTINGS[self.weighting]
+        if (spec.fixed and not spec.label_mean) or spec.outcome is not None:
+            raise ValueError(
+                f"weighting={self.weighting!r} fixes each training row's weight "
+                "from its session (a control or a realised outcome), so it is no "
+                "function of a row's features, prediction and labels that "
+                "loss_weights could evaluate; it describes 'rmtl', 'label_q', "
+                "'neg_q', 'constant' and 'label_mean'."
+            )
         X = check_features(X)
         y01 = check_labeled_rows(
             X, y, self.classes_, session_ids=session_ids, timestamps=timestamps

@@ -328,4 +328,6 @@ class QWeightedNet(MultiTaskNet):
                 X["critic_x_num"].to(device),
                 torch.sigmoid(y_pred.detach()),
             ).float()
-        return WEIGHTINGS[self.weighting].fn(q, y_true.to(device), self.q_lambda)
+        fn = WEIGHTINGS[self.weighting].fn
+        assert fn is not None  # QWeightedNet serves the critics' weightings
+        return fn(q, y_true.to(device), self.q_lambda)

@@ -3,7 +3,9 @@
 ``Q <= 0`` by construction, so the RMTL weight ``1 - lambda * Q`` is >= 1:
 rows whose predicted action the critic expects to lead to a worse session
 return get more weight. The other variants are the paper's Table 2
-ablations, and one control of our own ("label_mean").
+ablations; the controls that separate what the weights say about single
+rows from a re-weighting (label means, shuffled and flipped weights); and
+weights from realised session outcomes, which need no critic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,21 +29,44 @@ def _rmtl(q: Tensor, y: Tensor, lam: float) -> Tensor:
 
 @dataclass(frozen=True)
 class Weighting:
-    """How a refit turns critic values into loss weights.
+    """How a refit weighs each row's loss, per task.
 
     Parameters
     ----------
-    fn : callable
-        ``w(Q, y, q_lambda)``, shapes (batch, n_tasks).
+    fn : callable or None
+        ``w(Q, y, q_lambda)``, shapes (batch, n_tasks), from the critics'
+        values; None for the weightings of realised outcomes.
+    fixed : bool, default=False
+        The weights are computed once, at the pretrained actor, before the
+        refit, and ride with the rows (no critic in the refit steps).
+        Otherwise ``fn`` is evaluated at the actor's current prediction in
+        every refit step.
     label_mean : bool, default=False
-        Replace each row's weight by the mean of ``fn`` over the training
-        rows with the same label of that task, computed once at the
-        pretrained actor before the refit (fixed weights, no critic in the
-        refit steps).
+        Replace each row's weight by the mean weight of the training rows
+        with the same label of that task.
+    outcome : {None, "later", "session"}, default=None
+        Weights from the realised outcome of the row's session instead of a
+        critic (:func:`outcome_weights`): the later rows' surprise, or the
+        session's other rows' surprise.
+    control : {None, "shuffled", "flipped"}, default=None
+        A control of the weights: permuted, or with their ranks reversed,
+        within each task x label x rows-left stratum (:func:`control`).
     """
 
-    fn: WeightFn
+    fn: WeightFn | None
+    fixed: bool = False
     label_mean: bool = False
+    outcome: str | None = None
+    control: str | None = None
+
+    @property
+    def needs_critic(self) -> bool:
+        """Whether the weights read the critics (which are then trained)."""
+        return self.fn is not None and self.fn is not _constant
+
+
+def _constant(q: Tensor, y: Tensor, lam: float) -> Tensor:
+    return torch.ones_like(q)
 
 
 #: ``weighting`` name -> :class:`Weighting`.
@@ -48,17 +74,144 @@ WEIGHTINGS: dict[str, Weighting] = {
     # RMTL, Eq. (17): w = 1 - lambda * Q
     "rmtl": Weighting(_rmtl),
     # CW: constant weights, i.e. keep training the baseline
-    "constant": Weighting(lambda q, y, lam: torch.ones_like(q)),
+    "constant": Weighting(_constant),
     # WL: only positive labels are re-weighted, w = 1 - lambda * y * Q
     "label_q": Weighting(lambda q, y, lam: 1.0 - lam * y * q),
     # NLC: the negative critic value alone, w = -Q
     "neg_q": Weighting(lambda q, y, lam: -q),
-    # A control, not in the paper: RMTL's weights averaged per task and
-    # label. It keeps how much RMTL up-weights positives or negatives on
-    # average and drops what Q says about individual rows, so RMTL beating
-    # it shows an effect of Q beyond a re-balancing of the labels.
-    "label_mean": Weighting(_rmtl, label_mean=True),
+    # Controls, not in the paper. RMTL's weights averaged per task and
+    # label: they keep how much RMTL up-weights positives or negatives on
+    # average and drop what Q says about individual rows, so RMTL beating
+    # them shows an effect of Q beyond a re-balancing of the labels.
+    "label_mean": Weighting(_rmtl, fixed=True, label_mean=True),
+    # RMTL's weights at the pretrained actor, fixed for the refit: the
+    # counterpart of the two controls below.
+    "rmtl_fixed": Weighting(_rmtl, fixed=True),
+    # The same weights permuted within task x label x rows-left strata:
+    # the same distribution, the alignment with the rows destroyed.
+    "rmtl_shuffled": Weighting(_rmtl, fixed=True, control="shuffled"),
+    # Their ranks reversed within the strata: the same distribution, the
+    # alignment reversed.
+    "rmtl_flipped": Weighting(_rmtl, fixed=True, control="flipped"),
+    # The realised outcome of the later rows of the session (no critic).
+    "outcome": Weighting(None, fixed=True, outcome="later"),
+    "outcome_session": Weighting(None, fixed=True, outcome="session"),
+    "outcome_label_mean": Weighting(None, fixed=True, outcome="later", label_mean=True),
+    "outcome_shuffled": Weighting(
+        None, fixed=True, outcome="later", control="shuffled"
+    ),
+    "outcome_flipped": Weighting(None, fixed=True, outcome="later", control="flipped"),
 }
+
+#: The strength and the clip of the outcome weights (:func:`outcome_weights`):
+#: ``w = base * (1 + OUTCOME_ALPHA * clip(z, -OUTCOME_CLIP, OUTCOME_CLIP))``,
+#: so ``w / base`` lies in [0.5, 1.5].
+OUTCOME_ALPHA, OUTCOME_CLIP = 0.25, 2.0
+
+
+def outcome_weights(
+    returns: np.ndarray,
+    later: np.ndarray,
+    y01: np.ndarray,
+    train: np.ndarray,
+    q_lambda: float,
+    *,
+    label_mean_only: bool = False,
+) -> np.ndarray:
+    """Loss weights from realised session outcomes, nested on label means.
+
+    The base weight of a row and task is RMTL's weight with the critic's
+    estimate replaced by the realised discounted return,
+    ``1 + q_lambda * returns`` (``returns`` is the realised discounted BCE
+    from the row on, so ``-returns`` is what Q estimates), averaged over the
+    training rows with the same label of that task (a label-mean weight:
+    the control that the outcome weights contain). The row's own term is
+    ``z``, the later rows' ``later`` (realised minus expected loss)
+    standardised per task over the training rows:
+    ``w = base * (1 + OUTCOME_ALPHA * clip(z, -OUTCOME_CLIP, OUTCOME_CLIP))``.
+
+    Parameters
+    ----------
+    returns, later : ndarray of shape (n_rows, n_tasks)
+        The realised discounted BCE from each row on, and the later rows'
+        discounted surprise (:mod:`sklearn_rmtl._outcome`).
+    y01 : ndarray of shape (n_rows, n_tasks)
+        0/1 labels.
+    train : ndarray of shape (n_rows, n_tasks)
+        1 where the entry is a training entry (observed, weighed, not held
+        out), else 0.
+    q_lambda : float
+        The paper's lambda.
+    label_mean_only : bool, default=False
+        Return the base weights alone (the nested control).
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_tasks), float32
+    """
+    w_mc = 1.0 + q_lambda * returns
+    pos = y01 > 0.5
+    base = np.ones_like(w_mc)
+    for label in (False, True):
+        m = train * (pos == label)
+        total = m.sum(0)
+        mean = (w_mc * m).sum(0) / np.maximum(total, 1e-12)
+        base = np.where(pos == label, np.where(total > 0, mean, 1.0), base)
+    if label_mean_only:
+        return base.astype(np.float32)
+    n = np.maximum(train.sum(0), 1e-12)
+    mu = (later * train).sum(0) / n
+    sd = np.sqrt((((later - mu) ** 2) * train).sum(0) / n)
+    z = np.where(sd > 0, (later - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+    z = np.clip(z, -OUTCOME_CLIP, OUTCOME_CLIP)
+    return (base * (1.0 + OUTCOME_ALPHA * z)).astype(np.float32)
+
+
+def control(
+    kind: str,
+    weights: np.ndarray,
+    y01: np.ndarray,
+    bucket: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A control of ``weights`` within task x label x rows-left strata.
+
+    Both keep each stratum's multiset of weights, so its distribution,
+    exactly. ``"shuffled"`` permutes the weights within each stratum (the
+    alignment with the rows destroyed); ``"flipped"`` reverses their ranks
+    (the largest weight goes to the row that had the smallest: the
+    alignment reversed, a sign flip that keeps the weights positive).
+
+    Parameters
+    ----------
+    kind : {"shuffled", "flipped"}
+        The control.
+    weights : ndarray of shape (n_rows, n_tasks)
+        The weights to control.
+    y01 : ndarray of shape (n_rows, n_tasks)
+        0/1 labels.
+    bucket : ndarray of shape (n_rows,)
+        Each row's rows-left bucket (:func:`~sklearn_rmtl._outcome.rows_left_bucket`).
+    rng : numpy.random.Generator
+        The source of the permutations.
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_tasks), float32
+    """
+    out = np.array(weights, dtype=np.float32, copy=True)
+    for k in range(weights.shape[1]):
+        strata = bucket * 2 + (y01[:, k] > 0.5)
+        order = np.argsort(strata, kind="stable")
+        cuts = np.flatnonzero(np.diff(strata[order])) + 1
+        for rows in np.split(order, cuts):
+            w = weights[rows, k]
+            if kind == "shuffled":
+                out[rows, k] = w[rng.permutation(len(rows))]
+            else:
+                ranked = np.argsort(w, kind="stable")
+                out[rows[ranked], k] = w[ranked[::-1]]
+    return out
 
 
 def label_mean_weights(
@@ -123,6 +276,7 @@ def critic_row_weights(
     """
     critic.eval()
     fn = WEIGHTINGS[weighting].fn
+    assert fn is not None, f"weighting={weighting!r} reads no critic"
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
     with autocast(precision, x_cat.device):
         return forward_batches(

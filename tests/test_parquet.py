@@ -456,6 +456,8 @@ SETTINGS = {
         .critic_
     },
     "weighting": lambda frame: {"weighting": "neg_q", "task_balancing": "dwa"},
+    "shuffled control": lambda frame: {"weighting": "rmtl_shuffled"},
+    "outcome weights": lambda frame: {"weighting": "outcome_session"},
 }
 
 

@@ -360,16 +360,19 @@ def test_actor_step_learns_nothing_from_rows_left_out():
     assert not torch.equal(stepped(y01), stepped(1 - y01))
 
 
-def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions):
+def test_refit_keeps_pretrained_actor_when_validation_gets_worse(sessions, capsys):
     """Early stopping counts the pretrained weights as the refit's epoch 0."""
     X, Y, s, t = sessions
     mtl = MTLClassifier(
         backbone="sharedbottom", backbone_params=SMALL, max_epochs=3, random_state=0
     ).fit(X, Y, timestamps=t)
     # A learning rate far too large makes every refit epoch worse.
-    est = RMTLClassifier(actor=mtl, **{**FAST, "refit_lr": 5.0, "refit_max_epochs": 2})
+    est = RMTLClassifier(
+        actor=mtl, **{**FAST, "refit_lr": 5.0, "refit_max_epochs": 2, "verbose": 1}
+    )
     est.fit(X, Y, session_ids=s, timestamps=t)
     assert est.refit_improved_ is False
+    assert "refit kept the pretrained weights" in capsys.readouterr().out
     assert est.history_["refit"][-1]["restored_start"] is True
     np.testing.assert_allclose(est.predict_proba(X), mtl.predict_proba(X), rtol=1e-6)
 
