@@ -30,6 +30,7 @@ from sklearn.utils import Bunch
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._version import __version__
+from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.metrics import METRICS as metric_registry
 from sklearn_rmtl.model_selection import temporal_train_test_split
@@ -528,42 +529,70 @@ def transfer_methods(backbones: list[str]) -> list[Method]:
 
 
 #: The rows of a study per backbone: variant -> (kind, row name template).
+#: A variant other than the backbone is RMTLClassifier's ``weighting`` of
+#: that name on the backbone's fitted baseline.
 STUDY_VARIANTS = {
     "backbone": ("baseline", "{}"),
     "rmtl": ("rmtl", "RMTL-{}"),
     "constant": ("control", "{} constant refit"),
     "label_mean": ("control", "{} label-mean refit"),
+    "rmtl_shuffled": ("control", "{} shuffled-RMTL refit"),
+    "outcome": ("rmtl", "Outcome-{}"),
+    "outcome_label_mean": ("control", "{} outcome label-mean refit"),
+    "outcome_shuffled": ("control", "{} shuffled-outcome refit"),
 }
-#: The controls RMTL is paired with in a study, as named in its tables.
-STUDY_CONTROLS = {
-    "backbone": "RMTL - backbone",
-    "constant": "RMTL - constant",
-    "label_mean": "RMTL - label_mean",
+#: The variants a study runs unless told otherwise (``rmtl study --variants``).
+STUDY_DEFAULT = ("backbone", "rmtl", "constant", "label_mean")
+#: What a study pairs: treated variant -> (its name in the tables, the
+#: controls it is compared with, each removing one claimed cause).
+STUDY_COMPARISONS = {
+    "rmtl": ("RMTL", ("backbone", "constant", "label_mean", "rmtl_shuffled")),
+    "outcome": (
+        "Outcome",
+        ("backbone", "constant", "outcome_label_mean", "outcome_shuffled"),
+    ),
 }
 
 
-def study_methods(backbones: list[str]) -> list[Method]:
-    """A paired study: RMTL and its controls on each backbone.
+def study_methods(
+    backbones: list[str], variants: Iterable[str] = STUDY_DEFAULT
+) -> list[Method]:
+    """A paired study: weightings and their controls on each backbone.
 
-    Per backbone (and seed): the baseline, which is also RMTL's pretrained
-    actor; RMTL, which trains the critics; the same refit with constant
-    weights (is it the extra training, not the weights?); and the refit with
-    the per-task, per-label mean of RMTL's weights from the same critics
-    (is it the per-row variation of the weights, not their level per
-    label?). Fitted in this order, so the critics are trained once.
+    Per backbone (and seed): the baseline, which is also every refit's
+    pretrained actor; RMTL, which trains the critics; the same refit with
+    constant weights (is it the extra training, not the weights?); the refit
+    with the per-task, per-label mean of RMTL's weights from the same
+    critics (is it the per-row variation of the weights, not their level per
+    label?); RMTL's weights at the pretrained actor shuffled within task x
+    label x rows-left strata (is it their alignment with the rows, not their
+    distribution?); and the weights of realised session outcomes, with
+    their own label-mean and shuffled controls. ``variants`` picks among
+    :data:`STUDY_VARIANTS`, in that order, so the critics are trained once.
     """
-    fits = {
-        "backbone": lambda b: partial(_baseline, backbone=b),
-        "rmtl": lambda b: partial(_rmtl, backbone=b),
-        "constant": lambda b: partial(_rmtl, backbone=b, weighting="constant"),
-        "label_mean": lambda b: partial(
-            _with_critic, backbone=b, critic_backbone=b, weighting="label_mean"
-        ),
-    }
+    chosen = set(variants)
+    unknown = sorted(chosen - set(STUDY_VARIANTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown study variants {unknown}; choose among {list(STUDY_VARIANTS)}."
+        )
+
+    def fit(variant: str, b: str) -> Callable[[Context], Any]:
+        if variant == "backbone":
+            return partial(_baseline, backbone=b)
+        if variant == "rmtl":
+            return partial(_rmtl, backbone=b)
+        if WEIGHTINGS[variant].needs_critic:  # the critics of RMTL's row
+            return partial(
+                _with_critic, backbone=b, critic_backbone=b, weighting=variant
+            )
+        return partial(_rmtl, backbone=b, weighting=variant)
+
     return [
-        Method(name.format(DISPLAY[b]), kind, fits[v](b), backbone=b, variant=v)
+        Method(name.format(DISPLAY[b]), kind, fit(v, b), backbone=b, variant=v)
         for b in backbones
         for v, (kind, name) in STUDY_VARIANTS.items()
+        if v in chosen
     ]
 
 
@@ -705,13 +734,14 @@ def paired_difference(
 
 
 def summarise_study(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Paired differences of a study: RMTL minus each control.
+    """Paired differences of a study: each treated weighting minus its controls.
 
-    One row per backbone, control (:data:`STUDY_CONTROLS`), task and metric,
-    with the statistics of :func:`paired_difference` over the seeds both
-    have, the two means, and ``verdict``: "RMTL better" or "RMTL worse"
-    when p < 0.05, else "no significant difference". A negative
-    ``mean_diff`` is better for Logloss and s-Logloss, worse for AUC.
+    One row per backbone, comparison (:data:`STUDY_COMPARISONS`, e.g.
+    "RMTL - constant"), task and metric, with the statistics of
+    :func:`paired_difference` over the seeds both have, the two means, and
+    ``verdict``: e.g. "RMTL better" or "RMTL worse" when p < 0.05, else "no
+    significant difference". A negative ``mean_diff`` is better for Logloss
+    and s-Logloss, worse for AUC.
     """
     long = long_scores(results)
     out = []
@@ -722,29 +752,35 @@ def summarise_study(results: list[dict[str, Any]]) -> pd.DataFrame:
             v: dict(zip(g["seed"], g["value"], strict=True))
             for v, g in group.groupby("variant")
         }
-        if "rmtl" not in by_variant:
-            continue
         greater = GREATER_IS_BETTER[str(metric)]
-        for control, comparison in STUDY_CONTROLS.items():
-            if control not in by_variant:
+        for treated, (label, controls) in STUDY_COMPARISONS.items():
+            if treated not in by_variant:
                 continue
-            row = paired_difference(by_variant["rmtl"], by_variant[control], greater)
-            better = row["mean_diff"] * (1 if greater else -1) > 0
-            verdict = "no significant difference"
-            if row["p_value"] < 0.05:
-                verdict = "RMTL better" if better else "RMTL worse"
-            out.append(
-                {
-                    "backbone": backbone,
-                    "comparison": comparison,
-                    "task": task,
-                    "metric": metric,
-                    "rmtl_mean": float(np.mean(list(by_variant["rmtl"].values()))),
-                    "control_mean": float(np.mean(list(by_variant[control].values()))),
-                    **row,
-                    "verdict": verdict,
-                }
-            )
+            for control in controls:
+                if control not in by_variant:
+                    continue
+                row = paired_difference(
+                    by_variant[treated], by_variant[control], greater
+                )
+                better = row["mean_diff"] * (1 if greater else -1) > 0
+                verdict = "no significant difference"
+                if row["p_value"] < 0.05:
+                    verdict = f"{label} better" if better else f"{label} worse"
+                out.append(
+                    {
+                        "backbone": backbone,
+                        "treated": label,
+                        "comparison": f"{label} - {control}",
+                        "task": task,
+                        "metric": metric,
+                        "rmtl_mean": float(np.mean(list(by_variant[treated].values()))),
+                        "control_mean": float(
+                            np.mean(list(by_variant[control].values()))
+                        ),
+                        **row,
+                        "verdict": verdict,
+                    }
+                )
     return pd.DataFrame(out)
 
 
@@ -822,9 +858,11 @@ def study_verdicts(differences: pd.DataFrame) -> list[str]:
         ["backbone", "comparison"], sort=False
     ):
         counts = g["verdict"].value_counts()
-        better, worse = counts.get("RMTL better", 0), counts.get("RMTL worse", 0)
+        label = str(comparison).split(" - ")[0]
+        better = counts.get(f"{label} better", 0)
+        worse = counts.get(f"{label} worse", 0)
         sentences.append(
-            f"{DISPLAY.get(str(backbone), str(backbone))}, {comparison}: RMTL is "
+            f"{DISPLAY.get(str(backbone), str(backbone))}, {comparison}: {label} is "
             f"significantly better in {better} and significantly worse in {worse} "
             f"of {len(g)} columns (p < 0.05); no significant difference in "
             f"{len(g) - better - worse}."
@@ -856,12 +894,13 @@ def write_study_outputs(
         f"{evaluate_on} part of a temporal 6:2:2 split."
     )
     differences_note = (
-        "Each cell: mean over seeds of RMTL minus the control, fitted with the "
-        "same seed (same pretrained actor and, for label_mean, the same "
-        "critics); the p-value of a two-sided paired t-test over seeds "
-        "(scipy.stats.ttest_rel; n/a with one seed or identical results); "
-        "and the seeds in which RMTL was better. A positive AUC difference "
-        "and a negative Logloss or s-Logloss difference favour RMTL."
+        "Each cell: mean over seeds of the treated weighting minus the "
+        "control, fitted with the same seed (same pretrained actor and, for "
+        "RMTL's controls, the same critics); the p-value of a two-sided paired "
+        "t-test over seeds (scipy.stats.ttest_rel; n/a with one seed or "
+        "identical results); and the seeds in which the treated weighting was "
+        "better. A positive AUC difference and a negative Logloss or s-Logloss "
+        "difference favour the treated weighting."
     )
     text = "\n\n".join(
         [

@@ -65,7 +65,9 @@ def test_paired_difference_without_a_spread():
 
 
 def _run(variant, seed, auc, backbone="mmoe"):
-    kind = {"backbone": "baseline", "rmtl": "rmtl"}.get(variant, "control")
+    kind = {"backbone": "baseline", "rmtl": "rmtl", "outcome": "rmtl"}.get(
+        variant, "control"
+    )
     scores = {"AUC": auc, "Logloss": 1 - auc, "s-Logloss": 1 - auc}
     return {
         "method": f"{variant}-{backbone}",
@@ -114,9 +116,39 @@ def test_study_methods_pair_the_variants():
         "ESMM constant refit",
         "ESMM label-mean refit",
     ]
-    assert [m.variant for m in methods] == list(ex.STUDY_VARIANTS) * 2
+    assert [m.variant for m in methods] == list(ex.STUDY_DEFAULT) * 2
     assert {m.backbone for m in methods} == {"esmm", "ple"}
     assert pd.Series([m.name for m in methods]).is_unique
+    every = ex.study_methods(["mmoe"], ex.STUDY_VARIANTS)
+    assert [m.variant for m in every] == list(ex.STUDY_VARIANTS)
+    with pytest.raises(ValueError, match="Unknown study variants"):
+        ex.study_methods(["mmoe"], ["rmtl", "nope"])
+
+
+def test_summarise_study_pairs_each_treatment_with_its_controls():
+    results = []
+    for seed in range(3):
+        for variant, auc in (
+            ("backbone", 0.70),
+            ("rmtl", 0.71),
+            ("rmtl_shuffled", 0.71),
+            ("outcome", 0.72),
+            ("outcome_shuffled", 0.70),
+        ):
+            results.append(
+                _run(variant, seed, auc + 0.001 * seed * (variant == "rmtl"))
+            )
+    diffs = ex.summarise_study(results)
+    assert set(diffs["comparison"]) == {
+        "RMTL - backbone",
+        "RMTL - rmtl_shuffled",
+        "Outcome - backbone",
+        "Outcome - outcome_shuffled",
+    }
+    auc = diffs[diffs["metric"] == "AUC"].set_index("comparison")
+    assert auc.loc["Outcome - outcome_shuffled", "wins_label"] == "3/3"
+    text = "\n".join(ex.study_verdicts(diffs))
+    assert "MMoE, Outcome - outcome_shuffled: Outcome is significantly better" in text
 
 
 def test_ddpg_takes_settings_on_top_of_the_baseline():
