@@ -281,24 +281,25 @@ class FitData:
         return self._encoded(block)
 
     def held_out(self) -> HeldOut | None:
-        """The held-out rows, encoded (None without early stopping)."""
+        """The held-out rows, encoded (None without early stopping).
+
+        Kept in memory for the fit, whatever the source: every validation
+        check of every phase scores them.
+        """
         if self.holdout is None:
             return None
-        return self._one("held_out", self._gather_held_out)
+        if "held_out" not in self._cache:
+            self._cache["held_out"] = self._gather_held_out()
+        return self._cache["held_out"]
 
     def _gather_held_out(self) -> HeldOut:
         parts: list[tuple[Any, ...]] = []
         for b in range(self.rows.n_blocks):
-            block = self.block_labels(b)
+            block = self.block(b)
             rows = block.valid
             if not rows.any():
                 continue
-            if self.rows.n_blocks == 1:
-                inputs = self.block(b).inputs  # encoded once for the fit
-                inputs = {k: v[rows] for k, v in inputs.items()}
-            else:
-                assert self.encoder is not None
-                inputs = encode_with(self.encoder, take_rows(block.X, rows))
+            inputs = {k: v[rows] for k, v in block.inputs.items()}
             mask = block.loss_mask
             parts.append(
                 (

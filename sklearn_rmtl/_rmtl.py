@@ -234,7 +234,7 @@ class RMTLClassifier(MTLClassifier):
         (the paper's Eq. 15).
     weighting : str, default="rmtl"
         The refit's row weights (paper Table 2, then controls and outcome
-        weights of our own; user guide, "What RMTL's weights add"):
+        weights of our own; user guide, "Controls and session outcomes"):
 
         - ``"rmtl"``: ``1 - q_lambda * Q`` at the actor's current prediction
           (Eq. 17); ``"label_q"``: ``1 - q_lambda * y * Q``; ``"neg_q"``:
