@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from _common import (
     ALL_BACKBONES,
@@ -43,11 +44,13 @@ from _common import (
     repeat,
     timed,
 )
+from sklearn.preprocessing import OrdinalEncoder
 from skorch.dataset import Dataset
 from torch.utils.data import DataLoader
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._data import BatchLoader, TensorDictDataset
+from sklearn_rmtl._encoding import _HOMOGENEOUS, _N_RESERVED, MISSING_CODE, UNKNOWN_CODE
 from sklearn_rmtl._fit_data import encode_with
 
 
@@ -73,6 +76,23 @@ def _loader_rates(clf: MTLClassifier, X: Any, Y: Any) -> dict[str, float]:
     }
 
 
+def _as_objects(X: pd.DataFrame, columns: np.ndarray) -> pd.DataFrame:
+    """The categorical columns as the first version gave them to OrdinalEncoder.
+
+    Values as Python objects (every value as ``str(value)`` where a column
+    mixes types), missing values as NaN.
+    """
+    out = {}
+    for i, j in enumerate(columns):
+        column = X.iloc[:, j]
+        values = column.to_numpy(dtype=object, copy=True)
+        if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
+            values = values.astype(str).astype(object)
+        values[column.isna().to_numpy()] = np.nan
+        out[i] = values
+    return pd.DataFrame(out, dtype=object)
+
+
 def _encoder_rates(clf: MTLClassifier, X: Any, X_fit: Any) -> dict[str, float]:
     """Rows/s of ``FeatureEncoder.transform`` and of a row-by-row encoder.
 
@@ -80,13 +100,17 @@ def _encoder_rates(clf: MTLClassifier, X: Any, X_fit: Any) -> dict[str, float]:
     through an ``OrdinalEncoder`` fitted like the encoder's on ``X_fit``
     (the package's first version).
     """
-    from sklearn_rmtl._encoding import _N_RESERVED, MISSING_CODE
-
     enc = clf.encoder_
-    ordinal = enc._vocabulary_learner().fit(enc._categories(X_fit, enc._cat_idx))
+    ordinal = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=UNKNOWN_CODE - _N_RESERVED,
+        encoded_missing_value=MISSING_CODE - _N_RESERVED,
+        min_frequency=enc.min_frequency,
+        max_categories=enc.max_categories,
+    ).fit(_as_objects(X_fit, enc._cat_idx))
 
     def row_by_row() -> np.ndarray:
-        categories = enc._categories(X, enc._cat_idx)
+        categories = _as_objects(X, enc._cat_idx)
         codes = ordinal.transform(categories) + _N_RESERVED
         codes[categories.isna().to_numpy()] = MISSING_CODE
         return codes

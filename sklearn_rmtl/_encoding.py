@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -21,17 +21,17 @@ _N_RESERVED = 2
 # ``transform``'s float32 matrix holds integer codes exactly up to 2**24; the
 # private integer path (``_transform_parts``) has no such bound.
 _MAX_FLOAT_CODE = 2**24
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 # Column dtypes that ``categorical_features="from_dtype"`` treats as categorical.
 _CATEGORICAL_KINDS = {"O", "b", "U", "S"}
-_HOMOGENEOUS = {
-    "string",
-    "integer",
-    "floating",
-    "mixed-integer-float",
-    "boolean",
-    "empty",
-}
+# Kinds of values (``pd.api.types.infer_dtype``) among which two values equal
+# as Python objects also have equal strings. Elsewhere they may not (1 and
+# 1.0, True and 1, 0.0 and -0.0), so their strings are kept too.
+_STR_FAITHFUL = {"string", "integer", "boolean", "empty"}
+# Kinds of values of a column that fit learns as objects; a column whose
+# values are of any other kind mixes types and is learnt as strings.
+_HOMOGENEOUS = _STR_FAITHFUL | {"floating", "mixed-integer-float"}
 
 
 def is_categorical_dtype(dtype: Any) -> bool:
@@ -63,34 +63,6 @@ def check_features(X: Any, *, min_samples: int = 1) -> pd.DataFrame | np.ndarray
     )
 
 
-def _as_frame(X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
-    return X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-
-
-def _column_label(frame: pd.DataFrame, j: int) -> str:
-    return str(frame.columns[j])
-
-
-def _categorical_values(column: pd.Series, as_str: bool | None = None) -> np.ndarray:
-    """Make a categorical column acceptable to ``OrdinalEncoder``.
-
-    Values are compared as Python objects, so an int column at fit time and a
-    float column at predict time (pandas' dtype once NaN appears) still match.
-    With ``as_str=True`` every value becomes ``str(value)``; with ``None`` (the
-    rule of fit) that happens when the column mixes types (e.g. ints and
-    strings). Missing values (None, NaN, NA, NaT) become ``np.nan`` and so get
-    the reserved missing code.
-    """
-    values = column.to_numpy(dtype=object, copy=True)
-    missing = column.isna().to_numpy()
-    if as_str is None:
-        as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
-    if as_str:
-        values = values.astype(str).astype(object)
-    values[missing] = np.nan
-    return values
-
-
 def _check_scalar_cells(label: str, values: Any) -> None:
     """Reject cells that are containers (lists, dicts, sets, arrays, tuples)."""
     for value in values:
@@ -104,11 +76,15 @@ def _check_scalar_cells(label: str, values: Any) -> None:
             )
 
 
-class _Factorized(NamedTuple):
-    """A categorical column as distinct values and each row's position in them."""
-
-    values: np.ndarray  # object array, compared as Python objects
-    positions: np.ndarray  # int, -1 for a missing value
+def _too_wide(names: np.ndarray, far: str) -> ValueError:
+    """The error for numerical columns that float32 cannot hold once scaled."""
+    return ValueError(
+        f"Numerical columns {[str(n) for n in names]} hold values "
+        + far.format(f"{_FLOAT32_MAX:.1e}")
+        + "; float32 cannot hold them after scaling. Log-transform the column "
+        "(e.g. np.log1p of its absolute value, keeping the sign) or clip it "
+        "before fit and predict."
+    )
 
 
 class EncodedParts(NamedTuple):
@@ -118,71 +94,10 @@ class EncodedParts(NamedTuple):
     numbers: np.ndarray  # float32 (n_samples, n_numerical + n_indicators)
 
 
-def _used_categories(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """A categorical-dtype column's rows as positions in the categories it uses.
-
-    The vocabulary is the values seen, whatever else the dtype lists.
-    """
-    positions = column.cat.codes.to_numpy().astype(np.intp)
-    values = column.cat.categories.to_numpy(dtype=object)
-    counts = np.bincount(positions[positions >= 0], minlength=len(values))
-    if not counts.all():
-        new_position = np.append(np.cumsum(counts > 0) - 1, -1)
-        positions = new_position[positions]
-        values = values[counts > 0]
-    return positions, values
-
-
-def _factorize(column: pd.Series, as_str: bool) -> _Factorized:
-    """The distinct values of a categorical column, compared as a vocabulary says.
-
-    ``as_str=True`` (a vocabulary of strings) compares values as strings (a
-    value that is not a ``str`` becomes ``str(value)``), ``False`` as Python
-    objects. The fitted vocabulary decides, never the batch, so that a
-    value's code does not depend on the other rows of its batch.
-    """
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        positions, values = _used_categories(column)
-    else:
-        try:
-            positions, uniques = pd.factorize(column, use_na_sentinel=True)
-        except TypeError:  # unhashable cells: lists, dicts, sets, arrays
-            _check_scalar_cells(str(column.name), column.to_numpy(dtype=object))
-            raise
-        values = np.asarray(uniques, dtype=object)
-        _check_scalar_cells(str(column.name), values.tolist())  # tuples...
-    if as_str and not all(isinstance(v, str) for v in values.tolist()):
-        # Values equal as Python objects (1 and 1.0) may differ as strings:
-        # factorise the strings.
-        positions, strings = pd.factorize(
-            _categorical_values(column, as_str=True), use_na_sentinel=True
-        )
-        values = np.asarray(strings, dtype=object)
-    return _Factorized(values, positions.astype(np.intp, copy=False))
-
-
-def _is_str_vocabulary(values: np.ndarray) -> bool:
-    """Whether a fitted vocabulary is compared as strings: all its values are."""
-    return len(values) > 0 and all(isinstance(v, str) for v in values.tolist())
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_TOO_WIDE = (
-    "; float32 cannot hold them after scaling. Log-transform the column "
-    "(e.g. np.log1p of its absolute value, keeping the sign) or clip it "
-    "before fit and predict."
-)
-
-
 # ------------------------------------------------------------- statistics
 # What FeatureEncoder.partial_fit accumulates, block by block; the fitted
 # attributes are derived from it after every call, so that fit (one call)
 # and a fit over blocks of rows share one implementation.
-
-# Kinds of values (``pd.api.types.infer_dtype``) among which two values
-# equal as Python objects also have equal strings. Elsewhere they may not
-# (1 and 1.0, True and 1, 0.0 and -0.0), so their strings are kept too.
-_STR_FAITHFUL = {"string", "integer", "boolean", "empty"}
 
 
 class _Counts(NamedTuple):
@@ -191,7 +106,8 @@ class _Counts(NamedTuple):
     Two values are one entry when they are equal both as Python objects and
     as strings. Whether the vocabulary compares values as strings (when the
     column's values mix types) or as objects is known only once every block
-    is in; entries fine enough for both let either be learnt exactly.
+    is in; entries fine enough for both let either be learnt exactly, and
+    let transform look each entry up once in either kind of vocabulary.
     """
 
     values: np.ndarray  # object, in order of first occurrence
@@ -202,6 +118,8 @@ class _Counts(NamedTuple):
 
 
 _NO_COUNTS = _Counts(np.empty(0, dtype=object), np.zeros(0, dtype=np.int64), None)
+# A block's categorical column: its entries and each row's (-1: missing).
+_Column = tuple[_Counts, np.ndarray]
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
@@ -218,24 +136,51 @@ def _first_rows(codes: np.ndarray) -> np.ndarray:
     return np.unique(codes, return_index=True)[1]
 
 
-def _may_merge_strings(column: pd.Series) -> bool:
-    """Whether values equal as objects may differ as strings in this column."""
+def _split(codes: np.ndarray, strings: np.ndarray) -> np.ndarray:
+    """Codes of the pairs (code, string), in order of first occurrence."""
+    by_string, distinct = pd.factorize(strings)
+    return pd.factorize(codes.astype(np.int64) * len(distinct) + by_string)[0]
+
+
+def _all_str(values: np.ndarray) -> bool:
+    return all(isinstance(v, str) for v in values.tolist())
+
+
+def _may_merge_strings(column: pd.Series, values: np.ndarray) -> bool:
+    """Whether values equal as objects may differ as strings in this column.
+
+    ``values`` are its distinct values as objects.
+    """
     kind = getattr(column.dtype, "kind", "O")
     if kind == "f":  # one float type: only 0.0 and -0.0 do
         x = column.to_numpy(dtype=np.float64, na_value=np.nan)
         negative = np.signbit(x[x == 0])
         return bool(negative.any() and not negative.all())
-    if kind == "O":  # every row's type: factorising keeps one of 1 and True
+    if kind == "O" and not _all_str(values):
+        # Every row's type: factorising keeps one of 1 and True.
         return pd.api.types.infer_dtype(column, skipna=True) not in _STR_FAITHFUL
     return False
 
 
-def _column_counts(column: pd.Series) -> tuple[_Counts, np.ndarray]:
-    """A block's categorical column: its entries and each row's (-1: missing)."""
+def _column_counts(column: pd.Series, split: bool = True) -> _Column:
+    """A block's categorical column: its entries and each row's (-1: missing).
+
+    Missing values (None, NaN, NA, NaT) have no entry. ``split=False`` (for
+    a vocabulary compared as objects) leaves values equal as objects one
+    entry even where their strings differ.
+    """
     strings = None
     if isinstance(column.dtype, pd.CategoricalDtype):
-        # Categories are distinct objects, each with its own string.
-        positions, values = _used_categories(column)
+        # The categories the rows use (the vocabulary is the values seen,
+        # whatever else the dtype lists): distinct objects, each with its
+        # own string.
+        positions = column.cat.codes.to_numpy().astype(np.intp)
+        values = column.cat.categories.to_numpy(dtype=object)
+        counts = np.bincount(positions[positions >= 0], minlength=len(values))
+        used = counts > 0
+        if not used.all():
+            positions = np.append(np.cumsum(used) - 1, -1)[positions]
+            values, counts = values[used], counts[used]
     else:
         try:
             positions, uniques = pd.factorize(column, use_na_sentinel=True)
@@ -245,19 +190,16 @@ def _column_counts(column: pd.Series) -> tuple[_Counts, np.ndarray]:
         values = np.asarray(uniques, dtype=object)
         _check_scalar_cells(str(column.name), values.tolist())  # tuples...
         positions = positions.astype(np.intp, copy=False)
-        if _may_merge_strings(column):
+        if split and _may_merge_strings(column, values):
             # Split the values equal as objects by their strings.
             seen = np.flatnonzero(positions >= 0)
-            row_strings = _categorical_values(column, as_str=True)[seen]
-            by_string, distinct = pd.factorize(row_strings)
-            pairs = positions[seen].astype(np.int64) * len(distinct) + by_string
-            codes, _ = pd.factorize(pairs)
-            first = seen[_first_rows(codes)]
-            values = column.to_numpy(dtype=object)[first]
+            objects = column.to_numpy(dtype=object)[seen]
+            codes = _split(positions[seen], _strings(objects))
+            values = objects[_first_rows(codes)]
             strings = _strings(values)
             positions = np.full(len(column), -1, dtype=np.intp)
             positions[seen] = codes
-    counts = np.bincount(positions[positions >= 0], minlength=len(values))
+        counts = np.bincount(positions[positions >= 0], minlength=len(values))
     return _Counts(values, counts.astype(np.int64), strings), positions
 
 
@@ -277,8 +219,7 @@ def _merge_counts(seen: _Counts, new: _Counts) -> _Counts:
         or pd.api.types.infer_dtype(values, skipna=True) not in _STR_FAITHFUL
     ):
         strings = np.concatenate([_strings_of(seen), _strings_of(new)])
-        by_string, distinct = pd.factorize(strings)
-        codes, _ = pd.factorize(codes.astype(np.int64) * len(distinct) + by_string)
+        codes = _split(codes, strings)
     first = _first_rows(codes)
     total = np.bincount(codes, weights=counts, minlength=len(first))
     return _Counts(
@@ -288,58 +229,25 @@ def _merge_counts(seen: _Counts, new: _Counts) -> _Counts:
     )
 
 
-def _infrequent(
-    count: np.ndarray,
-    n_rows: int,
-    min_frequency: float | None,
-    max_categories: int | None,
-) -> np.ndarray:
-    """OrdinalEncoder's rule for ``min_frequency`` and ``max_categories``.
-
-    ``count`` is each known value's, in sorted order; ``n_rows`` counts the
-    rows, missing values included, as OrdinalEncoder does for a float
-    ``min_frequency``.
-    """
-    if min_frequency is None:
-        rare = np.zeros(len(count), dtype=bool)
-    elif isinstance(min_frequency, Integral):
-        rare = count < min_frequency
-    else:
-        rare = count < n_rows * min_frequency
-    n_codes = len(count) - int(rare.sum()) + 1  # + the infrequent code
-    if max_categories is not None and max_categories < n_codes:
-        keep = max_categories - 1
-        if keep == 0:
-            rare[:] = True
-        else:
-            # The least frequent first; ties by position (a stable sort).
-            rare[np.argsort(count, kind="mergesort")[:-keep]] = True
-    return rare
-
-
-class _Vocabulary(NamedTuple):
-    """A categorical column's known values, sorted, and their codes."""
-
-    values: np.ndarray  # object
-    codes: np.ndarray  # int64, >= _N_RESERVED; infrequent values share one
-    as_str: bool  # learnt as strings: the values mix types
-
-
 def _vocabulary(
     seen: _Counts,
     n_rows: int,
     min_frequency: float | None,
     max_categories: int | None,
-) -> _Vocabulary:
+) -> tuple[np.ndarray, np.ndarray]:
     """What OrdinalEncoder learns from the rows counted in ``seen``.
 
-    A column whose values mix types is learnt as strings, ``str(value)``;
-    any other compares values as Python objects (3 and 3.0 are one value,
-    the first seen).
+    The known values, sorted, and their codes (from ``_N_RESERVED``;
+    infrequent values share one). A column whose values mix types is learnt
+    as strings, ``str(value)``; any other compares values as Python objects
+    (3 and 3.0 are one value, the first seen). ``min_frequency`` and
+    ``max_categories`` follow OrdinalEncoder's rule; ``n_rows`` counts the
+    rows, missing values included, as OrdinalEncoder does for a float
+    ``min_frequency``.
     """
     values, counts = seen.values, seen.counts
     if not len(values):  # only missing values
-        return _Vocabulary(values, np.zeros(0, dtype=np.int64), False)
+        return values, np.zeros(0, dtype=np.int64)
     as_str = pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS
     if as_str or seen.strings is not None:
         # Entries equal in the comparison learnt are one known value.
@@ -351,11 +259,20 @@ def _vocabulary(
     # sorting their set.
     order = np.argsort(values, kind="stable")
     known, count = values[order], np.asarray(counts[order], dtype=np.int64)
-    rare = _infrequent(count, n_rows, min_frequency, max_categories)
-    codes = np.empty(len(known), dtype=np.int64)
-    codes[~rare] = np.arange(int((~rare).sum()))
-    codes[rare] = int((~rare).sum())
-    return _Vocabulary(known, codes + _N_RESERVED, as_str)
+    if min_frequency is None:
+        rare = np.zeros(len(count), dtype=bool)
+    elif isinstance(min_frequency, Integral):
+        rare = count < min_frequency
+    else:
+        rare = count < n_rows * min_frequency
+    # max_categories counts the infrequent code too.
+    if max_categories is not None and max_categories <= int((~rare).sum()):
+        # The least frequent first; ties by position (a stable sort).
+        least = np.argsort(count, kind="mergesort")
+        rare[least[: len(count) - max_categories + 1]] = True
+    frequent = ~rare
+    codes = np.where(rare, frequent.sum(), np.cumsum(frequent) - 1)
+    return known, codes.astype(np.int64) + _N_RESERVED
 
 
 class _Moments(NamedTuple):
@@ -435,15 +352,10 @@ class _Numbers(NamedTuple):
     nan: np.ndarray  # bool: a missing value was seen
 
 
-def _no_numbers(n_columns: int) -> _Numbers:
+def _no_numbers(n: int) -> _Numbers:
+    inf = np.full(n, np.inf)
     return _Numbers(
-        _no_moments(n_columns),
-        _no_moments(n_columns),
-        np.ones(n_columns),
-        np.zeros(n_columns),
-        np.full(n_columns, -np.inf),
-        np.full(n_columns, np.inf),
-        np.zeros(n_columns, dtype=bool),
+        _no_moments(n), _no_moments(n), np.ones(n), np.zeros(n), -inf, inf, inf < 0
     )
 
 
@@ -532,10 +444,9 @@ def _standardisation(
         )
     wide = refine & (z > _FLOAT32_MAX)
     if wide.any():
-        names = [str(n) for n in labels[wide]]
-        raise ValueError(
-            f"Numerical columns {names} hold values too far apart (more than "
-            f"{_FLOAT32_MAX:.1e} standard deviations from the mean){_TOO_WIDE}"
+        raise _too_wide(
+            labels[wide],
+            "too far apart (more than {} standard deviations from the mean)",
         )
     return mean, scale
 
@@ -548,17 +459,6 @@ class _Statistics(NamedTuple):
     n_rows: int
     categories: list[_Counts]  # per categorical column
     numbers: _Numbers
-
-
-def _no_statistics(labels: np.ndarray, is_categorical: np.ndarray) -> _Statistics:
-    n_categorical = int(is_categorical.sum())
-    return _Statistics(
-        labels,
-        is_categorical,
-        0,
-        [_NO_COUNTS] * n_categorical,
-        _no_numbers(len(is_categorical) - n_categorical),
-    )
 
 
 # What fit and partial_fit set; _set_state sets all but _statistics.
@@ -594,36 +494,6 @@ def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
     if not isinstance(node, dict) or set(node) != keys:
         found = sorted(node) if isinstance(node, dict) else type(node).__name__
         raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
-
-
-class _Lookup(NamedTuple):
-    """A fitted column's value -> code dict and how values are compared."""
-
-    codes: dict[Any, int]
-    as_str: bool  # see _is_str_vocabulary
-
-
-def _lookups(categories: list[np.ndarray], codes: list[np.ndarray]) -> list[_Lookup]:
-    """Each column's lookup, built once per fit or load.
-
-    A dict compares values as Python objects (hash and ==), as OrdinalEncoder
-    does, so 3 and 3.0 share a code.
-    """
-    return [
-        _Lookup(
-            dict(zip(values.tolist(), column.tolist(), strict=True)),
-            _is_str_vocabulary(values),
-        )
-        for values, column in zip(categories, codes, strict=True)
-    ]
-
-
-def cardinalities(category_codes: list[np.ndarray]) -> np.ndarray:
-    """Embedding table sizes: one past each column's largest code, at least 2."""
-    return np.array(
-        [max(int(c.max(initial=0)) + 1, _N_RESERVED) for c in category_codes],
-        dtype=np.int64,
-    )
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -760,17 +630,14 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.max_categories = max_categories
 
     def _categorical_mask(self, X: Any, frame: pd.DataFrame) -> np.ndarray:
-        n = frame.shape[1]
-        spec = self.categorical_features
-        if spec is None:
-            return np.zeros(n, dtype=bool)
-        if isinstance(spec, str):  # "from_dtype"
-            if not isinstance(X, pd.DataFrame):
-                return np.zeros(n, dtype=bool)
-            return np.array([is_categorical_dtype(d) for d in frame.dtypes])
-        spec = np.asarray(spec)
+        n, spec = frame.shape[1], self.categorical_features
+        if isinstance(spec, str):  # "from_dtype": arrays are all numerical
+            frames = isinstance(X, pd.DataFrame)
+            return np.array([frames and is_categorical_dtype(d) for d in frame.dtypes])
+        mask = np.zeros(n, dtype=bool)
+        spec = np.asarray([] if spec is None else spec)
         if spec.size == 0:
-            return np.zeros(n, dtype=bool)
+            return mask
         if spec.dtype.kind == "b":
             if spec.shape != (n,):
                 raise ValueError(
@@ -778,7 +645,6 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                     f"per column ({n}), got shape {spec.shape}."
                 )
             return spec.copy()
-        mask = np.zeros(n, dtype=bool)
         if spec.dtype.kind in "iu":
             if spec.min() < -n or spec.max() >= n:
                 raise ValueError(
@@ -806,96 +672,80 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def _numbers(self, frame: pd.DataFrame, columns: np.ndarray) -> np.ndarray:
         out = np.empty((frame.shape[0], len(columns)), dtype=np.float64)
         for i, j in enumerate(columns):
-            column = frame.iloc[:, j]
+            column, label = frame.iloc[:, j], str(frame.columns[j])
             try:
                 out[:, i] = column.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as exc:
-                _check_scalar_cells(_column_label(frame, j), column.to_numpy(object))
+                _check_scalar_cells(label, column.to_numpy(object))
                 raise ValueError(
-                    f"Column {_column_label(frame, j)!r} is treated as numerical "
-                    f"but could not be converted to float ({exc}). Mark it as "
-                    "categorical with categorical_features=[...] or give it a "
-                    "'category' dtype."
+                    f"Column {label!r} is treated as numerical but could not be "
+                    f"converted to float ({exc}). Mark it as categorical with "
+                    "categorical_features=[...] or give it a 'category' dtype."
                 ) from exc
         bad = np.isinf(out).any(axis=0)
         if bad.any():
-            names = [_column_label(frame, j) for j in columns[bad]]
+            names = [str(frame.columns[j]) for j in columns[bad]]
             raise ValueError(
                 f"Input X contains infinity in numerical columns {names}; "
                 "replace it with a finite value or NaN (NaN is imputed)."
             )
         return out
 
-    def _categories(self, frame: pd.DataFrame, columns: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame(
-            {i: _categorical_values(frame.iloc[:, j]) for i, j in enumerate(columns)},
-            dtype=object,
-        )
+    def _lookup_tables(self) -> list[tuple[dict[Any, int], bool]]:
+        """Each column's value -> code dict, and whether it compares strings.
 
-    def _vocabulary_learner(self) -> OrdinalEncoder:
-        """An unfitted OrdinalEncoder with this encoder's rule and codes.
-
-        Fit on :meth:`_categories` of the training rows, it learns the
-        vocabularies that fit learns from their counts: the row-by-row
-        reference of ``benchmarks/bench_pretrain.py``.
-        """
-        return OrdinalEncoder(
-            handle_unknown="use_encoded_value",
-            unknown_value=UNKNOWN_CODE - _N_RESERVED,
-            encoded_missing_value=MISSING_CODE - _N_RESERVED,
-            min_frequency=self.min_frequency,
-            max_categories=self.max_categories,
-        )
-
-    def _lookup_tables(self) -> list[_Lookup]:
-        """The columns' lookups, built when fit or load set the vocabularies.
-
+        A dict compares values as Python objects (hash and ==), as
+        OrdinalEncoder does, so 3 and 3.0 share a code; a vocabulary whose
+        values are all strings compares every value as ``str(value)``.
         Derived from ``categories_`` and ``category_codes_`` and rebuilt only
         when those are replaced, so that transform (called per prediction
         chunk) does not go over every known value each time.
         """
         # The cache holds the lists it was built from: compared by identity.
-        cached = self.__dict__.get("_lookups")
-        if (
-            cached is None
-            or cached[0] is not self.categories_
-            or cached[1] is not self.category_codes_
-        ):
-            tables = _lookups(self.categories_, self.category_codes_)
+        cached = self.__dict__.get("_lookups", (None, None))
+        if cached[0] is not self.categories_ or cached[1] is not self.category_codes_:
+            tables = []
+            vocabularies = zip(self.categories_, self.category_codes_, strict=True)
+            for values, codes in vocabularies:
+                table = dict(zip(values.tolist(), codes.tolist(), strict=True))
+                tables.append((table, len(values) > 0 and _all_str(values)))
             cached = (self.categories_, self.category_codes_, tables)
             self._lookups = cached
         return cached[2]
 
-    def _codes(self, columns: list[_Factorized]) -> np.ndarray:
-        """Codes of every row: each column's distinct values looked up once."""
-        codes = np.empty((len(columns[0].positions), len(columns)), dtype=np.int64)
-        for i, column in enumerate(columns):
-            vocabulary = self._lookup_tables()[i].codes
+    def _parts(
+        self, frame: pd.DataFrame, columns: list[_Column] | None = None
+    ) -> EncodedParts:
+        """The encoding of ``frame`` as int64 codes and float32 numbers.
+
+        ``columns`` are its categorical columns (:func:`_column_counts`)
+        where fit has factorised them already.
+        """
+        n = frame.shape[0]
+        codes = np.zeros((n, len(self._cat_idx)), dtype=np.int64)
+        numbers = np.zeros((n, 0), dtype=np.float32)
+        tables = self._lookup_tables()
+        if columns is None:
+            columns = [
+                _column_counts(frame.iloc[:, int(j)], split=as_str)
+                for j, (_, as_str) in zip(self._cat_idx, tables, strict=True)
+            ]
+        # Each column's entries are looked up once; the vocabulary decides
+        # how values compare, never the batch, so that a value's code does
+        # not depend on the other rows of its batch.
+        for i, ((seen, positions), (table, as_str)) in enumerate(
+            zip(columns, tables, strict=True)
+        ):
+            keys = seen.values
+            if as_str and not _all_str(keys):
+                keys = _strings_of(seen)
             lookup = np.array(
-                [vocabulary.get(v, UNKNOWN_CODE) for v in column.values.tolist()]
-                + [MISSING_CODE],
+                [table.get(v, UNKNOWN_CODE) for v in keys.tolist()] + [MISSING_CODE],
                 dtype=np.int64,
             )
             # Position -1 (missing) reads the appended MISSING_CODE: missing
             # values always get it, seen in fit or not.
-            codes[:, i] = lookup[column.positions]
-        return codes
-
-    def _parts(
-        self, frame: pd.DataFrame, columns: list[_Factorized] | None = None
-    ) -> EncodedParts:
-        n = frame.shape[0]
-        codes = np.zeros((n, 0), dtype=np.int64)
-        numbers = np.zeros((n, 0), dtype=np.float32)
-        if self._cat_idx.size:
-            if columns is None:
-                columns = [
-                    _factorize(frame.iloc[:, int(j)], lookup.as_str)
-                    for j, lookup in zip(
-                        self._cat_idx, self._lookup_tables(), strict=True
-                    )
-                ]
-            codes = self._codes(columns)
+            codes[:, i] = lookup[positions]
         if self._num_idx.size:
             x = self._numbers(frame, self._num_idx)
             nan = np.isnan(x)
@@ -906,11 +756,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 numbers = np.hstack([z, nan[:, self._indicator_idx]]).astype(np.float32)
             wide = np.isinf(numbers[:, : len(self._num_idx)]).any(axis=0)
             if wide.any():
-                names = [str(n) for n in self.numerical_features_[wide]]
-                raise ValueError(
-                    f"Numerical columns {names} hold values more than "
-                    f"{_FLOAT32_MAX:.1e} training standard deviations from the "
-                    f"training mean{_TOO_WIDE}"
+                raise _too_wide(
+                    self.numerical_features_[wide],
+                    "more than {} training standard deviations from the training mean",
                 )
         return EncodedParts(codes, numbers)
 
@@ -929,6 +777,37 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """Forget what fit and partial_fit learnt; the parameters stay."""
         for name in _FITTED:
             self.__dict__.pop(name, None)
+
+    def _set_fitted(
+        self,
+        cat_idx: np.ndarray,
+        num_idx: np.ndarray,
+        labels: np.ndarray,
+        vocabularies: list[tuple[np.ndarray, np.ndarray]],
+        mean: np.ndarray,
+        scale: np.ndarray,
+        indicators: np.ndarray,
+    ) -> None:
+        """Set the fitted attributes of fit and of _set_state.
+
+        ``labels`` names every input column; ``vocabularies`` are the
+        categorical columns' known values and codes; ``indicators`` masks
+        the numerical columns that get a missing-value indicator.
+        """
+        self._cat_idx, self._num_idx = cat_idx, num_idx
+        self.categorical_features_ = labels[cat_idx]
+        self.numerical_features_ = labels[num_idx]
+        self.categories_ = [values for values, _ in vocabularies]
+        self.category_codes_ = [codes for _, codes in vocabularies]
+        self.mean_, self.scale_ = mean, scale
+        self._indicator_idx = np.flatnonzero(indicators)
+        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
+        # Embedding table sizes: one past each column's largest code, at least 2.
+        self.cardinalities_ = np.array(
+            [max(int(c.max(initial=0)) + 1, _N_RESERVED) for c in self.category_codes_],
+            dtype=np.int64,
+        )
+        self._lookup_tables()
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> FeatureEncoder:
@@ -1025,12 +904,11 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self._partial_fit(X)
         return self
 
-    def _partial_fit(self, X: Any) -> tuple[pd.DataFrame, list[_Factorized]]:
-        """One call of partial_fit; X as a frame and its factorised columns.
+    def _partial_fit(self, X: Any) -> tuple[pd.DataFrame, list[_Column]]:
+        """One call of partial_fit; X as a frame and its categorical columns.
 
-        The columns are those of the categorical features, compared as the
-        vocabularies learnt say, so that fit_transform needs not factorise
-        them again; none for a block without rows.
+        The columns (:func:`_column_counts`, none for a block without rows)
+        let fit_transform encode X without factorising them again.
         """
         first = not hasattr(self, "_statistics")
         if first and hasattr(self, "categories_"):
@@ -1041,18 +919,20 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 "a new FeatureEncoder."
             )
         X = check_features(X, min_samples=1 if first else 0)
-        frame = _as_frame(X)
+        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
         try:
             validate_data(self, X, reset=first, skip_check_array=True)
             is_cat = self._categorical_mask(X, frame)
             if first:
-                labels = [_column_label(frame, j) for j in range(frame.shape[1])]
-                statistics = _no_statistics(np.array(labels, dtype=object), is_cat)
+                labels = np.array([str(c) for c in frame.columns], dtype=object)
+                n_cat = int(is_cat.sum())
+                counts, numbers = [_NO_COUNTS] * n_cat, _no_numbers(len(labels) - n_cat)
+                statistics = _Statistics(labels, is_cat, 0, counts, numbers)
             else:
                 statistics = self._statistics
                 changed = np.flatnonzero(is_cat != statistics.is_categorical)
                 if changed.size:
-                    names = [_column_label(frame, int(j)) for j in changed]
+                    names = [str(frame.columns[int(j)]) for j in changed]
                     raise TypeError(
                         f"Columns {names} change between categorical and "
                         "numerical dtypes from one block to another (one "
@@ -1060,9 +940,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                         "every block and file (e.g. cast them) or name the "
                         "categorical columns with categorical_features."
                     )
-            if not frame.shape[0]:
-                return frame, []
-            return self._learn(frame, statistics)
+            return frame, self._learn(frame, statistics) if frame.shape[0] else []
         except BaseException:
             # A first call that fails leaves the encoder unfitted; a later
             # one has changed nothing yet (_learn sets the state last).
@@ -1070,50 +948,30 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 self._reset()
             raise
 
-    def _learn(
-        self, frame: pd.DataFrame, statistics: _Statistics
-    ) -> tuple[pd.DataFrame, list[_Factorized]]:
+    def _learn(self, frame: pd.DataFrame, statistics: _Statistics) -> list[_Column]:
         """Add the rows of ``frame`` and set the fitted attributes from them."""
-        is_cat = statistics.is_categorical
+        labels, is_cat = statistics.labels, statistics.is_categorical
         cat_idx, num_idx = np.flatnonzero(is_cat), np.flatnonzero(~is_cat)
-        labels = statistics.labels
-        categories, blocks = [], []
-        for seen, j in zip(statistics.categories, cat_idx, strict=True):
-            block, positions = _column_counts(frame.iloc[:, int(j)])
-            categories.append(_merge_counts(seen, block))
-            blocks.append((block, positions))
+        columns = [_column_counts(frame.iloc[:, int(j)]) for j in cat_idx]
+        categories = [
+            _merge_counts(seen, block)
+            for seen, (block, _) in zip(statistics.categories, columns, strict=True)
+        ]
         numbers = statistics.numbers
         if num_idx.size:
             numbers = _add_numbers(numbers, self._numbers(frame, num_idx))
-        statistics = _Statistics(
-            labels, is_cat, statistics.n_rows + frame.shape[0], categories, numbers
-        )
+        n_rows = statistics.n_rows + frame.shape[0]
         vocabularies = [
-            _vocabulary(
-                seen, statistics.n_rows, self.min_frequency, self.max_categories
-            )
+            _vocabulary(seen, n_rows, self.min_frequency, self.max_categories)
             for seen in categories
         ]
-        mean, scale = np.zeros(0), np.ones(0)
-        if num_idx.size:  # raises before anything is set
-            mean, scale = _standardisation(numbers, labels[num_idx])
-        self._statistics = statistics
-        self._cat_idx, self._num_idx = cat_idx, num_idx
-        self.categorical_features_ = labels[cat_idx]
-        self.numerical_features_ = labels[num_idx]
-        self.categories_ = [v.values for v in vocabularies]
-        self.category_codes_ = [v.codes for v in vocabularies]
-        self.mean_, self.scale_ = mean, scale
-        self._indicator_idx = np.flatnonzero(numbers.nan)
-        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        self.cardinalities_ = cardinalities(self.category_codes_)
-        self._lookup_tables()
-        # The block's columns as transform compares them with the vocabulary.
-        columns = [
-            _Factorized(_strings_of(block) if v.as_str else block.values, positions)
-            for (block, positions), v in zip(blocks, vocabularies, strict=True)
-        ]
-        return frame, columns
+        # Raises before anything is set.
+        mean, scale = _standardisation(numbers, labels[num_idx])
+        self._statistics = _Statistics(labels, is_cat, n_rows, categories, numbers)
+        self._set_fitted(
+            cat_idx, num_idx, labels, vocabularies, mean, scale, numbers.nan
+        )
+        return columns
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit on X and return its encoding (one pass over the categories).
@@ -1138,8 +996,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """Fit on X; its integer codes and float32 numbers, not concatenated."""
         self._validate_params()
         self._reset()
-        frame, columns = self._partial_fit(X)
-        return self._parts(frame, columns)
+        return self._parts(*self._partial_fit(X))
 
     def transform(self, X: Any) -> np.ndarray:
         """Encode features with the vocabularies and scaling learnt in fit.
@@ -1164,9 +1021,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = check_features(X)
-        frame = _as_frame(X)
         validate_data(self, X, reset=False, skip_check_array=True)
-        return self._parts(frame)
+        return self._parts(X if isinstance(X, pd.DataFrame) else pd.DataFrame(X))
 
     def _get_state(self) -> dict[str, Any]:
         """The fitted state as plain values: vocabularies and statistics.
@@ -1225,16 +1081,13 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             If the state is malformed; the message names the entry.
         """
         _check_keys(state, _STATE_KEYS, "the encoder state")
-        if not isinstance(state["categorical"], list) or not isinstance(
-            state["numerical"], list
-        ):
-            raise ValueError("categorical and numerical must be lists of columns")
-        for kind in ("categorical", "numerical"):
-            for i, column in enumerate(state[kind]):
-                _check_keys(column, _COLUMN_KEYS[kind], f"{kind} column {i}")
-        n = state["n_features_in"]
-        names = state["feature_names_in"]
         cat, num = state["categorical"], state["numerical"]
+        if not isinstance(cat, list) or not isinstance(num, list):
+            raise ValueError("categorical and numerical must be lists of columns")
+        for kind, columns in (("categorical", cat), ("numerical", num)):
+            for i, column in enumerate(columns):
+                _check_keys(column, _COLUMN_KEYS[kind], f"{kind} column {i}")
+        n, names = state["n_features_in"], state["feature_names_in"]
         if type(n) is not int or n < 1:
             raise ValueError(f"n_features_in must be a positive int, got {n!r}")
         positions = [c["position"] for c in cat] + [c["position"] for c in num]
@@ -1245,12 +1098,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 f"the columns' positions {positions} must be 0 to {n - 1}, once each"
             )
         if names is not None and not (
-            isinstance(names, np.ndarray)
-            and names.shape == (n,)
-            and all(isinstance(v, str) for v in names.tolist())
+            isinstance(names, np.ndarray) and names.shape == (n,) and _all_str(names)
         ):
             raise ValueError("feature_names_in must be None or n_features_in names")
-        categories, codes = [], []
+        vocabularies = []
         for i, column in enumerate(cat):
             values, column_codes = column["values"], column["codes"]
             if (
@@ -1275,8 +1126,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"categorical column {i}: values must be distinct and not missing"
                 )
-            categories.append(known)
-            codes.append(np.asarray(column_codes, dtype=np.int64))
+            vocabularies.append((known, np.asarray(column_codes, dtype=np.int64)))
         for i, column in enumerate(num):
             if not (
                 isinstance(column["mean"], float)
@@ -1295,20 +1145,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.n_features_in_ = n
         if names is not None:
             self.feature_names_in_ = names
-        self._cat_idx = np.array([c["position"] for c in cat], dtype=np.intp)
-        self._num_idx = np.array([c["position"] for c in num], dtype=np.intp)
-        self.categorical_features_ = np.array([c["name"] for c in cat], dtype=object)
-        self.numerical_features_ = np.array([c["name"] for c in num], dtype=object)
-        self.categories_ = categories
-        self.category_codes_ = codes
-        self.mean_ = np.array([c["mean"] for c in num], dtype=np.float64)
-        self.scale_ = np.array([c["scale"] for c in num], dtype=np.float64)
-        self._indicator_idx = np.flatnonzero(
-            np.array([c["missing_indicator"] for c in num], dtype=bool)
+        labels = np.empty(n, dtype=object)
+        for column in [*cat, *num]:
+            labels[column["position"]] = column["name"]
+        self._set_fitted(
+            np.array([c["position"] for c in cat], dtype=np.intp),
+            np.array([c["position"] for c in num], dtype=np.intp),
+            labels,
+            vocabularies,
+            np.array([c["mean"] for c in num], dtype=np.float64),
+            np.array([c["scale"] for c in num], dtype=np.float64),
+            np.array([c["missing_indicator"] for c in num], dtype=bool),
         )
-        self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        self.cardinalities_ = cardinalities(codes)
-        self._lookup_tables()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Get the names of the output columns.

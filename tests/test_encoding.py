@@ -187,12 +187,18 @@ def _row_by_row_codes(X_fit: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
     """Codes from an OrdinalEncoder fitted and applied on every row."""
     from sklearn.preprocessing import OrdinalEncoder
 
-    from sklearn_rmtl._encoding import _categorical_values
+    from sklearn_rmtl._encoding import _HOMOGENEOUS
 
     def objects(frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(
-            {c: _categorical_values(frame[c]) for c in frame.columns}, dtype=object
-        )
+        # Python objects (strings where a column mixes types), NaN if missing.
+        columns = {}
+        for c in frame.columns:
+            values = frame[c].to_numpy(dtype=object, copy=True)
+            if pd.api.types.infer_dtype(values, skipna=True) not in _HOMOGENEOUS:
+                values = values.astype(str).astype(object)
+            values[frame[c].isna().to_numpy()] = np.nan
+            columns[c] = values
+        return pd.DataFrame(columns, dtype=object)
 
     ordinal = OrdinalEncoder(
         handle_unknown="use_encoded_value",
