@@ -632,6 +632,13 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     save(estimator, args.model)
     epochs = {phase: len(rows) for phase, rows in estimator.history_.items()}
     print(f"saved to {args.model}; epochs per phase: {epochs}", file=sys.stderr)
+    if getattr(estimator, "refit_improved_", True) is False:
+        print(
+            "the refit kept the pretrained weights (refit_improved_=False): no "
+            "refit check beat them on the held-out rows, so the model is the "
+            "pretrained backbone",
+            file=sys.stderr,
+        )
     return 0
 
 

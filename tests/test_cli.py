@@ -347,6 +347,22 @@ def test_fit_then_predict_a_users_csv(tmp_path, capsys, log_file, method, precis
     )
 
 
+def test_fit_summary_says_when_the_refit_kept_the_pretrained_weights(
+    tmp_path, capsys, log_file
+):
+    from sklearn_rmtl.persistence import load
+
+    path, _ = log_file
+    model = tmp_path / "model.rmtl"
+    argv = ["fit", "--data", str(path), "--target", "click", "purchase"]
+    argv += ["--session", "session", "--time", "time", "--method", "rmtl"]
+    # A refit rate far too large: no refit check beats the pretrained weights.
+    argv += ["--refit-lr", "5", *TINY_FIT, "--model", str(model)]
+    assert main(argv) == 0
+    assert load(model).refit_improved_ is False
+    assert "the refit kept the pretrained weights" in capsys.readouterr().err
+
+
 def test_fit_with_sample_weight_and_missing_labels(tmp_path, log_file):
     from sklearn_rmtl.persistence import load
 
