@@ -2,11 +2,14 @@
 
 A change to the fit path (how rows are validated, encoded, held out and fed
 to the phases) must not slow an in-memory fit. This script exports the
-revision ``--before`` (default ``HEAD~1``) of this repository with ``git
+revision ``--before`` (default ``HEAD~1``) of this repository (and ``--after``, default this working
+tree) with ``git
 archive`` into a temporary folder, then times the same fits under each
 tree in alternating child processes (``PYTHONPATH`` set to the tree), so
 both sides share the machine's state, and prints each side's median and
-the ratio after / before.
+the ratio after / before, of the wall time and of the process's CPU time
+(``time.process_time``; with ``--threads 1`` it hardly moves when other
+jobs share the machine, where the wall time does).
 
 The fits: ``RMTLClassifier`` (pretrain, MDP, critics, refit; early stopping
 on) and ``MTLClassifier`` on RetailRocket-shaped rows (``_common.make_data``)
@@ -51,26 +54,27 @@ for name, make in (
     ("rmtl", lambda: RMTLClassifier(backbone="esmm", **common, **rmtl)),
     ("mtl", lambda: MTLClassifier(backbone="esmm", **common)),
 ):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     make().fit(data.X, data.Y, session_ids=data.session_ids,
                timestamps=data.timestamps)
     out[name] = time.perf_counter() - start
+    out[name + " cpu"] = time.process_time() - cpu
 print(json.dumps(out))
 """
 
 
-def _export(rev: str, folder: str) -> str:
-    """``rev``'s tracked files, unpacked under ``folder``."""
+def _export(rev: str, folder: str, name: str) -> str:
+    """``rev``'s tracked files, unpacked under ``folder/name``."""
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", rev],
         check=True,
         capture_output=True,
     ).stdout
-    path = os.path.join(folder, "tree.tar")
+    path = os.path.join(folder, f"{name}.tar")
     Path(path).write_bytes(archive)
     with tarfile.open(path) as tar:
-        tar.extractall(os.path.join(folder, "before"), filter="data")
-    return os.path.join(folder, "before")
+        tar.extractall(os.path.join(folder, name), filter="data")
+    return os.path.join(folder, name)
 
 
 def _time(tree: str, rows: int, threads: int) -> dict[str, float]:
@@ -94,6 +98,9 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--before", default="HEAD~1", help="git revision to compare")
+    p.add_argument(
+        "--after", default=None, help="git revision (default: this working tree)"
+    )
     p.add_argument("--rows", type=int, default=None, help="rows of the fits")
     p.add_argument("--repeats", type=int, default=None, help="children per side")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -102,18 +109,22 @@ def main() -> None:
     rows = args.rows or 2048 * (4 if args.quick else 24)
     repeats = args.repeats or (2 if args.quick else 5)
     with tempfile.TemporaryDirectory() as folder:
-        before = _export(args.before, folder)
+        before = _export(args.before, folder, "before")
+        after = (
+            str(ROOT) if args.after is None else _export(args.after, folder, "after")
+        )
         times: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
         start = time.perf_counter()
         for r in range(repeats):
             # Alternate the sides so that drifts of the machine hit both.
-            sides = [("before", before), ("after", str(ROOT))]
+            sides = [("before", before), ("after", after)]
             for side, tree in sides if r % 2 == 0 else sides[::-1]:
                 for name, seconds in _time(tree, rows, args.threads).items():
                     times[side].setdefault(name, []).append(seconds)
     print(
         f"in-memory fits of {rows:,} rows, {repeats} children per side, "
-        f"{args.threads} threads; before = {args.before}, after = this checkout "
+        f"{args.threads} threads; before = {args.before}, after = "
+        f"{args.after or 'this working tree'} "
         f"({time.perf_counter() - start:.0f} s in all)"
     )
     for name in times["after"]:
