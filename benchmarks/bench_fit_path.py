@@ -2,9 +2,9 @@
 
 A change to the fit path (how rows are validated, encoded, held out and fed
 to the phases) must not slow an in-memory fit. This script exports the
-revision ``--before`` (default ``HEAD~1``) of this repository (and ``--after``, default this working
-tree) with ``git
-archive`` into a temporary folder, then times the same fits under each
+revision ``--before`` (default ``HEAD~1``) of this repository (and
+``--after``, default this working tree) with ``git archive`` into a
+temporary folder, then times the same fits under each
 tree in alternating child processes (``PYTHONPATH`` set to the tree), so
 both sides share the machine's state, and prints each side's median and
 the ratio after / before, of the wall time and of the process's CPU time
