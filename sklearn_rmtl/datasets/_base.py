@@ -14,9 +14,6 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-#: Parameter constraint of ``data_home`` (``validate_params`` format).
-DATA_HOME_CONSTRAINT: list[Any] = [str, os.PathLike, None]
-
 
 def open_bundled(filename: str) -> io.BytesIO:
     """Decompressed bytes of a gzip file in ``sklearn_rmtl/datasets/data/``.

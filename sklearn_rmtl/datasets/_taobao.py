@@ -10,23 +10,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import Interval, validate_params
 
 from sklearn_rmtl.datasets._base import (
-    DATA_HOME_CONSTRAINT,
     check_values,
-    make_bunch,
     open_bundled,
     read_checked_csv,
     require_file,
     resolve_data_home,
 )
 from sklearn_rmtl.datasets._sessions import (
-    SESSION_GAP_CONSTRAINT,
+    FUNNEL_CONSTRAINTS,
     TIME_FEATURES_DOC,
     funnel_rows,
     gap_to_ms,
-    time_features,
+    session_bunch,
 )
 
 URL = "https://tianchi.aliyun.com/dataset/649"
@@ -190,14 +188,7 @@ def _read_log(
 
 
 @validate_params(
-    {
-        "data_home": DATA_HOME_CONSTRAINT,
-        "session_gap": SESSION_GAP_CONSTRAINT,
-        "funnel": ["boolean"],
-        "label_window": [StrOptions({"after_view", "session"})],
-        "nrows": [Interval(Integral, 1, None, closed="left"), None],
-        "return_X_y": ["boolean"],
-    },
+    {**FUNNEL_CONSTRAINTS, "nrows": [Interval(Integral, 1, None, closed="left"), None]},
     prefer_skip_nested_validation=True,
 )
 def load_taobao(
@@ -328,29 +319,20 @@ def load_taobao(
         },
         carry=["category"],
     )
-    times = rows["time"].to_numpy()
-    session = rows["session"].to_numpy()
-    features: dict[str, Any] = {
+    features = {
         "user_id": pd.Categorical(rows["user"]),
         "item_id": pd.Categorical(rows["item"]),
         "category_id": pd.Categorical(rows["category"]),
-        **time_features(
-            times_ms=times,
-            session_start_ms=rows["session_start"].to_numpy(),
-            session=session,
-            prior_sessions=rows["prior_sessions"].to_numpy(),
-            utc_offset_hours=UTC_OFFSET_HOURS,
-        ),
     }
     clock = "in China Standard Time (UTC+8)"
     descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock=clock))
     if data_home is None:
         descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
-    return make_bunch(
-        X=pd.DataFrame(features),
-        y=rows[["click", "purchase"]],
-        session_ids=session,
-        times_ms=times,
+    return session_bunch(
+        rows,
+        features,
+        targets=["click", "purchase"],
         descr=descr,
         return_X_y=return_X_y,
+        utc_offset_hours=UTC_OFFSET_HOURS,
     )
