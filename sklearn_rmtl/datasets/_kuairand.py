@@ -79,7 +79,19 @@ Preprocessing (``load_kuairand``):
 {time_features}
 - Never used as features: ``play_time_ms``, ``profile_stay_time``,
   ``comment_stay_time`` (outcomes of the exposure, they leak the labels).
-"""
+""".format(
+    time_features=TIME_FEATURES_DOC.format(clock="in China Standard Time (UTC+8)")
+)
+
+#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
+SAMPLE_STATS = {
+    "n_rows": 41_828,
+    "n_sessions": 20_756,
+    "max_len": 182,
+    "is_like": 0.8068,
+    "is_click": 0.6571,
+    "long_view": 0.4619,
+}
 
 DESCR_SAMPLE = """
 Bundled sample (``data_home=None``): SELECTION-BIASED
@@ -115,17 +127,7 @@ Consequences, read before using the sample for anything but a demo:
 - ``is_hate`` is not available (a row liked and hated has label 1);
   ``tab`` is not available. Available tasks: is_click, long_view, is_like,
   is_follow, is_comment, is_forward, is_profile_enter.
-"""
-
-#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
-SAMPLE_STATS = {
-    "n_rows": 41_828,
-    "n_sessions": 20_756,
-    "max_len": 182,
-    "is_like": 0.8068,
-    "is_click": 0.6571,
-    "long_view": 0.4619,
-}
+""".format(bundled=BUNDLED, **SAMPLE_STATS)
 
 
 def _read_logs(
@@ -302,15 +304,11 @@ def load_kuairand(
         features["tab"] = pd.Categorical(rows["tab"])
     if "duration_ms" in rows:
         features["duration_ms"] = rows["duration_ms"].to_numpy()
-    clock = "in China Standard Time (UTC+8)"
-    descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock=clock))
-    if data_home is None:
-        descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
     return session_bunch(
         rows,
         features,
         targets=tasks,
-        descr=descr,
+        descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
         utc_offset_hours=UTC_OFFSET_HOURS,
     )

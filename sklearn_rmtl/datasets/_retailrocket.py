@@ -17,7 +17,6 @@ from sklearn_rmtl.datasets._base import (
     open_bundled,
     read_checked_csv,
     require_file,
-    resolve_data_home,
 )
 from sklearn_rmtl.datasets._sessions import (
     FUNNEL_CONSTRAINTS,
@@ -82,7 +81,18 @@ Preprocessing (``load_retailrocket``):
 References: Retailrocket, "Retailrocket recommender system dataset", Kaggle,
 2016. The session-wise CTR/CTCVR setting follows Liu et al., "Multi-Task
 Recommendations with Reinforcement Learning", WWW 2023.
-"""
+""".format(time_features=TIME_FEATURES_DOC.format(clock="in UTC"))
+
+#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
+SAMPLE_STATS = {
+    "n_rows": 75_374,
+    "n_sessions": 15_026,
+    "max_len": 184,
+    "mean_len": 5.016,
+    "click": 0.1088,
+    "cart": 0.0949,
+    "purchase": 0.0789,
+}
 
 DESCR_SAMPLE = """
 Bundled sample (``data_home=None``)
@@ -122,18 +132,7 @@ Measured with the defaults (``session_gap="30min"``, ``funnel=True``,
 (1..{max_len} rows, mean {mean_len:.1f}, median 2); click {click:.1%}
 (add to cart alone, ``funnel=False``: {cart:.1%}), purchase {purchase:.1%};
 26.5 % of sessions have a click, 20.2 % a purchase.
-"""
-
-#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
-SAMPLE_STATS = {
-    "n_rows": 75_374,
-    "n_sessions": 15_026,
-    "max_len": 184,
-    "mean_len": 5.016,
-    "click": 0.1088,
-    "cart": 0.0949,
-    "purchase": 0.0789,
-}
+""".format(bundled=BUNDLED, **SAMPLE_STATS)
 
 
 def _read_events(open_file: Any, source: str) -> pd.DataFrame:
@@ -337,8 +336,8 @@ def load_retailrocket(
         home = None
         events = _read_events(lambda: open_bundled(BUNDLED), f"bundled {BUNDLED}")
     else:
-        home = resolve_data_home(data_home, dataset="RetailRocket")
-        path = require_file(home, EVENTS, dataset="RetailRocket", url=URL)
+        path = require_file(data_home, EVENTS, dataset="RetailRocket", url=URL)
+        home = path.parent
         events = _read_events(lambda: path, str(path))
     cart, buy = EVENT_CODES["addtocart"], EVENT_CODES["transaction"]
     rows = funnel_rows(
@@ -354,13 +353,10 @@ def load_retailrocket(
     }
     if home is not None:
         features.update(_category_features(rows, home))
-    descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock="in UTC"))
-    if home is None:
-        descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
     return session_bunch(
         rows,
         features,
         targets=["click", "purchase"],
-        descr=descr,
+        descr=DESCR_DATA + (DESCR_SAMPLE if home is None else ""),
         return_X_y=return_X_y,
     )
