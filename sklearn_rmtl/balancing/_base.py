@@ -114,7 +114,7 @@ class TaskBalancer(ABC):
     def _task_gradients(
         self, task_losses: Tensor, params: Sequence[nn.Parameter]
     ) -> tuple[list[tuple[Tensor | None, ...]], list[bool], bool]:
-        """:func:`task_gradients`, which parameters are shared, and if all is finite.
+        """:func:`task_gradients`, which parameters are shared, whether all finite.
 
         The shared parameters (:func:`shared_parameters`) are decided by the
         first step and kept, except that a float16 step whose gradients

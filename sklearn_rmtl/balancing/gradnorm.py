@@ -134,8 +134,8 @@ class GradNorm(TaskBalancer):
         torch.abs(G - target).sum().backward()  # norms unscaled: w's own grad
         scale = self.task_weights.to(device) * w.detach()
         for j, p in enumerate(params):
-            of_p = [g[j] for g in grads]
-            terms = [scale[k] * g for k, g in enumerate(of_p) if g is not None]
+            grads_of_p = [g[j] for g in grads]
+            terms = [scale[k] * g for k, g in enumerate(grads_of_p) if g is not None]
             add_grad(p, self.scaled(reduce(torch.add, terms)) if terms else None)
         if finite:
             self._optimizer.step()
