@@ -39,7 +39,13 @@ __all__ = [
     "session_log_loss_scorer",
 ]
 
-_AVERAGE = [StrOptions({"macro"}), None]
+#: Parameter constraints of the metrics, with and without ``session_ids``.
+_TARGETS: dict[str, list[Any]] = {
+    "y_true": ["array-like"],
+    "y_proba": ["array-like"],
+    "average": [StrOptions({"macro"}), None],
+}
+_SESSION_TARGETS = {**_TARGETS, "session_ids": ["array-like"]}
 
 _MISSING_SESSIONS = (
     "The {name} scorer needs the session_ids of the scored rows but received "
@@ -57,8 +63,8 @@ _MISSING_SESSIONS = (
 # ---------------------------------------------------------------------------
 
 
-def _to_2d(values: Any, name: str) -> tuple[np.ndarray, bool]:
-    """Return ``values`` as an (n_samples, n_tasks) array and whether it was 1-D."""
+def _to_2d(values: Any, name: str) -> np.ndarray:
+    """Return ``values`` as an (n_samples, n_tasks) array."""
     arr: np.ndarray
     if isinstance(values, pd.DataFrame | pd.Series):
         arr = values.to_numpy()
@@ -75,8 +81,7 @@ def _to_2d(values: Any, name: str) -> tuple[np.ndarray, bool]:
         raise ValueError(f"{name} is empty; at least one sample is required.")
     if arr.ndim == 2 and arr.shape[1] == 0:
         raise ValueError(f"{name} has no task columns; at least one is required.")
-    was_1d = arr.ndim == 1
-    return (arr.reshape(-1, 1) if was_1d else arr), was_1d
+    return arr.reshape(-1, 1) if arr.ndim == 1 else arr
 
 
 def _as_float(arr: np.ndarray, name: str, what: str) -> np.ndarray:
@@ -88,11 +93,12 @@ def _as_float(arr: np.ndarray, name: str, what: str) -> np.ndarray:
         ) from None
 
 
-def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate labels and probabilities; return both as float (n, n_tasks)."""
-    y, y_1d = _to_2d(y_true, "y_true")
-    p, p_1d = _to_2d(y_proba, "y_proba")
-    y = _as_float_labels(y)
+    y, p = _to_2d(y_true, "y_true"), _to_2d(y_proba, "y_proba")
+    if y.dtype == object:  # a missing label (NaN, None, ``pd.NA``) becomes NaN
+        y = np.where(pd.isna(y), np.nan, y)
+    y = _as_float(y, "y_true", "binary labels 0/1 (or bool)")
     p = _as_float(p, "y_proba", "probabilities")
     if y.shape[0] != p.shape[0]:
         raise ValueError(
@@ -118,19 +124,31 @@ def _check_targets(y_true: Any, y_proba: Any) -> tuple[np.ndarray, np.ndarray, b
             "y_proba must hold probabilities in [0, 1]; got values in "
             f"[{p.min():.6g}, {p.max():.6g}]."
         )
-    return y, p, y_1d and p_1d
+    return y, p
 
 
-def _as_float_labels(arr: np.ndarray) -> np.ndarray:
-    """Labels as float, a missing one (NaN, None, ``pd.NA``) as NaN."""
-    if arr.dtype == object:
-        arr = np.where(pd.isna(arr), np.nan, arr)
-    return _as_float(arr, "y_true", "binary labels 0/1 (or bool)")
+def _per_task(
+    score: Callable[..., float],
+    y: np.ndarray,
+    p: np.ndarray,
+    codes: np.ndarray | None = None,
+) -> np.ndarray:
+    """``score`` of each task on its rows with an observed label (not NaN).
 
-
-def _observed(y: np.ndarray, k: int) -> np.ndarray:
-    """Rows of task ``k`` whose label is observed (not NaN)."""
-    return ~np.isnan(y[:, k])
+    A task without one gets NaN. With session ``codes``, ``score`` also gets
+    those of the task's rows, renumbered 0, 1...: sessions (groups) without
+    an observed label of the task are left out.
+    """
+    values = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        rows = ~np.isnan(y[:, k])
+        if not rows.any():
+            continue
+        args = [y[rows, k], p[rows, k]]
+        if codes is not None:
+            args.append(np.unique(codes[rows], return_inverse=True)[1])
+        values[k] = score(*args)
+    return values
 
 
 def _session_codes(session_ids: Any, n_samples: int) -> np.ndarray:
@@ -160,22 +178,17 @@ def _reduce(values: np.ndarray, average: str | None) -> np.ndarray | float:
     return float(defined.mean()) if defined.size else float("nan")
 
 
-def _clipped_log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Element-wise binary cross-entropy with sklearn's clipping of ``p``."""
-    eps = np.finfo(p.dtype).eps
-    p = np.clip(p, eps, 1 - eps)
-    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
-
-
 # ---------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------
 
 
-@validate_params(
-    {"y_true": ["array-like"], "y_proba": ["array-like"], "average": _AVERAGE},
-    prefer_skip_nested_validation=True,
-)
+def _roc_auc_one_task(y: np.ndarray, p: np.ndarray) -> float:
+    """:func:`sklearn.metrics.roc_auc_score`, NaN where one class is missing."""
+    return np.nan if np.unique(y).size < 2 else roc_auc_score(y, p)
+
+
+@validate_params(_TARGETS, prefer_skip_nested_validation=True)
 def per_task_roc_auc(y_true, y_proba, *, average=None):
     """Area under the ROC curve of each task.
 
@@ -218,26 +231,18 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
     >>> per_task_roc_auc(y_true, y_proba, average="macro")
     0.75
     """
-    y, p, _ = _check_targets(y_true, y_proba)
-    values = np.full(y.shape[1], np.nan)
-    for k in range(y.shape[1]):
-        rows = _observed(y, k)
-        if np.unique(y[rows, k]).size < 2:
-            warnings.warn(
-                f"Only one class is present in y_true of task {k}; its ROC AUC "
-                "is not defined and is set to nan.",
-                UndefinedMetricWarning,
-                stacklevel=3,
-            )
-            continue
-        values[k] = roc_auc_score(y[rows, k], p[rows, k])
+    values = _per_task(_roc_auc_one_task, *_check_targets(y_true, y_proba))
+    for task in np.flatnonzero(np.isnan(values)):
+        warnings.warn(
+            f"Only one class is present in y_true of task {task}; its ROC AUC "
+            "is not defined and is set to nan.",
+            UndefinedMetricWarning,
+            stacklevel=3,
+        )
     return _reduce(values, average)
 
 
-@validate_params(
-    {"y_true": ["array-like"], "y_proba": ["array-like"], "average": _AVERAGE},
-    prefer_skip_nested_validation=True,
-)
+@validate_params(_TARGETS, prefer_skip_nested_validation=True)
 def per_task_log_loss(y_true, y_proba, *, average=None):
     """Binary cross-entropy (logloss) of each task.
 
@@ -277,24 +282,21 @@ def per_task_log_loss(y_true, y_proba, *, average=None):
     >>> per_task_log_loss(y_true, y_proba).round(4)
     array([0.6931, 0.6931])
     """
-    y, p, _ = _check_targets(y_true, y_proba)
-    values = np.full(y.shape[1], np.nan)
-    for k in range(y.shape[1]):
-        rows = _observed(y, k)
-        if rows.any():
-            values[k] = log_loss(y[rows, k], p[rows, k], labels=[0, 1])
-    return _reduce(values, average)
+    score = partial(log_loss, labels=[0, 1])
+    return _reduce(_per_task(score, *_check_targets(y_true, y_proba)), average)
 
 
-@validate_params(
-    {
-        "y_true": ["array-like"],
-        "y_proba": ["array-like"],
-        "session_ids": ["array-like"],
-        "average": _AVERAGE,
-    },
-    prefer_skip_nested_validation=True,
-)
+def _session_log_loss_one_task(
+    y: np.ndarray, p: np.ndarray, codes: np.ndarray
+) -> float:
+    """Mean over sessions of the rows' logloss (with sklearn's clipping of ``p``)."""
+    eps = np.finfo(p.dtype).eps
+    p = np.clip(p, eps, 1 - eps)
+    losses = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return float(np.mean(np.bincount(codes, weights=losses) / np.bincount(codes)))
+
+
+@validate_params(_SESSION_TARGETS, prefer_skip_nested_validation=True)
 def session_log_loss(y_true, y_proba, *, session_ids, average=None):
     """Session logloss (the paper's s-Logloss) of each task.
 
@@ -340,25 +342,12 @@ def session_log_loss(y_true, y_proba, *, session_ids, average=None):
     >>> round(float(session_log_loss(y_true, y_proba, session_ids=[0, 0, 1])[0]), 4)
     0.3993
     """
-    y, p, _ = _check_targets(y_true, y_proba)
+    y, p = _check_targets(y_true, y_proba)
     codes = _session_codes(session_ids, y.shape[0])
-    values = np.full(y.shape[1], np.nan)
-    for k in range(y.shape[1]):
-        rows = _observed(y, k)
-        if not rows.any():
-            continue
-        # Sessions without an observed label of the task are left out.
-        task_codes = np.unique(codes[rows], return_inverse=True)[1]
-        losses = _clipped_log_losses(y[rows, k], p[rows, k])
-        values[k] = np.mean(
-            np.bincount(task_codes, weights=losses) / np.bincount(task_codes)
-        )
-    return _reduce(values, average)
+    return _reduce(_per_task(_session_log_loss_one_task, y, p, codes), average)
 
 
-def _group_auc_one_task(
-    y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.ndarray
-) -> float:
+def _group_auc_one_task(y: np.ndarray, p: np.ndarray, codes: np.ndarray) -> float:
     """Row-weighted mean over groups with both classes of the per-group AUC.
 
     Each group's AUC is the Mann-Whitney statistic on within-group average
@@ -366,6 +355,7 @@ def _group_auc_one_task(
     all groups at once from a single sort.
     """
     n = y.shape[0]
+    counts = np.bincount(codes).astype(np.float64)
     order = np.lexsort((p, codes))
     c, s, yy = codes[order], p[order], y[order]
     new_group = np.ones(n, dtype=bool)
@@ -390,15 +380,7 @@ def _group_auc_one_task(
     return float(np.average(auc, weights=counts[valid]))
 
 
-@validate_params(
-    {
-        "y_true": ["array-like"],
-        "y_proba": ["array-like"],
-        "session_ids": ["array-like"],
-        "average": _AVERAGE,
-    },
-    prefer_skip_nested_validation=True,
-)
+@validate_params(_SESSION_TARGETS, prefer_skip_nested_validation=True)
 def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     """Group AUC (GAUC): ROC AUC within each session or user, row-weighted.
 
@@ -445,17 +427,9 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     >>> group_roc_auc(y_true, y_proba, session_ids=[0, 0, 1, 1, 2, 2])
     array([0.5])
     """
-    y, p, _ = _check_targets(y_true, y_proba)
+    y, p = _check_targets(y_true, y_proba)
     codes = _session_codes(session_ids, y.shape[0])
-    values = np.full(y.shape[1], np.nan)
-    for k in range(y.shape[1]):
-        rows = _observed(y, k)
-        if not rows.any():
-            continue
-        # Groups and their row counts are those of the observed labels.
-        task_codes = np.unique(codes[rows], return_inverse=True)[1]
-        counts = np.bincount(task_codes).astype(np.float64)
-        values[k] = _group_auc_one_task(y[rows, k], p[rows, k], task_codes, counts)
+    values = _per_task(_group_auc_one_task, y, p, codes)
     for task in np.flatnonzero(np.isnan(values)):
         warnings.warn(
             f"No group holds both classes in y_true of task {task}; its group ROC "
@@ -545,7 +519,6 @@ METRICS: dict[str, MetricSpec] = {
         group_roc_auc, True, True, "GAUC", selection_name="gauc"
     ),
 }
-_METRICS = METRICS  # the scorer code's name for it
 
 _BY_DISPLAY_NAME = {spec.display_name: spec for spec in METRICS.values()}
 
@@ -651,11 +624,9 @@ class _TaskScorer(_BaseScorer):
                 f"The {self._metric_name} scorer got unexpected metadata "
                 f"{sorted(unexpected)}; it accepts {sorted(allowed) or 'none'}."
             )
-        metadata = {}
-        if self._needs_sessions:
-            if kwargs.get("session_ids") is None:
-                raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
-            metadata["session_ids"] = kwargs["session_ids"]
+        if self._needs_sessions and kwargs.get("session_ids") is None:
+            raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
+        # From here ``kwargs`` holds exactly the metadata that the metric takes.
         proba = np.asarray(method_caller(estimator, "predict_proba", X, pos_label=None))
         if proba.ndim == 1:
             proba = proba.reshape(-1, 1)
@@ -663,11 +634,11 @@ class _TaskScorer(_BaseScorer):
         columns = self._columns(estimator, y_true, proba.shape[1])
         y_sel, p_sel = y01[:, columns], proba[:, columns]
         if self._builtin:
-            values = np.asarray(self._score_func(y_sel, p_sel, **metadata), dtype=float)
+            values = np.asarray(self._score_func(y_sel, p_sel, **kwargs), dtype=float)
         else:
             values = np.array(
                 [
-                    self._score_one(y_sel[:, j], p_sel[:, j], metadata)
+                    self._score_one(y_sel[:, j], p_sel[:, j], kwargs)
                     for j in range(len(columns))
                 ]
             )
@@ -732,7 +703,7 @@ class _SessionTaskScorer(_TaskScorer):
 
 @validate_params(
     {
-        "metric": [StrOptions(set(_METRICS)), callable],
+        "metric": [StrOptions(set(METRICS)), callable],
         "task": [Integral, str, None],
         "average": [StrOptions({"macro"}), "array-like"],
         "greater_is_better": ["boolean", None],
@@ -807,21 +778,18 @@ def make_task_scorer(
     make_task_scorer('log_loss', task=None, average=[0.7, 0.3])
     """
     if isinstance(metric, str):
-        spec = _METRICS[metric]
+        spec = METRICS[metric]
         name, func, builtin = metric, spec.func, True
-        if (
-            greater_is_better is not None
-            and greater_is_better != spec.greater_is_better
-        ):
-            raise ValueError(
-                f"greater_is_better={greater_is_better} contradicts metric="
-                f"{metric!r}, for which greater_is_better={spec.greater_is_better}."
-            )
-        if needs_sessions is not None and needs_sessions != spec.needs_sessions:
-            raise ValueError(
-                f"needs_sessions={needs_sessions} contradicts metric={metric!r}, "
-                f"for which needs_sessions={spec.needs_sessions}."
-            )
+        given = {
+            "greater_is_better": greater_is_better,
+            "needs_sessions": needs_sessions,
+        }
+        for option, value in given.items():
+            if value is not None and value != getattr(spec, option):
+                raise ValueError(
+                    f"{option}={value} contradicts metric={metric!r}, for which "
+                    f"{option}={getattr(spec, option)}."
+                )
         greater_is_better = spec.greater_is_better
         needs_sessions = spec.needs_sessions
     else:

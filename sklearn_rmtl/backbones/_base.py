@@ -8,6 +8,8 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
+from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+
 
 class Backbone(nn.Module):
     """Base class of the multi-task networks (the RMTL actor).
@@ -33,6 +35,8 @@ class Backbone(nn.Module):
 
     #: Smallest number of tasks the architecture is defined for.
     min_tasks: ClassVar[int] = 1
+    #: Whether ``bottom_dims`` may be empty (the towers then read the input).
+    allow_empty_bottom: ClassVar[bool] = False
 
     def __init__(self, *, in_features: int, n_tasks: int) -> None:
         super().__init__()
@@ -47,6 +51,46 @@ class Backbone(nn.Module):
             )
         self.in_features = in_features
         self.n_tasks = n_tasks
+
+    def _check_sizes(
+        self,
+        bottom_dims: Sequence[int],
+        tower_dims: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+    ) -> None:
+        """Check and keep the layer settings that every subclass takes.
+
+        Subclasses call it after checking their counts of experts and before
+        their gate settings: that order decides which of several bad values
+        the error names.
+        """
+        self.bottom_dims = check_dims(
+            "bottom_dims", bottom_dims, allow_empty=self.allow_empty_bottom
+        )
+        self.tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
+        self.dropout = check_dropout(dropout)
+        self.batch_norm = check_flag("batch_norm", batch_norm)
+
+    def _mlps(self, n_groups: int, in_features: int) -> GroupedMLP:
+        """``n_groups`` MLPs of sizes ``bottom_dims``: the bottoms or experts."""
+        return GroupedMLP(
+            n_groups,
+            in_features,
+            self.bottom_dims,
+            self.dropout,
+            batch_norm=self.batch_norm,
+        )
+
+    def _towers(self, in_features: int) -> Towers:
+        """One tower of sizes ``tower_dims`` per task."""
+        return Towers(
+            self.n_tasks,
+            in_features,
+            self.tower_dims,
+            self.dropout,
+            batch_norm=self.batch_norm,
+        )
 
 
 def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:

@@ -296,20 +296,3 @@ class Towers(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.mlp(x)).squeeze(-1)
-
-
-def gate(logits: Tensor, experts: Tensor) -> Tensor:
-    """Mix expert outputs with softmax gates.
-
-    Parameters
-    ----------
-    logits : Tensor of shape (batch, n_gates, n_experts)
-        Gate scores, normalised here with a softmax over experts.
-    experts : Tensor of shape (batch, n_experts, dim)
-        Expert outputs.
-
-    Returns
-    -------
-    Tensor of shape (batch, n_gates, dim)
-    """
-    return torch.bmm(torch.softmax(logits, dim=-1), experts)

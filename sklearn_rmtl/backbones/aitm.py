@@ -9,13 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_dims,
-    check_dropout,
-    check_flag,
-)
-from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+from sklearn_rmtl.backbones._base import Backbone
 
 
 class AITM(Backbone):
@@ -71,18 +65,13 @@ class AITM(Backbone):
         batch_norm: bool = D["batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        batch_norm = check_flag("batch_norm", batch_norm)
-        d = bottom_dims[-1]
-        self.bottoms = GroupedMLP(
-            n_tasks, in_features, bottom_dims, dropout, batch_norm=batch_norm
-        )
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+        d = self.bottom_dims[-1]
+        self.bottoms = self._mlps(n_tasks, in_features)
         self.transfer = nn.ModuleList(nn.Linear(d, d) for _ in range(n_tasks - 1))
         # Value, key and query maps of the attention unit, shared by tasks.
         self.attention = nn.Linear(d, 3 * d)
-        self.towers = Towers(n_tasks, d, tower_dims, dropout, batch_norm=batch_norm)
+        self.towers = self._towers(d)
         self._scale = 1.0 / math.sqrt(d)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_count,
-    check_dims,
-    check_dropout,
-    check_flag,
-)
-from sklearn_rmtl.backbones._layers import (
-    GroupedLinear,
-    GroupedMLP,
-    Towers,
-    gate,
-    optional_batch_norm,
-)
+from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag
+from sklearn_rmtl.backbones._layers import GroupedLinear, optional_batch_norm
 
 
 class MMoE(Backbone):
@@ -75,28 +64,17 @@ class MMoE(Backbone):
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         n_experts = check_count("n_experts", n_experts)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        batch_norm = check_flag("batch_norm", batch_norm)
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
         gate_batch_norm = check_flag("gate_batch_norm", gate_batch_norm)
         n_gates = 1 if self.one_gate else n_tasks
-        self.experts = GroupedMLP(
-            n_experts, in_features, bottom_dims, dropout, batch_norm=batch_norm
-        )
+        self.experts = self._mlps(n_experts, in_features)
         self.gates = GroupedLinear(n_gates, in_features, n_experts)
         # A separate module, so that state dicts without it keep their keys.
         self.gate_norm = optional_batch_norm(gate_batch_norm, n_gates, n_experts)
-        self.towers = Towers(
-            n_tasks,
-            self.experts.out_features,
-            tower_dims,
-            dropout,
-            batch_norm=batch_norm,
-        )
+        self.towers = self._towers(self.experts.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        scores = self.gate_norm(self.gates(x))
-        mixed = gate(scores, self.experts(x))  # (batch, n_gates, dim)
+        weights = torch.softmax(self.gate_norm(self.gates(x)), dim=-1)
+        mixed = torch.bmm(weights, self.experts(x))  # (batch, n_gates, dim)
         # One gate: every tower reads the same (batch, dim) mixture.
         return self.towers(mixed.squeeze(1) if self.one_gate else mixed)

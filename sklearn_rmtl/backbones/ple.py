@@ -8,17 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_count,
-    check_dims,
-    check_dropout,
-    check_flag,
-)
+from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag
 from sklearn_rmtl.backbones._layers import (
     GroupedLinear,
     ReLUDropout,
-    Towers,
     optional_batch_norm,
 )
 
@@ -149,12 +142,9 @@ class PLE(Backbone):
         super().__init__(in_features=in_features, n_tasks=n_tasks)
         n_shared = check_count("n_shared_experts", n_shared_experts)
         n_specific = check_count("n_specific_experts", n_specific_experts)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=False)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        batch_norm = check_flag("batch_norm", batch_norm)
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
         gate_batch_norm = check_flag("gate_batch_norm", gate_batch_norm)
-        dims = (in_features, *bottom_dims)
+        dims = (in_features, *self.bottom_dims)
         self.levels = nn.ModuleList(
             _ExtractionLayer(
                 n_tasks=n_tasks,
@@ -162,16 +152,14 @@ class PLE(Backbone):
                 out_features=dims[i + 1],
                 n_specific=n_specific,
                 n_shared=n_shared,
-                dropout=dropout,
-                last=i == len(bottom_dims) - 1,
-                batch_norm=batch_norm,
+                dropout=self.dropout,
+                last=i == len(dims) - 2,
+                batch_norm=self.batch_norm,
                 gate_batch_norm=gate_batch_norm,
             )
-            for i in range(len(bottom_dims))
+            for i in range(len(dims) - 1)
         )
-        self.towers = Towers(
-            n_tasks, bottom_dims[-1], tower_dims, dropout, batch_norm=batch_norm
-        )
+        self.towers = self._towers(dims[-1])
 
     def forward(self, x: Tensor) -> Tensor:
         x_tasks, x_shared = x, x

@@ -7,13 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_dims,
-    check_dropout,
-    check_flag,
-)
-from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+from sklearn_rmtl.backbones._base import Backbone
 
 
 class SharedBottom(Backbone):
@@ -41,6 +35,8 @@ class SharedBottom(Backbone):
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
     """
 
+    allow_empty_bottom = True
+
     def __init__(
         self,
         *,
@@ -52,20 +48,9 @@ class SharedBottom(Backbone):
         batch_norm: bool = D["batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=True)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        batch_norm = check_flag("batch_norm", batch_norm)
-        self.bottom = GroupedMLP(
-            1, in_features, bottom_dims, dropout, batch_norm=batch_norm
-        )
-        self.towers = Towers(
-            n_tasks,
-            self.bottom.out_features,
-            tower_dims,
-            dropout,
-            batch_norm=batch_norm,
-        )
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+        self.bottom = self._mlps(1, in_features)
+        self.towers = self._towers(self.bottom.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.towers(self.bottom(x).squeeze(1))

@@ -7,13 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import (
-    Backbone,
-    check_dims,
-    check_dropout,
-    check_flag,
-)
-from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+from sklearn_rmtl.backbones._base import Backbone
 
 
 class SingleTask(Backbone):
@@ -45,6 +39,8 @@ class SingleTask(Backbone):
     Shape: ``(batch, in_features) -> (batch, n_tasks)`` logits.
     """
 
+    allow_empty_bottom = True
+
     def __init__(
         self,
         *,
@@ -56,20 +52,9 @@ class SingleTask(Backbone):
         batch_norm: bool = D["batch_norm"],
     ) -> None:
         super().__init__(in_features=in_features, n_tasks=n_tasks)
-        bottom_dims = check_dims("bottom_dims", bottom_dims, allow_empty=True)
-        tower_dims = check_dims("tower_dims", tower_dims, allow_empty=True)
-        dropout = check_dropout(dropout)
-        batch_norm = check_flag("batch_norm", batch_norm)
-        self.bottoms = GroupedMLP(
-            n_tasks, in_features, bottom_dims, dropout, batch_norm=batch_norm
-        )
-        self.towers = Towers(
-            n_tasks,
-            self.bottoms.out_features,
-            tower_dims,
-            dropout,
-            batch_norm=batch_norm,
-        )
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+        self.bottoms = self._mlps(n_tasks, in_features)
+        self.towers = self._towers(self.bottoms.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.towers(self.bottoms(x))

@@ -63,6 +63,8 @@ class TaskBalancer(ABC):
         self.generator = generator
         #: The step's loss scaler under float16, set by the training loop.
         self.grad_scaler: torch.amp.GradScaler | None = None
+        # Which parameters are shared, once :meth:`_task_gradients` decided.
+        self._shared: list[bool] | None = None
 
     def scaled(self, value: Tensor) -> Tensor:
         """``value`` times the loss scale of :attr:`grad_scaler`, if any.
@@ -102,6 +104,28 @@ class TaskBalancer(ABC):
             return True
         weights.grad.div_(self.grad_scaler.get_scale())
         return bool(torch.isfinite(weights.grad).all())
+
+    def _backward_weighted(self, task_losses: Tensor, weights: Tensor) -> Tensor:
+        """Fill the gradients of ``sum_k weights_k L_k``; return it, detached."""
+        loss = (weights.to(task_losses.device) * task_losses).sum()
+        self.scaled(loss).backward()
+        return loss.detach()
+
+    def _task_gradients(
+        self, task_losses: Tensor, params: Sequence[nn.Parameter]
+    ) -> tuple[list[tuple[Tensor | None, ...]], list[bool], bool]:
+        """:func:`task_gradients`, which parameters are shared, whether all finite.
+
+        The shared parameters (:func:`shared_parameters`) are decided by the
+        first step and kept, except that a float16 step whose gradients
+        overflowed (skipped by the loss scaler) decides nothing.
+        """
+        grads = task_gradients(task_losses, params, self.grad_scaler)  # unscaled
+        finite = self.grad_scaler is None or all_finite(grads)
+        is_shared = shared_parameters(grads) if self._shared is None else self._shared
+        if finite:
+            self._shared = is_shared
+        return grads, is_shared, finite
 
     @abstractmethod
     def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
@@ -260,11 +284,8 @@ def flatten(grads: Sequence[Tensor | None], params: Sequence[nn.Parameter]) -> T
 
 def unflatten(vector: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor]:
     """Split a vector made by :func:`flatten` back into ``params``' shapes."""
-    out, start = [], 0
-    for p in params:
-        out.append(vector[start : start + p.numel()].view_as(p))
-        start += p.numel()
-    return out
+    parts = vector.split([p.numel() for p in params])
+    return [part.view_as(p) for part, p in zip(parts, params, strict=True)]
 
 
 def check_positive(owner: str, name: str, value: object, *, allow_zero: bool) -> None:

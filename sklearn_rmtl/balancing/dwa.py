@@ -78,14 +78,10 @@ class DynamicWeightAverage(TaskBalancer):
         loss : Tensor
             ``sum_k c_k lambda_k L_k``, detached.
         """
-        device = task_losses.device
         losses = task_losses.detach()
         self._sum = losses.clone() if self._sum is None else self._sum + losses
         self._steps += 1
-        scale = self.task_weights.to(device) * self.balance.to(device)
-        loss = (scale * task_losses).sum()
-        self.scaled(loss).backward()
-        return loss.detach()
+        return self._backward_weighted(task_losses, self.task_weights * self.balance)
 
     def end_epoch(self) -> None:
         """Store the epoch's mean losses and set the next epoch's ``lambda_k``."""

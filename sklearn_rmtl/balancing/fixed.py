@@ -41,9 +41,7 @@ class FixedWeights(TaskBalancer):
         loss : Tensor
             ``sum_k c_k L_k``, detached.
         """
-        loss = (task_losses * self.task_weights.to(task_losses.device)).sum()
-        self.scaled(loss).backward()
-        return loss.detach()
+        return self._backward_weighted(task_losses, self.task_weights)
 
     def weights(self) -> Tensor:
         """The fixed weights ``c_k``.

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from sklearn_rmtl.balancing._base import (
-    TaskBalancer,
-    add_grad,
-    all_finite,
-    check_positive,
-    shared_parameters,
-    task_gradients,
-)
+from sklearn_rmtl.balancing._base import TaskBalancer, add_grad, check_positive
 
 
 def _norm(grads: Sequence[Tensor | None], device: torch.device) -> Tensor:
@@ -100,7 +94,6 @@ class GradNorm(TaskBalancer):
         self.weight_lr = weight_lr
         self.task_weights_learned = torch.ones(self.n_tasks, requires_grad=True)
         self.initial_losses: Tensor | None = None
-        self._shared: list[bool] | None = None
         self._optimizer: torch.optim.Optimizer | None = None
 
     def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
@@ -127,13 +120,9 @@ class GradNorm(TaskBalancer):
         losses = task_losses.detach()
         if self.initial_losses is None:
             self.initial_losses = losses.clone()
-        grads = task_gradients(task_losses, params, self.grad_scaler)
         # Float16 steps whose gradients overflowed are skipped by the loss
         # scaler: they leave the weights and the shared parameters alone.
-        finite = self.grad_scaler is None or all_finite(grads)
-        is_shared = shared_parameters(grads) if self._shared is None else self._shared
-        if finite:
-            self._shared = is_shared
+        grads, is_shared, finite = self._task_gradients(task_losses, params)
         shared = [j for j, s in enumerate(is_shared) if s]
         # ||grad_W (w_k L_k)|| = w_k ||grad_W L_k|| for w_k >= 0: the norms
         # are differentiable in w without a second-order graph.
@@ -145,13 +134,9 @@ class GradNorm(TaskBalancer):
         torch.abs(G - target).sum().backward()  # norms unscaled: w's own grad
         scale = self.task_weights.to(device) * w.detach()
         for j, p in enumerate(params):
-            total = None
-            for k, g in enumerate(grads):
-                grad = g[j]
-                if grad is not None:
-                    term = scale[k] * grad
-                    total = term if total is None else total + term
-            add_grad(p, None if total is None else self.scaled(total))
+            grads_of_p = [g[j] for g in grads]
+            terms = [scale[k] * g for k, g in enumerate(grads_of_p) if g is not None]
+            add_grad(p, self.scaled(reduce(torch.add, terms)) if terms else None)
         if finite:
             self._optimizer.step()
         with torch.no_grad():

@@ -7,15 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from sklearn_rmtl.balancing._base import (
-    TaskBalancer,
-    add_grad,
-    all_finite,
-    flatten,
-    shared_parameters,
-    task_gradients,
-    unflatten,
-)
+from sklearn_rmtl.balancing._base import TaskBalancer, add_grad, flatten, unflatten
 
 
 def project_conflicting(
@@ -89,16 +81,6 @@ class PCGrad(TaskBalancer):
     Surgery for Multi-Task Learning", NeurIPS 2020.
     """
 
-    def __init__(
-        self,
-        *,
-        task_weights: Sequence[float],
-        lr: float,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(task_weights=task_weights, lr=lr, generator=generator)
-        self._shared: list[bool] | None = None
-
     def backward(self, task_losses: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
         """Fill the gradients with the PCGrad update.
 
@@ -115,12 +97,7 @@ class PCGrad(TaskBalancer):
             ``sum_k c_k L_k``, detached.
         """
         weighted = task_losses * self.task_weights.to(task_losses.device)
-        grads = task_gradients(weighted, params, self.grad_scaler)  # unscaled
-        is_shared = shared_parameters(grads) if self._shared is None else self._shared
-        # A float16 step whose gradients overflowed (skipped by the loss
-        # scaler) does not decide which parameters are shared.
-        if self.grad_scaler is None or all_finite(grads):
-            self._shared = is_shared
+        grads, is_shared, _ = self._task_gradients(weighted, params)
         shared = [p for p, s in zip(params, is_shared, strict=True) if s]
         if shared:
             stacked = torch.stack(

@@ -14,9 +14,6 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-#: Parameter constraint of ``data_home`` (``validate_params`` format).
-DATA_HOME_CONSTRAINT: list[Any] = [str, os.PathLike, None]
-
 
 def open_bundled(filename: str) -> io.BytesIO:
     """Decompressed bytes of a gzip file in ``sklearn_rmtl/datasets/data/``.
@@ -42,8 +39,11 @@ def resolve_data_home(data_home: str | os.PathLike[str], *, dataset: str) -> Pat
     return home
 
 
-def require_file(home: Path, filename: str, *, dataset: str, url: str) -> Path:
-    """Return ``home / filename``; if missing, say where to download it."""
+def require_file(
+    data_home: str | os.PathLike[str], filename: str, *, dataset: str, url: str
+) -> Path:
+    """Return ``filename`` in ``data_home``; if missing, say where to download it."""
+    home = resolve_data_home(data_home, dataset=dataset)
     path = home / filename
     if not path.is_file():
         raise FileNotFoundError(

@@ -12,19 +12,17 @@ import pandas as pd
 from sklearn.utils._param_validation import validate_params
 
 from sklearn_rmtl.datasets._base import (
-    DATA_HOME_CONSTRAINT,
     check_columns,
-    make_bunch,
     open_bundled,
     read_checked_csv,
     resolve_data_home,
 )
 from sklearn_rmtl.datasets._sessions import (
-    SESSION_GAP_CONSTRAINT,
+    LOADER_CONSTRAINTS,
     TIME_FEATURES_DOC,
     gap_to_ms,
+    session_bunch,
     sessionize,
-    time_features,
 )
 
 URL = "https://kuairand.com (https://github.com/chongminggao/KuaiRand)"
@@ -81,7 +79,19 @@ Preprocessing (``load_kuairand``):
 {time_features}
 - Never used as features: ``play_time_ms``, ``profile_stay_time``,
   ``comment_stay_time`` (outcomes of the exposure, they leak the labels).
-"""
+""".format(
+    time_features=TIME_FEATURES_DOC.format(clock="in China Standard Time (UTC+8)")
+)
+
+#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
+SAMPLE_STATS = {
+    "n_rows": 41_828,
+    "n_sessions": 20_756,
+    "max_len": 182,
+    "is_like": 0.8068,
+    "is_click": 0.6571,
+    "long_view": 0.4619,
+}
 
 DESCR_SAMPLE = """
 Bundled sample (``data_home=None``): SELECTION-BIASED
@@ -117,17 +127,7 @@ Consequences, read before using the sample for anything but a demo:
 - ``is_hate`` is not available (a row liked and hated has label 1);
   ``tab`` is not available. Available tasks: is_click, long_view, is_like,
   is_follow, is_comment, is_forward, is_profile_enter.
-"""
-
-#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
-SAMPLE_STATS = {
-    "n_rows": 41_828,
-    "n_sessions": 20_756,
-    "max_len": 182,
-    "is_like": 0.8068,
-    "is_click": 0.6571,
-    "long_view": 0.4619,
-}
+""".format(bundled=BUNDLED, **SAMPLE_STATS)
 
 
 def _read_logs(
@@ -180,13 +180,7 @@ def _read_logs(
 
 
 @validate_params(
-    {
-        "data_home": DATA_HOME_CONSTRAINT,
-        "session_gap": SESSION_GAP_CONSTRAINT,
-        "tasks": ["array-like"],
-        "return_X_y": ["boolean"],
-    },
-    prefer_skip_nested_validation=True,
+    {**LOADER_CONSTRAINTS, "tasks": ["array-like"]}, prefer_skip_nested_validation=True
 )
 def load_kuairand(
     data_home: str | os.PathLike[str] | None = None,
@@ -297,13 +291,11 @@ def load_kuairand(
                 "data/ folder there, or pass data_home=None for the bundled "
                 "sample."
             )
-        log = _read_logs([(_opener(p), str(p)) for p in paths], tasks)
+        log = _read_logs([((lambda p=p: p), str(p)) for p in paths], tasks)
     events = log.rename(
         columns={"user_id": "user", "video_id": "item", "time_ms": "time"}
     )
     rows = sessionize(events, gap_ms=gap_ms, tie_break=["item"])
-    times = rows["time"].to_numpy()
-    session = rows["session"].to_numpy()
     features: dict[str, Any] = {
         "user_id": pd.Categorical(rows["user"]),
         "video_id": pd.Categorical(rows["item"]),
@@ -312,28 +304,11 @@ def load_kuairand(
         features["tab"] = pd.Categorical(rows["tab"])
     if "duration_ms" in rows:
         features["duration_ms"] = rows["duration_ms"].to_numpy()
-    features.update(
-        time_features(
-            times_ms=times,
-            session_start_ms=rows["session_start"].to_numpy(),
-            session=session,
-            prior_sessions=rows["prior_sessions"].to_numpy(),
-            utc_offset_hours=UTC_OFFSET_HOURS,
-        )
-    )
-    clock = "in China Standard Time (UTC+8)"
-    descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock=clock))
-    if data_home is None:
-        descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
-    return make_bunch(
-        X=pd.DataFrame(features),
-        y=rows[tasks],
-        session_ids=session,
-        times_ms=times,
-        descr=descr,
+    return session_bunch(
+        rows,
+        features,
+        targets=tasks,
+        descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
+        utc_offset_hours=UTC_OFFSET_HOURS,
     )
-
-
-def _opener(path: Path) -> Any:
-    return lambda: path

@@ -9,24 +9,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import StrOptions, validate_params
+from sklearn.utils._param_validation import validate_params
 
 from sklearn_rmtl.datasets._base import (
-    DATA_HOME_CONSTRAINT,
     check_columns,
     check_values,
-    make_bunch,
     open_bundled,
     read_checked_csv,
     require_file,
-    resolve_data_home,
 )
 from sklearn_rmtl.datasets._sessions import (
-    SESSION_GAP_CONSTRAINT,
+    FUNNEL_CONSTRAINTS,
     TIME_FEATURES_DOC,
     funnel_rows,
     gap_to_ms,
-    time_features,
+    session_bunch,
 )
 
 URL = "https://www.kaggle.com/datasets/retailrocket/ecommerce-dataset"
@@ -84,7 +81,18 @@ Preprocessing (``load_retailrocket``):
 References: Retailrocket, "Retailrocket recommender system dataset", Kaggle,
 2016. The session-wise CTR/CTCVR setting follows Liu et al., "Multi-Task
 Recommendations with Reinforcement Learning", WWW 2023.
-"""
+""".format(time_features=TIME_FEATURES_DOC.format(clock="in UTC"))
+
+#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
+SAMPLE_STATS = {
+    "n_rows": 75_374,
+    "n_sessions": 15_026,
+    "max_len": 184,
+    "mean_len": 5.016,
+    "click": 0.1088,
+    "cart": 0.0949,
+    "purchase": 0.0789,
+}
 
 DESCR_SAMPLE = """
 Bundled sample (``data_home=None``)
@@ -124,18 +132,7 @@ Measured with the defaults (``session_gap="30min"``, ``funnel=True``,
 (1..{max_len} rows, mean {mean_len:.1f}, median 2); click {click:.1%}
 (add to cart alone, ``funnel=False``: {cart:.1%}), purchase {purchase:.1%};
 26.5 % of sessions have a click, 20.2 % a purchase.
-"""
-
-#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
-SAMPLE_STATS = {
-    "n_rows": 75_374,
-    "n_sessions": 15_026,
-    "max_len": 184,
-    "mean_len": 5.016,
-    "click": 0.1088,
-    "cart": 0.0949,
-    "purchase": 0.0789,
-}
+""".format(bundled=BUNDLED, **SAMPLE_STATS)
 
 
 def _read_events(open_file: Any, source: str) -> pd.DataFrame:
@@ -174,7 +171,7 @@ def _read_categories(home: Path) -> pd.DataFrame | None:
             f"{str(home)!r}; items whose properties are in the other part get "
             "no category.",
             UserWarning,
-            stacklevel=4,  # the caller of the validate_params wrapper
+            stacklevel=5,  # the caller of the validate_params wrapper
         )
     parts = []
     for path in paths:
@@ -201,10 +198,11 @@ def _read_categories(home: Path) -> pd.DataFrame | None:
     )
 
 
-def _category_features(
-    rows: pd.DataFrame, categories: pd.DataFrame, home: Path
-) -> dict[str, Any]:
+def _category_features(rows: pd.DataFrame, home: Path) -> dict[str, Any]:
     """Category known at each row's view time, and its parent category."""
+    categories = _read_categories(home)
+    if categories is None:
+        return {}
     left = rows[["time", "item"]].assign(_row=np.arange(len(rows)))
     merged = pd.merge_asof(
         left.sort_values("time", kind="stable"),
@@ -231,16 +229,7 @@ def _category_features(
     return features
 
 
-@validate_params(
-    {
-        "data_home": DATA_HOME_CONSTRAINT,
-        "session_gap": SESSION_GAP_CONSTRAINT,
-        "funnel": ["boolean"],
-        "label_window": [StrOptions({"after_view", "session"})],
-        "return_X_y": ["boolean"],
-    },
-    prefer_skip_nested_validation=True,
-)
+@validate_params(FUNNEL_CONSTRAINTS, prefer_skip_nested_validation=True)
 def load_retailrocket(
     data_home: str | os.PathLike[str] | None = None,
     *,
@@ -343,13 +332,12 @@ def load_retailrocket(
     True
     """
     gap_ms = gap_to_ms(session_gap)
-    home = None
     if data_home is None:
-        source = f"bundled {BUNDLED}"
-        events = _read_events(lambda: open_bundled(BUNDLED), source)
+        home = None
+        events = _read_events(lambda: open_bundled(BUNDLED), f"bundled {BUNDLED}")
     else:
-        home = resolve_data_home(data_home, dataset="RetailRocket")
-        path = require_file(home, EVENTS, dataset="RetailRocket", url=URL)
+        path = require_file(data_home, EVENTS, dataset="RetailRocket", url=URL)
+        home = path.parent
         events = _read_events(lambda: path, str(path))
     cart, buy = EVENT_CODES["addtocart"], EVENT_CODES["transaction"]
     rows = funnel_rows(
@@ -363,27 +351,12 @@ def load_retailrocket(
         "visitorid": pd.Categorical(rows["user"]),
         "itemid": pd.Categorical(rows["item"]),
     }
-    categories = None if home is None else _read_categories(home)
-    if categories is not None and home is not None:
-        features.update(_category_features(rows, categories, home))
-    times = rows["time"].to_numpy()
-    session = rows["session"].to_numpy()
-    features.update(
-        time_features(
-            times_ms=times,
-            session_start_ms=rows["session_start"].to_numpy(),
-            session=session,
-            prior_sessions=rows["prior_sessions"].to_numpy(),
-        )
-    )
-    descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock="in UTC"))
-    if home is None:
-        descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
-    return make_bunch(
-        X=pd.DataFrame(features),
-        y=rows[["click", "purchase"]],
-        session_ids=session,
-        times_ms=times,
-        descr=descr,
+    if home is not None:
+        features.update(_category_features(rows, home))
+    return session_bunch(
+        rows,
+        features,
+        targets=["click", "purchase"],
+        descr=DESCR_DATA + (DESCR_SAMPLE if home is None else ""),
         return_X_y=return_X_y,
     )

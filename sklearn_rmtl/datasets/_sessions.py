@@ -4,11 +4,11 @@ Every loader follows the same three steps:
 
 1. sort the events by (user, time, tie-break) and start a new session at a
    user's first event and wherever the gap to the user's previous event
-   exceeds ``session_gap`` (:func:`split_sessions`);
+   exceeds ``session_gap`` (:func:`sessionize`);
 2. build one row per exposure (:func:`funnel_rows` for view -> action logs;
    KuaiRand logs are one row per exposure already);
-3. add features that use only the row's own time and earlier events
-   (:func:`time_features`).
+3. add features that use only the row's own time and earlier events, and
+   package the loader's output (:func:`session_bunch`).
 
 Session splitting looks only backwards (the gap to the *previous* event), so
 dropping every event after some time T leaves the sessions, and the features,
@@ -17,30 +17,36 @@ of all earlier rows unchanged; ``tests/test_datasets.py`` checks this.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.utils._param_validation import StrOptions
+
+from sklearn_rmtl.datasets._base import make_bunch
 
 #: Internal time unit of every loader: int64 milliseconds since the epoch.
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 
-#: Parameter constraint of ``session_gap`` (``validate_params`` format).
-SESSION_GAP_CONSTRAINT: list[Any] = [str, timedelta, np.timedelta64]
+#: Parameter constraints (``validate_params`` format) of every loader, and of
+#: those that label views by later actions (:func:`funnel_rows`).
+LOADER_CONSTRAINTS: dict[str, list[Any]] = {
+    "data_home": [str, os.PathLike, None],
+    "session_gap": [str, timedelta, np.timedelta64],
+    "return_X_y": ["boolean"],
+}
+FUNNEL_CONSTRAINTS: dict[str, list[Any]] = {
+    **LOADER_CONSTRAINTS,
+    "funnel": ["boolean"],
+    "label_window": [StrOptions({"after_view", "session"})],
+}
 
-#: The features every loader derives from time and session order.
-TIME_FEATURES = [
-    "position",
-    "seconds_since_session_start",
-    "hour",
-    "dayofweek",
-    "prior_sessions",
-]
-
-#: Their description, shared by the loaders' DESCR (``{clock}``: time zone).
+#: The features every loader derives from time and session order, described
+#: for the loaders' DESCR (``{clock}``: time zone).
 TIME_FEATURES_DOC = """\
   - ``position``: 0-based rank of the row in its session (by time);
   - ``seconds_since_session_start``: time since the session's first event
@@ -67,62 +73,53 @@ def gap_to_ms(session_gap: str | timedelta | np.timedelta64) -> int:
 def _starts(keys: np.ndarray) -> np.ndarray:
     """True where a sorted key differs from the previous one (and at 0)."""
     new = np.ones(keys.shape[0], dtype=bool)
-    if keys.shape[0] > 1:
-        new[1:] = keys[1:] != keys[:-1]
+    new[1:] = keys[1:] != keys[:-1]
     return new
 
 
-def split_sessions(
-    user: np.ndarray, times_ms: np.ndarray, gap_ms: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Session number of each event; the events must be sorted by (user, time).
-
-    A session starts at a user's first event and wherever the time since the
-    user's previous event exceeds ``gap_ms`` (strictly).
-
-    Returns
-    -------
-    session : ndarray of int64
-        Global session number, increasing with (user, session start).
-    prior_sessions : ndarray of int64
-        Number of earlier sessions of the same user.
-    """
-    new_user = _starts(user)
-    new_session = new_user.copy()
-    if user.shape[0] > 1:
-        new_session[1:] |= np.diff(times_ms) > gap_ms
-    session = np.cumsum(new_session) - 1
-    first_session_of_user = session[new_user]
-    prior_sessions = session - first_session_of_user[np.cumsum(new_user) - 1]
-    return session, prior_sessions
-
-
-def consecutive_ids(session: np.ndarray) -> np.ndarray:
-    """Renumber sorted session numbers to 0, 1, 2... without gaps."""
-    return (np.cumsum(_starts(session)) - 1).astype(np.int64)
-
-
-def time_features(
+def session_bunch(
+    rows: pd.DataFrame,
+    features: Mapping[str, Any],
     *,
-    times_ms: np.ndarray,
-    session_start_ms: np.ndarray,
-    session: np.ndarray,
-    prior_sessions: np.ndarray,
+    targets: Sequence[str],
+    descr: str,
+    return_X_y: bool,
     utc_offset_hours: int = 0,
-) -> dict[str, np.ndarray]:
-    """Past-only features of rows sorted by (session, time, tie-break)."""
+) -> Any:
+    """A loader's output (see the loaders' Returns) from its session rows.
+
+    ``rows`` are sorted by (session, time, tie-break) and hold ``time``
+    (ms), ``session``, ``session_start`` and ``prior_sessions`` (see
+    :func:`sessionize`) and the ``targets``. ``X`` is ``features`` followed
+    by the past-only time features (:data:`TIME_FEATURES_DOC`), with the
+    clock of ``hour`` and ``dayofweek`` at ``utc_offset_hours``.
+    """
+    times, session = rows["time"].to_numpy(), rows["session"].to_numpy()
     first_row = _starts(session)
     starts = np.flatnonzero(first_row)
     position = np.arange(session.shape[0]) - starts[np.cumsum(first_row) - 1]
-    local = times_ms + utc_offset_hours * MS_PER_HOUR
-    return {
-        "position": position.astype(np.int64),
-        "seconds_since_session_start": (times_ms - session_start_ms) / 1000.0,
-        "hour": (local // MS_PER_HOUR % 24).astype(np.int64),
-        # 1970-01-01 was a Thursday; Monday = 0 as in pandas.
-        "dayofweek": ((local // MS_PER_DAY + 3) % 7).astype(np.int64),
-        "prior_sessions": prior_sessions.astype(np.int64),
-    }
+    local = times + utc_offset_hours * MS_PER_HOUR
+    X = pd.DataFrame(
+        {
+            **features,
+            "position": position.astype(np.int64),
+            "seconds_since_session_start": (
+                (times - rows["session_start"].to_numpy()) / 1000.0
+            ),
+            "hour": (local // MS_PER_HOUR % 24).astype(np.int64),
+            # 1970-01-01 was a Thursday; Monday = 0 as in pandas.
+            "dayofweek": ((local // MS_PER_DAY + 3) % 7).astype(np.int64),
+            "prior_sessions": rows["prior_sessions"].to_numpy().astype(np.int64),
+        }
+    )
+    return make_bunch(
+        X=X,
+        y=rows[list(targets)],
+        session_ids=session,
+        times_ms=times,
+        descr=descr,
+        return_X_y=return_X_y,
+    )
 
 
 def sessionize(
@@ -134,13 +131,21 @@ def sessionize(
     ``tie_break`` columns, which order events with equal times. The tie-break
     never uses the file's row order: a file sorted by label (like the bundled
     KuaiRand sample) would otherwise leak the label into ``position``.
+
+    A session starts at a user's first event and wherever the time since the
+    user's previous event exceeds ``gap_ms`` (strictly). ``session`` numbers
+    the sessions by (user, start); ``prior_sessions`` counts the user's
+    earlier ones.
     """
     keys = [events[c].to_numpy() for c in reversed(["user", "time", *tie_break])]
-    order = np.lexsort(keys)
-    events = events.take(order).reset_index(drop=True)
+    events = events.take(np.lexsort(keys)).reset_index(drop=True)
     times = events["time"].to_numpy()
-    session, prior = split_sessions(events["user"].to_numpy(), times, gap_ms)
-    start = times[_starts(session)]
+    new_user = _starts(events["user"].to_numpy())
+    new_session = new_user.copy()
+    new_session[1:] |= np.diff(times) > gap_ms
+    session = np.cumsum(new_session) - 1
+    prior = session - session[new_user][np.cumsum(new_user) - 1]
+    start = times[new_session]
     return events.assign(
         session=session, prior_sessions=prior, session_start=start[session]
     )
@@ -201,5 +206,7 @@ def funnel_rows(
             rows[name] = last_time.notna().to_numpy()
         else:
             rows[name] = (last_time >= rows["time"]).to_numpy()
-    rows["session"] = consecutive_ids(rows["session"].to_numpy())
+    # Renumbered 0, 1, 2...: sessions without a view have no row.
+    new_session = _starts(rows["session"].to_numpy())
+    rows["session"] = (np.cumsum(new_session) - 1).astype(np.int64)
     return rows

@@ -10,23 +10,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils._param_validation import Interval, validate_params
 
 from sklearn_rmtl.datasets._base import (
-    DATA_HOME_CONSTRAINT,
     check_values,
-    make_bunch,
     open_bundled,
     read_checked_csv,
     require_file,
-    resolve_data_home,
 )
 from sklearn_rmtl.datasets._sessions import (
-    SESSION_GAP_CONSTRAINT,
+    FUNNEL_CONSTRAINTS,
     TIME_FEATURES_DOC,
     funnel_rows,
     gap_to_ms,
-    time_features,
+    session_bunch,
 )
 
 URL = "https://tianchi.aliyun.com/dataset/649"
@@ -78,7 +75,20 @@ Preprocessing (``load_taobao``):
 
 Caveat of the full dataset: a few rows lie outside the official 9-day window
 (some as early as 2017-09); they are kept.
-"""
+""".format(
+    time_features=TIME_FEATURES_DOC.format(clock="in China Standard Time (UTC+8)")
+)
+
+#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
+SAMPLE_STATS = {
+    "n_rows": 67_898,
+    "n_sessions": 13_372,
+    "max_len": 102,
+    "mean_len": 5.078,
+    "click": 0.0166,
+    "click_nofunnel": 0.0076,
+    "purchase": 0.0093,
+}
 
 DESCR_SAMPLE = """
 Bundled sample (``data_home=None``)
@@ -110,18 +120,7 @@ Measured with the defaults (``session_gap="30min"``, ``funnel=True``,
 (1..{max_len} rows, mean {mean_len:.1f}, median 3); click {click:.2%} (cart
 or favourite alone, ``funnel=False``: {click_nofunnel:.2%}), purchase
 {purchase:.2%}; 6.5 % of sessions have a click, 3.5 % a purchase.
-"""
-
-#: Measured on the bundled file; tests/test_datasets.py checks these numbers.
-SAMPLE_STATS = {
-    "n_rows": 67_898,
-    "n_sessions": 13_372,
-    "max_len": 102,
-    "mean_len": 5.078,
-    "click": 0.0166,
-    "click_nofunnel": 0.0076,
-    "purchase": 0.0093,
-}
+""".format(bundled=BUNDLED, **SAMPLE_STATS)
 
 
 def _has_header(open_file: Callable[[], Any], source: str) -> bool:
@@ -190,14 +189,7 @@ def _read_log(
 
 
 @validate_params(
-    {
-        "data_home": DATA_HOME_CONSTRAINT,
-        "session_gap": SESSION_GAP_CONSTRAINT,
-        "funnel": ["boolean"],
-        "label_window": [StrOptions({"after_view", "session"})],
-        "nrows": [Interval(Integral, 1, None, closed="left"), None],
-        "return_X_y": ["boolean"],
-    },
+    {**FUNNEL_CONSTRAINTS, "nrows": [Interval(Integral, 1, None, closed="left"), None]},
     prefer_skip_nested_validation=True,
 )
 def load_taobao(
@@ -306,8 +298,7 @@ def load_taobao(
             lambda: open_bundled(BUNDLED), f"bundled {BUNDLED}", nrows
         )
     else:
-        home = resolve_data_home(data_home, dataset="Taobao UserBehavior")
-        path = require_file(home, FILENAME, dataset="Taobao UserBehavior", url=URL)
+        path = require_file(data_home, FILENAME, dataset="Taobao UserBehavior", url=URL)
         events, n_dropped = _read_log(lambda: path, str(path), nrows)
         if n_dropped:
             warnings.warn(
@@ -328,29 +319,16 @@ def load_taobao(
         },
         carry=["category"],
     )
-    times = rows["time"].to_numpy()
-    session = rows["session"].to_numpy()
-    features: dict[str, Any] = {
+    features = {
         "user_id": pd.Categorical(rows["user"]),
         "item_id": pd.Categorical(rows["item"]),
         "category_id": pd.Categorical(rows["category"]),
-        **time_features(
-            times_ms=times,
-            session_start_ms=rows["session_start"].to_numpy(),
-            session=session,
-            prior_sessions=rows["prior_sessions"].to_numpy(),
-            utc_offset_hours=UTC_OFFSET_HOURS,
-        ),
     }
-    clock = "in China Standard Time (UTC+8)"
-    descr = DESCR_DATA.format(time_features=TIME_FEATURES_DOC.format(clock=clock))
-    if data_home is None:
-        descr += DESCR_SAMPLE.format(bundled=BUNDLED, **SAMPLE_STATS)
-    return make_bunch(
-        X=pd.DataFrame(features),
-        y=rows[["click", "purchase"]],
-        session_ids=session,
-        times_ms=times,
-        descr=descr,
+    return session_bunch(
+        rows,
+        features,
+        targets=["click", "purchase"],
+        descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
+        utc_offset_hours=UTC_OFFSET_HOURS,
     )
