@@ -44,7 +44,7 @@ from _common import (
 from bench_mdp import vectorised_replay
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
-from sklearn_rmtl._critic import Critic
+from sklearn_rmtl._critic import Critic, set_fitted_critics
 from sklearn_rmtl._fit_data import encode_inputs
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._td import TDConfig, td_step, train_critic
@@ -99,7 +99,7 @@ def td_config(epochs: int) -> TDConfig:
         tol=0.0,
         patience=epochs + 1,
         double_q=False,
-        ips=False,
+        balance_labels=False,
         actor_update=False,
         verbose=0,
     )
@@ -233,10 +233,12 @@ def bench_actor(
         lim_epochs = epochs * batches * (t_cfb + t_cf)
 
         # The refit alone: fitted actor + given critic, one epoch.
-        sc = SessionCritic(
+        sc = set_fitted_critics(
+            SessionCritic(),
             encoder=actor_est.encoder_,
             module=critic.eval(),
             task_names=np.array(["click", "purchase"], dtype=object),
+            history=[],
         )
         rmtl = RMTLClassifier(
             actor=actor_est,

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import load_retailrocket
 
 
@@ -66,7 +66,7 @@ def _fits(args: argparse.Namespace, distributed: bool) -> dict[str, Any]:
         start = time.perf_counter()
         rmtl = RMTLClassifier(
             max_epochs=1,
-            critic_max_epochs=1,
+            critic=SessionCritic(max_epochs=1),
             refit_max_epochs=1,
             **common,
         ).fit(X, y, session_ids=data.session_ids, timestamps=data.timestamps)

@@ -40,7 +40,7 @@ from _common import (
     timed,
 )
 
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 
 #: Phases that are network steps: the work a fit cannot do without.
 NETWORK = (
@@ -88,8 +88,7 @@ def bench_fit(backbone: str, n: int, profile: bool) -> dict[str, Any]:
         "backbone": backbone,
         "max_epochs": 1,
         "refit_max_epochs": 1,
-        "critic_max_epochs": 2,
-        "critic_patience": 5,
+        "critic": SessionCritic(max_epochs=2, patience=5),
         "random_state": 0,
     }
 
@@ -163,9 +162,8 @@ def main() -> dict[str, Any]:
                 "bottom_dims": (8,),
                 "tower_dims": (4,),
             },
-            critic_hidden_dims=(8,),
+            critic=SessionCritic(hidden_dims=(8,), max_epochs=1),
             max_epochs=1,
-            critic_max_epochs=1,
             random_state=0,
         ).fit(warm.X, warm.Y, session_ids=warm.session_ids, timestamps=warm.timestamps)
     )

@@ -44,7 +44,12 @@ import sklearn_rmtl
 assert sklearn_rmtl.__file__.startswith({tree!r}), sklearn_rmtl.__file__
 torch.set_num_threads({threads})
 common = dict(max_epochs=1, random_state=0)
-rmtl = dict(refit_max_epochs=1, critic_max_epochs=2, critic_patience=5)
+rmtl = dict(refit_max_epochs=1)
+if "critic_max_epochs" in RMTLClassifier().get_params():  # before SessionCritic
+    rmtl.update(critic_max_epochs=2, critic_patience=5)    # held the settings
+else:
+    from sklearn_rmtl import SessionCritic
+    rmtl.update(critic=SessionCritic(max_epochs=2, patience=5))
 warm = make_data(512, seed=3)
 RMTLClassifier(backbone="esmm", batch_size=128, **common, **rmtl).fit(
     warm.X, warm.Y, session_ids=warm.session_ids, timestamps=warm.timestamps)

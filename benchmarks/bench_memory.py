@@ -39,7 +39,7 @@ from _common import (
 )
 from bench_mdp import vectorised_replay
 
-from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier
+from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._fit_data import encode_inputs
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._validation import check_metadata
@@ -86,10 +86,9 @@ def child_fit(n: int) -> dict[str, float]:
     est = RMTLClassifier(
         backbone="esmm",
         backbone_params=TINY,
-        critic_hidden_dims=(8,),
+        critic=SessionCritic(hidden_dims=(8,), max_epochs=1),
         max_epochs=1,
         refit_max_epochs=1,
-        critic_max_epochs=1,
         random_state=0,
     )
     with peak_rss_growth() as mem:

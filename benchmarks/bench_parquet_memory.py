@@ -178,7 +178,7 @@ def child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> Non
         return
     import pyarrow.parquet as pq
 
-    from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier
+    from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier, SessionCritic
 
     base = rss_mib()
     settings = dict(
@@ -190,8 +190,7 @@ def child(mode: str, path: str, block_rows: int, epochs: int, model: str) -> Non
     if model == "rmtl":
         clf = RMTLClassifier(
             **settings,
-            critic_hidden_dims=(8,),
-            critic_max_epochs=epochs,
+            critic=SessionCritic(hidden_dims=(8,), max_epochs=epochs),
             refit_max_epochs=epochs,
         )
     else:

@@ -50,7 +50,7 @@ from _common import (
     timed,
 )
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 
 DTYPES = {p: d or torch.float32 for p, d in PRECISIONS.items()}
@@ -170,7 +170,7 @@ def bench_rmtl(
             backbone=backbone,
             max_epochs=1,
             refit_max_epochs=1,
-            critic_max_epochs=1,
+            critic=SessionCritic(max_epochs=1),
             precision=precision,
             random_state=0,
         )

@@ -30,7 +30,7 @@ from _common import (
     rss_mib,
 )
 
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 
 
 def tiled(data: Any, n: int) -> pd.DataFrame:
@@ -61,7 +61,7 @@ def main() -> dict[str, Any]:
     est = RMTLClassifier(
         backbone=args.backbone,
         max_epochs=1,
-        critic_max_epochs=1,
+        critic=SessionCritic(max_epochs=1),
         refit_max_epochs=1,
         random_state=0,
     )

@@ -39,13 +39,14 @@ def main() -> None:
         "--critic-lr",
         type=float,
         default=None,
-        help="Adam learning rate of the critics and of D-PLE's actor (1e-3)",
+        help="Adam learning rate of the critics (SessionCritic's lr; 1e-3)",
     )
     parser.add_argument(
         "--behavior-policy",
         choices=["actor", "uniform"],
         default=None,
-        help="actions of the critics' transitions (default: the estimator's)",
+        help="actions of the critics' transitions (SessionCritic's "
+        "behavior_policy; default: its own)",
     )
     parser.add_argument("--output", type=Path, default=Path("rmtl-results"))
     args = parser.parse_args()
@@ -59,7 +60,9 @@ def main() -> None:
         rmtl_params={
             "precision": "bfloat16" if native else "float32",
             "retrain_on_all": ex.RETRAIN_ON_ALL.get(args.dataset, False),
-            **({} if args.critic_lr is None else {"critic_lr": args.critic_lr}),
+        },
+        critic_params={
+            **({} if args.critic_lr is None else {"lr": args.critic_lr}),
             **(
                 {}
                 if args.behavior_policy is None

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._experiments import split_dataset
 from sklearn_rmtl.cli import load_dataset
 
@@ -61,7 +61,7 @@ def fit_rmtl(split: Any, backbone: str, precision: str, seed: int) -> dict[str, 
         backbone=backbone,
         backbone_params={"embedding_dim": 32},
         validation_fraction=0.25,
-        critic_max_epochs=8,
+        critic=SessionCritic(max_epochs=8),
         precision=precision,
         random_state=seed,
     )

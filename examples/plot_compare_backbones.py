@@ -37,7 +37,7 @@ X_fit, _, X_te, y_fit, _, y_te, s_fit, _, s_te, t_fit, _, _ = parts
 # pretraining again, so each pair shares its pretrained network and differs
 # only by the critic-weighted refit. The networks are small and the epochs
 # few, to keep the example fast on a CPU.
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 
 common = {"validation_fraction": 0.2, "random_state": 0}
 sizes = {"embedding_dim": 16, "bottom_dims": (64,), "tower_dims": (32,)}
@@ -53,8 +53,7 @@ for name, (backbone, params) in backbones.items():
     ).fit(X_fit, y_fit, timestamps=t_fit)
     rmtl = RMTLClassifier(
         actor=baseline,
-        critic_hidden_dims=(64,),
-        critic_max_epochs=2,
+        critic=SessionCritic(hidden_dims=(64,), max_epochs=2),
         max_epochs=2,
         **common,
     ).fit(X_fit, y_fit, session_ids=s_fit, timestamps=t_fit)

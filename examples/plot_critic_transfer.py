@@ -5,7 +5,9 @@ Transferring a critic between backbones
 The critics of RMTL judge a row by its features and the predicted
 probabilities only, not by the network that made them. A critic learnt while
 training one backbone can therefore weight the refit of another (paper Sec.
-3.4): fit RMTL once, then reuse its ``critic_`` and skip the critic phase.
+3.4): fit RMTL once, then pass its fitted ``critic_`` as ``critic`` and skip
+the critic phase (an unfitted :class:`~sklearn_rmtl.SessionCritic` there
+holds the settings of critics still to train).
 
 Here a critic learnt with MMoE refits an ESMM network, next to ESMM with a
 critic of its own.
@@ -32,27 +34,26 @@ X_fit, _, X_te, y_fit, _, y_te, s_fit, _, s_te, t_fit, _, _ = parts
 # %%
 # Learn a critic with MMoE
 # ------------------------
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 
 sizes = {"embedding_dim": 16, "bottom_dims": (64,), "tower_dims": (32,)}
 settings = {"max_epochs": 2, "validation_fraction": 0.2, "random_state": 0}
 rmtl_mmoe = RMTLClassifier(
     backbone="mmoe",
     backbone_params={**sizes, "n_experts": 4},
-    critic_hidden_dims=(64,),
-    critic_max_epochs=3,
+    critic=SessionCritic(hidden_dims=(64,), max_epochs=3),
     **settings,
 ).fit(X_fit, y_fit, session_ids=s_fit, timestamps=t_fit)
 critic = rmtl_mmoe.critic_
-print(f"critic of tasks {list(critic.task_names)}, {len(critic.history)} epochs")
+print(f"critic of tasks {list(critic.task_names_)}, {len(critic.history_)} epochs")
 
 # %%
 # Refit ESMM with its own critic, and with MMoE's
 # -----------------------------------------------
-# Both start from the same fitted ESMM baseline. With ``critic=`` the
-# critic phase is skipped: ``history_["critic"]`` stays empty and the fit
-# only runs the refit. The critic keeps its own feature encoder, so the two
-# estimators only need the same feature columns and tasks.
+# Both start from the same fitted ESMM baseline. With fitted critics as
+# ``critic=`` the critic phase is skipped: ``history_["critic"]`` stays empty
+# and the fit only runs the refit. The critic keeps its own feature encoder,
+# so the two estimators only need the same feature columns and tasks.
 esmm = MTLClassifier(
     backbone="esmm",
     backbone_params=sizes,
@@ -62,7 +63,7 @@ esmm = MTLClassifier(
 ).fit(X_fit, y_fit, timestamps=t_fit)
 
 own = RMTLClassifier(
-    actor=esmm, critic_hidden_dims=(64,), critic_max_epochs=3, **settings
+    actor=esmm, critic=SessionCritic(hidden_dims=(64,), max_epochs=3), **settings
 ).fit(X_fit, y_fit, session_ids=s_fit, timestamps=t_fit)
 transferred = RMTLClassifier(actor=esmm, critic=critic, **settings).fit(
     X_fit, y_fit, session_ids=s_fit, timestamps=t_fit

@@ -43,10 +43,13 @@ print(y.mean().rename("positive rate"))
 # default, and the session scorers request ``session_ids``: once routing is
 # on, passing them to ``GridSearchCV.fit`` is enough. The grid compares
 # RMTL's critic weights with plain continued training (constant weights),
-# and two values of the paper's ``q_lambda``.
+# and two values of the paper's ``q_lambda``. The critic phase's settings
+# are one parameter, ``critic``, a :class:`~sklearn_rmtl.SessionCritic`; a
+# grid reaches them as ``critic__<name>``, e.g. ``{"critic__gamma": [0.5,
+# 0.95]}``.
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl.metrics import (
     group_roc_auc_scorer,
     make_task_scorer,
@@ -58,9 +61,8 @@ sklearn.set_config(enable_metadata_routing=True)
 rmtl = RMTLClassifier(
     backbone="sharedbottom",
     backbone_params={"embedding_dim": 8, "bottom_dims": (32,), "tower_dims": (16,)},
-    critic_hidden_dims=(32,),
+    critic=SessionCritic(hidden_dims=(32,), max_epochs=3),
     max_epochs=5,
-    critic_max_epochs=3,
     batch_size=512,
     random_state=0,
 )

@@ -19,7 +19,7 @@ distribution per task, and their mean at each position in the session.
 import numpy as np
 import pandas as pd
 
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import load_retailrocket
 from sklearn_rmtl.model_selection import temporal_train_test_split
 
@@ -36,9 +36,8 @@ X_fit, _, y_fit, _, s_fit, _, t_fit, _ = temporal_train_test_split(
 rmtl = RMTLClassifier(
     backbone="sharedbottom",
     backbone_params={"embedding_dim": 16, "bottom_dims": (64,), "tower_dims": (32,)},
-    critic_hidden_dims=(64,),
+    critic=SessionCritic(hidden_dims=(64,), max_epochs=3),
     max_epochs=3,
-    critic_max_epochs=3,
     validation_fraction=0.25,
     random_state=0,
 )

@@ -54,7 +54,7 @@ print(f"fit on {len(X_fit):,} rows, test on {len(X_te):,} rows")
 # refits the network with per-row, per-task loss weights ``1 - 0.7 Q``.
 # The networks are much smaller than the paper's (``backbone_params``) so
 # that the example runs in seconds on a CPU.
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 
 small = {"embedding_dim": 16, "bottom_dims": (64,), "tower_dims": (32,)}
 baseline = MTLClassifier(
@@ -68,8 +68,7 @@ baseline.fit(X_fit, y_fit, timestamps=t_fit)
 
 rmtl = RMTLClassifier(
     actor=baseline,  # reuse the fitted baseline as the pretrained actor
-    critic_hidden_dims=(64,),
-    critic_max_epochs=3,
+    critic=SessionCritic(hidden_dims=(64,), max_epochs=3),
     max_epochs=3,
     validation_fraction=0.25,
     random_state=0,

@@ -38,7 +38,7 @@ print(pd.read_csv(folder / "train.csv").head(3))
 # ---------------
 # Visitor and item ids are integers in the CSV, so we name them as
 # categories; text columns would be categories anyway.
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 
 train = pd.read_csv(folder / "train.csv")
 features = [
@@ -54,7 +54,7 @@ est = RMTLClassifier(
     },
     categorical_features=["visitorid", "itemid"],
     max_epochs=3,
-    critic_max_epochs=2,
+    critic=SessionCritic(max_epochs=2),
     random_state=0,
 )
 est.fit(

@@ -1,23 +1,36 @@
-"""Per-task critics Q_k(s, a_k): the network, its set-up and the fitted container.
+"""The critic phase: the critic network, its set-up and :class:`SessionCritic`.
 
 Paper Sec. 2.5.2; docs/user_guide.rst, phase 3. The TD training loop that
-fits them is :mod:`sklearn_rmtl._td`.
+fits the critics is :mod:`sklearn_rmtl._td`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, cast
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 from torch import Tensor, nn
 
+from sklearn_rmtl._defaults import (
+    ACTION_NOISE,
+    CRITIC_HIDDEN_DIMS,
+    GAMMA,
+    LEARNING_RATE,
+    SOFT_UPDATE_FREQ,
+    TAU,
+)
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._fit_data import FitData, encode_with
+from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
+from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._seeding import (
     init_parameters,
     isolated_global_rng,
@@ -26,6 +39,7 @@ from sklearn_rmtl._seeding import (
 from sklearn_rmtl._td import SessionChunks, TDConfig, train_critic
 from sklearn_rmtl._torch_module import FeatureEmbedding
 from sklearn_rmtl._weighting import critic_row_weights
+from sklearn_rmtl.backbones._base import check_dims
 from sklearn_rmtl.backbones._layers import GroupedLinear, GroupedMLP, grouped_matmul
 
 
@@ -176,35 +190,236 @@ class Critic(nn.Module):
         return -torch.relu(self.head(hidden).squeeze(-1))
 
 
-@dataclass
-class SessionCritic:
-    """Fitted critics with the feature encoding they read (``critic_``).
+#: The fitted attributes of a :class:`SessionCritic`, set by :func:`fit_critics`.
+FITTED_ATTRIBUTES = ("encoder_", "module_", "task_names_", "history_")
 
-    Reusable across estimators and backbones (paper Sec. 3.4): pass it as
-    ``RMTLClassifier(critic=other.critic_)``. It keeps its own encoder, so the
-    receiving estimator may encode features differently.
+#: RMTLClassifier parameters of the critic phase before it became one
+#: ``critic`` parameter, by the SessionCritic parameter each became. Read
+#: where estimators of earlier versions are rebuilt (safe files of format
+#: versions 1-3, pickles).
+FORMER_RMTL_PARAMETERS = {
+    "critic_hidden_dims": "hidden_dims",
+    "shared_critic": "shared",
+    "behavior_policy": "behavior_policy",
+    "action_noise": "action_noise",
+    "gamma": "gamma",
+    "tau": "tau",
+    "soft_update_freq": "soft_update_freq",
+    "double_q": "double_q",
+    "ips_weighting": "balance_labels",
+    "critic_sample_weight": "use_sample_weight",
+    "critic_lr": "lr",
+    "critic_max_epochs": "max_epochs",
+    "critic_tol": "tol",
+    "critic_patience": "patience",
+}
+
+
+class SessionCritic(VersionedPickleMixin, BaseEstimator):
+    """The critic phase of RMTL: per-task critics ``Q_k(s, a_k)`` of the sessions.
+
+    Its parameters are the settings of RMTL's phases 2 and 3 (the session
+    MDP's behaviour actions, the critic network, TD learning and its
+    stopping rule); :class:`RMTLClassifier` takes it as one parameter,
+    ``critic``, so that the settings are searchable as ``critic__<name>``
+    (e.g. ``critic__gamma``) the way scikit-learn composes estimators.
+
+    An unfitted SessionCritic is a specification: ``RMTLClassifier.fit``
+    trains a clone of it around the pretrained actor (the critics start
+    from the actor's embeddings and read its encoding) and keeps the fitted
+    clone as ``critic_``. A fitted one (another estimator's ``critic_``)
+    transfers: the critic phase is skipped and the refit uses it (paper
+    Sec. 3.4), whatever the receiving estimator's backbone, as long as the
+    feature columns and tasks are the same. It keeps its own encoder, so
+    the receiving estimator may encode features differently.
 
     Parameters
     ----------
-    encoder : FeatureEncoder
-        The encoder whose codes the critic's embeddings read.
-    module : Critic
+    hidden_dims : tuple of int, default=(512, 256)
+        Hidden sizes of the critic MLP over ``[state embedding, action
+        embedding]``.
+    shared : bool, default=True
+        True: the critics share the embedding and MLP, each task has its own
+        head (the paper). False: K independent critics with their own
+        embeddings (the authors' code). Embeddings start as copies of the
+        actor's either way.
+    behavior_policy : {"actor", "uniform"}, default="actor"
+        Actions stored in the transitions: the pretrained actor's predictions
+        plus Gaussian noise (std ``action_noise``, clipped at two std, the
+        paper), or uniform draws from [0, 1] (the authors' code).
+    action_noise : float, default=0.1
+        Std of the exploration noise of ``behavior_policy="actor"``.
+    gamma : float, default=0.95
+        Discount factor of the session return.
+    tau : float, default=0.2
+        Soft-update rate of the target networks (the paper's beta, Eq. 18).
+    soft_update_freq : int, default=2
+        Critic steps between soft updates.
+    double_q : bool, default=False
+        Bootstrap from the minimum of the target and current critics at the
+        next state (clipped double Q, the authors' final code).
+    balance_labels : bool, default=False
+        Weight the TD loss by inverse label frequency per task (the
+        authors' "IPS" weights), so rare positives count as much as
+        negatives.
+    use_sample_weight : bool, default=False
+        Also weight the TD loss by ``fit``'s ``sample_weight`` (normalised
+        by the weights' sum, like the actor's loss). False: the critics
+        weigh every transition equally, as in the paper. Missing labels are
+        masked in the TD loss either way.
+    lr : float, default=1e-3
+        Adam learning rate of the critics.
+    max_epochs : int, default=20
+        Maximum passes over the transitions.
+    tol : float, default=1e-3
+        Convergence: the epoch's mean TD loss changed by at most ``tol``
+        times the previous one ...
+    patience : int, default=2
+        ... for this many consecutive epochs.
+
+    Attributes
+    ----------
+    encoder_ : FeatureEncoder
+        The encoder whose codes the critics' embeddings read (the actor's
+        encoder of the fit that trained them).
+    module_ : Critic
         The trained critic network (on CPU, in eval mode).
-    task_names : ndarray of str
+    task_names_ : ndarray of str of shape (n_tasks,)
         Tasks the critics were trained for, in order.
-    history : list of dict
-        Mean TD loss per critic epoch.
+    history_ : list of dict
+        Per critic epoch: ``epoch``, ``td_loss`` (mean TD loss), ``dur``
+        and, with RMTLClassifier's ``actor_update``, the ``actor_*``
+        entries (see ``RMTLClassifier.history_["critic"]``).
+
+    See Also
+    --------
+    RMTLClassifier : Trains the critics and refits its actor with them.
+
+    Notes
+    -----
+    A SessionCritic has no ``fit`` of its own: critics are trained around a
+    pretrained actor, inside :meth:`RMTLClassifier.fit`, as scikit-learn's
+    Gaussian-process kernels are parameters of the regressor that fits
+    them. ``clone`` of a fitted SessionCritic keeps its fitted critics (as
+    :class:`sklearn.frozen.FrozenEstimator` does), so that meta-estimators
+    that clone ``RMTLClassifier(critic=other.critic_)`` transfer them rather
+    than train new ones; ``SessionCritic(**critic.get_params())`` is an
+    unfitted one with the same settings.
+
+    References
+    ----------
+    Z. Liu et al., "Multi-Task Recommendations with Reinforcement Learning",
+    WWW 2023, Sec. 2.5.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300)})
+    >>> click = X["item"] == "a"
+    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
+    >>> sessions = np.repeat(np.arange(30), 10)
+    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
+    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ...                      max_epochs=2, random_state=0)
+    >>> clf.get_params()["critic__gamma"]
+    0.95
+    >>> critic = clf.fit(X, Y, session_ids=sessions).critic_
+    >>> critic.task_names_.tolist(), len(critic.history_)
+    (['task_0', 'task_1'], 2)
+    >>> other = RMTLClassifier(backbone="mmoe", backbone_params=small,
+    ...                        critic=critic, max_epochs=2, random_state=0)
+    >>> other.fit(X, Y, session_ids=sessions).critic_ is critic
+    True
     """
 
-    encoder: FeatureEncoder
-    module: Critic
-    task_names: np.ndarray
-    history: list[dict[str, Any]] = field(default_factory=list)
+    _parameter_constraints: dict = {
+        "hidden_dims": [tuple, list],
+        "shared": ["boolean"],
+        "behavior_policy": [StrOptions(set(BEHAVIOR_POLICIES))],
+        "action_noise": [Interval(Real, 0, None, closed="left")],
+        "gamma": [Interval(Real, 0, 1, closed="both")],
+        "tau": [Interval(Real, 0, 1, closed="right")],
+        "soft_update_freq": [Interval(Integral, 1, None, closed="left")],
+        "double_q": ["boolean"],
+        "balance_labels": ["boolean"],
+        "use_sample_weight": ["boolean"],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+    }
 
-    @property
-    def n_tasks(self) -> int:
-        """Number of tasks the critics evaluate."""
-        return len(self.task_names)
+    def __init__(
+        self,
+        *,
+        hidden_dims: tuple[int, ...] = CRITIC_HIDDEN_DIMS,
+        shared: bool = True,
+        behavior_policy: str = "actor",
+        action_noise: float = ACTION_NOISE,
+        gamma: float = GAMMA,
+        tau: float = TAU,
+        soft_update_freq: int = SOFT_UPDATE_FREQ,
+        double_q: bool = False,
+        balance_labels: bool = False,
+        use_sample_weight: bool = False,
+        lr: float = LEARNING_RATE,
+        max_epochs: int = 20,
+        tol: float = 1e-3,
+        patience: int = 2,
+    ) -> None:
+        self.hidden_dims = hidden_dims
+        self.shared = shared
+        self.behavior_policy = behavior_policy
+        self.action_noise = action_noise
+        self.gamma = gamma
+        self.tau = tau
+        self.soft_update_freq = soft_update_freq
+        self.double_q = double_q
+        self.balance_labels = balance_labels
+        self.use_sample_weight = use_sample_weight
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.patience = patience
+
+    def _check_params(self) -> None:
+        """Raise for settings outside their declared ranges, before any training."""
+        self._validate_params()
+        check_dims("hidden_dims", self.hidden_dims, allow_empty=True)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "module_" in vars(self)
+
+    def _check_fitted(self) -> None:
+        # sklearn's check_is_fitted refuses objects without ``fit``.
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {self!r} holds critic settings only: RMTLClassifier.fit "
+                "trains critics with them (its critic_)."
+            )
+
+    def __sklearn_clone__(self) -> SessionCritic:
+        twin = cast(SessionCritic, super().__sklearn_clone__())
+        if self.__sklearn_is_fitted__():
+            # Trained critics are read, never trained further: the clone
+            # shares them (a transfer survives a meta-estimator's clone).
+            twin.__dict__.update({k: vars(self)[k] for k in FITTED_ATTRIBUTES})
+        return twin
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "module" in state and "module_" not in state:
+            # Pickled when a SessionCritic held only fitted critics (no
+            # settings): those kept their names without "_"; the settings
+            # are the defaults (RMTLClassifier.__setstate__ sets its own).
+            for attr in FITTED_ATTRIBUTES:
+                state[attr] = state.pop(attr.removesuffix("_"), [])
+            for key, value in SessionCritic().get_params().items():
+                state.setdefault(key, value)
+        super().__setstate__(state)
 
     def encode(
         self,
@@ -230,9 +445,10 @@ class SessionCritic:
         inputs : dict of str to ndarray
             ``x_cat`` (int64 codes) and ``x_num`` (float32).
         """
-        if inputs is not None and encoder is self.encoder:
+        self._check_fitted()
+        if inputs is not None and encoder is self.encoder_:
             return inputs
-        return encode_with(self.encoder, X)
+        return encode_with(self.encoder_, X)
 
     def row_weights(
         self,
@@ -243,7 +459,7 @@ class SessionCritic:
         q_lambda: float,
         precision: str = "float32",
     ) -> Tensor:
-        """The weighting's loss weights of rows with actions ``proba``.
+        """The refit weighting's loss weights of rows with actions ``proba``.
 
         Parameters
         ----------
@@ -263,9 +479,11 @@ class SessionCritic:
         Returns
         -------
         weights : Tensor of shape (n_samples, n_tasks)
+            The per-row, per-task loss weights.
         """
+        self._check_fitted()
         return critic_row_weights(
-            self.module,
+            self.module_,
             {k: torch.as_tensor(v) for k, v in inputs.items()},
             torch.as_tensor(proba, dtype=torch.float32),
             torch.as_tensor(y01, dtype=torch.float32),
@@ -285,17 +503,44 @@ class SessionCritic:
         Returns
         -------
         critic : SessionCritic
-            ``self`` for "cpu", else a copy whose module is on ``device``.
+            ``self`` for "cpu", else a fitted clone whose module is a copy
+            on ``device``.
         """
+        self._check_fitted()
         if device == "cpu":
             return self
-        return replace(self, module=copy.deepcopy(self.module).to(device))
+        twin = self.__sklearn_clone__()
+        twin.module_ = copy.deepcopy(self.module_).to(device)
+        return twin
+
+
+def former_critic(
+    critic: SessionCritic | None,
+    critic_: SessionCritic | None,
+    settings: SessionCritic,
+) -> SessionCritic | None:
+    """The ``critic`` of an RMTLClassifier stored before it held the settings.
+
+    Estimators stored then (safe files of format versions 1-3, pickles) had
+    the critic settings as their own parameters (:data:`FORMER_RMTL_PARAMETERS`),
+    here ``settings``, and critics without settings. Critics trained by the
+    estimator (``critic_`` without a given ``critic``) take ``settings``,
+    which become ``critic`` (``None`` where they are the defaults). Given
+    fitted critics keep theirs: the estimator's settings trained nothing.
+    """
+    if critic is not None:
+        return critic
+    if critic_ is not None:
+        critic_.set_params(**settings.get_params())
+    if settings.get_params() == SessionCritic().get_params():
+        return None
+    return settings
 
 
 def check_critic_features(critic: SessionCritic, X: Any) -> None:
     """Raise if ``critic`` was not fitted on X's feature columns."""
     try:
-        validate_data(critic.encoder, X, reset=False, skip_check_array=True)
+        validate_data(critic.encoder_, X, reset=False, skip_check_array=True)
     except ValueError as exc:
         raise ValueError(
             "critic was fitted on other feature columns than X; a critic "
@@ -335,21 +580,34 @@ def new_critic(
     return critic, generator
 
 
+def set_fitted_critics(
+    critic: SessionCritic,
+    *,
+    encoder: FeatureEncoder,
+    module: Critic,
+    task_names: np.ndarray,
+    history: list[dict[str, Any]],
+) -> SessionCritic:
+    """Give ``critic`` its fitted attributes (from a fit or a saved file)."""
+    critic.encoder_ = encoder
+    critic.module_ = module
+    critic.task_names_ = task_names
+    critic.history_ = history
+    return critic
+
+
 def fit_critics(
+    critic: SessionCritic,
     data: FitData,
     actor: nn.Module,
     *,
     embedding_dim: int,
-    hidden_dims: Sequence[int],
-    shared: bool,
-    behavior_policy: str,
-    action_noise: float,
     config: TDConfig,
     seed: int,
     actor_checkpoint: Any = None,
     criterion: nn.Module | None = None,
 ) -> SessionCritic:
-    """Build the session MDP's transitions and fit the critics on them.
+    """Build the session MDP's transitions and fit ``critic`` on them.
 
     Phases 2 and 3 of RMTL's fit, a chunk of whole sessions at a time
     (:class:`~sklearn_rmtl._td.SessionChunks`): the behaviour actions around
@@ -359,6 +617,9 @@ def fit_critics(
 
     Parameters
     ----------
+    critic : SessionCritic
+        The unfitted critics whose settings shape the buffer and the
+        network; their fitted attributes are set here.
     data : FitData
         The fit's rows (the held-out rows included), encoded by the actor's
         encoder, which the critics keep.
@@ -367,16 +628,9 @@ def fit_critics(
         ``config.actor_update``.
     embedding_dim : int
         Embedding size of the critics (the actor's).
-    hidden_dims : sequence of int
-        Hidden sizes of the critic MLP.
-    shared : bool
-        One shared critic body with per-task heads, or K independent critics.
-    behavior_policy : {"actor", "uniform"}
-        The actions stored in the transitions.
-    action_noise : float
-        Exploration noise of ``behavior_policy="actor"``.
     config : TDConfig
-        TD training settings.
+        TD training settings (:meth:`~sklearn_rmtl._td.TDConfig.from_params`
+        of ``critic`` and the estimator).
     seed : int
         Seed of the action draws, initialisation and batch order.
     actor_checkpoint : ValidationCheckpoint, default=None
@@ -388,30 +642,31 @@ def fit_critics(
     Returns
     -------
     SessionCritic
-        The critics (on CPU, in eval mode) with the encoder and the history.
+        ``critic``, fitted: the network (on CPU, in eval mode), the encoder,
+        the tasks and the history.
     """
     chunks = SessionChunks(
         data,
         actor,
-        behavior_policy=behavior_policy,
-        action_noise=action_noise,
+        behavior_policy=critic.behavior_policy,
+        action_noise=critic.action_noise,
         config=config,
         seed=seed,
     )
-    critic, generator = new_critic(
+    module, generator = new_critic(
         data,
         actor,
         seed=seed,
         start_value=chunks.start_value(config.gamma),
         embedding_dim=embedding_dim,
-        hidden_dims=hidden_dims,
-        shared=shared,
+        hidden_dims=critic.hidden_dims,
+        shared=critic.shared,
     )
-    critic.to(data.device)
+    module.to(data.device)
     actor.to(data.device)
     set_dropout_generator(actor, generator)  # the actor trains with actor_update
     history = train_critic(
-        critic,
+        module,
         chunks,
         actor=actor,
         config=config,
@@ -422,9 +677,10 @@ def fit_critics(
     )
     set_dropout_generator(actor, None)
     assert data.encoder is not None
-    return SessionCritic(
+    return set_fitted_critics(
+        critic,
         encoder=data.encoder,
-        module=critic.cpu().eval(),
+        module=module.cpu().eval(),
         task_names=data.task_names,
         history=history,
     )

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.utils import Bunch
 
+from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._version import __version__
@@ -135,14 +136,16 @@ class Settings:
 
     Pretraining and refit train until early stopping ends them
     (``patience`` epochs without a better validation loss; ``max_epochs`` is
-    only a safety cap). The critics stop by their convergence rule
-    (``critic_tol``, ``critic_patience`` of :class:`RMTLClassifier`) or at
-    ``critic_max_epochs``, whichever comes first; on the bundled samples the
-    cap comes first, so it is a time budget. ``rmtl_params`` are further
+    only a safety cap). The critics stop by their convergence rule (``tol``,
+    ``patience`` of :class:`SessionCritic`) or at ``critic_max_epochs`` (its
+    ``max_epochs``), whichever comes first; on the bundled samples the cap
+    comes first, so it is a time budget. ``rmtl_params`` are further
     :class:`RMTLClassifier` parameters (e.g. ``refit_lr``, ``q_lambda``)
     given to every RMTL run, and to the baselines where they are
     :class:`MTLClassifier` parameters too (``validation_interval``,
-    ``validation_metric``); the ones not given keep the estimators'
+    ``validation_metric``); ``critic_params`` are further
+    :class:`SessionCritic` parameters (e.g. ``gamma``, ``lr``) of the
+    critics every RMTL run trains. The ones not given keep the estimators'
     defaults.
     """
 
@@ -153,6 +156,7 @@ class Settings:
     backbone_params: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     rmtl_params: dict[str, Any] = field(default_factory=dict)
+    critic_params: dict[str, Any] = field(default_factory=dict)
 
     def mtl(self, backbone: str, seed: int) -> MTLClassifier:
         """The baseline of ``backbone`` (RMTL's pretraining step)."""
@@ -177,17 +181,21 @@ class Settings:
         )
 
     def rmtl(self, actor: MTLClassifier, seed: int, **params: Any) -> RMTLClassifier:
-        """RMTL on a fitted baseline, so pretraining is shared, not repeated."""
+        """RMTL on a fitted baseline, so pretraining is shared, not repeated.
+
+        Its critics are trained with these settings unless ``params`` gives
+        a ``critic`` (e.g. fitted critics to transfer).
+        """
+        critic = {"max_epochs": self.critic_max_epochs, **self.critic_params}
         return RMTLClassifier(
             actor=actor,
             max_epochs=self.max_epochs,
-            critic_max_epochs=self.critic_max_epochs,
             batch_size=self.batch_size,
             validation_fraction=_VALIDATION_FRACTION,
             n_iter_no_change=self.patience,
             device=self.device,
             random_state=seed,
-            **{**self.rmtl_params, **params},
+            **{"critic": SessionCritic(**critic), **self.rmtl_params, **params},
         )
 
     def key(self) -> str:
@@ -412,12 +420,7 @@ def run(
                 "n_rows": split.sizes,
                 "fit_seconds": seconds,
                 "epochs": {k: len(v) for k, v in estimator.history_.items()},
-                "params": {
-                    k: v
-                    if isinstance(v, (int, float, str, bool, type(None)))
-                    else repr(v)
-                    for k, v in estimator.get_params(deep=False).items()
-                },
+                "params": run_params(estimator),
                 "settings_detail": settings.__dict__,
                 "scores": evaluate(estimator, split),
             }
@@ -425,6 +428,27 @@ def run(
             results.append(record)
             progress.step(f"{method.name} seed={seed}", seconds)
     return results
+
+
+def run_params(estimator: Any) -> dict[str, Any]:
+    """A run's record of ``estimator``'s parameters, as JSON values.
+
+    Values that are not plain (arrays, the fitted actor) are recorded by
+    their ``repr``; a :class:`SessionCritic` also by its parameters,
+    ``critic__<name>`` as ``get_params(deep=True)`` names them.
+    """
+
+    def plain(value: Any) -> Any:
+        simple = isinstance(value, (int, float, str, bool, type(None)))
+        return value if simple else repr(value)
+
+    params = {}
+    for key, value in estimator.get_params(deep=False).items():
+        params[key] = plain(value)
+        if isinstance(value, SessionCritic):
+            for name, setting in value.get_params().items():
+                params[f"{key}__{name}"] = plain(setting)
+    return params
 
 
 def _baseline(c: Context, backbone: str) -> MTLClassifier:

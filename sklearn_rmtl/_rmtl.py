@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import _fit_context, clone
 from sklearn.utils._param_validation import (
     Interval,
     InvalidParameterError,
@@ -17,24 +17,24 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from sklearn_rmtl._critic import SessionCritic, check_critic_features, fit_critics
+from sklearn_rmtl._critic import (
+    FORMER_RMTL_PARAMETERS,
+    SessionCritic,
+    check_critic_features,
+    fit_critics,
+    former_critic,
+)
 from sklearn_rmtl._defaults import (
-    ACTION_NOISE,
     BATCH_SIZE,
     BC_ALPHA,
-    CRITIC_HIDDEN_DIMS,
-    GAMMA,
     LEARNING_RATE,
     Q_LAMBDA,
     REFIT_LEARNING_RATE,
-    SOFT_UPDATE_FREQ,
-    TAU,
 )
 from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._encoding import FeatureEncoder, check_features
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
-from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
 from sklearn_rmtl._mtl import MTLClassifier, fitted_mtl_state
 from sklearn_rmtl._refit import plan_refit
 from sklearn_rmtl._rows import Rows
@@ -50,7 +50,6 @@ from sklearn_rmtl._training import (
 from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
-from sklearn_rmtl.backbones._base import check_dims
 
 # Seeds of the phases derive from one seed, so each phase's random stream
 # does not depend on how much randomness the earlier phases consumed.
@@ -69,7 +68,8 @@ class RMTLClassifier(MTLClassifier):
        to the negative BCE of the behaviour action (Eq. 2).
     3. **Critics**: one ``Q_k(s, a_k) <= 0`` per task, trained by TD learning
        with target networks and soft updates (Eqs. 11-14, 18), the actor
-       frozen.
+       frozen; their settings are one parameter, ``critic``, a
+       :class:`SessionCritic`.
     4. **Refit** the pretrained actor with per-row, per-task BCE weights
        ``w = 1 - q_lambda * Q_k(s, pi(s)_k)`` (Eq. 17), Q evaluated at the
        actor's current prediction and detached.
@@ -150,72 +150,41 @@ class RMTLClassifier(MTLClassifier):
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks for pretraining and refit.
     refit_max_epochs : int, default=None
-        Maximum refit epochs; ``None`` means ``max_epochs``. ``0`` skips the
-        refit: with ``actor_update=True`` the result is the paper's DDPG
-        baseline (D-PLE with ``backbone="ple"``), an actor trained by the
-        critics' Q-gradient (and ``bc_alpha``'s BC term).
+        The ``refit_*`` parameters govern every continued training of the
+        pretrained actor: the refit (phase 4) and, with
+        ``actor_update=True``, the actor's steps in the critic phase.
+        This one is the maximum refit epochs; ``None`` means ``max_epochs``
+        (``actor_update``'s steps last as long as the critics train).
+        ``0`` skips the refit: with ``actor_update=True`` the result is the
+        paper's DDPG baseline (D-PLE with ``backbone="ple"``), an actor
+        trained by the critics' Q-gradient (and ``bc_alpha``'s BC term).
     refit_lr : float or None, default=1e-4
-        Adam learning rate of the refit; ``None`` means ``lr``. The refit
-        starts a new Adam on an already fitted network, and at the
-        pretraining rate its first steps undo part of the fit. Also the
-        rate of ``actor_update``'s actor steps.
+        Adam learning rate of every continued training of the actor: the
+        refit and ``actor_update``'s actor steps in the critic phase;
+        ``None`` means ``lr``. Each starts a new Adam on an already fitted
+        network, and at the pretraining rate its first steps undo part of
+        the fit.
     refit_validation_interval : float in (0, 1], default=0.25
-        Fraction of an epoch between the refit's validation checks. At
-        ``refit_lr`` the best refit weights often come within the first
-        epoch, so checks inside epochs find them.
+        Fraction of an epoch between the validation checks of every
+        continued training of the actor: the refit's epochs and, with
+        ``actor_update``, the critic phase's epochs. At ``refit_lr`` the
+        best weights often come within the first epoch, so checks inside
+        epochs find them.
     refit_validation_metric : {"loss", "auc", "gauc"} or str, default="loss"
-        How early stopping picks the refit's weights among its validation
-        checks: the lowest validation BCE without RMTL's weights, the
-        highest mean per-task ROC AUC, or the highest mean session GAUC
-        (needs ``session_ids``); ``"<metric>:<task>"`` (e.g. ``"auc:click"``)
-        uses that task's value only.
+        How early stopping picks the weights of every continued training of
+        the actor (the refit and ``actor_update``'s steps in the critic
+        phase) among its validation checks: the lowest validation BCE
+        without RMTL's weights, the highest mean per-task ROC AUC, or the
+        highest mean session GAUC (needs ``session_ids``);
+        ``"<metric>:<task>"`` (e.g. ``"auc:click"``) uses that task's value
+        only.
     refit_keep_pretrained : bool, default=True
-        Whether the pretrained weights are a candidate of the refit's
-        selection (checked before the first refit step): when no refit check
-        beats them, they are kept and ``refit_improved_`` is False. False
-        keeps the best refit check even if it is worse (the paper always
-        refits).
-    behavior_policy : {"actor", "uniform"}, default="actor"
-        Actions stored in the transitions: the pretrained actor's predictions
-        plus Gaussian noise (std ``action_noise``, clipped at two std, the
-        paper), or uniform draws from [0, 1] (the authors' code).
-    action_noise : float, default=0.1
-        Std of the exploration noise of ``behavior_policy="actor"``.
-    gamma : float, default=0.95
-        Discount factor of the session return.
-    tau : float, default=0.2
-        Soft-update rate of the target networks (the paper's beta, Eq. 18).
-    soft_update_freq : int, default=2
-        Critic steps between soft updates.
-    critic_hidden_dims : tuple of int, default=(512, 256)
-        Hidden sizes of the critic MLP over ``[state embedding, action
-        embedding]``.
-    shared_critic : bool, default=True
-        True: the critics share the embedding and MLP, each task has its own
-        head (the paper). False: K independent critics with their own
-        embeddings (the authors' code). Embeddings start as copies of the
-        actor's either way.
-    double_q : bool, default=False
-        Bootstrap from the minimum of the target and current critics at the
-        next state (clipped double Q, the authors' final code).
-    ips_weighting : bool, default=False
-        Weight the critic loss by inverse label frequency per task (the
-        authors' "IPS" weights), so rare positives count as much as
-        negatives.
-    critic_sample_weight : bool, default=False
-        Also weight the critics' TD loss by ``fit``'s ``sample_weight``
-        (normalised by the weights' sum, like the actor's loss). False: the
-        critics weigh every transition equally, as in the paper. Missing
-        labels are masked in the TD loss either way.
-    critic_lr : float, default=1e-3
-        Adam learning rate of the critics.
-    critic_max_epochs : int, default=20
-        Maximum passes over the transitions.
-    critic_tol : float, default=1e-3
-        Convergence: the epoch's mean TD loss changed by at most
-        ``critic_tol`` times the previous one ...
-    critic_patience : int, default=2
-        ... for this many consecutive epochs.
+        Whether the pretrained weights are a candidate of the selection of
+        every continued training of the actor (the refit and
+        ``actor_update``'s steps in the critic phase; checked before the
+        first step): when no check beats them, they are kept (for the refit,
+        ``refit_improved_`` is then False). False keeps the best check even
+        if it is worse (the paper always refits).
     actor_update : bool, default=False
         Also train the actor by the critics' Q-gradient (Eq. 15) during the
         critic phase, with a soft-updated target actor. The paper keeps the
@@ -225,7 +194,8 @@ class RMTLClassifier(MTLClassifier):
         epoch by ``refit_validation_metric``, the pretrained weights a
         candidate with ``refit_keep_pretrained``, its updates stopped after
         ``n_iter_no_change`` epochs without a better check, and the best
-        check's weights kept.
+        check's weights kept. The steps end with the critics' training (the
+        critic's ``max_epochs``, ``tol`` and ``patience``).
     bc_alpha : float or None, default=2.5
         With ``actor_update``, the actor's step minimises
         ``-bc_alpha * mean(Q) / mean|Q| + BCE(actor, y)`` (TD3+BC, the
@@ -257,9 +227,17 @@ class RMTLClassifier(MTLClassifier):
     q_lambda : float, default=0.7
         The paper's lambda.
     critic : SessionCritic, default=None
-        Critics fitted by another RMTLClassifier (its ``critic_``), possibly
-        with another backbone, on the same feature columns and tasks: the
-        critic phase is skipped and the refit uses them (paper Sec. 3.4).
+        The critic phase (phases 2 and 3) as one object. Unfitted: its
+        parameters are the critics' settings (behaviour policy, network, TD
+        learning and its stopping rule; see :class:`SessionCritic`), and
+        ``fit`` trains a clone of it, ``critic_``. ``None`` means
+        ``SessionCritic()``, the paper's settings. Searchable as
+        ``critic__<name>`` (e.g. ``{"critic__gamma": [0.5, 0.9]}`` in
+        :class:`~sklearn.model_selection.GridSearchCV`) once ``critic`` is a
+        SessionCritic. Fitted (another RMTLClassifier's ``critic_``,
+        possibly with another backbone, on the same feature columns and
+        tasks): the critic phase is skipped and the refit uses it as is
+        (paper Sec. 3.4).
     actor : MTLClassifier, default=None
         The pretraining step given as an estimator. A fitted one is used as
         the pretrained actor as is (its encoder and network; its weights are
@@ -299,8 +277,10 @@ class RMTLClassifier(MTLClassifier):
         With ``weighting="label_mean"``, the fixed weight of label 0 and
         label 1 of each task; None otherwise.
     critic_ : SessionCritic or None
-        The critics used in the refit (trained here or given as ``critic``);
-        ``None`` with ``weighting="constant"`` and no ``critic``.
+        The fitted critics used in the refit: a fitted clone of ``critic``
+        trained here, or the fitted ``critic`` given; ``None`` with
+        ``weighting="constant"`` (without ``actor_update``) and no fitted
+        ``critic``.
     history_ : dict
         Per-phase curves: ``"pretrain"`` and ``"refit"`` (per epoch
         ``train_loss``, ``valid_loss``, ``dur``, ``task_balance``) and
@@ -315,6 +295,7 @@ class RMTLClassifier(MTLClassifier):
     See Also
     --------
     MTLClassifier : The baselines and the pretraining step.
+    SessionCritic : The critic phase's settings and fitted critics.
 
     Notes
     -----
@@ -331,7 +312,7 @@ class RMTLClassifier(MTLClassifier):
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
     >>> rng = np.random.default_rng(0)
     >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
     ...                   "position": np.tile(np.arange(10), 30)})
@@ -340,8 +321,8 @@ class RMTLClassifier(MTLClassifier):
     >>> sessions = np.repeat(np.arange(30), 10)
     >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
     >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
-    ...                      critic_hidden_dims=(8,), max_epochs=2,
-    ...                      critic_max_epochs=2, random_state=0)
+    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ...                      max_epochs=2, random_state=0)
     >>> clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
     RMTLClassifier(...)
     >>> clf.predict_proba(X).shape
@@ -357,20 +338,6 @@ class RMTLClassifier(MTLClassifier):
         "refit_validation_interval": [Interval(Real, 0, 1, closed="right")],
         "refit_validation_metric": [SelectionOption()],
         "refit_keep_pretrained": ["boolean"],
-        "behavior_policy": [StrOptions(set(BEHAVIOR_POLICIES))],
-        "action_noise": [Interval(Real, 0, None, closed="left")],
-        "gamma": [Interval(Real, 0, 1, closed="both")],
-        "tau": [Interval(Real, 0, 1, closed="right")],
-        "soft_update_freq": [Interval(Integral, 1, None, closed="left")],
-        "critic_hidden_dims": [tuple, list],
-        "shared_critic": ["boolean"],
-        "double_q": ["boolean"],
-        "ips_weighting": ["boolean"],
-        "critic_sample_weight": ["boolean"],
-        "critic_lr": [Interval(Real, 0, None, closed="neither")],
-        "critic_max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "critic_tol": [Interval(Real, 0, None, closed="left")],
-        "critic_patience": [Interval(Integral, 1, None, closed="left")],
         "actor_update": ["boolean"],
         "bc_alpha": [Interval(Real, 0, None, closed="left"), None],
         "weighting": [StrOptions(set(WEIGHTINGS))],
@@ -411,20 +378,6 @@ class RMTLClassifier(MTLClassifier):
         refit_validation_interval: float = 0.25,
         refit_validation_metric: str = "loss",
         refit_keep_pretrained: bool = True,
-        behavior_policy: str = "actor",
-        action_noise: float = ACTION_NOISE,
-        gamma: float = GAMMA,
-        tau: float = TAU,
-        soft_update_freq: int = SOFT_UPDATE_FREQ,
-        critic_hidden_dims: tuple[int, ...] = CRITIC_HIDDEN_DIMS,
-        shared_critic: bool = True,
-        double_q: bool = False,
-        ips_weighting: bool = False,
-        critic_sample_weight: bool = False,
-        critic_lr: float = LEARNING_RATE,
-        critic_max_epochs: int = 20,
-        critic_tol: float = 1e-3,
-        critic_patience: int = 2,
         actor_update: bool = False,
         bc_alpha: float | None = BC_ALPHA,
         weighting: str = "rmtl",
@@ -463,26 +416,25 @@ class RMTLClassifier(MTLClassifier):
         self.refit_validation_interval = refit_validation_interval
         self.refit_validation_metric = refit_validation_metric
         self.refit_keep_pretrained = refit_keep_pretrained
-        self.behavior_policy = behavior_policy
-        self.action_noise = action_noise
-        self.gamma = gamma
-        self.tau = tau
-        self.soft_update_freq = soft_update_freq
-        self.critic_hidden_dims = critic_hidden_dims
-        self.shared_critic = shared_critic
-        self.double_q = double_q
-        self.ips_weighting = ips_weighting
-        self.critic_sample_weight = critic_sample_weight
-        self.critic_lr = critic_lr
-        self.critic_max_epochs = critic_max_epochs
-        self.critic_tol = critic_tol
-        self.critic_patience = critic_patience
         self.actor_update = actor_update
         self.bc_alpha = bc_alpha
         self.weighting = weighting
         self.q_lambda = q_lambda
         self.critic = critic
         self.actor = actor
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        settings = {
+            new: state.pop(old)
+            for old, new in FORMER_RMTL_PARAMETERS.items()
+            if old in state
+        }
+        if settings:  # pickled when the critic settings were parameters here
+            state["critic"] = former_critic(
+                state.get("critic"), state.get("critic_"), SessionCritic(**settings)
+            )
+        super().__setstate__(state)
 
     # ---------------------------------------------------------- parameters
     def _validate_params(self) -> None:
@@ -500,6 +452,16 @@ class RMTLClassifier(MTLClassifier):
         """The given actor (``actor``), if any."""
         return self.actor
 
+    def _critic_spec(self) -> SessionCritic:
+        """The ``critic`` parameter; ``None`` is ``SessionCritic()``."""
+        return SessionCritic() if self.critic is None else self.critic
+
+    def _given_critic(self) -> SessionCritic | None:
+        """The fitted critics given as ``critic``, if any (no critic phase)."""
+        critic = self.critic
+        fitted = critic is not None and critic.__sklearn_is_fitted__()
+        return critic if fitted else None
+
     def _backbone_name(self) -> str:
         given = self._given_actor()
         return str(self.backbone if given is None else given.backbone)
@@ -514,7 +476,8 @@ class RMTLClassifier(MTLClassifier):
         # A given actor or critic must model y's tasks in y's order: with
         # only their number compared, (buy, click) would silently reuse the
         # heads of (click, buy).
-        given = [("critic", getattr(self.critic, "task_names", None))]
+        critic = self._given_critic()
+        given = [("critic", None if critic is None else critic.task_names_)]
         actor = self._given_actor()
         if actor is not None:
             given.append(("actor", getattr(actor, "task_names_", None)))
@@ -523,7 +486,7 @@ class RMTLClassifier(MTLClassifier):
                 check_same_tasks(name, fitted, task_names)
 
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
-        check_dims("critic_hidden_dims", self.critic_hidden_dims, allow_empty=True)
+        self._critic_spec()._check_params()
         if self.retrain_on_all and self.actor_update:
             raise ValueError(
                 "retrain_on_all=True cannot be combined with actor_update=True: "
@@ -578,9 +541,9 @@ class RMTLClassifier(MTLClassifier):
                 n_tasks), default=None
             Non-negative weight of each row (or row and task) in pretraining
             and refit, multiplied with RMTL's weights, and in the critics'
-            TD loss with ``critic_sample_weight=True``. Each task's loss is
-            normalised by the sum of its weights (user guide, "Sample
-            weights"). Meta-estimators route it only after
+            TD loss with the critic's ``use_sample_weight=True``. Each
+            task's loss is normalised by the sum of its weights (user guide,
+            "Sample weights"). Meta-estimators route it only after
             ``set_fit_request(sample_weight=True)``.
 
         Returns
@@ -599,9 +562,10 @@ class RMTLClassifier(MTLClassifier):
     def _fit_state(self, rows: Rows) -> dict[str, Any]:
         data = self._prepare(rows)
         params, task_weights = self._check_params(data.n_tasks)
-        if self.critic is not None:
-            check_critic_features(self.critic, data.block_labels(0).X)
-        train_critic_here = self.critic is None and (
+        given_critic = self._given_critic()
+        if given_critic is not None:
+            check_critic_features(given_critic, data.block_labels(0).X)
+        train_critic_here = given_critic is None and (
             WEIGHTINGS[self.weighting].needs_critic or self.actor_update
         )
         if train_critic_here and not data.rows.has_sessions:
@@ -620,12 +584,12 @@ class RMTLClassifier(MTLClassifier):
             # own distributed=False and random_state=None): start from one.
             dp.broadcast_module(actor)
 
-        session_critic = self.critic
+        session_critic = given_critic
         critic_history: list[dict[str, Any]] = []
         if train_critic_here:
             self._log("critic")
             session_critic = self._train_critics(data, actor, params, task_weights)
-            critic_history = session_critic.history
+            critic_history = session_critic.history_
 
         self._log("refit")
         net, label_weights = self._refit(
@@ -715,12 +679,13 @@ class RMTLClassifier(MTLClassifier):
         params: dict[str, Any],
         task_weights: np.ndarray,
     ) -> SessionCritic:
-        """Phases 2 and 3: build the transitions and fit the critics.
+        """Phases 2 and 3: build the transitions and fit a clone of ``critic``.
 
         With ``actor_update`` and held-out rows, the actor's updates are
         selected on them like a refit (its interval, metric and
         ``refit_keep_pretrained``; ``n_iter_no_change``).
         """
+        critic = clone(self._critic_spec())
         checkpoint = None
         if self.actor_update and data.has_holdout:
             # NOTE[DIFF]: the paper's DDPG actor takes every update. Without a
@@ -743,14 +708,13 @@ class RMTLClassifier(MTLClassifier):
                 data_parallel=DataParallel.current(self.distributed),
             )
         return fit_critics(
+            critic,
             data,
             actor,
             embedding_dim=params["embedding_dim"],
-            hidden_dims=self.critic_hidden_dims,
-            shared=self.shared_critic,
-            behavior_policy=self.behavior_policy,
-            action_noise=self.action_noise,
-            config=TDConfig.from_params(self.get_params(deep=False)),
+            config=TDConfig.from_params(
+                critic.get_params(), self.get_params(deep=False)
+            ),
             seed=data.seed + _CRITIC_SEED,
             actor_checkpoint=checkpoint,
             criterion=None
@@ -797,7 +761,7 @@ class RMTLClassifier(MTLClassifier):
             weighting=self.weighting,
             q_lambda=self.q_lambda,
             precision=self.precision,
-            gamma=self.gamma,
+            gamma=self._critic_spec().gamma,
             seed=data.seed + _REFIT_SEED,
         )
         net = self._train_net(

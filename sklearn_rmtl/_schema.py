@@ -3,9 +3,10 @@
 The container (:mod:`sklearn_rmtl._container`) stores plain values; this
 module maps estimators, encoders, networks and critics onto them, and back
 onto a closed list of classes. Each class describes its own configuration:
-estimators by ``get_params``, the feature encoder by its plain state
-(vocabularies and statistics), the skorch nets and the critic by
-``get_config``.
+estimators (:class:`~sklearn_rmtl.SessionCritic` included) by ``get_params``
+and their documented fitted attributes, the feature encoder by its plain
+state (vocabularies and statistics), the skorch nets and the critic network
+by ``get_config``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from sklearn_rmtl._container import (
     expect,
     fail,
 )
-from sklearn_rmtl._critic import Critic, SessionCritic
+from sklearn_rmtl._critic import (
+    FITTED_ATTRIBUTES,
+    FORMER_RMTL_PARAMETERS,
+    Critic,
+    SessionCritic,
+    former_critic,
+    set_fitted_critics,
+)
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._precision import PRECISIONS
@@ -66,10 +74,15 @@ _MTL_FITTED = (
 _FITTED: dict[str, tuple[str, ...]] = {
     "MTLClassifier": _MTL_FITTED,
     "RMTLClassifier": (*_MTL_FITTED, "critic_", "refit_improved_", "label_weights_"),
+    "SessionCritic": FITTED_ATTRIBUTES,
 }
 # Fitted attributes that earlier format versions stored under another name:
 # {attribute: (its name in files before version N, N)}.
 _RENAMED = {"net_": ("backbone_", 3)}
+# From this format version on, a SessionCritic is stored with its parameters
+# (the critic settings) and fitted attributes; before, it held fitted critics
+# only, and RMTLClassifier had the settings (FORMER_RMTL_PARAMETERS).
+_CRITIC_ESTIMATOR = 4
 # Network arguments added after format version 2 was first written.
 _NET_ADDED = frozenset({"precision"})
 _OPTIONAL = frozenset(
@@ -315,17 +328,29 @@ class Writer(TreeWriter):
         ref = self.seen(critic, path)
         if ref is not None:
             return ref
-        if type(critic) is not SessionCritic or type(critic.module) is not Critic:
+        if type(critic) is not SessionCritic:
             raise TypeError(f"{path}: expected a SessionCritic, got {type(critic)}.")
+        fitted = None
+        if critic.__sklearn_is_fitted__():
+            if type(critic.module_) is not Critic:
+                raise TypeError(
+                    f"{path}/module_: expected a Critic, got {type(critic.module_)}."
+                )
+            fitted = {
+                "encoder_": self.encoder(critic.encoder_, f"{path}/encoder_"),
+                "module_": {
+                    "kwargs": self.value(
+                        critic.module_.get_config(), f"{path}/module_/kwargs"
+                    ),
+                    "state_dict": self.state_dict(critic.module_, f"{path}/module_"),
+                },
+                "task_names_": self.value(critic.task_names_, f"{path}/task_names_"),
+                "history_": self.value(critic.history_, f"{path}/history_"),
+            }
         return {
             TYPE: "SessionCritic",
-            "encoder": self.encoder(critic.encoder, f"{path}/encoder"),
-            "module": {
-                "kwargs": self.value(critic.module.get_config(), f"{path}/kwargs"),
-                "state_dict": self.state_dict(critic.module, f"{path}/module"),
-            },
-            "task_names": self.value(critic.task_names, f"{path}/task_names"),
-            "history": self.value(critic.history, f"{path}/history"),
+            "params": self.value(critic.get_params(), f"{path}/params"),
+            "fitted": fitted,
         }
 
 
@@ -438,6 +463,15 @@ class Reader(TreeReader):
         raw = node["params"]
         if not isinstance(raw, dict):
             raise fail(path, "params must be an object")
+        former = None
+        if cls is RMTLClassifier and self.version < _CRITIC_ESTIMATOR:
+            raw = dict(raw)
+            settings = {
+                new: self.value(raw.pop(old), f"{path}/params/{old}")
+                for old, new in FORMER_RMTL_PARAMETERS.items()
+                if old in raw
+            }
+            former = self._critic_settings(settings, f"{path}/params")
         params = {}
         for key, val in raw.items():
             where = f"{path}/params/{key}"
@@ -458,6 +492,8 @@ class Reader(TreeReader):
         if node["fitted"] is not None:
             est.__dict__.update(self.fitted(node["fitted"], cls.__name__, path))
             self._check_estimator(est, path)
+        if isinstance(est, RMTLClassifier) and former is not None:
+            est.critic = former_critic(est.critic, vars(est).get("critic_"), former)
         return est
 
     def fitted(self, node: Any, name: str, path: str) -> dict[str, Any]:
@@ -729,16 +765,62 @@ class Reader(TreeReader):
         ref = self.ref(node, path, SessionCritic)
         if ref is not None:
             return ref
-        node = self.tagged(
-            node, "SessionCritic", {"encoder", "module", "task_names", "history"}, path
-        )
-        encoder = self.encoder(node["encoder"], f"{path}/encoder")
-        module_node = expect(node["module"], {"kwargs", "state_dict"}, path)
-        kwargs = self.value(module_node["kwargs"], f"{path}/kwargs")
+        if self.version < _CRITIC_ESTIMATOR:
+            # Fitted critics without settings, under names without "_".
+            node = self.tagged(
+                node,
+                "SessionCritic",
+                {"encoder", "module", "task_names", "history"},
+                path,
+            )
+            critic = SessionCritic()
+            fitted = {f"{k}_": v for k, v in node.items() if k != TYPE}
+        else:
+            node = self.tagged(node, "SessionCritic", {"params", "fitted"}, path)
+            params = self.value(node["params"], f"{path}/params")
+            critic = self._critic_settings(params, path)
+            fitted = node["fitted"]
+            if fitted is not None:
+                fitted = expect(fitted, set(FITTED_ATTRIBUTES), f"{path}/fitted")
+        if fitted is not None:
+            self._fitted_critics(critic, fitted, path)
+        self.objects[path] = critic
+        return critic
+
+    def _critic_settings(self, params: Any, path: str) -> SessionCritic:
+        """An unfitted SessionCritic of ``params``, checked as ``fit`` does."""
+        critic = self._build(SessionCritic, params, path)
+        try:
+            critic._check_params()
+        except ValueError as exc:
+            raise fail(path, f"invalid SessionCritic parameters: {exc}") from exc
+        return critic
+
+    def _fitted_critics(
+        self, critic: SessionCritic, node: dict[str, Any], path: str
+    ) -> None:
+        """Rebuild and set ``critic``'s fitted attributes from ``node``.
+
+        ``node`` has the keys :data:`~sklearn_rmtl._critic.FITTED_ATTRIBUTES`;
+        each is at ``path`` under its name in this file's version (where
+        references to it point).
+        """
+        old = self.version < _CRITIC_ESTIMATOR
+
+        def where(attr: str) -> str:
+            return f"{path}/{attr.removesuffix('_') if old else attr}"
+
+        encoder = self.encoder(node["encoder_"], where("encoder_"))
+        module_node = expect(node["module_"], {"kwargs", "state_dict"}, path)
+        # Version 3 and before named the arguments after the critic's path.
+        kwargs_path = f"{path}/kwargs" if old else f"{where('module_')}/kwargs"
+        kwargs = self.value(module_node["kwargs"], kwargs_path)
         if not isinstance(kwargs, dict):
             raise fail(path, "critic arguments must be an object")
-        where = f"{path}/module"
-        self.check_size(lambda: Critic(**kwargs), module_node["state_dict"], where)
+        module_path = where("module_")
+        self.check_size(
+            lambda: Critic(**kwargs), module_node["state_dict"], module_path
+        )
         try:
             with isolated_global_rng("cpu"):
                 module = Critic(**kwargs)
@@ -746,17 +828,16 @@ class Reader(TreeReader):
             raise fail(path, f"the critic cannot be rebuilt ({exc})") from exc
         if module.get_config() != kwargs:
             raise fail(path, f"critic arguments must be {sorted(module.get_config())}")
-        self.state_dict(module, module_node["state_dict"], where)
-        task_names = self.value(node["task_names"], f"{path}/task_names")
-        history = self.value(node["history"], f"{path}/history")
-        _check_array(task_names, f"{path}/task_names", "S", (None,))
+        self.state_dict(module, module_node["state_dict"], module_path)
+        task_names = self.value(node["task_names_"], where("task_names_"))
+        history = self.value(node["history_"], where("history_"))
+        _check_array(task_names, where("task_names_"), "S", (None,))
         if not isinstance(history, list):
             raise fail(path, "history must be a list")
-        critic = SessionCritic(
+        set_fitted_critics(
+            critic,
             encoder=encoder,
             module=module.eval(),
             task_names=task_names,
             history=history,
         )
-        self.objects[path] = critic
-        return critic

@@ -271,7 +271,7 @@ class QWeightedNet(MultiTaskNet):
     *args, **kwargs
         Passed to :class:`MultiTaskNet`.
     critic : SessionCritic
-        Frozen critics whose ``module`` (``(x_cat, x_num, actions) -> Q``) is
+        Fitted critics whose ``module_`` (``(x_cat, x_num, actions) -> Q``) is
         on the net's device. Held through the container because skorch only
         accepts torch modules it creates itself.
     weighting : str
@@ -323,7 +323,7 @@ class QWeightedNet(MultiTaskNet):
             return None
         device = y_pred.device
         with torch.no_grad(), autocast(self.precision, device):
-            q = self.critic.module(
+            q = self.critic.module_(
                 X["critic_x_cat"].to(device),
                 X["critic_x_num"].to(device),
                 torch.sigmoid(y_pred.detach()),

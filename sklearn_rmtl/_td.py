@@ -214,7 +214,12 @@ def actor_step(
 
 @dataclass
 class TDConfig:
-    """Hyper-parameters of the critic phase (see ``RMTLClassifier``)."""
+    """Hyper-parameters of the critic phase's TD learning.
+
+    The critics' settings are :class:`~sklearn_rmtl.SessionCritic`
+    parameters of the same name; the others are ``RMTLClassifier``'s (see
+    :meth:`from_params`).
+    """
 
     gamma: float
     tau: float
@@ -225,37 +230,43 @@ class TDConfig:
     tol: float
     patience: int
     double_q: bool
-    ips: bool
+    balance_labels: bool
     actor_update: bool
     verbose: int
     bc_alpha: float | None = None
     #: The actor's learning rate under ``actor_update`` (None: ``lr``).
     actor_lr: float | None = None
     precision: str = "float32"
-    sample_weight: bool = False
+    use_sample_weight: bool = False
     distributed: bool = False
 
-    #: The RMTLClassifier parameter of each field whose name differs.
-    _PARAMETERS: ClassVar[dict[str, str]] = {
-        "sample_weight": "critic_sample_weight",
-        "lr": "critic_lr",
-        "max_epochs": "critic_max_epochs",
-        "tol": "critic_tol",
-        "patience": "critic_patience",
-        "ips": "ips_weighting",
+    #: The fields set by an RMTLClassifier parameter, by its name; every
+    #: other field is the SessionCritic parameter of the same name.
+    _ESTIMATOR_PARAMETERS: ClassVar[dict[str, str]] = {
+        "batch_size": "batch_size",
+        "actor_update": "actor_update",
+        "bc_alpha": "bc_alpha",
         # NOTE[DIFF]: the paper's DDPG actor learns at the critics' rate; here
         # it learns at the refit's, since it too continues a fitted network.
         "actor_lr": "refit_lr",
+        "precision": "precision",
+        "distributed": "distributed",
+        "verbose": "verbose",
     }
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TDConfig:
-        """The settings held by an RMTLClassifier's ``get_params()``."""
+    def from_params(
+        cls, critic: Mapping[str, Any], estimator: Mapping[str, Any]
+    ) -> TDConfig:
+        """The TD settings of a SessionCritic's and an RMTLClassifier's parameters."""
         values = {
-            f.name: params[cls._PARAMETERS.get(f.name, f.name)] for f in fields(cls)
+            f.name: estimator[cls._ESTIMATOR_PARAMETERS[f.name]]
+            if f.name in cls._ESTIMATOR_PARAMETERS
+            else critic[f.name]
+            for f in fields(cls)
         }
         if values["actor_lr"] is None:  # refit_lr=None: the estimator's lr
-            values["actor_lr"] = params["lr"]
+            values["actor_lr"] = estimator["lr"]
         return cls(**values)
 
 
@@ -280,8 +291,8 @@ class EpochRule:
         if not math.isfinite(mean):
             raise DivergenceError(
                 f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
-                "critic_lr, check the features for extreme values, or set "
-                "double_q=True."
+                "the critic's lr (critic__lr), check the features for extreme "
+                "values, or set critic__double_q=True."
             )
         previous, self.previous = self.previous, mean
         # NOTE[DIFF]: relative rather than absolute change, so one tolerance
@@ -356,9 +367,9 @@ class SessionChunks:
         )
         reward = rewards(block.y01, actions, block.observed)
         # Weight of each (row, task) TD error: 0 for a missing label (no
-        # reward); the sample weights with ``critic_sample_weight``.
+        # reward); the sample weights with the critic's ``use_sample_weight``.
         mask = loss_mask(
-            block.observed, block.sample_weight if config.sample_weight else None
+            block.observed, block.sample_weight if config.use_sample_weight else None
         )
         out = {
             "x_cat": x_cat,
@@ -513,7 +524,7 @@ def train_critic(
             rows = torch.randperm(n, generator=generator).to(device)
             # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
             next_actions = None if update is not None else ch["policy"][ch["next_row"]]
-            weights = chunks.ips(ch) if config.ips else None
+            weights = chunks.ips(ch) if config.balance_labels else None
             x_cat, x_num, mask = ch["x_cat"], ch["x_num"], ch["mask"]
             starts: Iterable[int] = range(0, n, config.batch_size)
             if config.verbose:

@@ -141,7 +141,6 @@ def _check_backbone_params(
 #: RMTL run only when given (otherwise the estimator's default holds); those
 #: that are MTLClassifier parameters too reach the baselines as well.
 RMTL_FLAGS = (
-    "critic_tol",
     "refit_lr",
     "validation_interval",
     "validation_metric",
@@ -149,11 +148,14 @@ RMTL_FLAGS = (
     "refit_validation_metric",
     "refit_keep_pretrained",
     "q_lambda",
-    "gamma",
-    "critic_lr",
     "precision",
     "retrain_on_all",
 )
+
+#: Flags that set a critic setting, by the SessionCritic parameter each sets:
+#: every RMTL run trains its critics with ``critic=SessionCritic(...)`` of
+#: the flags given (otherwise the critic's default holds).
+CRITIC_FLAGS = {"critic_tol": "tol", "gamma": "gamma", "critic_lr": "lr"}
 
 
 def _add_training_flags(sub: argparse.ArgumentParser) -> None:
@@ -173,15 +175,15 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
         "TD loss changes by at most --critic-tol for 2 epochs in a row; on the "
         "bundled samples the TD loss still falls after 70 epochs, so the cap "
         "is a time budget, chosen to keep the default reproduce run near 20 "
-        "minutes on 2 CPU cores (default: 8)",
+        "minutes on 2 CPU cores (SessionCritic's max_epochs; default: 8)",
     )
     sub.add_argument(
         "--critic-tol",
         type=_number(float, 0),
         default=None,
         help="the critics' convergence rule: relative change of the epoch's "
-        "mean TD loss below which an epoch counts as converged (critic_tol; "
-        "the estimator's default is 1e-3)",
+        "mean TD loss below which an epoch counts as converged (SessionCritic's "
+        "tol; its default is 1e-3)",
     )
     sub.add_argument(
         "--patience",
@@ -211,10 +213,10 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
         "each backbone takes the keys it uses, and a key that none of the "
         "command's backbones uses is an error",
     )
-    _add_refit_flags(sub)
+    _add_rmtl_flags(sub)
 
 
-def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
+def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     refit = sub.add_argument_group(
         "refit",
         "RMTLClassifier parameters of every RMTL run (default: the estimator's own)",
@@ -276,18 +278,23 @@ def _add_refit_flags(sub: argparse.ArgumentParser) -> None:
         default=None,
         help="lambda of the RMTL weights 1 - lambda * Q (q_lambda)",
     )
-    refit.add_argument(
+    critic = sub.add_argument_group(
+        "critic",
+        "SessionCritic parameters of every RMTL run's critics (default: the "
+        "critic's own)",
+    )
+    critic.add_argument(
         "--gamma",
         type=_number(float, 0, 1),
         default=None,
         help="discount of the critics' TD targets, in [0, 1]; 0 makes Q the "
         "expected immediate reward of the row (gamma)",
     )
-    refit.add_argument(
+    critic.add_argument(
         "--critic-lr",
         type=_number(float, 0, open_low=True),
         default=None,
-        help="Adam learning rate of the critics (critic_lr)",
+        help="Adam learning rate of the critics (lr)",
     )
 
 
@@ -448,7 +455,7 @@ def _add_data_commands(commands: Any) -> None:
     fit.add_argument(
         "--model", required=True, type=Path, help="where to save the fitted model"
     )
-    _add_refit_flags(fit)
+    _add_rmtl_flags(fit)
     predict = commands.add_parser(
         "predict",
         help="predict each task's probability for the rows of a data file",
@@ -540,7 +547,7 @@ def _categorical(
 
 
 def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from sklearn_rmtl import MTLClassifier, RMTLClassifier
+    from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
     from sklearn_rmtl.persistence import save
 
     parquet = _is_parquet(parser, args)
@@ -566,11 +573,15 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if not features:
         parser.error(f"{args.data} has no feature columns besides the targets")
     refit = _rmtl_params(parser, args)
+    critic = _critic_params(parser, args)
     if args.method == "mtl":
         refit_only = sorted(set(refit) - set(MTLClassifier().get_params()))
+        refit_only += [k for k, p in CRITIC_FLAGS.items() if p in critic]
         if refit_only:
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in refit_only)
             parser.error(f"only --method rmtl uses {flags}")
+    elif critic:
+        refit["critic"] = SessionCritic(**critic)
     params = {
         "backbone": args.backbone,
         "backbone_params": args.backbone_params,
@@ -729,6 +740,25 @@ def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     return given
 
 
+def _critic_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The critic flags the user gave, as SessionCritic parameters."""
+    from sklearn_rmtl import SessionCritic
+
+    given = {
+        param: getattr(args, flag)
+        for flag, param in CRITIC_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    known = SessionCritic().get_params()
+    for flag, param in CRITIC_FLAGS.items():
+        if param in given and param not in known:
+            parser.error(
+                f"--{flag.replace('_', '-')}: this version of SessionCritic has no "
+                f"{param!r} parameter"
+            )
+    return given
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rmtl`` command line.
 
@@ -785,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backbone_params=params,
         device=args.device,
         rmtl_params=_rmtl_params(parser, args),
+        critic_params=_critic_params(parser, args),
     )
     evaluate_on = getattr(args, "evaluate_on", "test")
     folder = args.command

@@ -23,7 +23,11 @@ container of plain values and arrays (``sklearn_rmtl._container``) and a
 schema saying what each class is stored as (``sklearn_rmtl._schema``).
 Format version 2 stores the feature encoder as plain vocabularies and
 statistics; version 3 names the fitted network ``net_`` (``backbone_``
-before). Files of versions 1 and 2 still load.
+before); version 4 stores a :class:`~sklearn_rmtl.SessionCritic` with its
+parameters (the critic settings, before RMTLClassifier's own parameters)
+and its fitted attributes. Files of versions 1 to 3 still load: their
+critic settings become the ``critic`` parameter (``None`` where they are
+the defaults) and the settings of the critics the estimator trained.
 """
 
 from __future__ import annotations
@@ -57,11 +61,12 @@ __all__ = ["InconsistentVersionWarning", "InvalidFileError", "load", "save"]
 #: Value of ``manifest["format"]``; anything else is not one of these files.
 FORMAT_NAME = "sklearn-rmtl-safe"
 #: Layout version written by :func:`save`.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Layout versions :func:`load` reads: 1 stored the feature encoder as
 #: scikit-learn encoders' attributes, 2 as plain vocabularies and statistics;
-#: 3 names the fitted network ``net_`` (1 and 2: ``backbone_``).
-READABLE_VERSIONS = (1, 2, 3)
+#: 3 names the fitted network ``net_`` (1 and 2: ``backbone_``); 4 stores a
+#: SessionCritic's parameters (1 to 3: RMTLClassifier's critic settings).
+READABLE_VERSIONS = (1, 2, 3, 4)
 _MANIFEST_KEYS = frozenset(
     {
         "format",
@@ -94,8 +99,9 @@ def save(estimator: MTLClassifier, path: str | os.PathLike[str] | IO[bytes]) -> 
         Its constructor parameters must be plain values (None, bool, int,
         float, str, lists, tuples, dicts, NumPy arrays), or for
         :class:`~sklearn_rmtl.RMTLClassifier` an ``MTLClassifier`` as
-        ``actor`` and a :class:`~sklearn_rmtl.SessionCritic` as
-        ``critic``, which are stored with it.
+        ``actor`` and a fitted or unfitted
+        :class:`~sklearn_rmtl.SessionCritic` as ``critic``, which are
+        stored with it.
     path : str, path-like or binary file object
         Where to write; an existing file is replaced atomically (the file is
         written to a temporary file in the same folder first, so a failure
@@ -242,7 +248,7 @@ def load(
     --------
     >>> import os, tempfile
     >>> import numpy as np, pandas as pd
-    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
     >>> from sklearn_rmtl.persistence import load, save
     >>> rng = np.random.default_rng(0)
     >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 200),
@@ -250,8 +256,8 @@ def load(
     >>> Y = rng.integers(0, 2, size=(200, 2))
     >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
     >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
-    ...                      critic_hidden_dims=(8,), max_epochs=2,
-    ...                      critic_max_epochs=2, random_state=0)
+    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ...                      max_epochs=2, random_state=0)
     >>> clf = clf.fit(X, Y, session_ids=np.repeat(np.arange(20), 10))
     >>> path = os.path.join(tempfile.mkdtemp(), "rmtl.zip")
     >>> save(clf, path)

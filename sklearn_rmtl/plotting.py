@@ -151,7 +151,7 @@ class TrainingCurvesDisplay:
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
     >>> from sklearn_rmtl.plotting import TrainingCurvesDisplay
     >>> rng = np.random.default_rng(0)
     >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
@@ -161,8 +161,8 @@ class TrainingCurvesDisplay:
     >>> sessions = np.repeat(np.arange(30), 10)
     >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
     >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
-    ...                      critic_hidden_dims=(8,), max_epochs=2,
-    ...                      critic_max_epochs=2, random_state=0)
+    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ...                      max_epochs=2, random_state=0)
     >>> clf = clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
     >>> display = TrainingCurvesDisplay.from_estimator(clf)
     >>> display.phases_
@@ -365,7 +365,7 @@ class LossWeightsDisplay:
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> from sklearn_rmtl import RMTLClassifier
+    >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
     >>> from sklearn_rmtl.plotting import LossWeightsDisplay
     >>> rng = np.random.default_rng(0)
     >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
@@ -375,8 +375,8 @@ class LossWeightsDisplay:
     >>> sessions = np.repeat(np.arange(30), 10)
     >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
     >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
-    ...                      critic_hidden_dims=(8,), max_epochs=2,
-    ...                      critic_max_epochs=2, random_state=0)
+    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ...                      max_epochs=2, random_state=0)
     >>> clf = clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
     >>> display = LossWeightsDisplay.from_estimator(
     ...     clf, X, Y, session_ids=sessions, timestamps=X["position"])

@@ -8,7 +8,7 @@ import torch
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from torch import nn
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._torch_module import MultiTaskModule
 from sklearn_rmtl.backbones import resolve_backbone_params
@@ -293,7 +293,7 @@ def _fit(cls, data, method, **params):
         "random_state": 0,
     }
     if cls is RMTLClassifier:
-        settings.update(critic_max_epochs=2, critic_hidden_dims=(8,))
+        settings.update(critic=SessionCritic(hidden_dims=(8,), max_epochs=2))
     est = cls(**{**settings, **params})
     return est.fit(
         data.X, data.y, session_ids=data.session_ids, timestamps=data.timestamps

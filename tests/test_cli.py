@@ -187,8 +187,8 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
     assert {r["evaluate_on"] for r in runs} == {"valid"}
     rmtl = [r for r in runs if r["kind"] != "baseline"]
     assert rmtl and all(r["params"]["q_lambda"] == 0.5 for r in rmtl)
-    assert all(r["params"]["gamma"] == 0.25 for r in rmtl)
-    assert all(r["params"]["critic_lr"] == 0.002 for r in rmtl)
+    assert all(r["params"]["critic__gamma"] == 0.25 for r in rmtl)
+    assert all(r["params"]["critic__lr"] == 0.002 for r in rmtl)
     assert "scored on valid" in capsys.readouterr().out
 
 

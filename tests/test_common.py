@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier
+from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier, SessionCritic
 
 # sklearn's checks have no sessions; RMTL warns about that on every fit.
 pytestmark = pytest.mark.filterwarnings("ignore:session_ids is None")
@@ -49,9 +49,8 @@ def _expected_failed_checks(estimator):
         RMTLClassifier(
             backbone="mmoe",
             backbone_params=SMALL,
-            critic_hidden_dims=(8,),
+            critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
             max_epochs=2,
-            critic_max_epochs=2,
         ),
     ],
     expected_failed_checks=_expected_failed_checks,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl._critic import Critic
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._td import TDConfig, ips_weights, soft_update, td_target, train_critic
@@ -125,6 +126,40 @@ class _ConstantActor(torch.nn.Module):
         return torch.zeros(len(x_cat), 2)
 
 
+def test_td_config_reads_the_critic_and_the_estimator():
+    """The critic's settings and RMTL's shared ones make the TD settings."""
+    critic = SessionCritic(
+        gamma=0.5, tau=0.1, lr=0.01, max_epochs=3, balance_labels=True
+    ).set_params(use_sample_weight=True, tol=0.0, patience=4, double_q=True)
+    rmtl = RMTLClassifier(
+        batch_size=64, actor_update=True, bc_alpha=None, refit_lr=None, lr=0.2
+    ).set_params(precision="bfloat16", distributed=True, verbose=1)
+    config = TDConfig.from_params(critic.get_params(), rmtl.get_params(deep=False))
+    assert config == TDConfig(
+        gamma=0.5,
+        tau=0.1,
+        soft_update_freq=2,
+        lr=0.01,
+        batch_size=64,
+        max_epochs=3,
+        tol=0.0,
+        patience=4,
+        double_q=True,
+        balance_labels=True,
+        actor_update=True,
+        verbose=1,
+        bc_alpha=None,
+        actor_lr=0.2,  # refit_lr=None: the actor's lr
+        precision="bfloat16",
+        use_sample_weight=True,
+        distributed=True,
+    )
+    config = TDConfig.from_params(
+        critic.get_params(), rmtl.set_params(refit_lr=1e-4).get_params(deep=False)
+    )
+    assert config.actor_lr == 1e-4 and config.lr == 0.01
+
+
 def test_critic_learns_the_discounted_session_return():
     """Q(s_t, a_t) tracks the Monte-Carlo return G_t of known reward streams."""
     rng = np.random.default_rng(0)
@@ -167,7 +202,7 @@ def test_critic_learns_the_discounted_session_return():
         tol=0.0,
         patience=1,
         double_q=False,
-        ips=False,
+        balance_labels=False,
         actor_update=False,
         verbose=0,
     )

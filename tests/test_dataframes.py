@@ -95,11 +95,11 @@ def test_polars_lazy_frame_is_a_clear_error():
 
 @pytest.mark.parametrize("library", CONVERT)
 def test_rmtl_fit_and_loss_weights_as_for_pandas(library):
-    from sklearn_rmtl import RMTLClassifier
+    from sklearn_rmtl import RMTLClassifier, SessionCritic
 
     convert = CONVERT[library]
     X, y, sessions, times = _data()
-    params = {**SMALL, "critic_max_epochs": 1}
+    params = {**SMALL, "critic": SessionCritic(max_epochs=1)}
     fit = {"session_ids": sessions, "timestamps": times}
     expected = RMTLClassifier(**params).fit(X, y, **fit)
     native = {"session_ids": convert(sessions), "timestamps": convert(times)}

@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 from conftest import SMALL, make_session_data
 from skorch.callbacks import Callback
 
-from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier, SessionCritic
 from sklearn_rmtl._distributed import DataParallel
 
 ATOL = 1e-5
@@ -105,9 +105,8 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         "backbone_params": PARAMS,
         "max_epochs": 2,
         "refit_max_epochs": 2,
-        "critic_max_epochs": 2,
+        "critic": SessionCritic(hidden_dims=(16,), max_epochs=2),
         "batch_size": 45,
-        "critic_hidden_dims": (16,),
         "random_state": 0,
         "distributed": distributed,
     }
@@ -123,10 +122,9 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         backbone_params=PARAMS,
         max_epochs=1,
         refit_max_epochs=0,
-        critic_max_epochs=2,
+        critic=SessionCritic(hidden_dims=(16,), max_epochs=2),
         actor_update=True,
         batch_size=45,
-        critic_hidden_dims=(16,),
         random_state=0,
         distributed=distributed,
     ).fit(X, Y, session_ids=sessions, timestamps=times)

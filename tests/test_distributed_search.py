@@ -15,7 +15,7 @@ import pytest
 import sklearn
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import make_sessions
 from sklearn_rmtl.metrics import session_log_loss_scorer
 
@@ -31,8 +31,7 @@ SEARCHES = {
     "rmtl": (
         RMTLClassifier(
             **COMMON,
-            critic_hidden_dims=(4,),
-            critic_max_epochs=2,
+            critic=SessionCritic(hidden_dims=(4,), max_epochs=2),
             refit_max_epochs=1,
         ),
         {"q_lambda": [0.3, 0.7]},

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skorch.callbacks import Callback
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import make_sessions
 from sklearn_rmtl.exceptions import DivergenceError
 
@@ -45,7 +45,10 @@ def test_non_finite_weights_after_the_last_step_raise():
 @pytest.mark.parametrize("early_stopping", [True, False])
 def test_an_absurd_learning_rate_names_its_phase(params, message, early_stopping):
     clf = RMTLClassifier(
-        **SMALL, critic_max_epochs=1, early_stopping=early_stopping, **params
+        **SMALL,
+        critic=SessionCritic(max_epochs=1),
+        early_stopping=early_stopping,
+        **params,
     )
     with pytest.raises(DivergenceError, match=message):
         clf.fit(DATA.X, DATA.y, **FIT)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.datasets import make_sessions
 from sklearn_rmtl.export import describe_encoding, onnx_inputs, to_onnx, to_torch
@@ -70,7 +70,10 @@ def test_onnx_of_rmtl_serves_the_refitted_actor():
     X = _features()
     fit = {"session_ids": DATA.session_ids, "timestamps": DATA.timestamps}
     est = RMTLClassifier(
-        backbone="sharedbottom", backbone_params=SIZES, critic_max_epochs=1, **SMALL
+        backbone="sharedbottom",
+        backbone_params=SIZES,
+        critic=SessionCritic(max_epochs=1),
+        **SMALL,
     ).fit(X, DATA.y, **fit)
     new = _held_out(X)
     before = est.predict_proba(new)

@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._mdp import rewards
 from sklearn_rmtl._validation import binarize_labels, check_multitask_target
@@ -36,7 +36,8 @@ FAST = {
     "batch_size": 64,
     "random_state": 0,
 }
-RMTL_FAST = {"critic_max_epochs": 2, "critic_hidden_dims": (8,)}
+CRITIC = {"max_epochs": 2, "hidden_dims": (8,)}
+RMTL_FAST = {"critic": SessionCritic(**CRITIC)}
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +159,15 @@ def test_missing_labels_are_masked_under_task_balancing(data, balancing):
 
 def test_rmtl_missing_label_equals_any_label_with_zero_weight(data):
     # label_q reads the labels in the refit weights; the critics' rewards
-    # and TD loss see the same mask with critic_sample_weight=True.
+    # and TD loss see the same mask with the critic's use_sample_weight=True.
     X, Y, s, t = data
-    params = {**FAST, **RMTL_FAST, "weighting": "label_q", "ips_weighting": True}
+    balanced = SessionCritic(**CRITIC, balance_labels=True)
+    params = {**FAST, "critic": balanced, "weighting": "label_q"}
     nan = RMTLClassifier(**params).fit(X, Y, session_ids=s, timestamps=t)
+    weighted = SessionCritic(**CRITIC, balance_labels=True, use_sample_weight=True)
     for value in (0, 1):
         y_fill, weight = _filled(Y, value)
-        filled = RMTLClassifier(**params, critic_sample_weight=True).fit(
+        filled = RMTLClassifier(**{**params, "critic": weighted}).fit(
             X, y_fill, session_ids=s, timestamps=t, sample_weight=weight
         )
         assert_allclose(filled.predict_proba(X), nan.predict_proba(X), atol=1e-6)
@@ -183,7 +186,8 @@ def test_actor_update_with_missing_labels(data):
         X, Y, session_ids=s, timestamps=t
     )
     y_fill, weight = _filled(Y, 1)
-    filled = RMTLClassifier(**params, actor_update=True, critic_sample_weight=True).fit(
+    weighted = SessionCritic(**CRITIC, use_sample_weight=True)
+    filled = RMTLClassifier(**{**params, "critic": weighted}, actor_update=True).fit(
         X, y_fill, session_ids=s, timestamps=t, sample_weight=weight
     )
     assert np.isfinite(nan.predict_proba(X)).all()

@@ -10,7 +10,13 @@ import torch
 from conftest import assert_same_proba
 from sklearn.metrics import roc_auc_score
 
-from sklearn_rmtl import FeatureEncoder, MTLClassifier, ParquetSource, RMTLClassifier
+from sklearn_rmtl import (
+    FeatureEncoder,
+    MTLClassifier,
+    ParquetSource,
+    RMTLClassifier,
+    SessionCritic,
+)
 from sklearn_rmtl._rows import ArrayRows
 from sklearn_rmtl.parquet import predict_proba_to_parquet
 
@@ -326,16 +332,20 @@ def sorted_data(tmp_path_factory):
     return path, pq.read_table(path).to_pandas()
 
 
-def _rmtl(**params):
+def _rmtl(critic=None, **params):
+    """A small RMTLClassifier; ``critic``: fitted critics or a dict of settings."""
+    if not isinstance(critic, SessionCritic):
+        critic = SessionCritic(
+            **{"max_epochs": 3, "hidden_dims": (8,), **(critic or {})}
+        )
     defaults = dict(
         backbone="mmoe",
         max_epochs=2,
         refit_max_epochs=2,
-        critic_max_epochs=3,
+        critic=critic,
         batch_size=128,
         random_state=0,
         categorical_features=["item", "shop", "flag"],
-        critic_hidden_dims=(8,),
         backbone_params={
             "embedding_dim": 4,
             "bottom_dims": (8,),
@@ -350,9 +360,9 @@ def _rmtl(**params):
     "params",
     [
         {},
-        {"shared_critic": False, "behavior_policy": "uniform", "gamma": 0.5},
-        {"critic_sample_weight": True, "weighting": "label_q"},
-        {"weighting": "label_mean", "ips_weighting": True},
+        {"critic": {"shared": False, "behavior_policy": "uniform", "gamma": 0.5}},
+        {"critic": {"use_sample_weight": True}, "weighting": "label_q"},
+        {"weighting": "label_mean", "critic": {"balance_labels": True}},
         # Loss scaling in every phase, the streamed critics' TD steps included.
         pytest.param(
             {"precision": "float16"},
@@ -363,7 +373,7 @@ def _rmtl(**params):
 def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
     path, frame = sorted_data
     weight = None
-    if params.get("critic_sample_weight"):
+    if params.get("critic", {}).get("use_sample_weight"):
         # Row weights (some 0) in every phase, the critics' TD loss included.
         weight = np.random.default_rng(2).choice([0.0, 0.5, 2.0], len(frame))
         frame = frame.assign(w=weight)
@@ -391,7 +401,7 @@ def test_rmtl_one_block_is_the_in_memory_fit(sorted_data, tmp_path, params):
 
 
 @pytest.mark.parametrize(
-    "params", [{}, {"weighting": "label_mean", "ips_weighting": True}]
+    "params", [{}, {"weighting": "label_mean", "critic": {"balance_labels": True}}]
 )
 def test_rmtl_session_chunks_give_close_predictions(sorted_data, params):
     path, frame = sorted_data
@@ -402,7 +412,7 @@ def test_rmtl_session_chunks_give_close_predictions(sorted_data, params):
         timestamps=frame["t"],
     )
     streamed = _rmtl(**params).fit(_source(path, 250))  # 5 blocks, whole sessions
-    assert len(streamed.critic_.history) >= 1
+    assert len(streamed.critic_.history_) >= 1
     p_mem = memory.predict_proba(frame[FEATURES])
     p_str = streamed.predict_proba(frame[FEATURES])
     assert not np.array_equal(p_str, p_mem)
@@ -574,8 +584,9 @@ def test_rmtl_statistics_merge_over_blocks(sorted_data):
     from sklearn_rmtl._td import SessionChunks, TDConfig
 
     path, frame = sorted_data
-    model = _rmtl(weighting="label_mean", ips_weighting=True).fit(_source(path, 10**6))
-    config = TDConfig.from_params(model.get_params(deep=False))
+    model = _rmtl(weighting="label_mean", critic={"balance_labels": True})
+    model.fit(_source(path, 10**6))
+    config = TDConfig.from_params(model.critic_.get_params(), model.get_params())
     means, rates = [], []
     for block in (10**6, 250):
         data = model._prepare(_source(path, block))
@@ -587,6 +598,8 @@ def test_rmtl_statistics_merge_over_blocks(sorted_data):
             weighting="label_mean",
             q_lambda=model.q_lambda,
             precision="float32",
+            gamma=0.95,
+            seed=0,
         )
         means.append(plan.label_weights)
         chunks = SessionChunks(

@@ -25,7 +25,8 @@ from sklearn.exceptions import NotFittedError
 from skorch.callbacks import EpochTimer
 
 import sklearn_rmtl
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
+from sklearn_rmtl._critic import FORMER_RMTL_PARAMETERS
 from sklearn_rmtl.persistence import (
     InconsistentVersionWarning,
     InvalidFileError,
@@ -40,7 +41,8 @@ EXPERTS = {
     "ple": {"n_shared_experts": 1, "n_specific_experts": 1},
 }
 FAST = {"max_epochs": 2, "random_state": 0, "min_frequency": 4}
-RMTL_FAST = {**FAST, "critic_hidden_dims": (8,), "critic_max_epochs": 2}
+CRITIC = {"hidden_dims": (8,), "max_epochs": 2}
+RMTL_FAST = {**FAST, "critic": SessionCritic(**CRITIC)}
 
 
 def small(backbone: str) -> dict:
@@ -87,6 +89,31 @@ def file_size(path, name, record_property) -> int:
     print(f"\n[safe format] {name}: {size} bytes ({size / 1024:.1f} KiB)")
     record_property(f"file_size_{name}", size)
     return size
+
+
+def plain_params(est):
+    """``get_params()`` with nested settings by name, not by object identity."""
+    return {
+        k: v.get_params() if isinstance(v, SessionCritic) else v
+        for k, v in est.get_params().items()
+        if not isinstance(v, MTLClassifier)
+    }
+
+
+def assert_same_critics(loaded, original):
+    """Two fitted SessionCritics hold the same settings, tasks and weights."""
+    assert loaded.get_params() == original.get_params()
+    np.testing.assert_array_equal(loaded.task_names_, original.task_names_)
+    assert loaded.history_ == original.history_
+    assert not loaded.module_.training
+    assert next(loaded.module_.parameters()).device.type == "cpu"
+    for (k1, v1), (k2, v2) in zip(
+        loaded.module_.state_dict().items(),
+        original.module_.state_dict().items(),
+        strict=True,
+    ):
+        assert k1 == k2
+        torch.testing.assert_close(v1, v2, rtol=0, atol=0)
 
 
 def assert_same_estimator(loaded, original, X_check):
@@ -203,29 +230,22 @@ def test_rmtl_round_trip(rmtl, rmtl_file, record_property):
     loaded = load(rmtl_file)
     X_all = pd.concat([X, X_NEW], ignore_index=True)
     assert_same_estimator(loaded, rmtl, X_all)
-    assert loaded.get_params() == rmtl.get_params()
+    assert plain_params(loaded) == plain_params(rmtl)
+    assert loaded.get_params()["critic__hidden_dims"] == (8,)
     np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+    # The critic settings stay unfitted; their fitted clone is critic_.
+    assert not loaded.critic.__sklearn_is_fitted__()
+    assert loaded.critic_ is not loaded.critic
     # The critics keep their encoder, shared with the actor as before.
-    critic = loaded.critic_
-    assert critic.encoder is loaded.encoder_
-    np.testing.assert_array_equal(critic.task_names, rmtl.critic_.task_names)
-    assert critic.history == rmtl.critic_.history
-    assert not critic.module.training
-    assert next(critic.module.parameters()).device.type == "cpu"
-    for (k1, v1), (k2, v2) in zip(
-        critic.module.state_dict().items(),
-        rmtl.critic_.module.state_dict().items(),
-        strict=True,
-    ):
-        assert k1 == k2
-        torch.testing.assert_close(v1, v2, rtol=0, atol=0)
+    assert loaded.critic_.encoder_ is loaded.encoder_
+    assert_same_critics(loaded.critic_, rmtl.critic_)
     assert loaded.net_.weighting == "rmtl" and loaded.net_.critic is None
 
 
 def test_rmtl_with_fitted_backbone_and_given_critic(rmtl, tmp_path):
     """Library objects as parameters are stored with shared identity kept."""
     actor = MTLClassifier(backbone="esmm", backbone_params=SMALL, **FAST).fit(X, Y)
-    clf = RMTLClassifier(actor=actor, critic=rmtl.critic_, **RMTL_FAST)
+    clf = RMTLClassifier(actor=actor, **{**RMTL_FAST, "critic": rmtl.critic_})
     clf.fit(X, Y, session_ids=SESSIONS)
     path = tmp_path / "transfer.zip"
     save(clf, path)
@@ -278,11 +298,11 @@ def test_numpy_input_and_file_objects():
 
 
 def test_encoder_is_stored_as_vocabularies_and_statistics(rmtl, rmtl_file):
-    """Formats 2 and 3 store plain state, no scikit-learn encoder internals."""
+    """Formats 2 and later store plain state, no scikit-learn encoder internals."""
     with zipfile.ZipFile(rmtl_file) as zf:
         text = zf.read("manifest.json").decode()
     manifest = json.loads(text)
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 4
     assert "OrdinalEncoder" not in text and "StandardScaler" not in text
     state = manifest["estimator"]["fitted"]["encoder_"]["state"]
     assert [c["name"] for c in state["categorical"]] == ["item", "user"]
@@ -294,6 +314,18 @@ def test_encoder_is_stored_as_vocabularies_and_statistics(rmtl, rmtl_file):
     assert not age["missing_indicator"]
     assert price["mean"] == rmtl.encoder_.mean_[0]
     assert price["scale"] == rmtl.encoder_.scale_[0]
+    # Format 4: a SessionCritic is its settings plus, fitted, its critics.
+    params = manifest["estimator"]["params"]
+    assert "gamma" not in params and "critic_max_epochs" not in params
+    critic, trained = params["critic"], manifest["estimator"]["fitted"]["critic_"]
+    assert critic["__type__"] == trained["__type__"] == "SessionCritic"
+    assert critic["params"]["max_epochs"] == trained["params"]["max_epochs"] == 2
+    assert critic["fitted"] is None
+    assert set(trained["fitted"]) == {"encoder_", "module_", "task_names_", "history_"}
+    assert trained["fitted"]["encoder_"] == {
+        "__type__": "ref",
+        "path": "estimator/encoder_",
+    }
 
 
 def test_save_is_deterministic(rmtl, rmtl_file, tmp_path):
@@ -330,9 +362,9 @@ def test_loaded_estimator_works_in_sklearn(rmtl_file):
     loaded = load(rmtl_file, device="cpu")
     fresh = clone(loaded)
     assert not hasattr(fresh, "net_")
-    assert fresh.get_params() == loaded.get_params()
+    assert plain_params(fresh) == plain_params(loaded)
     assert fresh.get_params()["backbone_params"]["bottom_dims"] == (8,)
-    fresh.set_params(max_epochs=1, critic_max_epochs=1, refit_max_epochs=1)
+    fresh.set_params(max_epochs=1, critic__max_epochs=1, refit_max_epochs=1)
     fresh.fit(X, Y, session_ids=SESSIONS)
     assert fresh.predict_proba(X_NEW).shape == (len(X_NEW), 2)
 
@@ -360,7 +392,9 @@ def test_model_saved_for_a_gpu_loads_and_refits_on_the_cpu(tmp_path):
         backbone="sharedbottom", backbone_params=small("sharedbottom"), **FAST
     )
     est = RMTLClassifier(
-        actor=actor.fit(X, Y), critic_hidden_dims=(8,), critic_max_epochs=1, **FAST
+        actor=actor.fit(X, Y),
+        critic=SessionCritic(hidden_dims=(8,), max_epochs=1),
+        **FAST,
     ).fit(X, Y, session_ids=SESSIONS)
     est.set_params(device="cuda", actor__device="cuda:1")
     est.device_ = "cuda"
@@ -487,8 +521,8 @@ def edit_declared_shape(m):
 
 
 def edit_ref(m):
-    critic = m["estimator"]["fitted"]["critic_"]
-    critic["encoder"] = {"__type__": "ref", "path": "estimator/net_"}
+    critic = m["estimator"]["fitted"]["critic_"]["fitted"]
+    critic["encoder_"] = {"__type__": "ref", "path": "estimator/net_"}
 
 
 def edit_encoder_code(m):
@@ -740,6 +774,14 @@ def test_format_version_1_files_load(name):
     # They stored the network as backbone_, its former name.
     assert "net_" in vars(loaded) and not hasattr(loaded, "backbone_")
     if name == "rmtl_ple":
+        # Saved with critic_hidden_dims=(8,), critic_max_epochs=2: these are
+        # now the critic's settings, and those of the critics it trained.
+        settings = SessionCritic(hidden_dims=(8,), max_epochs=2).get_params()
+        assert loaded.critic.get_params() == settings
+        assert not loaded.critic.__sklearn_is_fitted__()
+        assert loaded.critic_.get_params() == settings
+        assert loaded.critic_.encoder_ is loaded.encoder_
+        assert len(loaded.critic_.history_) == 2
         # float32 weights of about 4: rounding, as in assert_same_proba.
         np.testing.assert_allclose(
             loaded.loss_weights(X, Y), expected["rmtl_ple_loss_weights"], rtol=1e-6
@@ -768,8 +810,46 @@ def test_version_1_files_are_checked(tmp_path):
                 load(bad)
 
 
+#: The default critic settings as a manifest holds them.
+FORMAT_3_DEFAULTS = {
+    **SessionCritic().get_params(),
+    "hidden_dims": {"__type__": "tuple", "items": [512, 256]},
+}
+
+
+def _critic_as_format_3(node):
+    """A SessionCritic node as format 3 wrote it: fitted critics, no settings."""
+    if node is None or node.get("__type__") == "ref":
+        return node
+    fitted = {k.removesuffix("_"): v for k, v in node["fitted"].items()}
+    return {"__type__": "SessionCritic", **fitted}
+
+
+def as_format_3(m):
+    """A format-4 manifest as format 3 wrote it.
+
+    RMTLClassifier held the critic settings as its own parameters (by their
+    former names); a SessionCritic was fitted critics only, stored under
+    names without "_"; without a given critic, ``critic`` was None.
+    """
+    m["format_version"] = 3
+    est = m["estimator"]
+    params, fitted = est["params"], est["fitted"]
+    critic = params["critic"]
+    given = critic is not None and critic["fitted"] is not None
+    # The settings of the critics trained here; with given critics, which
+    # they did not train, the defaults.
+    trained = None if given else critic or fitted["critic_"]
+    settings = FORMAT_3_DEFAULTS if trained is None else trained["params"]
+    params.update({old: settings[new] for old, new in FORMER_RMTL_PARAMETERS.items()})
+    params["critic"] = _critic_as_format_3(critic) if given else None
+    fitted["critic_"] = _critic_as_format_3(fitted["critic_"])
+
+
 def as_format_2(m):
-    """A format-3 manifest as format 2 wrote it: the network as backbone_."""
+    """A format-4 manifest as format 2 wrote it: as format 3, the network as
+    backbone_."""
+    as_format_3(m)
     m["format_version"] = 2
     fitted = m["estimator"]["fitted"]
     fitted["backbone_"] = fitted.pop("net_")
@@ -784,6 +864,7 @@ def test_format_version_2_files_load_their_backbone_as_net(rmtl, rmtl_file, tmp_
 
     # Each format version has one name for it; the other one is refused.
     def net_in_format_2(m):
+        as_format_3(m)
         m["format_version"] = 2
 
     def backbone_in_format_3(m):
@@ -799,6 +880,101 @@ def test_format_version_2_files_load_their_backbone_as_net(rmtl, rmtl_file, tmp_
     ]:
         with pytest.raises(InvalidFileError, match=match):
             load(rewrite(rmtl_file, tmp_path / "bad.zip", manifest=edit))
+
+
+def test_format_version_3_files_load_their_critic_settings_as_critic(
+    rmtl, rmtl_file, tmp_path
+):
+    """Format 3 held the critic settings as RMTLClassifier parameters."""
+    loaded = load(rewrite(rmtl_file, tmp_path / "v3.zip", manifest=as_format_3))
+    assert_same_estimator(loaded, rmtl, pd.concat([X, X_NEW], ignore_index=True))
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+    assert plain_params(loaded) == plain_params(rmtl)
+    assert not loaded.critic.__sklearn_is_fitted__()
+    assert loaded.critic_.encoder_ is loaded.encoder_
+    assert_same_critics(loaded.critic_, rmtl.critic_)
+    # Saved again, it is a format-4 file of the same estimator.
+    save(loaded, tmp_path / "v4.zip")
+    again = load(tmp_path / "v4.zip")
+    assert plain_params(again) == plain_params(rmtl)
+    assert_same_critics(again.critic_, rmtl.critic_)
+
+    # The default settings are critic=None, as the estimator had them.
+    def with_defaults(m):
+        as_format_3(m)
+        params = m["estimator"]["params"]
+        for old, new in FORMER_RMTL_PARAMETERS.items():
+            params[old] = FORMAT_3_DEFAULTS[new]
+
+    loaded = load(rewrite(rmtl_file, tmp_path / "v3d.zip", manifest=with_defaults))
+    assert loaded.critic is None
+    assert loaded.critic_.get_params() == SessionCritic().get_params()
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+
+    # Each format version has one layout; the other one is refused.
+    def critic_in_format_3(m):
+        m["format_version"] = 3
+
+    def settings_in_format_4(m):
+        as_format_3(m)
+        m["format_version"] = 4
+
+    for edit, match in [
+        (critic_in_format_3, r"params/critic: expected an object with keys"),
+        (settings_in_format_4, r"RMTLClassifier has no parameters \['action_noise'"),
+    ]:
+        with pytest.raises(InvalidFileError, match=match):
+            load(rewrite(rmtl_file, tmp_path / "bad.zip", manifest=edit))
+
+
+def test_format_version_3_files_keep_a_given_critic(rmtl, tmp_path):
+    """A transferred critic of format 3 loads as the fitted critic it was."""
+    actor = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, **FAST)
+    clf = RMTLClassifier(actor=actor.fit(X, Y), **{**FAST, "critic": rmtl.critic_})
+    clf.fit(X, Y, session_ids=SESSIONS)
+    save(clf, tmp_path / "v4.zip")
+    loaded = load(
+        rewrite(tmp_path / "v4.zip", tmp_path / "v3.zip", manifest=as_format_3)
+    )
+    assert loaded.critic is loaded.critic_
+    assert loaded.critic_.encoder_ is not loaded.encoder_  # the critic's own
+    assert_same_estimator(loaded, clf, X_NEW)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), clf.loss_weights(X, Y))
+    np.testing.assert_array_equal(loaded.critic_.task_names_, rmtl.critic_.task_names_)
+    # Format 3 did not store a given critic's settings: the defaults.
+    assert loaded.critic_.get_params() == SessionCritic().get_params()
+
+
+def test_pickles_with_critic_settings_load_them_into_critic(rmtl, monkeypatch):
+    """Pickles of the former layout: settings in RMTLClassifier, bare critics."""
+    rmtl_getstate = RMTLClassifier.__getstate__
+    critic_getstate = SessionCritic.__getstate__
+
+    def critic_before(self):  # fitted critics only, names without "_"
+        state = critic_getstate(self)
+        for key in self.get_params():
+            del state[key]
+        return {k.removesuffix("_"): v for k, v in state.items()}
+
+    def rmtl_before(self):
+        state = dict(rmtl_getstate(self))
+        settings = (self.critic or SessionCritic()).get_params()
+        state.update({old: settings[n] for old, n in FORMER_RMTL_PARAMETERS.items()})
+        state["critic"] = None
+        return state
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RMTLClassifier, "__getstate__", rmtl_before)
+        patch.setattr(SessionCritic, "__getstate__", critic_before)
+        data = pickle.dumps(rmtl)
+        assert "critic_max_epochs" in rmtl.__getstate__()
+    loaded = pickle.loads(data)
+    assert plain_params(loaded) == plain_params(rmtl)
+    assert not loaded.critic.__sklearn_is_fitted__()
+    assert not hasattr(loaded, "critic_max_epochs")
+    assert_same_critics(loaded.critic_, rmtl.critic_)
+    assert_same_estimator(loaded, rmtl, X_NEW)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))
 
 
 def test_pickles_with_backbone_load_it_as_net(rmtl, monkeypatch):
@@ -828,7 +1004,7 @@ def test_stored_attributes_are_the_documented_ones():
     docscrape = pytest.importorskip("numpydoc.docscrape")
     from sklearn_rmtl._schema import _FITTED, ESTIMATORS
 
-    for name, cls in ESTIMATORS.items():
+    for name, cls in {**ESTIMATORS, "SessionCritic": SessionCritic}.items():
         documented = [a.name for a in docscrape.ClassDoc(cls)["Attributes"]]
         assert sorted(_FITTED[name]) == sorted(documented), name
 
@@ -845,7 +1021,8 @@ def test_memory_is_bounded_by_the_file(rmtl_file, tmp_path):
         load(bad)
 
     def huge_critic(m):
-        m["estimator"]["fitted"]["critic_"]["module"]["kwargs"]["hidden_dims"] = {
+        critic = m["estimator"]["fitted"]["critic_"]["fitted"]
+        critic["module_"]["kwargs"]["hidden_dims"] = {
             "__type__": "tuple",
             "items": [1 << 40],
         }

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import make_session_data
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.metrics import (
     per_task_log_loss,
     per_task_roc_auc,
@@ -62,7 +62,7 @@ def mtl(sessions):
 def rmtl(sessions, mtl):
     X, Y, s, t = sessions
     est = RMTLClassifier(
-        backbone="mmoe", critic_hidden_dims=(8,), critic_max_epochs=2, **TINY
+        backbone="mmoe", critic=SessionCritic(hidden_dims=(8,), max_epochs=2), **TINY
     )
     return est.fit(X, Y, session_ids=s, timestamps=t)
 

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import sklearn_rmtl._skorch_net
-from sklearn_rmtl import MTLClassifier, RMTLClassifier, persistence
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic, persistence
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._td import TDConfig, actor_step, td_step
 from sklearn_rmtl.balancing import BALANCINGS, make_balancer
@@ -40,9 +40,8 @@ MTL_FAST = {
 }
 FAST = {
     **MTL_FAST,
-    "critic_hidden_dims": (16,),
+    "critic": SessionCritic(hidden_dims=(16,), max_epochs=2),
     "refit_max_epochs": 1,
-    "critic_max_epochs": 2,
 }
 
 
@@ -89,7 +88,7 @@ def test_low_precision_reaches_every_product_of_fit_and_predict(
     assert proba.dtype == np.float64 and np.isfinite(weights).all()
     # Master weights stay float32.
     assert {p.dtype for p in est.net_.module_.parameters()} == {torch.float32}
-    assert {p.dtype for p in est.critic_.module.parameters()} == {torch.float32}
+    assert {p.dtype for p in est.critic_.module_.parameters()} == {torch.float32}
 
 
 def test_float32_runs_no_bfloat16_product(sessions):
@@ -283,7 +282,7 @@ def test_td_and_actor_steps_step_through_the_scaler(init_scale, skipped):
         tol=0.0,
         patience=1,
         double_q=False,
-        ips=False,
+        balance_labels=False,
         actor_update=True,
         verbose=0,
         precision="float16",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import make_sessions
 
 EXPECTED = Path(__file__).parent / "data" / "seeded_predictions.npz"
@@ -36,7 +36,7 @@ ESTIMATORS = {
         backbone="mmoe",
         backbone_params={**SMALL, "n_experts": 2},
         max_epochs=2,
-        critic_max_epochs=2,
+        critic=SessionCritic(max_epochs=2),
         random_state=0,
     ),
     "rmtl_constant": lambda: RMTLClassifier(

@@ -17,15 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._validation import check_multitask_target
 from sklearn_rmtl.metrics import per_task_roc_auc
 
 FAST = {
     "backbone_params": SMALL,
-    "critic_hidden_dims": (8,),
+    "critic": SessionCritic(hidden_dims=(8,), max_epochs=2),
     "max_epochs": 2,
-    "critic_max_epochs": 2,
     "batch_size": 256,
     "random_state": 0,
 }
@@ -139,13 +138,16 @@ def test_bad_fit_inputs_raise_before_training(cls, case, data, monkeypatch):
     ("params", "match"),
     [
         ({"backbone": "resnet"}, "'backbone' parameter"),
-        ({"gamma": 1.5}, "'gamma' parameter"),
-        ({"gamma": -0.1}, "'gamma' parameter"),
-        ({"lr": -1e-3}, "'lr' parameter"),
-        ({"critic_lr": -1e-3}, "'critic_lr' parameter"),
+        ({"critic": SessionCritic(gamma=1.5)}, "'gamma' parameter of Session"),
+        ({"critic": SessionCritic(gamma=-0.1)}, "'gamma' parameter of Session"),
+        ({"lr": -1e-3}, "'lr' parameter of RMTL"),
+        ({"critic": SessionCritic(lr=-1e-3)}, "'lr' parameter of SessionCritic"),
         ({"batch_size": 0}, "'batch_size' parameter"),
         ({"weighting": "cubic"}, "'weighting' parameter"),
-        ({"behavior_policy": "greedy"}, "'behavior_policy' parameter"),
+        (
+            {"critic": SessionCritic(behavior_policy="greedy")},
+            "'behavior_policy' parameter",
+        ),
         ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
     ],
 )
@@ -184,13 +186,13 @@ def test_changed_number_of_tasks(fitted, data):
     with pytest.raises(ValueError, match="3 task columns"):
         fitted.loss_weights(X, Y.assign(extra=0))
     with pytest.raises(ValueError, match="critic was trained for 2 tasks"):
-        RMTLClassifier(critic=fitted.critic_, **FAST).fit(X, Y[["task0"]])
+        RMTLClassifier(**{**FAST, "critic": fitted.critic_}).fit(X, Y[["task0"]])
 
 
 def test_critic_on_other_features(fitted, data):
     X, Y = data
     with pytest.raises(ValueError, match="critic was fitted on other feature columns"):
-        RMTLClassifier(critic=fitted.critic_, **FAST).fit(
+        RMTLClassifier(**{**FAST, "critic": fitted.critic_}).fit(
             X.rename(columns={"age": "years"}), Y
         )
 
@@ -262,7 +264,7 @@ def test_critic_divergence_names_the_phase(data):
     from sklearn_rmtl.exceptions import DivergenceError
 
     X, Y = data
-    est = RMTLClassifier(**{**FAST, "critic_lr": 1e20, "critic_max_epochs": 5})
+    est = RMTLClassifier(**{**FAST, "critic": SessionCritic(lr=1e20, max_epochs=5)})
     with pytest.raises(DivergenceError, match="critic TD loss became"):
         est.fit(X, Y, session_ids=np.arange(len(X)) // 5)
     assert not hasattr(est, "net_")

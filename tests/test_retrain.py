@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, make_session_data
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.cli import main as cli_main
 from sklearn_rmtl.persistence import load, save
 
@@ -24,8 +24,7 @@ ONE_BATCH = {
 }
 RMTL_FAST = {
     **ONE_BATCH,
-    "critic_hidden_dims": (16,),
-    "critic_max_epochs": 2,
+    "critic": SessionCritic(hidden_dims=(16,), max_epochs=2),
     "refit_max_epochs": 4,
     "refit_lr": 1e-2,
 }

@@ -17,15 +17,20 @@ from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._rows import ArrayRows
 from sklearn_rmtl._skorch_net import MultiTaskNet
 
+CRITIC = {"hidden_dims": (16,), "max_epochs": 6}
 FAST = {
     "backbone_params": SMALL,
-    "critic_hidden_dims": (16,),
+    "critic": SessionCritic(**CRITIC),
     "max_epochs": 4,
     "refit_max_epochs": 3,
-    "critic_max_epochs": 6,
     "batch_size": 128,
     "random_state": 0,
 }
+
+
+def critic(**settings):
+    """FAST's critic settings with ``settings`` on top."""
+    return SessionCritic(**{**CRITIC, **settings})
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +53,12 @@ def test_phases_and_attributes(fitted, sessions):
     assert {"epoch", "td_loss", "dur"} <= set(fitted.history_["critic"][0])
     assert fitted.n_iter_ == sum(len(v) for v in fitted.history_.values())
     assert isinstance(fitted.critic_, SessionCritic)
-    assert list(fitted.critic_.task_names) == ["click", "purchase"]
-    assert fitted.critic_.encoder is fitted.encoder_
+    assert list(fitted.critic_.task_names_) == ["click", "purchase"]
+    assert fitted.critic_.encoder_ is fitted.encoder_
+    # The settings' clone was fitted; the parameter is left as given.
+    assert fitted.critic_.get_params() == FAST["critic"].get_params()
+    assert not FAST["critic"].__sklearn_is_fitted__()
+    assert fitted.critic_.history_ == fitted.history_["critic"]
     proba = fitted.predict_proba(X)
     assert proba.shape == (len(X), 2)
     assert roc_auc_score(Y["click"], proba[:, 0]) > 0.7
@@ -156,7 +165,7 @@ def test_input_row_order_does_not_change_the_transitions(sessions):
     X, Y, s, t = sessions
     params = {
         **FAST,
-        "critic_max_epochs": 1,
+        "critic": critic(max_epochs=1),
         "max_epochs": 1,
         "batch_size": 10**6,
         "early_stopping": False,
@@ -178,24 +187,49 @@ def test_input_row_order_does_not_change_the_transitions(sessions):
 def test_without_sessions_warns(sessions):
     X, Y, _s, _t = sessions
     with pytest.warns(UserWarning, match="session_ids is None"):
-        RMTLClassifier(**{**FAST, "critic_max_epochs": 1}).fit(X, Y)
+        RMTLClassifier(**{**FAST, "critic": critic(max_epochs=1)}).fit(X, Y)
 
 
 def test_critic_transfer_across_backbones(sessions, fitted):
     X, Y, s, t = sessions
-    est = RMTLClassifier(backbone="esmm", critic=fitted.critic_, **FAST)
+    est = RMTLClassifier(backbone="esmm", **{**FAST, "critic": fitted.critic_})
     est.fit(X, Y, session_ids=s, timestamps=t)
     assert est.history_["critic"] == []
     assert est.critic_ is fitted.critic_
     assert (est.loss_weights(X, Y) >= 1).all()
-    # A clone (as in GridSearchCV) carries a copy of the critic.
+    # A clone (as in GridSearchCV) transfers the same fitted critics.
     cloned = clone(est)
     assert isinstance(cloned.critic, SessionCritic)
+    assert cloned.critic.__sklearn_is_fitted__()
+    assert cloned.critic.module_ is fitted.critic_.module_
+    assert cloned.critic.get_params() == fitted.critic_.get_params()
+
+
+def test_critic_none_trains_the_default_critic(sessions):
+    X, Y, s, t = sessions
+    est = RMTLClassifier(
+        backbone="sharedbottom", **{**FAST, "critic": None, "max_epochs": 1}
+    )
+    assert not any(k.startswith("critic__") for k in est.get_params())
+    est.fit(X, Y, session_ids=s, timestamps=t)
+    assert est.critic is None
+    assert est.critic_.get_params() == SessionCritic().get_params()
+    assert est.critic_.module_.hidden_dims == SessionCritic().hidden_dims
+
+
+def test_unfitted_critic_has_no_critics():
+    from sklearn.exceptions import NotFittedError
+
+    spec = SessionCritic()
+    assert not spec.__sklearn_is_fitted__()
+    with pytest.raises(NotFittedError, match="holds critic settings only"):
+        spec.to("cpu")
+    assert clone(spec).get_params() == spec.get_params()
 
 
 def test_critic_transfer_needs_same_features(sessions, fitted):
     X, Y, s, _t = sessions
-    est = RMTLClassifier(critic=fitted.critic_, **FAST)
+    est = RMTLClassifier(**{**FAST, "critic": fitted.critic_})
     with pytest.raises(ValueError, match="critic was fitted on other feature columns"):
         est.fit(X.drop(columns="price"), Y, session_ids=s)
     with pytest.raises(ValueError, match="critic was trained for 2 tasks"):
@@ -240,34 +274,36 @@ def test_unfitted_mtl_backbone_is_fitted_as_pretraining(sessions):
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "settings"),
     [
-        {"shared_critic": False},
-        {"double_q": True, "ips_weighting": True},
-        {"behavior_policy": "uniform"},
-        {"actor_update": True},
+        ({}, {"shared": False}),
+        ({}, {"double_q": True, "balance_labels": True}),
+        ({}, {"behavior_policy": "uniform"}),
+        ({"actor_update": True}, {}),
     ],
-    ids=["independent", "double_q+ips", "uniform", "actor_update"],
+    ids=["independent", "double_q+balance_labels", "uniform", "actor_update"],
 )
-def test_critic_options_train(sessions, options):
+def test_critic_options_train(sessions, options, settings):
     X, Y, s, t = sessions
-    est = RMTLClassifier(backbone="sharedbottom", **{**FAST, **options})
+    est = RMTLClassifier(
+        backbone="sharedbottom", **{**FAST, **options, "critic": critic(**settings)}
+    )
     est.fit(X, Y, session_ids=s, timestamps=t)
     assert (est.loss_weights(X, Y) >= 1).all()
     if options.get("actor_update"):
         assert "actor_loss" in est.history_["critic"][0]
-    if options.get("shared_critic") is False:
-        assert len(est.critic_.module.embeddings) == 2
+    if settings.get("shared") is False:
+        assert len(est.critic_.module_.embeddings) == 2
 
 
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"gamma": 1.5}, "'gamma' parameter"),
+        ({"critic": critic(gamma=1.5)}, "'gamma' parameter of SessionCritic"),
         ({"weighting": "softmax"}, "'weighting' parameter"),
         ({"q_lambda": -1.0}, "'q_lambda' parameter"),
-        ({"critic_lr": 0.0}, "'critic_lr' parameter"),
-        ({"critic_hidden_dims": (0,)}, "critic_hidden_dims must be"),
+        ({"critic": critic(lr=0.0)}, "'lr' parameter of SessionCritic"),
+        ({"critic": critic(hidden_dims=(0,))}, "hidden_dims must be"),
         ({"backbone": "esmm", "critic": "nope"}, "'critic' parameter"),
     ],
 )
@@ -315,8 +351,7 @@ def test_ddpg_actor_is_selected_on_the_held_out_rows(sessions):
         **FAST,
         "max_epochs": 2,
         "refit_max_epochs": 0,
-        "critic_max_epochs": 2,
-        "critic_tol": 0.0,
+        "critic": critic(max_epochs=2, tol=0.0),
         "refit_validation_interval": 0.5,
     }
     frozen = RMTLClassifier(weighting="constant", **params)
@@ -383,7 +418,12 @@ def test_parallel_fits_match_sequential(sessions, backend):
     from joblib import Parallel, delayed
 
     X, Y, s, t = sessions
-    params = {**FAST, "max_epochs": 2, "critic_max_epochs": 2, "refit_max_epochs": 1}
+    params = {
+        **FAST,
+        "max_epochs": 2,
+        "critic": critic(max_epochs=2),
+        "refit_max_epochs": 1,
+    }
     seeds = [0, 1, 0, 1]
 
     def fit(seed):

@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.model_selection import GridSearchCV, KFold
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl.datasets import make_sessions
 from sklearn_rmtl.metrics import make_task_scorer
@@ -26,7 +26,10 @@ EXACT = {
     "batch_size": 4096,
     "random_state": 0,
 }
-RMTL_FAST = {"critic_max_epochs": 2, "critic_hidden_dims": (8,)}
+CRITIC = {"max_epochs": 2, "hidden_dims": (8,)}
+RMTL_FAST = {"critic": SessionCritic(**CRITIC)}
+#: RMTL_FAST whose critics also weigh their TD loss by the sample weights.
+RMTL_WEIGHTED = {"critic": SessionCritic(**CRITIC, use_sample_weight=True)}
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +153,14 @@ def test_bad_sample_weight_raises_before_training(data, make_weight, match):
         MTLClassifier(**EXACT).fit(X, Y, sample_weight=make_weight(len(X)))
 
 
-def test_critic_sample_weight_weighs_the_td_loss(data):
+def test_critic_use_sample_weight_weighs_the_td_loss(data):
     X, Y, s, t = data
     weight, _ = _zero_rows(len(X), seed=3)
     params = {**EXACT, **RMTL_FAST, "early_stopping": False}
     paper = RMTLClassifier(**params).fit(
         X, Y, session_ids=s, timestamps=t, sample_weight=weight
     )
-    weighted = RMTLClassifier(**params, critic_sample_weight=True).fit(
+    weighted = RMTLClassifier(**{**params, **RMTL_WEIGHTED}).fit(
         X, Y, session_ids=s, timestamps=t, sample_weight=weight
     )
     td = [[row["td_loss"] for row in m.history_["critic"]] for m in (paper, weighted)]
@@ -172,12 +175,13 @@ def test_critic_sample_weight_weighs_the_td_loss(data):
 def test_save_load_round_trip_of_a_weighted_fit(data, tmp_path):
     X, Y, s, t = data
     weight, _ = _zero_rows(len(X), seed=4)
-    est = RMTLClassifier(**EXACT, **RMTL_FAST, critic_sample_weight=True).fit(
+    est = RMTLClassifier(**EXACT, **RMTL_WEIGHTED).fit(
         X, Y, session_ids=s, timestamps=t, sample_weight=weight
     )
     save(est, tmp_path / "m.rmtl")
     loaded = load(tmp_path / "m.rmtl")
-    assert loaded.get_params()["critic_sample_weight"] is True
+    assert loaded.get_params()["critic__use_sample_weight"] is True
+    assert loaded.critic_.use_sample_weight is True
     assert_allclose(loaded.predict_proba(X), est.predict_proba(X), atol=1e-6)
 
 

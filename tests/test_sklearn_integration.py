@@ -20,7 +20,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.metrics import (
     group_roc_auc_scorer,
     make_task_scorer,
@@ -30,9 +30,8 @@ from sklearn_rmtl.model_selection import SessionTimeSeriesSplit
 
 FAST = {
     "backbone_params": SMALL,
-    "critic_hidden_dims": (8,),
+    "critic": SessionCritic(hidden_dims=(8,), max_epochs=2),
     "max_epochs": 2,
-    "critic_max_epochs": 2,
     "batch_size": 256,
     "random_state": 0,
 }
@@ -62,6 +61,33 @@ def test_grid_search_with_routing_group_kfold_and_session_scorer(data):
     assert (results["mean_test_s_logloss"] < 0).all()  # negated loss
     assert np.isfinite(results["mean_test_gauc"]).all()
     assert search.best_estimator_.predict_proba(X).shape == (len(X), 2)
+
+
+def test_grid_search_over_the_critic_settings(data):
+    """The critic phase's settings are searched as ``critic__<name>``."""
+    X, Y, s, t = data
+    est = RMTLClassifier(backbone="sharedbottom", **FAST)
+    params = est.get_params()
+    assert params["critic__gamma"] == 0.95 and params["critic__max_epochs"] == 2
+    assert "gamma" not in est.get_params(deep=False)
+    search = GridSearchCV(
+        est,
+        {"critic__gamma": [0.5, 0.9]},
+        cv=GroupKFold(n_splits=2),
+        scoring=session_log_loss_scorer,
+        error_score="raise",
+    )
+    with sklearn.config_context(enable_metadata_routing=True):
+        search.fit(X, Y, groups=s, session_ids=s, timestamps=t)
+    assert [p["critic__gamma"] for p in search.cv_results_["params"]] == [0.5, 0.9]
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    best = search.best_estimator_
+    gamma = search.best_params_["critic__gamma"]
+    # The searched setting trained the kept critics; the given one is as it was.
+    assert best.critic.gamma == best.critic_.gamma == gamma
+    assert best.critic_.__sklearn_is_fitted__()
+    assert FAST["critic"].gamma == 0.95
+    assert not FAST["critic"].__sklearn_is_fitted__()
 
 
 def test_grid_search_without_routing_classic_fit_params(data):
@@ -169,7 +195,7 @@ def test_joblib_round_trip_in_a_new_process(cls, data, tmp_path):
     # Configuration and weights only: no optimizer state or training data.
     n_params = sum(p.numel() for p in est.net_.module_.parameters())
     if cls is RMTLClassifier:
-        n_params += sum(p.numel() for p in est.critic_.module.parameters())
+        n_params += sum(p.numel() for p in est.critic_.module_.parameters())
     assert size < 4 * n_params + 200_000
     loaded = joblib.load(path)
     assert loaded.net_.optimizer_ is None

@@ -9,7 +9,7 @@ from conftest import SMALL, make_session_data
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier, _training
+from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic, _training
 from sklearn_rmtl._training import (
     SELECTION_METRICS,
     SELECTIONS,
@@ -22,10 +22,9 @@ from sklearn_rmtl.metrics import METRICS, per_task_log_loss, per_task_roc_auc
 FAST = {
     "backbone": "sharedbottom",
     "backbone_params": SMALL,
-    "critic_hidden_dims": (16,),
+    "critic": SessionCritic(hidden_dims=(16,), max_epochs=3),
     "max_epochs": 3,
     "refit_max_epochs": 2,
-    "critic_max_epochs": 3,
     "batch_size": 128,
     "random_state": 0,
 }
@@ -224,7 +223,7 @@ def test_dple_with_behaviour_cloning_stays_calibrated(sessions, pretrained):
         "actor_update": True,
         "weighting": "constant",
         "refit_max_epochs": 0,
-        "critic_max_epochs": 6,
+        "critic": SessionCritic(hidden_dims=(16,), max_epochs=6),
     }
     pure_q = RMTLClassifier(**{**params, "bc_alpha": None}).fit(
         X, Y, session_ids=s, timestamps=t

@@ -57,7 +57,7 @@ def _click_buy():
 
 @pytest.mark.parametrize("given", ["actor", "critic"])
 def test_an_actor_or_critic_of_other_tasks_is_rejected(given):
-    from sklearn_rmtl import RMTLClassifier
+    from sklearn_rmtl import RMTLClassifier, SessionCritic
 
     data, y = _click_buy()
     fit = {"session_ids": data.session_ids, "timestamps": data.timestamps}
@@ -65,9 +65,10 @@ def test_an_actor_or_critic_of_other_tasks_is_rejected(given):
     if given == "actor":
         component = MTLClassifier(**small).fit(data.X, y, **fit)
     else:
-        rmtl = RMTLClassifier(**small, critic_max_epochs=1).fit(data.X, y, **fit)
+        critic = SessionCritic(max_epochs=1)
+        rmtl = RMTLClassifier(**small, critic=critic).fit(data.X, y, **fit)
         component = rmtl.critic_
-    params = {**small, given: component, "critic_max_epochs": 1}
+    params = {"critic": SessionCritic(max_epochs=1), **small, given: component}
     swapped = y[["buy", "click"]]
     with pytest.raises(ValueError, match=r"the same tasks in another order; reorder"):
         RMTLClassifier(**params).fit(data.X, swapped, **fit)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, make_session_data
 
-from sklearn_rmtl import RMTLClassifier
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl._mdp import build_transitions
 from sklearn_rmtl._outcome import (
     discounted_later,
@@ -113,8 +113,7 @@ FAST = dict(
     backbone_params=SMALL,
     max_epochs=2,
     refit_max_epochs=1,
-    critic_max_epochs=2,
-    critic_hidden_dims=(8,),
+    critic=SessionCritic(max_epochs=2, hidden_dims=(8,)),
     random_state=0,
 )
 
