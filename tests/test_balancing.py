@@ -62,6 +62,9 @@ def test_registry_and_params():
 
 
 def test_shared_parameters_follow_the_graph():
+    # Seeded: with some draws a ReLU unit of the bottom is dead on these rows
+    # and its weights get no gradient from either task.
+    torch.manual_seed(0)
     params = resolve_backbone_params("sharedbottom", SMALL)
     module = MultiTaskModule(
         cardinalities=[5],
