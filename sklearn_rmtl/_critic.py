@@ -243,12 +243,16 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         head (the paper). False: K independent critics with their own
         embeddings (the authors' code). Embeddings start as copies of the
         actor's either way.
-    behavior_policy : {"actor", "uniform"}, default="actor"
+    behavior_policy : {"actor", "actor_logit", "uniform"}, default="actor"
         Actions stored in the transitions: the pretrained actor's predictions
-        plus Gaussian noise (std ``action_noise``, clipped at two std, the
-        paper), or uniform draws from [0, 1] (the authors' code).
+        plus Gaussian noise (std ``action_noise``, clipped at two std, then
+        clipped to [0, 1]; the paper), the same noise added to the
+        prediction's logit (no action pinned at 0 or 1; an ``action_noise``
+        around 0.5 explores comparably), or uniform draws from [0, 1] (the
+        authors' code).
     action_noise : float, default=0.1
-        Std of the exploration noise of ``behavior_policy="actor"``.
+        Std of the exploration noise of the "actor" policies (in probability,
+        or in logit for ``"actor_logit"``).
     gamma : float, default=0.95
         Discount factor of the session return.
     tau : float, default=0.2

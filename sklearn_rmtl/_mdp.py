@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 #: Accepted values of ``behavior_policy``.
-BEHAVIOR_POLICIES = ("actor", "uniform")
+BEHAVIOR_POLICIES = ("actor", "actor_logit", "uniform")
 
 #: Actions are clipped to this interval before the log of Eq. (2) (authors' code).
 ACTION_CLIP = 1e-4
@@ -155,12 +155,15 @@ def behavior_actions(
         :attr:`SessionTransitions.order`: random numbers are drawn in this
         canonical (session, time) order, so the actions do not depend on the
         order of the input rows.
-    behavior_policy : {"actor", "uniform"}
+    behavior_policy : {"actor", "actor_logit", "uniform"}
         "actor": ``policy`` plus Gaussian noise of std ``action_noise``
-        clipped at two std, then to [0, 1] (the paper); "uniform": uniform
-        draws from [0, 1] (the authors' code).
+        clipped at two std, then to [0, 1] (the paper); "actor_logit": the
+        same noise added to the logit of ``policy``, so an action is never
+        exactly 0 or 1; "uniform": uniform draws from [0, 1] (the authors'
+        code).
     action_noise : float
-        Std of the noise of ``behavior_policy="actor"``.
+        Std of the noise of the "actor" policies (in probability, or in
+        logit for "actor_logit").
     rng : numpy.random.Generator
         Source of the draws.
 
@@ -169,12 +172,19 @@ def behavior_actions(
     ndarray of shape (n_samples, n_tasks)
     """
     draws = np.empty_like(policy)
-    if behavior_policy == "actor":
+    if behavior_policy in ("actor", "actor_logit"):
         # NOTE[DIFF]: the paper names the pretrained actor as behaviour
         # policy without noise details; clipped Gaussian noise explores
         # around it (TD3-style).
         sd = action_noise
         draws[order] = rng.normal(0.0, sd, policy.shape)
-        return np.clip(policy + np.clip(draws, -2 * sd, 2 * sd), 0.0, 1.0)
+        noise = np.clip(draws, -2 * sd, 2 * sd)
+        if behavior_policy == "actor":
+            return np.clip(policy + noise, 0.0, 1.0)
+        # NOTE[DIFF]: noise in logit space never pins an action at the [0, 1]
+        # boundary, where "actor" puts a fifth of the rare-label actions
+        # (their rewards then carry most of the reward variance, measured).
+        p = np.clip(policy, ACTION_CLIP, 1 - ACTION_CLIP)
+        return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + noise)))
     draws[order] = rng.random(policy.shape)
     return draws

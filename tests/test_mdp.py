@@ -167,3 +167,33 @@ def test_behavior_actions_follow_the_canonical_order(policy_name):
     perm = rng.permutation(50)
     inverse = np.argsort(perm)
     np.testing.assert_array_equal(draw(policy[perm], inverse[order]), actions[perm])
+
+
+def test_logit_exploration_never_pins_an_action_at_the_boundary():
+    rng = np.random.default_rng(0)
+    policy = np.concatenate(
+        [rng.uniform(0, 0.02, (500, 1)), rng.uniform(0, 1, (500, 1))]
+    )
+    policy = np.hstack([policy, 1 - policy])
+    order = np.arange(len(policy))
+    draw = {
+        name: behavior_actions(
+            policy,
+            order,
+            behavior_policy=name,
+            action_noise=0.1,
+            rng=np.random.default_rng(1),
+        )
+        for name in ("actor", "actor_logit")
+    }
+    # Additive noise pins many near-0 predictions at exactly 0; in logit space
+    # every action stays strictly inside (0, 1).
+    assert (draw["actor"] == 0).sum() > 50
+    assert ((draw["actor_logit"] > 0) & (draw["actor_logit"] < 1)).all()
+    # The same draws: the noise moves each logit by at most two std.
+    p = np.clip(policy, 1e-4, 1 - 1e-4)
+    shift = np.log(draw["actor_logit"] / (1 - draw["actor_logit"])) - np.log(
+        p / (1 - p)
+    )
+    assert np.abs(shift).max() <= 0.2 + 1e-9
+    assert np.corrcoef(shift.ravel(), (draw["actor"] - policy).ravel())[0, 1] > 0.5
