@@ -280,6 +280,10 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         times the previous one ...
     patience : int, default=2
         ... for this many consecutive epochs.
+    redraw_actions : bool, default=False
+        Draw the behaviour actions (and their rewards) anew in every epoch
+        after the first, rather than once for all epochs (the paper's
+        buffer): the critics then see several actions per state.
 
     Attributes
     ----------
@@ -354,6 +358,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "redraw_actions": ["boolean"],
     }
 
     def __init__(
@@ -373,6 +378,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         max_epochs: int = 20,
         tol: float = 1e-3,
         patience: int = 2,
+        redraw_actions: bool = False,
     ) -> None:
         self.hidden_dims = hidden_dims
         self.shared = shared
@@ -388,6 +394,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.tol = tol
         self.patience = patience
+        self.redraw_actions = redraw_actions
 
     def _check_params(self) -> None:
         """Raise for settings outside their declared ranges, before any training."""
@@ -656,6 +663,7 @@ def fit_critics(
         action_noise=critic.action_noise,
         config=config,
         seed=seed,
+        redraw_actions=critic.redraw_actions,
     )
     module, generator = new_critic(
         data,

@@ -315,7 +315,8 @@ class SessionChunks:
     transitions to each row's next row of its session, the behaviour
     actions and their rewards (Eq. 2). A transition never leaves its chunk.
     A chunk's actions are drawn from a seed of its own, the same in every
-    epoch; the first chunk's seed is the fit's, so one chunk (in-memory
+    epoch (with ``redraw_actions``, drawn anew for every epoch after the
+    first); the first chunk's seed is the fit's, so one chunk (in-memory
     rows) gives every draw of a fit over all rows at once. One chunk is
     built once; more are rebuilt when visited, in bounded memory.
     """
@@ -329,11 +330,13 @@ class SessionChunks:
         action_noise: float,
         config: TDConfig,
         seed: int,
+        redraw_actions: bool = False,
     ) -> None:
         self.data = data
         self.actor = copy.deepcopy(actor).eval()  # the policy stays pretrained
         self.behavior_policy = behavior_policy
         self.action_noise = action_noise
+        self.redraw_actions = redraw_actions
         self.config = config
         self.seed = seed
         self.bounds = data.rows.session_bounds()
@@ -344,8 +347,38 @@ class SessionChunks:
     def __len__(self) -> int:
         return len(self.bounds)
 
-    def chunk(self, c: int) -> dict[str, Any]:
-        """Chunk ``c``'s states, actions, rewards and links, on the device."""
+    def chunk(self, c: int, epoch: int = 1) -> dict[str, Any]:
+        """Chunk ``c``'s states, actions, rewards and links, on the device.
+
+        ``epoch`` (from 1) picks the actions' draw with ``redraw_actions``.
+        """
+        ch = self._build(c)
+        if self.redraw_actions and epoch > 1:
+            # NOTE[DIFF]: the paper's buffer keeps one action per row; new
+            # draws every epoch show the critics more than one action per
+            # state, so Q can learn how the return depends on the action.
+            ch = {**ch, **self._draw(ch, np.random.default_rng([self.seed, c, epoch]))}
+            ch.pop("ips", None)
+        return ch
+
+    def _draw(self, ch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Behaviour actions from ``rng`` and their rewards, as tensors."""
+        actions = behavior_actions(
+            ch["policy_np"],
+            ch["order"],
+            behavior_policy=self.behavior_policy,
+            action_noise=self.action_noise,
+            rng=rng,
+        )
+        reward = rewards(ch["y01_np"], actions, ch["observed"])
+        device = self.data.device
+        return {
+            "actions": torch.as_tensor(actions, dtype=torch.float32, device=device),
+            "rewards": torch.as_tensor(reward, dtype=torch.float32, device=device),
+            "reward_np": reward,
+        }
+
+    def _build(self, c: int) -> dict[str, Any]:
         if self._cached is not None:
             return self._cached
         device, config = self.data.device, self.config
@@ -358,14 +391,6 @@ class SessionChunks:
         x_num = tensor(block.inputs["x_num"])
         policy = actor_proba(self.actor, x_cat, x_num, config.precision)
         transitions = build_transitions(block.session_ids, block.timestamps, len(block))
-        actions = behavior_actions(
-            policy.cpu().numpy().astype(np.float64),
-            transitions.order,
-            behavior_policy=self.behavior_policy,
-            action_noise=self.action_noise,
-            rng=np.random.default_rng(self.seed if c == 0 else [self.seed, c]),
-        )
-        reward = rewards(block.y01, actions, block.observed)
         # Weight of each (row, task) TD error: 0 for a missing label (no
         # reward); the sample weights with the critic's ``use_sample_weight``.
         mask = loss_mask(
@@ -375,16 +400,25 @@ class SessionChunks:
             "x_cat": x_cat,
             "x_num": x_num,
             "policy": policy,
-            "actions": tensor(actions),
-            "rewards": tensor(reward),
             "next_row": tensor(transitions.next_row, torch.long),
             "done": tensor(transitions.done),
             "y01": tensor(block.y01),
             "train_rows": tensor(~block.valid),
-            "reward_np": reward,
             "mask_np": mask,
             "mask": None if mask is None else tensor(mask),
+            # What the actions' draws read.
+            "policy_np": policy.cpu().numpy().astype(np.float64),
+            "order": transitions.order,
+            "y01_np": block.y01,
+            "observed": block.observed,
         }
+        # The in-memory fit's generator for the first chunk, a seed of its
+        # own for each other chunk.
+        out.update(
+            self._draw(
+                out, np.random.default_rng(self.seed if c == 0 else [self.seed, c])
+            )
+        )
         if len(self.bounds) == 1:
             self._cached = out
         return out
@@ -519,7 +553,7 @@ def train_critic(
     def epoch_batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = chunk_rng.permutation(len(chunks)) if len(chunks) > 1 else [0]
         for c in order:
-            ch = chunks.chunk(int(c))
+            ch = chunks.chunk(int(c), epoch)
             n = len(ch["actions"])
             rows = torch.randperm(n, generator=generator).to(device)
             # Frozen actor: pi'(s_{t+1}) of every row, looked up once.

@@ -114,7 +114,7 @@ class _OneChunk:
     def __len__(self):
         return 1
 
-    def chunk(self, c):
+    def chunk(self, c, epoch=1):
         return self.data
 
     def ips(self, chunk):
@@ -281,3 +281,40 @@ def test_split_first_layer_equals_the_concatenating_critic(shared, hidden_dims):
     want_grads = torch.autograd.grad(want.sum(), list(critic.parameters()))
     for g, h in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(g, h)
+
+
+@pytest.mark.parametrize("redraw", [False, True])
+def test_redraw_actions_draws_new_actions_each_epoch(redraw):
+    from conftest import SMALL, make_session_data
+
+    from sklearn_rmtl import RMTLClassifier, SessionCritic
+    from sklearn_rmtl._rows import ArrayRows
+    from sklearn_rmtl._td import SessionChunks, TDConfig
+
+    X, Y, s, t = make_session_data(n_sessions=30)
+    critic = SessionCritic(hidden_dims=(8,), max_epochs=3, redraw_actions=redraw)
+    clf = RMTLClassifier(
+        backbone="sharedbottom",
+        backbone_params=SMALL,
+        max_epochs=1,
+        critic=critic,
+        random_state=0,
+    ).fit(X, Y, session_ids=s, timestamps=t)
+    assert clf.critic_.redraw_actions is redraw
+    data = clf._prepare(ArrayRows(X, Y, session_ids=s, timestamps=t))
+    data.set_encoder(clf.encoder_)
+    chunks = SessionChunks(
+        data,
+        clf.net_.module_,
+        behavior_policy="actor",
+        action_noise=0.1,
+        config=TDConfig.from_params(critic.get_params(), clf.get_params()),
+        seed=0,
+        redraw_actions=redraw,
+    )
+    first, second = chunks.chunk(0, 1), chunks.chunk(0, 2)
+    assert torch.equal(chunks.chunk(0, 1)["actions"], first["actions"])
+    assert torch.equal(first["actions"], second["actions"]) is not redraw
+    assert torch.equal(first["rewards"], second["rewards"]) is not redraw
+    # The states and links never change.
+    assert torch.equal(first["next_row"], second["next_row"])
