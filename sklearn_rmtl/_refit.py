@@ -143,6 +143,12 @@ def plan_refit(
     )
 
 
+def _proba(actor: nn.Module, block: EncodedBlock, precision: str) -> Tensor:
+    """The pretrained actor's probabilities of an encoded block's rows, on CPU."""
+    x_cat, x_num = (torch.as_tensor(block.inputs[k]) for k in ("x_cat", "x_num"))
+    return actor_proba(actor, x_cat, x_num, precision).cpu()
+
+
 def _label_means(
     data: FitData,
     actor: nn.Module,
@@ -162,12 +168,7 @@ def _label_means(
     for b in range(data.rows.n_blocks):
         block = data.block(b)
         y = torch.as_tensor(block.y01)
-        proba = actor_proba(
-            actor,
-            torch.as_tensor(block.inputs["x_cat"]),
-            torch.as_tensor(block.inputs["x_num"]),
-            precision,
-        ).cpu()
+        proba = _proba(actor, block, precision)
         w = critic.row_weights(
             critic_inputs(block), proba, y, weighting, q_lambda, precision
         )
@@ -221,12 +222,7 @@ def _fixed_weights(
     for start, stop in data.rows.session_bounds():
         block = data.chunk(start, stop)
         rows = slice(start, stop)
-        proba = actor_proba(
-            actor,
-            torch.as_tensor(block.inputs["x_cat"]),
-            torch.as_tensor(block.inputs["x_num"]),
-            precision,
-        ).cpu()
+        proba = _proba(actor, block, precision)
         transitions = build_transitions(block.session_ids, block.timestamps, len(block))
         mask = block.loss_mask
         entries = np.ones((len(block), k)) if mask is None else (mask > 0)
