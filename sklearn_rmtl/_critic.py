@@ -321,23 +321,19 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
 
     Examples
     --------
-    >>> import numpy as np, pandas as pd
     >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
-    >>> rng = np.random.default_rng(0)
-    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300)})
-    >>> click = X["item"] == "a"
-    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
-    >>> sessions = np.repeat(np.arange(30), 10)
-    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
-    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
+    >>> from sklearn_rmtl.datasets import make_sessions
+    >>> X, Y, sessions, times = make_sessions(30, return_X_y=True, random_state=0)
+    >>> tiny = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
+    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=tiny,
     ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
     ...                      max_epochs=2, random_state=0)
     >>> clf.get_params()["critic__gamma"]
     0.95
     >>> critic = clf.fit(X, Y, session_ids=sessions).critic_
     >>> critic.task_names_.tolist(), len(critic.history_)
-    (['task_0', 'task_1'], 2)
-    >>> other = RMTLClassifier(backbone="mmoe", backbone_params=small,
+    (['click', 'purchase'], 2)
+    >>> other = RMTLClassifier(backbone="mmoe", backbone_params=tiny,
     ...                        critic=critic, max_epochs=2, random_state=0)
     >>> other.fit(X, Y, session_ids=sessions).critic_ is critic
     True

@@ -150,20 +150,16 @@ class TrainingCurvesDisplay:
 
     Examples
     --------
-    >>> import numpy as np, pandas as pd
     >>> from sklearn_rmtl import RMTLClassifier, SessionCritic
+    >>> from sklearn_rmtl.datasets import make_sessions
     >>> from sklearn_rmtl.plotting import TrainingCurvesDisplay
-    >>> rng = np.random.default_rng(0)
-    >>> X = pd.DataFrame({"item": rng.choice(["a", "b", "c"], 300),
-    ...                   "position": np.tile(np.arange(10), 30)})
-    >>> click = X["item"] == "a"
-    >>> Y = np.column_stack([click, click & (rng.random(300) < 0.5)])
-    >>> sessions = np.repeat(np.arange(30), 10)
-    >>> small = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
-    >>> clf = RMTLClassifier(backbone="sharedbottom", backbone_params=small,
-    ...                      critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
-    ...                      max_epochs=2, random_state=0)
-    >>> clf = clf.fit(X, Y, session_ids=sessions, timestamps=X["position"])
+    >>> X, Y, s, t = make_sessions(30, return_X_y=True, random_state=0)
+    >>> clf = RMTLClassifier(
+    ...     backbone="sharedbottom", max_epochs=2, random_state=0,
+    ...     backbone_params={"embedding_dim": 4, "bottom_dims": (8,),
+    ...                      "tower_dims": (4,)},
+    ...     critic=SessionCritic(hidden_dims=(8,), max_epochs=2),
+    ... ).fit(X, Y, session_ids=s, timestamps=t)
     >>> display = TrainingCurvesDisplay.from_estimator(clf)
     >>> display.phases_
     ['pretrain', 'critic', 'refit']
