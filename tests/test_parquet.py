@@ -433,19 +433,7 @@ def test_rmtl_from_a_source_checks_order(data, sorted_data):
 
 
 def _given_actor():
-    return MTLClassifier(
-        backbone="mmoe",
-        max_epochs=2,
-        batch_size=128,
-        random_state=1,
-        categorical_features=["item", "shop", "flag"],
-        backbone_params={
-            "embedding_dim": 4,
-            "bottom_dims": (8,),
-            "tower_dims": (4,),
-            "n_experts": 2,
-        },
-    )
+    return _clf(max_epochs=2, random_state=1)
 
 
 # Every setting fits from a source as in memory: one block gives the in-memory
