@@ -69,6 +69,12 @@ class Rows(abc.ABC):
         ``(i + 1) * block_rows`` (fewer in the last).
     n_blocks : int
         Number of blocks (at least 1).
+
+    Notes
+    -----
+    The reading methods are private: a public source (``ParquetSource``)
+    implements them for the package's phases, and users reach its rows
+    through the estimators.
     """
 
     n_rows: int
