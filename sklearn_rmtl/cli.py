@@ -25,8 +25,12 @@ import pandas as pd
 import torch
 
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl import datasets
+from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._encoding import is_categorical_dtype
+from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
+from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._tables import (
     SUFFIXES,
     _kind,
@@ -48,8 +52,6 @@ DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
 def load_dataset(name: str, data_home: str | None, n_sessions: int) -> Any:
     """Load a dataset Bunch by its command-line name."""
-    from sklearn_rmtl import datasets
-
     if name == "synthetic":
         return datasets.make_sessions(n_sessions=n_sessions, random_state=0)
     loader = getattr(datasets, f"load_{name}")
@@ -547,7 +549,6 @@ def _categorical(
 
 
 def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
     from sklearn_rmtl.persistence import save
 
     parquet = _is_parquet(parser, args)
@@ -725,8 +726,6 @@ def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The refit flags the user gave, checked against this RMTLClassifier."""
-    from sklearn_rmtl import RMTLClassifier
-
     given = {
         k: getattr(args, k) for k in RMTL_FLAGS if getattr(args, k, None) is not None
     }
@@ -742,8 +741,6 @@ def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
 
 def _critic_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The critic flags the user gave, as SessionCritic parameters."""
-    from sklearn_rmtl import SessionCritic
-
     given = {
         param: getattr(args, flag)
         for flag, param in CRITIC_FLAGS.items()
