@@ -386,14 +386,23 @@ def prepare_fit_data(
     classes, task_names = rows._labels()
     probe = BaseEstimator()  # holds feature names until the fit succeeds
     has_missing = has_weights = False
+    n_kept = n_positive = 0
+    trained = np.zeros(len(task_names), dtype=bool)
+    # One pass: a row or task weighs something where its label is observed
+    # and its weight positive, whatever the fit's rules for the loss mask.
     for b in range(rows.n_blocks):
         block = rows._block(b)
         assert block.y01 is not None
         if b == 0:
             validate_data(probe, block.X, reset=True, skip_check_array=True)
-        has_missing |= bool(np.isnan(block.y01).any())
+        observed = ~np.isnan(block.y01)
         w = block.sample_weight
+        has_missing |= not observed.all()
         has_weights |= w is not None and bool((w != 1).any())
+        weighs = observed if w is None else observed & (w > 0)
+        trained |= weighs.any(axis=0)
+        n_kept += int(weighs.any(axis=1).sum())
+        n_positive += int((block.y01 > 0.5).sum())
     data = FitData(
         rows=rows,
         classes=classes,
@@ -403,16 +412,9 @@ def prepare_fit_data(
         seed=0,
         has_missing=has_missing,
         has_weights=has_weights,
-        n_kept=0,
-        n_positive=0,
+        n_kept=n_kept,
+        n_positive=n_positive,
     )
-    trained = np.zeros(len(task_names), dtype=bool)
-    for b in range(rows.n_blocks):
-        block_ = data.block_labels(b)
-        mask = block_.loss_mask
-        trained |= True if mask is None else (mask > 0).any(axis=0)
-        data.n_kept += int(block_.kept.sum())
-        data.n_positive += int((block_.y01 > 0.5).sum())
     if not trained.all():
         raise ValueError(
             f"Task {task_names[np.flatnonzero(~trained)[0]]!r} has no observed label "

@@ -212,7 +212,8 @@ def _fixed_weights(
     Read a chunk of whole sessions at a time: the critics' weights (RMTL's
     at the actor's prediction) or the realised outcomes of the sessions
     (:mod:`sklearn_rmtl._outcome`), then the weighting's control within
-    task x label x rows-left strata. Holds 4 bytes per row and task.
+    task x label x rows-left strata. Keeps 4 bytes per row and task for the
+    refit; computing them holds a few such arrays more.
     """
     n, k = data.n_samples, data.n_tasks
     raw, returns = np.zeros((n, k)), np.zeros((n, k))
