@@ -560,7 +560,9 @@ STUDY_VARIANTS = {
     "rmtl": ("rmtl", "RMTL-{}"),
     "constant": ("control", "{} constant refit"),
     "label_mean": ("control", "{} label-mean refit"),
+    "rmtl_fixed": ("rmtl", "RMTL-fixed-{}"),
     "rmtl_shuffled": ("control", "{} shuffled-RMTL refit"),
+    "rmtl_flipped": ("control", "{} flipped-RMTL refit"),
     "outcome": ("rmtl", "Outcome-{}"),
     "outcome_label_mean": ("control", "{} outcome label-mean refit"),
     "outcome_shuffled": ("control", "{} shuffled-outcome refit"),
@@ -571,6 +573,12 @@ STUDY_DEFAULT = ("backbone", "rmtl", "constant", "label_mean")
 #: controls it is compared with, each removing one claimed cause).
 STUDY_COMPARISONS = {
     "rmtl": ("RMTL", ("backbone", "constant", "label_mean", "rmtl_shuffled")),
+    # The controls are fixed at the pretrained actor, as rmtl_fixed's weights
+    # are: this pair isolates the weights' alignment with the rows.
+    "rmtl_fixed": (
+        "RMTL fixed",
+        ("backbone", "constant", "label_mean", "rmtl_shuffled", "rmtl_flipped"),
+    ),
     "outcome": (
         "Outcome",
         ("backbone", "constant", "outcome_label_mean", "outcome_shuffled"),
