@@ -109,6 +109,46 @@ def build_transitions(
     )
 
 
+def session_uniforms(
+    session_ids: np.ndarray | None, first_row: int, n_samples: int, seed: int
+) -> np.ndarray:
+    """A number in [0, 1) per row, the same for every row of a session.
+
+    Drawn from a hash of the session id and ``seed``, so a session gets its
+    number whatever block or chunk its rows arrive in: ``u < fraction``
+    holds a fraction of the sessions out, ``floor(u * k)`` deals them into
+    k folds. Without ``session_ids`` each row is its own session, named by
+    its position (``first_row`` is the position of the first one).
+
+    Parameters
+    ----------
+    session_ids : ndarray of shape (n_samples,) or None
+        Session of each row (ints or strings).
+    first_row : int
+        Position of the first row among all rows of the fit.
+    n_samples : int
+        Number of rows.
+    seed : int
+        Seed mixed into the hash.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), dtype float64
+    """
+    keys = (
+        np.arange(first_row, first_row + n_samples)
+        if session_ids is None
+        else np.asarray(session_ids)
+    )
+    h = pd.util.hash_array(keys) ^ np.uint64(seed % 2**64)
+    # One splitmix64 finaliser: the seed's bits reach every bit of the hash.
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
 def rewards(
     y01: np.ndarray, actions: np.ndarray, observed: np.ndarray | None = None
 ) -> np.ndarray:

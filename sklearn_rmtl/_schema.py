@@ -817,6 +817,8 @@ class Reader(TreeReader):
         kwargs = self.value(module_node["kwargs"], kwargs_path)
         if not isinstance(kwargs, dict):
             raise fail(path, "critic arguments must be an object")
+        # Files written before the critics had an output choice used -ReLU.
+        kwargs = {"output": "relu", **kwargs}
         module_path = where("module_")
         self.check_size(
             lambda: Critic(**kwargs), module_node["state_dict"], module_path

@@ -8,6 +8,7 @@ many.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,7 +22,12 @@ from tqdm.auto import tqdm
 
 from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._fit_data import loss_mask
-from sklearn_rmtl._mdp import behavior_actions, build_transitions, rewards
+from sklearn_rmtl._mdp import (
+    behavior_actions,
+    build_transitions,
+    rewards,
+    session_uniforms,
+)
 from sklearn_rmtl._precision import (
     autocast,
     grad_scaler,
@@ -76,6 +82,30 @@ def ips_weights(
     return torch.where(both_classes, w, torch.ones_like(w))
 
 
+def squared_td_errors(
+    critic: Critic,
+    target_critic: Critic,
+    state: tuple[Tensor, Tensor],
+    action: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    next_state: tuple[Tensor, Tensor],
+    next_action: Tensor,
+    config: TDConfig,
+) -> Tensor:
+    """``(Q(s, a) - target)^2`` per transition and task (batch, K), Eq. (12).
+
+    Products in ``config.precision``; Q-values, targets and errors in float32.
+    """
+    with autocast(config.precision, action.device):
+        with torch.no_grad():
+            q_next = target_critic(*next_state, next_action).float()
+            if config.double_q:  # clipped double Q (authors' final code)
+                q_next = torch.minimum(q_next, critic(*next_state, next_action).float())
+            target = td_target(reward, done, q_next, config.gamma)
+        return (critic(*state, action).float() - target) ** 2
+
+
 def td_step(
     critic: Critic,
     target_critic: Critic,
@@ -105,14 +135,17 @@ def td_step(
     mask sum (or entry count) and the gradients and the loss are summed over
     the ranks.
     """
-    # Products in config.precision; Q-values, targets and the loss in float32.
-    with autocast(config.precision, action.device):
-        with torch.no_grad():
-            q_next = target_critic(*next_state, next_action).float()
-            if config.double_q:  # clipped double Q (authors' final code)
-                q_next = torch.minimum(q_next, critic(*next_state, next_action).float())
-            target = td_target(reward, done, q_next, config.gamma)
-        err = (critic(*state, action).float() - target) ** 2
+    err = squared_td_errors(
+        critic,
+        target_critic,
+        state,
+        action,
+        reward,
+        done,
+        next_state,
+        next_action,
+        config,
+    )
     if data_parallel is not None:
         mask = torch.ones_like(err) if mask is None else mask
         w = mask if weight is None else mask * weight
@@ -226,7 +259,7 @@ class TDConfig:
     soft_update_freq: int
     lr: float
     batch_size: int
-    max_epochs: int
+    max_epochs: int | None
     tol: float
     patience: int
     double_q: bool
@@ -239,6 +272,8 @@ class TDConfig:
     precision: str = "float32"
     use_sample_weight: bool = False
     distributed: bool = False
+    max_steps: int | None = None
+    validation_fraction: float | None = None
 
     #: The fields set by an RMTLClassifier parameter, by its name; every
     #: other field is the SessionCritic parameter of the same name.
@@ -273,33 +308,46 @@ class TDConfig:
 class EpochRule:
     """The critics' end of epoch: a divergence check and the convergence rule.
 
-    Training stops once the epoch's mean TD loss has changed by at most
-    ``config.tol`` (relative) for ``config.patience`` epochs in a row.
+    Without held-out sessions, training stops once the epoch's mean TD loss
+    has changed by at most ``config.tol`` (relative) for ``config.patience``
+    epochs in a row. With them (``config.validation_fraction``), once the
+    held-out TD loss has not fallen below ``1 - config.tol`` times its best
+    for ``config.patience`` epochs; :attr:`improved` says whether the last
+    epoch set a new best.
     """
 
     def __init__(self, config: TDConfig) -> None:
         self.config = config
         self.previous: float | None = None
+        self.best: float | None = None
+        self.improved = False
         self.stable = 0
 
-    def done(self, epoch: int, mean: float) -> bool:
-        """Whether training stops after ``epoch``, whose mean TD loss is ``mean``.
+    def done(self, epoch: int, mean: float, valid: float | None = None) -> bool:
+        """Whether training stops after ``epoch``.
 
-        Raises :class:`~sklearn_rmtl.exceptions.DivergenceError` when ``mean``
+        ``mean`` is the epoch's mean TD loss, ``valid`` the held-out one.
+        Raises :class:`~sklearn_rmtl.exceptions.DivergenceError` when either
         is not finite.
         """
-        if not math.isfinite(mean):
-            raise DivergenceError(
-                f"The critic TD loss became {mean} in critic epoch {epoch}. Lower "
-                "the critic's lr (critic__lr), check the features for extreme "
-                "values, or set critic__double_q=True."
-            )
+        for value in (mean, valid):
+            if value is not None and not math.isfinite(value):
+                raise DivergenceError(
+                    f"The critic TD loss became {value} in critic epoch {epoch}. "
+                    "Lower the critic's lr (critic__lr), check the features for "
+                    "extreme values, or set critic__double_q=True."
+                )
+        tol = self.config.tol
+        if valid is not None:
+            self.improved = self.best is None or valid < (1.0 - tol) * self.best
+            if self.improved:
+                self.best = valid
+            self.stable = 0 if self.improved else self.stable + 1
+            return self.stable >= self.config.patience
         previous, self.previous = self.previous, mean
         # NOTE[DIFF]: relative rather than absolute change, so one tolerance
         # suits any reward scale.
-        if previous is not None and abs(previous - mean) <= self.config.tol * abs(
-            previous
-        ):
+        if previous is not None and abs(previous - mean) <= tol * abs(previous):
             self.stable += 1
         else:
             self.stable = 0
@@ -318,7 +366,10 @@ class SessionChunks:
     epoch (with ``redraw_actions``, drawn anew for every epoch after the
     first); the first chunk's seed is the fit's, so one chunk (in-memory
     rows) gives every draw of a fit over all rows at once. One chunk is
-    built once; more are rebuilt when visited, in bounded memory.
+    built once; more are rebuilt when visited, in bounded memory. With
+    ``config.validation_fraction`` a chunk's ``td_rows`` are the rows of
+    the sessions that train the critics and ``held_out_rows`` the others
+    (:func:`~sklearn_rmtl._mdp.session_uniforms`).
     """
 
     def __init__(
@@ -343,6 +394,7 @@ class SessionChunks:
         self.device, self.n_rows = data.device, data.n_samples
         self._cached: dict[str, Any] | None = None
         self.positive_rate: Tensor | None = None  # per task, over every chunk
+        self.n_held_out = 0  # rows of held-out sessions (set by start_value)
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -391,6 +443,12 @@ class SessionChunks:
         x_num = tensor(block.inputs["x_num"])
         policy = actor_proba(self.actor, x_cat, x_num, config.precision)
         transitions = build_transitions(block.session_ids, block.timestamps, len(block))
+        held = np.zeros(len(block), dtype=bool)
+        if config.validation_fraction is not None:
+            u = session_uniforms(
+                block.session_ids, self.bounds[c][0], len(block), self.seed
+            )
+            held = u < config.validation_fraction
         # Weight of each (row, task) TD error: 0 for a missing label (no
         # reward); the sample weights with the critic's ``use_sample_weight``.
         mask = loss_mask(
@@ -404,6 +462,8 @@ class SessionChunks:
             "done": tensor(transitions.done),
             "y01": tensor(block.y01),
             "train_rows": tensor(~block.valid),
+            "td_rows": tensor(np.flatnonzero(~held), torch.long),
+            "held_out_rows": tensor(np.flatnonzero(held), torch.long),
             "mask_np": mask,
             "mask": None if mask is None else tensor(mask),
             # What the actions' draws read.
@@ -438,6 +498,7 @@ class SessionChunks:
         merged in float64, so one chunk gives its own statistic exactly.
         """
         n_rows, n_done = 0, 0
+        self.n_held_out = 0
         num: Any = None
         den: Any = None
         positives: Any = 0.0
@@ -451,6 +512,7 @@ class SessionChunks:
             weighed = weighed + m.sum(0).double()
             n_rows += len(reward)
             n_done += int(ch["done"].sum())
+            self.n_held_out += len(ch["held_out_rows"])
             if mask is None:
                 part = reward.mean(0).astype(np.float64) * len(reward)
                 weight = np.float64(len(reward))
@@ -550,47 +612,65 @@ def train_critic(
     )
     chunk_rng = np.random.default_rng(seed)
 
+    def batches(
+        ch: dict[str, Any], rows: Tensor, epoch: int | None
+    ) -> Iterator[dict[str, Any]]:
+        """The transitions of ``rows`` of chunk ``ch`` in batches (td_step's
+        arguments); ``epoch`` None: the held-out rows, no extra entries."""
+        # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
+        next_actions = None if update is not None else ch["policy"][ch["next_row"]]
+        weights = chunks.ips(ch) if config.balance_labels and epoch else None
+        x_cat, x_num, mask = ch["x_cat"], ch["x_num"], ch["mask"]
+        starts: Iterable[int] = range(0, len(rows), config.batch_size)
+        if config.verbose and epoch is not None:
+            starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
+        for b in starts:
+            idx = rows[b : b + config.batch_size]
+            idx = idx if dp is None or epoch is None else dp.shard(idx)
+            nxt = ch["next_row"][idx]
+            s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
+            if next_actions is not None:
+                a_next = next_actions[idx]
+            else:
+                assert update is not None
+                a_next = update.next_action(s_next)
+            batch = {
+                "state": (x_cat[idx], x_num[idx]),
+                "action": ch["actions"][idx],
+                "reward": ch["rewards"][idx],
+                "done": ch["done"][idx],
+                "next_state": s_next,
+                "next_action": a_next,
+                "weight": None if weights is None else weights[idx],
+                "mask": None if mask is None else mask[idx],
+            }
+            if update is not None and epoch is not None:  # the actor's BC labels
+                batch["y01"] = ch["y01"][idx]
+                if actor_checkpoint is not None:
+                    batch["rows"] = ch["train_rows"][idx]
+            yield batch
+
     def epoch_batches(epoch: int) -> Iterator[dict[str, Any]]:
         order = chunk_rng.permutation(len(chunks)) if len(chunks) > 1 else [0]
         for c in order:
             ch = chunks.chunk(int(c), epoch)
-            n = len(ch["actions"])
-            rows = torch.randperm(n, generator=generator).to(device)
-            # Frozen actor: pi'(s_{t+1}) of every row, looked up once.
-            next_actions = None if update is not None else ch["policy"][ch["next_row"]]
-            weights = chunks.ips(ch) if config.balance_labels else None
-            x_cat, x_num, mask = ch["x_cat"], ch["x_num"], ch["mask"]
-            starts: Iterable[int] = range(0, n, config.batch_size)
-            if config.verbose:
-                starts = tqdm(starts, desc=f"critic epoch {epoch}", leave=False)
-            for b in starts:
-                idx = rows[b : b + config.batch_size]
-                idx = idx if dp is None else dp.shard(idx)
-                nxt = ch["next_row"][idx]
-                s_next = (x_cat[nxt], x_num[nxt])  # gathered once per batch
-                if next_actions is not None:
-                    a_next = next_actions[idx]
-                else:
-                    assert update is not None
-                    a_next = update.next_action(s_next)
-                batch = {
-                    "state": (x_cat[idx], x_num[idx]),
-                    "action": ch["actions"][idx],
-                    "reward": ch["rewards"][idx],
-                    "done": ch["done"][idx],
-                    "next_state": s_next,
-                    "next_action": a_next,
-                    "weight": None if weights is None else weights[idx],
-                    "mask": None if mask is None else mask[idx],
-                }
-                if update is not None:  # the labels of the actor's BC term
-                    batch["y01"] = ch["y01"][idx]
-                    if actor_checkpoint is not None:
-                        batch["rows"] = ch["train_rows"][idx]
-                yield batch
+            td_rows = ch["td_rows"]
+            perm = torch.randperm(len(td_rows), generator=generator).to(device)
+            yield from batches(ch, td_rows[perm], epoch)
+
+    def held_out_batches() -> Iterator[dict[str, Any]]:
+        for c in range(len(chunks)):
+            ch = chunks.chunk(c)
+            yield from batches(ch, ch["held_out_rows"], None)
 
     history = td_epochs(
-        critic, config, epoch_batches, device, data_parallel=dp, update=update
+        critic,
+        config,
+        epoch_batches,
+        device,
+        data_parallel=dp,
+        update=update,
+        held_out_batches=held_out_batches if config.validation_fraction else None,
     )
     if dp is not None:
         dp.broadcast_module(critic)
@@ -739,15 +819,21 @@ def td_epochs(
     *,
     data_parallel: DataParallel | None = None,
     update: ActorUpdate | None = None,
+    held_out_batches: Callable[[], Iterable[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The critics' epochs: TD steps until :class:`EpochRule` stops them.
+    """The critics' epochs: TD steps until :class:`EpochRule` or the budget stops them.
 
     ``epoch_batches(epoch)`` yields the epoch's batches as :func:`td_step`'s
     keyword arguments, plus ``y01`` (the labels) when ``update`` is given
     and ``rows`` (see :meth:`ActorUpdate.step`) when it learns from some
     rows only; in memory or streamed. The target critic (and ``update``'s
     target actor) are soft-updated every ``config.soft_update_freq`` steps.
-    Returns the history that :func:`train_critic` documents.
+    Training ends after ``config.max_epochs`` epochs or ``config.max_steps``
+    steps (mid-epoch), whichever comes first. ``held_out_batches()`` yields
+    the held-out sessions' transitions: their mean squared TD error is
+    measured after every epoch, the rule reads it, and the critics end with
+    the weights of its best epoch. Returns the history that
+    :func:`train_critic` documents.
     """
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
@@ -755,7 +841,13 @@ def td_epochs(
     scaler = grad_scaler(config.precision, device)
     history: list[dict[str, Any]] = []
     step, rule = 0, EpochRule(config)
-    for epoch in range(1, config.max_epochs + 1):
+    best: tuple[int, dict[str, Tensor]] | None = None
+    epochs = (
+        itertools.count(1)
+        if config.max_epochs is None
+        else range(1, config.max_epochs + 1)
+    )
+    for epoch in epochs:
         start = time.perf_counter()
         critic.train()
         # Summed on the device (one synchronisation per epoch), in float64
@@ -785,22 +877,55 @@ def td_epochs(
                 soft_update(target_critic, critic, config.tau)
                 if update is not None:
                     update.soft_update()
-        mean = float(total) / batches
+            if step == config.max_steps:
+                break
+        mean = float(total) / max(batches, 1)
         if data_parallel is not None:
             mean = data_parallel.agree(mean)
-        rule_says_stop = rule.done(epoch, mean)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "td_loss": mean,
-            "dur": time.perf_counter() - start,
-        }
+        row: dict[str, Any] = {"epoch": epoch, "td_loss": mean, "steps": step}
+        valid = None
+        if held_out_batches is not None:
+            valid = held_out_td_loss(critic, target_critic, held_out_batches(), config)
+            row["valid_td_loss"] = valid
+        rule_says_stop = rule.done(epoch, mean, valid)
+        if valid is not None and rule.improved:
+            best = (epoch, copy.deepcopy(critic.state_dict()))
+        row["dur"] = time.perf_counter() - start
         if update is not None:
             row.update(update.end_epoch())
         history.append(row)
         if config.verbose:
-            print(f"critic epoch {epoch:3d}  td_loss {mean:.6f}  {row['dur']:.1f}s")
-        if rule_says_stop:
+            print(
+                f"critic epoch {epoch:3d}  td_loss {mean:.6f}"
+                + ("" if valid is None else f"  valid_td_loss {valid:.6f}")
+                + f"  {row['dur']:.1f}s"
+            )
+        if rule_says_stop or step == config.max_steps:
             break
+    if best is not None:
+        history[-1]["best_epoch"] = best[0]
+        critic.load_state_dict(best[1])
     if update is not None:
         history[-1].update(update.finish())
     return history
+
+
+def held_out_td_loss(
+    critic: Critic,
+    target_critic: Critic,
+    batches: Iterable[dict[str, Any]],
+    config: TDConfig,
+) -> float:
+    """The mean squared TD error of the held-out transitions, over their
+    observed (row, task) entries, at the current critic and target critic."""
+    critic.eval()
+    total: Any = 0.0  # summed on the device: one synchronisation at the end
+    count: Any = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            mask, _ = batch.pop("mask"), batch.pop("weight")
+            err = squared_td_errors(critic, target_critic, **batch, config=config)
+            m = torch.ones_like(err) if mask is None else mask
+            total = total + (err * m).sum().double()
+            count = count + m.sum().double()
+    return float(total) / max(float(count), 1.0)

@@ -109,7 +109,13 @@ class _OneChunk:
     device, n_rows = "cpu", 0
 
     def __init__(self, chunk):
-        self.data, self.n_rows = chunk, len(chunk["actions"])
+        n = len(chunk["actions"])
+        self.data = {
+            "td_rows": torch.arange(n),
+            "held_out_rows": torch.arange(0),
+            **chunk,
+        }
+        self.n_rows = n
 
     def __len__(self):
         return 1
@@ -318,3 +324,116 @@ def test_redraw_actions_draws_new_actions_each_epoch(redraw):
     assert torch.equal(first["rewards"], second["rewards"]) is not redraw
     # The states and links never change.
     assert torch.equal(first["next_row"], second["next_row"])
+
+
+def test_softplus_output_is_never_flat_and_starts_at_the_start_value():
+    """output="softplus": Q <= 0 everywhere, a gradient at every row (where
+    -ReLU has none), and init_output puts Q at the start value."""
+    x_cat, x_num, actions = _batch(64)
+    for hidden in [(6,), ()]:
+        critics = {}
+        for output in ("relu", "softplus"):
+            torch.manual_seed(0)
+            critics[output] = Critic(
+                cardinalities=[5, 4],
+                n_numerical=2,
+                n_tasks=2,
+                embedding_dim=3,
+                hidden_dims=hidden,
+                shared=True,
+                output=output,
+            )
+            # A head biased far negative: -ReLU is dead at every row.
+            out = critics[output].head or critics[output].input_layer
+            with torch.no_grad():
+                out.bias.fill_(-50.0)
+        grads = {}
+        for output, critic in critics.items():
+            q = critic(x_cat, x_num, actions)
+            assert (q <= 0).all()
+            q.sum().backward()
+            grads[output] = sum(p.grad.abs().sum() for p in critic.parameters())
+        assert grads["relu"] == 0 and grads["softplus"] > 0
+        critic = critics["softplus"]
+        critic.init_output(torch.tensor([-2.0, -0.5]))
+        torch.nn.init.zeros_((critic.head or critic.input_layer).weight)
+        with torch.no_grad():
+            q = critic(x_cat, x_num, actions)
+        torch.testing.assert_close(q, torch.tensor([-2.0, -0.5]).expand(64, 2))
+    with pytest.raises(ValueError, match="output must be one of"):
+        Critic(
+            cardinalities=[2],
+            n_numerical=0,
+            n_tasks=1,
+            embedding_dim=2,
+            hidden_dims=(),
+            shared=True,
+            output="tanh",
+        )
+
+
+def test_session_uniforms_are_one_number_per_session_whatever_the_chunk():
+    from sklearn_rmtl._mdp import session_uniforms
+
+    ids = np.repeat(np.arange(2000), 3).astype(str)
+    whole = session_uniforms(ids, 0, len(ids), seed=7)
+    parts = np.concatenate(
+        [session_uniforms(ids[a : a + 999], a, 999, seed=7) for a in (0, 999)]
+        + [session_uniforms(ids[1998:], 1998, len(ids) - 1998, seed=7)]
+    )
+    np.testing.assert_array_equal(
+        whole, np.concatenate([parts[:1998], parts[-len(ids) + 1998 :]])
+    )
+    assert (whole.reshape(-1, 3) == whole[::3, None]).all()  # one per session
+    assert 0.07 < (whole[::3] < 0.1).mean() < 0.13
+    assert not np.array_equal(whole, session_uniforms(ids, 0, len(ids), seed=8))
+    # Without sessions each row is a session named by its position.
+    np.testing.assert_array_equal(
+        session_uniforms(None, 5, 3, seed=1), session_uniforms(None, 0, 8, seed=1)[5:]
+    )
+
+
+def _fit_critic(**critic_params):
+    from conftest import SMALL, make_session_data
+
+    X, Y, s, t = make_session_data(n_sessions=60)
+    critic = SessionCritic(hidden_dims=(8,), **critic_params)
+    return RMTLClassifier(
+        backbone="sharedbottom",
+        backbone_params=SMALL,
+        max_epochs=1,
+        batch_size=32,
+        critic=critic,
+        random_state=0,
+    ).fit(X, Y, session_ids=s, timestamps=t)
+
+
+def test_max_steps_is_a_budget_in_td_steps_across_epochs():
+    history = _fit_critic(max_epochs=None, max_steps=25, tol=0.0).critic_.history_
+    assert history[-1]["steps"] == 25
+    assert [row["steps"] for row in history] == sorted(row["steps"] for row in history)
+    assert len(history) >= 2  # 25 steps span more than one epoch on these rows
+    # Whichever budget ends first: here the epochs.
+    assert len(_fit_critic(max_epochs=1, max_steps=10**6).critic_.history_) == 1
+    with pytest.raises(ValueError, match="max_epochs and max_steps are both None"):
+        _fit_critic(max_epochs=None)
+
+
+def test_validation_fraction_stops_on_held_out_td_loss_and_keeps_the_best():
+    clf = _fit_critic(
+        max_epochs=12, validation_fraction=0.3, lr=0.05, tol=0.0, patience=3
+    )
+    history = clf.critic_.history_
+    valid = [row["valid_td_loss"] for row in history]
+    best = history[-1]["best_epoch"]
+    assert valid[best - 1] == min(valid)
+    # Stopped by the rule (3 epochs without a new best) or at the cap.
+    assert len(history) == 12 or len(history) - best == 3
+    # The held-out sessions trained nothing: fewer TD steps than without.
+    full = _fit_critic(max_epochs=1).critic_.history_[0]["steps"]
+    assert history[0]["steps"] < full
+
+
+def test_validation_fraction_that_leaves_a_side_empty_is_refused():
+    with pytest.raises(ValueError, match="the held-out and the training sessions"):
+        _fit_critic(max_epochs=1, validation_fraction=1e-9)

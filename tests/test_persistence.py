@@ -1355,3 +1355,36 @@ def test_sizing_budget_fits_every_backbone():
                     backbone=backbone,
                     backbone_params=params,
                 )
+
+
+def test_critic_settings_round_trip_and_files_without_them_load(
+    rmtl, rmtl_file, tmp_path
+):
+    """The critics' output map, step budget and held-out sessions are stored;
+    a file written before they existed loads with the paper's -ReLU."""
+    critic = SessionCritic(
+        hidden_dims=(8,),
+        max_epochs=None,
+        max_steps=3,
+        validation_fraction=0.5,
+        output="softplus",
+    )
+    clf = RMTLClassifier(**{**RMTL_FAST, "critic": critic})
+    clf.fit(X, Y, session_ids=SESSIONS)
+    assert clf.critic_.module_.output == "softplus"
+    save(clf, tmp_path / "softplus.zip")
+    loaded = load(tmp_path / "softplus.zip")
+    assert loaded.critic_.get_params() == critic.get_params()
+    assert_same_critics(loaded.critic_, clf.critic_)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), clf.loss_weights(X, Y))
+
+    def before_the_settings(m):
+        critic_ = m["estimator"]["fitted"]["critic_"]
+        del critic_["fitted"]["module_"]["kwargs"]["output"]
+        for name in ("max_steps", "validation_fraction", "output"):
+            del critic_["params"][name]
+
+    old = load(rewrite(rmtl_file, tmp_path / "old.zip", manifest=before_the_settings))
+    assert old.critic_.module_.output == "relu"
+    assert_same_critics(old.critic_, rmtl.critic_)
+    np.testing.assert_array_equal(old.loss_weights(X, Y), rmtl.loss_weights(X, Y))
