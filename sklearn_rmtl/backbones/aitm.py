@@ -9,9 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import Backbone, fill_doc
 
 
+@fill_doc()
 class AITM(Backbone):
     """Per-task bottoms with attention-based transfer from task k-1 to task k.
 
@@ -22,20 +23,12 @@ class AITM(Backbone):
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
+    {in_features}
     n_tasks : int
         Number of funnel steps K >= 2, in funnel order.
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each task's bottom MLP.
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {tower_dims} {dropout} {batch_norm}
 
     Notes
     -----

@@ -7,28 +7,21 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import Backbone, fill_doc
 
 
+@fill_doc()
 class SingleTask(Backbone):
     """One bottom MLP and one tower per task, sharing nothing but the input.
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
-    n_tasks : int
-        Number of tasks.
+    {in_features} {n_tasks}
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each task's bottom MLP.
     tower_dims : sequence of int, default=(128, 64)
         Hidden sizes of each task's tower (a final layer maps to one logit).
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {dropout} {batch_norm}
 
     Notes
     -----
