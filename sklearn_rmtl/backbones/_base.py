@@ -11,6 +11,7 @@ from typing import ClassVar, TypeVar
 import numpy as np
 from torch import nn
 
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
 from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
 
 #: Descriptions of the parameters that several backbones share, written once
@@ -146,6 +147,34 @@ class Backbone(nn.Module):
             self.dropout,
             batch_norm=self.batch_norm,
         )
+
+
+class SimpleBackbone(Backbone):
+    """A backbone configured by the layer settings alone.
+
+    Subclasses take the keywords ``in_features``, ``n_tasks``,
+    ``bottom_dims``, ``tower_dims``, ``dropout`` and ``batch_norm`` (see
+    :class:`~sklearn_rmtl.backbones.SingleTask`) and create their layers in
+    :meth:`_build`, once the settings are checked and kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_tasks: int,
+        bottom_dims: Sequence[int] = D["bottom_dims"],
+        tower_dims: Sequence[int] = D["tower_dims"],
+        dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
+    ) -> None:
+        super().__init__(in_features=in_features, n_tasks=n_tasks)
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+        self._build()
+
+    def _build(self) -> None:
+        """Create the layers from the checked settings."""
+        raise NotImplementedError
 
 
 def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, fill_doc
+from sklearn_rmtl.backbones._base import SimpleBackbone, fill_doc
 
 
 @fill_doc()
-class SharedBottom(Backbone):
+class SharedBottom(SimpleBackbone):
     """Hard parameter sharing: one bottom MLP feeds a tower per task.
 
     Parameters
@@ -28,19 +25,8 @@ class SharedBottom(Backbone):
 
     allow_empty_bottom = True
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-        batch_norm: bool = D["batch_norm"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
-        self.bottom = self._mlps(1, in_features)
+    def _build(self) -> None:
+        self.bottom = self._mlps(1, self.in_features)
         self.towers = self._towers(self.bottom.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
