@@ -2,13 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import ClassVar
+import inspect
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar, TypeVar
 
 import numpy as np
 from torch import nn
 
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
 from sklearn_rmtl.backbones._layers import GroupedMLP, Towers
+
+#: Descriptions of the parameters that several backbones share, written once
+#: and put into their docstrings by :func:`fill_doc`.
+PARAM_DOCS: dict[str, str] = {
+    "in_features": "in_features : int\n    Size of the state vector.",
+    "n_tasks": "n_tasks : int\n    Number of tasks.",
+    "tower_dims": """\
+tower_dims : sequence of int, default=(128, 64)
+    Hidden sizes of each task's tower.""",
+    "dropout": """\
+dropout : float, default=0.2
+    Dropout after every hidden activation.""",
+    "batch_norm": """\
+batch_norm : bool, default=False
+    Batch normalisation (per group and feature) before every hidden
+    activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
+    networks have none; torch-rechub's MLPs have it.""",
+    "gate_batch_norm": """\
+gate_batch_norm : bool, default=False
+    Batch normalisation of the gate scores before the softmax, as in
+    torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.""",
+}
+
+_Class = TypeVar("_Class", bound=type)
+
+
+def fill_doc(**texts: str) -> Callable[[_Class], _Class]:
+    """Class decorator: put shared parameter descriptions into the docstring.
+
+    A line of the docstring that holds only placeholders ``{name}`` (one or
+    several, separated by spaces) becomes the texts ``name`` of ``texts`` or
+    of :data:`PARAM_DOCS`, one after the other, indented as that line; other
+    braces in the docstring are left as they are.
+    """
+    docs = {**PARAM_DOCS, **texts}
+
+    def expand(match: re.Match[str]) -> str:
+        names = re.findall(r"\{(\w+)\}", match[2])
+        return textwrap.indent("\n".join(docs[name] for name in names), match[1])
+
+    def fill(cls: _Class) -> _Class:
+        pattern = r"^( *)((?:\{\w+\} ?)+)$"
+        cls.__doc__ = re.sub(pattern, expand, cls.__doc__ or "", flags=re.MULTILINE)
+        return cls
+
+    return fill
+
+
+def parameters_doc(cls: type) -> str:
+    """The Parameters section of ``cls``'s docstring, for a class taking them all."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    return doc.split("Parameters\n----------\n", 1)[1].split("\n\n", 1)[0]
 
 
 class Backbone(nn.Module):
@@ -91,6 +147,34 @@ class Backbone(nn.Module):
             self.dropout,
             batch_norm=self.batch_norm,
         )
+
+
+class SimpleBackbone(Backbone):
+    """A backbone configured by the layer settings alone.
+
+    Subclasses take the keywords ``in_features``, ``n_tasks``,
+    ``bottom_dims``, ``tower_dims``, ``dropout`` and ``batch_norm`` (see
+    :class:`~sklearn_rmtl.backbones.SingleTask`) and create their layers in
+    :meth:`_build`, once the settings are checked and kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        n_tasks: int,
+        bottom_dims: Sequence[int] = D["bottom_dims"],
+        tower_dims: Sequence[int] = D["tower_dims"],
+        dropout: float = D["dropout"],
+        batch_norm: bool = D["batch_norm"],
+    ) -> None:
+        super().__init__(in_features=in_features, n_tasks=n_tasks)
+        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+        self._build()
+
+    def _build(self) -> None:
+        """Create the layers from the checked settings."""
+        raise NotImplementedError
 
 
 def check_dims(name: str, dims: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:

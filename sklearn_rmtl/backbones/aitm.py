@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import SimpleBackbone, fill_doc
 
 
-class AITM(Backbone):
+@fill_doc()
+class AITM(SimpleBackbone):
     """Per-task bottoms with attention-based transfer from task k-1 to task k.
 
     Task ``k``'s representation attends over its own bottom output and a
@@ -22,20 +21,12 @@ class AITM(Backbone):
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
+    {in_features}
     n_tasks : int
         Number of funnel steps K >= 2, in funnel order.
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each task's bottom MLP.
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {tower_dims} {dropout} {batch_norm}
 
     Notes
     -----
@@ -54,21 +45,10 @@ class AITM(Backbone):
 
     min_tasks = 2
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-        batch_norm: bool = D["batch_norm"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
+    def _build(self) -> None:
         d = self.bottom_dims[-1]
-        self.bottoms = self._mlps(n_tasks, in_features)
-        self.transfer = nn.ModuleList(nn.Linear(d, d) for _ in range(n_tasks - 1))
+        self.bottoms = self._mlps(self.n_tasks, self.in_features)
+        self.transfer = nn.ModuleList(nn.Linear(d, d) for _ in range(self.n_tasks - 1))
         # Value, key and query maps of the attention unit, shared by tasks.
         self.attention = nn.Linear(d, 3 * d)
         self.towers = self._towers(d)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sklearn_rmtl.backbones._base import fill_doc
 from sklearn_rmtl.backbones.singletask import SingleTask
 
 
@@ -16,6 +17,7 @@ def _log1mexp(x: Tensor) -> Tensor:
     )
 
 
+@fill_doc()
 class ESMM(SingleTask):
     """Entire-space multi-task model, generalised to a K-step funnel.
 
@@ -26,20 +28,12 @@ class ESMM(SingleTask):
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
+    {in_features}
     n_tasks : int
         Number of funnel steps K >= 2, in funnel order (e.g. click, purchase).
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each task's bottom MLP.
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {tower_dims} {dropout} {batch_norm}
 
     Notes
     -----

@@ -8,34 +8,22 @@ import torch
 from torch import Tensor
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag
+from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag, fill_doc
 from sklearn_rmtl.backbones._layers import GroupedLinear, optional_batch_norm
 
 
+@fill_doc()
 class MMoE(Backbone):
     """Shared experts mixed by one softmax gate per task.
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
-    n_tasks : int
-        Number of tasks.
+    {in_features} {n_tasks}
     n_experts : int, default=8
         Number of shared experts.
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each expert MLP.
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
-    gate_batch_norm : bool, default=False
-        Batch normalisation of the gate scores before the softmax, as in
-        torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.
+    {tower_dims} {dropout} {batch_norm} {gate_batch_norm}
 
     Notes
     -----

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag
+from sklearn_rmtl.backbones._base import Backbone, check_count, check_flag, fill_doc
 from sklearn_rmtl.backbones._layers import (
     GroupedLinear,
     ReLUDropout,
@@ -85,6 +85,7 @@ class _ExtractionLayer(nn.Module):
         return y_tasks, y_shared
 
 
+@fill_doc()
 class PLE(Backbone):
     """Progressive layered extraction: stacked task-specific and shared experts.
 
@@ -94,10 +95,7 @@ class PLE(Backbone):
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
-    n_tasks : int
-        Number of tasks.
+    {in_features} {n_tasks}
     n_shared_experts : int, default=4
         Shared experts per extraction layer.
     n_specific_experts : int, default=4
@@ -105,17 +103,7 @@ class PLE(Backbone):
     bottom_dims : sequence of int, default=(512, 256)
         Output size of the experts of each extraction layer (its length is
         the number of layers).
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
-    gate_batch_norm : bool, default=False
-        Batch normalisation of the gate scores before the softmax, as in
-        torch-rechub's gates. NOTE[DIFF]: not in the paper's networks.
+    {tower_dims} {dropout} {batch_norm} {gate_batch_norm}
 
     Notes
     -----

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import SimpleBackbone, fill_doc
 
 
-class SharedBottom(Backbone):
+@fill_doc()
+class SharedBottom(SimpleBackbone):
     """Hard parameter sharing: one bottom MLP feeds a tower per task.
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
-    n_tasks : int
-        Number of tasks.
+    {in_features} {n_tasks}
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of the shared bottom MLP.
-    tower_dims : sequence of int, default=(128, 64)
-        Hidden sizes of each task's tower.
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {tower_dims} {dropout} {batch_norm}
 
     Notes
     -----
@@ -37,19 +25,8 @@ class SharedBottom(Backbone):
 
     allow_empty_bottom = True
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-        batch_norm: bool = D["batch_norm"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
-        self.bottom = self._mlps(1, in_features)
+    def _build(self) -> None:
+        self.bottom = self._mlps(1, self.in_features)
         self.towers = self._towers(self.bottom.out_features)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
-from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import SimpleBackbone, fill_doc
 
 
-class SingleTask(Backbone):
+@fill_doc()
+class SingleTask(SimpleBackbone):
     """One bottom MLP and one tower per task, sharing nothing but the input.
 
     Parameters
     ----------
-    in_features : int
-        Size of the state vector.
-    n_tasks : int
-        Number of tasks.
+    {in_features} {n_tasks}
     bottom_dims : sequence of int, default=(512, 256)
         Hidden sizes of each task's bottom MLP.
     tower_dims : sequence of int, default=(128, 64)
         Hidden sizes of each task's tower (a final layer maps to one logit).
-    dropout : float, default=0.2
-        Dropout after every hidden activation.
-    batch_norm : bool, default=False
-        Batch normalisation (per group and feature) before every hidden
-        activation of the bottoms/experts and towers. NOTE[DIFF]: the paper's
-        networks have none; torch-rechub's MLPs have it.
+    {dropout} {batch_norm}
 
     Notes
     -----
@@ -41,19 +31,8 @@ class SingleTask(Backbone):
 
     allow_empty_bottom = True
 
-    def __init__(
-        self,
-        *,
-        in_features: int,
-        n_tasks: int,
-        bottom_dims: Sequence[int] = D["bottom_dims"],
-        tower_dims: Sequence[int] = D["tower_dims"],
-        dropout: float = D["dropout"],
-        batch_norm: bool = D["batch_norm"],
-    ) -> None:
-        super().__init__(in_features=in_features, n_tasks=n_tasks)
-        self._check_sizes(bottom_dims, tower_dims, dropout, batch_norm)
-        self.bottoms = self._mlps(n_tasks, in_features)
+    def _build(self) -> None:
+        self.bottoms = self._mlps(self.n_tasks, self.in_features)
         self.towers = self._towers(self.bottoms.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
