@@ -81,13 +81,12 @@ _PHASE_TITLES = {
     "critic": "critic (TD learning)",
     "refit": "refit (Q-weighted)",
 }
+# Curve labels other than the key's words (train_loss: "train loss").
 _CURVE_LABELS = {
-    "train_loss": "train loss",
     "valid_loss": "validation loss",
     "valid_auc": "validation AUC",
     "valid_gauc": "validation GAUC",
     "td_loss": "TD loss",
-    "actor_loss": "actor loss",
     "actor_valid_loss": "actor validation loss",
 }
 # Per-epoch entries that are not curves.
@@ -249,9 +248,7 @@ class TrainingCurvesDisplay:
             if not chosen:
                 raise ValueError("The history has no epoch in any phase to plot.")
         else:
-            if isinstance(phases, str):
-                phases = [phases]
-            chosen = list(phases)
+            chosen = [phases] if isinstance(phases, str) else list(phases)
             unknown = [p for p in chosen if p not in self.history]
             if unknown or not chosen:
                 raise ValueError(
@@ -522,25 +519,13 @@ class LossWeightsDisplay:
         hist_ax.legend()
 
         shown = positions < max_position
-        counts = np.bincount(positions[shown], minlength=int(max_position))
-        filled = np.where(labelled, weights, 0.0)
-        sums = np.stack(
-            [
-                np.bincount(positions[shown], filled[shown, k], int(max_position))
-                for k in range(len(names))
-            ],
-            axis=1,
-        )
-        task_counts = np.stack(
-            [
-                np.bincount(
-                    positions[shown],
-                    labelled[shown, k].astype(float),
-                    int(max_position),
-                )
-                for k in range(len(names))
-            ],
-            axis=1,
+        at, size = positions[shown], int(max_position)
+        counts = np.bincount(at, minlength=size)
+        filled = np.where(labelled, weights, 0.0)[shown]
+        sums = np.column_stack([np.bincount(at, col, size) for col in filled.T])
+        observed = labelled[shown].astype(float)
+        task_counts = np.column_stack(
+            [np.bincount(at, col, size) for col in observed.T]
         )
         present = counts > 0
         index = pd.Index(np.flatnonzero(present) + 1, name="position")
@@ -695,9 +680,7 @@ class MetricComparisonDisplay:
             The display, with the drawn objects in ``ax_``, ``figure_`` and
             ``bars_``.
         """
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        metrics = list(metrics)
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         unknown = [m for m in metrics if not _is_metric(m)]
         if unknown or not metrics:
             raise ValueError(
@@ -716,9 +699,8 @@ class MetricComparisonDisplay:
                 f"The metrics {needs_sessions} are computed per session and need "
                 "session_ids; pass session_ids=... or drop them from metrics."
             )
-        scores = np.empty((len(metrics), len(estimators), 0))
-        task_names = None
-        for j, (name, est) in enumerate(estimators.items()):
+        scores: list[list[np.ndarray]] = []  # per estimator, per metric
+        for name, est in estimators.items():
             check_is_fitted(est)
             try:
                 y01 = binarize_labels(y, est.classes_)
@@ -727,25 +709,24 @@ class MetricComparisonDisplay:
             proba = np.asarray(est.predict_proba(X), dtype=float)
             if proba.ndim == 1:
                 proba = proba.reshape(-1, 1)
-            if j == 0:
-                scores = np.empty((len(metrics), len(estimators), y01.shape[1]))
+            if not scores:
+                n_tasks = y01.shape[1]
                 task_names = (
                     [str(c) for c in y.columns]
                     if isinstance(y, pd.DataFrame)
                     else [str(t) for t in getattr(est, "task_names_", [])]
-                    or [f"task_{k}" for k in range(y01.shape[1])]
+                    or [f"task_{k}" for k in range(n_tasks)]
                 )
-            elif y01.shape[1] != scores.shape[2]:
+            elif y01.shape[1] != n_tasks:
                 raise ValueError("All estimators must predict the same tasks.")
-            for i, metric in enumerate(metrics):
-                spec = metric_spec(metric)
-                extra = {"session_ids": session_ids} if spec.needs_sessions else {}
-                scores[i, j] = spec.func(y01, proba, **extra)
+            scores.append(
+                [metric_spec(m).per_task(y01, proba, session_ids) for m in metrics]
+            )
         display = cls(
-            scores=scores,
+            scores=np.stack(scores, axis=1),
             metric_names=metrics,
             estimator_names=[str(n) for n in estimators],
-            task_names=task_names or [],
+            task_names=task_names,
         )
         return display.plot(ax=ax, annotate=annotate)
 
@@ -817,12 +798,9 @@ class MetricComparisonDisplay:
             )
         else:
             axes[0].legend(fontsize="small")
-        rows = [
-            {"metric": m, "estimator": n, "task": t, "value": scores[i, j, k]}
-            for i, m in enumerate(metrics)
-            for j, n in enumerate(names)
-            for k, t in enumerate(tasks)
-        ]
+        index = pd.MultiIndex.from_product(
+            [metrics, names, tasks], names=["metric", "estimator", "task"]
+        )
         self.ax_, self.figure_, self.bars_ = axes, fig, bars
-        self.scores_ = pd.DataFrame(rows)
+        self.scores_ = pd.Series(scores.ravel(), index, name="value").reset_index()
         return self
