@@ -54,11 +54,7 @@ def _panels(
             squeeze=False,
         )
         return axes.ravel(), fig
-    axes = np.empty(1, dtype=object)
-    if isinstance(ax, np.ndarray | list | tuple):
-        axes = np.asarray(ax, dtype=object).ravel()
-    else:
-        axes[0] = ax
+    axes = np.asarray(ax, dtype=object).ravel()  # one Axes, or an array of them
     if axes.size != n_panels:
         raise ValueError(
             f"{caller} draws {n_panels} panel(s) and needs one Axes per panel; "
@@ -793,9 +789,8 @@ class MetricComparisonDisplay:
                 axis.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, top)
         if new_figure:  # one legend above the panels, clear of the bars
             handles, labels = axes[0].get_legend_handles_labels()
-            fig.legend(
-                handles, labels, loc="outside upper center", ncols=min(len(names), 4)
-            )
+            ncols = min(len(names), 4)
+            fig.legend(handles, labels, loc="outside upper center", ncols=ncols)
         else:
             axes[0].legend(fontsize="small")
         index = pd.MultiIndex.from_product(
