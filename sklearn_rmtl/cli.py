@@ -18,6 +18,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,6 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--critic-tol",
         type=_number(float, 0),
-        default=None,
         help="the critics' convergence rule: relative change of the epoch's "
         "mean TD loss below which an epoch counts as converged (SessionCritic's "
         "tol; its default is 1e-3)",
@@ -210,7 +210,6 @@ def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--backbone-params",
         type=_json_object,
-        default=None,
         help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'; "
         "each backbone takes the keys it uses, and a key that none of the "
         "command's backbones uses is an error",
@@ -226,7 +225,6 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     refit.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),
-        default=None,
         help="dtype of the matrix products of every phase: bfloat16 is several "
         "times faster on CPUs with AVX512-BF16 or AMX and on recent GPUs; "
         "float16 (with loss scaling) is for CUDA GPUs, slow on most CPUs "
@@ -236,7 +234,6 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     refit.add_argument(
         "--refit-lr",
         type=_number(float, 0, open_low=True),
-        default=None,
         help="Adam learning rate of the refit (refit_lr)",
     )
     for prefix, phase in (("", "pretraining"), ("refit-", "the refit")):
@@ -244,14 +241,12 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
         refit.add_argument(
             f"--{prefix}validation-interval",
             type=_number(float, 0, 1, open_low=True),
-            default=None,
             help=f"fraction of an epoch between validation checks of {phase}, "
             f"in (0, 1] ({dest}validation_interval)",
         )
         refit.add_argument(
             f"--{prefix}validation-metric",
             type=_selection,
-            default=None,
             metavar="METRIC[:TASK]",
             help=f"validation score that early stopping of {phase} compares "
             f"and selects the kept weights by: {_SELECTION_NAMES} over all "
@@ -260,14 +255,12 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     refit.add_argument(
         "--refit-keep-pretrained",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="keep the pretrained weights when no refit check beats them "
         "(refit_keep_pretrained)",
     )
     refit.add_argument(
         "--retrain-on-all",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="after early stopping, train pretraining and refit again on all "
         "rows (the held-out ones included) for the steps it chose "
         "(retrain_on_all; default: off for fit; for the experiment commands "
@@ -277,7 +270,6 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     refit.add_argument(
         "--q-lambda",
         type=_number(float, 0),
-        default=None,
         help="lambda of the RMTL weights 1 - lambda * Q (q_lambda)",
     )
     critic = sub.add_argument_group(
@@ -288,14 +280,12 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
     critic.add_argument(
         "--gamma",
         type=_number(float, 0, 1),
-        default=None,
         help="discount of the critics' TD targets, in [0, 1]; 0 makes Q the "
         "expected immediate reward of the row (gamma)",
     )
     critic.add_argument(
         "--critic-lr",
         type=_number(float, 0, open_low=True),
-        default=None,
         help="Adam learning rate of the critics (lr)",
     )
 
@@ -330,7 +320,6 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--data-home",
-            default=None,
             help="folder with the full raw dataset files (default: bundled sample)",
         )
         if name == "ablation":
@@ -438,20 +427,17 @@ def _add_data_commands(commands: Any) -> None:
         "numbers, such as integer ids; text and boolean columns always are",
     )
     fit.add_argument("--method", choices=("rmtl", "mtl"), default="rmtl")
-    fit.add_argument("--backbone", choices=sorted(BACKBONES), default=None)
+    fit.add_argument("--backbone", choices=sorted(BACKBONES))
     fit.add_argument(
         "--backbone-params",
         type=_json_object,
-        default=None,
         help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'",
     )
-    fit.add_argument("--max-epochs", type=_POSITIVE_INT, default=None)
-    fit.add_argument("--batch-size", type=_POSITIVE_INT, default=None)
-    fit.add_argument("--lr", type=_number(float, 0, open_low=True), default=None)
+    fit.add_argument("--max-epochs", type=_POSITIVE_INT)
+    fit.add_argument("--batch-size", type=_POSITIVE_INT)
+    fit.add_argument("--lr", type=_number(float, 0, open_low=True))
     fit.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
-    fit.add_argument(
-        "--device", type=_device, default=None, help="torch device, e.g. cpu, cuda:1"
-    )
+    fit.add_argument("--device", type=_device, help="torch device, e.g. cpu, cuda:1")
     fit.add_argument("--verbose", action="store_true", help="a progress bar per epoch")
     _add_block_rows_flag(fit, "read, encoded and trained on")
     fit.add_argument(
@@ -500,7 +486,6 @@ def _add_block_rows_flag(sub: argparse.ArgumentParser, what: str) -> None:
     sub.add_argument(
         "--block-rows",
         type=_POSITIVE_INT,
-        default=None,
         metavar="N",
         help=f"a Parquet --data file is streamed: N rows are {what} at a time, "
         "which bounds the memory (ParquetSource's block_rows; default: "
@@ -518,6 +503,17 @@ def _is_parquet(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bo
             "convert the file to Parquet)"
         )
     return parquet
+
+
+def _source(args: argparse.Namespace, **columns: Any) -> ParquetSource:
+    """The --data Parquet file read in blocks of --block-rows rows."""
+    block_rows = BLOCK_ROWS if args.block_rows is None else args.block_rows
+    return ParquetSource(args.data, block_rows=block_rows, **columns)
+
+
+def _tuples(params: dict[str, Any]) -> dict[str, Any]:
+    """--backbone-params with its JSON lists as the tuples the backbones take."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
 
 
 def _parquet_columns(path: Path) -> pd.DataFrame:
@@ -554,18 +550,15 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     parquet = _is_parquet(parser, args)
     # A Parquet file is streamed: its schema (no rows) serves the checks.
     frame = _parquet_columns(args.data) if parquet else read_table(args.data)
+    check = partial(check_columns, frame, path=str(args.data))
     meta = [c for c in (args.session, args.time, args.sample_weight) if c is not None]
-    check_columns(frame, args.target, what="--target", path=str(args.data))
-    check_columns(
-        frame, meta, what="--session/--time/--sample-weight", path=str(args.data)
-    )
+    check(args.target, what="--target")
+    check(meta, what="--session/--time/--sample-weight")
     features = args.features or [
         c for c in frame.columns if c not in {*args.target, *meta}
     ]
-    check_columns(frame, features, what="--features", path=str(args.data))
-    check_columns(
-        frame, args.categorical or [], what="--categorical", path=str(args.data)
-    )
+    check(features, what="--features")
+    check(args.categorical or [], what="--categorical")
     overlap = sorted(set(features) & {*args.target, *meta})
     if overlap:
         parser.error(
@@ -573,8 +566,7 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         )
     if not features:
         parser.error(f"{args.data} has no feature columns besides the targets")
-    refit = _rmtl_params(parser, args)
-    critic = _critic_params(parser, args)
+    refit, critic = _flag_params(parser, args)
     if args.method == "mtl":
         refit_only = sorted(set(refit) - set(MTLClassifier().get_params()))
         refit_only += [k for k, p in CRITIC_FLAGS.items() if p in critic]
@@ -594,24 +586,20 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     }
     params = {k: v for k, v in params.items() if v is not None}
     if "backbone_params" in params:
-        params["backbone_params"] = {
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in params["backbone_params"].items()
-        }
+        params["backbone_params"] = _tuples(params["backbone_params"])
     cls = RMTLClassifier if args.method == "rmtl" else MTLClassifier
     estimator = cls(
         **params, **refit, random_state=args.seed, verbose=int(args.verbose)
     )
     source = None
     if parquet:
-        source = ParquetSource(
-            args.data,
+        source = _source(
+            args,
             target=args.target,
             session=args.session,
             time=args.time,
             features=features,
             sample_weight=args.sample_weight,
-            block_rows=BLOCK_ROWS if args.block_rows is None else args.block_rows,
         )
     n_rows = len(frame) if source is None else source.n_rows
     streamed = (
@@ -632,14 +620,13 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         # sorted by session, then time) speak for themselves.
         estimator.fit(source)
     else:
+        column = {c: frame[c] for c in meta}  # .get(None) is None: not given
         estimator.fit(
             frame[features],
             frame[args.target],
-            session_ids=None if args.session is None else frame[args.session],
-            timestamps=None if args.time is None else frame[args.time],
-            sample_weight=(
-                None if args.sample_weight is None else frame[args.sample_weight]
-            ),
+            session_ids=column.get(args.session),
+            timestamps=column.get(args.time),
+            sample_weight=column.get(args.sample_weight),
         )
     save(estimator, args.model)
     epochs = {phase: len(rows) for phase, rows in estimator.history_.items()}
@@ -669,35 +656,26 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         )
     check_columns(frame, features, what="feature", path=str(args.data))
     check_columns(frame, args.keep, what="--keep", path=str(args.data))
-    names = [f"{task}_proba" for task in estimator.task_names_]
-    if not parquet:
-        proba = estimator.predict_proba(frame[features])
-        out = frame[args.keep].reset_index(drop=True)
-        for k, name in enumerate(names):
-            out[name] = proba[:, k]
-        write_table(out, args.output)
-        n_rows = len(out)
-    else:
-        source = ParquetSource(
-            args.data,
-            features=features,
-            block_rows=BLOCK_ROWS if args.block_rows is None else args.block_rows,
+    source = _source(args, features=features) if parquet else None
+    if source is not None and _kind(args.output) == "parquet":
+        _need_pyarrow(args.output)
+        n_rows = predict_proba_to_parquet(
+            estimator, source, args.output, keep_columns=args.keep
         )
-        if _kind(args.output) == "parquet":
-            _need_pyarrow(args.output)
-            n_rows = predict_proba_to_parquet(
-                estimator, source, args.output, keep_columns=args.keep
-            )
+    else:
+        if source is None:
+            proba = estimator.predict_proba(frame[features])
+            out = frame[args.keep].reset_index(drop=True)
         else:
             # Scored block by block; a CSV/TSV output is assembled whole (the
             # --keep columns and the probabilities, not the features), so
             # that every row of a column is formatted alike, as before.
             proba = estimator.predict_proba(source)
             out = _read_keep_columns(args.data, args.keep, source.n_rows)
-            for k, name in enumerate(names):
-                out[name] = proba[:, k]
-            write_table(out, args.output)
-            n_rows = len(out)
+        for k, task in enumerate(estimator.task_names_):
+            out[f"{task}_proba"] = proba[:, k]
+        write_table(out, args.output)
+        n_rows = len(out)
     print(f"wrote {n_rows} rows to {args.output}", file=sys.stderr)
     return 0
 
@@ -724,36 +702,37 @@ def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     return 0
 
 
-def _rmtl_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """The refit flags the user gave, checked against this RMTLClassifier."""
-    given = {
-        k: getattr(args, k) for k in RMTL_FLAGS if getattr(args, k, None) is not None
-    }
-    known = RMTLClassifier().get_params(deep=False)
-    for k in given:
-        if k not in known:
-            parser.error(
-                f"--{k.replace('_', '-')}: this version of RMTLClassifier has no "
-                f"{k!r} parameter"
-            )
-    return given
+def _flag_params(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The refit and critic flags the user gave, as RMTLClassifier and
+    SessionCritic parameters, each checked against this version's class."""
+    params = []
+    for flags, estimator in (
+        ({flag: flag for flag in RMTL_FLAGS}, RMTLClassifier()),
+        (CRITIC_FLAGS, SessionCritic()),
+    ):
+        given = {
+            param: getattr(args, flag)
+            for flag, param in flags.items()
+            if getattr(args, flag, None) is not None
+        }
+        known = estimator.get_params(deep=False)
+        for flag, param in flags.items():
+            if param in given and param not in known:
+                parser.error(
+                    f"--{flag.replace('_', '-')}: this version of "
+                    f"{type(estimator).__name__} has no {param!r} parameter"
+                )
+        params.append(given)
+    return params[0], params[1]
 
 
-def _critic_params(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
-    """The critic flags the user gave, as SessionCritic parameters."""
-    given = {
-        param: getattr(args, flag)
-        for flag, param in CRITIC_FLAGS.items()
-        if getattr(args, flag, None) is not None
-    }
-    known = SessionCritic().get_params()
-    for flag, param in CRITIC_FLAGS.items():
-        if param in given and param not in known:
-            parser.error(
-                f"--{flag.replace('_', '-')}: this version of SessionCritic has no "
-                f"{param!r} parameter"
-            )
-    return given
+#: What a data command's wrong file, column or setting raises: a message, not
+#: a traceback (InvalidFileError is a ValueError; a fit from a Parquet file
+#: raises TypeError for a column of the wrong type or a setting it does not
+#: cover).
+_USER_ERRORS = (FileNotFoundError, ImportError, TypeError, ValueError, DivergenceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -780,17 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = data_commands[args.command]
         try:
             return command(parser, args)
-        except (
-            FileNotFoundError,
-            ImportError,
-            TypeError,
-            ValueError,
-            DivergenceError,
-        ) as exc:
-            # A user's file, column or setting is wrong: a message, not a
-            # traceback (InvalidFileError is a ValueError; a fit from a
-            # Parquet file raises TypeError for a column of the wrong type or
-            # a setting it does not cover).
+        except _USER_ERRORS as exc:
             print(f"rmtl {args.command}: error: {exc}", file=sys.stderr)
             return 2
     # The experiments' defaults, chosen on the validation parts of the
@@ -800,10 +769,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.precision is None:
         native = native_bfloat16(resolve_device(args.device))
         args.precision = "bfloat16" if native else "float32"
-    params = dict(args.backbone_params or {})
-    if args.embedding_dim is not None:
-        params["embedding_dim"] = args.embedding_dim
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    params = {
+        **_tuples(args.backbone_params or {}),
+        "embedding_dim": args.embedding_dim,
+    }
+    rmtl_params, critic_params = _flag_params(parser, args)
     settings = ex.Settings(
         max_epochs=args.max_epochs,
         critic_max_epochs=args.critic_max_epochs,
@@ -811,8 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         backbone_params=params,
         device=args.device,
-        rmtl_params=_rmtl_params(parser, args),
-        critic_params=_critic_params(parser, args),
+        rmtl_params=rmtl_params,
+        critic_params=critic_params,
     )
     evaluate_on = getattr(args, "evaluate_on", "test")
     folder = args.command

@@ -170,6 +170,17 @@ def _session_codes(session_ids: Any, n_samples: int) -> np.ndarray:
     return codes
 
 
+def _warn_undefined(values: np.ndarray, cause: str, metric: str) -> None:
+    """Warn of each task whose value is NaN: ``cause`` in its labels."""
+    for task in np.flatnonzero(np.isnan(values)):
+        warnings.warn(
+            f"{cause} in y_true of task {task}; its {metric} is not defined and "
+            "is set to nan.",
+            UndefinedMetricWarning,
+            stacklevel=4,  # the caller of the public metric
+        )
+
+
 def _reduce(values: np.ndarray, average: str | None) -> np.ndarray | float:
     """Per-task values, or their mean over the tasks where they are defined."""
     if average is None:
@@ -232,13 +243,7 @@ def per_task_roc_auc(y_true, y_proba, *, average=None):
     0.75
     """
     values = _per_task(_roc_auc_one_task, *_check_targets(y_true, y_proba))
-    for task in np.flatnonzero(np.isnan(values)):
-        warnings.warn(
-            f"Only one class is present in y_true of task {task}; its ROC AUC "
-            "is not defined and is set to nan.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
+    _warn_undefined(values, "Only one class is present", "ROC AUC")
     return _reduce(values, average)
 
 
@@ -430,13 +435,7 @@ def group_roc_auc(y_true, y_proba, *, session_ids, average=None):
     y, p = _check_targets(y_true, y_proba)
     codes = _session_codes(session_ids, y.shape[0])
     values = _per_task(_group_auc_one_task, y, p, codes)
-    for task in np.flatnonzero(np.isnan(values)):
-        warnings.warn(
-            f"No group holds both classes in y_true of task {task}; its group ROC "
-            "AUC is not defined and is set to nan.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
+    _warn_undefined(values, "No group holds both classes", "group ROC AUC")
     return _reduce(values, average)
 
 

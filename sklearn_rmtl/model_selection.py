@@ -86,12 +86,9 @@ def _session_ids_from(groups: Any, session_ids: Any) -> Any:
         return session_ids
     if session_ids is None:
         return groups
-    same = len(groups) == len(session_ids) and bool(
-        np.all(
-            np.asarray(groups, dtype=object) == np.asarray(session_ids, dtype=object)
-        )
-    )
-    if not same:
+    if not np.array_equal(
+        np.asarray(groups, dtype=object), np.asarray(session_ids, dtype=object)
+    ):
         raise ValueError(
             "groups and session_ids were both given and differ; pass the session "
             "ids once, as groups or as session_ids."
@@ -517,17 +514,10 @@ class SessionTimeSeriesSplit(_SessionSplitter):
                 f"sessions and gap={self.gap} leave no training sessions among "
                 f"{n_sessions}."
             )
-        for test_start in range(
-            n_sessions - n_splits * test_size, n_sessions, test_size
-        ):
-            train_end = test_start - self.gap
-            train_start = (
-                0
-                if self.max_train_size is None
-                else max(0, train_end - self.max_train_size)
-            )
-            train = np.flatnonzero((row_rank >= train_start) & (row_rank < train_end))
-            test = np.flatnonzero(
-                (row_rank >= test_start) & (row_rank < test_start + test_size)
-            )
-            yield train, test
+        window = n_sessions if self.max_train_size is None else self.max_train_size
+        first_test = n_sessions - n_splits * test_size
+        for start in range(first_test, n_sessions, test_size):
+            end = start - self.gap
+            train = (row_rank >= max(0, end - window)) & (row_rank < end)
+            test = (row_rank >= start) & (row_rank < start + test_size)
+            yield np.flatnonzero(train), np.flatnonzero(test)

@@ -54,11 +54,7 @@ def _panels(
             squeeze=False,
         )
         return axes.ravel(), fig
-    axes = np.empty(1, dtype=object)
-    if isinstance(ax, np.ndarray | list | tuple):
-        axes = np.asarray(ax, dtype=object).ravel()
-    else:
-        axes[0] = ax
+    axes = np.asarray(ax, dtype=object).ravel()  # one Axes, or an array of them
     if axes.size != n_panels:
         raise ValueError(
             f"{caller} draws {n_panels} panel(s) and needs one Axes per panel; "
@@ -81,13 +77,12 @@ _PHASE_TITLES = {
     "critic": "critic (TD learning)",
     "refit": "refit (Q-weighted)",
 }
+# Curve labels other than the key's words (train_loss: "train loss").
 _CURVE_LABELS = {
-    "train_loss": "train loss",
     "valid_loss": "validation loss",
     "valid_auc": "validation AUC",
     "valid_gauc": "validation GAUC",
     "td_loss": "TD loss",
-    "actor_loss": "actor loss",
     "actor_valid_loss": "actor validation loss",
 }
 # Per-epoch entries that are not curves.
@@ -249,9 +244,7 @@ class TrainingCurvesDisplay:
             if not chosen:
                 raise ValueError("The history has no epoch in any phase to plot.")
         else:
-            if isinstance(phases, str):
-                phases = [phases]
-            chosen = list(phases)
+            chosen = [phases] if isinstance(phases, str) else list(phases)
             unknown = [p for p in chosen if p not in self.history]
             if unknown or not chosen:
                 raise ValueError(
@@ -522,25 +515,13 @@ class LossWeightsDisplay:
         hist_ax.legend()
 
         shown = positions < max_position
-        counts = np.bincount(positions[shown], minlength=int(max_position))
-        filled = np.where(labelled, weights, 0.0)
-        sums = np.stack(
-            [
-                np.bincount(positions[shown], filled[shown, k], int(max_position))
-                for k in range(len(names))
-            ],
-            axis=1,
-        )
-        task_counts = np.stack(
-            [
-                np.bincount(
-                    positions[shown],
-                    labelled[shown, k].astype(float),
-                    int(max_position),
-                )
-                for k in range(len(names))
-            ],
-            axis=1,
+        at, size = positions[shown], int(max_position)
+        counts = np.bincount(at, minlength=size)
+        filled = np.where(labelled, weights, 0.0)[shown]
+        sums = np.column_stack([np.bincount(at, col, size) for col in filled.T])
+        observed = labelled[shown].astype(float)
+        task_counts = np.column_stack(
+            [np.bincount(at, col, size) for col in observed.T]
         )
         present = counts > 0
         index = pd.Index(np.flatnonzero(present) + 1, name="position")
@@ -695,9 +676,7 @@ class MetricComparisonDisplay:
             The display, with the drawn objects in ``ax_``, ``figure_`` and
             ``bars_``.
         """
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        metrics = list(metrics)
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         unknown = [m for m in metrics if not _is_metric(m)]
         if unknown or not metrics:
             raise ValueError(
@@ -716,9 +695,8 @@ class MetricComparisonDisplay:
                 f"The metrics {needs_sessions} are computed per session and need "
                 "session_ids; pass session_ids=... or drop them from metrics."
             )
-        scores = np.empty((len(metrics), len(estimators), 0))
-        task_names = None
-        for j, (name, est) in enumerate(estimators.items()):
+        scores: list[list[np.ndarray]] = []  # per estimator, per metric
+        for name, est in estimators.items():
             check_is_fitted(est)
             try:
                 y01 = binarize_labels(y, est.classes_)
@@ -727,25 +705,24 @@ class MetricComparisonDisplay:
             proba = np.asarray(est.predict_proba(X), dtype=float)
             if proba.ndim == 1:
                 proba = proba.reshape(-1, 1)
-            if j == 0:
-                scores = np.empty((len(metrics), len(estimators), y01.shape[1]))
+            if not scores:
+                n_tasks = y01.shape[1]
                 task_names = (
                     [str(c) for c in y.columns]
                     if isinstance(y, pd.DataFrame)
                     else [str(t) for t in getattr(est, "task_names_", [])]
-                    or [f"task_{k}" for k in range(y01.shape[1])]
+                    or [f"task_{k}" for k in range(n_tasks)]
                 )
-            elif y01.shape[1] != scores.shape[2]:
+            elif y01.shape[1] != n_tasks:
                 raise ValueError("All estimators must predict the same tasks.")
-            for i, metric in enumerate(metrics):
-                spec = metric_spec(metric)
-                extra = {"session_ids": session_ids} if spec.needs_sessions else {}
-                scores[i, j] = spec.func(y01, proba, **extra)
+            scores.append(
+                [metric_spec(m).per_task(y01, proba, session_ids) for m in metrics]
+            )
         display = cls(
-            scores=scores,
+            scores=np.stack(scores, axis=1),
             metric_names=metrics,
             estimator_names=[str(n) for n in estimators],
-            task_names=task_names or [],
+            task_names=task_names,
         )
         return display.plot(ax=ax, annotate=annotate)
 
@@ -812,17 +789,13 @@ class MetricComparisonDisplay:
                 axis.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, top)
         if new_figure:  # one legend above the panels, clear of the bars
             handles, labels = axes[0].get_legend_handles_labels()
-            fig.legend(
-                handles, labels, loc="outside upper center", ncols=min(len(names), 4)
-            )
+            ncols = min(len(names), 4)
+            fig.legend(handles, labels, loc="outside upper center", ncols=ncols)
         else:
             axes[0].legend(fontsize="small")
-        rows = [
-            {"metric": m, "estimator": n, "task": t, "value": scores[i, j, k]}
-            for i, m in enumerate(metrics)
-            for j, n in enumerate(names)
-            for k, t in enumerate(tasks)
-        ]
+        index = pd.MultiIndex.from_product(
+            [metrics, names, tasks], names=["metric", "estimator", "task"]
+        )
         self.ax_, self.figure_, self.bars_ = axes, fig, bars
-        self.scores_ = pd.DataFrame(rows)
+        self.scores_ = pd.Series(scores.ravel(), index, name="value").reset_index()
         return self
