@@ -380,7 +380,8 @@ class TreeReader:
     Parameters
     ----------
     zf : zipfile.ZipFile
-        The open archive.
+        The open archive, whose members :func:`check_members` accepted: its
+        arrays are stored, uncompressed, and hold the bytes they declare.
     table : object
         The manifest's ``arrays`` entry: name -> ``{"dtype", "shape"}``; it
         must list exactly the ``.npy`` members of ``zf``.
@@ -409,22 +410,14 @@ class TreeReader:
                 f"{extra}, duplicated: {duplicated}, missing: {missing})",
             )
         # Checked before anything is read or allocated: every declared shape
-        # is backed by a stored member of that size, and the members by bytes
-        # of the file, so what arrays (and networks built to their shapes)
-        # take in memory is bounded by the file's size.
+        # is backed by a member of that size, stored (check_members), and the
+        # members by bytes of the file, so what arrays (and networks built to
+        # their shapes) take in memory is bounded by the file's size.
         total = 0
         for name, (dtype, shape) in self.table.items():
             nbytes = dtype.itemsize * math.prod(shape)
             info = zf.getinfo(name + NPY)
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise fail(
-                    f"arrays/{name}",
-                    f"array {name!r} is compressed; save writes arrays stored",
-                )
-            if not (
-                nbytes <= info.file_size <= nbytes + _MAX_NPY_HEADER
-                and info.compress_size == info.file_size
-            ):
+            if not nbytes <= info.file_size <= nbytes + _MAX_NPY_HEADER:
                 raise fail(f"arrays/{name}", f"array {name!r} has the wrong size")
             total += info.file_size
         if total > _archive_size(zf):

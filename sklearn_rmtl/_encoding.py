@@ -490,6 +490,14 @@ _COLUMN_KEYS = {
 }
 
 
+def _records(**fields: list[Any]) -> list[dict[str, Any]]:
+    """One dict per column from lists of equal length, one per field."""
+    return [
+        dict(zip(fields, row, strict=True))
+        for row in zip(*fields.values(), strict=True)
+    ]
+
+
 def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
     if not isinstance(node, dict) or set(node) != keys:
         found = sorted(node) if isinstance(node, dict) else type(node).__name__
@@ -1033,43 +1041,23 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         and whether it has a missing-value indicator.
         """
         check_is_fitted(self)
-        indicators = set(self._indicator_idx.tolist())
+        indicators = np.isin(np.arange(len(self._num_idx)), self._indicator_idx)
         return {
             "n_features_in": int(self.n_features_in_),
             "feature_names_in": getattr(self, "feature_names_in_", None),
-            "categorical": [
-                {
-                    "position": int(j),
-                    "name": str(name),
-                    "values": values.tolist(),
-                    "codes": codes.tolist(),
-                }
-                for j, name, values, codes in zip(
-                    self._cat_idx,
-                    self.categorical_features_,
-                    self.categories_,
-                    self.category_codes_,
-                    strict=True,
-                )
-            ],
-            "numerical": [
-                {
-                    "position": int(j),
-                    "name": str(name),
-                    "mean": float(mean),
-                    "scale": float(scale),
-                    "missing_indicator": i in indicators,
-                }
-                for i, (j, name, mean, scale) in enumerate(
-                    zip(
-                        self._num_idx,
-                        self.numerical_features_,
-                        self.mean_,
-                        self.scale_,
-                        strict=True,
-                    )
-                )
-            ],
+            "categorical": _records(
+                position=self._cat_idx.tolist(),
+                name=[str(name) for name in self.categorical_features_],
+                values=[values.tolist() for values in self.categories_],
+                codes=[codes.tolist() for codes in self.category_codes_],
+            ),
+            "numerical": _records(
+                position=self._num_idx.tolist(),
+                name=[str(name) for name in self.numerical_features_],
+                mean=self.mean_.tolist(),
+                scale=self.scale_.tolist(),
+                missing_indicator=indicators.tolist(),
+            ),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:

@@ -240,7 +240,7 @@ def check_metadata(
             f"shape {arr.shape}."
         )
     if sortable:
-        if arr.dtype.kind == "O" or arr.dtype.kind == "M":
+        if arr.dtype.kind in "OM":
             try:
                 # UTC makes time-zone-aware and naive datetimes comparable.
                 times = pd.DatetimeIndex(pd.to_datetime(arr, utc=True))
@@ -358,8 +358,11 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
         y_true = y_true.to_frame()
     if isinstance(y_true, pd.DataFrame):
         # Object columns keep pd.NA (nullable dtypes) as a missing value.
-        y = y_true.astype(object).to_numpy() if _has_nullable(y_true) else None
-        y = y_true.to_numpy() if y is None else y
+        nullable = any(
+            isinstance(dtype, pd.api.extensions.ExtensionDtype)
+            for dtype in y_true.dtypes
+        )
+        y = (y_true.astype(object) if nullable else y_true).to_numpy()
     else:
         y = np.asarray(y_true)
     if y.ndim == 1:
@@ -378,7 +381,8 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
             f"shape {classes.shape})."
         )
     missing = pd.isna(y) if y.dtype.kind in "fcO" else np.zeros(y.shape, dtype=bool)
-    y01 = np.empty(y.shape, dtype=np.float64 if missing.any() else np.int64)
+    # NaN where a label is missing, where nothing else is written.
+    y01 = np.full(y.shape, np.nan) if missing.any() else np.empty(y.shape, np.int64)
     for k in range(y.shape[1]):
         observed = ~missing[:, k]
         known = np.isin(y[observed, k], classes[k])
@@ -389,18 +393,8 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
                 "not see in fit: they are not among the estimator's classes_ "
                 f"{classes[k]}."
             )
-        if observed.all():
-            y01[:, k] = y[:, k] == classes[k, 1]
-        else:
-            y01[:, k] = np.nan
-            y01[observed, k] = y[observed, k] == classes[k, 1]
+        y01[observed, k] = y[observed, k] == classes[k, 1]
     return y01
-
-
-def _has_nullable(frame: pd.DataFrame) -> bool:
-    return any(
-        isinstance(dtype, pd.api.extensions.ExtensionDtype) for dtype in frame.dtypes
-    )
 
 
 def check_sample_weight(

@@ -41,7 +41,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
-from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE, FeatureEncoder
+from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._validation import to_pandas
 
@@ -59,13 +59,12 @@ def _require(module: str) -> Any:
         ) from None
 
 
-def _value_kind(values: np.ndarray) -> str:
+def _value_kind(values: list[Any]) -> str:
     """The input type of a categorical column, from its known values.
 
     The encoder keeps a column's values as they are when they share one
     type and as strings otherwise, so text is the fallback.
     """
-    values = values.tolist()
     if all(isinstance(v, bool | np.bool_) for v in values) and values:
         return "bool"
     if all(isinstance(v, int | np.integer) for v in values) and values:
@@ -75,26 +74,18 @@ def _value_kind(values: np.ndarray) -> str:
     return "string"
 
 
-def _fitted_encoder(estimator: MTLClassifier) -> FeatureEncoder:
+def _input_columns(estimator: MTLClassifier) -> list[dict[str, Any]]:
+    """Every input column in X's order, as the fitted encoder's state holds it
+    (:meth:`FeatureEncoder._get_state`), with its ``role`` and input ``type``."""
     check_is_fitted(estimator)
-    return estimator.encoder_
-
-
-def _input_columns(encoder: FeatureEncoder) -> list[tuple[str, int, str]]:
-    """Every input column in X's order: its name, index within its role, and
-    input type ("numerical", or the categorical type of :func:`_value_kind`)."""
-    columns = [
-        (int(p), str(name), i, _value_kind(encoder.categories_[i]))
-        for i, (p, name) in enumerate(
-            zip(encoder._cat_idx, encoder.categorical_features_, strict=True)
-        )
-    ] + [
-        (int(p), str(name), i, "numerical")
-        for i, (p, name) in enumerate(
-            zip(encoder._num_idx, encoder.numerical_features_, strict=True)
-        )
-    ]
-    return [(name, i, kind) for _, name, i, kind in sorted(columns)]
+    state = estimator.encoder_._get_state()
+    for column in state["categorical"]:
+        column.update(role="categorical", type=_value_kind(column["values"]))
+    for column in state["numerical"]:
+        column.update(role="numerical", type="double")
+    return sorted(
+        state["categorical"] + state["numerical"], key=lambda c: c["position"]
+    )
 
 
 def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
@@ -119,33 +110,18 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
         assembled).
     """
-    encoder = _fitted_encoder(estimator)
-    indicators = {str(c) for c in encoder.missing_indicator_features_}
     columns: list[dict[str, Any]] = []
-    for name, i, kind in _input_columns(encoder):
-        if kind != "numerical":
-            values = encoder.categories_[i]
+    keys: tuple[str, ...]
+    for column in _input_columns(estimator):
+        kind = column["type"]
+        if column["role"] == "categorical":
             cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
-            columns.append(
-                {
-                    "name": name,
-                    "role": "categorical",
-                    "type": kind,
-                    "values": [cast(v) for v in values.tolist()],
-                    "codes": [int(c) for c in encoder.category_codes_[i]],
-                }
-            )
+            column["values"] = [cast(v) for v in column["values"]]
+            keys = ("values", "codes")
         else:
-            columns.append(
-                {
-                    "name": name,
-                    "role": "numerical",
-                    "type": "double",
-                    "mean": float(encoder.mean_[i]),
-                    "scale": float(encoder.scale_[i]),
-                    "missing_indicator": name in indicators,
-                }
-            )
+            keys = ("mean", "scale", "missing_indicator")
+        columns.append({k: column[k] for k in ("name", "role", "type", *keys)})
+    encoder = estimator.encoder_
     return {
         "columns": columns,
         "missing_code": MISSING_CODE,
@@ -176,18 +152,18 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         One ``(n, 1)`` array per input, of the input's type; missing values
         of a string column become ``""``, of a number ``NaN``.
     """
-    columns = _input_columns(_fitted_encoder(estimator))
+    columns = [(c["name"], c["type"]) for c in _input_columns(estimator)]
     X = to_pandas(X)
     if not isinstance(X, pd.DataFrame):  # an array: columns by position
-        X = pd.DataFrame(np.asarray(X), columns=[name for name, _, _ in columns])
+        X = pd.DataFrame(np.asarray(X), columns=[name for name, _ in columns])
     feed = {}
-    for name, _, kind in columns:
+    for name, kind in columns:
         values: pd.Series = X[name]
         array: np.ndarray
         if kind == "string":
             text = values.astype(object).where(values.notna(), "").astype(str)
             array = text.to_numpy(dtype=object)
-        elif kind in ("double", "numerical"):
+        elif kind == "double":
             array = values.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             if values.isna().any():
@@ -361,12 +337,6 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
             )
         return name
 
-    def missing() -> str:
-        return const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
-
-    def zero() -> str:
-        return const("zero", np.zeros((1, 1)))
-
     for j, column in enumerate(description["columns"]):
         name, kind = column["name"], column["type"]
         x = name
@@ -378,10 +348,11 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
             nodes.append(h.make_node("IsNaN", [x], [nan]))
             mean = const(f"c{j}/mean", np.array([[column["mean"]]]))
             scale = const(f"c{j}/scale", np.array([[column["scale"]]]))
+            zero = const("zero", np.zeros((1, 1)))
             nodes += [
                 h.make_node("Sub", [x, mean], [f"c{j}/centred"]),
                 h.make_node("Div", [f"c{j}/centred", scale], [f"c{j}/scaled"]),
-                h.make_node("Where", [nan, zero(), f"c{j}/scaled"], [f"c{j}/imputed"]),
+                h.make_node("Where", [nan, zero, f"c{j}/scaled"], [f"c{j}/imputed"]),
                 h.make_node("Cast", [f"c{j}/imputed"], [f"c{j}/z"], to=T.FLOAT),
             ]
             numbers[name] = f"c{j}/z"
@@ -424,11 +395,12 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
         if is_missing is None:
             codes[name] = f"c{j}/looked_up"
         else:
+            missing = const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
             nodes += [
                 is_missing,
                 h.make_node(
                     "Where",
-                    [f"c{j}/is_missing", missing(), f"c{j}/looked_up"],
+                    [f"c{j}/is_missing", missing, f"c{j}/looked_up"],
                     [f"c{j}/code"],
                 ),
             ]
