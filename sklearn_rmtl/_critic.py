@@ -29,7 +29,7 @@ from sklearn_rmtl._defaults import (
 )
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._fit_data import FitData, encode_with
-from sklearn_rmtl._mdp import BEHAVIOR_POLICIES
+from sklearn_rmtl._mdp import BEHAVIOR_POLICIES, session_folds
 from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._seeding import (
     init_parameters,
@@ -218,6 +218,55 @@ class Critic(nn.Module):
         return self._q(self.head(hidden))
 
 
+class FoldCritics(nn.Module):
+    """Cross-fitted critics: one :class:`Critic` per fold of the sessions.
+
+    The critics of fold ``f`` were trained on the other folds' sessions, so
+    a row of fold ``f`` (:func:`~sklearn_rmtl._mdp.session_folds`) read by
+    them is scored by critics that never saw its session.
+
+    Parameters
+    ----------
+    critics : sequence of Critic
+        The critics of each fold, in fold order, of the same configuration.
+
+    Shape
+    -----
+    ``x_cat (batch, n_cat), x_num (batch, n_num), actions (batch, n_tasks),
+    fold (batch,) or None -> (batch, n_tasks)``: each row's Q from its
+    fold's critics; with ``fold=None`` (rows of no fitted session) the mean
+    over the folds.
+    """
+
+    def __init__(self, critics: Sequence[Critic]) -> None:
+        super().__init__()
+        self.folds = nn.ModuleList(critics)
+
+    @classmethod
+    def from_config(cls, *, n_folds: int, **config: Any) -> FoldCritics:
+        """New critics of :meth:`get_config`'s output (a saved file's)."""
+        return cls([Critic(**config) for _ in range(n_folds)])
+
+    def get_config(self) -> dict[str, Any]:
+        """The arguments of :meth:`from_config` that rebuild these critics."""
+        first = cast(Critic, self.folds[0])
+        return {"n_folds": len(self.folds), **first.get_config()}
+
+    def forward(
+        self, x_cat: Tensor, x_num: Tensor, actions: Tensor, fold: Tensor | None = None
+    ) -> Tensor:
+        if fold is None:
+            return torch.stack([c(x_cat, x_num, actions) for c in self.folds]).mean(0)
+        out = torch.empty_like(actions)
+        for f, critic in enumerate(self.folds):
+            rows = torch.nonzero(fold == f).squeeze(1)
+            if len(rows):
+                out[rows] = critic(x_cat[rows], x_num[rows], actions[rows]).to(
+                    out.dtype
+                )
+        return out
+
+
 #: The fitted attributes of a :class:`SessionCritic`, set by :func:`fit_critics`.
 FITTED_ATTRIBUTES = ("encoder_", "module_", "task_names_", "history_")
 
@@ -332,14 +381,24 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         under which a row whose head output is negative sits at ``Q = 0``
         with no gradient (weight 1) for good, or ``-softplus``, which is
         never flat.
+    cv : int or None, default=None
+        Cross-fitting: the sessions are dealt into ``cv`` folds by a hash of
+        the session id (the same folds in every fit of the same sessions),
+        ``cv`` critics are trained, each on the sessions of the other folds,
+        and the refit weighs a row with the critics of its session's fold,
+        which never saw that session: its weight carries what the critics
+        learnt from other sessions, not a memory of its own return. Costs
+        ``cv`` critic trainings. None: one critic, trained on every session,
+        scores its own training rows (the paper).
 
     Attributes
     ----------
     encoder_ : FeatureEncoder
         The encoder whose codes the critics' embeddings read (the actor's
         encoder of the fit that trained them).
-    module_ : Critic
-        The trained critic network (on CPU, in eval mode).
+    module_ : Critic or FoldCritics
+        The trained critic network (on CPU, in eval mode); with ``cv``, one
+        network per fold.
     task_names_ : ndarray of str of shape (n_tasks,)
         Tasks the critics were trained for, in order.
     history_ : list of dict
@@ -347,7 +406,8 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         (TD steps so far), ``dur``; with ``validation_fraction``,
         ``valid_td_loss`` (and ``best_epoch`` on the last row); with
         RMTLClassifier's ``actor_update``, the ``actor_*`` entries (see
-        ``RMTLClassifier.history_["critic"]``).
+        ``RMTLClassifier.history_["critic"]``). With ``cv``, the rows of
+        every fold's critics in turn, each with its ``fold``.
 
     See Also
     --------
@@ -408,6 +468,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "redraw_actions": ["boolean"],
         "output": [StrOptions(set(CRITIC_OUTPUTS))],
+        "cv": [Interval(Integral, 2, None, closed="left"), None],
     }
 
     def __init__(
@@ -431,6 +492,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         validation_fraction: float | None = None,
         redraw_actions: bool = False,
         output: str = "relu",
+        cv: int | None = None,
     ) -> None:
         self.hidden_dims = hidden_dims
         self.shared = shared
@@ -450,6 +512,7 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.redraw_actions = redraw_actions
         self.output = output
+        self.cv = cv
 
     def _check_params(self) -> None:
         """Raise for settings outside their declared ranges, before any training."""
@@ -521,6 +584,39 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
             return inputs
         return encode_with(self.encoder_, X)
 
+    def route(
+        self,
+        inputs: dict[str, np.ndarray],
+        session_ids: np.ndarray | None,
+        first_row: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """``inputs`` with each row's fold, for cross-fitted critics (``cv``).
+
+        Parameters
+        ----------
+        inputs : dict of str to ndarray
+            The rows as encoded by :meth:`encode`.
+        session_ids : ndarray of shape (n_samples,) or None
+            Session of each row; None: the rows of a fit without sessions,
+            each its own session named by its position.
+        first_row : int, default=0
+            Position of the first row among the fit's rows (without
+            ``session_ids``).
+
+        Returns
+        -------
+        inputs : dict of str to ndarray
+            With ``fold`` (int64 per row) when the critics are cross-fitted;
+            ``inputs`` itself otherwise. Rows without a fold are scored by
+            the mean of every fold's critics.
+        """
+        self._check_fitted()
+        if not isinstance(self.module_, FoldCritics):
+            return inputs
+        n_folds = len(self.module_.folds)
+        n = len(inputs["x_cat"])
+        return {**inputs, "fold": session_folds(session_ids, first_row, n, n_folds)}
+
     def row_weights(
         self,
         inputs: dict[str, np.ndarray],
@@ -535,7 +631,8 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
         Parameters
         ----------
         inputs : dict of str to ndarray
-            The rows as encoded by :meth:`encode`.
+            The rows as encoded by :meth:`encode`, with their folds
+            (:meth:`route`) for cross-fitted critics.
         proba : array-like of shape (n_samples, n_tasks)
             The actions at which Q is evaluated (an actor's predictions).
         y01 : array-like of shape (n_samples, n_tasks)
@@ -657,7 +754,7 @@ def set_fitted_critics(
     critic: SessionCritic,
     *,
     encoder: FeatureEncoder,
-    module: Critic,
+    module: Critic | FoldCritics,
     task_names: np.ndarray,
     history: list[dict[str, Any]],
 ) -> SessionCritic:
@@ -727,45 +824,62 @@ def fit_critics(
         seed=seed,
         redraw_actions=critic.redraw_actions,
     )
-    start_value = chunks.start_value(config.gamma)
-    if config.validation_fraction is not None and not (
-        0 < chunks.n_held_out < chunks.n_rows
-    ):
-        raise ValueError(
-            f"The critic's validation_fraction={config.validation_fraction} held "
-            f"out {chunks.n_held_out} of the {chunks.n_rows} rows; the held-out and "
-            "the training sessions must both be non-empty. Give more sessions, "
-            "change validation_fraction, or set it to None."
+    assert config.cv is None or not config.actor_update, "refused by RMTLClassifier"
+    modules, history = [], []
+    for fold in [None] if config.cv is None else range(config.cv):
+        chunks.fold = fold  # its sessions' rows train and stop nothing
+        _check_training_rows(chunks, config)
+        module, generator = new_critic(
+            data,
+            actor,
+            seed=seed + (fold or 0),
+            start_value=chunks.start_value(config.gamma),
+            embedding_dim=embedding_dim,
+            hidden_dims=critic.hidden_dims,
+            shared=critic.shared,
+            output=critic.output,
         )
-    module, generator = new_critic(
-        data,
-        actor,
-        seed=seed,
-        start_value=start_value,
-        embedding_dim=embedding_dim,
-        hidden_dims=critic.hidden_dims,
-        shared=critic.shared,
-        output=critic.output,
-    )
-    module.to(data.device)
-    actor.to(data.device)
-    set_dropout_generator(actor, generator)  # the actor trains with actor_update
-    history = train_critic(
-        module,
-        chunks,
-        actor=actor,
-        config=config,
-        generator=generator,
-        seed=seed,
-        actor_checkpoint=actor_checkpoint,
-        criterion=None if criterion is None else criterion.to(data.device),
-    )
-    set_dropout_generator(actor, None)
+        module.to(data.device)
+        actor.to(data.device)
+        set_dropout_generator(actor, generator)  # trained with actor_update
+        rows = train_critic(
+            module,
+            chunks,
+            actor=actor,
+            config=config,
+            generator=generator,
+            seed=seed + (fold or 0),
+            actor_checkpoint=actor_checkpoint,
+            criterion=None if criterion is None else criterion.to(data.device),
+        )
+        set_dropout_generator(actor, None)
+        modules.append(module.cpu().eval())
+        history += rows if fold is None else [{"fold": fold, **row} for row in rows]
     assert data.encoder is not None
     return set_fitted_critics(
         critic,
         encoder=data.encoder,
-        module=module.cpu().eval(),
+        module=modules[0] if config.cv is None else FoldCritics(modules).eval(),
         task_names=data.task_names,
         history=history,
     )
+
+
+def _check_training_rows(chunks: SessionChunks, config: TDConfig) -> None:
+    """Raise if the critics of ``chunks.fold`` would have no rows to learn
+    from, or none to stop on with ``validation_fraction``."""
+    n_train, n_held_out = chunks.training_rows()
+    which = "" if chunks.fold is None else f" (cv={config.cv}, fold {chunks.fold})"
+    if n_train == 0:
+        raise ValueError(
+            f"The critics{which} have no session to learn from: every session "
+            "is held out. Give more sessions, or lower the critic's cv or "
+            "validation_fraction."
+        )
+    if config.validation_fraction is not None and n_held_out == 0:
+        raise ValueError(
+            f"The critic's validation_fraction={config.validation_fraction} held "
+            f"out none of the {n_train} rows{which}; the held-out and the "
+            "training sessions must both be non-empty. Give more sessions, "
+            "change validation_fraction, or set it to None."
+        )

@@ -149,6 +149,41 @@ def session_uniforms(
     return (h >> np.uint64(11)).astype(np.float64) / 2.0**53
 
 
+#: Seed of the critics' cross-fitting folds: fixed, so that a row's fold is a
+#: function of its session id alone and is found again after fit.
+FOLD_SEED = 0x5E55
+
+
+def session_folds(
+    session_ids: np.ndarray | None, first_row: int, n_samples: int, n_folds: int
+) -> np.ndarray:
+    """The cross-fitting fold of every row, the same for every row of a session.
+
+    ``floor(u * n_folds)`` of :func:`session_uniforms` at :data:`FOLD_SEED`:
+    the folds depend on the session ids only (not on a fit's seed), so
+    ``loss_weights`` and ``critic_diagnostics`` route a fitted estimator's
+    rows to the critics that never saw their session.
+
+    Parameters
+    ----------
+    session_ids : ndarray of shape (n_samples,) or None
+        Session of each row; None: each row its own session, named by its
+        position (``first_row`` is the position of the first one).
+    first_row : int
+        Position of the first row among all rows of the fit.
+    n_samples : int
+        Number of rows.
+    n_folds : int
+        Number of folds.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), dtype int64, in ``[0, n_folds)``
+    """
+    u = session_uniforms(session_ids, first_row, n_samples, FOLD_SEED)
+    return np.floor(u * n_folds).astype(np.int64)
+
+
 def rewards(
     y01: np.ndarray, actions: np.ndarray, observed: np.ndarray | None = None
 ) -> np.ndarray:

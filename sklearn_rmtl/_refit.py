@@ -112,7 +112,8 @@ def plan_refit(
         return RefitPlan(MultiTaskNet)
 
     def critic_inputs(block: EncodedBlock) -> dict[str, np.ndarray]:
-        return critic.encode(block.X, encoder=data.encoder, inputs=block.inputs)
+        inputs = critic.encode(block.X, encoder=data.encoder, inputs=block.inputs)
+        return critic.route(inputs, block.session_ids, block.start)
 
     if WEIGHTINGS[weighting].label_mean:
         means = _label_means(
@@ -233,6 +234,7 @@ def _fixed_weights(
         if spec.outcome is None:
             assert critic is not None
             inputs = critic.encode(block.X, encoder=data.encoder, inputs=block.inputs)
+            inputs = critic.route(inputs, block.session_ids, block.start)
             raw[rows] = critic.row_weights(
                 inputs, proba, block.y01, weighting, q_lambda, precision
             ).numpy()

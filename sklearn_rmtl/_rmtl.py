@@ -47,7 +47,11 @@ from sklearn_rmtl._training import (
     net_history,
     selected_steps,
 )
-from sklearn_rmtl._validation import check_labeled_rows, check_same_tasks
+from sklearn_rmtl._validation import (
+    check_labeled_rows,
+    check_metadata,
+    check_same_tasks,
+)
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 
@@ -494,6 +498,13 @@ class RMTLClassifier(MTLClassifier):
                 "so there is no length to replay on all rows. Set one of them "
                 "to False."
             )
+        if self.actor_update and self._critic_spec().cv is not None:
+            raise ValueError(
+                "actor_update=True cannot be combined with cross-fitted critics "
+                f"(critic cv={self._critic_spec().cv}): the actor takes its steps "
+                "against one critic, and cross-fitting trains one per fold. Set "
+                "critic__cv=None or actor_update=False."
+            )
         return super()._check_params(n_tasks)
 
     def _network_params(self, n_tasks: int) -> dict[str, Any]:
@@ -800,7 +811,10 @@ class RMTLClassifier(MTLClassifier):
             Labels, from ``classes_``; a missing label (NaN, None, ``pd.NA``)
             gets a NaN weight, as it has no loss to weigh.
         session_ids : array-like of shape (n_samples,), default=None
-            Accepted for symmetry with :meth:`fit`; checked for length only.
+            Session of each row. With cross-fitted critics (``critic`` with
+            ``cv``) a row is weighted by the critics of its session's fold,
+            as in the refit; without, by the mean of every fold's critics.
+            Otherwise checked for length only.
         timestamps : array-like of shape (n_samples,), default=None
             Accepted for symmetry with :meth:`fit`; checked for length only.
 
@@ -836,8 +850,14 @@ class RMTLClassifier(MTLClassifier):
                 weights = np.ones_like(proba)
             else:
                 critic = self.critic_
+                inputs = critic.encode(X)
+                if session_ids is not None:
+                    ids = check_metadata(
+                        session_ids, len(y01), name="session_ids", sortable=False
+                    )
+                    inputs = critic.route(inputs, ids)
                 weights = critic.row_weights(
-                    critic.encode(X),
+                    inputs,
                     proba,
                     y01,
                     self.weighting,

@@ -31,6 +31,7 @@ from sklearn_rmtl._critic import (
     FITTED_ATTRIBUTES,
     FORMER_RMTL_PARAMETERS,
     Critic,
+    FoldCritics,
     SessionCritic,
     former_critic,
     set_fitted_critics,
@@ -332,9 +333,10 @@ class Writer(TreeWriter):
             raise TypeError(f"{path}: expected a SessionCritic, got {type(critic)}.")
         fitted = None
         if critic.__sklearn_is_fitted__():
-            if type(critic.module_) is not Critic:
+            if type(critic.module_) not in (Critic, FoldCritics):
                 raise TypeError(
-                    f"{path}/module_: expected a Critic, got {type(critic.module_)}."
+                    f"{path}/module_: expected a Critic or FoldCritics, got "
+                    f"{type(critic.module_)}."
                 )
             fitted = {
                 "encoder_": self.encoder(critic.encoder_, f"{path}/encoder_"),
@@ -819,13 +821,22 @@ class Reader(TreeReader):
             raise fail(path, "critic arguments must be an object")
         # Files written before the critics had an output choice used -ReLU.
         kwargs = {"output": "relu", **kwargs}
+        n_folds = kwargs.get("n_folds")
+        if "n_folds" in kwargs and not (
+            isinstance(n_folds, int) and not isinstance(n_folds, bool) and n_folds >= 2
+        ):
+            raise fail(path, f"n_folds must be an integer >= 2, got {n_folds!r}")
+
+        def make() -> Critic | FoldCritics:
+            if "n_folds" in kwargs:  # cross-fitted critics (SessionCritic's cv)
+                return FoldCritics.from_config(**kwargs)
+            return Critic(**kwargs)
+
         module_path = where("module_")
-        self.check_size(
-            lambda: Critic(**kwargs), module_node["state_dict"], module_path
-        )
+        self.check_size(make, module_node["state_dict"], module_path)
         try:
             with isolated_global_rng("cpu"):
-                module = Critic(**kwargs)
+                module = make()
         except (TypeError, ValueError, RuntimeError) as exc:
             raise fail(path, f"the critic cannot be rebuilt ({exc})") from exc
         if module.get_config() != kwargs:

@@ -322,11 +322,14 @@ class QWeightedNet(MultiTaskNet):
             # reported metric) rather than the weighted training loss.
             return None
         device = y_pred.device
+        # Cross-fitted critics read each row's fold (SessionCritic.route).
+        fold = () if "critic_fold" not in X else (X["critic_fold"].to(device),)
         with torch.no_grad(), autocast(self.precision, device):
             q = self.critic.module_(
                 X["critic_x_cat"].to(device),
                 X["critic_x_num"].to(device),
                 torch.sigmoid(y_pred.detach()),
+                *fold,
             ).float()
         fn = WEIGHTINGS[self.weighting].fn
         assert fn is not None  # QWeightedNet serves the critics' weightings

@@ -26,6 +26,7 @@ from sklearn_rmtl._mdp import (
     behavior_actions,
     build_transitions,
     rewards,
+    session_folds,
     session_uniforms,
 )
 from sklearn_rmtl._precision import (
@@ -274,6 +275,7 @@ class TDConfig:
     distributed: bool = False
     max_steps: int | None = None
     validation_fraction: float | None = None
+    cv: int | None = None
 
     #: The fields set by an RMTLClassifier parameter, by its name; every
     #: other field is the SessionCritic parameter of the same name.
@@ -369,7 +371,10 @@ class SessionChunks:
     built once; more are rebuilt when visited, in bounded memory. With
     ``config.validation_fraction`` a chunk's ``td_rows`` are the rows of
     the sessions that train the critics and ``held_out_rows`` the others
-    (:func:`~sklearn_rmtl._mdp.session_uniforms`).
+    (:func:`~sklearn_rmtl._mdp.session_uniforms`). With ``config.cv`` each
+    row also has its session's ``fold``
+    (:func:`~sklearn_rmtl._mdp.session_folds`); setting :attr:`fold` leaves
+    that fold's rows out of both, for the critics that must not see them.
     """
 
     def __init__(
@@ -394,7 +399,11 @@ class SessionChunks:
         self.device, self.n_rows = data.device, data.n_samples
         self._cached: dict[str, Any] | None = None
         self.positive_rate: Tensor | None = None  # per task, over every chunk
-        self.n_held_out = 0  # rows of held-out sessions (set by start_value)
+        # Rows that train the critics (0) and held-out rows (1) of each
+        # cross-fitting fold (one column without cv), set by start_value.
+        self.rows_by_fold = np.zeros((2, 1), dtype=np.int64)
+        self.fold: int | None = None  # the cross-fitting fold left out
+        self._stats: dict[str, Any] | None = None  # per fold, by start_value
 
     def __len__(self) -> int:
         return len(self.bounds)
@@ -405,6 +414,13 @@ class SessionChunks:
         ``epoch`` (from 1) picks the actions' draw with ``redraw_actions``.
         """
         ch = self._build(c)
+        if self.fold is not None:
+            kept = ch["fold"] != self.fold
+            ch = {
+                **ch,
+                "td_rows": ch["td_rows"][kept[ch["td_rows"]]],
+                "held_out_rows": ch["held_out_rows"][kept[ch["held_out_rows"]]],
+            }
         if self.redraw_actions and epoch > 1:
             # NOTE[DIFF]: the paper's buffer keeps one action per row; new
             # draws every epoch show the critics more than one action per
@@ -464,6 +480,14 @@ class SessionChunks:
             "train_rows": tensor(~block.valid),
             "td_rows": tensor(np.flatnonzero(~held), torch.long),
             "held_out_rows": tensor(np.flatnonzero(held), torch.long),
+            "fold": None
+            if config.cv is None
+            else tensor(
+                session_folds(
+                    block.session_ids, self.bounds[c][0], len(block), config.cv
+                ),
+                torch.long,
+            ),
             "mask_np": mask,
             "mask": None if mask is None else tensor(mask),
             # What the actions' draws read.
@@ -486,50 +510,92 @@ class SessionChunks:
     def ips(self, ch: dict[str, Any]) -> Tensor:
         """The chunk's IPS weights (:func:`ips_weights`) at every chunk's rate."""
         if "ips" not in ch:
-            rate = None if len(self) == 1 else self.positive_rate
+            # One chunk's rates are its own, unless a fold is left out.
+            rate = None if len(self) == 1 and self.fold is None else self.positive_rate
             ch["ips"] = ips_weights(ch["y01"], ch["mask"], rate=rate)
         return ch["ips"]
+
+    def training_rows(self) -> tuple[int, int]:
+        """The rows that train the critics and the held-out rows, without
+        :attr:`fold`'s."""
+        if self._stats is None:
+            self._stats = self._fold_statistics()
+        counts = self.rows_by_fold.sum(1)
+        if self.fold is not None:
+            counts = counts - self.rows_by_fold[:, self.fold]
+        return int(counts[0]), int(counts[1])
 
     def start_value(self, gamma: float) -> np.ndarray:
         """The critics' starting output: mean reward times the mean horizon.
 
-        Also sets :attr:`positive_rate`, each task's positive rate over every
-        chunk (for the IPS weights). Each chunk's float32 statistic is
-        merged in float64, so one chunk gives its own statistic exactly.
+        Also sets :attr:`positive_rate`, each task's positive rate (for the
+        IPS weights). Both are statistics of every chunk's rows but those of
+        :attr:`fold`, read once and kept per fold. Each chunk's float32
+        statistic is merged in float64, so one chunk gives its own
+        statistic exactly.
         """
-        n_rows, n_done = 0, 0
-        self.n_held_out = 0
-        num: Any = None
-        den: Any = None
-        positives: Any = 0.0
-        weighed: Any = 0.0
-        for c in range(len(self)):
-            ch = self.chunk(c)
-            reward: np.ndarray = ch["reward_np"]
-            mask: np.ndarray | None = ch["mask_np"]
-            m = torch.ones_like(ch["y01"]) if mask is None else ch["mask"]
-            positives = positives + (ch["y01"] * m).sum(0).double()
-            weighed = weighed + m.sum(0).double()
-            n_rows += len(reward)
-            n_done += int(ch["done"].sum())
-            self.n_held_out += len(ch["held_out_rows"])
-            if mask is None:
-                part = reward.mean(0).astype(np.float64) * len(reward)
-                weight = np.float64(len(reward))
-            else:
-                part = (reward * mask).sum(0).astype(np.float64)
-                weight = mask.sum(0).astype(np.float64)
-            num = part if num is None else num + part
-            den = weight if den is None else den + weight
-        assert num is not None and den is not None
+        if self._stats is None:
+            self._stats = self._fold_statistics()
+        keep = np.ones(len(self._stats["n_rows"]), dtype=bool)
+        if self.fold is not None:
+            keep[self.fold] = False
+        n_rows, n_done, num, den = (
+            self._stats[key][keep].sum(0) for key in ("n_rows", "n_done", "num", "den")
+        )
+        positives, weighed = (
+            self._stats[key][torch.as_tensor(keep)].sum(0)
+            for key in ("positives", "weighed")
+        )
         # NOTE[DIFF]: the paper does not say how critics start. With the
         # -ReLU output a head that starts negative is dead (Q = 0, w = 1
         # everywhere, observed); start near the expected discounted return.
         horizon = 1.0 / (1.0 - gamma * (1.0 - np.float64(n_done) / n_rows))
         tiny = np.float64(np.finfo(np.float32).tiny)
         mean_reward = (num / np.maximum(den, tiny)).astype(np.float32)
-        self.positive_rate = (positives / weighed.clamp(min=tiny)).float()[None, :]
+        rate = (positives / weighed.clamp(min=tiny)).float()[None, :]
+        self.positive_rate = rate.to(self.device)
         return mean_reward * horizon
+
+    def _fold_statistics(self) -> dict[str, Any]:
+        """Per fold (one without cv): rows, session ends, reward sums and
+        weights, positives and weighed labels; also sets :attr:`rows_by_fold`."""
+        n_folds = self.config.cv or 1
+        stats: dict[str, Any] = {
+            "n_rows": np.zeros(n_folds, np.int64),
+            "n_done": np.zeros(n_folds, np.int64),
+            "num": np.zeros((n_folds, self.data.n_tasks)),
+            "den": np.zeros((n_folds, self.data.n_tasks)),
+            "positives": torch.zeros(n_folds, self.data.n_tasks, dtype=torch.float64),
+            "weighed": torch.zeros(n_folds, self.data.n_tasks, dtype=torch.float64),
+        }
+        self.rows_by_fold = np.zeros((2, n_folds), dtype=np.int64)
+        for c in range(len(self)):
+            ch = self._build(c)  # every fold's rows, whatever fold is left out
+            folds = np.zeros(len(ch["reward_np"]), np.int64)
+            if ch["fold"] is not None:
+                folds = ch["fold"].cpu().numpy()
+            for side, rows in enumerate((ch["td_rows"], ch["held_out_rows"])):
+                self.rows_by_fold[side] += np.bincount(
+                    folds[rows.cpu().numpy()], minlength=n_folds
+                )
+            for f in np.unique(folds):
+                rows = slice(None) if n_folds == 1 else folds == f
+                rows_t = rows if n_folds == 1 else torch.as_tensor(rows)
+                reward: np.ndarray = ch["reward_np"][rows]
+                mask: np.ndarray | None = ch["mask_np"]
+                y01 = ch["y01"][rows_t]
+                m = torch.ones_like(y01) if mask is None else ch["mask"][rows_t]
+                stats["positives"][f] += (y01 * m).sum(0).double().cpu()
+                stats["weighed"][f] += m.sum(0).double().cpu()
+                stats["n_rows"][f] += len(reward)
+                stats["n_done"][f] += int(ch["done"][rows_t].sum())
+                if mask is None:
+                    stats["num"][f] += reward.mean(0).astype(np.float64) * len(reward)
+                    stats["den"][f] += np.float64(len(reward))
+                else:
+                    stats["num"][f] += (reward * mask[rows]).sum(0).astype(np.float64)
+                    stats["den"][f] += mask[rows].sum(0).astype(np.float64)
+        return stats
 
 
 def train_critic(

@@ -258,7 +258,8 @@ def critic_row_weights(
     critic : Critic
         ``(x_cat, x_num, actions) -> Q``; set to eval mode.
     inputs : dict of str to Tensor
-        The critic's encoding of the rows (``x_cat``, ``x_num``).
+        The critic's encoding of the rows (``x_cat``, ``x_num``), and with
+        cross-fitted critics each row's ``fold``.
     proba : Tensor of shape (n_samples, n_tasks)
         The actions at which Q is evaluated (the actor's predictions).
     y01 : Tensor of shape (n_samples, n_tasks)
@@ -278,10 +279,16 @@ def critic_row_weights(
     fn = WEIGHTINGS[weighting].fn
     assert fn is not None, f"weighting={weighting!r} reads no critic"
     x_cat, x_num = inputs["x_cat"], inputs["x_num"]
+    fold = inputs.get("fold")
+
+    def q(rows: slice) -> Tensor:
+        routed = () if fold is None else (fold[rows],)
+        return critic(x_cat[rows], x_num[rows], proba[rows], *routed).float()
+
     with autocast(precision, x_cat.device):
         return forward_batches(
             lambda rows: fn(
-                critic(x_cat[rows], x_num[rows], proba[rows]).float(),
+                q(rows),
                 y01[rows],
                 q_lambda,
             ),

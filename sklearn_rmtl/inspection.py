@@ -57,7 +57,10 @@ def critic_diagnostics(
         A fitted estimator with critics (``critic_`` is not None).
     X : {DataFrame, array-like} of shape (n_samples, n_features)
         Rows with the columns seen in ``fit``; for an honest reading, whole
-        sessions the critics were not trained on.
+        sessions the critics were not trained on. Cross-fitted critics
+        (``SessionCritic(cv=...)``) read each row with the critics of its
+        session's fold, which never saw the fit's sessions of that fold: on
+        the training rows this measures what the refit's weights carry.
     y : {array-like, DataFrame} of shape (n_samples, n_tasks)
         Their labels (missing ones NaN); a task's statistics use its observed
         labels.
@@ -123,9 +126,10 @@ def critic_diagnostics(
     observed = ~np.isnan(y01)
     y01 = np.where(observed, y01, 0.0)
     proba = estimator.predict_proba(rows.X)
-    q = -critic.row_weights(
-        critic.encode(rows.X), proba, y01, "neg_q", 1.0, estimator.precision
-    ).numpy()
+    # Cross-fitted critics read each row with its session's fold's critics.
+    inputs = critic.route(critic.encode(rows.X), rows.session_ids)
+    q = -critic.row_weights(inputs, proba, y01, "neg_q", 1.0, estimator.precision)
+    q = q.numpy()
     transitions = build_transitions(rows.session_ids, rows.timestamps, rows.n_rows)
     realised = discounted_later(
         transitions, rewards(y01, proba, observed), critic.gamma, include_own=True

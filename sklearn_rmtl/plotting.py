@@ -91,6 +91,7 @@ _NOT_CURVES = {
     "epoch",
     "dur",
     "steps",
+    "fold",
     *_SELECTION,
     *(f"actor_{k}" for k in _SELECTION),
 }
@@ -282,21 +283,26 @@ class TrainingCurvesDisplay:
                 transform=axis.transAxes,
             )
             return []
-        epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
         keys = dict.fromkeys(k for row in rows for k in row if k not in _NOT_CURVES)
+        # Cross-fitted critics (SessionCritic's cv): one curve per fold.
+        folds = dict.fromkeys(row.get("fold") for row in rows)
         drawn = []
-        for key in keys:
-            values = [row.get(key) for row in rows]
-            if not all(v is None or _is_number(v) for v in values):
-                continue
-            y = np.array([np.nan if v is None else float(v) for v in values])
-            (line,) = axis.plot(
-                epochs,
-                y,
-                marker="o",
-                label=_CURVE_LABELS.get(key, key.replace("_", " ")),
-            )
-            drawn.append(line)
+        for fold in folds:
+            part = [row for row in rows if row.get("fold") == fold]
+            epochs = [row.get("epoch", i + 1) for i, row in enumerate(part)]
+            for key in keys:
+                values = [row.get(key) for row in part]
+                if not all(v is None or _is_number(v) for v in values):
+                    continue
+                y = np.array([np.nan if v is None else float(v) for v in values])
+                label = _CURVE_LABELS.get(key, key.replace("_", " "))
+                (line,) = axis.plot(
+                    epochs,
+                    y,
+                    marker="o",
+                    label=label if fold is None else f"{label}, fold {fold}",
+                )
+                drawn.append(line)
         axis.legend()
         return drawn
 

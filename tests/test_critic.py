@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -437,3 +439,85 @@ def test_validation_fraction_stops_on_held_out_td_loss_and_keeps_the_best():
 def test_validation_fraction_that_leaves_a_side_empty_is_refused():
     with pytest.raises(ValueError, match="the held-out and the training sessions"):
         _fit_critic(max_epochs=1, validation_fraction=1e-9)
+
+
+def _cross_fitted(Y, actor, X, s, t, **critic_params):
+    return RMTLClassifier(
+        actor=actor,
+        refit_max_epochs=0,
+        batch_size=32,
+        critic=SessionCritic(hidden_dims=(8,), max_epochs=2, cv=2, **critic_params),
+        random_state=0,
+    ).fit(X, Y, session_ids=s, timestamps=t)
+
+
+def test_cross_fitted_critics_learn_nothing_from_their_folds_sessions():
+    """cv: the critics of fold f are the same whatever fold f's labels are."""
+    from conftest import SMALL, make_session_data
+
+    from sklearn_rmtl import MTLClassifier
+    from sklearn_rmtl._mdp import session_folds
+
+    X, Y, s, t = make_session_data(n_sessions=60)
+    actor = MTLClassifier(
+        backbone="sharedbottom",
+        backbone_params=SMALL,
+        max_epochs=1,
+        batch_size=32,
+        random_state=0,
+    ).fit(X, Y)
+    fold = session_folds(s, 0, len(s), 2)
+    changed = Y.copy()
+    changed.loc[fold == 0] = 1 - changed.loc[fold == 0]  # fold 0's labels flipped
+    before = _cross_fitted(Y, actor, X, s, t).critic_
+    after = _cross_fitted(changed, actor, X, s, t).critic_
+    for f, same in ((0, True), (1, False)):
+        a = before.module_.folds[f].state_dict()
+        b = after.module_.folds[f].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a) is same, f
+    assert [row["fold"] for row in before.history_] == [0, 0, 1, 1]
+
+    # Each row is weighted by its fold's critics (as in the refit) when its
+    # session is given, by the mean of the folds' critics otherwise.
+    clf = _cross_fitted(Y, actor, X, s, t, output="softplus")
+    routed = clf.loss_weights(X, Y, session_ids=s)
+    for f in (0, 1):
+        one = copy.copy(clf.critic_)  # fold f's critics alone
+        one.module_ = clf.critic_.module_.folds[f]
+        w = one.row_weights(
+            one.encode(X),
+            clf.predict_proba(X),
+            np.array(Y, float),
+            "rmtl",
+            clf.q_lambda,
+        )
+        np.testing.assert_allclose(routed[fold == f], w.numpy()[fold == f], rtol=1e-6)
+    assert not np.allclose(clf.loss_weights(X, Y), routed)
+
+
+def test_cross_fitting_is_refused_where_it_cannot_work():
+    from conftest import make_session_data
+
+    X, Y, s, t = make_session_data(n_sessions=20)
+    with pytest.raises(ValueError, match="actor_update=True cannot be combined"):
+        RMTLClassifier(actor_update=True, critic=SessionCritic(cv=2)).fit(
+            X, Y, session_ids=s, timestamps=t
+        )
+    one_session = np.zeros(len(X), dtype=int)
+    with pytest.raises(ValueError, match=r"cv=2, fold \d\) have no session to learn"):
+        _fit_critic_on(X, Y, one_session, t, cv=2)
+    with pytest.raises(ValueError, match="'cv' parameter of SessionCritic"):
+        _fit_critic_on(X, Y, s, t, cv=1)
+
+
+def _fit_critic_on(X, Y, s, t, **critic_params):
+    from conftest import SMALL
+
+    return RMTLClassifier(
+        backbone="sharedbottom",
+        backbone_params=SMALL,
+        max_epochs=1,
+        refit_max_epochs=0,
+        critic=SessionCritic(hidden_dims=(8,), max_epochs=1, **critic_params),
+        random_state=0,
+    ).fit(X, Y, session_ids=s, timestamps=t)

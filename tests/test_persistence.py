@@ -1388,3 +1388,27 @@ def test_critic_settings_round_trip_and_files_without_them_load(
     assert old.critic_.module_.output == "relu"
     assert_same_critics(old.critic_, rmtl.critic_)
     np.testing.assert_array_equal(old.loss_weights(X, Y), rmtl.loss_weights(X, Y))
+
+
+def test_cross_fitted_critics_round_trip_and_a_bad_fold_count_is_refused(tmp_path):
+    """cv's per-fold critics are stored; a file that claims another number
+    of folds than its weights hold is refused, not built."""
+    critic = SessionCritic(hidden_dims=(8,), max_epochs=1, cv=2)
+    clf = RMTLClassifier(**{**RMTL_FAST, "critic": critic})
+    clf.fit(X, Y, session_ids=SESSIONS)
+    save(clf, tmp_path / "cv.zip")
+    loaded = load(tmp_path / "cv.zip")
+    assert len(loaded.critic_.module_.folds) == 2
+    assert_same_critics(loaded.critic_, clf.critic_)
+    np.testing.assert_array_equal(
+        loaded.loss_weights(X, Y, session_ids=SESSIONS),
+        clf.loss_weights(X, Y, session_ids=SESSIONS),
+    )
+    for n_folds, match in ((1, "n_folds must be an integer >= 2"), (10**9, "tensors")):
+
+        def folds(m, n_folds=n_folds):
+            kwargs = m["estimator"]["fitted"]["critic_"]["fitted"]["module_"]["kwargs"]
+            kwargs["n_folds"] = n_folds
+
+        with pytest.raises(InvalidFileError, match=match):
+            load(rewrite(tmp_path / "cv.zip", tmp_path / "bad.zip", manifest=folds))

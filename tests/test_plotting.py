@@ -100,6 +100,21 @@ def test_training_curves_plot_every_phase_of_rmtl(rmtl):
             np.testing.assert_allclose(y, [r[key] for r in rows])
 
 
+def test_training_curves_draw_one_curve_per_fold_of_cross_fitted_critics():
+    rows = [
+        {"fold": f, "epoch": e, "td_loss": 1.0 / e + f, "steps": 3 * e}
+        for f in (0, 1)
+        for e in (1, 2, 3)
+    ]
+    display = TrainingCurvesDisplay(history={"critic": rows}).plot()
+    lines = display.lines_["critic"]
+    labels = [line.get_label() for line in lines]
+    assert labels == ["TD loss, fold 0", "TD loss, fold 1"]
+    for f, line in enumerate(lines):
+        np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+        np.testing.assert_allclose(line.get_ydata(), [1 + f, 0.5 + f, 1 / 3 + f])
+
+
 def test_training_curves_of_an_mtl_classifier_have_one_panel(mtl):
     display = TrainingCurvesDisplay.from_estimator(mtl, name="baseline")
     assert display.phases_ == ["pretrain"]
