@@ -288,6 +288,13 @@ def _add_rmtl_flags(sub: argparse.ArgumentParser) -> None:
         type=_number(float, 0, open_low=True),
         help="Adam learning rate of the critics (lr)",
     )
+    critic.add_argument(
+        "--critic-params",
+        type=_json_object,
+        help="JSON object of further SessionCritic parameters, e.g. "
+        '\'{"cv": 5, "output": "softplus", "validation_fraction": 0.1}\'; '
+        "a parameter that a flag above sets is an error here",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -725,7 +732,20 @@ def _flag_params(
                     f"{type(estimator).__name__} has no {param!r} parameter"
                 )
         params.append(given)
-    return params[0], params[1]
+    extra = _tuples(getattr(args, "critic_params", None) or {})
+    unknown = sorted(set(extra) - set(SessionCritic().get_params()))
+    twice = sorted(set(extra) & set(params[1]))
+    if unknown or twice:
+        parser.error(
+            f"--critic-params: {unknown or twice} "
+            + (
+                f"are no SessionCritic parameters (valid: "
+                f"{sorted(SessionCritic().get_params())})"
+                if unknown
+                else "are set by their own flags; give each once"
+            )
+        )
+    return params[0], {**params[1], **extra}
 
 
 #: What a data command's wrong file, column or setting raises: a message, not

@@ -180,6 +180,7 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
     argv = ["study", *TINY, "--seeds", "1", "--backbones", "sharedbottom"]
     argv += ["--evaluate-on", "valid", "--q-lambda", "0.5", "--output", str(tmp_path)]
     argv += ["--gamma", "0.25", "--critic-lr", "0.002"]
+    argv += ["--critic-params", '{"cv": 2, "hidden_dims": [8]}']
     assert main(argv) == 0
     runs = json.loads(
         (tmp_path / "study-valid" / "synthetic" / "runs.json").read_text()
@@ -189,6 +190,8 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
     assert rmtl and all(r["params"]["q_lambda"] == 0.5 for r in rmtl)
     assert all(r["params"]["critic__gamma"] == 0.25 for r in rmtl)
     assert all(r["params"]["critic__lr"] == 0.002 for r in rmtl)
+    assert all(r["params"]["critic__cv"] == 2 for r in rmtl)
+    assert all(r["params"]["critic__hidden_dims"] == "(8,)" for r in rmtl)
     assert "scored on valid" in capsys.readouterr().out
 
 
@@ -204,6 +207,12 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
         (["--validation-metric", "f1"], "'<metric>:<task name>'"),
         (["--precision", "float8"], "invalid choice"),
         (["--gamma", "1.5"], "must be in [0, 1]"),
+        (["--critic-params", "[5]"], "expected a JSON object"),
+        (["--critic-params", '{"folds": 5}'], "['folds'] are no SessionCritic"),
+        (
+            ["--gamma", "0.5", "--critic-params", '{"gamma": 0.3}'],
+            "['gamma'] are set by their own flags",
+        ),
     ],
 )
 def test_study_flag_errors(capsys, flags, message):
