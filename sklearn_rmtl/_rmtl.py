@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import _fit_context, clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import (
     Interval,
     InvalidParameterError,
@@ -242,12 +243,15 @@ class RMTLClassifier(MTLClassifier):
         possibly with another backbone, on the same feature columns and
         tasks): the critic phase is skipped and the refit uses it as is
         (paper Sec. 3.4).
-    actor : MTLClassifier, default=None
+    actor : MTLClassifier or FrozenEstimator, default=None
         The pretraining step given as an estimator. A fitted one is used as
         the pretrained actor as is (its encoder and network; its weights are
         not modified); an unfitted one is fitted on the same data as the
         pretraining step. Then ``backbone`` and the pretraining parameters
-        (``backbone_params`` ... ``max_epochs``) are ignored.
+        (``backbone_params`` ... ``max_epochs``) are ignored. ``clone``
+        (and so every search) unfits a fitted MTLClassifier; wrap it as
+        ``sklearn.frozen.FrozenEstimator(fitted)`` to keep it through
+        ``clone``, so that the candidates of a search share one pretraining.
 
     Attributes
     ----------
@@ -347,7 +351,7 @@ class RMTLClassifier(MTLClassifier):
         "weighting": [StrOptions(set(WEIGHTINGS))],
         "q_lambda": [Interval(Real, 0, None, closed="left")],
         "critic": [SessionCritic, None],
-        "actor": [MTLClassifier, None],
+        "actor": [MTLClassifier, FrozenEstimator, None],
     }
 
     def __init__(
@@ -453,8 +457,18 @@ class RMTLClassifier(MTLClassifier):
         super()._validate_params()
 
     def _given_actor(self) -> MTLClassifier | None:
-        """The given actor (``actor``), if any."""
-        return self.actor
+        """The given actor (``actor``, unwrapped from a FrozenEstimator), if any."""
+        if not isinstance(self.actor, FrozenEstimator):
+            return self.actor
+        actor = self.actor.estimator
+        if not (isinstance(actor, MTLClassifier) and actor.__sklearn_is_fitted__()):
+            raise ValueError(
+                "actor=FrozenEstimator(...) must wrap a fitted MTLClassifier, got "
+                f"{'an unfitted ' if isinstance(actor, MTLClassifier) else ''}"
+                f"{type(actor).__name__}. Fit it first, or pass it unwrapped to "
+                "have it fitted here."
+            )
+        return actor
 
     def _critic_spec(self) -> SessionCritic:
         """The ``critic`` parameter; ``None`` is ``SessionCritic()``."""

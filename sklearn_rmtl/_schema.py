@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.frozen import FrozenEstimator
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -261,6 +262,12 @@ class Writer(TreeWriter):
             where = f"{path}/params/{key}"
             if isinstance(val, MTLClassifier):
                 params[key] = self.estimator(val, where)
+            elif isinstance(val, FrozenEstimator) and isinstance(
+                val.estimator, MTLClassifier
+            ):
+                # A frozen actor: the wrapper, and the estimator at its own path.
+                inner = self.estimator(val.estimator, f"{where}/estimator")
+                params[key] = {TYPE: "FrozenEstimator", "estimator": inner}
             elif isinstance(val, SessionCritic):
                 params[key] = self.session_critic(val, where)
             else:
@@ -272,7 +279,8 @@ class Writer(TreeWriter):
                         f"the safe format. The fitted state can, but "
                         "constructor parameters must be plain values (None, "
                         "bool, int, float, str, lists, tuples, dicts, NumPy "
-                        "arrays), an MTLClassifier or a SessionCritic. Set a "
+                        "arrays), an MTLClassifier (frozen or not) or a "
+                        "SessionCritic. Set a "
                         f"plain value first, e.g. est.set_params({key}=None) "
                         "(the fitted attributes are kept), or use joblib for "
                         "files you trust."
@@ -485,6 +493,10 @@ class Reader(TreeReader):
                 params[key] = self.ref(val, where, kind or SessionCritic)
             elif tag == "estimator":
                 params[key] = self.estimator(val, where)
+            elif tag == "FrozenEstimator":
+                val = expect(val, {TYPE, "estimator"}, where)
+                inner = self.estimator(val["estimator"], f"{where}/estimator")
+                params[key] = FrozenEstimator(inner)
             elif tag == "SessionCritic":
                 params[key] = self.session_critic(val, where)
             else:

@@ -1412,3 +1412,19 @@ def test_cross_fitted_critics_round_trip_and_a_bad_fold_count_is_refused(tmp_pat
 
         with pytest.raises(InvalidFileError, match=match):
             load(rewrite(tmp_path / "cv.zip", tmp_path / "bad.zip", manifest=folds))
+
+
+def test_a_frozen_actor_parameter_round_trips(tmp_path):
+    from sklearn.frozen import FrozenEstimator
+
+    actor = MTLClassifier(backbone="sharedbottom", backbone_params=SMALL, **FAST)
+    actor.fit(X, Y)
+    clf = RMTLClassifier(**{**RMTL_FAST, "actor": FrozenEstimator(actor)})
+    clf.fit(X, Y, session_ids=SESSIONS)
+    save(clf, tmp_path / "frozen.zip")
+    loaded = load(tmp_path / "frozen.zip")
+    assert isinstance(loaded.actor, FrozenEstimator)
+    np.testing.assert_array_equal(
+        loaded.actor.estimator.predict_proba(X), actor.predict_proba(X)
+    )
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))

@@ -36,6 +36,8 @@ FAST = {
     "random_state": 0,
 }
 
+FAST_MTL = {k: v for k, v in FAST.items() if k != "critic"}
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -88,6 +90,39 @@ def test_grid_search_over_the_critic_settings(data):
     assert best.critic_.__sklearn_is_fitted__()
     assert FAST["critic"].gamma == 0.95
     assert not FAST["critic"].__sklearn_is_fitted__()
+
+
+def test_a_frozen_actor_is_pretrained_once_for_a_whole_search(data, monkeypatch):
+    """actor=FrozenEstimator(fitted) survives clone: no candidate pretrains."""
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+
+    X, Y, s, t = data
+    actor = MTLClassifier(backbone="sharedbottom", **FAST_MTL).fit(X, Y)
+    pretrainings = []
+    fit_backbone = MTLClassifier._fit_backbone
+
+    def counted(self, *args, **kwargs):
+        pretrainings.append(type(self).__name__)
+        return fit_backbone(self, *args, **kwargs)
+
+    monkeypatch.setattr(MTLClassifier, "_fit_backbone", counted)
+    frozen = RMTLClassifier(**{**FAST, "actor": FrozenEstimator(actor)})
+    assert clone(frozen).actor.estimator is actor
+    search = GridSearchCV(frozen, {"q_lambda": [0.0, 0.7]}, cv=2, error_score="raise")
+    search.fit(X, Y, session_ids=s, timestamps=t)
+    assert pretrainings == []
+    assert search.best_estimator_.actor.estimator is actor
+    # A plain fitted actor is unfitted by clone: every fit pretrains again.
+    plain = GridSearchCV(
+        RMTLClassifier(**{**FAST, "actor": actor}), {"q_lambda": [0.0]}, cv=2
+    )
+    plain.fit(X, Y, session_ids=s, timestamps=t)
+    assert len(pretrainings) == 3  # 2 folds and the refit on all rows
+
+    unfitted = RMTLClassifier(**{**FAST, "actor": FrozenEstimator(MTLClassifier())})
+    with pytest.raises(ValueError, match="must wrap a fitted MTLClassifier"):
+        unfitted.fit(X, Y, session_ids=s, timestamps=t)
 
 
 def test_grid_search_without_routing_classic_fit_params(data):
