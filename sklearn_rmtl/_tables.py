@@ -7,8 +7,10 @@ the file name's suffix; Parquet needs pyarrow (``pip install
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +77,26 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path``, moved over it once the block completes.
+
+    Whatever the block writes to the temporary path replaces ``path`` only
+    if the block ends without an error, so a failure mid-way leaves an
+    earlier complete file intact, and no temporary file behind. The
+    temporary name ends with ``path``'s name, so that a writer that reads
+    the suffix (pandas' compression, a file type) sees the same one.
+    """
+    # Through a symbolic link, the file it points to is the one replaced.
+    target = Path(os.path.realpath(path))
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write ``frame`` as CSV, TSV or Parquet, replacing ``path`` atomically.
 
@@ -85,16 +107,11 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     kind = _kind(path)
     if kind == "parquet":
         _need_pyarrow(path)
-    # Same suffix as the target, so that pandas infers the same compression.
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with replacing(path) as tmp:
         if kind == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_columns(
