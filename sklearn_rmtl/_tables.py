@@ -42,13 +42,19 @@ def _need_pyarrow(path: Path) -> None:
         ) from None
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike[str], *, text: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet file into a DataFrame.
 
     Parameters
     ----------
     path : str or path-like
         The file; its suffix says its type.
+    text : list of str, default=()
+        Columns of a CSV/TSV file read as the text of their cells (missing
+        cells stay missing) rather than guessed from them; a Parquet file's
+        columns have their stored types.
 
     Returns
     -------
@@ -71,7 +77,11 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         _need_pyarrow(path)
         frame = pd.read_parquet(path)
     else:
-        frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+        frame = pd.read_csv(
+            path,
+            sep="\t" if kind == "tsv" else ",",
+            dtype=dict.fromkeys(text, str),
+        )
     if len(frame) == 0:
         raise ValueError(f"{path}: the file has no rows.")
     return frame
@@ -112,6 +122,34 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
+
+
+def check_input_file(path: Path, what: str) -> None:
+    """Fail in one line unless ``path`` is an existing file (not a folder)."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give the file in it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file.")
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Fail in one line, before any work, if ``path`` cannot be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(
+            f"{what} {path} is a folder; give a file name, e.g. {path / 'out'}."
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{what} {path}: the folder {folder} does not exist; create it first."
+        )
+    # The file is written beside its target and renamed: the folder must
+    # take new files.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{what} {path}: the folder {folder} is not writable; choose "
+            "another place or change its permissions."
+        )
 
 
 def check_columns(
