@@ -49,7 +49,11 @@ from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.parquet import ParquetSource, predict_proba_to_parquet
+from sklearn_rmtl.parquet import (
+    ParquetSource,
+    _pandas_categoricals,
+    predict_proba_to_parquet,
+)
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -534,8 +538,11 @@ def _parquet_columns(path: Path) -> pd.DataFrame:
         if file.metadata.num_rows == 0:
             raise ValueError(f"{path}: the file has no rows.")
         # pandas' metadata applied as pd.read_parquet applies it: a stored
-        # index is the frame's index, not a column; dictionaries are categories.
-        return file.schema_arrow.empty_table().to_pandas()
+        # index is the frame's index, not a column; dictionaries are categories;
+        # and as a ParquetSource reads it: integer categories too.
+        frame = file.schema_arrow.empty_table().to_pandas()
+        categories = _pandas_categoricals(file.schema_arrow) & set(frame.columns)
+        return frame.astype(dict.fromkeys(categories, "category"))
 
 
 def _categorical(

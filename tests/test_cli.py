@@ -758,3 +758,14 @@ def test_writers_failing_mid_way_keep_the_earlier_output(
         main(argv)
     assert out.read_bytes() == b"an earlier complete output"
     assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_fit_parquet_keeps_pandas_integer_categories(tmp_path):
+    """--categorical adds to the columns a Parquet file's pandas metadata names."""
+    from sklearn_rmtl.persistence import load
+
+    data, model = tmp_path / "log.parquet", tmp_path / "m.rmtl"
+    _zip_frame().astype({"shop": "category"}).to_parquet(data)
+    argv = ["fit", "--data", str(data), "--target", "click", "--method", "mtl"]
+    assert main([*argv, "--categorical", "zip", *TINY_FIT, "--model", str(model)]) == 0
+    assert list(load(model).encoder_.categorical_features_) == ["zip", "shop"]
