@@ -679,6 +679,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         if isinstance(X, ParquetSource):
+            X._check_predict()
             columns = _feature_columns(self, X)
             blocks = (to_pandas(X.read_block(i, columns)) for i in range(X.n_blocks))
         else:

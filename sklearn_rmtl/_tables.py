@@ -7,8 +7,10 @@ the file name's suffix; Parquet needs pyarrow (``pip install
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -40,13 +42,19 @@ def _need_pyarrow(path: Path) -> None:
         ) from None
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike[str], *, text: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read a CSV, TSV or Parquet file into a DataFrame.
 
     Parameters
     ----------
     path : str or path-like
         The file; its suffix says its type.
+    text : list of str, default=()
+        Columns of a CSV/TSV file read as the text of their cells (missing
+        cells stay missing) rather than guessed from them; a Parquet file's
+        columns have their stored types.
 
     Returns
     -------
@@ -69,10 +77,34 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         _need_pyarrow(path)
         frame = pd.read_parquet(path)
     else:
-        frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+        frame = pd.read_csv(
+            path,
+            sep="\t" if kind == "tsv" else ",",
+            dtype=dict.fromkeys(text, str),
+        )
     if len(frame) == 0:
         raise ValueError(f"{path}: the file has no rows.")
     return frame
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path``, moved over it once the block completes.
+
+    Whatever the block writes to the temporary path replaces ``path`` only
+    if the block ends without an error, so a failure mid-way leaves an
+    earlier complete file intact, and no temporary file behind. The
+    temporary name ends with ``path``'s name, so that a writer that reads
+    the suffix (pandas' compression, a file type) sees the same one.
+    """
+    # Through a symbolic link, the file it points to is the one replaced.
+    target = Path(os.path.realpath(path))
+    tmp = target.with_name(f".tmp-{secrets.token_hex(4)}-{target.name}")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
@@ -85,16 +117,39 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     kind = _kind(path)
     if kind == "parquet":
         _need_pyarrow(path)
-    # Same suffix as the target, so that pandas infers the same compression.
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with replacing(path) as tmp:
         if kind == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, sep="\t" if kind == "tsv" else ",", index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def check_input_file(path: Path, what: str) -> None:
+    """Fail in one line unless ``path`` is an existing file (not a folder)."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give the file in it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file.")
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Fail in one line, before any work, if ``path`` cannot be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(
+            f"{what} {path} is a folder; give a file name, e.g. {path / 'out'}."
+        )
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{what} {path}: the folder {folder} does not exist; create it first."
+        )
+    # The file is written beside its target and renamed: the folder must
+    # take new files.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{what} {path}: the folder {folder} is not writable; choose "
+            "another place or change its permissions."
+        )
 
 
 def check_columns(

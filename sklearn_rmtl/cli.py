@@ -37,7 +37,10 @@ from sklearn_rmtl._tables import (
     _kind,
     _need_pyarrow,
     check_columns,
+    check_input_file,
+    check_output_path,
     read_table,
+    replacing,
     write_table,
 )
 from sklearn_rmtl._training import SELECTIONS, SelectionOption
@@ -46,7 +49,11 @@ from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.parquet import ParquetSource, predict_proba_to_parquet
+from sklearn_rmtl.parquet import (
+    ParquetSource,
+    _pandas_categoricals,
+    predict_proba_to_parquet,
+)
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -538,8 +545,11 @@ def _parquet_columns(path: Path) -> pd.DataFrame:
         if file.metadata.num_rows == 0:
             raise ValueError(f"{path}: the file has no rows.")
         # pandas' metadata applied as pd.read_parquet applies it: a stored
-        # index is the frame's index, not a column; dictionaries are categories.
-        return file.schema_arrow.empty_table().to_pandas()
+        # index is the frame's index, not a column; dictionaries are categories;
+        # and as a ParquetSource reads it: integer categories too.
+        frame = file.schema_arrow.empty_table().to_pandas()
+        categories = _pandas_categoricals(file.schema_arrow) & set(frame.columns)
+        return frame.astype(dict.fromkeys(categories, "category"))
 
 
 def _categorical(
@@ -555,6 +565,7 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from sklearn_rmtl.persistence import save
 
     parquet = _is_parquet(parser, args)
+    check_output_path(args.model, "--model")  # before training, not at the save
     # A Parquet file is streamed: its schema (no rows) serves the checks.
     frame = _parquet_columns(args.data) if parquet else read_table(args.data)
     check = partial(check_columns, frame, path=str(args.data))
@@ -652,8 +663,10 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     from sklearn_rmtl.persistence import load
 
     parquet = _is_parquet(parser, args)
+    check_input_file(args.model, "--model")
+    _kind(args.output)  # an unknown suffix fails before any work
+    check_output_path(args.output, "--output")
     estimator = load(args.model, device=args.device)
-    frame = _parquet_columns(args.data) if parquet else read_table(args.data)
     features = [str(c) for c in getattr(estimator, "feature_names_in_", [])]
     if not features:
         parser.error(
@@ -661,6 +674,22 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             f"{args.data} cannot be matched to its features; fit it on a "
             "DataFrame (as 'rmtl fit' does)"
         )
+    names = [f"{task}_proba" for task in estimator.task_names_]
+    clash = [c for c in args.keep if c in names]
+    if clash:
+        raise ValueError(
+            f"--keep {clash}: the output's probability columns have these "
+            f"names; rename the column(s) in {args.data}, or leave them out."
+        )
+    vocabularies = _vocabularies(estimator)
+    frame = (
+        _parquet_columns(args.data)
+        if parquet
+        else read_table(
+            args.data,
+            text=[c for c, known in vocabularies.items() if _all_text(known)],
+        )
+    )
     check_columns(frame, features, what="feature", path=str(args.data))
     check_columns(frame, args.keep, what="--keep", path=str(args.data))
     source = _source(args, features=features) if parquet else None
@@ -671,7 +700,7 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         )
     else:
         if source is None:
-            proba = estimator.predict_proba(frame[features])
+            proba = estimator.predict_proba(_as_fitted(frame[features], vocabularies))
             out = frame[args.keep].reset_index(drop=True)
         else:
             # Scored block by block; a CSV/TSV output is assembled whole (the
@@ -679,12 +708,62 @@ def _predict_command(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             # that every row of a column is formatted alike, as before.
             proba = estimator.predict_proba(source)
             out = _read_keep_columns(args.data, args.keep, source.n_rows)
-        for k, task in enumerate(estimator.task_names_):
-            out[f"{task}_proba"] = proba[:, k]
+        for k, name in enumerate(names):
+            out[name] = proba[:, k]
         write_table(out, args.output)
         n_rows = len(out)
     print(f"wrote {n_rows} rows to {args.output}", file=sys.stderr)
     return 0
+
+
+def _vocabularies(estimator: Any) -> dict[str, Any]:
+    """The known values of each categorical feature of a fitted estimator."""
+    encoder = estimator.encoder_
+    names = [str(c) for c in encoder.categorical_features_]
+    return dict(zip(names, encoder.categories_, strict=True))
+
+
+def _all_text(values: Any) -> bool:
+    return all(isinstance(v, str) for v in values)
+
+
+def _as_fitted(X: pd.DataFrame, vocabularies: dict[str, Any]) -> pd.DataFrame:
+    """A CSV/TSV file's features with their cells of the types the fit learnt.
+
+    pandas guesses a column's type from all its cells, so the same code can
+    be text in the fit's file ("02139") and a number in another (2139),
+    where it is unknown: a feature learnt as text is read as text (see
+    ``read_table``'s ``text``). One learnt as numbers turns to text when
+    one cell is text, and its known numbers with it: its cells are read
+    one by one instead.
+    """
+    mixed = [
+        c
+        for c, known in vocabularies.items()
+        if not _all_text(known) and pd.api.types.is_string_dtype(X[c].dtype)
+    ]
+    if mixed:
+        X = X.assign(**{c: X[c].map(_cell, na_action="ignore") for c in mixed})
+    return X
+
+
+def _cell(text: Any) -> Any:
+    """A CSV cell as pandas reads a column of such cells: a number, a bool, text."""
+    if not isinstance(text, str) or "_" in text:  # int("1_0") is 10, not text
+        return text
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return _BOOLS.get(text, text)
+
+
+#: The cells pandas reads as booleans.
+_BOOLS = {
+    **dict.fromkeys(("True", "TRUE", "true"), True),
+    **dict.fromkeys(("False", "FALSE", "false"), False),
+}
 
 
 def _read_keep_columns(path: Path, keep: list[str], n_rows: int) -> pd.DataFrame:
@@ -701,11 +780,17 @@ def _export_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
     if args.onnx is None and args.torch is None:
         parser.error("give --onnx FILE, --torch FILE or both")
+    check_input_file(args.model, "--model")
+    writers = {"--onnx": (args.onnx, to_onnx), "--torch": (args.torch, to_torch)}
+    writers = {flag: pw for flag, pw in writers.items() if pw[0] is not None}
+    for flag, (path, _) in writers.items():
+        check_output_path(path, flag)
     estimator = load(args.model)
-    for path, write in ((args.onnx, to_onnx), (args.torch, to_torch)):
-        if path is not None:
-            write(estimator, path)
-            print(f"wrote {path}", file=sys.stderr)
+    for path, write in writers.values():
+        # A graph written whole or not at all: an earlier one stays intact.
+        with replacing(path) as tmp:
+            write(estimator, tmp)
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -751,8 +836,8 @@ def _flag_params(
 #: What a data command's wrong file, column or setting raises: a message, not
 #: a traceback (InvalidFileError is a ValueError; a fit from a Parquet file
 #: raises TypeError for a column of the wrong type or a setting it does not
-#: cover).
-_USER_ERRORS = (FileNotFoundError, ImportError, TypeError, ValueError, DivergenceError)
+#: cover; OSError: a missing file, a folder that is not writable, a full disk).
+_USER_ERRORS = (OSError, ImportError, TypeError, ValueError, DivergenceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,8 @@ file block by block. Needs pyarrow (``pip install "sklearn-rmtl[parquet]"``).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Sequence
 from numbers import Integral
@@ -25,6 +27,7 @@ from scipy.special import expit
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._rows import Block, Rows, label_classes, sorted_session_bounds
+from sklearn_rmtl._tables import replacing
 from sklearn_rmtl._validation import (
     binarize_labels,
     check_metadata,
@@ -109,10 +112,14 @@ class ParquetSource(Rows):
     ImportError
         If pyarrow is not installed.
     ValueError
-        If a named column is not in the dataset, or a column is named twice.
+        If a named column is not in the dataset, or a column is named twice;
+        when reading, if a file changed after the source was opened or a row
+        group cannot be read (the message names the file).
     TypeError
         If a column has a nested type (list, struct, map), or ``block_rows``
-        is not a positive int.
+        is not a positive int; if a column read has types in different files
+        with no common one (e.g. text and numbers), or the session ids have
+        different types (the message names the files).
 
     See Also
     --------
@@ -125,6 +132,12 @@ class ParquetSource(Rows):
     are no larger than that (``pyarrow.parquet.write_table(...,
     row_group_size=...)``). Early stopping also keeps its held-out rows
     (``validation_fraction`` of them) encoded in memory.
+
+    Columns keep the types they were written with. Those that pandas wrote
+    from a ``category`` dtype (its metadata in the file says so) are read
+    as categories, integer ones included, as the frame in memory. A column
+    that is int64 in some files of a folder and float64 in others (pandas
+    writes an integer column with a NaN as float64) is read as float64.
 
     Examples
     --------
@@ -196,7 +209,31 @@ class ParquetSource(Rows):
                 "ParquetSource reads a Parquet file, a folder of them or a "
                 f"pyarrow FileSystemDataset of Parquet files, got {type(dataset)}."
             )
-        schema = dataset.schema
+        self._groups: list[tuple[Any, int]] = []
+        # Each file's size and time when opened: a file that changes later
+        # no longer has the row groups counted here.
+        self._stamps: dict[str, tuple[Any, Any]] = {}
+        types: dict[str, dict[str, Any]] = {}  # column -> file -> type
+        rows = []
+        for fragment in dataset.get_fragments():
+            try:
+                groups = fragment.row_groups
+                physical = fragment.physical_schema
+            except (OSError, pa.ArrowException) as exc:
+                raise ValueError(
+                    f"Cannot read the Parquet file {fragment.path}: {exc}"
+                ) from exc
+            self._stamps[fragment.path] = _stamp(dataset.filesystem, fragment.path)
+            for field in physical:
+                types.setdefault(field.name, {})[fragment.path] = field.type
+            for group in groups:
+                self._groups.append((fragment, group.id))
+                rows.append(group.num_rows)
+        self._dataset: Any = dataset
+        unified: tuple[Any, dict[str, str]] = _unify(dataset.schema, types, session)
+        self._schema: Any = unified[0]
+        self._drift: dict[str, str] = unified[1]
+        schema = self._schema
         self.columns: list[str] = list(schema.names)
         meta = [
             *self.target,
@@ -221,6 +258,7 @@ class ParquetSource(Rows):
                 f"Columns {twice} are named more than once among target, session, "
                 "time, sample_weight and features; each has one role."
             )
+        self._check_types(named)
         for name in named:
             kind = schema.field(name).type
             if pa.types.is_nested(kind):
@@ -237,13 +275,10 @@ class ParquetSource(Rows):
                 check(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)
             ):
                 raise TypeError(f"Column {name!r} must hold {what}, got {kind}.")
-        self._groups: list[tuple[Any, int]] = []
-        rows = []
-        for fragment in dataset.get_fragments():
-            for group in fragment.row_groups:
-                self._groups.append((fragment, group.id))
-                rows.append(group.num_rows)
-        self._dataset: Any = dataset
+        # Columns pandas wrote from a ``category`` dtype are read back as
+        # categories (Parquet keeps integer ones as plain integers), so that
+        # a fit by dtype embeds them as the fit of the frame in memory does.
+        self._categories: set[str] = _pandas_categoricals(schema) - set(meta)
         self._offsets: np.ndarray = np.concatenate(
             [[0], np.cumsum(rows, dtype=np.int64)]
         )
@@ -283,28 +318,59 @@ class ParquetSource(Rows):
     def _read_rows(self, start: int, stop: int, columns: Sequence[str]) -> Any:
         """Rows ``start`` to ``stop`` (``columns`` only), as a pyarrow Table."""
         pa, _, _ = _pyarrow()
+        columns = list(columns)
+        self._check_types(columns)
         first = int(np.searchsorted(self._offsets, start, side="right")) - 1
         parts = []
         g = first
         while g < len(self._groups) and self._offsets[g] < stop:
-            table = self._row_group(g, list(columns))
+            table = self._row_group(g, columns)
             lo = max(start - int(self._offsets[g]), 0)
             hi = min(stop - int(self._offsets[g]), table.num_rows)
             parts.append(table.slice(lo, hi - lo))
             g += 1
         if not parts:
-            return self._dataset.schema.empty_table().select(list(columns))
-        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+            table = self._schema.empty_table().select(columns)
+        else:
+            table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        for name in self._categories.intersection(columns):
+            i = table.schema.get_field_index(name)
+            if not pa.types.is_dictionary(table.schema.field(i).type):
+                table = table.set_column(i, name, table.column(i).dictionary_encode())
+        return table
 
     def _row_group(self, g: int, columns: list[str]) -> Any:
         # A row group that straddles two blocks is read once for both.
         key = (g, tuple(columns))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        pa, _, _ = _pyarrow()
         fragment, group = self._groups[g]
-        table = fragment.subset(row_group_ids=[group]).to_table(columns=columns)
+        path = fragment.path
+        if _stamp(self._dataset.filesystem, path) != self._stamps[path]:
+            raise ValueError(
+                f"The Parquet file {path} changed after this ParquetSource was "
+                f"opened (it had {self.n_rows} rows in all then): its rows are "
+                "no longer those counted. Write the file completely before "
+                "reading it, and open a new ParquetSource for the new data."
+            )
+        try:
+            # Every file read with the dataset's (unified) types.
+            table = fragment.subset(row_group_ids=[group]).to_table(
+                schema=self._schema, columns=columns
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(
+                f"Cannot read row group {group} of the Parquet file {path}: {exc}"
+            ) from exc
         self._cache = (key, table)
         return table
+
+    def _check_types(self, columns: Sequence[str]) -> None:
+        """Fail on a column whose type differs between files beyond repair."""
+        drift = [self._drift[c] for c in columns if c in self._drift]
+        if drift:
+            raise TypeError(" ".join(drift))
 
     @property
     def has_sessions(self) -> bool:
@@ -322,6 +388,15 @@ class ParquetSource(Rows):
             raise ValueError(
                 f"Found {self.n_rows} sample(s) in the Parquet data; at least "
                 "2 are needed."
+            )
+
+    def _check_predict(self) -> None:
+        # As for a DataFrame without rows: an error, not an empty result,
+        # so that a writer never replaces an earlier output with nothing.
+        if self.n_rows == 0:
+            raise ValueError(
+                f"The Parquet data at {self.path!r} has no rows; there is "
+                "nothing to predict."
             )
 
     def _labels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -403,6 +478,84 @@ class ParquetSource(Rows):
         )
 
 
+def _stamp(filesystem: Any, path: str) -> tuple[Any, Any]:
+    """A file's size and modification time, to tell that it changed."""
+    info = filesystem.get_file_info(path)
+    return info.size, info.mtime_ns
+
+
+def _pandas_categoricals(schema: Any) -> set[str]:
+    """The columns that pandas' metadata in ``schema`` says were categorical."""
+    try:
+        columns = json.loads((schema.metadata or {})[b"pandas"])["columns"]
+        return {
+            str(c["field_name"])
+            for c in columns
+            if c.get("pandas_type") == "categorical"
+        }
+    except (KeyError, TypeError, ValueError):  # no or foreign metadata
+        return set()
+
+
+def _family(kind: Any) -> str:
+    """The kind of value a session id of type ``kind`` is, for comparing ids."""
+    pa, _, _ = _pyarrow()
+    for name, test in (
+        ("integer", pa.types.is_integer),
+        ("floating", pa.types.is_floating),
+        ("string", lambda k: pa.types.is_string(k) or pa.types.is_large_string(k)),
+    ):
+        if test(kind):
+            return name
+    return str(kind)
+
+
+def _unify(
+    schema: Any, types: dict[str, dict[str, Any]], session: str | None
+) -> tuple[Any, dict[str, str]]:
+    """The dataset's schema with each column's type common to every file.
+
+    pandas writes an integer column as int64 in one file and float64 in
+    another that has a NaN: such a column is read as float64 everywhere, as
+    pyarrow's permissive promotion does (an all-null column takes the others'
+    type). Types with no common one (text and numbers) are drift, and so are
+    session ids of different kinds (integers and floats), which would no
+    longer compare as in one file. Returns the schema and, per drifting
+    column, the error to raise when it is read.
+    """
+    pa, _, _ = _pyarrow()
+    drift: dict[str, str] = {}
+    for name in schema.names:
+        by_file = types.get(name, {})
+        kinds = {str(t): t for t in by_file.values()}
+        if len(kinds) < 2:
+            continue
+        files = "; ".join(f"{path}: {kind}" for path, kind in by_file.items())
+        try:
+            common = pa.unify_schemas(
+                [pa.schema([(name, t)]) for t in kinds.values()],
+                promote_options="permissive",
+            )
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            drift[name] = (
+                f"Column {name!r} has different types in the Parquet files "
+                f"({files}) with no common type; write it with one type in "
+                "every file."
+            )
+            continue
+        real = {_family(t) for t in kinds.values() if not pa.types.is_null(t)}
+        if name == session and len(real) > 1:
+            drift[name] = (
+                f"The session column {name!r} holds ids of different types in "
+                f"the Parquet files ({files}); write the ids with one type "
+                "(e.g. all integers or all strings) in every file."
+            )
+            continue
+        field = pa.field(name, common.field(name).type)
+        schema = schema.set(schema.get_field_index(name), field)
+    return schema, drift
+
+
 def _is_time_type(kind: Any) -> bool:
     pa, _, _ = _pyarrow()
     return bool(
@@ -449,7 +602,8 @@ def predict_proba_to_parquet(
     ------
     ValueError
         If a column of ``keep_columns`` is not in the source, or would
-        clash with a probability column.
+        clash with a probability column, or the source has no rows (the
+        file at ``path`` is then left as it was).
 
     Notes
     -----
@@ -469,30 +623,18 @@ def predict_proba_to_parquet(
     clash = sorted(set(names) & set(keep))
     if clash:
         raise ValueError(f"keep_columns {clash} clash with the probability columns.")
-    target = os.fspath(path)
-    tmp = os.path.join(
-        os.path.dirname(target), f".tmp-{os.getpid()}-{os.path.basename(target)}"
-    )
-    written, writer = 0, None
-    try:
+    written = 0
+    with replacing(path) as tmp, contextlib.ExitStack() as stack:
+        writer = None
         for b, logits in enumerate(estimator._iter_logits(source)):
             kept = source.read_block(b, keep)
             columns: dict[str, Any] = {c: kept.column(c) for c in keep}
             columns.update({n: expit(logits[:, k]) for k, n in enumerate(names)})
             table = pa.table(columns)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
+                writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema))
             writer.write_table(table)
             written += table.num_rows
-        if writer is not None:
-            writer.close()
-            writer = None
-            os.replace(tmp, target)
-    finally:
-        if writer is not None:
-            writer.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return written
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -636,3 +637,144 @@ def test_fit_parquet_errors_read_as_for_csv(tmp_path, capsys, log_file):
         if "sorted" in message:  # and it says how to sort
             assert "sort_by([('session', 'ascending'), ('time', 'ascending')])" in last
     assert not model.exists()
+
+
+# ------------------------------------ rmtl predict / export: robust I/O
+def _zip_frame(n=240, seed=0):
+    """Zip codes as text (one not digit-like) and integer shops, as in a log."""
+    rng = np.random.default_rng(seed)
+    zips = np.array(["02139", "02140", "10001", "SW1A"])
+    frame = pd.DataFrame(
+        {
+            "zip": zips[rng.integers(0, 4, n)],
+            "shop": rng.integers(0, 5, n),
+            "price": rng.normal(size=n),
+        }
+    )
+    frame["click"] = ((frame["zip"] == "02139") | (rng.random(n) < 0.2)).astype(int)
+    return frame
+
+
+@pytest.fixture
+def zip_model(tmp_path):
+    """A model fitted by 'rmtl fit' on a CSV file of text zips and int shops."""
+    data, model = tmp_path / "fit.csv", tmp_path / "model.rmtl"
+    _zip_frame().to_csv(data, index=False)
+    argv = ["fit", "--data", str(data), "--target", "click", "--method", "mtl"]
+    argv += ["--categorical", "shop", *TINY_FIT, "--model", str(model)]
+    assert main(argv) == 0
+    return data, model
+
+
+def test_predict_reads_csv_columns_as_the_model_learnt_them(tmp_path, zip_model):
+    data, model = zip_model
+    fit_rows = pd.read_csv(data)
+    # Only digit-like zips (pandas would read 2139), and one unseen shop
+    # given as text (pandas would read every shop as text).
+    rows = fit_rows[fit_rows["zip"] != "SW1A"].reset_index(drop=True)
+    new = rows.astype({"shop": object})
+    new.loc[0, "shop"] = "new"
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", "--model", str(model), "--data", str(tmp_path / "new.csv")]
+    assert main([*argv, "--output", str(out), "--keep", "zip"]) == 0
+    pred = pd.read_csv(out, dtype={"zip": str})
+    assert list(pred["zip"]) == list(rows["zip"])  # copied as written
+    from sklearn_rmtl.persistence import load
+
+    expected = load(model).predict_proba(rows[["zip", "shop", "price"]])
+    np.testing.assert_allclose(pred["click_proba"][1:], expected[1:, 0], rtol=1e-6)
+
+
+def test_predict_refuses_to_keep_a_column_named_as_an_output(
+    tmp_path, capsys, zip_model
+):
+    data, model = zip_model
+    out = tmp_path / "pred.csv"
+    pd.read_csv(data).assign(click_proba=0.5).to_csv(tmp_path / "p.csv", index=False)
+    argv = ["predict", "--model", str(model), "--data", str(tmp_path / "p.csv")]
+    assert main([*argv, "--output", str(out), "--keep", "click_proba"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep ['click_proba']: the output's probability columns" in err
+    assert not out.exists()
+
+
+def test_paths_are_checked_before_any_work(tmp_path, capsys, zip_model, monkeypatch):
+    data, model = zip_model
+    capsys.readouterr()
+    missing = tmp_path / "nowhere" / "out.csv"
+    fit = ["fit", "--data", str(data), "--target", "click", *TINY_FIT]
+    predict = ["predict", "--data", str(data)]
+    cases = [
+        ([*fit, "--model", str(missing)], f"the folder {missing.parent} does not"),
+        ([*fit, "--model", str(tmp_path)], f"--model {tmp_path} is a folder"),
+        (
+            [*predict, "--model", str(tmp_path), "--output", str(tmp_path / "p.csv")],
+            f"--model {tmp_path} is a folder; give the file in it",
+        ),
+        (
+            [*predict, "--model", str(model), "--output", str(missing)],
+            "does not exist; create it first",
+        ),
+        (
+            [*predict, "--model", str(model), "--output", str(tmp_path / "p.xlsx")],
+            "unknown file type",
+        ),
+        (
+            ["export", "--model", str(model), "--onnx", str(missing)],
+            "--onnx",
+        ),
+        (
+            ["export", "--model", str(tmp_path), "--torch", str(tmp_path / "m.pt2")],
+            "is a folder",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rmtl {argv[0]}: error: ") and message in err, err
+        assert len(err.splitlines()) == 1  # no "fitting ...", no traceback
+    # A folder that takes no new files (as root, os.access is the test).
+    monkeypatch.setattr("os.access", lambda *args, **kwargs: False)
+    assert main([*predict, "--model", str(model), "--output", str(missing.name)]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_writers_failing_mid_way_keep_the_earlier_output(
+    tmp_path, zip_model, monkeypatch, command
+):
+    import sklearn_rmtl.export
+
+    data, model = zip_model
+    out = tmp_path / "out" / ("pred.csv" if command == "predict" else "m.pt2")
+    out.parent.mkdir()
+    out.write_bytes(b"an earlier complete output")
+
+    def failing(*args, **kwargs):
+        path = args[-1] if command == "export" else args[1]
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    if command == "predict":
+        monkeypatch.setattr(pd.DataFrame, "to_csv", failing)
+        argv = ["predict", "--model", str(model), "--data", str(data)]
+        argv += ["--output", str(out)]
+    else:
+        monkeypatch.setattr(sklearn_rmtl.export, "to_torch", failing)
+        argv = ["export", "--model", str(model), "--torch", str(out)]
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(argv)
+    assert out.read_bytes() == b"an earlier complete output"
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_fit_parquet_keeps_pandas_integer_categories(tmp_path):
+    """--categorical adds to the columns a Parquet file's pandas metadata names."""
+    from sklearn_rmtl.persistence import load
+
+    data, model = tmp_path / "log.parquet", tmp_path / "m.rmtl"
+    _zip_frame().astype({"shop": "category"}).to_parquet(data)
+    argv = ["fit", "--data", str(data), "--target", "click", "--method", "mtl"]
+    assert main([*argv, "--categorical", "zip", *TINY_FIT, "--model", str(model)]) == 0
+    assert list(load(model).encoder_.categorical_features_) == ["zip", "shop"]
