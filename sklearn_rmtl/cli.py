@@ -30,6 +30,7 @@ from sklearn_rmtl import datasets
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._encoding import is_categorical_dtype
 from sklearn_rmtl._mtl import MTLClassifier
+from sklearn_rmtl._parquet_files import pandas_categoricals
 from sklearn_rmtl._precision import PRECISIONS, native_bfloat16
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._tables import (
@@ -49,11 +50,7 @@ from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.balancing import BALANCINGS
 from sklearn_rmtl.exceptions import DivergenceError
-from sklearn_rmtl.parquet import (
-    ParquetSource,
-    _pandas_categoricals,
-    predict_proba_to_parquet,
-)
+from sklearn_rmtl.parquet import ParquetSource, predict_proba_to_parquet
 
 DATASETS = ("retailrocket", "taobao", "kuairand", "synthetic")
 
@@ -548,7 +545,7 @@ def _parquet_columns(path: Path) -> pd.DataFrame:
         # index is the frame's index, not a column; dictionaries are categories;
         # and as a ParquetSource reads it: integer categories too.
         frame = file.schema_arrow.empty_table().to_pandas()
-        categories = _pandas_categoricals(file.schema_arrow) & set(frame.columns)
+        categories = pandas_categoricals(file.schema_arrow) & set(frame.columns)
         return frame.astype(dict.fromkeys(categories, "category"))
 
 

@@ -16,7 +16,6 @@ file block by block. Needs pyarrow (``pip install "sklearn-rmtl[parquet]"``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from numbers import Integral
@@ -26,6 +25,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.utils.validation import check_is_fitted
 
+from sklearn_rmtl._parquet_files import ParquetFiles, pyarrow_modules
 from sklearn_rmtl._rows import Block, Rows, label_classes, sorted_session_bounds
 from sklearn_rmtl._tables import replacing
 from sklearn_rmtl._validation import (
@@ -34,22 +34,6 @@ from sklearn_rmtl._validation import (
     check_sample_weight,
     to_pandas,
 )
-
-_EXTRA = (
-    'Reading Parquet data needs pyarrow: pip install "sklearn-rmtl[parquet]" '
-    '(or pip install "pyarrow>=14").'
-)
-
-
-def _pyarrow() -> tuple[Any, Any, Any]:
-    """pyarrow, pyarrow.dataset and pyarrow.parquet, or a clear ImportError."""
-    try:
-        import pyarrow as pa
-        import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ImportError(_EXTRA) from exc
-    return pa, ds, pq
 
 
 def _names(value: Any, what: str) -> list[str]:
@@ -172,7 +156,7 @@ class ParquetSource(Rows):
         sample_weight: str | None = None,
         block_rows: int = 65_536,
     ) -> None:
-        pa, ds, _ = _pyarrow()
+        pa, _, _ = pyarrow_modules()
         if isinstance(block_rows, bool) or not isinstance(block_rows, Integral):
             raise TypeError(f"block_rows must be a positive int, got {block_rows!r}.")
         if block_rows < 1:
@@ -190,50 +174,8 @@ class ParquetSource(Rows):
         self.time: str | None = time
         self.sample_weight: str | None = sample_weight
         self.block_rows = int(block_rows)
-        if isinstance(path, ds.Dataset):
-            dataset = path
-        else:
-            paths = (
-                [os.fspath(p) for p in path]
-                if isinstance(path, list | tuple)
-                else os.fspath(path)
-            )
-            try:
-                dataset = ds.dataset(paths, format="parquet")
-            except (FileNotFoundError, pa.ArrowInvalid) as exc:
-                raise ValueError(
-                    f"Cannot read Parquet data at {path!r}: {exc}"
-                ) from exc
-        if not isinstance(dataset, ds.FileSystemDataset):
-            raise TypeError(
-                "ParquetSource reads a Parquet file, a folder of them or a "
-                f"pyarrow FileSystemDataset of Parquet files, got {type(dataset)}."
-            )
-        self._groups: list[tuple[Any, int]] = []
-        # Each file's size and time when opened: a file that changes later
-        # no longer has the row groups counted here.
-        self._stamps: dict[str, tuple[Any, Any]] = {}
-        types: dict[str, dict[str, Any]] = {}  # column -> file -> type
-        rows = []
-        for fragment in dataset.get_fragments():
-            try:
-                groups = fragment.row_groups
-                physical = fragment.physical_schema
-            except (OSError, pa.ArrowException) as exc:
-                raise ValueError(
-                    f"Cannot read the Parquet file {fragment.path}: {exc}"
-                ) from exc
-            self._stamps[fragment.path] = _stamp(dataset.filesystem, fragment.path)
-            for field in physical:
-                types.setdefault(field.name, {})[fragment.path] = field.type
-            for group in groups:
-                self._groups.append((fragment, group.id))
-                rows.append(group.num_rows)
-        self._dataset: Any = dataset
-        unified: tuple[Any, dict[str, str]] = _unify(dataset.schema, types, session)
-        self._schema: Any = unified[0]
-        self._drift: dict[str, str] = unified[1]
-        schema = self._schema
+        self._files: ParquetFiles = ParquetFiles(path, session=session)
+        schema = self._files.schema
         self.columns: list[str] = list(schema.names)
         meta = [
             *self.target,
@@ -258,7 +200,7 @@ class ParquetSource(Rows):
                 f"Columns {twice} are named more than once among target, session, "
                 "time, sample_weight and features; each has one role."
             )
-        self._check_types(named)
+        self._files.check_types(named)
         for name in named:
             kind = schema.field(name).type
             if pa.types.is_nested(kind):
@@ -278,13 +220,12 @@ class ParquetSource(Rows):
         # Columns pandas wrote from a ``category`` dtype are read back as
         # categories (Parquet keeps integer ones as plain integers), so that
         # a fit by dtype embeds them as the fit of the frame in memory does.
-        self._categories: set[str] = _pandas_categoricals(schema) - set(meta)
+        self._categories: set[str] = self._files.categoricals - set(meta)
         self._offsets: np.ndarray = np.concatenate(
-            [[0], np.cumsum(rows, dtype=np.int64)]
+            [[0], np.cumsum(self._files.group_rows, dtype=np.int64)]
         )
         self.n_rows = int(self._offsets[-1])
         self.n_blocks = -(-self.n_rows // self.block_rows)
-        self._cache: tuple[Any, Any] | None = None
         self._classes: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
@@ -317,20 +258,20 @@ class ParquetSource(Rows):
 
     def _read_rows(self, start: int, stop: int, columns: Sequence[str]) -> Any:
         """Rows ``start`` to ``stop`` (``columns`` only), as a pyarrow Table."""
-        pa, _, _ = _pyarrow()
+        pa, _, _ = pyarrow_modules()
         columns = list(columns)
-        self._check_types(columns)
+        self._files.check_types(columns)
         first = int(np.searchsorted(self._offsets, start, side="right")) - 1
         parts = []
         g = first
-        while g < len(self._groups) and self._offsets[g] < stop:
-            table = self._row_group(g, columns)
+        while g < len(self._files.group_rows) and self._offsets[g] < stop:
+            table = self._files.read_group(g, columns, self.n_rows)
             lo = max(start - int(self._offsets[g]), 0)
             hi = min(stop - int(self._offsets[g]), table.num_rows)
             parts.append(table.slice(lo, hi - lo))
             g += 1
         if not parts:
-            table = self._schema.empty_table().select(columns)
+            table = self._files.schema.empty_table().select(columns)
         else:
             table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         for name in self._categories.intersection(columns):
@@ -338,39 +279,6 @@ class ParquetSource(Rows):
             if not pa.types.is_dictionary(table.schema.field(i).type):
                 table = table.set_column(i, name, table.column(i).dictionary_encode())
         return table
-
-    def _row_group(self, g: int, columns: list[str]) -> Any:
-        # A row group that straddles two blocks is read once for both.
-        key = (g, tuple(columns))
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        pa, _, _ = _pyarrow()
-        fragment, group = self._groups[g]
-        path = fragment.path
-        if _stamp(self._dataset.filesystem, path) != self._stamps[path]:
-            raise ValueError(
-                f"The Parquet file {path} changed after this ParquetSource was "
-                f"opened (it had {self.n_rows} rows in all then): its rows are "
-                "no longer those counted. Write the file completely before "
-                "reading it, and open a new ParquetSource for the new data."
-            )
-        try:
-            # Every file read with the dataset's (unified) types.
-            table = fragment.subset(row_group_ids=[group]).to_table(
-                schema=self._schema, columns=columns
-            )
-        except (OSError, pa.ArrowException) as exc:
-            raise ValueError(
-                f"Cannot read row group {group} of the Parquet file {path}: {exc}"
-            ) from exc
-        self._cache = (key, table)
-        return table
-
-    def _check_types(self, columns: Sequence[str]) -> None:
-        """Fail on a column whose type differs between files beyond repair."""
-        drift = [self._drift[c] for c in columns if c in self._drift]
-        if drift:
-            raise TypeError(" ".join(drift))
 
     @property
     def has_sessions(self) -> bool:
@@ -478,86 +386,8 @@ class ParquetSource(Rows):
         )
 
 
-def _stamp(filesystem: Any, path: str) -> tuple[Any, Any]:
-    """A file's size and modification time, to tell that it changed."""
-    info = filesystem.get_file_info(path)
-    return info.size, info.mtime_ns
-
-
-def _pandas_categoricals(schema: Any) -> set[str]:
-    """The columns that pandas' metadata in ``schema`` says were categorical."""
-    try:
-        columns = json.loads((schema.metadata or {})[b"pandas"])["columns"]
-        return {
-            str(c["field_name"])
-            for c in columns
-            if c.get("pandas_type") == "categorical"
-        }
-    except (KeyError, TypeError, ValueError):  # no or foreign metadata
-        return set()
-
-
-def _family(kind: Any) -> str:
-    """The kind of value a session id of type ``kind`` is, for comparing ids."""
-    pa, _, _ = _pyarrow()
-    for name, test in (
-        ("integer", pa.types.is_integer),
-        ("floating", pa.types.is_floating),
-        ("string", lambda k: pa.types.is_string(k) or pa.types.is_large_string(k)),
-    ):
-        if test(kind):
-            return name
-    return str(kind)
-
-
-def _unify(
-    schema: Any, types: dict[str, dict[str, Any]], session: str | None
-) -> tuple[Any, dict[str, str]]:
-    """The dataset's schema with each column's type common to every file.
-
-    pandas writes an integer column as int64 in one file and float64 in
-    another that has a NaN: such a column is read as float64 everywhere, as
-    pyarrow's permissive promotion does (an all-null column takes the others'
-    type). Types with no common one (text and numbers) are drift, and so are
-    session ids of different kinds (integers and floats), which would no
-    longer compare as in one file. Returns the schema and, per drifting
-    column, the error to raise when it is read.
-    """
-    pa, _, _ = _pyarrow()
-    drift: dict[str, str] = {}
-    for name in schema.names:
-        by_file = types.get(name, {})
-        kinds = {str(t): t for t in by_file.values()}
-        if len(kinds) < 2:
-            continue
-        files = "; ".join(f"{path}: {kind}" for path, kind in by_file.items())
-        try:
-            common = pa.unify_schemas(
-                [pa.schema([(name, t)]) for t in kinds.values()],
-                promote_options="permissive",
-            )
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
-            drift[name] = (
-                f"Column {name!r} has different types in the Parquet files "
-                f"({files}) with no common type; write it with one type in "
-                "every file."
-            )
-            continue
-        real = {_family(t) for t in kinds.values() if not pa.types.is_null(t)}
-        if name == session and len(real) > 1:
-            drift[name] = (
-                f"The session column {name!r} holds ids of different types in "
-                f"the Parquet files ({files}); write the ids with one type "
-                "(e.g. all integers or all strings) in every file."
-            )
-            continue
-        field = pa.field(name, common.field(name).type)
-        schema = schema.set(schema.get_field_index(name), field)
-    return schema, drift
-
-
 def _is_time_type(kind: Any) -> bool:
-    pa, _, _ = _pyarrow()
+    pa, _, _ = pyarrow_modules()
     return bool(
         pa.types.is_floating(kind)
         or pa.types.is_timestamp(kind)
@@ -611,7 +441,7 @@ def predict_proba_to_parquet(
     (float64), as ``estimator.predict_proba(source)[:, k]``; the kept
     columns keep the source's types.
     """
-    pa, _, pq = _pyarrow()
+    pa, _, pq = pyarrow_modules()
     check_is_fitted(estimator)
     keep = _names(keep_columns, "keep_columns")
     missing = [c for c in keep if c not in source.columns]
