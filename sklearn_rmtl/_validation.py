@@ -340,9 +340,10 @@ def align_tasks(data: Any, task_names: Any, *, name: str) -> Any:
         return data
     if sorted(names) != sorted(fitted) or len(set(names)) != len(names):
         raise ValueError(
-            f"{name} has columns {names} but the tasks are {fitted}: its columns "
-            "are matched to the tasks by name. Name them after the tasks (in any "
-            f"order), or pass {name} as an array in the tasks' order."
+            f"{name} has {len(names)} task columns {names} but the model was "
+            f"fitted on {len(fitted)} tasks {fitted}; columns are matched to the "
+            "tasks by name. Name them after the tasks (in any order), or pass "
+            f"{name} as an array in the tasks' order."
         )
     return data.iloc[:, [names.index(t) for t in fitted]]
 

@@ -64,7 +64,9 @@ def test_sample_weight_frame_is_matched_to_the_tasks_by_name(
 def test_sample_weight_frame_with_other_names_is_refused(data, weights):
     X, y, _, _ = data
     other = weights.rename(columns={"click": "clicks"})
-    with pytest.raises(ValueError, match=r"sample_weight has columns \['clicks'"):
+    with pytest.raises(
+        ValueError, match=r"sample_weight has 2 task columns \['clicks'"
+    ):
         MTLClassifier(**FAST).fit(X, y, sample_weight=other)
 
 
