@@ -92,7 +92,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         Fixed non-negative weight of each task's loss; the loss is
         ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
         (the mean over tasks). Task balancing multiplies them (see
-        ``task_balancing``).
+        ``task_balancing``). Read by position, in y's column order: a pandas
+        Series labelled with task names is refused.
     task_balancing : {"fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"}, \
             default="fixed"
         How each training step combines the per-task losses (see

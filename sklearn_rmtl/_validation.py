@@ -528,7 +528,20 @@ def check_sample_weight(
 
 
 def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
-    """Validate fixed per-task loss weights: one finite, non-negative each."""
+    """Validate fixed per-task loss weights: one finite, non-negative each.
+
+    They are read by position (the estimator's parameters are set before y's
+    task names are known), so a pandas Series labelled with names is
+    refused rather than applied in its own order.
+    """
+    task_weights = to_pandas(task_weights)
+    labels = task_weights.index if isinstance(task_weights, pd.Series) else None
+    if labels is not None and list(labels) != list(range(len(labels))):
+        raise ValueError(
+            f"task_weights is labelled {[str(t) for t in labels]}, but it is read "
+            "by position: pass a list with one weight per column of y, in y's "
+            "order (e.g. task_weights.reindex(y.columns).tolist())."
+        )
     weights = np.asarray(task_weights, dtype=np.float64)
     if weights.shape != (n_tasks,):
         raise ValueError(

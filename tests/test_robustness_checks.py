@@ -93,6 +93,14 @@ def test_loss_weights_matches_y_columns_by_name_and_refuses_sources(data, tmp_pa
         est.loss_weights(source, y)
 
 
+def test_task_weights_labelled_by_task_are_refused(data):
+    X, y, _, _ = data
+    weights = pd.Series([0.2, 0.8], index=["purchase", "click"])
+    with pytest.raises(ValueError, match="task_weights is labelled"):
+        MTLClassifier(**FAST, task_weights=weights).fit(X, y)
+    MTLClassifier(**FAST, task_weights=pd.Series([0.8, 0.2])).fit(X, y)
+
+
 # --------------------------------------------- selection on held-out rows
 def _late_purchases_dropped(data):
     """y whose held-out (latest) rows have no purchase."""
