@@ -71,6 +71,21 @@ def loss_mask(
     return np.where(observed, weight, 0.0).astype(np.float32)
 
 
+def scaled_weights(sample_weight: np.ndarray, weight_max: float) -> np.ndarray:
+    """``sample_weight`` (float64) divided by the fit's largest weight, as float32.
+
+    The loss normalises each task by its weights' sum, so their scale has no
+    effect; dividing first keeps float32 from rounding huge weights to inf
+    (a loss of inf / inf) and tiny ones to 0. A positive weight stays
+    positive: one below float32's smallest normal number relative to the
+    largest is raised to it, so that the rows a fit keeps do not depend on
+    the weights' scale.
+    """
+    tiny = np.finfo(np.float32).tiny
+    scaled = (sample_weight / weight_max).astype(np.float32)
+    return np.where(sample_weight > 0, np.maximum(scaled, tiny), np.float32(0.0))
+
+
 def take_rows(X: Any, rows: np.ndarray) -> Any:
     """The rows ``rows`` (a boolean mask) of a DataFrame or an array."""
     return X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
@@ -145,6 +160,11 @@ class FitData:
         Whether some label is missing, some weight differs from 1.
     n_kept : int
         Rows with some weight in some task (the others count nowhere).
+    n_positive : int
+        Positive labels, over all rows and tasks.
+    weight_max : float
+        The largest ``sample_weight``, by which every weight is divided
+        (:func:`scaled_weights`).
     encoder : FeatureEncoder or None
         The fitted encoder of :meth:`block`'s inputs.
     holdout : HoldOutRule or None
@@ -161,6 +181,7 @@ class FitData:
     has_weights: bool
     n_kept: int
     n_positive: int
+    weight_max: float = 1.0
     encoder: FeatureEncoder | None = None
     holdout: HoldOutRule | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
@@ -234,7 +255,10 @@ class FitData:
         missing = np.isnan(block.y01)
         y01 = np.where(missing, np.float32(0.0), block.y01).astype(np.float32)
         observed = ~missing if self.has_missing else None
-        weight = block.sample_weight if self.has_weights else None
+        weight = None
+        if self.has_weights:
+            assert block.sample_weight is not None
+            weight = scaled_weights(block.sample_weight, self.weight_max)
         mask = loss_mask(observed, weight)
         kept = np.ones(len(y01), bool) if mask is None else np.any(mask > 0, axis=1)
         valid = np.zeros(len(y01), bool)
@@ -291,6 +315,22 @@ class FitData:
         if "held_out" not in self._cache:
             self._cache["held_out"] = self._gather_held_out()
         return self._cache["held_out"]
+
+    def held_out_labels(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The held-out rows' labels and sessions, without encoding the features.
+
+        Labels are 0/1, NaN where the loss mask is 0 (a missing label or a
+        zero weight), as the selection metrics read them.
+        """
+        labels, sessions = [], []
+        for b in range(self.rows.n_blocks):
+            block = self.block_labels(b)
+            mask = block.loss_mask
+            y = block.y01 if mask is None else np.where(mask > 0, block.y01, np.nan)
+            labels.append(y[block.valid])
+            if block.session_ids is not None:
+                sessions.append(block.session_ids[block.valid])
+        return np.concatenate(labels), np.concatenate(sessions) if sessions else None
 
     def _gather_held_out(self) -> HeldOut:
         parts: list[tuple[Any, ...]] = []
@@ -385,8 +425,9 @@ def prepare_fit_data(
     """
     classes, task_names = rows._labels()
     probe = BaseEstimator()  # holds feature names until the fit succeeds
-    has_missing = has_weights = False
+    has_missing = False
     n_kept = n_positive = 0
+    w_min, w_max = np.inf, 0.0  # of the given weights (all 1 when None)
     trained = np.zeros(len(task_names), dtype=bool)
     # One pass: a row or task weighs something where its label is observed
     # and its weight positive, whatever the fit's rules for the loss mask.
@@ -398,7 +439,9 @@ def prepare_fit_data(
         observed = ~np.isnan(block.y01)
         w = block.sample_weight
         has_missing |= not observed.all()
-        has_weights |= w is not None and bool((w != 1).any())
+        if len(block):
+            w_min = min(w_min, 1.0 if w is None else float(w.min()))
+            w_max = max(w_max, 1.0 if w is None else float(w.max()))
         weighs = observed if w is None else observed & (w > 0)
         trained |= weighs.any(axis=0)
         n_kept += int(weighs.any(axis=1).sum())
@@ -411,7 +454,9 @@ def prepare_fit_data(
         device="cpu",
         seed=0,
         has_missing=has_missing,
-        has_weights=has_weights,
+        # Equal weights, whatever their value, are the unweighted fit.
+        has_weights=w_min != w_max,
+        weight_max=w_max,
         n_kept=n_kept,
         n_positive=n_positive,
     )

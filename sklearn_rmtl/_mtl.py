@@ -31,6 +31,7 @@ from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._training import (
     SelectionOption,
     check_selection,
+    check_selections_defined,
     net_history,
     selected_steps,
     train_net,
@@ -91,7 +92,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         Fixed non-negative weight of each task's loss; the loss is
         ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
         (the mean over tasks). Task balancing multiplies them (see
-        ``task_balancing``).
+        ``task_balancing``). Read by position, in y's column order: a pandas
+        Series labelled with task names is refused.
     task_balancing : {"fixed", "uncertainty", "gradnorm", "dwa", "pcgrad"}, \
             default="fixed"
         How each training step combines the per-task losses (see
@@ -146,9 +148,11 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         guide, "Training on the held-out rows too"). Without early stopping
         it changes nothing.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
-        Where to train: "auto" uses a CUDA GPU when torch sees one; any torch
+        Where to train: "auto" uses a CUDA GPU when torch sees one; a CUDA
         device string such as "cuda:1" is accepted (as by
-        :func:`sklearn_rmtl.persistence.load`).
+        :func:`sklearn_rmtl.persistence.load`). Other torch devices ("mps",
+        "xpu", "meta"), and a GPU this machine lacks, are refused when fit
+        starts.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
         The dtype of the network's matrix products in training and
         prediction: "bfloat16" runs the forward passes under
@@ -278,7 +282,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "validation_interval": [Interval(Real, 0, 1, closed="right")],
         "validation_metric": [SelectionOption()],
         "retrain_on_all": ["boolean"],
-        # Checked in fit (resolve_device): any torch device string.
+        # Checked in fit (resolve_device): "auto", "cpu" or a CUDA device.
         "device": [str],
         "precision": [StrOptions(set(PRECISIONS))],
         "distributed": ["boolean"],
@@ -593,7 +597,10 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         """Validate the rows of fit; raise before any training starts."""
         device, random_state = self.device, self.random_state
         if self.distributed:
-            self._check_balancing()  # before asking for a process group
+            # Before asking for a process group, whose NCCL backend would
+            # report a missing GPU as a build problem.
+            self._check_balancing()
+            resolve_device(self.device)
             ensure_process_group(self.device)
             device, random_state = rank_device(device), agreed_seed(random_state)
         data = prepare_fit_data(
@@ -608,6 +615,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         )
         if self.distributed:
             check_same_data(data.n_samples, data.n_tasks, data.n_positive)
+        check_selections_defined(data, self._selection_params())
         return data
 
     def _check_data_params(self, task_names: np.ndarray, has_sessions: bool) -> None:

@@ -33,12 +33,12 @@ from sklearn_rmtl._defaults import (
     REFIT_LEARNING_RATE,
 )
 from sklearn_rmtl._distributed import DataParallel
-from sklearn_rmtl._encoding import FeatureEncoder, check_features
+from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._fit_data import FitData
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._mtl import MTLClassifier, fitted_mtl_state
 from sklearn_rmtl._refit import plan_refit
-from sklearn_rmtl._rows import Rows
+from sklearn_rmtl._rows import Rows, labeled_rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._training import (
@@ -48,11 +48,7 @@ from sklearn_rmtl._training import (
     net_history,
     selected_steps,
 )
-from sklearn_rmtl._validation import (
-    check_labeled_rows,
-    check_metadata,
-    check_same_tasks,
-)
+from sklearn_rmtl._validation import check_metadata, check_same_tasks
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES
 
@@ -820,10 +816,12 @@ class RMTLClassifier(MTLClassifier):
         Parameters
         ----------
         X : {DataFrame, array-like} of shape (n_samples, n_features_in_)
-            Features with the columns seen in :meth:`fit`.
+            Features with the columns seen in :meth:`fit`, in memory (a
+            ``ParquetSource`` is not accepted here).
         y : {array-like, DataFrame} of shape (n_samples, n_tasks)
             Labels, from ``classes_``; a missing label (NaN, None, ``pd.NA``)
-            gets a NaN weight, as it has no loss to weigh.
+            gets a NaN weight, as it has no loss to weigh. A DataFrame's
+            columns are matched to ``task_names_`` by name.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row. With cross-fitted critics (``critic`` with
             ``cv``) a row is weighted by the critics of its session's fold,
@@ -849,9 +847,13 @@ class RMTLClassifier(MTLClassifier):
                 "loss_weights could evaluate; it describes 'rmtl', 'label_q', "
                 "'neg_q', 'constant' and 'label_mean'."
             )
-        X = check_features(X)
-        y01 = check_labeled_rows(
-            X, y, self.classes_, session_ids=session_ids, timestamps=timestamps
+        X, y01 = labeled_rows(
+            X,
+            y,
+            self.classes_,
+            self.task_names_,
+            session_ids=session_ids,
+            timestamps=timestamps,
         )
         missing = np.isnan(y01)
         y01 = np.where(missing, np.float32(0.0), y01)

@@ -13,6 +13,7 @@ as 0/1 floats with NaN where missing, checked sessions, times and weights.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from sklearn.utils.validation import check_consistent_length
 from sklearn_rmtl._encoding import check_features
 from sklearn_rmtl._validation import (
     _observed_labels,
+    binarize_labels,
     check_metadata,
     check_multitask_target,
     check_sample_weight,
@@ -43,8 +45,9 @@ class Block:
         label is missing; None when the source has no labels.
     session_ids, timestamps : ndarray of shape (n_rows,) or None
         Checked by :func:`~sklearn_rmtl._validation.check_metadata`.
-    sample_weight : ndarray of shape (n_rows,) or (n_rows, n_tasks), or None
-        Non-negative row (or row and task) weights.
+    sample_weight : ndarray of shape (n_rows, n_tasks), or None
+        Non-negative row and task weights, float64 (see
+        :func:`~sklearn_rmtl._validation.check_sample_weight`).
     """
 
     X: Any
@@ -163,7 +166,12 @@ class ArrayRows(Rows):
             timestamps, self.n_rows, name="timestamps", sortable=True
         )
         n_tasks = 1 if self.y01 is None else self.y01.shape[1]
-        self.sample_weight = check_sample_weight(sample_weight, self.n_rows, n_tasks)
+        self.sample_weight = check_sample_weight(
+            sample_weight,
+            self.n_rows,
+            n_tasks,
+            task_names=None if self.y01 is None else self._task_names,
+        )
         self.block_rows = max(1, self.n_rows if block_rows is None else block_rows)
         self.n_blocks = max(1, -(-self.n_rows // self.block_rows))
 
@@ -302,3 +310,40 @@ def _classes_of(names: list[str], seen: list[np.ndarray]) -> tuple[Any, Any]:
     )
     _, classes, task_names = check_multitask_target(frame)
     return classes, task_names
+
+
+def labeled_rows(
+    X: Any,
+    y: Any,
+    classes: np.ndarray,
+    task_names: np.ndarray,
+    *,
+    session_ids: Any,
+    timestamps: Any,
+) -> tuple[Any, np.ndarray]:
+    """Checked rows X and their labels for a fitted model's tasks (``loss_weights``).
+
+    Returns X checked by :func:`~sklearn_rmtl._encoding.check_features` and y
+    as float32 0/1 codes of ``classes``, NaN where a label is missing, its
+    columns matched to ``task_names`` by name; ``session_ids`` and
+    ``timestamps`` are checked for length and type only. Rows in memory
+    only: a source (``ParquetSource``) is refused.
+    """
+    if isinstance(X, Rows):
+        raise TypeError(
+            f"loss_weights takes rows in memory (X and y), not a "
+            f"{type(X).__name__}: sources are not accepted there. Read the rows "
+            "to weigh into a DataFrame first (e.g. pandas.read_parquet with the "
+            "columns you need) and pass its features as X and its labels as y."
+        )
+    X = check_features(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
+        check_multitask_target(y)
+    y01 = binarize_labels(y, classes, task_names).astype(np.float32)
+    n = y01.shape[0]
+    if X.shape[0] != n:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
+    check_metadata(session_ids, n, name="session_ids", sortable=False)
+    check_metadata(timestamps, n, name="timestamps", sortable=True)
+    return X, y01

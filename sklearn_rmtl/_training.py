@@ -144,6 +144,70 @@ def check_selection(name: str, value: str, task_names: np.ndarray) -> Selection:
     return Selection(metric, tasks.index(task))
 
 
+def check_selections_defined(data: FitData, selections: dict[str, str]) -> None:
+    """Refuse, before any training, a selection the held-out rows cannot compute.
+
+    A metric that is undefined on every check (an AUC of a task whose
+    held-out labels are all 0, a GAUC without a held-out session holding
+    both labels) would select nothing: pretraining, the refit and the
+    actor's updates would each keep their last check, and ``retrain_on_all``
+    would replay an arbitrary length. Every phase that selects by it is
+    refused alike, naming the parameter, the metric and the task.
+
+    Parameters
+    ----------
+    data : FitData
+        The fit's rows, with the held-out rule decided (none: nothing to check).
+    selections : dict of str to str
+        The selection parameters of the fit by name, e.g.
+        ``{"validation_metric": "auc:buy"}``.
+
+    Raises
+    ------
+    ValueError
+        When a metric is undefined for its task (for every task, when it is
+        averaged over the tasks where it is defined).
+    """
+    chosen = {
+        name: (value, check_selection(name, value, data.task_names))
+        for name, value in selections.items()
+    }
+    chosen = {k: v for k, v in chosen.items() if v[1].metric != "loss"}
+    if not chosen or not data.has_holdout:
+        return
+    y, groups = data.held_out_labels()
+    tasks = [str(t) for t in data.task_names]
+    for name, (value, selection) in chosen.items():
+        spec = SELECTION_METRICS[selection.metric]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # undefined tasks are NaN here
+            # Constant predictions: whether a ranking metric is defined
+            # depends on the labels (and sessions) only.
+            defined = np.isfinite(spec.per_task(y, np.full(y.shape, 0.5), groups))
+        if defined.any() if selection.task is None else defined[selection.task]:
+            continue
+        which = (
+            "every task"
+            if selection.task is None
+            else f"task {tasks[selection.task]!r}"
+        )
+        cause = (
+            "no held-out session holds both labels"
+            if spec.needs_sessions
+            else "the held-out labels are of one class only"
+        )
+        others = [t for t, ok in zip(tasks, defined, strict=True) if ok]
+        hint = f", or {selection.metric + ':' + others[0]!r}" if others else ""
+        raise ValueError(
+            f"{name}={value!r} cannot select on the held-out rows: the "
+            f"{spec.display_name} of {which} is undefined there ({cause}, among "
+            f"the {data.n_valid} rows that early stopping holds out; missing "
+            "labels and zero weights do not count). Every check would tie and "
+            f"nothing would be selected. Use {name}='loss'{hint}, or a larger "
+            "validation_fraction."
+        )
+
+
 class DivergenceGuard(Callback):
     """Stop with a clear error as soon as an epoch's training loss is not finite.
 

@@ -296,6 +296,58 @@ def check_same_tasks(what: str, fitted: Any, task_names: Any) -> None:
     )
 
 
+def align_tasks(data: Any, task_names: Any, *, name: str) -> Any:
+    """Put the task columns of a DataFrame ``data`` in the fitted tasks' order.
+
+    Task-named inputs (``y`` and per-task ``sample_weight`` DataFrames) are
+    matched to ``task_names`` by column name, never by position: the same
+    names in another order are reordered, other names are refused, as
+    scikit-learn refuses feature names that differ from those of ``fit``.
+    Data without names (an array, or a DataFrame with the default columns
+    0, 1, ...), and tasks fitted without names (``"task_0"``...), are used by
+    position.
+
+    Parameters
+    ----------
+    data : object
+        A DataFrame (pandas, polars or pyarrow) or anything else.
+    task_names : array-like of str or None
+        The tasks in the order the model uses; None: no check.
+    name : str
+        ``data``'s name in the error message.
+
+    Returns
+    -------
+    data : object
+        ``data`` with its columns in ``task_names``' order, or unchanged.
+
+    Raises
+    ------
+    ValueError
+        When ``data``'s column names are not the tasks' names.
+    """
+    data = to_pandas(data)
+    if task_names is None or not isinstance(data, pd.DataFrame):
+        return data
+    fitted = [str(t) for t in task_names]
+    columns = list(data.columns)
+    if columns == list(range(len(columns))) or fitted == _default_task_names(
+        len(fitted)
+    ):
+        return data
+    names = [str(c) for c in columns]
+    if names == fitted:
+        return data
+    if sorted(names) != sorted(fitted) or len(set(names)) != len(names):
+        raise ValueError(
+            f"{name} has {len(names)} task columns {names} but the model was "
+            f"fitted on {len(fitted)} tasks {fitted}; columns are matched to the "
+            "tasks by name. Name them after the tasks (in any order), or pass "
+            f"{name} as an array in the tasks' order."
+        )
+    return data.iloc[:, [names.index(t) for t in fitted]]
+
+
 def check_callbacks(callbacks: Any) -> None:
     """Reject user callbacks that would fight the built-in early stopping."""
     from skorch.callbacks import EarlyStopping
@@ -313,37 +365,54 @@ def check_callbacks(callbacks: Any) -> None:
             )
 
 
+def available_devices() -> list[str]:
+    """The ``device`` values this machine can train on: "cpu", then its GPUs."""
+    gpus = [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    return ["cpu", *(["cuda", *gpus] if gpus else [])]
+
+
 def resolve_device(device: str) -> str:
     """Map the ``device`` parameter to a torch device string.
 
-    "auto" picks CUDA when torch sees a GPU; any other value must be a torch
-    device string ("cpu", "cuda", "cuda:1", ...), the same values that
-    :func:`sklearn_rmtl.persistence.load` accepts.
+    "auto" picks CUDA when torch sees a GPU; any other value must be a CPU
+    or CUDA device string ("cpu", "cuda", "cuda:1", ...) that this machine
+    has, the same values that :func:`sklearn_rmtl.persistence.load`
+    accepts. Other torch device types ("mps", "xpu", "meta"...) are refused
+    here, at the start of a fit or a load, rather than failing inside torch
+    half-way: the package's training is written for CPUs and CUDA GPUs.
     """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    available = f"this machine has {available_devices()}"
     try:
         parsed = torch.device(device)
     except (TypeError, RuntimeError) as exc:
         raise InvalidParameterError(
             "The 'device' parameter must be 'auto' or a torch device string "
-            f"('cpu', 'cuda', 'cuda:1', ...), got {device!r}."
+            f"('cpu', 'cuda', 'cuda:1', ...), got {device!r}; {available}."
         ) from exc
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={device!r} is a torch {parsed.type!r} device, which "
+            "sklearn-rmtl does not support: it trains on 'cpu' or CUDA GPUs "
+            f"('cuda', 'cuda:1', ...); {available}. Use device='auto' to pick "
+            "a GPU when there is one."
+        )
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} was requested but torch sees no CUDA GPU (installed "
-            f"torch {torch.__version__}). Use device='cpu', or device='auto' to "
-            "use a GPU only when one is available."
+            f"torch {torch.__version__}); {available}. Use device='cpu', or "
+            "device='auto' to use a GPU only when one is available."
         )
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         raise ValueError(
             f"device={device!r} was requested but torch sees "
-            f"{torch.cuda.device_count()} CUDA GPU(s)."
+            f"{torch.cuda.device_count()} CUDA GPU(s); {available}."
         )
     return device
 
 
-def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
+def binarize_labels(y_true: Any, classes: Any, task_names: Any = None) -> np.ndarray:
     """Map each task's labels to 0/1 with the estimator's ``classes_``.
 
     The one label binariser of the package: scorers, plots and
@@ -351,9 +420,10 @@ def binarize_labels(y_true: Any, classes: Any) -> np.ndarray:
     that are not one (negative, positive) pair per task, leave ``y_true``
     as it is (labels must then already be 0/1). A missing label (NaN, None,
     ``pd.NA``) stays missing: the result is then float with NaN there
-    (int64 otherwise).
+    (int64 otherwise). With the estimator's ``task_names``, a DataFrame's
+    columns are matched to the tasks by name (:func:`align_tasks`).
     """
-    y_true = to_pandas(y_true)
+    y_true = align_tasks(y_true, task_names, name="y")
     if isinstance(y_true, pd.Series):
         y_true = y_true.to_frame()
     if isinstance(y_true, pd.DataFrame):
@@ -404,18 +474,23 @@ def check_sample_weight(
     *,
     name: str = "sample_weight",
     all_rows: bool = True,
+    task_names: Any = None,
 ) -> np.ndarray | None:
     """Validate ``sample_weight`` of fit: shape (n,) or (n, n_tasks), >= 0, finite.
 
-    Returns the weights as float32 of shape (n_samples, n_tasks), a 1-D
+    Returns the weights as float64 of shape (n_samples, n_tasks), a 1-D
     weight repeated for every task; ``None`` when no weights are given or
     when every weight is 1 (the unweighted fit, computed exactly as without
-    weights). ``name`` names the weights in messages; ``all_rows=False``
-    checks a block of a fit's rows, which may weigh 0 throughout.
+    weights). They stay float64 so that the fit can scale them by their
+    largest value before casting to float32 (their scale is irrelevant, and
+    float32 would round huge weights to inf and tiny ones to 0). ``name``
+    names the weights in messages; ``all_rows=False`` checks a block of a
+    fit's rows, which may weigh 0 throughout. A DataFrame's columns are
+    matched to ``task_names`` by name (:func:`align_tasks`).
     """
     if sample_weight is None:
         return None
-    sample_weight = to_pandas(sample_weight)
+    sample_weight = align_tasks(sample_weight, task_names, name=name)
     if isinstance(sample_weight, pd.DataFrame | pd.Series):
         sample_weight = sample_weight.to_numpy()
     try:
@@ -449,11 +524,24 @@ def check_sample_weight(
         )
     if (w == 1).all():
         return None
-    return w.astype(np.float32)
+    return w
 
 
 def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
-    """Validate fixed per-task loss weights: one finite, non-negative each."""
+    """Validate fixed per-task loss weights: one finite, non-negative each.
+
+    They are read by position (the estimator's parameters are set before y's
+    task names are known), so a pandas Series labelled with names is
+    refused rather than applied in its own order.
+    """
+    task_weights = to_pandas(task_weights)
+    labels = task_weights.index if isinstance(task_weights, pd.Series) else None
+    if labels is not None and list(labels) != list(range(len(labels))):
+        raise ValueError(
+            f"task_weights is labelled {[str(t) for t in labels]}, but it is read "
+            "by position: pass a list with one weight per column of y, in y's "
+            "order (e.g. task_weights.reindex(y.columns).tolist())."
+        )
     weights = np.asarray(task_weights, dtype=np.float64)
     if weights.shape != (n_tasks,):
         raise ValueError(
@@ -465,24 +553,3 @@ def check_task_weights(task_weights: Any, n_tasks: int) -> np.ndarray:
     if not weights.any():
         raise ValueError("task_weights must not all be zero.")
     return weights
-
-
-def check_labeled_rows(
-    X: Any, y: Any, classes: np.ndarray, *, session_ids: Any, timestamps: Any
-) -> np.ndarray:
-    """Labels of checked rows X for a fitted model's tasks (``loss_weights``).
-
-    Returns y as float32 0/1 codes of ``classes``, NaN where a label is
-    missing; ``session_ids`` and ``timestamps`` are checked for length and
-    type only.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # one-class tasks are fine
-        check_multitask_target(y)
-    y01 = binarize_labels(y, classes).astype(np.float32)
-    n = y01.shape[0]
-    if X.shape[0] != n:
-        raise ValueError(f"X has {X.shape[0]} rows but y has {n}; they must match.")
-    check_metadata(session_ids, n, name="session_ids", sortable=False)
-    check_metadata(timestamps, n, name="timestamps", sortable=True)
-    return y01

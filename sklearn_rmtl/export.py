@@ -13,8 +13,11 @@ The inputs of the ONNX graph are one ``(n, 1)`` tensor per feature column,
 named and ordered as ``feature_names_in_``; :func:`onnx_inputs` builds them
 from a DataFrame. Their types:
 
-- a categorical column whose known values are strings: ``string``; the
-  empty string means a missing value (unless ``""`` is a known value);
+- a categorical column whose known values are strings: ``string``; its
+  ``missing_value`` in :func:`describe_encoding` means a missing value:
+  ``""``, or ``"<missing>"`` (with ``_`` appended until it is no known
+  value) when ``""`` is a known value. Any other string that is no known
+  value is unseen, an empty string too, as in ``predict_proba``;
 - one of integers: ``int64`` (no missing values: fill them, or fit on a
   float column, whose NaN means missing);
 - one of booleans: ``bool``;
@@ -22,6 +25,14 @@ from a DataFrame. Their types:
 - a numerical column: ``double``, NaN meaning missing (imputed as in
   ``predict_proba``); infinite values give NaN probabilities, where
   ``predict_proba`` raises.
+
+The graph computes in float32: for a model of ``precision="float32"`` its
+probabilities equal ``predict_proba``'s to 1e-5. ``predict_proba`` of a
+``"bfloat16"`` or ``"float16"`` model runs its matrix products in that
+dtype, so the exported graph (and the ``torch.export`` program) differ from
+it by that dtype's rounding, up to about 5e-3 for bfloat16 and 1e-3 for
+float16 (:data:`PRECISION_TOLERANCE`); :func:`to_onnx` and :func:`to_torch`
+warn.
 """
 
 from __future__ import annotations
@@ -47,6 +58,15 @@ from sklearn_rmtl._validation import to_pandas
 
 #: ONNX type of the input of each kind of column (see the module docstring).
 _ONNX_TYPES = {"string": "STRING", "int64": "INT64", "bool": "BOOL", "double": "DOUBLE"}
+
+#: The largest difference between an exported model's probabilities (in
+#: float32) and ``predict_proba``, by the model's ``precision``: the
+#: rounding of the lower-precision matrix products that ``predict_proba``
+#: runs (bfloat16 keeps 8 significant bits, float16 11).
+PRECISION_TOLERANCE = {"float32": 1e-5, "bfloat16": 5e-3, "float16": 1e-3}
+
+#: The graph's output, the one name that a feature column cannot have.
+_OUTPUT = "probabilities"
 
 
 def _require(module: str) -> Any:
@@ -74,6 +94,25 @@ def _value_kind(values: list[Any]) -> str:
     return "string"
 
 
+def _free_string(taken: Any, base: str) -> str:
+    """``base``, with ``_`` appended until it is not in ``taken``."""
+    while base in taken:
+        base += "_"
+    return base
+
+
+def _string_markers(values: list[Any]) -> tuple[str, str]:
+    """The input strings of a text column that mean missing, and unseen.
+
+    Neither is a known value. Missing is ``""`` unless ``""`` is known;
+    :func:`onnx_inputs` feeds the unseen one for a present value equal to
+    the missing one (an empty string is unseen in ``predict_proba``).
+    """
+    known = {str(v) for v in values}
+    missing = "" if "" not in known else _free_string(known, "<missing>")
+    return missing, _free_string(known | {missing}, "<unseen>")
+
+
 def _input_columns(estimator: MTLClassifier) -> list[dict[str, Any]]:
     """Every input column in X's order, as the fitted encoder's state holds it
     (:meth:`FeatureEncoder._get_state`), with its ``role`` and input ``type``."""
@@ -81,6 +120,8 @@ def _input_columns(estimator: MTLClassifier) -> list[dict[str, Any]]:
     state = estimator.encoder_._get_state()
     for column in state["categorical"]:
         column.update(role="categorical", type=_value_kind(column["values"]))
+        if column["type"] == "string":
+            column["missing_value"] = _string_markers(column["values"])[0]
     for column in state["numerical"]:
         column.update(role="numerical", type="double")
     return sorted(
@@ -105,7 +146,8 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         ``columns``: every input column in order, each with ``name``,
         ``role`` ("categorical" or "numerical") and ``type`` (see the module
         docstring); a categorical column has ``values`` and ``codes`` (its
-        vocabulary), a numerical one ``mean``, ``scale`` and
+        vocabulary; a text column also ``missing_value``, the input string
+        that means missing), a numerical one ``mean``, ``scale`` and
         ``missing_indicator``. Also ``missing_code``, ``unknown_code``,
         ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
         assembled).
@@ -117,7 +159,7 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         if column["role"] == "categorical":
             cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
             column["values"] = [cast(v) for v in column["values"]]
-            keys = ("values", "codes")
+            keys = ("values", "codes", *(["missing_value"] * (kind == "string")))
         else:
             keys = ("mean", "scale", "missing_indicator")
         columns.append({k: column[k] for k in ("name", "role", "type", *keys)})
@@ -143,26 +185,34 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
     estimator : MTLClassifier or RMTLClassifier
         The fitted estimator that was exported.
     X : DataFrame (pandas, polars), pyarrow Table or array
-        Rows with (at least) the columns of ``feature_names_in_``; an array
-        (for a model fitted on one) has the fitted columns in order.
+        Rows with (at least) the columns of ``feature_names_in_``; for a
+        model fitted without column names (an array, or a DataFrame whose
+        column labels are not all strings), the fitted columns in order.
 
     Returns
     -------
     feed : dict of str to ndarray
         One ``(n, 1)`` array per input, of the input's type; missing values
-        of a string column become ``""``, of a number ``NaN``.
+        of a string column become its ``missing_value`` (see
+        :func:`describe_encoding`), of a number ``NaN``.
     """
-    columns = [(c["name"], c["type"]) for c in _input_columns(estimator)]
+    columns = _input_columns(estimator)
     X = to_pandas(X)
-    if not isinstance(X, pd.DataFrame):  # an array: columns by position
-        X = pd.DataFrame(np.asarray(X), columns=[name for name, _ in columns])
+    by_name = isinstance(X, pd.DataFrame) and hasattr(estimator, "feature_names_in_")
+    if not isinstance(X, pd.DataFrame):
+        X = pd.DataFrame(np.asarray(X))
     feed = {}
-    for name, kind in columns:
-        values: pd.Series = X[name]
+    for column in columns:
+        name, kind = column["name"], column["type"]
+        values: pd.Series = X[name] if by_name else X.iloc[:, column["position"]]
         array: np.ndarray
         if kind == "string":
-            text = values.astype(object).where(values.notna(), "").astype(str)
+            missing, unseen = _string_markers(column["values"])
+            present = values.notna().to_numpy()
+            text = values.astype(object).where(present, missing).astype(str)
             array = text.to_numpy(dtype=object)
+            # A present value that reads as the missing marker is unseen.
+            array[present & (array == missing)] = unseen
         elif kind == "double":
             array = values.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
@@ -198,7 +248,24 @@ def _network_inputs(estimator: MTLClassifier, n: int) -> tuple[Tensor, Tensor]:
 
 
 def _exportable(estimator: MTLClassifier) -> nn.Module:
+    """A float32 copy of the fitted network with a sigmoid, on the CPU.
+
+    Warns for a model whose ``predict_proba`` runs in a lower precision:
+    the export computes in float32, so the two differ by that rounding.
+    """
     check_is_fitted(estimator)
+    precision = str(estimator.precision)
+    if precision != "float32":
+        warnings.warn(
+            f"The model's precision={precision!r}: its predict_proba runs the "
+            f"matrix products in {precision}, while the exported model computes "
+            "in float32, so their probabilities differ by up to about "
+            f"{PRECISION_TOLERANCE[precision]:g} (1e-5 for a float32 model). "
+            "Refit with precision='float32' for an export that reproduces "
+            "predict_proba.",
+            UserWarning,
+            stacklevel=3,
+        )
     # A copy: moving or freezing the fitted network itself would change the
     # estimator (e.g. move a GPU model to the CPU).
     module = copy.deepcopy(estimator.net_.module_).cpu().eval()
@@ -244,6 +311,12 @@ def to_torch(estimator: MTLClassifier, path: str | os.PathLike[str]) -> None:
         A fitted estimator; its network is exported on the CPU.
     path : str or path-like
         The ``.pt2`` file to write.
+
+    Warns
+    -----
+    UserWarning
+        For a model of ``precision="bfloat16"`` or ``"float16"``: the
+        program computes in float32 (see :data:`PRECISION_TOLERANCE`).
     """
     module = _exportable(estimator)
     program = torch.export.export(
@@ -270,18 +343,34 @@ def to_onnx(
     model : onnx.ModelProto
         Inputs: one ``(n, 1)`` tensor per feature column (see the module
         docstring for their types); output ``probabilities``, ``(n,
-        n_tasks)`` float32, the same as ``predict_proba`` (to float32
-        rounding). The encoding's description (:func:`describe_encoding`)
+        n_tasks)`` float32, the same as ``predict_proba`` within
+        :data:`PRECISION_TOLERANCE` of the model's ``precision`` (1e-5 for
+        float32). The encoding's description (:func:`describe_encoding`)
         and the task names are in the model's metadata.
 
     Raises
     ------
     ImportError
         Without onnx and onnxscript (``pip install "sklearn-rmtl[onnx]"``).
+    ValueError
+        When a feature column is named ``"probabilities"``, the output's
+        name.
+
+    Warns
+    -----
+    UserWarning
+        For a model of ``precision="bfloat16"`` or ``"float16"``, whose
+        ``predict_proba`` the float32 graph reproduces only to that
+        precision's rounding.
     """
     onnx = _require("onnx")
     _require("onnxscript")
     description = describe_encoding(estimator)
+    if any(c["name"] == _OUTPUT for c in description["columns"]):
+        raise ValueError(
+            f"Feature column {_OUTPUT!r} has the name of the ONNX graph's "
+            "output, so it cannot also be an input; rename the column and refit."
+        )
     module = _exportable(estimator)
     with _quiet_exporter():
         program = torch.onnx.export(
@@ -296,20 +385,21 @@ def to_onnx(
     assert program is not None  # dynamo=True always returns a program
     network = program.model_proto
     opset = next(o.version for o in network.opset_import if o.domain == "")
-    encoding = _encoding_graph(onnx, description, opset, network.ir_version)
-    # The network's names get a prefix, so no column name can collide with
-    # them; its output is then renamed back.
+    prefix = _internal_prefix([c["name"] for c in description["columns"]])
+    encoding = _encoding_graph(onnx, description, opset, network.ir_version, prefix)
+    # The network's names get a prefix too, so no column name can collide
+    # with them; its output is then renamed back.
     model = onnx.compose.merge_models(
         encoding,
         network,
-        io_map=[("x_cat", "x_cat"), ("x_num", "x_num")],
-        prefix2="network/",
+        io_map=[(prefix + "x_cat", "x_cat"), (prefix + "x_num", "x_num")],
+        prefix2=prefix + "network/",
     )
     graph = model.graph
     graph.node.append(
-        onnx.helper.make_node("Identity", ["network/probabilities"], ["probabilities"])
+        onnx.helper.make_node("Identity", [prefix + f"network/{_OUTPUT}"], [_OUTPUT])
     )
-    graph.output[0].name = "probabilities"
+    graph.output[0].name = _OUTPUT
     for key, value in (
         ("sklearn_rmtl.encoding", json.dumps(description)),
         ("sklearn_rmtl.task_names", json.dumps(description["task_names"])),
@@ -321,8 +411,27 @@ def to_onnx(
     return model
 
 
-def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -> Any:
-    """Raw columns -> (x_cat, x_num), as ONNX nodes."""
+def _internal_prefix(columns: list[str]) -> str:
+    """A prefix that no column name starts with, for the graph's own tensors.
+
+    The inputs are named after the feature columns, so a column named like
+    an internal tensor ("x_cat", "zero", "c0/mean"...) would break the
+    graph's single assignment of every name.
+    """
+    prefix = "rmtl/"
+    while any(c.startswith(prefix) for c in columns):
+        prefix = "_" + prefix
+    return prefix
+
+
+def _encoding_graph(
+    onnx: Any, description: dict, opset: int, ir_version: int, prefix: str
+) -> Any:
+    """Raw columns -> (``prefix`` + x_cat, ``prefix`` + x_num), as ONNX nodes.
+
+    Every name but the inputs' starts with ``prefix`` (see
+    :func:`_internal_prefix`).
+    """
     h, T, nh = onnx.helper, onnx.TensorProto, onnx.numpy_helper
     nodes: list[Any] = []
     inputs: list[Any] = []
@@ -339,77 +448,73 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
 
     for j, column in enumerate(description["columns"]):
         name, kind = column["name"], column["type"]
-        x = name
+        x, c = name, f"{prefix}c{j}/"  # the input; its tensors' names
         inputs.append(
             h.make_tensor_value_info(x, getattr(T, _ONNX_TYPES[kind]), [None, 1])
         )
         if column["role"] == "numerical":
-            nan = f"c{j}/is_nan"
+            nan = c + "is_nan"
             nodes.append(h.make_node("IsNaN", [x], [nan]))
-            mean = const(f"c{j}/mean", np.array([[column["mean"]]]))
-            scale = const(f"c{j}/scale", np.array([[column["scale"]]]))
-            zero = const("zero", np.zeros((1, 1)))
+            mean = const(c + "mean", np.array([[column["mean"]]]))
+            scale = const(c + "scale", np.array([[column["scale"]]]))
+            zero = const(prefix + "zero", np.zeros((1, 1)))
             nodes += [
-                h.make_node("Sub", [x, mean], [f"c{j}/centred"]),
-                h.make_node("Div", [f"c{j}/centred", scale], [f"c{j}/scaled"]),
-                h.make_node("Where", [nan, zero, f"c{j}/scaled"], [f"c{j}/imputed"]),
-                h.make_node("Cast", [f"c{j}/imputed"], [f"c{j}/z"], to=T.FLOAT),
+                h.make_node("Sub", [x, mean], [c + "centred"]),
+                h.make_node("Div", [c + "centred", scale], [c + "scaled"]),
+                h.make_node("Where", [nan, zero, c + "scaled"], [c + "imputed"]),
+                h.make_node("Cast", [c + "imputed"], [c + "z"], to=T.FLOAT),
             ]
-            numbers[name] = f"c{j}/z"
+            numbers[name] = c + "z"
             if column["missing_indicator"]:
-                nodes.append(
-                    h.make_node("Cast", [nan], [f"c{j}/indicator"], to=T.FLOAT)
-                )
-                numbers[f"missingindicator_{name}"] = f"c{j}/indicator"
+                nodes.append(h.make_node("Cast", [nan], [c + "indicator"], to=T.FLOAT))
+                numbers[f"missingindicator_{name}"] = c + "indicator"
             continue
         keys, values = column["values"], column["codes"]
         if kind == "bool":
-            nodes.append(h.make_node("Cast", [x], [f"c{j}/int"], to=T.INT64))
-            x, kind, keys = f"c{j}/int", "int64", [int(k) for k in keys]
+            nodes.append(h.make_node("Cast", [x], [c + "int"], to=T.INT64))
+            x, kind, keys = c + "int", "int64", [int(k) for k in keys]
         if not keys:  # every training value was missing: all else is unknown
-            keys, values = (
-                [{"string": "", "int64": 0, "double": 0.0}[kind]],
-                [UNKNOWN_CODE],
-            )
+            placeholder: dict[str, Any] = {"int64": 0, "double": 0.0}
+            placeholder["string"] = _string_markers([])[1]  # not "": missing
+            keys, values = [placeholder[kind]], [UNKNOWN_CODE]
         key_type = getattr(T, _ONNX_TYPES[kind])
         key_data = [k.encode() for k in keys] if kind == "string" else keys
         nodes.append(
             h.make_node(
                 "LabelEncoder",
                 [x],
-                [f"c{j}/looked_up"],
+                [c + "looked_up"],
                 domain="ai.onnx.ml",
-                keys_tensor=h.make_tensor(
-                    f"c{j}/keys", key_type, [len(keys)], key_data
-                ),
+                keys_tensor=h.make_tensor(c + "keys", key_type, [len(keys)], key_data),
                 values_tensor=nh.from_array(np.asarray(values, dtype=np.int64)),
                 default_tensor=nh.from_array(np.array([UNKNOWN_CODE], dtype=np.int64)),
             )
         )
         is_missing = None
         if kind == "double":
-            is_missing = h.make_node("IsNaN", [x], [f"c{j}/is_missing"])
-        elif kind == "string" and "" not in keys:
-            empty = const(f"c{j}/empty", np.array([[""]], dtype=object))
-            is_missing = h.make_node("Equal", [x, empty], [f"c{j}/is_missing"])
+            is_missing = h.make_node("IsNaN", [x], [c + "is_missing"])
+        elif kind == "string":  # its missing value is no known value
+            marker = np.array([[column["missing_value"]]], dtype=object)
+            missing_value = const(c + "missing_value", marker)
+            is_missing = h.make_node("Equal", [x, missing_value], [c + "is_missing"])
         if is_missing is None:
-            codes[name] = f"c{j}/looked_up"
+            codes[name] = c + "looked_up"
         else:
-            missing = const("missing_code", np.array([[MISSING_CODE]], dtype=np.int64))
+            missing = const(
+                prefix + "missing_code", np.array([[MISSING_CODE]], dtype=np.int64)
+            )
             nodes += [
                 is_missing,
                 h.make_node(
-                    "Where",
-                    [f"c{j}/is_missing", missing, f"c{j}/looked_up"],
-                    [f"c{j}/code"],
+                    "Where", [c + "is_missing", missing, c + "looked_up"], [c + "code"]
                 ),
             ]
-            codes[name] = f"c{j}/code"
+            codes[name] = c + "code"
     layout = description["layout"]
     outputs = []
     for output, parts, dtype in (
-        ("x_cat", [codes[c] for c in layout["x_cat"]], T.INT64),
-        ("x_num", [numbers[c] for c in layout["x_num"]], T.FLOAT),
+        (prefix + "x_cat", [codes[c] for c in layout["x_cat"]], T.INT64),
+        (prefix + "x_num", [numbers[c] for c in layout["x_num"]], T.FLOAT),
     ):
         if parts:
             nodes.append(h.make_node("Concat", parts, [output], axis=1))
@@ -438,4 +543,10 @@ def _encoding_graph(onnx: Any, description: dict, opset: int, ir_version: int) -
     )
 
 
-__all__ = ["describe_encoding", "onnx_inputs", "to_onnx", "to_torch"]
+__all__ = [
+    "PRECISION_TOLERANCE",
+    "describe_encoding",
+    "onnx_inputs",
+    "to_onnx",
+    "to_torch",
+]

@@ -117,7 +117,9 @@ def critic_diagnostics(
     rows = ArrayRows(X, session_ids=session_ids, timestamps=timestamps)
     if rows.session_ids is None:
         raise ValueError("critic_diagnostics needs session_ids: returns span sessions.")
-    y01 = np.asarray(binarize_labels(y, estimator.classes_), dtype=np.float64)
+    # A DataFrame's task columns are matched to the tasks by name.
+    y01 = binarize_labels(y, estimator.classes_, estimator.task_names_)
+    y01 = np.asarray(y01, dtype=np.float64)
     if y01.shape != (rows.n_rows, estimator.n_tasks_):
         raise ValueError(
             f"y has shape {y01.shape}; expected ({rows.n_rows}, "

@@ -598,6 +598,8 @@ class _TaskScorer(_BaseScorer):
         y_true : array-like of shape (n_samples, n_tasks)
             True labels, in the estimator's label encoding (``classes_``);
             a missing label (NaN, None, ``pd.NA``) is skipped by its task.
+            A DataFrame's columns are matched to the estimator's
+            ``task_names_`` by name.
         **kwargs : dict
             ``session_ids`` for session metrics. Accepted here even without
             metadata routing, since a direct call cannot drop them silently.
@@ -629,7 +631,11 @@ class _TaskScorer(_BaseScorer):
         proba = np.asarray(method_caller(estimator, "predict_proba", X, pos_label=None))
         if proba.ndim == 1:
             proba = proba.reshape(-1, 1)
-        y01 = binarize_labels(y_true, getattr(estimator, "classes_", None))
+        y01 = binarize_labels(
+            y_true,
+            getattr(estimator, "classes_", None),
+            getattr(estimator, "task_names_", None),
+        )
         columns = self._columns(estimator, y_true, proba.shape[1])
         y_sel, p_sel = y01[:, columns], proba[:, columns]
         if self._builtin:

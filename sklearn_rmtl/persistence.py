@@ -194,7 +194,8 @@ def load(
     path : str, path-like or binary file object
         A file written by :func:`save`.
     device : {"cpu", "cuda", "auto"} or str, default="cpu"
-        Torch device of the loaded network (any torch device string works).
+        Torch device of the loaded network: "cpu" or a CUDA device this
+        machine has ("cuda", "cuda:1"...).
         The estimator's ``device`` parameter (and a given ``actor``'s) is set
         to it, so that ``fit`` on the loaded estimator or its clone trains
         there: a model trained on a GPU loads and refits on a CPU. The

@@ -705,7 +705,9 @@ class MetricComparisonDisplay:
         for name, est in estimators.items():
             check_is_fitted(est)
             try:
-                y01 = binarize_labels(y, est.classes_)
+                y01 = binarize_labels(
+                    y, est.classes_, getattr(est, "task_names_", None)
+                )
             except ValueError as exc:
                 raise ValueError(f"estimator {name!r}: {exc}") from exc
             proba = np.asarray(est.predict_proba(X), dtype=float)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -182,4 +183,63 @@ def test_a_model_fitted_on_an_array_exports_with_positional_inputs():
     model = to_onnx(est)
     assert [i.name for i in model.graph.input] == ["0", "1", "2"]
     served = _serve(model, onnx_inputs(est, X))
+    np.testing.assert_allclose(served, est.predict_proba(X), rtol=0, atol=1e-5)
+
+
+def _fit_small(X, **params):
+    est = MTLClassifier(backbone="sharedbottom", backbone_params=SIZES, **SMALL)
+    return est.set_params(**params).fit(X, DATA.y)
+
+
+@pytest.mark.parametrize("empty_known", [False, True])
+def test_an_empty_string_is_unseen_as_in_predict_proba(empty_known):
+    X = _features()  # cat_1 has missing values
+    if empty_known:
+        X.loc[1::4, "cat_1"] = ""
+    est = _fit_small(X)
+    new = _held_out(X)
+    new.loc[::2, "cat_1"] = ""  # present, empty: unseen unless fitted on it
+    served = _serve(to_onnx(est), onnx_inputs(est, new))
+    np.testing.assert_allclose(served, est.predict_proba(new), rtol=0, atol=1e-5)
+    column = next(c for c in describe_encoding(est)["columns"] if c["name"] == "cat_1")
+    assert column["missing_value"] == ("<missing>" if empty_known else "")
+
+
+def test_a_lower_precision_model_warns_and_stays_within_its_tolerance(tmp_path):
+    from sklearn_rmtl.export import PRECISION_TOLERANCE
+
+    X = _features()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bfloat16 may be emulated on this CPU
+        est = _fit_small(X, precision="bfloat16")
+    with pytest.warns(UserWarning, match="differ by up to about 0.005"):
+        model = to_onnx(est)
+    with pytest.warns(UserWarning, match="computes in float32"):
+        to_torch(est, tmp_path / "model.pt2")
+    served = _serve(model, onnx_inputs(est, X))
+    gap = np.abs(served - est.predict_proba(X)).max()
+    assert gap <= PRECISION_TOLERANCE["bfloat16"]
+
+
+@pytest.mark.parametrize(
+    "name", ["x_cat", "x_num", "zero", "missing_code", "c0/mean", "rmtl/c1/z"]
+)
+def test_a_column_named_like_an_internal_tensor_exports(name):
+    X = _features().rename(columns={"num_0": name})
+    est = _fit_small(X)
+    served = _serve(to_onnx(est), onnx_inputs(est, X))
+    np.testing.assert_allclose(served, est.predict_proba(X), rtol=0, atol=1e-5)
+
+
+def test_a_column_named_like_the_output_is_refused():
+    est = _fit_small(_features().rename(columns={"num_0": "probabilities"}))
+    with pytest.raises(ValueError, match="name of the ONNX graph's output"):
+        to_onnx(est)
+
+
+def test_onnx_inputs_of_a_frame_with_integer_column_labels():
+    X = _features()
+    X.columns = range(X.shape[1])  # not names: fitted without feature_names_in_
+    est = _fit_small(X)
+    served = _serve(to_onnx(est), onnx_inputs(est, X))
     np.testing.assert_allclose(served, est.predict_proba(X), rtol=0, atol=1e-5)

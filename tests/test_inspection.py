@@ -1,6 +1,7 @@
 """critic_diagnostics: what a fit's critics learnt, on sessions they did not see."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sklearn_rmtl import RMTLClassifier, SessionCritic
@@ -45,6 +46,14 @@ def test_critics_predict_the_returns_of_sessions_they_did_not_see(split):
     for column in ("weight_r2_label", "weight_r2_label_free", "weight_r2_both"):
         assert report[column].between(0, 1).all()
     assert (report["weight_r2_both"] >= report["weight_r2_label_free"] - 1e-9).all()
+    # y's task columns are matched by name, whatever their order.
+    swapped = y[held][["purchase", "click"]]
+    pd.testing.assert_frame_equal(
+        critic_diagnostics(
+            clf, X[held], swapped, session_ids=s[held], timestamps=t[held]
+        ),
+        report,
+    )
     # Shuffling the rows' sessions breaks the returns the critics predict.
     shuffled = np.random.default_rng(0).permutation(s[held])
     broken = critic_diagnostics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from numbers import Real
@@ -289,13 +290,18 @@ def unflatten(vector: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor]:
 
 
 def check_positive(owner: str, name: str, value: object, *, allow_zero: bool) -> None:
-    """Raise a ``ValueError`` naming ``task_balancing_params[name]`` if invalid."""
+    """Raise a ``ValueError`` naming ``task_balancing_params[name]`` if invalid.
+
+    The value must be finite: an infinite rate or temperature would only
+    surface later as a diverged loss blamed on ``lr``.
+    """
     ok = isinstance(value, Real) and not isinstance(value, bool)
     if ok:
-        ok = value >= 0 if allow_zero else value > 0  # type: ignore[operator]
+        positive = value >= 0 if allow_zero else value > 0  # type: ignore[operator]
+        ok = positive and math.isfinite(value)  # type: ignore[arg-type]
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(
-            f"task_balancing_params[{name!r}] of {owner!r} must be a number "
-            f"{bound}, got {value!r}."
+            f"task_balancing_params[{name!r}] of {owner!r} must be a finite "
+            f"number {bound}, got {value!r}."
         )
