@@ -77,6 +77,13 @@ class ParquetFiles:
                 f"pyarrow FileSystemDataset of Parquet files, got {type(dataset)}."
             )
         self._dataset = dataset
+        # A folder is listed again at every pass: files added or removed
+        # since it was opened would change its rows.
+        self._folder = (
+            os.fspath(path)
+            if isinstance(path, str | os.PathLike) and os.path.isdir(path)
+            else None
+        )
         self._groups: list[tuple[Any, int]] = []
         self.group_rows: list[int] = []
         # Each file's size and time when opened: a file that changes later
@@ -97,9 +104,17 @@ class ParquetFiles:
             for group in groups:
                 self._groups.append((fragment, group.id))
                 self.group_rows.append(group.num_rows)
+        self._files = self._listing()
         self.schema, self._drift = _unify(dataset.schema, types, session)
         self.categoricals = pandas_categoricals(self.schema)
         self._cache: tuple[Any, Any] | None = None
+
+    def _listing(self) -> list[str] | None:
+        """The folder's Parquet files as pyarrow discovers them; None for files."""
+        if self._folder is None:
+            return None
+        _, ds, _ = pyarrow_modules()
+        return sorted(ds.dataset(self._folder, format="parquet").files)
 
     def _stamp(self, path: str) -> tuple[Any, Any]:
         """A file's size and modification time, to tell that it changed."""
@@ -123,6 +138,14 @@ class ParquetFiles:
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         pa, _, _ = pyarrow_modules()
+        if g == 0 and self._listing() != self._files:
+            raise ValueError(
+                f"Files were added to or removed from the Parquet folder "
+                f"{self._folder} after this ParquetSource was opened (it had "
+                f"{n_rows} rows in all then, in {len(self._stamps)} files). Write "
+                "every file before reading the folder, and open a new "
+                "ParquetSource for the new data."
+            )
         fragment, group = self._groups[g]
         path = fragment.path
         if self._stamp(path) != self._stamps[path]:

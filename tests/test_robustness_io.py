@@ -76,6 +76,20 @@ def test_a_file_that_changed_after_opening_is_named(tmp_path, fitted, rows):
         fitted.predict_proba(source)
 
 
+def test_a_folder_whose_files_changed_after_opening_is_named(tmp_path, fitted):
+    for i in range(2):
+        pq.write_table(pa.Table.from_pandas(_frame()), tmp_path / f"part-{i}.parquet")
+    source = ParquetSource(tmp_path, block_rows=100)
+    assert fitted.predict_proba(source).shape == (400, 1)
+    pq.write_table(pa.Table.from_pandas(_frame()), tmp_path / "part-2.parquet")
+    with pytest.raises(ValueError, match="added to or removed from the Parquet folder"):
+        fitted.predict_proba(source)
+    (tmp_path / "part-2.parquet").unlink()
+    (tmp_path / "part-1.parquet").unlink()
+    with pytest.raises(ValueError, match="added to or removed from the Parquet folder"):
+        fitted.predict_proba(source)
+
+
 def test_int64_and_float64_files_unify_to_float64(tmp_path, fitted):
     # pandas writes an integer column with a NaN as float64.
     frame = _frame()
