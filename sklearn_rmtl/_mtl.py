@@ -185,7 +185,12 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         with the running loss, and a table of train and validation losses
         per epoch (skorch's).
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
-        Extra skorch callbacks, e.g. ``skorch.callbacks.LRScheduler``.
+        Extra skorch callbacks, e.g. ``skorch.callbacks.LRScheduler``. They
+        run after the library's own, so that in ``on_epoch_end`` the epoch's
+        history row already holds ``valid_loss``, ``valid_loss_best`` (for
+        ``skorch.callbacks.Checkpoint(monitor="valid_loss_best")``) and the
+        selection metric's ``valid_<metric>``; early stopping ends training
+        after they have seen the epoch.
 
     Attributes
     ----------

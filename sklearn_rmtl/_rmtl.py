@@ -149,7 +149,9 @@ class RMTLClassifier(MTLClassifier):
     verbose : int, default=0
         0 prints nothing; 1 prints the losses of every phase.
     callbacks : list of skorch callbacks, default=None
-        Extra skorch callbacks for pretraining and refit.
+        Extra skorch callbacks for pretraining and refit, each phase a net of
+        its own (see :class:`MTLClassifier`): a callback sees the
+        pretraining's epochs, then the refit's, from epoch 1 again.
     refit_max_epochs : int, default=None
         The ``refit_*`` parameters govern every continued training of the
         pretrained actor: the refit (phase 4) and, with

@@ -278,7 +278,9 @@ class ValidationCheckpoint(Callback):
     without RMTL's weights but with the loss mask) with
     ``valid_loss_per_task`` and, when selecting by a ranking metric,
     ``valid_<metric>`` (its mean over the tasks where it is defined) with
-    ``valid_<metric>_per_task``; the last row records ``best_at`` (the epoch
+    ``valid_<metric>_per_task``, and ``valid_loss_best`` (skorch's name:
+    whether ``valid_loss`` is the lowest of the epochs so far, e.g. for
+    ``skorch.callbacks.Checkpoint``); the last row records ``best_at`` (the epoch
     position of the kept weights, 0.0 being the starting weights),
     ``best_step`` (the optimizer steps that led to them) and
     ``restored_start`` when the starting weights were kept.
@@ -429,6 +431,8 @@ class ValidationCheckpoint(Callback):
         self.best_score_, self.best_at_ = -math.inf, math.nan
         self.best_state_ = None
         self.since_best_ = 0
+        self.lowest_valid_loss_ = math.inf
+        self.stop_ = False
         self.epoch_, self.batch_ = 0, 0
         if self.start_is_candidate:
             self._check(net, 0.0)
@@ -446,8 +450,12 @@ class ValidationCheckpoint(Callback):
 
     def end_epoch(self, net: Any) -> bool:
         """The epoch's last check, recorded in the history; whether to stop."""
-        for key, value in self._check(net, float(self.epoch_)).items():
+        values = self._check(net, float(self.epoch_))
+        for key, value in values.items():
             net.history.record(key, value)
+        lowest = values["valid_loss"] < self.lowest_valid_loss_
+        self.lowest_valid_loss_ = min(self.lowest_valid_loss_, values["valid_loss"])
+        net.history.record("valid_loss_best", bool(lowest))
         if self.since_best_ < self.patience * self.checks_per_epoch_:
             return False
         self.sink(
@@ -457,8 +465,9 @@ class ValidationCheckpoint(Callback):
         return True
 
     def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
-        if self.end_epoch(net):
-            raise StopTraining
+        # The epoch's records are made here, before the user's callbacks read
+        # them; the stop comes after those (StopAfterEpoch).
+        self.stop_ = self.end_epoch(net)
 
     def on_train_end(self, net: Any, **kwargs: Any) -> None:
         if self.best_state_ is None:
@@ -469,6 +478,18 @@ class ValidationCheckpoint(Callback):
         if self.best_at_ == 0.0:
             net.history.record("restored_start", True)
         self.best_state_ = None  # the weights live in the module now
+
+
+class StopAfterEpoch(Callback):
+    """End training when ``checkpoint`` asked to, after every callback before
+    this one (the user's included) has seen the epoch."""
+
+    def __init__(self, checkpoint: ValidationCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        if self.checkpoint.stop_:
+            raise StopTraining
 
 
 class StepLimit(Callback):
@@ -663,8 +684,9 @@ def train_net(
     dp = DataParallel.current(distributed)
     # Initialisation, batch order and dropout of this fit draw from here.
     generator = torch.Generator().manual_seed(data.seed + seed_offset)
+    # The library's records come first, so that the user's callbacks see
+    # each epoch's validation loss and task balance in its on_epoch_end.
     all_callbacks: list[Any] = [
-        *(callbacks or []),
         ("divergence_guard", DivergenceGuard(phase, lr_name)),
         ("task_balance", TaskBalanceRecorder()),
     ]
@@ -685,6 +707,9 @@ def train_net(
             data_parallel=dp,
         )
         all_callbacks.append(("early_stopping", checkpoint))
+    all_callbacks += callbacks or []
+    if validate:
+        all_callbacks.append(("stop_after_epoch", StopAfterEpoch(checkpoint)))
     if verbose:
         # A bar per epoch over its batches, with the running train loss.
         all_callbacks.append(("progress", ProgressBar(postfix_keys=["train_loss"])))

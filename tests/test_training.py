@@ -413,3 +413,52 @@ def test_user_callback_records_reach_history(sessions, tmp_path):
         MTLClassifier(**MTL_FAST, max_epochs=1, callbacks=[_RecordsAnObject()]).fit(
             X, Y
         )
+
+
+class _Reader(Callback):
+    """What a user's callback sees at each epoch's end."""
+
+    def initialize(self):
+        self.rows = []
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        self.rows.append(
+            (row["epoch"], row.get("valid_loss"), row.get("valid_loss_best"))
+        )
+
+
+def test_user_callbacks_see_each_epochs_validation_records(sessions, tmp_path):
+    """valid_loss is recorded before the user's callbacks run, the last epoch
+    included, and skorch's Checkpoint can monitor valid_loss_best."""
+    from skorch.callbacks import Checkpoint
+
+    X, Y, _s, t = sessions
+    reader = _Reader()
+    checkpoint = Checkpoint(
+        monitor="valid_loss_best",
+        dirname=str(tmp_path),
+        f_optimizer=None,
+        f_criterion=None,
+        f_history=None,
+    )
+    clf = MTLClassifier(
+        **{**MTL_FAST, "lr": 0.05},
+        max_epochs=30,
+        n_iter_no_change=1,
+        callbacks=[reader, checkpoint],
+    ).fit(X, Y, timestamps=t)
+    history = clf.history_["pretrain"]
+    assert len(history) < 30  # early stopping ended it
+    assert reader.rows == [
+        (row["epoch"], row["valid_loss"], row["valid_loss_best"]) for row in history
+    ]
+    losses = [row["valid_loss"] for row in history]
+    assert [row["valid_loss_best"] for row in history] == [
+        loss < min(losses[:i], default=np.inf) for i, loss in enumerate(losses)
+    ]
+    assert [row["event_cp"] for row in history] == [
+        row["valid_loss_best"] for row in history
+    ]
+    assert (tmp_path / "params.pt").exists()
