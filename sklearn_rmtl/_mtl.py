@@ -8,6 +8,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
@@ -184,6 +185,14 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         0 prints nothing; 1 shows a progress bar over each epoch's batches
         with the running loss, and a table of train and validation losses
         per epoch (skorch's).
+    session_column : str or None, default=None
+        Name of a column of X that holds each row's session: ``fit`` (and
+        ``loss_weights``) read ``session_ids`` from it, and every method
+        drops it from X before encoding, so that tools without metadata
+        routing (Optuna, MLflow's autolog, imbalanced-learn pipelines) pass
+        sessions with X. Giving ``session_ids`` as well is an error.
+    time_column : str or None, default=None
+        The same for the rows' ``timestamps``.
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         Extra skorch callbacks, e.g. ``skorch.callbacks.LRScheduler``. They
         run after the library's own, so that in ``on_epoch_end`` the epoch's
@@ -294,6 +303,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, None],
+        "session_column": [str, None],
+        "time_column": [str, None],
     }
 
     def __init__(
@@ -322,6 +333,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         distributed: bool = False,
         random_state: Any = None,
         verbose: int = 0,
+        session_column: str | None = None,
+        time_column: str | None = None,
         callbacks: list[Any] | None = None,
     ) -> None:
         self.backbone = backbone
@@ -348,6 +361,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.session_column = session_column
+        self.time_column = time_column
 
     # ------------------------------------------------------------------ fit
     def _check_tasks(self, task_names: np.ndarray) -> None:
@@ -480,7 +495,52 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target "
                 "y is None."
             )
+        X, fit_params["session_ids"], fit_params["timestamps"] = self._meta_columns(
+            X, fit_params.get("session_ids"), fit_params.get("timestamps")
+        )
         return ArrayRows(X, y, **fit_params)
+
+    def _meta_columns(
+        self, X: Any, session_ids: Any = None, timestamps: Any = None
+    ) -> tuple[Any, Any, Any]:
+        """X without ``session_column`` / ``time_column``, and the session ids
+        and timestamps read from them (or as given when they are None)."""
+        named = {
+            "session_column": ("session_ids", session_ids),
+            "time_column": ("timestamps", timestamps),
+        }
+        columns = {p: getattr(self, p) for p in named if getattr(self, p) is not None}
+        if not columns:
+            return X, session_ids, timestamps
+        if len(set(columns.values())) < len(columns):
+            raise ValueError(
+                f"session_column and time_column are both {self.session_column!r}; "
+                "they must name two different columns."
+            )
+        X = to_pandas(X)
+        if not isinstance(X, pd.DataFrame):
+            raise ValueError(
+                f"{' and '.join(f'{p}={c!r}' for p, c in columns.items())} read X's "
+                f"columns by name, so X must be a DataFrame; got {type(X).__name__}."
+            )
+        out = {}
+        for param, (name, given) in named.items():
+            column = columns.get(param)
+            if column is None:
+                out[name] = given
+                continue
+            if column not in X.columns:
+                raise ValueError(
+                    f"{param}={column!r} is not a column of X; X's columns are "
+                    f"{list(X.columns)}."
+                )
+            if given is not None:
+                raise ValueError(
+                    f"{name} was given both as an argument and as X's column "
+                    f"{column!r} ({param}); give it once."
+                )
+            out[name] = X[column]
+        return X.drop(columns=list(columns.values())), *out.values()
 
     def _fit_rows(self, rows: Rows) -> Any:
         state = self._fit_state(rows)
@@ -696,7 +756,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             columns = _feature_columns(self, X)
             blocks = (to_pandas(X.read_block(i, columns)) for i in range(X.n_blocks))
         else:
-            rows = ArrayRows(X, block_rows=_PREDICT_CHUNK)
+            rows = ArrayRows(self._features(X), block_rows=_PREDICT_CHUNK)
             blocks = (rows._block(i).X for i in range(rows.n_blocks))
         for features in blocks:
             validate_data(self, features, reset=False, skip_check_array=True)
@@ -704,6 +764,14 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
                 self.net_.predict_proba(encode_with(self.encoder_, features)),
                 dtype=np.float64,
             )
+
+    def _features(self, X: Any) -> Any:
+        """X without the ``session_column`` / ``time_column`` it holds."""
+        meta = [c for c in (self.session_column, self.time_column) if c is not None]
+        X = to_pandas(X) if meta else X
+        if isinstance(X, pd.DataFrame):
+            return X.drop(columns=[c for c in meta if c in X.columns])
+        return X
 
     def _logits(self, X: Any) -> np.ndarray:
         return np.concatenate([*self._iter_logits(X)]).reshape(-1, self.n_tasks_)

@@ -148,6 +148,11 @@ class RMTLClassifier(MTLClassifier):
         Seeds every phase; an int gives identical predictions on CPU.
     verbose : int, default=0
         0 prints nothing; 1 prints the losses of every phase.
+    session_column : str or None, default=None
+        Name of X's column of sessions, read as ``session_ids`` and dropped
+        before encoding; see :class:`MTLClassifier`.
+    time_column : str or None, default=None
+        Name of X's column of times, read as ``timestamps``; the same.
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks for pretraining and refit, each phase a net of
         its own (see :class:`MTLClassifier`): a callback sees the
@@ -378,6 +383,8 @@ class RMTLClassifier(MTLClassifier):
         distributed: bool = False,
         random_state: Any = None,
         verbose: int = 0,
+        session_column: str | None = None,
+        time_column: str | None = None,
         callbacks: list[Any] | None = None,
         refit_max_epochs: int | None = None,
         refit_lr: float | None = REFIT_LEARNING_RATE,
@@ -416,6 +423,8 @@ class RMTLClassifier(MTLClassifier):
             random_state=random_state,
             verbose=verbose,
             callbacks=callbacks,
+            session_column=session_column,
+            time_column=time_column,
         )
         self.refit_max_epochs = refit_max_epochs
         self.refit_lr = refit_lr
@@ -849,6 +858,7 @@ class RMTLClassifier(MTLClassifier):
                 "loss_weights could evaluate; it describes 'rmtl', 'label_q', "
                 "'neg_q', 'constant' and 'label_mean'."
             )
+        X, session_ids, timestamps = self._meta_columns(X, session_ids, timestamps)
         X, y01 = labeled_rows(
             X,
             y,

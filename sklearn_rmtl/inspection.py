@@ -114,6 +114,8 @@ def critic_diagnostics(
             f"None with weighting={estimator.weighting!r}); fit it with a "
             "weighting that trains critics, e.g. 'rmtl'."
         )
+    # Sessions and times may be X's columns (session_column, time_column).
+    X, session_ids, timestamps = estimator._meta_columns(X, session_ids, timestamps)
     rows = ArrayRows(X, session_ids=session_ids, timestamps=timestamps)
     if rows.session_ids is None:
         raise ValueError("critic_diagnostics needs session_ids: returns span sessions.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -247,3 +248,50 @@ def test_unpickling_another_version_warns(data):
     clone_ = MTLClassifier.__new__(MTLClassifier)
     with pytest.warns(UserWarning, match="saved with sklearn_rmtl 0.0.1"):
         clone_.__setstate__(state)
+
+
+def test_sessions_and_times_as_columns_of_x(data):
+    """session_column/time_column: the same fit as session_ids/timestamps, and
+    the columns are no features; tools without routing pass them with X."""
+    X, Y, s, t = data
+    with_columns = X.assign(session=s, time=t)
+    by_name = RMTLClassifier(**FAST, session_column="session", time_column="time")
+    by_name.fit(with_columns, Y)
+    given = RMTLClassifier(**FAST).fit(X, Y, session_ids=s, timestamps=t)
+    assert list(by_name.feature_names_in_) == list(X.columns)
+    np.testing.assert_array_equal(by_name.predict_proba(X), given.predict_proba(X))
+    np.testing.assert_array_equal(
+        by_name.predict_proba(with_columns), given.predict_proba(X)
+    )
+    np.testing.assert_array_equal(
+        by_name.loss_weights(with_columns, Y), given.loss_weights(X, Y)
+    )
+    # Without routing, cross_val_predict's folds get their sessions with X.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cross_val_predict(by_name, with_columns, Y, cv=GroupKFold(2), groups=s)
+    assert not [w for w in record if "session_ids is None" in str(w.message)]
+
+    for params, X_, kwargs, match in [
+        ({"session_column": "nope"}, with_columns, {}, "not a column of X"),
+        (
+            {"session_column": "session"},
+            with_columns,
+            {"session_ids": s},
+            "give it once",
+        ),
+        (
+            {"session_column": "session"},
+            with_columns.to_numpy(),
+            {},
+            "must be a DataFrame",
+        ),
+        (
+            {"session_column": "x", "time_column": "x"},
+            with_columns,
+            {},
+            "two different",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            RMTLClassifier(**FAST, **params).fit(X_, Y, **kwargs)
