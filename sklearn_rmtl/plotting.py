@@ -303,6 +303,10 @@ class TrainingCurvesDisplay:
                     label=label if fold is None else f"{label}, fold {fold}",
                 )
                 drawn.append(line)
+        epochs = sorted({row.get("epoch", i + 1) for i, row in enumerate(rows)})
+        if epochs[-1] - epochs[0] < 1:
+            # One epoch: MaxNLocator's integer ticks need a range of 1 at least.
+            axis.set_xticks(epochs)
         axis.legend()
         return drawn
 

@@ -100,6 +100,13 @@ def test_training_curves_plot_every_phase_of_rmtl(rmtl):
             np.testing.assert_allclose(y, [r[key] for r in rows])
 
 
+def test_a_one_epoch_phase_has_an_integer_epoch_axis():
+    history = {"pretrain": [{"epoch": 1, "train_loss": 0.5, "valid_loss": 0.6}]}
+    display = TrainingCurvesDisplay(history=history).plot()
+    display.figure_.canvas.draw()
+    assert list(display.ax_[0].get_xticks()) == [1]
+
+
 def test_training_curves_draw_one_curve_per_fold_of_cross_fitted_critics():
     rows = [
         {"fold": f, "epoch": e, "td_loss": 1.0 / e + f, "steps": 3 * e}
