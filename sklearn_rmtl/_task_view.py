@@ -84,8 +84,8 @@ class TaskView(ClassifierMixin, BaseEstimator):
     >>> est = MTLClassifier(backbone="sharedbottom", max_epochs=2, random_state=0,
     ...                     backbone_params={"embedding_dim": 4}).fit(X, Y)
     >>> view = est.task_estimator("purchase")
-    >>> view.classes_, view.predict_proba(X).shape
-    (array([0, 1]), (212, 2))
+    >>> view.classes_.tolist(), view.predict_proba(X).shape
+    ([0, 1], (212, 2))
     >>> calibrated = CalibratedClassifierCV(FrozenEstimator(view)).fit(X, Y["purchase"])
     >>> calibrated.predict_proba(X).shape
     (212, 2)
@@ -173,7 +173,7 @@ class TaskView(ClassifierMixin, BaseEstimator):
         )
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logit of the task's positive label (its log-odds).
+        """Compute the logit (log-odds) of the task's positive label.
 
         Parameters
         ----------
@@ -190,7 +190,7 @@ class TaskView(ClassifierMixin, BaseEstimator):
         return self.estimator._logits(X)[:, self.task_index_]
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities of the task's two labels.
+        """Predict the probabilities of the task's two labels.
 
         Parameters
         ----------
@@ -208,7 +208,7 @@ class TaskView(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - positive, positive])
 
     def predict(self, X: Any) -> np.ndarray:
-        """The task's predicted label, as the estimator's ``predict`` gives it.
+        """Predict the task's label, as the estimator's ``predict`` does.
 
         Parameters
         ----------
