@@ -309,12 +309,13 @@ def task_index(task: Any, task_names: Any) -> int:
             raise ValueError(f"task={task!r} is not one of the tasks {names}.")
         return names.index(task)
     if isinstance(task, Integral) and not isinstance(task, bool):
-        if not -len(names) <= task < len(names):
+        index = int(task)
+        if not -len(names) <= index < len(names):
             raise ValueError(
                 f"task={task} is out of range for a model with {len(names)} "
                 f"tasks {names}."
             )
-        return int(task) % len(names)
+        return index % len(names)
     raise TypeError(f"task must be a task name (str) or an index (int), got {task!r}.")
 
 
