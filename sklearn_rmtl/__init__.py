@@ -7,6 +7,7 @@ from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
+from sklearn_rmtl._task_view import TaskView
 from sklearn_rmtl._version import __version__
 from sklearn_rmtl.backbones import BACKBONES
 from sklearn_rmtl.parquet import ParquetSource
@@ -32,6 +33,7 @@ __all__ = [
     "ParquetSource",
     "RMTLClassifier",
     "SessionCritic",
+    "TaskView",
     "__version__",
     *_SUBMODULES,
 ]

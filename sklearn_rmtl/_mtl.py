@@ -29,6 +29,7 @@ from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._precision import PRECISIONS, check_precision
 from sklearn_rmtl._rows import ArrayRows, Rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
+from sklearn_rmtl._task_view import TaskView
 from sklearn_rmtl._training import (
     SelectionOption,
     check_selection,
@@ -816,6 +817,48 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             self.classes_[k][positive[:, k].astype(int)] for k in range(self.n_tasks_)
         ]
         return np.column_stack(columns)
+
+    def task_estimator(self, task: str | int) -> TaskView:
+        """One task of the fitted estimator, as a binary classifier.
+
+        The view has ``classes_`` of shape (2,) and ``predict_proba`` of
+        shape (n_samples, 2), so scikit-learn's tools for binary classifiers
+        take it: calibration, decision thresholds and the ROC /
+        precision-recall / calibration displays.
+
+        Parameters
+        ----------
+        task : str or int
+            The task's name in ``task_names_``, or its index.
+
+        Returns
+        -------
+        view : TaskView
+            A view of this estimator (nothing is copied). Wrap it in
+            :class:`~sklearn.frozen.FrozenEstimator` for meta-estimators
+            that fit, such as
+            :class:`~sklearn.calibration.CalibratedClassifierCV`.
+
+        See Also
+        --------
+        sklearn_rmtl.TaskView : The view, and what ``clone`` does to it.
+
+        Examples
+        --------
+        >>> from sklearn.metrics import RocCurveDisplay
+        >>> from sklearn_rmtl import MTLClassifier
+        >>> from sklearn_rmtl.datasets import make_sessions
+        >>> X, Y, s, t = make_sessions(30, return_X_y=True, random_state=0)
+        >>> est = MTLClassifier(backbone="sharedbottom", max_epochs=2,
+        ...                     random_state=0).fit(X, Y)
+        >>> view = est.task_estimator("purchase")
+        >>> view.predict_proba(X).shape
+        (212, 2)
+        >>> display = RocCurveDisplay.from_estimator(view, X, Y["purchase"])
+        """
+        view = TaskView(estimator=self, task=task)
+        view.task_index_  # noqa: B018 (checks the fit and the task now)
+        return view
 
     def __sklearn_is_fitted__(self) -> bool:
         return "net_" in vars(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -294,6 +295,28 @@ def check_same_tasks(what: str, fitted: Any, task_names: Any) -> None:
         f"{what} was fitted on tasks {fitted} but y has columns {names}: {how} "
         f"{fitted}, or fit a new {what}."
     )
+
+
+def task_index(task: Any, task_names: Any) -> int:
+    """Position of ``task``, a task name or an index, among ``task_names``.
+
+    An index may be negative (counted from the end, as in Python); a name
+    must be one of ``task_names``, which the error lists.
+    """
+    names = [str(t) for t in task_names]
+    if isinstance(task, str):
+        if task not in names:
+            raise ValueError(f"task={task!r} is not one of the tasks {names}.")
+        return names.index(task)
+    if isinstance(task, Integral) and not isinstance(task, bool):
+        index = int(task)
+        if not -len(names) <= index < len(names):
+            raise ValueError(
+                f"task={task} is out of range for a model with {len(names)} "
+                f"tasks {names}."
+            )
+        return index % len(names)
+    raise TypeError(f"task must be a task name (str) or an index (int), got {task!r}.")
 
 
 def align_tasks(data: Any, task_names: Any, *, name: str) -> Any:

@@ -5,7 +5,9 @@ by timestamp. :func:`temporal_train_test_split` does that split once;
 :class:`TemporalSplit` and :class:`SessionTimeSeriesSplit` are cross-validation
 splitters for :func:`~sklearn.model_selection.cross_validate` and
 :class:`~sklearn.model_selection.GridSearchCV`. All keep sessions whole and
-order them by their first timestamp.
+order them by their first timestamp. :class:`PerTaskThresholdClassifier`
+sets a decision threshold per task, as scikit-learn's
+:class:`~sklearn.model_selection.FixedThresholdClassifier` does for one.
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import _safe_indexing, indexable
 from sklearn.utils.validation import _num_samples
 
+from sklearn_rmtl._thresholds import PerTaskThresholdClassifier
 from sklearn_rmtl._validation import check_metadata
 
-__all__ = ["SessionTimeSeriesSplit", "TemporalSplit", "temporal_train_test_split"]
+__all__ = [
+    "PerTaskThresholdClassifier",
+    "SessionTimeSeriesSplit",
+    "TemporalSplit",
+    "temporal_train_test_split",
+]
 
 
 # ---------------------------------------------------------------------------

@@ -20,10 +20,17 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_rmtl._mdp import build_transitions
-from sklearn_rmtl._validation import binarize_labels, check_metadata
-from sklearn_rmtl.metrics import METRICS, metric_spec
+from sklearn_rmtl._validation import binarize_labels, check_metadata, task_index
+from sklearn_rmtl.metrics import METRICS, _check_targets, metric_spec
 
-__all__ = ["LossWeightsDisplay", "MetricComparisonDisplay", "TrainingCurvesDisplay"]
+__all__ = [
+    "LossWeightsDisplay",
+    "MetricComparisonDisplay",
+    "PerTaskCalibrationDisplay",
+    "PerTaskPrecisionRecallDisplay",
+    "PerTaskRocCurveDisplay",
+    "TrainingCurvesDisplay",
+]
 
 _INSTALL = 'pip install "sklearn-rmtl[plot]"'
 
@@ -811,3 +818,287 @@ class MetricComparisonDisplay:
         self.ax_, self.figure_, self.bars_ = axes, fig, bars
         self.scores_ = pd.Series(scores.ravel(), index, name="value").reset_index()
         return self
+
+
+# ------------------------------------------------------- per-task curves
+class _PerTaskCurveDisplay:
+    """One of scikit-learn's binary-classifier displays per task, side by side.
+
+    Subclasses name the scikit-learn display in ``_sklearn_display``; this
+    class only splits the tasks, leaves out each task's missing labels and
+    lays out the panels.
+    """
+
+    _sklearn_display: Any = None  # set by each subclass
+
+    def __init__(
+        self,
+        *,
+        y_true: Any,
+        y_proba: Any,
+        task_names: Sequence[str],
+        estimator_name: str | None = None,
+    ) -> None:
+        self.y_true = y_true
+        self.y_proba = y_proba
+        self.task_names = task_names
+        self.estimator_name = estimator_name
+
+    @classmethod
+    def from_estimator(
+        cls,
+        estimator: Any,
+        X: Any,
+        y: Any,
+        *,
+        tasks: Sequence[str | int] | None = None,
+        name: str | None = None,
+        ax: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Plot each task's curve of a fitted multi-task classifier.
+
+        Parameters
+        ----------
+        estimator : MTLClassifier or RMTLClassifier
+            A fitted multi-task classifier (``predict_proba`` of shape
+            (n_samples, n_tasks), ``classes_`` of shape (n_tasks, 2)).
+        X : {DataFrame, array-like} of shape (n_samples, n_features)
+            Test features.
+        y : {DataFrame, array-like} of shape (n_samples, n_tasks)
+            Test labels in the estimator's labels; a missing label (NaN) is
+            left out of its task's curve. A DataFrame's columns are matched
+            to the tasks by name.
+        tasks : sequence of str or int, default=None
+            The tasks to plot, by name or index; ``None`` plots them all.
+        name : str, default=None
+            Label of the curves; ``None`` uses the estimator's class and
+            backbone.
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per plotted task (e.g. another display's ``ax_``, to
+            compare estimators); ``None`` makes a new figure.
+        **kwargs : dict
+            Passed to the scikit-learn display's ``from_predictions``.
+
+        Returns
+        -------
+        display : object
+            The display, with ``ax_``, ``figure_`` and ``displays_`` set.
+        """
+        check_is_fitted(estimator)
+        task_names = [str(t) for t in estimator.task_names_]
+        y01 = binarize_labels(y, estimator.classes_, task_names)
+        display = cls(
+            y_true=y01,
+            y_proba=estimator.predict_proba(X),
+            task_names=task_names,
+            estimator_name=_default_name(estimator) if name is None else name,
+        )
+        return display.plot(ax=ax, tasks=tasks, **kwargs)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        y_true: Any,
+        y_proba: Any,
+        *,
+        task_names: Sequence[str] | None = None,
+        tasks: Sequence[str | int] | None = None,
+        name: str | None = None,
+        ax: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Plot each task's curve from labels and predicted probabilities.
+
+        Parameters
+        ----------
+        y_true : {DataFrame, array-like} of shape (n_samples, n_tasks)
+            Labels 0/1 (or bool); NaN marks a missing label, left out of its
+            task's curve.
+        y_proba : array-like of shape (n_samples, n_tasks)
+            Predicted probability of label 1, e.g. ``est.predict_proba(X)``.
+        task_names : sequence of str, default=None
+            Panel titles; ``None`` uses the columns of a DataFrame
+            ``y_true``, else ``"task_0"``...
+        tasks : sequence of str or int, default=None
+            The tasks to plot, by name or index; ``None`` plots them all.
+        name : str, default=None
+            Label of the curves.
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per plotted task; ``None`` makes a new figure.
+        **kwargs : dict
+            Passed to the scikit-learn display's ``from_predictions``.
+
+        Returns
+        -------
+        display : object
+            The display, with ``ax_``, ``figure_`` and ``displays_`` set.
+        """
+        y, p = _check_targets(y_true, y_proba)
+        if task_names is None:
+            task_names = (
+                [str(c) for c in y_true.columns]
+                if isinstance(y_true, pd.DataFrame)
+                else [f"task_{k}" for k in range(y.shape[1])]
+            )
+        display = cls(y_true=y, y_proba=p, task_names=task_names, estimator_name=name)
+        return display.plot(ax=ax, tasks=tasks, **kwargs)
+
+    def plot(
+        self,
+        ax: Any = None,
+        *,
+        tasks: Sequence[str | int] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Draw one panel per task with the scikit-learn display.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or array-like of Axes, default=None
+            One Axes per plotted task; ``None`` makes a new figure.
+        tasks : sequence of str or int, default=None
+            The tasks to plot, by name or index; ``None`` plots them all.
+        name : str, default=None
+            Label of the curves; ``None`` uses ``estimator_name``.
+        **kwargs : dict
+            Passed to the scikit-learn display's ``from_predictions``.
+
+        Returns
+        -------
+        display : object
+            This display, with ``ax_``, ``figure_``, ``displays_`` and
+            ``tasks_`` set.
+        """
+        caller = type(self).__name__
+        y, p = _check_targets(self.y_true, self.y_proba)
+        names = [str(t) for t in self.task_names]
+        if len(names) != y.shape[1]:
+            raise ValueError(
+                f"{caller} has {y.shape[1]} task columns but {len(names)} task "
+                f"names {names}."
+            )
+        if tasks is None:
+            tasks = names
+        elif isinstance(tasks, str | int):
+            tasks = [tasks]
+        chosen = [names[task_index(t, names)] for t in tasks]
+        axes, fig = _panels(ax, len(chosen), caller)
+        name = self.estimator_name if name is None else name
+        displays = {}
+        for axis, task in zip(axes, chosen, strict=True):
+            k = names.index(task)
+            rows = ~np.isnan(y[:, k])  # a missing label has no place on a curve
+            displays[task] = self._sklearn_display().from_predictions(
+                y[rows, k].astype(int), p[rows, k], name=name, ax=axis, **kwargs
+            )
+            axis.set_title(task)
+        self.ax_, self.figure_, self.displays_, self.tasks_ = (
+            axes,
+            fig,
+            displays,
+            chosen,
+        )
+        return self
+
+
+def _roc() -> Any:
+    from sklearn.metrics import RocCurveDisplay
+
+    return RocCurveDisplay
+
+
+def _precision_recall() -> Any:
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    return PrecisionRecallDisplay
+
+
+def _calibration() -> Any:
+    from sklearn.calibration import CalibrationDisplay
+
+    return CalibrationDisplay
+
+
+_CURVE_DOC = """{what} of each task, one panel per task.
+
+    A thin layer over scikit-learn's
+    :class:`~{sklearn_name}`: each panel is that display, drawn by its
+    ``from_predictions`` on the task's rows with an observed label. Build it
+    with :meth:`from_estimator` or :meth:`from_predictions`; pass another
+    display's ``ax_`` as ``ax`` to compare estimators on the same panels.
+
+    Parameters
+    ----------
+    y_true : ndarray of shape (n_samples, n_tasks)
+        Labels 0/1, NaN for a missing label.
+    y_proba : ndarray of shape (n_samples, n_tasks)
+        Predicted probability of label 1.
+    task_names : list of str of shape (n_tasks,)
+        Panel titles.
+    estimator_name : str, default=None
+        Label of the curves; ``None`` shows none.
+
+    Attributes
+    ----------
+    ax_ : ndarray of matplotlib Axes of shape (n_plotted_tasks,)
+        One Axes per plotted task.
+    figure_ : matplotlib Figure
+        The figure holding the panels.
+    displays_ : dict of str to {sklearn_short}
+        The scikit-learn display of each plotted task, by task name.
+    tasks_ : list of str
+        The plotted tasks.
+
+    See Also
+    --------
+    {sklearn_name} : The display of one task.
+    sklearn_rmtl.MTLClassifier.task_estimator : One task as a binary
+        classifier, for scikit-learn's own ``from_estimator``.
+
+    Examples
+    --------
+    >>> from sklearn_rmtl import MTLClassifier
+    >>> from sklearn_rmtl.datasets import make_sessions
+    >>> from sklearn_rmtl.plotting import {cls}
+    >>> X, Y, s, t = make_sessions(30, return_X_y=True, random_state=0)
+    >>> est = MTLClassifier(backbone="sharedbottom", max_epochs=2,
+    ...                     random_state=0).fit(X, Y)
+    >>> display = {cls}.from_estimator(est, X, Y)
+    >>> display.tasks_
+    ['click', 'purchase']
+    """
+
+
+class PerTaskRocCurveDisplay(_PerTaskCurveDisplay):
+    _sklearn_display = staticmethod(_roc)
+
+
+class PerTaskPrecisionRecallDisplay(_PerTaskCurveDisplay):
+    _sklearn_display = staticmethod(_precision_recall)
+
+
+class PerTaskCalibrationDisplay(_PerTaskCurveDisplay):
+    _sklearn_display = staticmethod(_calibration)
+
+
+for _cls, _what, _sklearn in [
+    (PerTaskRocCurveDisplay, "ROC curve", "sklearn.metrics.RocCurveDisplay"),
+    (
+        PerTaskPrecisionRecallDisplay,
+        "Precision-recall curve",
+        "sklearn.metrics.PrecisionRecallDisplay",
+    ),
+    (
+        PerTaskCalibrationDisplay,
+        "Calibration curve (reliability diagram)",
+        "sklearn.calibration.CalibrationDisplay",
+    ),
+]:
+    _cls.__doc__ = _CURVE_DOC.format(
+        what=_what,
+        sklearn_name=_sklearn,
+        sklearn_short=_sklearn.rsplit(".", 1)[1],
+        cls=_cls.__name__,
+    )
