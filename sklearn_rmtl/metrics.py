@@ -53,9 +53,20 @@ _MISSING_SESSIONS = (
     "is enabled: call sklearn.set_config(enable_metadata_routing=True) and pass "
     "session_ids as fit/cross-validation params, e.g. "
     "cross_validate(est, X, Y, scoring=scorer, params={{'session_ids': s}}) or "
-    "GridSearchCV(...).fit(X, Y, session_ids=s). A direct call takes them as "
-    "scorer(est, X, Y, session_ids=s)."
+    "GridSearchCV(...).fit(X, Y, session_ids=s). Without routing, keep the "
+    "sessions as a column of X and name it in the estimator's session_column. "
+    "A direct call takes them as scorer(est, X, Y, session_ids=s)."
 )
+
+
+def _sessions_in_x(estimator: Any, X: Any) -> Any:
+    """The session ids in X's column named by the estimator's (or a pipeline's
+    last step's) ``session_column``; None when there is none."""
+    final = getattr(estimator, "_final_estimator", estimator)
+    column = getattr(final, "session_column", None)
+    if column is None or not isinstance(X, pd.DataFrame) or column not in X.columns:
+        return None
+    return X[column].to_numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -626,7 +637,10 @@ class _TaskScorer(_BaseScorer):
                 f"{sorted(unexpected)}; it accepts {sorted(allowed) or 'none'}."
             )
         if self._needs_sessions and kwargs.get("session_ids") is None:
-            raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
+            # Sessions kept as a column of X travel where routing does not.
+            kwargs["session_ids"] = _sessions_in_x(estimator, X)
+            if kwargs["session_ids"] is None:
+                raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
         # From here ``kwargs`` holds exactly the metadata that the metric takes.
         proba = np.asarray(method_caller(estimator, "predict_proba", X, pos_label=None))
         if proba.ndim == 1:

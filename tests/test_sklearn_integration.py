@@ -295,3 +295,25 @@ def test_sessions_and_times_as_columns_of_x(data):
     ]:
         with pytest.raises(ValueError, match=match):
             RMTLClassifier(**FAST, **params).fit(X_, Y, **kwargs)
+
+
+def test_session_scorers_read_the_session_column_without_routing(data):
+    X, Y, s, t = data
+    est = RMTLClassifier(**FAST, session_column="session", time_column="time")
+    search = GridSearchCV(
+        est,
+        {"q_lambda": [0.0, 0.7]},
+        cv=GroupKFold(n_splits=2),
+        scoring={"s_logloss": session_log_loss_scorer, "gauc": group_roc_auc_scorer},
+        refit="s_logloss",
+        error_score="raise",
+    )
+    search.fit(X.assign(session=s, time=t), Y, groups=s)  # routing off
+    scores = search.cv_results_["mean_test_s_logloss"]
+    assert np.isfinite(scores).all()
+    # The same as the sessions given by name.
+    fitted = search.best_estimator_
+    with_columns = X.assign(session=s, time=t)
+    assert session_log_loss_scorer(fitted, with_columns, Y) == session_log_loss_scorer(
+        fitted, X, Y, session_ids=s
+    )
