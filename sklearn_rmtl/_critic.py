@@ -30,11 +30,17 @@ from sklearn_rmtl._defaults import (
 from sklearn_rmtl._encoding import FeatureEncoder
 from sklearn_rmtl._fit_data import FitData, encode_with
 from sklearn_rmtl._mdp import BEHAVIOR_POLICIES, session_folds
-from sklearn_rmtl._pickling import VersionedPickleMixin
+from sklearn_rmtl._pickling import (
+    VersionedPickleMixin,
+    available_device,
+    load_module_weights,
+    module_weights,
+)
 from sklearn_rmtl._seeding import (
     init_parameters,
     isolated_global_rng,
     set_dropout_generator,
+    skipped_random_init,
 )
 from sklearn_rmtl._td import SessionChunks, TDConfig, train_critic
 from sklearn_rmtl._torch_module import FeatureEmbedding
@@ -265,6 +271,13 @@ class FoldCritics(nn.Module):
                     out.dtype
                 )
         return out
+
+
+def critic_from_config(config: dict[str, Any]) -> Critic | FoldCritics:
+    """New critics of a ``get_config()`` output (a pickle's or a saved file's)."""
+    if "n_folds" in config:  # cross-fitted critics (SessionCritic's cv)
+        return FoldCritics.from_config(**config)
+    return Critic(**config)
 
 
 #: The fitted attributes of a :class:`SessionCritic`, set by :func:`fit_critics`.
@@ -543,6 +556,19 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
             twin.__dict__.update({k: vars(self)[k] for k in FITTED_ATTRIBUTES})
         return twin
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        module = state.get("module_")
+        if isinstance(module, Critic | FoldCritics):
+            # Configuration and NumPy weights: plain data to pickle and skops.
+            state["module_"] = {
+                "config": module.get_config(),
+                "device": str(next(module.parameters()).device),
+                "training": module.training,
+                "weights": module_weights(module),
+            }
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         if "module" in state and "module_" not in state:
@@ -553,6 +579,13 @@ class SessionCritic(VersionedPickleMixin, BaseEstimator):
                 state[attr] = state.pop(attr.removesuffix("_"), [])
             for key, value in SessionCritic().get_params().items():
                 state.setdefault(key, value)
+        plain = state.get("module_")
+        if isinstance(plain, dict):  # see __getstate__
+            with isolated_global_rng("cpu"), skipped_random_init():
+                module = critic_from_config(plain["config"])  # weights: next
+            load_module_weights(module, plain["weights"])
+            module.train(plain["training"])
+            state["module_"] = module.to(available_device(plain["device"]))
         super().__setstate__(state)
 
     def encode(

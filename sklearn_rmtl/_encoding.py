@@ -504,6 +504,10 @@ def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
         raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
 
 
+#: The named tuples a fitted encoder holds (its pickled state names them).
+ENCODER_STATE_TYPES = (_Counts, _Moments, _Numbers, _Statistics)
+
+
 class FeatureEncoder(TransformerMixin, BaseEstimator):
     """Encode mixed tabular features for embedding-based networks.
 

@@ -1,9 +1,20 @@
-"""Pickles of fitted estimators record the library version that wrote them."""
+"""Pickles of fitted estimators: a version stamp, and networks as plain arrays.
+
+Fitted networks pickle as their configuration and NumPy weights (see
+``MultiTaskNet.__getstate__`` and ``SessionCritic.__getstate__``), so a
+pickle of a fitted estimator holds plain values, arrays and this library's
+classes only, and skops can store it with nothing else trusted.
+"""
 
 from __future__ import annotations
 
 import warnings
 from typing import Any, cast
+
+import numpy as np
+import torch
+from skorch.exceptions import DeviceWarning
+from torch import nn
 
 from sklearn_rmtl._version import __version__
 from sklearn_rmtl.exceptions import InconsistentVersionWarning
@@ -49,3 +60,37 @@ class VersionedPickleMixin:
             if old in state and new not in state:
                 state[new] = state.pop(old)
         super().__setstate__(state)  # type: ignore[misc]
+
+
+def module_weights(module: nn.Module) -> dict[str, np.ndarray]:
+    """``module``'s state dict as NumPy arrays on the CPU.
+
+    What the pickled state of a network holds instead of the module: arrays
+    are plain data to pickle and to skops, tensors are not (skops cannot
+    rebuild them, and torch's own pickling runs code on load).
+    """
+    return {k: t.detach().cpu().numpy() for k, t in module.state_dict().items()}
+
+
+def load_module_weights(module: nn.Module, weights: dict[str, np.ndarray]) -> None:
+    """Copy ``weights`` (from :func:`module_weights`) into ``module``, exactly."""
+    module.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}, strict=True
+    )
+
+
+def available_device(device: str) -> str:
+    """``device``, or the CPU with a warning where it is CUDA and there is none.
+
+    A model pickled on a GPU loads on a CPU-only machine, as skorch's own
+    pickles do (with the same warning category).
+    """
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(
+            f"This network was saved on {device!r}, but CUDA is not available: "
+            "it is loaded on the CPU.",
+            DeviceWarning,
+            stacklevel=3,
+        )
+        return "cpu"
+    return device

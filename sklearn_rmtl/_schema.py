@@ -34,6 +34,7 @@ from sklearn_rmtl._critic import (
     Critic,
     FoldCritics,
     SessionCritic,
+    critic_from_config,
     former_critic,
     set_fitted_critics,
 )
@@ -726,10 +727,8 @@ class Reader(TreeReader):
         kwargs = self.value(node["kwargs"], f"{path}/kwargs")
         if not isinstance(kwargs, dict):
             raise fail(path, "network arguments must be an object")
-        # The critic is dropped after the refit, as in fit.
-        extra = {"critic": None} if net_cls is QWeightedNet else {}
         try:
-            net = make_net(net_cls, device=self.device, **extra, **kwargs)
+            net = make_net(net_cls, device=self.device, **kwargs)
             # The net names the arguments it is configured by.
             keys = set(net.get_config())
         except (TypeError, ValueError, AttributeError) as exc:
@@ -840,9 +839,7 @@ class Reader(TreeReader):
             raise fail(path, f"n_folds must be an integer >= 2, got {n_folds!r}")
 
         def make() -> Critic | FoldCritics:
-            if "n_folds" in kwargs:  # cross-fitted critics (SessionCritic's cv)
-                return FoldCritics.from_config(**kwargs)
-            return Critic(**kwargs)
+            return critic_from_config(kwargs)
 
         module_path = where("module_")
         self.check_size(make, module_node["state_dict"], module_path)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from sklearn_rmtl._torch_module import FeatureEmbedding
 from sklearn_rmtl.backbones._layers import GroupedLinear, ReLUDropout
@@ -62,4 +64,50 @@ def isolated_global_rng(device: str) -> Iterator[None]:
     """
     devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
+        yield
+
+
+class _NoRandomFill(TorchFunctionMode):
+    # In-place random fills of the weights module constructors initialise.
+    _FILLS = frozenset(
+        {
+            torch.Tensor.uniform_,
+            torch.Tensor.normal_,
+            torch.Tensor.bernoulli_,
+            torch.Tensor.random_,
+            torch.Tensor.exponential_,
+            torch.Tensor.geometric_,
+            torch.Tensor.log_normal_,
+            torch.Tensor.cauchy_,
+            # torch.nn.init dispatches itself before filling the tensor.
+            nn.init.uniform_,
+            nn.init.normal_,
+            nn.init.trunc_normal_,
+            nn.init.kaiming_uniform_,
+            nn.init.kaiming_normal_,
+            nn.init.xavier_uniform_,
+            nn.init.xavier_normal_,
+            nn.init.orthogonal_,
+            nn.init.sparse_,
+        }
+    )
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in self._FILLS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def skipped_random_init() -> Iterator[None]:
+    """Build modules without drawing their initial weights.
+
+    For modules whose every weight is loaded next (``load_state_dict`` with
+    ``strict=True``): drawing tens of megabytes of random numbers only to
+    overwrite them would dominate unpickling a fitted network.
+    """
+    with _NoRandomFill():
         yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from skorch import NeuralNet
@@ -12,12 +12,21 @@ from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._data import as_dataset
+from sklearn_rmtl._pickling import (
+    available_device,
+    load_module_weights,
+    module_weights,
+)
 from sklearn_rmtl._precision import autocast, grad_scaler, scaled_backward
+from sklearn_rmtl._seeding import isolated_global_rng, skipped_random_init
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.balancing import TaskBalancer
 
 if TYPE_CHECKING:
     from sklearn_rmtl._distributed import DataParallel
+
+# Key of the pickled state of a net trimmed for prediction (plain values).
+_PREDICTION_STATE = "prediction_state"
 
 
 class MultiTaskNet(NeuralNet):
@@ -91,6 +100,41 @@ class MultiTaskNet(NeuralNet):
         """skorch's trim, and the loss scaler, which prediction never uses."""
         super().trim_for_prediction()
         self.grad_scaler_ = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A trimmed net as plain values: its configuration and its weights.
+
+        skorch's state holds a ``functools.partial``, a ``torch.Generator``,
+        the dataset and iterator classes and the module as torch-pickled
+        bytes; a net trimmed for prediction (as ``fit`` leaves it) is fully
+        described by :meth:`get_config` and its weights, which pickle and
+        skops store as plain data. A net in training keeps skorch's state.
+        """
+        if not getattr(self, "_trimmed_for_prediction", False):
+            return cast(dict[str, Any], super().__getstate__())
+        return {
+            _PREDICTION_STATE: {
+                "config": self.get_config(),
+                "device": str(self.device),
+                "weights": module_weights(self.module_),
+            }
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        plain = state.get(_PREDICTION_STATE)
+        if plain is None:  # a net in training, or a pickle of skorch's state
+            super().__setstate__(state)
+            return
+        # Imported here: the net factory's module imports this one.
+        from sklearn_rmtl._training import make_net
+
+        device = available_device(plain["device"])
+        net = make_net(type(self), device=device, **plain["config"])
+        with isolated_global_rng(device), skipped_random_init():
+            net.initialize()  # its initial weights are overwritten next
+        load_module_weights(net.module_, plain["weights"])
+        net.trim_for_prediction()
+        self.__dict__.update(vars(net))
 
     def train_step(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """skorch's step; under float16, one through the loss scaler.
@@ -270,10 +314,11 @@ class QWeightedNet(MultiTaskNet):
     ----------
     *args, **kwargs
         Passed to :class:`MultiTaskNet`.
-    critic : SessionCritic
+    critic : SessionCritic, default=None
         Fitted critics whose ``module_`` (``(x_cat, x_num, actions) -> Q``) is
         on the net's device. Held through the container because skorch only
-        accepts torch modules it creates itself.
+        accepts torch modules it creates itself. None for a net rebuilt for
+        prediction (the critic is dropped after the refit).
     weighting : str
         Key of :data:`WEIGHTINGS`.
     q_lambda : float
@@ -283,7 +328,7 @@ class QWeightedNet(MultiTaskNet):
     def __init__(
         self,
         *args: Any,
-        critic: SessionCritic | None,
+        critic: SessionCritic | None = None,
         weighting: str,
         q_lambda: float,
         **kwargs: Any,

@@ -51,12 +51,21 @@ from sklearn_rmtl._container import (
     read_manifest,
     write_zip,
 )
+from sklearn_rmtl._critic import SessionCritic
+from sklearn_rmtl._encoding import ENCODER_STATE_TYPES, FeatureEncoder
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._schema import ESTIMATORS, Reader, Writer
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl.exceptions import InconsistentVersionWarning, InvalidFileError
 
-__all__ = ["InconsistentVersionWarning", "InvalidFileError", "load", "save"]
+__all__ = [
+    "InconsistentVersionWarning",
+    "InvalidFileError",
+    "load",
+    "save",
+    "skops_trusted_types",
+]
 
 #: Value of ``manifest["format"]``; anything else is not one of these files.
 FORMAT_NAME = "sklearn-rmtl-safe"
@@ -77,6 +86,50 @@ _MANIFEST_KEYS = frozenset(
         "estimator",
     }
 )
+
+
+def skops_trusted_types() -> list[str]:
+    """The classes to trust when loading a skops file of a fitted estimator.
+
+    A fitted :class:`~sklearn_rmtl.MTLClassifier` or
+    :class:`~sklearn_rmtl.RMTLClassifier` pickles as plain values, NumPy
+    arrays and this library's own classes only (its networks as their
+    configuration and weights), so a file of ``skops.io.dump`` or of
+    MLflow's default scikit-learn format (skops, from MLflow 3) loads once
+    these classes are trusted, and nothing else.
+
+    Returns
+    -------
+    types : list of str
+        Full names of the estimators, :class:`~sklearn_rmtl.SessionCritic`,
+        the skorch nets, the feature encoder and its state's named tuples,
+        as ``skops.io.get_untrusted_types`` names them.
+
+    See Also
+    --------
+    save : This library's own safe format, which needs no trust list.
+
+    Notes
+    -----
+    A parameter that is not a plain value (a skorch callback, a
+    ``RandomState``) adds its own type to a file: check
+    ``skops.io.get_untrusted_types`` before trusting more.
+
+    Examples
+    --------
+    >>> from sklearn_rmtl.persistence import skops_trusted_types
+    >>> "sklearn_rmtl._mtl.MTLClassifier" in skops_trusted_types()
+    True
+    """
+    classes = (
+        *ESTIMATORS.values(),
+        SessionCritic,
+        MultiTaskNet,
+        QWeightedNet,
+        FeatureEncoder,
+        *ENCODER_STATE_TYPES,
+    )
+    return sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in classes)
 
 
 def _library_version() -> str:

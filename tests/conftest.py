@@ -122,3 +122,16 @@ def make_session_data(
         sessions[perm],
         times[perm],
     )
+
+
+@pytest.fixture
+def mlflow_file_store(tmp_path, monkeypatch):
+    """MLflow (skipped if absent) tracking to a local file store in ``tmp_path``."""
+    mlflow = pytest.importorskip("mlflow")
+    # MLflow 3 refuses new file stores unless told; no telemetry from tests.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    yield mlflow
+    mlflow.set_tracking_uri(previous)

@@ -32,6 +32,7 @@ from sklearn_rmtl.persistence import (
     InvalidFileError,
     load,
     save,
+    skops_trusted_types,
 )
 
 SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
@@ -1428,3 +1429,119 @@ def test_a_frozen_actor_parameter_round_trips(tmp_path):
         loaded.actor.estimator.predict_proba(X), actor.predict_proba(X)
     )
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+# ---------------------------------------------------------------------------
+# Pickles, skops and MLflow's default (skops) format
+# ---------------------------------------------------------------------------
+
+
+class _RecordingUnpickler(pickle.Unpickler):
+    """Records every global (class or function) a pickle names."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.names: set[str] = set()
+
+    def find_class(self, module, name):
+        self.names.add(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+@pytest.fixture(scope="module")
+def mtl():
+    clf = MTLClassifier(backbone="mmoe", backbone_params=small("mmoe"), **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return clf.fit(X, Y)
+
+
+@pytest.fixture(scope="module")
+def rmtl_cv():
+    """Cross-fitted critics (FoldCritics) and an actor's QWeightedNet."""
+    critic = SessionCritic(**CRITIC, cv=2)
+    clf = RMTLClassifier(
+        backbone="sharedbottom", backbone_params=SMALL, **{**FAST, "critic": critic}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return clf.fit(X, Y, session_ids=SESSIONS)
+
+
+FITTED = ["mtl", "rmtl", "rmtl_cv"]
+
+
+@pytest.mark.parametrize("name", FITTED)
+def test_pickles_name_plain_types_and_library_classes_only(name, request):
+    """Fitted networks pickle as their configuration and NumPy weights.
+
+    No torch object, skorch internals or callable (functools.partial, a
+    torch.Generator, tensors): what skops refuses, and what makes a pickle
+    depend on torch's own pickling.
+    """
+    est = request.getfixturevalue(name)
+    unpickler = _RecordingUnpickler(pickle.dumps(est))
+    loaded = unpickler.load()
+    foreign = {
+        n
+        for n in unpickler.names
+        if not n.startswith(("sklearn_rmtl.", "numpy.", "builtins.", "copyreg."))
+    }
+    assert not foreign
+    assert_same_estimator(loaded, est, X_NEW)
+    if isinstance(est, RMTLClassifier):
+        assert_same_critics(loaded.critic_, est.critic_)
+        assert loaded.critic_.encoder_ is loaded.encoder_  # still shared
+        np.testing.assert_array_equal(loaded.loss_weights(X, Y), est.loss_weights(X, Y))
+
+
+def test_unpickling_a_gpu_net_without_cuda_loads_it_on_the_cpu(mtl):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    from skorch.exceptions import DeviceWarning
+
+    state = mtl.net_.__getstate__()
+    state["prediction_state"]["device"] = "cuda:1"
+    net = type(mtl.net_).__new__(type(mtl.net_))
+    with pytest.warns(DeviceWarning, match="cuda:1.*CPU"):
+        net.__setstate__(state)
+    assert net.device == "cpu"
+    for key, value in mtl.net_.module_.state_dict().items():
+        torch.testing.assert_close(net.module_.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", FITTED)
+def test_skops_round_trip_trusting_only_library_classes(name, request):
+    sio = pytest.importorskip("skops.io")
+    est = request.getfixturevalue(name)
+    data = sio.dumps(est)
+    untrusted = sio.get_untrusted_types(data=data)
+    assert set(untrusted) <= set(skops_trusted_types())
+    assert all(t.startswith("sklearn_rmtl.") for t in skops_trusted_types())
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.loads(data)
+    loaded = sio.loads(data, trusted=skops_trusted_types())
+    assert_same_estimator(loaded, est, X_NEW)
+    if isinstance(est, RMTLClassifier):
+        assert_same_critics(loaded.critic_, est.critic_)
+        np.testing.assert_array_equal(loaded.loss_weights(X, Y), est.loss_weights(X, Y))
+
+
+def test_mlflow_log_model_defaults_round_trip(rmtl, mlflow_file_store):
+    """MLflow 3's sklearn flavor stores skops files by default."""
+    pytest.importorskip("skops")
+    mlflow = mlflow_file_store
+    import mlflow.sklearn  # noqa: F811 (the submodule, loaded)
+
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            rmtl,
+            name="model",
+            skops_trusted_types=skops_trusted_types(),
+            # Given, since inferring them imports torch in a subprocess (~10 s).
+            pip_requirements=["sklearn-rmtl"],
+        )
+    assert info.flavors["sklearn"]["serialization_format"] == "skops"
+    loaded = mlflow.sklearn.load_model(info.model_uri)
+    assert_same_estimator(loaded, rmtl, X_NEW)
+    np.testing.assert_array_equal(loaded.loss_weights(X, Y), rmtl.loss_weights(X, Y))

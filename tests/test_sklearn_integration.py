@@ -317,3 +317,24 @@ def test_session_scorers_read_the_session_column_without_routing(data):
     assert session_log_loss_scorer(fitted, with_columns, Y) == session_log_loss_scorer(
         fitted, X, Y, session_ids=s
     )
+
+
+def test_successive_halving_over_epochs_keeps_sessions_whole(data):
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV
+
+    X, Y, s, t = data
+    search = HalvingGridSearchCV(
+        RMTLClassifier(**FAST, session_column="session", time_column="time"),
+        {"q_lambda": [0.0, 0.5, 0.7, 0.9]},
+        resource="max_epochs",
+        min_resources=1,
+        max_resources=2,
+        factor=2,
+        cv=GroupKFold(n_splits=2),
+        scoring=session_log_loss_scorer,
+        error_score="raise",
+    )
+    search.fit(X.assign(session=s, time=t), Y, groups=s)
+    assert list(search.n_resources_) == [1, 2]
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
