@@ -2,9 +2,11 @@
 
 Needs MLflow (``pip install "sklearn-rmtl[mlflow]"``). :func:`log_fit`
 logs to the active MLflow run what ``mlflow.sklearn.autolog`` cannot see in
-a multi-task fit. The model itself is logged by MLflow's scikit-learn
-flavor, trusting :func:`~sklearn_rmtl.persistence.skops_trusted_types`
-(see docs/persistence.rst).
+a multi-task fit; :func:`autolog` does it after every ``fit``, as MLflow's
+autologging of LightGBM and XGBoost does. The model itself is logged by
+MLflow's scikit-learn flavor, trusting
+:func:`~sklearn_rmtl.persistence.skops_trusted_types` (see
+docs/persistence.rst).
 
 Names
 -----
@@ -23,7 +25,9 @@ parameters
 
 from __future__ import annotations
 
+import functools
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -32,7 +36,10 @@ from sklearn.utils.validation import check_is_fitted
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl.metrics import per_task_log_loss, per_task_roc_auc, session_log_loss
 
-__all__ = ["log_fit"]
+__all__ = ["autolog", "log_fit"]
+
+#: The estimators' own ``fit`` methods while :func:`autolog` has replaced them.
+_ORIGINAL_FITS: dict[type, Callable[..., Any]] = {}
 
 _EXTRA = (
     "sklearn_rmtl.mlflow needs MLflow: pip install 'sklearn-rmtl[mlflow]' "
@@ -181,3 +188,53 @@ def _final_metrics(
         for metric, values in per_metric.items()
         for k, task in enumerate(str(t) for t in estimator.task_names_)
     }
+
+
+def autolog(*, disable: bool = False) -> None:
+    """Log every fit of ``MTLClassifier`` and ``RMTLClassifier`` to MLflow.
+
+    After each successful ``fit`` (a search's candidates and refit
+    included), :func:`log_fit` logs the estimator's parameters and its
+    phases' curves in a run of their own: a new run, or a run nested in
+    the active one (so a search's fits do not overwrite each other's
+    parameters). A failed fit logs nothing. Per-task metrics need scored
+    rows: log them with :func:`log_fit` (``X``, ``Y``) where you have them.
+
+    Parameters
+    ----------
+    disable : bool, default=False
+        Restore the estimators' own ``fit``: nothing is logged any more.
+
+    Examples
+    --------
+    >>> import sklearn_rmtl.mlflow
+    >>> sklearn_rmtl.mlflow.autolog()  # doctest: +SKIP
+    >>> MTLClassifier().fit(X, Y)  # doctest: +SKIP
+    >>> sklearn_rmtl.mlflow.autolog(disable=True)  # doctest: +SKIP
+    """
+    from sklearn_rmtl._rmtl import RMTLClassifier
+
+    for cls in (MTLClassifier, RMTLClassifier):
+        original = _ORIGINAL_FITS.pop(cls, None)
+        if original is not None:
+            cls.fit = original  # type: ignore[method-assign]
+        if disable:
+            continue
+        _mlflow()  # the ImportError naming the extra, now rather than in fit
+        own = cls.__dict__["fit"]
+        _ORIGINAL_FITS[cls] = own
+        cls.fit = _logged(own)  # type: ignore[method-assign]
+
+
+def _logged(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """``fit``, then :func:`log_fit` in a new (or nested) MLflow run."""
+
+    @functools.wraps(fit)
+    def logged_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        fitted = fit(self, *args, **kwargs)
+        mlflow = _mlflow()
+        with mlflow.start_run(nested=mlflow.active_run() is not None):
+            log_fit(fitted)
+        return fitted
+
+    return logged_fit

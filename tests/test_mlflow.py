@@ -86,3 +86,29 @@ def test_log_fit_refuses_unfitted_estimators_and_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(ImportError, match=r"sklearn-rmtl\[mlflow\]"):
         log_fit(MTLClassifier())
+
+
+def test_autolog_logs_every_fit_in_its_own_run(mlflow_file_store):
+    import sklearn_rmtl.mlflow as rmtl_mlflow
+
+    mlflow = mlflow_file_store
+    X, Y, _, _ = make_session_data(n_sessions=30, seed=1)
+    params = {"backbone": "sharedbottom", "backbone_params": SMALL, "max_epochs": 2}
+    fit = MTLClassifier.fit
+    rmtl_mlflow.autolog()
+    try:
+        with mlflow.start_run() as parent:
+            MTLClassifier(**params, lr=0.01).fit(X, Y)
+            MTLClassifier(**params, lr=0.02).fit(X, Y)
+    finally:
+        rmtl_mlflow.autolog(disable=True)
+    assert MTLClassifier.fit is fit  # restored
+    client = mlflow.tracking.MlflowClient()
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert sorted(r.data.params["lr"] for r in runs) == ["0.01", "0.02"]
+    assert all("pretrain/train_loss" in r.data.metrics for r in runs)
+    MTLClassifier(**params).fit(X, Y)  # disabled: no new run
+    assert len(client.search_runs([parent.info.experiment_id])) == 3
