@@ -448,3 +448,41 @@ def test_session_scorer_without_routing_raises_instead_of_scoring():
     assert np.isnan(res["test_score"]).all()
     with pytest.raises(ValueError, match="needs the session_ids"):
         group_roc_auc_scorer(TinyMultiTask().fit(X, Y), X, Y)
+
+
+def test_the_session_scorers_score_as_sklearns_make_scorer_where_both_apply(routing):
+    """With 0/1 labels in the fitted task order, the library's session scorer
+    gives the fold scores of sklearn's public make_scorer; it is kept for
+    what make_scorer cannot do (labels mapped by classes_, tasks by name, a
+    direct call with session_ids when routing is off)."""
+    from sklearn.metrics import make_scorer
+
+    X, Y, s = make_task_data()
+
+    def neg_macro_s_logloss(y, proba, session_ids):
+        return -session_log_loss(y, proba, session_ids=session_ids, average="macro")
+
+    public = make_scorer(neg_macro_s_logloss, response_method="predict_proba")
+    public.set_score_request(session_ids=True)
+    scores = {}
+    for name, scorer in {"ours": session_log_loss_scorer, "sklearn": public}.items():
+        res = cross_validate(
+            TinyMultiTask(),
+            X,
+            Y,
+            cv=GroupKFold(n_splits=3),
+            scoring=scorer,
+            params={"session_ids": s, "groups": s},
+            error_score="raise",
+        )
+        scores[name] = res["test_score"]
+    np.testing.assert_allclose(scores["ours"], scores["sklearn"], rtol=0, atol=1e-12)
+
+
+def test_per_task_auc_is_sklearns_where_every_task_has_both_labels():
+    rng = np.random.default_rng(0)
+    Y = rng.integers(0, 2, (50, 3))
+    P = rng.random((50, 3))
+    np.testing.assert_array_equal(
+        per_task_roc_auc(Y, P), roc_auc_score(Y, P, average=None)
+    )
