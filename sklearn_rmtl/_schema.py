@@ -43,9 +43,8 @@ from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._seeding import isolated_global_rng
-from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet
+from sklearn_rmtl._skorch_net import MultiTaskNet, QWeightedNet, make_net
 from sklearn_rmtl._torch_module import MultiTaskModule
-from sklearn_rmtl._training import make_net
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 

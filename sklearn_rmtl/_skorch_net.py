@@ -1,4 +1,6 @@
-"""The skorch net that trains a multi-task network (held, never exposed raw)."""
+"""The skorch net that trains a multi-task network (held, never exposed raw),
+and :func:`make_net`, which builds it for training, for persistence and for
+unpickling."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from skorch.utils import TeeGenerator
 from torch import Tensor
 
 from sklearn_rmtl._critic import SessionCritic
-from sklearn_rmtl._data import as_dataset
+from sklearn_rmtl._data import BatchLoader, as_dataset
+from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._pickling import (
     available_device,
     load_module_weights,
@@ -19,6 +22,7 @@ from sklearn_rmtl._pickling import (
 )
 from sklearn_rmtl._precision import autocast, grad_scaler, scaled_backward
 from sklearn_rmtl._seeding import isolated_global_rng, skipped_random_init
+from sklearn_rmtl._torch_module import MultiTaskModule
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.balancing import TaskBalancer
 
@@ -125,9 +129,6 @@ class MultiTaskNet(NeuralNet):
         if plain is None:  # a net in training, or a pickle of skorch's state
             super().__setstate__(state)
             return
-        # Imported here: the net factory's module imports this one.
-        from sklearn_rmtl._training import make_net
-
         device = available_device(plain["device"])
         net = make_net(type(self), device=device, **plain["config"])
         with isolated_global_rng(device), skipped_random_init():
@@ -379,3 +380,32 @@ class QWeightedNet(MultiTaskNet):
         fn = WEIGHTINGS[self.weighting].fn
         assert fn is not None  # QWeightedNet serves the critics' weightings
         return fn(q, y_true.to(device), self.q_lambda)
+
+
+def make_net(
+    net_cls: type[MultiTaskNet],
+    *,
+    device: str,
+    train_split: Any = None,
+    callbacks: list[Any] | None = None,
+    **params: Any,
+) -> MultiTaskNet:
+    """The skorch net of the actor; ``params`` are the fit-specific settings.
+
+    Shared by training and by :mod:`sklearn_rmtl.persistence`, which rebuilds
+    fitted nets from their saved ``params``.
+    """
+    return net_cls(
+        module=MultiTaskModule,
+        criterion=WeightedMultiTaskBCE,
+        optimizer=torch.optim.Adam,
+        # One fused kernel for all parameters instead of several ops each.
+        optimizer__fused=True,
+        train_split=train_split,
+        callbacks=callbacks or [],
+        predict_nonlinearity=None,
+        device=device,
+        iterator_train=BatchLoader,
+        iterator_valid=BatchLoader,
+        **params,
+    )

@@ -1,8 +1,8 @@
-"""Training the actor's skorch nets: the driver, its net factory and callbacks.
+"""Training the actor's skorch nets: the driver and its callbacks.
 
 :func:`train_net` is the one training loop of the actor, shared by
-pretraining and the refit; :func:`make_net` builds the skorch net (also for
-:mod:`sklearn_rmtl.persistence`, which rebuilds fitted nets).
+pretraining and the refit; the net comes from
+:func:`~sklearn_rmtl._skorch_net.make_net`.
 
 Early stopping here evaluates the held-out rows itself, as often as
 ``validation_interval`` asks (every epoch, or several times per epoch), keeps
@@ -26,18 +26,16 @@ from sklearn.utils._param_validation import StrOptions
 from skorch.callbacks import Callback, ProgressBar
 from torch import Tensor
 
-from sklearn_rmtl._data import BatchLoader, forward_batches
+from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._distributed import DataParallel
 from sklearn_rmtl._fit_data import Extra, FitData
-from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl._seeding import (
     init_parameters,
     isolated_global_rng,
     set_dropout_generator,
 )
-from sklearn_rmtl._skorch_net import MultiTaskNet
-from sklearn_rmtl._torch_module import MultiTaskModule
+from sklearn_rmtl._skorch_net import MultiTaskNet, make_net
 from sklearn_rmtl.balancing import make_balancer
 from sklearn_rmtl.exceptions import DivergenceError
 from sklearn_rmtl.metrics import METRICS, MetricSpec
@@ -539,35 +537,6 @@ def selected_steps(history: list[dict[str, Any]]) -> int | None:
 # ------------------------------------------------------------------ driver
 def _silent(*_: Any) -> None:
     """A print sink that drops the message (``verbose=0``)."""
-
-
-def make_net(
-    net_cls: type[MultiTaskNet],
-    *,
-    device: str,
-    train_split: Any = None,
-    callbacks: list[Any] | None = None,
-    **params: Any,
-) -> MultiTaskNet:
-    """The skorch net of the actor; ``params`` are the fit-specific settings.
-
-    Shared by training and by :mod:`sklearn_rmtl.persistence`, which rebuilds
-    fitted nets from their saved ``params``.
-    """
-    return net_cls(
-        module=MultiTaskModule,
-        criterion=WeightedMultiTaskBCE,
-        optimizer=torch.optim.Adam,
-        # One fused kernel for all parameters instead of several ops each.
-        optimizer__fused=True,
-        train_split=train_split,
-        callbacks=callbacks or [],
-        predict_nonlinearity=None,
-        device=device,
-        iterator_train=BatchLoader,
-        iterator_valid=BatchLoader,
-        **params,
-    )
 
 
 #: What skorch records for itself: per-batch rows, batch counts and the flag

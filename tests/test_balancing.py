@@ -387,8 +387,7 @@ def test_make_balancer_starts_fresh():
 
 
 def test_balance_multiplies_the_row_weights():
-    from sklearn_rmtl._skorch_net import MultiTaskNet
-    from sklearn_rmtl._training import make_net
+    from sklearn_rmtl._skorch_net import MultiTaskNet, make_net
 
     torch.manual_seed(0)
     net = make_net(
