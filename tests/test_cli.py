@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -778,3 +780,30 @@ def test_fit_parquet_keeps_pandas_integer_categories(tmp_path):
     argv = ["fit", "--data", str(data), "--target", "click", "--method", "mtl"]
     assert main([*argv, "--categorical", "zip", *TINY_FIT, "--model", str(model)]) == 0
     assert list(load(model).encoder_.categorical_features_) == ["zip", "shop"]
+
+
+def test_version_without_loading_torch():
+    """``rmtl --version`` (the console script's entry point) loads no torch,
+    and so does ``import sklearn_rmtl``."""
+    code = (
+        "import sys\n"
+        "import sklearn_rmtl\n"
+        "from sklearn_rmtl._launcher import main\n"
+        "assert main(['--version']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    from sklearn_rmtl import __version__
+
+    assert out.stdout.strip() == f"rmtl {__version__}"
+
+
+def test_the_launcher_runs_every_other_command(capsys):
+    from sklearn_rmtl._launcher import main as launch
+
+    with pytest.raises(SystemExit) as exc:
+        launch(["study", "--help"])
+    assert exc.value.code == 0
+    assert "usage: rmtl study" in capsys.readouterr().out
