@@ -135,3 +135,25 @@ def mlflow_file_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     yield mlflow
     mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def two_task_sessions():
+    """Synthetic sessions (click, purchase): X, Y, session ids, times."""
+    from sklearn_rmtl.datasets import make_sessions
+
+    return make_sessions(40, return_X_y=True, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def two_task_mtl(two_task_sessions):
+    """A small fitted MTLClassifier of ``two_task_sessions``."""
+    from sklearn_rmtl import MTLClassifier
+
+    X, Y, _, _ = two_task_sessions
+    return MTLClassifier(
+        backbone="sharedbottom",
+        backbone_params={"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)},
+        max_epochs=2,
+        random_state=0,
+    ).fit(X, Y)

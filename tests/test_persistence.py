@@ -1495,9 +1495,8 @@ def test_pickles_name_plain_types_and_library_classes_only(name, request):
         np.testing.assert_array_equal(loaded.loss_weights(X, Y), est.loss_weights(X, Y))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unpickling_a_gpu_net_without_cuda_loads_it_on_the_cpu(mtl):
-    if torch.cuda.is_available():
-        pytest.skip("needs a machine without CUDA")
     from skorch.exceptions import DeviceWarning
 
     state = mtl.net_.__getstate__()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from numpy.testing import assert_allclose
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
@@ -168,11 +169,8 @@ def test_unsupported_device_is_refused_at_load(tmp_path, weighted_fit):
         load(path, device="meta")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_distributed_cuda_without_gpu_reports_no_gpu(data, monkeypatch):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
     for key, value in {
         "RANK": "0",
         "LOCAL_RANK": "0",

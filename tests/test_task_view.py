@@ -1,4 +1,4 @@
-"""One task of a fitted multi-task estimator as a binary classifier (TaskView)."""
+"""One task of a two_task_mtl multi-task estimator as a binary classifier (TaskView)."""
 
 from __future__ import annotations
 
@@ -14,38 +14,24 @@ from sklearn.model_selection import TunedThresholdClassifierCV
 from sklearn.utils import get_tags
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic, TaskView
-from sklearn_rmtl.datasets import make_sessions
 
 SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
 
 
-@pytest.fixture(scope="module")
-def data():
-    return make_sessions(40, return_X_y=True, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def fitted(data):
-    X, Y, _, _ = data
-    return MTLClassifier(
-        backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
-    ).fit(X, Y)
-
-
-def test_view_is_the_tasks_column(data, fitted):
-    X = data[0]
+def test_view_is_the_tasks_column(two_task_sessions, two_task_mtl):
+    X = two_task_sessions[0]
     for task, k in [("purchase", 1), (0, 0), (-1, 1)]:
-        view = fitted.task_estimator(task)
+        view = two_task_mtl.task_estimator(task)
         assert view.task_index_ == k
         assert view.task_name_ == ["click", "purchase"][k]
-        np.testing.assert_array_equal(view.classes_, fitted.classes_[k])
+        np.testing.assert_array_equal(view.classes_, two_task_mtl.classes_[k])
         proba = view.predict_proba(X)
         assert proba.shape == (len(X), 2)
-        np.testing.assert_allclose(proba[:, 1], fitted.predict_proba(X)[:, k])
+        np.testing.assert_allclose(proba[:, 1], two_task_mtl.predict_proba(X)[:, k])
         np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-        np.testing.assert_array_equal(view.predict(X), fitted.predict(X)[:, k])
+        np.testing.assert_array_equal(view.predict(X), two_task_mtl.predict(X)[:, k])
         assert (view.decision_function(X) > 0).sum() == (proba[:, 1] > 0.5).sum()
-    view = fitted.task_estimator("purchase")
+    view = two_task_mtl.task_estimator("purchase")
     assert view.n_features_in_ == X.shape[1]
     np.testing.assert_array_equal(view.feature_names_in_, X.columns)
     assert is_classifier(view)
@@ -55,42 +41,42 @@ def test_view_is_the_tasks_column(data, fitted):
     assert tags.input_tags.categorical  # X's categories reach the estimator
 
 
-def test_task_errors_name_the_tasks(fitted):
+def test_task_errors_name_the_tasks(two_task_mtl):
     with pytest.raises(ValueError, match=r"'cart' is not one of the tasks \['click'"):
-        fitted.task_estimator("cart")
+        two_task_mtl.task_estimator("cart")
     with pytest.raises(ValueError, match="out of range for a model with 2 tasks"):
-        fitted.task_estimator(2)
+        two_task_mtl.task_estimator(2)
     with pytest.raises(TypeError, match="task name"):
-        fitted.task_estimator(1.5)
+        two_task_mtl.task_estimator(1.5)
 
 
-def test_unfitted_and_fit_refused(data, fitted):
-    X, Y, _, _ = data
+def test_unfitted_and_fit_refused(two_task_sessions, two_task_mtl):
+    X, Y, _, _ = two_task_sessions
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
         MTLClassifier().task_estimator("click")
     assert not hasattr(TaskView(MTLClassifier(), "click"), "classes_")
     with pytest.raises(TypeError, match="FrozenEstimator"):
-        fitted.task_estimator("click").fit(X, Y["click"])
+        two_task_mtl.task_estimator("click").fit(X, Y["click"])
 
 
-def test_clone_and_pickle_keep_the_fitted_model(data, fitted):
-    X = data[0]
-    view = fitted.task_estimator("purchase")
+def test_clone_and_pickle_keep_the_fitted_model(two_task_sessions, two_task_mtl):
+    X = two_task_sessions[0]
+    view = two_task_mtl.task_estimator("purchase")
     cloned = clone(view)
-    assert cloned is not view and cloned.estimator is fitted
+    assert cloned is not view and cloned.estimator is two_task_mtl
     restored = pickle.loads(pickle.dumps(view))
     np.testing.assert_allclose(restored.predict_proba(X), view.predict_proba(X))
 
 
-def test_calibration_thresholds_and_displays(data, fitted):
+def test_calibration_thresholds_and_displays(two_task_sessions, two_task_mtl):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    X, Y, _, _ = data
+    X, Y, _, _ = two_task_sessions
     y = Y["purchase"]
-    view = fitted.task_estimator("purchase")
+    view = two_task_mtl.task_estimator("purchase")
     calibrated = CalibratedClassifierCV(FrozenEstimator(view), method="sigmoid")
     calibrated.fit(X, y)
     p = calibrated.predict_proba(X)[:, 1]
@@ -113,8 +99,8 @@ def test_calibration_thresholds_and_displays(data, fitted):
     plt.close("all")
 
 
-def test_rmtl_task_estimator(data):
-    X, Y, s, t = data
+def test_rmtl_task_estimator(two_task_sessions):
+    X, Y, s, t = two_task_sessions
     est = RMTLClassifier(
         backbone="sharedbottom",
         backbone_params=SMALL,

@@ -9,33 +9,19 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import TunedThresholdClassifierCV
 
-from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
-from sklearn_rmtl.datasets import make_sessions
+from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl.model_selection import PerTaskThresholdClassifier
 
 SMALL = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,)}
 
 
-@pytest.fixture(scope="module")
-def data():
-    return make_sessions(40, return_X_y=True, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def fitted(data):
-    X, Y, _, _ = data
-    return MTLClassifier(
-        backbone="sharedbottom", backbone_params=SMALL, max_epochs=2, random_state=0
-    ).fit(X, Y)
-
-
-def test_default_predicts_as_the_estimator(data, fitted):
-    X, Y, _, _ = data
-    clf = PerTaskThresholdClassifier(FrozenEstimator(fitted)).fit(X, Y)
+def test_default_predicts_as_the_estimator(two_task_sessions, two_task_mtl):
+    X, Y, _, _ = two_task_sessions
+    clf = PerTaskThresholdClassifier(FrozenEstimator(two_task_mtl)).fit(X, Y)
     np.testing.assert_array_equal(clf.thresholds_, [0.5, 0.5])
-    np.testing.assert_array_equal(clf.predict(X), fitted.predict(X))
-    np.testing.assert_array_equal(clf.predict_proba(X), fitted.predict_proba(X))
-    np.testing.assert_array_equal(clf.classes_, fitted.classes_)
+    np.testing.assert_array_equal(clf.predict(X), two_task_mtl.predict(X))
+    np.testing.assert_array_equal(clf.predict_proba(X), two_task_mtl.predict_proba(X))
+    np.testing.assert_array_equal(clf.classes_, two_task_mtl.classes_)
     np.testing.assert_array_equal(clf.task_names_, ["click", "purchase"])
     np.testing.assert_array_equal(clf.feature_names_in_, X.columns)
 
@@ -44,13 +30,15 @@ def test_default_predicts_as_the_estimator(data, fitted):
     "thresholds",
     [{"purchase": 0.1}, {1: 0.1}, [0.5, 0.1], np.array([0.5, 0.1])],
 )
-def test_thresholds_by_name_index_or_array(data, fitted, thresholds):
-    X, Y, _, _ = data
-    clf = PerTaskThresholdClassifier(FrozenEstimator(fitted), thresholds=thresholds)
+def test_thresholds_by_name_index_or_array(two_task_sessions, two_task_mtl, thresholds):
+    X, Y, _, _ = two_task_sessions
+    clf = PerTaskThresholdClassifier(
+        FrozenEstimator(two_task_mtl), thresholds=thresholds
+    )
     pred = clf.fit(X, Y).predict(X)
-    proba = fitted.predict_proba(X)
+    proba = two_task_mtl.predict_proba(X)
     np.testing.assert_array_equal(clf.thresholds_, [0.5, 0.1])
-    np.testing.assert_array_equal(pred[:, 0], fitted.predict(X)[:, 0])
+    np.testing.assert_array_equal(pred[:, 0], two_task_mtl.predict(X)[:, 0])
     np.testing.assert_array_equal(pred[:, 1], (proba[:, 1] > 0.1).astype(int))
 
 
@@ -63,34 +51,36 @@ def test_thresholds_by_name_index_or_array(data, fitted, thresholds):
         (1.5, ValueError, "thresholds"),
     ],
 )
-def test_invalid_thresholds(data, fitted, thresholds, error, match):
-    X, Y, _, _ = data
-    clf = PerTaskThresholdClassifier(FrozenEstimator(fitted), thresholds=thresholds)
+def test_invalid_thresholds(two_task_sessions, two_task_mtl, thresholds, error, match):
+    X, Y, _, _ = two_task_sessions
+    clf = PerTaskThresholdClassifier(
+        FrozenEstimator(two_task_mtl), thresholds=thresholds
+    )
     with pytest.raises(error, match=match):
         clf.fit(X, Y)
 
 
-def test_thresholds_tuned_per_task_on_views(data, fitted):
+def test_thresholds_tuned_per_task_on_views(two_task_sessions, two_task_mtl):
     # The documented recipe: tune each task's threshold on its view.
-    X, Y, _, _ = data
+    X, Y, _, _ = two_task_sessions
     tuned = {
         task: TunedThresholdClassifierCV(
-            FrozenEstimator(fitted.task_estimator(task)),
+            FrozenEstimator(two_task_mtl.task_estimator(task)),
             scoring="balanced_accuracy",
             cv="prefit",
             refit=False,
         )
         .fit(X, Y[task])
         .best_threshold_
-        for task in fitted.task_names_
+        for task in two_task_mtl.task_names_
     }
-    clf = PerTaskThresholdClassifier(FrozenEstimator(fitted), thresholds=tuned)
+    clf = PerTaskThresholdClassifier(FrozenEstimator(two_task_mtl), thresholds=tuned)
     clf.fit(X, Y)
     np.testing.assert_allclose(clf.thresholds_, list(tuned.values()))
 
 
-def test_fits_a_clone_and_routes_fit_params(data):
-    X, Y, s, t = data
+def test_fits_a_clone_and_routes_fit_params(two_task_sessions):
+    X, Y, s, t = two_task_sessions
     est = RMTLClassifier(
         backbone="sharedbottom",
         backbone_params=SMALL,
