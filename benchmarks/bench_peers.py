@@ -43,8 +43,7 @@ from bench_peer_quality import _peer_model, _PeerData, _require_rechub
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier
-from sklearn_rmtl._experiments import split_dataset
-from sklearn_rmtl.cli import load_dataset
+from sklearn_rmtl._experiments import load_dataset, split_dataset
 
 BATCH_SIZE = 2048
 #: Our backbone_params of each network (the rest are the paper's defaults).

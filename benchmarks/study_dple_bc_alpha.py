@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl._experiments import load_dataset
 from sklearn_rmtl._precision import native_bfloat16
 from sklearn_rmtl._validation import resolve_device
-from sklearn_rmtl.cli import load_dataset
 
 
 def main() -> None:

@@ -24,8 +24,7 @@ from pathlib import Path
 from sklearn.metrics import log_loss, roc_auc_score
 
 from sklearn_rmtl import MTLClassifier
-from sklearn_rmtl._experiments import split_dataset
-from sklearn_rmtl.cli import load_dataset
+from sklearn_rmtl._experiments import load_dataset, split_dataset
 
 
 def main() -> None:

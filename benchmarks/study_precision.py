@@ -27,8 +27,7 @@ from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
-from sklearn_rmtl._experiments import split_dataset
-from sklearn_rmtl.cli import load_dataset
+from sklearn_rmtl._experiments import load_dataset, split_dataset
 
 PRECISIONS = ("float32", "bfloat16")
 

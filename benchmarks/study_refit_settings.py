@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from sklearn_rmtl import _experiments as ex
-from sklearn_rmtl.cli import load_dataset
+from sklearn_rmtl._experiments import load_dataset
 
 QUARTER = {"refit_validation_interval": 0.25, "refit_lr": 1e-4}
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -27,10 +27,12 @@ import pandas as pd
 from scipy import stats
 from sklearn.utils import Bunch
 
+from sklearn_rmtl import datasets
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._rmtl import RMTLClassifier
 from sklearn_rmtl._version import __version__
+from sklearn_rmtl._vocabulary import STUDY_DEFAULT
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
 from sklearn_rmtl.metrics import METRICS as metric_registry
@@ -66,6 +68,14 @@ _VALIDATION_FRACTION = 0.25
 #: embedding 128, bfloat16; docs/backbone_quality.rst, "Training on all
 #: rows"). Others (e.g. synthetic) keep the estimators' default, False.
 RETRAIN_ON_ALL = {"retailrocket": True, "kuairand": True, "taobao": False}
+
+
+def load_dataset(name: str, data_home: str | None, n_sessions: int) -> Bunch:
+    """Load a dataset Bunch by its command-line name (``DATASET_NAMES``)."""
+    if name == "synthetic":
+        return datasets.make_sessions(n_sessions=n_sessions, random_state=0)
+    loader = getattr(datasets, f"load_{name}")
+    return loader(data_home=data_home)
 
 
 @dataclass
@@ -567,8 +577,6 @@ STUDY_VARIANTS = {
     "outcome_label_mean": ("control", "{} outcome label-mean refit"),
     "outcome_shuffled": ("control", "{} shuffled-outcome refit"),
 }
-#: The variants a study runs unless told otherwise (``rmtl study --variants``).
-STUDY_DEFAULT = ("backbone", "rmtl", "constant", "label_mean")
 #: What a study pairs: treated variant -> (its name in the tables, the
 #: controls it is compared with, each removing one claimed cause).
 STUDY_COMPARISONS = {

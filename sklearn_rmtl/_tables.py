@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
-_CSV = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
-_TSV = (".tsv", ".tsv.gz")
-_PARQUET = (".parquet", ".pq")
-SUFFIXES: tuple[str, ...] = (*_CSV, *_TSV, *_PARQUET)
+from sklearn_rmtl._vocabulary import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    SUFFIXES,
+    TSV_SUFFIXES,
+)
 
 
 def _kind(path: Path) -> str:
     name = path.name.lower()
-    for kind, suffixes in (("csv", _CSV), ("tsv", _TSV), ("parquet", _PARQUET)):
+    kinds = {"csv": CSV_SUFFIXES, "tsv": TSV_SUFFIXES, "parquet": PARQUET_SUFFIXES}
+    for kind, suffixes in kinds.items():
         if name.endswith(suffixes):
             return kind
     raise ValueError(

@@ -34,6 +34,7 @@ from sklearn_rmtl._validation import (
     check_sample_weight,
     to_pandas,
 )
+from sklearn_rmtl._vocabulary import BLOCK_ROWS
 
 
 def _names(value: Any, what: str) -> list[str]:
@@ -154,7 +155,7 @@ class ParquetSource(Rows):
         time: str | None = None,
         features: Sequence[str] | None = None,
         sample_weight: str | None = None,
-        block_rows: int = 65_536,
+        block_rows: int = BLOCK_ROWS,
     ) -> None:
         pa, _, _ = pyarrow_modules()
         if isinstance(block_rows, bool) or not isinstance(block_rows, Integral):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -206,8 +207,8 @@ def test_study_on_validation_part_with_refit_flags(tmp_path, capsys):
         (["--validation-interval", "1.5"], "must be in (0, 1]"),
         (["--refit-lr", "0"], "must be in (0, inf)"),
         (["--evaluate-on", "train"], "invalid choice"),
-        (["--device", "gpu0"], "expected auto or a torch device"),
-        (["--validation-metric", "f1"], "'<metric>:<task name>'"),
+        (["--device", "gpu0"], "expected auto, cpu or a CUDA device"),
+        (["--validation-metric", "f1"], "or e.g. auc:<task> for one task"),
         (["--precision", "float8"], "invalid choice"),
         (["--gamma", "1.5"], "must be in [0, 1]"),
         (["--critic-params", "[5]"], "expected a JSON object"),
@@ -232,10 +233,16 @@ def test_validation_metric_help_lists_the_selectable_metrics(capsys):
     assert "by: loss, auc or gauc over all tasks" in text
 
 
-def test_device_flag_takes_any_torch_device():
+def test_device_flag_takes_the_devices_the_library_trains_on(capsys):
     from sklearn_rmtl.cli import _device
 
-    assert [_device(d) for d in ("auto", "cpu", "cuda:1")] == ["auto", "cpu", "cuda:1"]
+    devices = ("auto", "cpu", "cuda", "cuda:1")
+    assert [_device(d) for d in devices] == list(devices)
+    for wrong in ("mps", "gpu", "cuda:x", "cpu:0:1"):
+        with pytest.raises(SystemExit):
+            main(["study", "--device", wrong])
+        err = capsys.readouterr().err
+        assert f"got {wrong!r}" in err and "CUDA" in err
 
 
 def test_version(capsys):
@@ -782,28 +789,51 @@ def test_fit_parquet_keeps_pandas_integer_categories(tmp_path):
     assert list(load(model).encoder_.categorical_features_) == ["zip", "shop"]
 
 
-def test_version_without_loading_torch():
-    """``rmtl --version`` (the console script's entry point) loads no torch,
-    and so does ``import sklearn_rmtl``."""
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["--help"], ["fit", "--help"], ["study", "--help"]]
+)
+def test_version_and_help_load_neither_torch_nor_sklearn(argv):
+    """``rmtl --version`` and every ``--help`` (the console script's entry
+    point) answer without torch, scikit-learn or pandas: well under a second."""
     code = (
         "import sys\n"
         "import sklearn_rmtl\n"
-        "from sklearn_rmtl._launcher import main\n"
-        "assert main(['--version']) == 0\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "from sklearn_rmtl.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = {'torch', 'sklearn', 'pandas'} & set(sys.modules)\n"
+        "assert not heavy, f'{heavy} imported'\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    from sklearn_rmtl import __version__
+    if argv == ["--version"]:
+        from sklearn_rmtl import __version__
 
-    assert out.stdout.strip() == f"rmtl {__version__}"
+        assert out.stdout.strip() == f"rmtl {__version__}"
+    else:
+        assert out.stdout.startswith("usage: rmtl")
 
 
-def test_the_launcher_runs_every_other_command(capsys):
-    from sklearn_rmtl._launcher import main as launch
+def test_vocabularies_the_parser_lists_are_the_registries():
+    """The torch-free names the parser offers are the registries' keys."""
+    from sklearn_rmtl import _experiments, _vocabulary
+    from sklearn_rmtl._precision import PRECISIONS
+    from sklearn_rmtl._training import SELECTIONS
+    from sklearn_rmtl.backbones import BACKBONES
+    from sklearn_rmtl.balancing import BALANCINGS
+    from sklearn_rmtl.parquet import ParquetSource
 
-    with pytest.raises(SystemExit) as exc:
-        launch(["study", "--help"])
-    assert exc.value.code == 0
-    assert "usage: rmtl study" in capsys.readouterr().out
+    assert tuple(BACKBONES) == _vocabulary.BACKBONE_NAMES
+    assert tuple(BALANCINGS) == _vocabulary.BALANCING_NAMES
+    assert tuple(PRECISIONS) == _vocabulary.PRECISION_NAMES
+    assert tuple(SELECTIONS) == _vocabulary.SELECTION_NAMES
+    assert tuple(_experiments.STUDY_VARIANTS) == _vocabulary.STUDY_VARIANT_NAMES
+    assert tuple(_experiments.EVALUATE_ON) == _vocabulary.EVALUATE_ON_NAMES
+    assert set(_vocabulary.STUDY_DEFAULT) <= set(_experiments.STUDY_VARIANTS)
+    for name in _vocabulary.DATASET_NAMES:  # each has its loader
+        assert name == "synthetic" or hasattr(_experiments.datasets, f"load_{name}")
+    block_rows = inspect.signature(ParquetSource).parameters["block_rows"].default
+    assert block_rows == _vocabulary.BLOCK_ROWS
