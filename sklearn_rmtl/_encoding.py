@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import murmurhash3_32
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -74,6 +75,55 @@ def _check_scalar_cells(label: str, values: Any) -> None:
                 "string first, e.g. X[col].explode() or X[col].map(','.join), "
                 "or split it into one column per entry."
             )
+
+
+#: Largest integral float a hashed column reads as an integer id: float64
+#: holds every integer up to here exactly.
+_MAX_EXACT_FLOAT = 2**53
+
+
+def hash_key(value: Any) -> str | None:
+    """The text a hashed column hashes for ``value``; None if it is no id.
+
+    A string is its own key; an integer (or an integral float, as pandas
+    stores an integer column with missing values) is its decimal text, so
+    ``3``, ``3.0`` and ``"3"`` are one id. Booleans and other floats are
+    no ids.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if number.is_integer() and abs(number) <= _MAX_EXACT_FLOAT:
+            return str(int(number))
+    return None
+
+
+def hash_codes(label: str, values: np.ndarray, n_buckets: int) -> np.ndarray:
+    """The codes of a hashed column's distinct ``values`` (none missing).
+
+    ``MurmurHash3_x86_32`` (seed 0, as :func:`sklearn.utils.murmurhash3_32`
+    and ONNX Runtime's ``MurmurHash3`` compute it) of each value's UTF-8
+    :func:`hash_key`, modulo ``n_buckets``, after the reserved codes: the
+    same code for the same id in every process, on every platform.
+    """
+    keys = [hash_key(v) for v in values.tolist()]
+    bad = [v for v, k in zip(values.tolist(), keys, strict=True) if k is None]
+    if bad:
+        raise ValueError(
+            f"Hashed column {label!r} holds {bad[0]!r} ({type(bad[0]).__name__}); "
+            "a hashed column holds ids: strings or integers (integral floats "
+            "up to 2**53 count as integers). Leave it out of hash_buckets or "
+            "convert it, e.g. X[col].astype(str)."
+        )
+    hashes = np.fromiter(
+        (murmurhash3_32(k, seed=0, positive=True) for k in keys),
+        dtype=np.int64,
+        count=len(keys),
+    )
+    return hashes % n_buckets + _N_RESERVED
 
 
 def _too_wide(names: np.ndarray, far: str) -> ValueError:
@@ -459,6 +509,7 @@ class _Statistics(NamedTuple):
     n_rows: int
     categories: list[_Counts]  # per categorical column
     numbers: _Numbers
+    buckets: np.ndarray  # int64 per input column: hash buckets, 0 if none
 
 
 # What fit and partial_fit set; _set_state sets all but _statistics.
@@ -477,6 +528,7 @@ _FITTED = (
     "_num_idx",
     "_indicator_idx",
     "_lookups",
+    "n_buckets_",
     "_statistics",
 )
 
@@ -485,7 +537,7 @@ _STATE_KEYS = frozenset(
     {"n_features_in", "feature_names_in", "categorical", "numerical"}
 )
 _COLUMN_KEYS = {
-    "categorical": frozenset({"position", "name", "values", "codes"}),
+    "categorical": frozenset({"position", "name", "values", "codes", "buckets"}),
     "numerical": frozenset({"position", "name", "mean", "scale", "missing_indicator"}),
 }
 
@@ -498,8 +550,10 @@ def _records(**fields: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _check_keys(node: Any, keys: frozenset[str], what: str) -> None:
-    if not isinstance(node, dict) or set(node) != keys:
+def _check_keys(
+    node: Any, keys: frozenset[str], what: str, optional: frozenset[str] = frozenset()
+) -> None:
+    if not isinstance(node, dict) or not keys - optional <= set(node) <= keys:
         found = sorted(node) if isinstance(node, dict) else type(node).__name__
         raise ValueError(f"{what} must have the keys {sorted(keys)}, got {found}")
 
@@ -542,6 +596,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     max_categories : int, default=None
         Upper bound on the number of frequent categories per column (the rest
         are merged as infrequent). ``None`` sets no bound.
+    hash_buckets : dict of {str, int} to int, default=None
+        Id columns to encode by hashing instead of a vocabulary, each with
+        its number of buckets, e.g. ``{"itemid": 2**18}``; keys are column
+        names (or positions for arrays). A hashed column is categorical
+        whatever ``categorical_features`` says. Its code is ``2 +
+        MurmurHash3(id) % n_buckets`` (see Notes): nothing is learnt or
+        kept per id, so memory is bounded whatever the number of ids, and
+        an id unseen in training gets a code of its own bucket, not the
+        unknown code. Ids that share a bucket share an embedding: with
+        ``n`` distinct ids in ``b`` buckets about ``n / b`` collide, so
+        choose ``b`` several times the number of frequent ids. ``None``
+        hashes no column.
 
     Attributes
     ----------
@@ -557,13 +623,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         Names (or positions) of the numerical input columns, in output order.
     cardinalities_ : ndarray of int
         Number of codes of each categorical column, the two reserved codes
-        included: the embedding table sizes.
+        included: the embedding table sizes (``n_buckets + 2`` for a
+        hashed column).
+    n_buckets_ : ndarray of int
+        Per categorical column, its number of hash buckets, 0 for a column
+        encoded by its vocabulary.
     missing_indicator_features_ : ndarray of str
         Numerical columns that had missing values in training and therefore
         get an indicator column.
     categories_ : list of ndarray of object
         The known values of each categorical column, sorted (infrequent ones
-        included); missing values are never in a vocabulary.
+        included); missing values are never in a vocabulary. Empty for a
+        hashed column.
     category_codes_ : list of ndarray of int64
         The code of each value in ``categories_`` (``>= 2``; infrequent
         values share one).
@@ -598,6 +669,16 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     ``"3"``), any other compares values as Python objects (so ``3``,
     ``3.0`` and ``np.int64(3)`` match, and ``"3"`` is unknown).
 
+    A hashed column's key of an id is its text: a string as it is, an
+    integer (or an integral float up to 2**53, as pandas stores integers
+    with missing values) in decimal, so ``3``, ``3.0`` and ``"3"`` are one
+    id; its code is ``2 + murmurhash3_32(key, seed=0, positive=True) %
+    n_buckets`` (:func:`sklearn.utils.murmurhash3_32`, MurmurHash3_x86_32
+    of the UTF-8 bytes), the same in every process and on every platform.
+    An empty string counts as missing there (the ONNX graph feeds hashed
+    ids as text, where ``""`` marks a missing one). Other values (booleans,
+    fractional floats) raise an error.
+
     The fitted state is plain arrays (vocabularies and statistics), learnt
     by the rules of :class:`~sklearn.preprocessing.OrdinalEncoder` and
     :class:`~sklearn.preprocessing.StandardScaler` and not tied to them:
@@ -628,6 +709,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             None,
         ],
         "max_categories": [Interval(Integral, 1, None, closed="left"), None],
+        "hash_buckets": [dict, None],
     }
 
     def __init__(
@@ -636,10 +718,49 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         categorical_features: Any = "from_dtype",
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
+        hash_buckets: dict[Any, int] | None = None,
     ) -> None:
         self.categorical_features = categorical_features
         self.min_frequency = min_frequency
         self.max_categories = max_categories
+        self.hash_buckets = hash_buckets
+
+    def _buckets(self, X: Any, frame: pd.DataFrame) -> np.ndarray:
+        """``hash_buckets`` as a count per input column (0: not hashed)."""
+        buckets = np.zeros(frame.shape[1], dtype=np.int64)
+        names = [str(c) for c in frame.columns]
+        for key, n_buckets in (self.hash_buckets or {}).items():
+            if isinstance(n_buckets, bool) or not isinstance(n_buckets, Integral):
+                raise ValueError(
+                    f"hash_buckets[{key!r}] must be a positive int (the number "
+                    f"of buckets), got {n_buckets!r}."
+                )
+            if not 1 <= n_buckets <= 2**62:
+                raise ValueError(
+                    f"hash_buckets[{key!r}] must be in [1, 2**62], got {n_buckets}."
+                )
+            if isinstance(key, str) and isinstance(X, pd.DataFrame):
+                if key not in names:
+                    raise ValueError(
+                        f"hash_buckets names column {key!r}, which X does not "
+                        f"have; X's columns are {names}."
+                    )
+                position = names.index(key)
+            elif isinstance(key, Integral) and not isinstance(key, bool):
+                if not -len(names) <= key < len(names):
+                    raise ValueError(
+                        f"hash_buckets has column position {key} outside the "
+                        f"{len(names)} columns of X."
+                    )
+                position = int(key) % len(names)
+            else:
+                raise ValueError(
+                    "hash_buckets keys must be column names (names need X to be "
+                    f"a pandas DataFrame) or positions; got {key!r} for X of "
+                    f"type {type(X).__name__}."
+                )
+            buckets[position] = int(n_buckets)
+        return buckets
 
     def _categorical_mask(self, X: Any, frame: pd.DataFrame) -> np.ndarray:
         n, spec = frame.shape[1], self.categorical_features
@@ -749,6 +870,12 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             zip(columns, tables, strict=True)
         ):
             keys = seen.values
+            if self.n_buckets_[i]:
+                label = str(self.categorical_features_[i])
+                lookup = hash_codes(label, keys, int(self.n_buckets_[i]))
+                lookup[keys == ""] = MISSING_CODE
+                codes[:, i] = np.append(lookup, MISSING_CODE)[positions]
+                continue
             if as_str and not _all_str(keys):
                 keys = _strings_of(seen)
             lookup = np.array(
@@ -799,12 +926,14 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         mean: np.ndarray,
         scale: np.ndarray,
         indicators: np.ndarray,
+        buckets: np.ndarray,
     ) -> None:
         """Set the fitted attributes of fit and of _set_state.
 
         ``labels`` names every input column; ``vocabularies`` are the
         categorical columns' known values and codes; ``indicators`` masks
-        the numerical columns that get a missing-value indicator.
+        the numerical columns that get a missing-value indicator;
+        ``buckets`` are the categorical columns' hash buckets (0: none).
         """
         self._cat_idx, self._num_idx = cat_idx, num_idx
         self.categorical_features_ = labels[cat_idx]
@@ -814,9 +943,14 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.mean_, self.scale_ = mean, scale
         self._indicator_idx = np.flatnonzero(indicators)
         self.missing_indicator_features_ = self.numerical_features_[self._indicator_idx]
-        # Embedding table sizes: one past each column's largest code, at least 2.
+        self.n_buckets_ = np.asarray(buckets, dtype=np.int64)
+        # Embedding table sizes: one past each column's largest code, at
+        # least 2; a hashed column's buckets after the reserved codes.
         self.cardinalities_ = np.array(
-            [max(int(c.max(initial=0)) + 1, _N_RESERVED) for c in self.category_codes_],
+            [
+                n + _N_RESERVED if n else max(int(c.max(initial=0)) + 1, _N_RESERVED)
+                for c, n in zip(self.category_codes_, self.n_buckets_, strict=True)
+            ],
             dtype=np.int64,
         )
         self._lookup_tables()
@@ -934,14 +1068,21 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
         try:
             validate_data(self, X, reset=first, skip_check_array=True)
-            is_cat = self._categorical_mask(X, frame)
+            buckets = self._buckets(X, frame)
+            is_cat = self._categorical_mask(X, frame) | (buckets > 0)
             if first:
                 labels = np.array([str(c) for c in frame.columns], dtype=object)
                 n_cat = int(is_cat.sum())
                 counts, numbers = [_NO_COUNTS] * n_cat, _no_numbers(len(labels) - n_cat)
-                statistics = _Statistics(labels, is_cat, 0, counts, numbers)
+                statistics = _Statistics(labels, is_cat, 0, counts, numbers, buckets)
             else:
                 statistics = self._statistics
+                if not np.array_equal(buckets, statistics.buckets):
+                    raise ValueError(
+                        "hash_buckets changed since the first partial_fit call; "
+                        "call fit (or partial_fit on a new encoder) to start "
+                        "afresh with the new setting."
+                    )
                 changed = np.flatnonzero(is_cat != statistics.is_categorical)
                 if changed.size:
                     names = [str(frame.columns[int(j)]) for j in changed]
@@ -964,10 +1105,17 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """Add the rows of ``frame`` and set the fitted attributes from them."""
         labels, is_cat = statistics.labels, statistics.is_categorical
         cat_idx, num_idx = np.flatnonzero(is_cat), np.flatnonzero(~is_cat)
+        buckets = statistics.buckets[cat_idx]
         columns = [_column_counts(frame.iloc[:, int(j)]) for j in cat_idx]
+        for j, n, (block, _) in zip(cat_idx, buckets, columns, strict=True):
+            if n:  # its ids are checked now, before anything is set
+                hash_codes(str(labels[j]), block.values, int(n))
+        # A hashed column keeps no counts: its memory does not grow with ids.
         categories = [
-            _merge_counts(seen, block)
-            for seen, (block, _) in zip(statistics.categories, columns, strict=True)
+            seen if n else _merge_counts(seen, block)
+            for seen, n, (block, _) in zip(
+                statistics.categories, buckets, columns, strict=True
+            )
         ]
         numbers = statistics.numbers
         if num_idx.size:
@@ -979,9 +1127,11 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         ]
         # Raises before anything is set.
         mean, scale = _standardisation(numbers, labels[num_idx])
-        self._statistics = _Statistics(labels, is_cat, n_rows, categories, numbers)
+        self._statistics = statistics._replace(
+            n_rows=n_rows, categories=categories, numbers=numbers
+        )
         self._set_fitted(
-            cat_idx, num_idx, labels, vocabularies, mean, scale, numbers.nan
+            cat_idx, num_idx, labels, vocabularies, mean, scale, numbers.nan, buckets
         )
         return columns
 
@@ -1054,6 +1204,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 name=[str(name) for name in self.categorical_features_],
                 values=[values.tolist() for values in self.categories_],
                 codes=[codes.tolist() for codes in self.category_codes_],
+                buckets=self.n_buckets_.tolist(),
             ),
             "numerical": _records(
                 position=self._num_idx.tolist(),
@@ -1078,7 +1229,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             raise ValueError("categorical and numerical must be lists of columns")
         for kind, columns in (("categorical", cat), ("numerical", num)):
             for i, column in enumerate(columns):
-                _check_keys(column, _COLUMN_KEYS[kind], f"{kind} column {i}")
+                # Files written before hashed columns have no "buckets".
+                optional = frozenset({"buckets"})
+                _check_keys(column, _COLUMN_KEYS[kind], f"{kind} column {i}", optional)
         n, names = state["n_features_in"], state["feature_names_in"]
         if type(n) is not int or n < 1:
             raise ValueError(f"n_features_in must be a positive int, got {n!r}")
@@ -1093,9 +1246,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             isinstance(names, np.ndarray) and names.shape == (n,) and _all_str(names)
         ):
             raise ValueError("feature_names_in must be None or n_features_in names")
-        vocabularies = []
+        vocabularies, buckets = [], []
         for i, column in enumerate(cat):
             values, column_codes = column["values"], column["codes"]
+            n_buckets = column.get("buckets", 0)
+            if type(n_buckets) is not int or not 0 <= n_buckets <= 2**62 or (
+                n_buckets and (values or column_codes)
+            ):
+                raise ValueError(
+                    f"categorical column {i}: buckets must be an int in [0, 2**62], "
+                    "and a hashed column (buckets > 0) has no values or codes"
+                )
+            buckets.append(n_buckets)
             if (
                 not isinstance(values, list)
                 or not isinstance(column_codes, list)
@@ -1148,6 +1310,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             np.array([c["mean"] for c in num], dtype=np.float64),
             np.array([c["scale"] for c in num], dtype=np.float64),
             np.array([c["missing_indicator"] for c in num], dtype=bool),
+            np.array(buckets, dtype=np.int64),
         )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

@@ -90,6 +90,11 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     max_categories : int, default=None
         Largest number of categories kept per column; see
         :class:`FeatureEncoder`.
+    hash_buckets : dict of {str, int} to int, default=None
+        Id columns encoded by hashing into a fixed number of buckets instead
+        of a vocabulary, e.g. ``{"itemid": 2**18}``: memory bounded whatever
+        the number of ids, unseen ids hashed like known ones, at the cost of
+        shared embeddings where ids collide; see :class:`FeatureEncoder`.
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed non-negative weight of each task's loss; the loss is
         ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
@@ -284,6 +289,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "min_frequency": FeatureEncoder._parameter_constraints["min_frequency"],
         "max_categories": FeatureEncoder._parameter_constraints["max_categories"],
+        "hash_buckets": FeatureEncoder._parameter_constraints["hash_buckets"],
         "task_weights": ["array-like", None],
         "task_balancing": [StrOptions(set(BALANCINGS))],
         "task_balancing_params": [dict, None],
@@ -316,6 +322,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         categorical_features: Any = "from_dtype",
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
+        hash_buckets: dict[Any, int] | None = None,
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
@@ -343,6 +350,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.categorical_features = categorical_features
         self.min_frequency = min_frequency
         self.max_categories = max_categories
+        self.hash_buckets = hash_buckets
         self.task_weights = task_weights
         self.task_balancing = task_balancing
         self.task_balancing_params = task_balancing_params
@@ -604,6 +612,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             categorical_features=self.categorical_features,
             min_frequency=self.min_frequency,
             max_categories=self.max_categories,
+            hash_buckets=self.hash_buckets,
         )
         data.fit_encoder(encoder)
         return encoder, self._pretrain_net(data, params, task_weights)

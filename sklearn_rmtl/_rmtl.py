@@ -88,6 +88,9 @@ class RMTLClassifier(MTLClassifier):
         Categories rarer than this share one embedding.
     max_categories : int, default=None
         Largest number of categories kept per column.
+    hash_buckets : dict of {str, int} to int, default=None
+        Id columns encoded by hashing into this many buckets instead of a
+        vocabulary; see :class:`MTLClassifier`.
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed per-task loss weights of pretraining and refit (``None``:
         ``1 / n_tasks`` each); RMTL's row weights multiply them.
@@ -365,6 +368,7 @@ class RMTLClassifier(MTLClassifier):
         categorical_features: Any = "from_dtype",
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
+        hash_buckets: dict[Any, int] | None = None,
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
@@ -404,6 +408,7 @@ class RMTLClassifier(MTLClassifier):
             categorical_features=categorical_features,
             min_frequency=min_frequency,
             max_categories=max_categories,
+            hash_buckets=hash_buckets,
             task_weights=task_weights,
             task_balancing=task_balancing,
             task_balancing_params=task_balancing_params,

@@ -24,7 +24,12 @@ from a DataFrame. Their types:
 - one of floats (or of ints and floats): ``double``, NaN meaning missing;
 - a numerical column: ``double``, NaN meaning missing (imputed as in
   ``predict_proba``); infinite values give NaN probabilities, where
-  ``predict_proba`` raises.
+  ``predict_proba`` raises;
+- a hashed id column (``hash_buckets``): ``string``, the ids as text
+  (integers in decimal, as :func:`onnx_inputs` writes them), ``""``
+  meaning missing. The graph hashes them with ONNX Runtime's
+  ``com.microsoft.MurmurHash3`` operator, so such a graph needs ONNX
+  Runtime (the other operators are standard ONNX).
 
 The graph computes in float32: for a model of ``precision="float32"`` its
 probabilities equal ``predict_proba``'s to 1e-5. ``predict_proba`` of a
@@ -52,7 +57,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
-from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
+from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE, hash_key
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._validation import to_pandas
 
@@ -119,6 +124,9 @@ def _input_columns(estimator: MTLClassifier) -> list[dict[str, Any]]:
     check_is_fitted(estimator)
     state = estimator.encoder_._get_state()
     for column in state["categorical"]:
+        if column["buckets"]:  # hashed ids are fed as text
+            column.update(role="categorical", type="string", missing_value="")
+            continue
         column.update(role="categorical", type=_value_kind(column["values"]))
         if column["type"] == "string":
             column["missing_value"] = _string_markers(column["values"])[0]
@@ -147,7 +155,10 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         ``role`` ("categorical" or "numerical") and ``type`` (see the module
         docstring); a categorical column has ``values`` and ``codes`` (its
         vocabulary; a text column also ``missing_value``, the input string
-        that means missing), a numerical one ``mean``, ``scale`` and
+        that means missing), a hashed one ``buckets`` (its code is ``2 +
+        murmurhash3_32(id as UTF-8 text, seed=0, positive=True) %
+        buckets``, 0 for ``missing_value``), a numerical one ``mean``,
+        ``scale`` and
         ``missing_indicator``. Also ``missing_code``, ``unknown_code``,
         ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
         assembled).
@@ -156,7 +167,9 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
     keys: tuple[str, ...]
     for column in _input_columns(estimator):
         kind = column["type"]
-        if column["role"] == "categorical":
+        if column["role"] == "categorical" and column["buckets"]:
+            keys = ("buckets", "missing_value")
+        elif column["role"] == "categorical":
             cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
             column["values"] = [cast(v) for v in column["values"]]
             keys = ("values", "codes", *(["missing_value"] * (kind == "string")))
@@ -206,7 +219,15 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         name, kind = column["name"], column["type"]
         values: pd.Series = X[name] if by_name else X.iloc[:, column["position"]]
         array: np.ndarray
-        if kind == "string":
+        if column.get("buckets"):
+            ids = values.astype(object).where(values.notna().to_numpy(), "")
+            array = np.array([hash_key(v) for v in ids.tolist()], dtype=object)
+            if any(key is None for key in array.tolist()):
+                raise ValueError(
+                    f"Hashed column {name!r} holds values that are no ids "
+                    "(strings or integers)."
+                )
+        elif kind == "string":
             missing, unseen = _string_markers(column["values"])
             present = values.notna().to_numpy()
             text = values.astype(object).where(present, missing).astype(str)
@@ -411,6 +432,51 @@ def to_onnx(
     return model
 
 
+def _hash_nodes(
+    h: Any, T: Any, nodes: list[Any], const: Any, x: str, c: str, buckets: int
+) -> None:
+    """Nodes from a hashed column's text ids ``x`` to its codes ``c + "code"``.
+
+    ``2 + MurmurHash3(id) % buckets`` as :func:`~sklearn_rmtl._encoding.
+    hash_codes` computes it, and the missing code where the id is ``""``.
+    """
+    empty = const(c + "empty", np.array([[""]], dtype=object))
+    nodes += [
+        h.make_node(
+            "MurmurHash3",
+            [x],
+            [c + "hash"],
+            domain="com.microsoft",
+            seed=0,
+            positive=1,
+        ),
+        h.make_node("Cast", [c + "hash"], [c + "hash64"], to=T.INT64),
+        h.make_node(
+            "Mod",
+            [c + "hash64", const(c + "buckets", np.array([[buckets]], dtype=np.int64))],
+            [c + "bucket"],
+        ),
+        h.make_node(
+            "Add",
+            [
+                c + "bucket",
+                const(c + "reserved", np.array([[UNKNOWN_CODE + 1]], dtype=np.int64)),
+            ],
+            [c + "hashed"],
+        ),
+        h.make_node("Equal", [x, empty], [c + "is_missing"]),
+        h.make_node(
+            "Where",
+            [
+                c + "is_missing",
+                const(c + "missing", np.array([[MISSING_CODE]], dtype=np.int64)),
+                c + "hashed",
+            ],
+            [c + "code"],
+        ),
+    ]
+
+
 def _internal_prefix(columns: list[str]) -> str:
     """A prefix that no column name starts with, for the graph's own tensors.
 
@@ -468,6 +534,10 @@ def _encoding_graph(
             if column["missing_indicator"]:
                 nodes.append(h.make_node("Cast", [nan], [c + "indicator"], to=T.FLOAT))
                 numbers[f"missingindicator_{name}"] = c + "indicator"
+            continue
+        if column.get("buckets"):
+            _hash_nodes(h, T, nodes, const, x, c, column["buckets"])
+            codes[name] = c + "code"
             continue
         keys, values = column["values"], column["codes"]
         if kind == "bool":
@@ -535,9 +605,12 @@ def _encoding_graph(
             ]
         outputs.append(h.make_tensor_value_info(output, dtype, [None, len(parts)]))
     graph = h.make_graph(nodes, "sklearn_rmtl_encoding", inputs, outputs)
+    domains = [h.make_opsetid("", opset), h.make_opsetid("ai.onnx.ml", 4)]
+    if any(node.domain == "com.microsoft" for node in nodes):
+        domains.append(h.make_opsetid("com.microsoft", 1))
     return h.make_model(
         graph,
-        opset_imports=[h.make_opsetid("", opset), h.make_opsetid("ai.onnx.ml", 4)],
+        opset_imports=domains,
         ir_version=ir_version,
         producer_name="sklearn-rmtl",
     )
