@@ -1250,8 +1250,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         for i, column in enumerate(cat):
             values, column_codes = column["values"], column["codes"]
             n_buckets = column.get("buckets", 0)
-            if type(n_buckets) is not int or not 0 <= n_buckets <= 2**62 or (
-                n_buckets and (values or column_codes)
+            if (
+                type(n_buckets) is not int
+                or not 0 <= n_buckets <= 2**62
+                or (n_buckets and (values or column_codes))
             ):
                 raise ValueError(
                     f"categorical column {i}: buckets must be an int in [0, 2**62], "
