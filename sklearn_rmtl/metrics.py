@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from sklearn import get_config
+from sklearn.base import is_classifier
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import log_loss, roc_auc_score
-from sklearn.metrics._scorer import _BaseScorer, _cached_call
 from sklearn.utils._param_validation import StrOptions, validate_params
+from sklearn.utils.metadata_routing import UNCHANGED, MetadataRequest
+from sklearn.utils.multiclass import type_of_target
 
 from sklearn_rmtl._validation import binarize_labels
 
@@ -206,7 +209,11 @@ def _reduce(values: np.ndarray, average: str | None) -> np.ndarray | float:
 
 
 def _roc_auc_one_task(y: np.ndarray, p: np.ndarray) -> float:
-    """:func:`sklearn.metrics.roc_auc_score`, NaN where one class is missing."""
+    """:func:`sklearn.metrics.roc_auc_score`, NaN where one class is missing.
+
+    The one-class case is caught here so that the only warning is ours,
+    which names the task (:func:`_warn_undefined`).
+    """
     return np.nan if np.unique(y).size < 2 else roc_auc_score(y, p)
 
 
@@ -305,11 +312,13 @@ def per_task_log_loss(y_true, y_proba, *, average=None):
 def _session_log_loss_one_task(
     y: np.ndarray, p: np.ndarray, codes: np.ndarray
 ) -> float:
-    """Mean over sessions of the rows' logloss (with sklearn's clipping of ``p``)."""
-    eps = np.finfo(p.dtype).eps
-    p = np.clip(p, eps, 1 - eps)
-    losses = -(y * np.log(p) + (1 - y) * np.log1p(-p))
-    return float(np.mean(np.bincount(codes, weights=losses) / np.bincount(codes)))
+    """Mean over sessions of the mean logloss of their rows.
+
+    That is :func:`sklearn.metrics.log_loss` with each row weighted by one
+    over its session's length: every session then weighs 1 in total.
+    """
+    weights = 1.0 / np.bincount(codes)[codes]
+    return float(log_loss(y, p, sample_weight=weights, labels=[0, 1]))
 
 
 @validate_params(_SESSION_TARGETS, prefer_skip_nested_validation=True)
@@ -565,11 +574,43 @@ def metric_spec(name: str) -> MetricSpec:
     return METRICS[name] if name in METRICS else _BY_DISPLAY_NAME[name]
 
 
-class _TaskScorer(_BaseScorer):
+def _positive_proba(estimator: Any, X: Any) -> np.ndarray:
+    """``estimator.predict_proba(X)`` as (n_samples, n_tasks) P(y_k = 1).
+
+    A multi-task model returns that shape already; a single-output binary
+    classifier's (n_samples, 2) array gives its column of ``classes_[-1]``
+    (sklearn's positive class), and a list of one (n_samples, 2) array per
+    output (as ``MultiOutputClassifier`` returns) gives each one's last column.
+    """
+    proba = estimator.predict_proba(X)
+    if isinstance(proba, list):
+        return np.column_stack([np.asarray(p)[:, -1] for p in proba])
+    proba = np.asarray(proba)
+    classes = getattr(estimator, "classes_", None)
+    if (
+        proba.ndim == 2
+        and classes is not None
+        and is_classifier(estimator)
+        and type_of_target(classes) == "binary"
+    ):
+        if proba.shape[1] < 2:
+            raise ValueError(
+                f"Got predict_proba of shape {proba.shape}, but need a "
+                "classifier with two classes."
+            )
+        proba = proba[:, -1]
+    return proba.reshape(-1, 1) if proba.ndim == 1 else proba
+
+
+class _TaskScorer:
     """Scorer of a per-task metric on ``predict_proba`` of a multi-task model.
 
-    ``_score`` follows sklearn's private scorer protocol so that a dict of
-    scorers shares one cached ``predict_proba`` call.
+    A plain callable ``scorer(estimator, X, y_true, **metadata)`` that
+    speaks scikit-learn's public metadata-routing protocol
+    (``get_metadata_routing`` and ``set_score_request``), so that
+    ``check_scoring``, dict scoring, ``cross_validate`` and the searches
+    route ``session_ids`` to it as to one of sklearn's own scorers. It is
+    built by :func:`make_task_scorer`.
     """
 
     def __init__(
@@ -583,18 +624,112 @@ class _TaskScorer(_BaseScorer):
         average: Any,
         needs_sessions: bool,
     ) -> None:
-        super().__init__(score_func, sign, {}, response_method="predict_proba")
+        self._score_func = score_func
+        self._sign = sign
         self._metric_name = metric_name
         self._builtin = builtin
         self._task = task
         self._average = average
         self._needs_sessions = needs_sessions
+        # The session metrics request their sessions by default, so that
+        # routing needs no set_score_request call.
+        self._score_request: dict[str, Any] = (
+            {"session_ids": True} if needs_sessions else {}
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Scorers pickled by earlier versions subclassed sklearn's private
+        # _BaseScorer: their requests were a MetadataRequest, or implied by
+        # the class.
+        if "_score_request" not in state:
+            old = state.pop("_metadata_request", None)
+            if old is not None:
+                state["_score_request"] = dict(old.score.requests)
+            else:
+                needs = state.get("_needs_sessions", False)
+                state["_score_request"] = {"session_ids": True} if needs else {}
+            state.pop("_kwargs", None)
+            state.pop("_response_method", None)
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (
             f"make_task_scorer({self._metric_name!r}, task={self._task!r}, "
             f"average={self._average!r})"
         )
+
+    def _accepted_metadata(self) -> set[str]:
+        return {"session_ids"} if self._needs_sessions else set()
+
+    def get_metadata_routing(self) -> MetadataRequest:
+        """Get the metadata this scorer requests, as sklearn's routing reads it.
+
+        Please check scikit-learn's User Guide on metadata routing for how
+        the routing mechanism works.
+
+        Returns
+        -------
+        routing : MetadataRequest
+            The requests of the ``score`` method: ``session_ids`` (requested
+            by default) for a scorer that needs sessions, nothing otherwise.
+        """
+        # The owner names the scorer in sklearn's routing error messages.
+        request = MetadataRequest(owner=repr(self))
+        for param, alias in self._score_request.items():
+            request.score.add_request(param=param, alias=alias)
+        return request
+
+    def set_score_request(self, **kwargs: Any) -> _TaskScorer:
+        """Set which metadata this scorer requests from a meta-estimator.
+
+        Only available when metadata routing is enabled
+        (``sklearn.set_config(enable_metadata_routing=True)``).
+
+        Parameters
+        ----------
+        **kwargs : {True, False, None, str}
+            ``session_ids=alias`` for a scorer that needs sessions: ``True``
+            requests ``session_ids``, a string requests the metadata of that
+            name instead (e.g. ``session_ids="users"`` for a per-user GAUC),
+            ``False`` requests none and ``None`` raises if it is passed.
+
+        Returns
+        -------
+        self : object
+            The scorer, with its request updated.
+
+        Raises
+        ------
+        RuntimeError
+            If metadata routing is not enabled.
+        TypeError
+            If a keyword is metadata that this scorer does not take.
+        """
+        if not get_config().get("enable_metadata_routing", False):
+            raise RuntimeError(
+                "This method is only available when metadata routing is enabled. "
+                "You can enable it using "
+                "sklearn.set_config(enable_metadata_routing=True)."
+            )
+        allowed = self._accepted_metadata()
+        if unexpected := set(kwargs) - allowed:
+            raise TypeError(
+                f"The {self._metric_name} scorer cannot request "
+                f"{sorted(unexpected)}; it accepts {sorted(allowed) or 'no metadata'}."
+            )
+        # Validate every alias before changing anything.
+        request = self.get_metadata_routing()
+        for param, alias in kwargs.items():
+            if alias is not UNCHANGED:
+                request.score.add_request(param=param, alias=alias)
+        self._score_request = dict(request.score.requests)
+        return self
+
+    def _accept_sample_weight(self) -> bool:
+        # Read by GridSearchCV and dict scoring when sample_weight is fitted
+        # without routing (they call it on every scorer of a dict, a plain
+        # function raising AttributeError there): the metrics take no weights.
+        return False
 
     def __call__(self, estimator: Any, X: Any, y_true: Any, **kwargs: Any) -> float:
         """Score ``estimator`` on ``X`` against ``y_true``.
@@ -620,17 +755,7 @@ class _TaskScorer(_BaseScorer):
         score : float
             The metric, negated for losses (greater is better).
         """
-        return self._score(partial(_cached_call, None), estimator, X, y_true, **kwargs)
-
-    def _score(
-        self,
-        method_caller: Callable[..., Any],
-        estimator: Any,
-        X: Any,
-        y_true: Any,
-        **kwargs: Any,
-    ) -> float:
-        allowed = {"session_ids"} if self._needs_sessions else set()
+        allowed = self._accepted_metadata()
         if unexpected := set(kwargs) - allowed:
             raise TypeError(
                 f"The {self._metric_name} scorer got unexpected metadata "
@@ -642,9 +767,7 @@ class _TaskScorer(_BaseScorer):
             if kwargs["session_ids"] is None:
                 raise ValueError(_MISSING_SESSIONS.format(name=self._metric_name))
         # From here ``kwargs`` holds exactly the metadata that the metric takes.
-        proba = np.asarray(method_caller(estimator, "predict_proba", X, pos_label=None))
-        if proba.ndim == 1:
-            proba = proba.reshape(-1, 1)
+        proba = _positive_proba(estimator, X)
         y01 = binarize_labels(
             y_true,
             getattr(estimator, "classes_", None),
@@ -661,7 +784,7 @@ class _TaskScorer(_BaseScorer):
                     for j in range(len(columns))
                 ]
             )
-        return self._sign * self._combine(values)
+        return self._sign * self._combine(values, estimator, y_true)
 
     def _score_one(
         self, y: np.ndarray, p: np.ndarray, metadata: dict[str, Any]
@@ -673,21 +796,30 @@ class _TaskScorer(_BaseScorer):
             y, p = y[rows], p[rows]
         return float(self._score_func(y, p, **metadata))
 
+    @staticmethod
+    def _task_names(estimator: Any, y_true: Any, why: str) -> list[str]:
+        """The tasks' names: the estimator's ``task_names_``, else y's columns."""
+        names = getattr(estimator, "task_names_", None)
+        if names is None and isinstance(y_true, pd.DataFrame):
+            names = y_true.columns
+        if names is None:
+            raise ValueError(
+                f"{why}, but the estimator has no task_names_ attribute and "
+                "y_true is not a DataFrame."
+            )
+        return [str(name) for name in names]
+
     def _columns(self, estimator: Any, y_true: Any, n_tasks: int) -> list[int]:
         """Indices of the scored tasks: all, or the one named by ``task``."""
         task = self._task
         if task is None:
             return list(range(n_tasks))
         if isinstance(task, str):
-            names = getattr(estimator, "task_names_", None)
-            if names is None and isinstance(y_true, pd.DataFrame):
-                names = y_true.columns
-            if names is None:
-                raise ValueError(
-                    f"task={task!r} is a name, but the estimator has no "
-                    "task_names_ attribute; select the task by integer index."
-                )
-            names = [str(name) for name in names]
+            names = self._task_names(
+                estimator,
+                y_true,
+                f"task={task!r} is a name (select the task by integer index)",
+            )
             if task not in names:
                 raise ValueError(f"task={task!r} is not one of the tasks {names}.")
             return [names.index(task)]
@@ -697,34 +829,47 @@ class _TaskScorer(_BaseScorer):
             )
         return [int(task) % n_tasks]
 
-    def _combine(self, values: np.ndarray) -> float:
+    def _weights(self, estimator: Any, y_true: Any, n_tasks: int) -> np.ndarray:
+        """The task weights of ``average``, in the order of the model's tasks."""
+        if not isinstance(self._average, dict):
+            weights = np.asarray(self._average, dtype=float)
+            if weights.size != n_tasks:
+                raise ValueError(
+                    f"average has {weights.size} task weights but the model has "
+                    f"{n_tasks} tasks."
+                )
+            return weights
+        names = self._task_names(
+            estimator, y_true, "average gives task weights by task name"
+        )
+        if sorted(names) != sorted(self._average):
+            raise ValueError(
+                f"average names the tasks {sorted(self._average)} but the model's "
+                f"tasks are {names}; give one weight per task."
+            )
+        return np.array([self._average[name] for name in names])
+
+    def _combine(self, values: np.ndarray, estimator: Any, y_true: Any) -> float:
         if self._task is not None:
             return float(values[0])
         if isinstance(self._average, str):  # "macro"
             return float(_reduce(values, "macro"))
-        weights = np.asarray(self._average, dtype=float)
-        if weights.shape != values.shape:
-            raise ValueError(
-                f"average has {weights.size} task weights but the model has "
-                f"{values.size} tasks."
-            )
+        weights = self._weights(estimator, y_true, values.size)
         defined = ~np.isnan(values)
         if not defined.any() or weights[defined].sum() == 0:
             return float("nan")
         return float(np.average(values[defined], weights=weights[defined]))
 
 
-class _SessionTaskScorer(_TaskScorer):
-    """A :class:`_TaskScorer` that requests ``session_ids`` by default."""
-
-    __metadata_request__score = {"session_ids": True}
+#: Scorers pickled by earlier versions name this class; it is the same one.
+_SessionTaskScorer = _TaskScorer
 
 
 @validate_params(
     {
         "metric": [StrOptions(set(METRICS)), callable],
         "task": [Integral, str, None],
-        "average": [StrOptions({"macro"}), "array-like"],
+        "average": [StrOptions({"macro"}), "array-like", dict],
         "greater_is_better": ["boolean", None],
         "needs_sessions": ["boolean", None],
     },
@@ -756,10 +901,15 @@ def make_task_scorer(
     task : int, str or None, default=None
         Score one task only: its index, or its name as found in the fitted
         estimator's ``task_names_`` when scoring. ``None`` scores all tasks.
-    average : {"macro"} or array-like of shape (n_tasks,), default="macro"
+    average : {"macro"}, array-like of shape (n_tasks,), dict or Series, \
+            default="macro"
         How to combine the tasks when ``task=None``: their unweighted mean,
-        or a mean weighted by the given task weights. Tasks whose metric is
-        undefined (``nan``) are left out.
+        or a mean weighted by non-negative task weights, given in the
+        order of the model's tasks (an array-like) or by task name (a dict,
+        or a Series indexed by name, matched to the fitted estimator's
+        ``task_names_``, or to the columns of a ``y_true`` DataFrame; it
+        must name every task). Tasks whose metric is undefined (``nan``)
+        are left out.
     greater_is_better : bool, default=None
         Whether higher metric values are better. ``None`` infers it for the
         named metrics; it must be given for a callable.
@@ -771,9 +921,12 @@ def make_task_scorer(
     Returns
     -------
     scorer : callable
-        A scorer ``scorer(estimator, X, y_true, **metadata)``. A scorer that
-        needs sessions requests ``session_ids`` through metadata routing; if
-        it receives none it raises a ``ValueError`` instead of scoring.
+        A scorer ``scorer(estimator, X, y_true, **metadata)``, with
+        ``get_metadata_routing`` and ``set_score_request`` for metadata
+        routing. A scorer that needs sessions requests ``session_ids`` by
+        default; if it receives none, and the estimator's
+        ``session_column`` names no column of ``X``, it raises a
+        ``ValueError`` instead of scoring.
 
     See Also
     --------
@@ -788,6 +941,16 @@ def make_task_scorer(
     ``session_ids=s`` to ``GridSearchCV.fit``); each fold's scorer then gets
     the session ids of its test rows.
 
+    Where the estimator's labels are 0/1 in the order of its tasks and one
+    scores every task, a scorer of a session metric scores as
+    ``sklearn.metrics.make_scorer(metric_func, response_method="predict_proba")
+    .set_score_request(session_ids=True)``. This one adds what that cannot
+    do: labels mapped through ``classes_``, ``y_true`` columns and
+    ``task`` matched to the tasks by name, task weights, and sessions read
+    from ``X``'s ``session_column`` or taken by a direct call when routing
+    is off. Unlike sklearn's own scorers, scorers of a dict do not share
+    one ``predict_proba`` call: each one predicts.
+
     Examples
     --------
     >>> from sklearn_rmtl.metrics import make_task_scorer
@@ -795,6 +958,8 @@ def make_task_scorer(
     make_task_scorer('roc_auc', task='purchase', average='macro')
     >>> make_task_scorer("log_loss", average=[0.7, 0.3])
     make_task_scorer('log_loss', task=None, average=[0.7, 0.3])
+    >>> make_task_scorer("roc_auc", average={"click": 1, "purchase": 3})
+    make_task_scorer('roc_auc', task=None, average={'click': 1.0, 'purchase': 3.0})
     """
     if isinstance(metric, str):
         spec = METRICS[metric]
@@ -825,15 +990,28 @@ def make_task_scorer(
             except (TypeError, ValueError):
                 needs_sessions = False
     if not isinstance(average, str):
-        weights = np.asarray(average, dtype=float)
+        names, values = None, average
+        if isinstance(average, pd.Series):
+            names, values = list(average.index), average.to_numpy()
+        elif isinstance(average, Mapping):
+            names, values = list(average), list(average.values())
+        try:
+            weights = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            weights = np.array([np.nan])  # not numbers: reported just below
         if weights.ndim != 1 or not (np.isfinite(weights) & (weights >= 0)).all():
             raise ValueError(
-                "average must be 'macro' or a 1-D array of non-negative task "
-                f"weights, got {average!r}."
+                "average must be 'macro' or non-negative task weights (a 1-D "
+                f"array, or a dict by task name), got {average!r}."
             )
-        average = weights.tolist()
-    cls = _SessionTaskScorer if needs_sessions else _TaskScorer
-    return cls(
+        if names is None:
+            average = weights.tolist()
+        else:
+            # Stored by name: matched to the fitted model's tasks when scoring.
+            average = dict(zip(map(str, names), weights.tolist(), strict=True))
+            if len(average) != len(names):
+                raise ValueError(f"average names a task twice: {names}.")
+    return _TaskScorer(
         func,
         1 if greater_is_better else -1,
         metric_name=name,

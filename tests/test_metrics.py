@@ -14,6 +14,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+from sklearn.utils.metadata_routing import UNCHANGED
 
 from sklearn_rmtl.metrics import (
     group_roc_auc,
@@ -450,33 +451,247 @@ def test_session_scorer_without_routing_raises_instead_of_scoring():
         group_roc_auc_scorer(TinyMultiTask().fit(X, Y), X, Y)
 
 
-def test_the_session_scorers_score_as_sklearns_make_scorer_where_both_apply(routing):
-    """With 0/1 labels in the fitted task order, the library's session scorer
-    gives the fold scores of sklearn's public make_scorer; it is kept for
-    what make_scorer cannot do (labels mapped by classes_, tasks by name, a
-    direct call with session_ids when routing is off)."""
+def _public_session_scorers():
+    """sklearn's make_scorer of the session metrics, requesting session_ids."""
     from sklearn.metrics import make_scorer
-
-    X, Y, s = make_task_data()
 
     def neg_macro_s_logloss(y, proba, session_ids):
         return -session_log_loss(y, proba, session_ids=session_ids, average="macro")
 
-    public = make_scorer(neg_macro_s_logloss, response_method="predict_proba")
-    public.set_score_request(session_ids=True)
-    scores = {}
-    for name, scorer in {"ours": session_log_loss_scorer, "sklearn": public}.items():
-        res = cross_validate(
+    def macro_gauc(y, proba, session_ids):
+        return group_roc_auc(y, proba, session_ids=session_ids, average="macro")
+
+    return {
+        name: make_scorer(func, response_method="predict_proba").set_score_request(
+            session_ids=True
+        )
+        for name, func in {"sll": neg_macro_s_logloss, "gauc": macro_gauc}.items()
+    }
+
+
+def test_the_session_scorers_score_as_sklearns_make_scorer_where_both_apply(routing):
+    """With 0/1 labels in the fitted task order, the library's session scorers
+    give the fold scores of sklearn's public make_scorer, alone or in one
+    dict with it and a string scorer; they are kept for what make_scorer
+    cannot do (labels mapped by classes_, tasks by name, a direct call with
+    session_ids when routing is off)."""
+    X, Y, s = make_task_data()
+    public = _public_session_scorers()
+    ours = {"sll": session_log_loss_scorer, "gauc": group_roc_auc_scorer}
+    kwargs = {
+        "cv": GroupKFold(n_splits=3),
+        "params": {"session_ids": s, "groups": s},
+        "error_score": "raise",
+    }
+    for name in ours:
+        alone = {
+            who: cross_validate(TinyMultiTask(), X, Y, scoring=scorer, **kwargs)
+            for who, scorer in {"ours": ours[name], "sklearn": public[name]}.items()
+        }
+        np.testing.assert_array_equal(
+            alone["ours"]["test_score"], alone["sklearn"]["test_score"]
+        )
+    scoring = {
+        **{f"ours_{k}": v for k, v in ours.items()},
+        **{f"sklearn_{k}": v for k, v in public.items()},
+        "accuracy": "accuracy",
+    }
+    mixed = cross_validate(TinyMultiTask(), X, Y, scoring=scoring, **kwargs)
+    for name in ours:
+        np.testing.assert_array_equal(
+            mixed[f"test_ours_{name}"], mixed[f"test_sklearn_{name}"]
+        )
+    assert np.isfinite(mixed["test_accuracy"]).all()
+    search = GridSearchCV(
+        TinyMultiTask(), {"C": [0.01, 1.0]}, scoring=scoring, refit="ours_gauc", cv=3
+    ).fit(X, Y, session_ids=s)
+    results = search.cv_results_
+    for name in ours:
+        np.testing.assert_array_equal(
+            results[f"split0_test_ours_{name}"], results[f"split0_test_sklearn_{name}"]
+        )
+
+
+def test_scorers_are_plain_callables_on_public_routing_api():
+    """The scorers no longer subclass sklearn's private _BaseScorer: they work
+    through the public protocol, in a dict beside sklearn's string scorers
+    with routing on or off."""
+    from sklearn.metrics import _scorer
+
+    scorer = make_task_scorer("roc_auc", task="buy")
+    assert not isinstance(scorer, _scorer._BaseScorer)
+    assert not isinstance(session_log_loss_scorer, _scorer._BaseScorer)
+    assert session_log_loss_scorer.get_metadata_routing().score.requests == {
+        "session_ids": True
+    }
+    assert scorer.get_metadata_routing().score.requests == {}
+    X, Y, _ = make_task_data()
+    scoring = {"buy_auc": scorer, "log_loss": make_task_scorer("log_loss")}
+    scoring["accuracy"] = "accuracy"
+    for enabled in (False, True):
+        with sklearn.config_context(enable_metadata_routing=enabled):
+            res = cross_validate(
+                TinyMultiTask(),
+                X,
+                Y,
+                cv=3,
+                scoring=scoring,
+                return_estimator=True,
+                return_indices=True,
+                error_score="raise",
+            )
+        for i, test in enumerate(res["indices"]["test"]):
+            P = res["estimator"][i].predict_proba(X[test])
+            assert res["test_buy_auc"][i] == roc_auc_score(Y["buy"].iloc[test], P[:, 1])
+            assert res["test_log_loss"][i] == pytest.approx(
+                -per_task_log_loss(Y.iloc[test], P, average="macro")
+            )
+        assert np.isfinite(res["test_accuracy"]).all()
+
+
+def test_dict_of_scorers_with_sample_weight_without_routing():
+    """GridSearchCV asks every scorer of a dict whether it takes
+    sample_weight when one is fitted without routing (a plain function
+    fails there): the scorers say no, with sklearn's warning."""
+    X, Y, _ = make_task_data()
+
+    class Weighted(TinyMultiTask):
+        def fit(self, X, y, session_ids=None, sample_weight=None):
+            return super().fit(X, y, session_ids=session_ids)
+
+    scoring = {"auc": make_task_scorer("roc_auc"), "accuracy": "accuracy"}
+    search = GridSearchCV(Weighted(), {"C": [1.0]}, scoring=scoring, refit="auc", cv=2)
+    with pytest.warns(UserWarning, match="does not support sample_weight"):
+        search.fit(X, Y, sample_weight=np.ones(len(X)))
+    assert np.isfinite(search.best_score_)
+
+
+def test_set_score_request(routing):
+    scorer = make_task_scorer("group_roc_auc")
+    assert scorer.set_score_request(session_ids="users") is scorer
+    assert scorer.get_metadata_routing().score.requests == {"session_ids": "users"}
+    scorer.set_score_request(session_ids=UNCHANGED)
+    assert scorer.get_metadata_routing().score.requests == {"session_ids": "users"}
+    with pytest.raises(ValueError, match="alias"):
+        scorer.set_score_request(session_ids="not an identifier")
+    assert scorer.get_metadata_routing().score.requests == {"session_ids": "users"}
+    with pytest.raises(TypeError, match="cannot request"):
+        scorer.set_score_request(sample_weight=True)
+    with pytest.raises(TypeError, match="accepts no metadata"):
+        make_task_scorer("roc_auc").set_score_request(session_ids=True)
+    with (
+        sklearn.config_context(enable_metadata_routing=False),
+        pytest.raises(RuntimeError, match="enable_metadata_routing=True"),
+    ):
+        make_task_scorer("group_roc_auc").set_score_request(session_ids=True)
+    # Not requested: the fold scorer gets no sessions and says so.
+    X, Y, s = make_task_data()
+    with pytest.raises(ValueError, match="needs the session_ids"):
+        cross_validate(
             TinyMultiTask(),
             X,
             Y,
-            cv=GroupKFold(n_splits=3),
-            scoring=scorer,
+            cv=GroupKFold(n_splits=2),
+            scoring=make_task_scorer("group_roc_auc").set_score_request(
+                session_ids=False
+            ),
             params={"session_ids": s, "groups": s},
             error_score="raise",
         )
-        scores[name] = res["test_score"]
-    np.testing.assert_allclose(scores["ours"], scores["sklearn"], rtol=0, atol=1e-12)
+
+
+# Scorers pickled by the version that subclassed sklearn's _BaseScorer: the
+# GAUC scorer after set_score_request(session_ids="users"), then the
+# ready-made session_log_loss_scorer.
+_OLD_PICKLES = {
+    "users": (
+        "gASV0QIAAAAAAACMFHNrbGVhcm5fcm10bC5tZXRyaWNzlIwSX1Nlc3Npb25UYXNrU2NvcmVy"
+        "lJOUKYGUfZQojAtfc2NvcmVfZnVuY5RoAIwNZ3JvdXBfcm9jX2F1Y5STlIwFX3NpZ26USwGM"
+        "B19rd2FyZ3OUfZSMEF9yZXNwb25zZV9tZXRob2SUjA1wcmVkaWN0X3Byb2JhlIwMX21ldHJp"
+        "Y19uYW1llGgGjAhfYnVpbHRpbpSIjAVfdGFza5ROjAhfYXZlcmFnZZSMBW1hY3JvlIwPX25l"
+        "ZWRzX3Nlc3Npb25zlIiMEV9tZXRhZGF0YV9yZXF1ZXN0lIwgc2tsZWFybi51dGlscy5fbWV0"
+        "YWRhdGFfcmVxdWVzdHOUjA9NZXRhZGF0YVJlcXVlc3SUk5QpgZR9lCiMBW93bmVylGgDjANm"
+        "aXSUaBSMFU1ldGhvZE1ldGFkYXRhUmVxdWVzdJSTlCmBlH2UKIwJX3JlcXVlc3RzlH2UaBlo"
+        "A4wGbWV0aG9klGgadWKMC3BhcnRpYWxfZml0lGgcKYGUfZQoaB99lGgZaANoIWgidWKMB3By"
+        "ZWRpY3SUaBwpgZR9lChoH32UaBloA2ghaCZ1YmgMaBwpgZR9lChoH32UaBloA2ghaAx1YowR"
+        "cHJlZGljdF9sb2dfcHJvYmGUaBwpgZR9lChoH32UaBloA2ghaC11YowRZGVjaXNpb25fZnVu"
+        "Y3Rpb26UaBwpgZR9lChoH32UaBloA2ghaDF1YowFc2NvcmWUaBwpgZR9lChoH32UjAtzZXNz"
+        "aW9uX2lkc5SMBXVzZXJzlHNoGWgDaCFoNXVijAVzcGxpdJRoHCmBlH2UKGgffZRoGWgDaCFo"
+        "O3VijAl0cmFuc2Zvcm2UaBwpgZR9lChoH32UaBloA2ghaD91YowRaW52ZXJzZV90cmFuc2Zv"
+        "cm2UaBwpgZR9lChoH32UaBloA2ghaEN1YnVidWIu"
+    ),
+    "default": (
+        "gASV5AAAAAAAAACMFHNrbGVhcm5fcm10bC5tZXRyaWNzlIwSX1Nlc3Npb25UYXNrU2NvcmVy"
+        "lJOUKYGUfZQojAtfc2NvcmVfZnVuY5RoAIwQc2Vzc2lvbl9sb2dfbG9zc5STlIwFX3NpZ26U"
+        "Sv////+MB19rd2FyZ3OUfZSMEF9yZXNwb25zZV9tZXRob2SUjA1wcmVkaWN0X3Byb2JhlIwM"
+        "X21ldHJpY19uYW1llGgGjAhfYnVpbHRpbpSIjAVfdGFza5ROjAhfYXZlcmFnZZSMBW1hY3Jv"
+        "lIwPX25lZWRzX3Nlc3Npb25zlIh1Yi4="
+    ),
+}
+
+
+def test_scorers_pickled_by_earlier_versions_load():
+    import base64
+
+    X, Y, s = make_task_data()
+    est = TinyMultiTask().fit(X, Y)
+    users = pickle.loads(base64.b64decode(_OLD_PICKLES["users"]))
+    assert users.get_metadata_routing().score.requests == {"session_ids": "users"}
+    assert users(est, X, Y, session_ids=s) == group_roc_auc_scorer(
+        est, X, Y, session_ids=s
+    )
+    old = pickle.loads(base64.b64decode(_OLD_PICKLES["default"]))
+    assert repr(old) == repr(session_log_loss_scorer)
+    assert old.get_metadata_routing().score.requests == {"session_ids": True}
+    assert old(est, X, Y, session_ids=s) == session_log_loss_scorer(
+        est, X, Y, session_ids=s
+    )
+
+
+def test_average_weights_by_task_name():
+    X, Y, _ = make_task_data()
+    est = TinyMultiTask().fit(X, Y)
+    positional = make_task_scorer("roc_auc", average=[3, 1])(est, X, Y)
+    for weights in ({"buy": 1, "click": 3}, pd.Series([3, 1], index=["click", "buy"])):
+        scorer = make_task_scorer("roc_auc", average=weights)
+        assert scorer(est, X, Y) == pytest.approx(positional)
+        assert scorer(est, X, Y[["buy", "click"]]) == pytest.approx(positional)
+    scorer = make_task_scorer("log_loss", average={"click": 0, "buy": 2})
+    assert repr(scorer) == (
+        "make_task_scorer('log_loss', task=None, average={'click': 0.0, 'buy': 2.0})"
+    )
+    assert repr(pickle.loads(pickle.dumps(scorer))) == repr(scorer)
+    assert scorer(est, X, Y) == pytest.approx(
+        -per_task_log_loss(Y, est.predict_proba(X))[1]
+    )
+    with pytest.raises(ValueError, match="give one weight per task"):
+        make_task_scorer("roc_auc", average={"click": 1})(est, X, Y)
+    with pytest.raises(ValueError, match="give one weight per task"):
+        make_task_scorer("roc_auc", average={"click": 1, "buy": 1, "cart": 1})(
+            est, X, Y
+        )
+    with pytest.raises(ValueError, match="non-negative task weights"):
+        make_task_scorer("roc_auc", average={"click": -1, "buy": 1})
+    with pytest.raises(ValueError, match="non-negative task weights"):
+        make_task_scorer("roc_auc", average={"click": "a lot", "buy": 1})
+    # Without task names (a bare classifier, y an array) names cannot match.
+    clf = LogisticRegression().fit(X, Y["click"])
+    with pytest.raises(ValueError, match="no task_names_"):
+        make_task_scorer("roc_auc", average={"click": 1})(clf, X, Y["click"])
+    assert make_task_scorer("roc_auc", average={"click": 1})(
+        clf, X, Y[["click"]]
+    ) == pytest.approx(roc_auc_score(Y["click"], clf.predict_proba(X)[:, 1]))
+
+
+def test_scorer_on_multi_output_classifier_with_a_list_of_probas():
+    from sklearn.multioutput import MultiOutputClassifier
+
+    X, Y, _ = make_task_data()
+    est = MultiOutputClassifier(LogisticRegression()).fit(X, Y)
+    P = np.column_stack([p[:, 1] for p in est.predict_proba(X)])
+    assert make_task_scorer("log_loss")(est, X, Y) == pytest.approx(
+        -per_task_log_loss(Y, P, average="macro")
+    )
 
 
 def test_per_task_auc_is_sklearns_where_every_task_has_both_labels():
