@@ -187,6 +187,8 @@ def load_kuairand(
     *,
     session_gap: Any = "30min",
     tasks: Sequence[str] = DEFAULT_TASKS,
+    history: bool = False,
+    history_len: int | None = 50,
     return_X_y: bool = False,
 ) -> Any:
     """Load KuaiRand short-video logs as session-wise multi-task rows.
@@ -214,6 +216,18 @@ def load_kuairand(
         ``is_click``, ``long_view``, ``is_like``, ``is_follow``,
         ``is_comment``, ``is_forward``, ``is_hate``, ``is_profile_enter``
         (``is_hate`` is not in the bundled sample).
+    history : bool, default=False
+        If True, ``X`` gets a last column ``video_id_history``: for each row,
+        the ``video_id`` of the same user's rows with strictly earlier
+        timestamps, over the whole log (earlier sessions included), oldest
+        first, at most ``history_len`` of them (see
+        :func:`~sklearn_rmtl.datasets.history_column`). Rows with equal
+        timestamps do not see each other. It is a list column: object dtype,
+        one read-only int64 NumPy array per row, empty for the user's
+        first rows.
+    history_len : int or None, default=50
+        With ``history=True``, the most items kept per row (the most
+        recent); None keeps them all.
     return_X_y : bool, default=False
         If True, return ``(X, y, session_ids, timestamps)`` instead of a
         Bunch.
@@ -228,7 +242,8 @@ def load_kuairand(
             ``category`` columns; ``duration_ms`` (where present),
             ``position``, ``seconds_since_session_start``, ``hour``,
             ``dayofweek`` (China Standard Time), ``prior_sessions`` as
-            numbers. All are known at exposure time.
+            numbers; with ``history=True``, last, ``video_id_history`` (a
+            list column). All are known at exposure time.
         y : DataFrame of shape (n_samples, n_tasks)
             int8 0/1 columns named as in ``tasks``.
         session_ids : ndarray of shape (n_samples,), dtype int64
@@ -310,5 +325,7 @@ def load_kuairand(
         targets=tasks,
         descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
+        history="video_id_history" if history else None,
+        history_len=history_len,
         utc_offset_hours=UTC_OFFSET_HOURS,
     )

@@ -236,6 +236,8 @@ def load_retailrocket(
     session_gap: Any = "30min",
     funnel: bool = True,
     label_window: str = "after_view",
+    history: bool = False,
+    history_len: int | None = 50,
     return_X_y: bool = False,
 ) -> Any:
     """Load RetailRocket events as session-wise click / purchase rows.
@@ -269,6 +271,18 @@ def load_retailrocket(
         the exposure), or all of the session's actions on the item
         (``"session"``: also those before the view, useful where the log
         kept only one, possibly later, view time per item).
+    history : bool, default=False
+        If True, ``X`` gets a last column ``itemid_history``: for each row,
+        the ``itemid`` of the same visitor's rows with strictly earlier
+        timestamps, over the whole log (earlier sessions included), oldest
+        first, at most ``history_len`` of them (see
+        :func:`~sklearn_rmtl.datasets.history_column`). Rows with equal
+        timestamps do not see each other. It is a list column: object dtype,
+        one read-only int64 NumPy array per row, empty for the visitor's
+        first rows.
+    history_len : int or None, default=50
+        With ``history=True``, the most items kept per row (the most
+        recent); None keeps them all.
     return_X_y : bool, default=False
         If True, return ``(X, y, session_ids, timestamps)`` instead of a
         Bunch: the session metadata belong with ``X`` for RMTL, so they are
@@ -283,8 +297,9 @@ def load_retailrocket(
             ``visitorid``, ``itemid`` (and with item properties
             ``categoryid``, ``parent_categoryid``) as ``category`` columns;
             ``position``, ``seconds_since_session_start``, ``hour``,
-            ``dayofweek``, ``prior_sessions`` as numbers. All features use
-            only information available at the row's view time.
+            ``dayofweek``, ``prior_sessions`` as numbers; with
+            ``history=True``, last, ``itemid_history`` (a list column). All
+            features use only information available at the row's view time.
         y : DataFrame of shape (n_samples, 2)
             int8 0/1 columns ``click`` and ``purchase``.
         session_ids : ndarray of shape (n_samples,), dtype int64
@@ -330,6 +345,13 @@ def load_retailrocket(
     ((75374, 7), ['click', 'purchase'])
     >>> bool((data.y["purchase"] <= data.y["click"]).all())
     True
+
+    Each row's earlier items of the visitor, most recent last:
+
+    >>> data = load_retailrocket(history=True, history_len=3)
+    >>> history = data.X["itemid_history"]
+    >>> history.iloc[0].tolist(), int(history.map(len).max())
+    ([], 3)
     """
     gap_ms = gap_to_ms(session_gap)
     if data_home is None:
@@ -359,4 +381,6 @@ def load_retailrocket(
         targets=["click", "purchase"],
         descr=DESCR_DATA + (DESCR_SAMPLE if home is None else ""),
         return_X_y=return_X_y,
+        history="itemid_history" if history else None,
+        history_len=history_len,
     )

@@ -20,13 +20,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from sklearn_rmtl.datasets._base import make_bunch
+from sklearn_rmtl.datasets._history import history_column
 
 #: Internal time unit of every loader: int64 milliseconds since the epoch.
 MS_PER_HOUR = 3_600_000
@@ -37,6 +39,8 @@ MS_PER_DAY = 86_400_000
 LOADER_CONSTRAINTS: dict[str, list[Any]] = {
     "data_home": [str, os.PathLike, None],
     "session_gap": [str, timedelta, np.timedelta64],
+    "history": ["boolean"],
+    "history_len": [Interval(Integral, 1, None, closed="left"), None],
     "return_X_y": ["boolean"],
 }
 FUNNEL_CONSTRAINTS: dict[str, list[Any]] = {
@@ -85,14 +89,18 @@ def session_bunch(
     descr: str,
     return_X_y: bool,
     utc_offset_hours: int = 0,
+    history: str | None = None,
+    history_len: int | None = None,
 ) -> Any:
     """A loader's output (see the loaders' Returns) from its session rows.
 
-    ``rows`` are sorted by (session, time, tie-break) and hold ``time``
-    (ms), ``session``, ``session_start`` and ``prior_sessions`` (see
-    :func:`sessionize`) and the ``targets``. ``X`` is ``features`` followed
-    by the past-only time features (:data:`TIME_FEATURES_DOC`), with the
-    clock of ``hour`` and ``dayofweek`` at ``utc_offset_hours``.
+    ``rows`` are sorted by (session, time, tie-break) and hold ``user``,
+    ``item``, ``time`` (ms), ``session``, ``session_start`` and
+    ``prior_sessions`` (see :func:`sessionize`) and the ``targets``. ``X`` is
+    ``features`` followed by the past-only time features
+    (:data:`TIME_FEATURES_DOC`), with the clock of ``hour`` and ``dayofweek``
+    at ``utc_offset_hours``, and, when ``history`` names it, the column of
+    each row's earlier items of the user (:func:`history_column`).
     """
     times, session = rows["time"].to_numpy(), rows["session"].to_numpy()
     first_row = _starts(session)
@@ -112,6 +120,15 @@ def session_bunch(
             "prior_sessions": rows["prior_sessions"].to_numpy().astype(np.int64),
         }
     )
+    if history is not None:
+        # Keyed by user, not session: the user's whole earlier log is
+        # information available at the row's time (the DIN convention).
+        X[history] = history_column(
+            user=rows["user"].to_numpy(),
+            item=rows["item"].to_numpy(),
+            time=times,
+            max_len=history_len,
+        ).to_numpy()
     return make_bunch(
         X=X,
         y=rows[list(targets)],

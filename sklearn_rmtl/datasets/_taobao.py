@@ -199,6 +199,8 @@ def load_taobao(
     funnel: bool = True,
     label_window: str = "after_view",
     nrows: int | None = None,
+    history: bool = False,
+    history_len: int | None = 50,
     return_X_y: bool = False,
 ) -> Any:
     """Load Taobao UserBehavior logs as session-wise click / purchase rows.
@@ -232,6 +234,18 @@ def load_taobao(
         Read only the first ``nrows`` lines of the file (the full file has
         about 100M). The file is sorted by user, so the last user read may
         have an incomplete history.
+    history : bool, default=False
+        If True, ``X`` gets a last column ``item_id_history``: for each row,
+        the ``item_id`` of the same user's rows with strictly earlier
+        timestamps, over the whole log (earlier sessions included), oldest
+        first, at most ``history_len`` of them (see
+        :func:`~sklearn_rmtl.datasets.history_column`). Rows with equal
+        timestamps do not see each other. It is a list column: object dtype,
+        one read-only int64 NumPy array per row, empty for the user's
+        first rows.
+    history_len : int or None, default=50
+        With ``history=True``, the most items kept per row (the most
+        recent); None keeps them all.
     return_X_y : bool, default=False
         If True, return ``(X, y, session_ids, timestamps)`` instead of a
         Bunch.
@@ -245,8 +259,9 @@ def load_taobao(
             ``user_id``, ``item_id``, ``category_id`` as ``category`` columns;
             ``position``, ``seconds_since_session_start``, ``hour``,
             ``dayofweek`` (China Standard Time), ``prior_sessions`` as
-            numbers. All features use only information available at the
-            row's view time.
+            numbers; with ``history=True``, last, ``item_id_history`` (a
+            list column). All features use only information available at
+            the row's view time.
         y : DataFrame of shape (n_samples, 2)
             int8 0/1 columns ``click`` and ``purchase``.
         session_ids : ndarray of shape (n_samples,), dtype int64
@@ -330,5 +345,7 @@ def load_taobao(
         targets=["click", "purchase"],
         descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
+        history="item_id_history" if history else None,
+        history_len=history_len,
         utc_offset_hours=UTC_OFFSET_HOURS,
     )
