@@ -86,6 +86,10 @@ class Critic(nn.Module):
     output : {"relu", "softplus"}, default="relu"
         The map of the head's output to ``Q <= 0``: ``-ReLU`` (the paper) or
         ``-softplus``, whose gradient is nowhere zero.
+    sequences : sequence of (int, int, int), default=()
+        The sequence columns' tables, candidates and lengths (see
+        ``FeatureEmbedding``); a critic's state averages each sequence's
+        element embeddings.
 
     Shape
     -----
@@ -103,6 +107,7 @@ class Critic(nn.Module):
         hidden_dims: Sequence[int],
         shared: bool,
         output: str = "relu",
+        sequences: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         if output not in CRITIC_OUTPUTS:
@@ -117,6 +122,10 @@ class Critic(nn.Module):
                 cardinalities=cardinalities,
                 n_numerical=n_numerical,
                 embedding_dim=embedding_dim,
+                # The state of a sequence column is the mean of its
+                # elements' embeddings, in tables copied from the actor's.
+                sequences=sequences,
+                sequence_pooling="mean",
             )
             for _ in range(n_embeddings)
         ]
@@ -157,12 +166,20 @@ class Critic(nn.Module):
             "hidden_dims": tuple(int(h) for h in self.hidden_dims),
             "shared": bool(self.shared),
             "output": self.output,
+            "sequences": [list(spec) for spec in emb.sequences],
         }
 
     def init_embeddings_from(self, embedding: FeatureEmbedding) -> None:
         """Start every critic's embedding tables as copies of the actor's."""
+        # The tables and the numerical layer; the actor's attention (if any)
+        # has no counterpart here, as the critics average their sequences.
+        state = {
+            key: value
+            for key, value in embedding.state_dict().items()
+            if not key.startswith("attention.")
+        }
         for own in self.embeddings:
-            own.load_state_dict(embedding.state_dict())
+            own.load_state_dict(state)
 
     def init_output(self, q_start: Tensor) -> None:
         """Start every critic's output near ``q_start`` (shape (n_tasks,), <= 0).
@@ -771,6 +788,7 @@ def new_critic(
         critic = Critic(
             cardinalities=data.cardinalities,
             n_numerical=data.n_numerical,
+            sequences=data.sequences,
             n_tasks=data.n_tasks,
             embedding_dim=embedding_dim,
             hidden_dims=tuple(hidden_dims),

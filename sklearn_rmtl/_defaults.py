@@ -25,6 +25,10 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     "gate_batch_norm": False,
     # Std of the normal the embedding tables start from; None: Xavier uniform.
     "embedding_init_std": None,
+    # Sequence columns (not in the paper): DIN's target attention, with the
+    # attention MLP sizes of DeepCTR's DIN.
+    "sequence_pooling": "attention",
+    "attention_dims": (80, 40),
 }
 
 BATCH_SIZE = 2048

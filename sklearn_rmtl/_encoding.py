@@ -70,10 +70,12 @@ def _check_scalar_cells(label: str, values: Any) -> None:
         if not pd.api.types.is_scalar(value):
             raise ValueError(
                 f"Column {label!r} holds a {type(value).__name__} ({value!r:.60}) "
-                "in a cell; FeatureEncoder encodes scalars only: str, int, float, "
-                "bool, dates and categories. Explode or join the list into a "
-                "string first, e.g. X[col].explode() or X[col].map(','.join), "
-                "or split it into one column per entry."
+                "in a cell; a categorical or numerical column holds scalars: "
+                "str, int, float, bool, dates and categories. For a list of "
+                "ids (a history of items, tags), declare the column in "
+                "sequence_features, e.g. {" + repr(label) + ": 'itemid'} to "
+                "share the item column's vocabulary or {" + repr(label) + ": "
+                "None} for its own; otherwise join it into a string first."
             )
 
 
@@ -124,6 +126,43 @@ def hash_codes(label: str, values: np.ndarray, n_buckets: int) -> np.ndarray:
         count=len(keys),
     )
     return hashes % n_buckets + _N_RESERVED
+
+
+def _sequence_cells(label: str, column: pd.Series) -> list[Any]:
+    """The cells of a sequence column as lists; a missing cell is empty.
+
+    Accepts lists, tuples and 1-D arrays (pandas' and pyarrow's list
+    columns); a scalar or a nested list is an error naming the column.
+    """
+    cells: list[list[Any]] = []
+    for cell in column.tolist():
+        if cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell)):
+            cells.append([])
+            continue
+        if isinstance(cell, str | bytes | dict | set) or pd.api.types.is_scalar(cell):
+            raise ValueError(
+                f"Sequence column {label!r} holds {cell!r:.60} "
+                f"({type(cell).__name__}) in a cell; each cell of a sequence "
+                "column is a list (or array) of ids, oldest first, or missing."
+            )
+        cells.append(list(cell))
+    return cells
+
+
+def _flat_sequences(
+    label: str, column: pd.Series, max_len: int | None
+) -> tuple[pd.Series, np.ndarray]:
+    """Every kept element of a sequence column, flat, and each row's count.
+
+    ``max_len`` keeps each row's last (most recent) ``max_len`` elements;
+    None keeps all of them (what fit counts).
+    """
+    cells = _sequence_cells(label, column)
+    if max_len is not None:
+        cells = [cell[-max_len:] if len(cell) > max_len else cell for cell in cells]
+    lengths = np.fromiter((len(c) for c in cells), dtype=np.intp, count=len(cells))
+    flat = pd.Series([v for cell in cells for v in cell], dtype=object, name=label)
+    return flat, lengths
 
 
 def _too_wide(names: np.ndarray, far: str) -> ValueError:
@@ -510,6 +549,10 @@ class _Statistics(NamedTuple):
     categories: list[_Counts]  # per categorical column
     numbers: _Numbers
     buckets: np.ndarray  # int64 per input column: hash buckets, 0 if none
+    # int64 per input column: -2 not a sequence, -1 a sequence with its own
+    # vocabulary, else the input position of the column whose it shares.
+    sequences: np.ndarray
+    sequence_counts: list[_Counts]  # per sequence column of its own vocabulary
 
 
 # What fit and partial_fit set; _set_state sets all but _statistics.
@@ -529,16 +572,24 @@ _FITTED = (
     "_indicator_idx",
     "_lookups",
     "n_buckets_",
+    "sequence_features_",
+    "sequence_vocabularies_",
+    "sequence_categories_",
+    "sequence_category_codes_",
+    "sequence_cardinalities_",
+    "_seq_idx",
+    "_seq_shared",
     "_statistics",
 )
 
 # The layout of ``FeatureEncoder._get_state``.
 _STATE_KEYS = frozenset(
-    {"n_features_in", "feature_names_in", "categorical", "numerical"}
+    {"n_features_in", "feature_names_in", "categorical", "numerical", "sequences"}
 )
 _COLUMN_KEYS = {
     "categorical": frozenset({"position", "name", "values", "codes", "buckets"}),
     "numerical": frozenset({"position", "name", "mean", "scale", "missing_indicator"}),
+    "sequences": frozenset({"position", "name", "vocabulary", "values", "codes"}),
 }
 
 
@@ -548,6 +599,31 @@ def _records(**fields: list[Any]) -> list[dict[str, Any]]:
         dict(zip(fields, row, strict=True))
         for row in zip(*fields.values(), strict=True)
     ]
+
+
+def _checked_vocabulary(
+    values: Any, codes: Any, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stored vocabulary (lists of values and codes) as arrays, checked."""
+    if (
+        not isinstance(values, list)
+        or not isinstance(codes, list)
+        or len(values) != len(codes)
+        # Codes are dense: at most one per value, from _N_RESERVED.
+        or any(
+            type(c) is not int or not _N_RESERVED <= c < _N_RESERVED + len(values)
+            for c in codes
+        )
+    ):
+        raise ValueError(
+            f"{what}: values and codes must be lists of the same length, codes "
+            f"ints from {_N_RESERVED} to {_N_RESERVED - 1} + the number of values"
+        )
+    known = np.empty(len(values), dtype=object)
+    known[:] = values
+    if len(set(values)) != len(values) or pd.isna(known).any():
+        raise ValueError(f"{what}: values must be distinct and not missing")
+    return known, np.asarray(codes, dtype=np.int64)
 
 
 def _check_keys(
@@ -560,6 +636,65 @@ def _check_keys(
 
 #: The named tuples a fitted encoder holds (its pickled state names them).
 ENCODER_STATE_TYPES = (_Counts, _Moments, _Numbers, _Statistics)
+
+
+def _tables(
+    categories: list[np.ndarray], codes: list[np.ndarray]
+) -> list[tuple[dict[Any, int], bool]]:
+    """Each vocabulary's value -> code dict, and whether it compares strings."""
+    tables = []
+    for values, column_codes in zip(categories, codes, strict=True):
+        table = dict(zip(values.tolist(), column_codes.tolist(), strict=True))
+        tables.append((table, len(values) > 0 and _all_str(values)))
+    return tables
+
+
+def _entry_codes(
+    label: str,
+    seen: _Counts,
+    positions: np.ndarray,
+    table: tuple[dict[Any, int], bool],
+    n_buckets: int,
+) -> np.ndarray:
+    """The codes of a factorised column (``seen``, ``positions``) by one
+    vocabulary (``table``) or, with ``n_buckets``, by hashing."""
+    keys = seen.values
+    if n_buckets:
+        lookup = hash_codes(label, keys, n_buckets)
+        lookup[keys == ""] = MISSING_CODE
+    else:
+        values, as_str = table
+        if as_str and not _all_str(keys):
+            keys = _strings_of(seen)
+        lookup = np.array(
+            [values.get(v, UNKNOWN_CODE) for v in keys.tolist()], dtype=np.int64
+        )
+    # Position -1 (missing) reads the appended MISSING_CODE: missing values
+    # always get it, seen in fit or not.
+    return np.append(lookup, MISSING_CODE)[positions]
+
+
+def embedding_layout(
+    encoder: FeatureEncoder,
+) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """The embedding tables a fitted encoder's codes index, and its sequences.
+
+    The table sizes: the categorical columns' ``cardinalities_``, then those
+    of the sequence columns with a vocabulary of their own; per sequence
+    column ``(table, candidate, length)``: the table its codes index, the
+    categorical column it shares (its candidate; -1 for its own table) and
+    its number of code columns (``FeatureEmbedding``'s ``sequences``).
+    """
+    sizes = [int(c) for c in encoder.cardinalities_]
+    sequences = []
+    for shared, size in zip(
+        encoder._seq_shared, encoder.sequence_cardinalities_, strict=True
+    ):
+        if shared < 0:
+            sizes.append(int(size))
+        table = int(shared) if shared >= 0 else len(sizes) - 1
+        sequences.append((table, int(shared), int(encoder.max_sequence_length)))
+    return sizes, sequences
 
 
 class FeatureEncoder(TransformerMixin, BaseEstimator):
@@ -608,6 +743,21 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         ``n`` distinct ids in ``b`` buckets about ``n / b`` collide, so
         choose ``b`` several times the number of frequent ids. ``None``
         hashes no column.
+    sequence_features : dict of {str, int} to {str, int} or None, default=None
+        Columns whose cells are lists (or arrays) of ids, oldest first, such
+        as a user's earlier items (see
+        :func:`sklearn_rmtl.datasets.history_column`) or a row's tags. Each
+        maps to the categorical column whose vocabulary (and, in the
+        networks, embedding table) it shares, e.g. ``{"item_history":
+        "itemid"}``, or to ``None`` for a vocabulary of its own, learnt from
+        all its elements (a multi-valued field, e.g. ``{"tags": None}``);
+        keys and values are column names (or positions for arrays). A
+        sequence column is neither categorical nor numerical. ``None``: no
+        sequence columns (a cell holding a list is then an error).
+    max_sequence_length : int, default=50
+        Elements kept per sequence cell: the last (most recent)
+        ``max_sequence_length``; shorter cells are padded with the missing
+        code 0, which the networks mask out.
 
     Attributes
     ----------
@@ -628,6 +778,19 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     n_buckets_ : ndarray of int
         Per categorical column, its number of hash buckets, 0 for a column
         encoded by its vocabulary.
+    sequence_features_ : ndarray of str
+        Names (or positions) of the sequence columns, in output order.
+    sequence_vocabularies_ : ndarray of object
+        Per sequence column, the name of the categorical column whose
+        vocabulary it shares, or None for its own.
+    sequence_categories_ : list of ndarray of object
+        Per sequence column, its own vocabulary (as ``categories_``); empty
+        for a sequence that shares a column's.
+    sequence_category_codes_ : list of ndarray of int64
+        The codes of ``sequence_categories_``.
+    sequence_cardinalities_ : ndarray of int
+        Per sequence column, the size of its own embedding table (reserved
+        codes included), 0 for a sequence that shares a column's.
     missing_indicator_features_ : ndarray of str
         Numerical columns that had missing values in training and therefore
         get an indicator column.
@@ -657,7 +820,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     Notes
     -----
     :meth:`transform` returns one float32 matrix: the ``len(cardinalities_)``
-    categorical codes first (exact integers), then the scaled numbers, then the
+    categorical codes first (exact integers), then ``max_sequence_length``
+    codes per sequence column, then the scaled numbers, then the
     missing-value indicators. Infinite values raise an error.
 
     A categorical value's code depends only on the value and the fitted
@@ -710,6 +874,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         ],
         "max_categories": [Interval(Integral, 1, None, closed="left"), None],
         "hash_buckets": [dict, None],
+        "sequence_features": [dict, None],
+        "max_sequence_length": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -719,11 +885,58 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
         hash_buckets: dict[Any, int] | None = None,
+        sequence_features: dict[Any, Any] | None = None,
+        max_sequence_length: int = 50,
     ) -> None:
         self.categorical_features = categorical_features
         self.min_frequency = min_frequency
         self.max_categories = max_categories
         self.hash_buckets = hash_buckets
+        self.sequence_features = sequence_features
+        self.max_sequence_length = max_sequence_length
+
+    def _position(self, X: Any, names: list[str], key: Any, what: str) -> int:
+        """The input position of a column named (or numbered) in ``what``."""
+        if isinstance(key, str) and isinstance(X, pd.DataFrame):
+            if key not in names:
+                raise ValueError(
+                    f"{what} names column {key!r}, which X does not have; X's "
+                    f"columns are {names}."
+                )
+            return names.index(key)
+        if isinstance(key, Integral) and not isinstance(key, bool):
+            if not -len(names) <= int(key) < len(names):
+                raise ValueError(
+                    f"{what} has column position {key} outside the "
+                    f"{len(names)} columns of X."
+                )
+            return int(key) % len(names)
+        raise ValueError(
+            f"{what} names columns by name (names need X to be a pandas "
+            f"DataFrame) or position; got {key!r} for X of type "
+            f"{type(X).__name__}."
+        )
+
+    def _sequences(self, X: Any, frame: pd.DataFrame) -> np.ndarray:
+        """``sequence_features`` per input column: -2 none, -1 own vocabulary,
+        else the input position of the column whose vocabulary it shares."""
+        spec = np.full(frame.shape[1], -2, dtype=np.int64)
+        names = [str(c) for c in frame.columns]
+        for key, shared in (self.sequence_features or {}).items():
+            position = self._position(X, names, key, "sequence_features")
+            spec[position] = (
+                -1
+                if shared is None
+                else self._position(X, names, shared, f"sequence_features[{key!r}]")
+            )
+        targets = spec[spec >= 0]
+        if (spec[targets] > -2).any() or (spec == np.arange(len(spec))).any():
+            raise ValueError(
+                "sequence_features maps a sequence column to a sequence column "
+                "(or to itself); map it to the categorical column whose "
+                "vocabulary it shares, such as the item id column, or to None."
+            )
+        return spec
 
     def _buckets(self, X: Any, frame: pd.DataFrame) -> np.ndarray:
         """``hash_buckets`` as a count per input column (0: not hashed)."""
@@ -739,26 +952,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"hash_buckets[{key!r}] must be in [1, 2**62], got {n_buckets}."
                 )
-            if isinstance(key, str) and isinstance(X, pd.DataFrame):
-                if key not in names:
-                    raise ValueError(
-                        f"hash_buckets names column {key!r}, which X does not "
-                        f"have; X's columns are {names}."
-                    )
-                position = names.index(key)
-            elif isinstance(key, Integral) and not isinstance(key, bool):
-                if not -len(names) <= key < len(names):
-                    raise ValueError(
-                        f"hash_buckets has column position {key} outside the "
-                        f"{len(names)} columns of X."
-                    )
-                position = int(key) % len(names)
-            else:
-                raise ValueError(
-                    "hash_buckets keys must be column names (names need X to be "
-                    f"a pandas DataFrame) or positions; got {key!r} for X of "
-                    f"type {type(X).__name__}."
-                )
+            position = self._position(X, names, key, "hash_buckets")
             buckets[position] = int(n_buckets)
         return buckets
 
@@ -824,27 +1018,33 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             )
         return out
 
-    def _lookup_tables(self) -> list[tuple[dict[Any, int], bool]]:
-        """Each column's value -> code dict, and whether it compares strings.
+    def _lookup_tables(
+        self,
+    ) -> tuple[list[tuple[dict[Any, int], bool]], list[tuple[dict[Any, int], bool]]]:
+        """Each vocabulary's value -> code dict, and whether it compares strings.
 
-        A dict compares values as Python objects (hash and ==), as
-        OrdinalEncoder does, so 3 and 3.0 share a code; a vocabulary whose
-        values are all strings compares every value as ``str(value)``.
-        Derived from ``categories_`` and ``category_codes_`` and rebuilt only
-        when those are replaced, so that transform (called per prediction
-        chunk) does not go over every known value each time.
+        For the categorical columns, then for the sequence columns of their
+        own vocabulary. A dict compares values as Python objects (hash and
+        ==), as OrdinalEncoder does, so 3 and 3.0 share a code; a vocabulary
+        whose values are all strings compares every value as
+        ``str(value)``. Derived from the fitted vocabularies and rebuilt
+        only when those are replaced, so that transform (called per
+        prediction chunk) does not go over every known value each time.
         """
         # The cache holds the lists it was built from: compared by identity.
-        cached = self.__dict__.get("_lookups", (None, None))
-        if cached[0] is not self.categories_ or cached[1] is not self.category_codes_:
-            tables = []
-            vocabularies = zip(self.categories_, self.category_codes_, strict=True)
-            for values, codes in vocabularies:
-                table = dict(zip(values.tolist(), codes.tolist(), strict=True))
-                tables.append((table, len(values) > 0 and _all_str(values)))
-            cached = (self.categories_, self.category_codes_, tables)
+        sources = (
+            self.categories_,
+            self.category_codes_,
+            self.sequence_categories_,
+            self.sequence_category_codes_,
+        )
+        cached = self.__dict__.get("_lookups")
+        if cached is None or any(
+            a is not b for a, b in zip(cached[0], sources, strict=True)
+        ):
+            cached = (sources, (_tables(*sources[:2]), _tables(*sources[2:])))
             self._lookups = cached
-        return cached[2]
+        return cached[1]
 
     def _parts(
         self, frame: pd.DataFrame, columns: list[_Column] | None = None
@@ -857,7 +1057,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         n = frame.shape[0]
         codes = np.zeros((n, len(self._cat_idx)), dtype=np.int64)
         numbers = np.zeros((n, 0), dtype=np.float32)
-        tables = self._lookup_tables()
+        tables, sequence_tables = self._lookup_tables()
         if columns is None:
             columns = [
                 _column_counts(frame.iloc[:, int(j)], split=as_str)
@@ -866,25 +1066,34 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         # Each column's entries are looked up once; the vocabulary decides
         # how values compare, never the batch, so that a value's code does
         # not depend on the other rows of its batch.
-        for i, ((seen, positions), (table, as_str)) in enumerate(
+        for i, ((seen, positions), table) in enumerate(
             zip(columns, tables, strict=True)
         ):
-            keys = seen.values
-            if self.n_buckets_[i]:
-                label = str(self.categorical_features_[i])
-                lookup = hash_codes(label, keys, int(self.n_buckets_[i]))
-                lookup[keys == ""] = MISSING_CODE
-                codes[:, i] = np.append(lookup, MISSING_CODE)[positions]
-                continue
-            if as_str and not _all_str(keys):
-                keys = _strings_of(seen)
-            lookup = np.array(
-                [table.get(v, UNKNOWN_CODE) for v in keys.tolist()] + [MISSING_CODE],
-                dtype=np.int64,
+            label = str(self.categorical_features_[i])
+            codes[:, i] = _entry_codes(
+                label, seen, positions, table, int(self.n_buckets_[i])
             )
-            # Position -1 (missing) reads the appended MISSING_CODE: missing
-            # values always get it, seen in fit or not.
-            codes[:, i] = lookup[positions]
+        sequences = [codes]
+        for s, j in enumerate(self._seq_idx):
+            label, shared = str(self.sequence_features_[s]), int(self._seq_shared[s])
+            flat, lengths = _flat_sequences(
+                label, frame.iloc[:, int(j)], self.max_sequence_length
+            )
+            table = tables[shared] if shared >= 0 else sequence_tables[s]
+            buckets = int(self.n_buckets_[shared]) if shared >= 0 else 0
+            element_codes = _entry_codes(
+                label, *_column_counts(flat, split=table[1]), table, buckets
+            )
+            # Each row's elements from its first slot on; the rest stays
+            # MISSING_CODE, the padding the networks mask.
+            rows = np.repeat(np.arange(n), lengths)
+            starts = np.cumsum(lengths) - lengths
+            slots = np.arange(len(flat)) - np.repeat(starts, lengths)
+            matrix = np.full((n, self.max_sequence_length), MISSING_CODE, np.int64)
+            matrix[rows, slots] = element_codes
+            sequences.append(matrix)
+        if len(sequences) > 1:
+            codes = np.hstack(sequences)
         if self._num_idx.size:
             x = self._numbers(frame, self._num_idx)
             nan = np.isnan(x)
@@ -927,13 +1136,19 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         scale: np.ndarray,
         indicators: np.ndarray,
         buckets: np.ndarray,
+        seq_idx: np.ndarray,
+        seq_shared: np.ndarray,
+        seq_vocabularies: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
         """Set the fitted attributes of fit and of _set_state.
 
         ``labels`` names every input column; ``vocabularies`` are the
         categorical columns' known values and codes; ``indicators`` masks
         the numerical columns that get a missing-value indicator;
-        ``buckets`` are the categorical columns' hash buckets (0: none).
+        ``buckets`` are the categorical columns' hash buckets (0: none);
+        ``seq_idx`` are the sequence columns' input positions,
+        ``seq_shared`` the index among the categorical columns of the one
+        each shares (-1: its own, in ``seq_vocabularies``).
         """
         self._cat_idx, self._num_idx = cat_idx, num_idx
         self.categorical_features_ = labels[cat_idx]
@@ -950,6 +1165,22 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             [
                 n + _N_RESERVED if n else max(int(c.max(initial=0)) + 1, _N_RESERVED)
                 for c, n in zip(self.category_codes_, self.n_buckets_, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        self._seq_idx, self._seq_shared = seq_idx, seq_shared
+        self.sequence_features_ = labels[seq_idx]
+        shared = np.empty(len(seq_idx), dtype=object)
+        shared[:] = [
+            None if k < 0 else self.categorical_features_[k] for k in seq_shared
+        ]
+        self.sequence_vocabularies_ = shared
+        self.sequence_categories_ = [values for values, _ in seq_vocabularies]
+        self.sequence_category_codes_ = [codes for _, codes in seq_vocabularies]
+        self.sequence_cardinalities_ = np.array(
+            [
+                0 if k >= 0 else max(int(c.max(initial=0)) + 1, _N_RESERVED)
+                for c, k in zip(self.sequence_category_codes_, seq_shared, strict=True)
             ],
             dtype=np.int64,
         )
@@ -1069,21 +1300,60 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         try:
             validate_data(self, X, reset=first, skip_check_array=True)
             buckets = self._buckets(X, frame)
-            is_cat = self._categorical_mask(X, frame) | (buckets > 0)
+            sequences = self._sequences(X, frame)
+            is_seq = sequences > -2
+            declared = self._categorical_mask(X, frame)
+            if (
+                not isinstance(self.categorical_features, str)
+                and (declared & is_seq).any()
+            ):
+                names = [
+                    str(frame.columns[j]) for j in np.flatnonzero(declared & is_seq)
+                ]
+                raise ValueError(
+                    f"Columns {names} are named in both categorical_features and "
+                    "sequence_features; a column is one or the other."
+                )
+            is_cat = (declared | (buckets > 0)) & ~is_seq
+            shared = sequences[sequences >= 0]
+            if not is_cat[shared].all():
+                names = [str(frame.columns[j]) for j in shared[~is_cat[shared]]]
+                raise ValueError(
+                    f"sequence_features shares the vocabulary of {names}, which "
+                    "are not categorical; name categorical columns (e.g. with "
+                    "categorical_features, or a 'category' dtype)."
+                )
+            if (buckets[is_seq] > 0).any():
+                raise ValueError(
+                    "hash_buckets names a sequence column; hash the column whose "
+                    "vocabulary it shares instead (its elements are hashed with it)."
+                )
             if first:
                 labels = np.array([str(c) for c in frame.columns], dtype=object)
-                n_cat = int(is_cat.sum())
-                counts, numbers = [_NO_COUNTS] * n_cat, _no_numbers(len(labels) - n_cat)
-                statistics = _Statistics(labels, is_cat, 0, counts, numbers, buckets)
+                n_cat, n_num = int(is_cat.sum()), int((~is_cat & ~is_seq).sum())
+                statistics = _Statistics(
+                    labels,
+                    is_cat,
+                    0,
+                    [_NO_COUNTS] * n_cat,
+                    _no_numbers(n_num),
+                    buckets,
+                    sequences,
+                    [_NO_COUNTS] * int(is_seq.sum()),
+                )
             else:
                 statistics = self._statistics
-                if not np.array_equal(buckets, statistics.buckets):
+                if not np.array_equal(buckets, statistics.buckets) or not (
+                    np.array_equal(sequences, statistics.sequences)
+                ):
                     raise ValueError(
-                        "hash_buckets changed since the first partial_fit call; "
-                        "call fit (or partial_fit on a new encoder) to start "
-                        "afresh with the new setting."
+                        "hash_buckets or sequence_features changed since the "
+                        "first partial_fit call; call fit (or partial_fit on a "
+                        "new encoder) to start afresh with the new setting."
                     )
-                changed = np.flatnonzero(is_cat != statistics.is_categorical)
+                changed = np.flatnonzero(
+                    (is_cat != statistics.is_categorical) & ~is_seq
+                )
                 if changed.size:
                     names = [str(frame.columns[int(j)]) for j in changed]
                     raise TypeError(
@@ -1104,7 +1374,16 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def _learn(self, frame: pd.DataFrame, statistics: _Statistics) -> list[_Column]:
         """Add the rows of ``frame`` and set the fitted attributes from them."""
         labels, is_cat = statistics.labels, statistics.is_categorical
-        cat_idx, num_idx = np.flatnonzero(is_cat), np.flatnonzero(~is_cat)
+        is_seq = statistics.sequences > -2
+        cat_idx, num_idx = np.flatnonzero(is_cat), np.flatnonzero(~is_cat & ~is_seq)
+        seq_idx = np.flatnonzero(is_seq)
+        seq_shared = np.array(
+            [
+                -1 if k < 0 else int(np.flatnonzero(cat_idx == k)[0])
+                for k in statistics.sequences[seq_idx]
+            ],
+            dtype=np.intp,
+        )
         buckets = statistics.buckets[cat_idx]
         columns = [_column_counts(frame.iloc[:, int(j)]) for j in cat_idx]
         for j, n, (block, _) in zip(cat_idx, buckets, columns, strict=True):
@@ -1117,6 +1396,23 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 statistics.categories, buckets, columns, strict=True
             )
         ]
+        # A sequence's elements: counted when it has its own vocabulary,
+        # checked (cells of ids) in any case, before anything is set.
+        sequence_counts = []
+        for j, k, seen in zip(
+            seq_idx, seq_shared, statistics.sequence_counts, strict=True
+        ):
+            flat, _ = _flat_sequences(str(labels[j]), frame.iloc[:, int(j)], None)
+            block, _ = _column_counts(flat)
+            if k >= 0 and buckets[k]:
+                hash_codes(str(labels[j]), block.values, int(buckets[k]))
+            sequence_counts.append(seen if k >= 0 else _merge_counts(seen, block))
+        seq_vocabularies = [
+            _vocabulary(seen, int(seen.counts.sum()), self.min_frequency, None)
+            if k < 0
+            else (np.empty(0, dtype=object), np.zeros(0, dtype=np.int64))
+            for seen, k in zip(sequence_counts, seq_shared, strict=True)
+        ]
         numbers = statistics.numbers
         if num_idx.size:
             numbers = _add_numbers(numbers, self._numbers(frame, num_idx))
@@ -1128,10 +1424,23 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         # Raises before anything is set.
         mean, scale = _standardisation(numbers, labels[num_idx])
         self._statistics = statistics._replace(
-            n_rows=n_rows, categories=categories, numbers=numbers
+            n_rows=n_rows,
+            categories=categories,
+            numbers=numbers,
+            sequence_counts=sequence_counts,
         )
         self._set_fitted(
-            cat_idx, num_idx, labels, vocabularies, mean, scale, numbers.nan, buckets
+            cat_idx,
+            num_idx,
+            labels,
+            vocabularies,
+            mean,
+            scale,
+            numbers.nan,
+            buckets,
+            seq_idx,
+            seq_shared,
+            seq_vocabularies,
         )
         return columns
 
@@ -1191,8 +1500,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
 
         What :mod:`sklearn_rmtl.persistence` stores; :meth:`_set_state`
         restores it. Per categorical column its position, name, known values
-        and their codes; per numerical column its position, name, mean, scale
-        and whether it has a missing-value indicator.
+        and their codes, hash buckets; per numerical column its position,
+        name, mean, scale and whether it has a missing-value indicator; per
+        sequence column its position, name, the categorical column whose
+        vocabulary it shares (or None) and its own values and codes.
         """
         check_is_fitted(self)
         indicators = np.isin(np.arange(len(self._num_idx)), self._indicator_idx)
@@ -1213,6 +1524,15 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 scale=self.scale_.tolist(),
                 missing_indicator=indicators.tolist(),
             ),
+            "sequences": _records(
+                position=self._seq_idx.tolist(),
+                name=[str(name) for name in self.sequence_features_],
+                vocabulary=[
+                    None if v is None else str(v) for v in self.sequence_vocabularies_
+                ],
+                values=[values.tolist() for values in self.sequence_categories_],
+                codes=[codes.tolist() for codes in self.sequence_category_codes_],
+            ),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -1223,11 +1543,19 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         ValueError
             If the state is malformed; the message names the entry.
         """
-        _check_keys(state, _STATE_KEYS, "the encoder state")
+        # Files written before sequence and hashed columns lack their keys.
+        _check_keys(state, _STATE_KEYS, "the encoder state", frozenset({"sequences"}))
         cat, num = state["categorical"], state["numerical"]
-        if not isinstance(cat, list) or not isinstance(num, list):
-            raise ValueError("categorical and numerical must be lists of columns")
-        for kind, columns in (("categorical", cat), ("numerical", num)):
+        seq = state.get("sequences", [])
+        if not all(isinstance(columns, list) for columns in (cat, num, seq)):
+            raise ValueError(
+                "categorical, numerical and sequences must be lists of columns"
+            )
+        for kind, columns in (
+            ("categorical", cat),
+            ("numerical", num),
+            ("sequences", seq),
+        ):
             for i, column in enumerate(columns):
                 # Files written before hashed columns have no "buckets".
                 optional = frozenset({"buckets"})
@@ -1235,7 +1563,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         n, names = state["n_features_in"], state["feature_names_in"]
         if type(n) is not int or n < 1:
             raise ValueError(f"n_features_in must be a positive int, got {n!r}")
-        positions = [c["position"] for c in cat] + [c["position"] for c in num]
+        positions = [c["position"] for c in [*cat, *num, *seq]]
         if sorted(positions) != list(range(n)) or any(
             type(p) is not int for p in positions
         ):
@@ -1260,29 +1588,24 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                     "and a hashed column (buckets > 0) has no values or codes"
                 )
             buckets.append(n_buckets)
-            if (
-                not isinstance(values, list)
-                or not isinstance(column_codes, list)
-                or len(values) != len(column_codes)
-                # Codes are dense: at most one per value, from _N_RESERVED.
-                or any(
-                    type(c) is not int
-                    or not _N_RESERVED <= c < _N_RESERVED + len(values)
-                    for c in column_codes
-                )
-            ):
+            vocabularies.append(
+                _checked_vocabulary(values, column_codes, f"categorical column {i}")
+            )
+        cat_names = [c["name"] for c in cat]
+        seq_vocabularies, seq_shared = [], []
+        for i, column in enumerate(seq):
+            shared = column["vocabulary"]
+            what = f"sequence column {i}"
+            if shared is not None and shared not in cat_names:
                 raise ValueError(
-                    f"categorical column {i}: values and codes must be lists of "
-                    f"the same length, codes ints from {_N_RESERVED} to "
-                    f"{_N_RESERVED - 1} + the number of values"
+                    f"{what}: vocabulary must be None or a categorical column's name"
                 )
-            known = np.empty(len(values), dtype=object)
-            known[:] = values
-            if len(set(values)) != len(values) or pd.isna(known).any():
-                raise ValueError(
-                    f"categorical column {i}: values must be distinct and not missing"
-                )
-            vocabularies.append((known, np.asarray(column_codes, dtype=np.int64)))
+            if shared is not None and (column["values"] or column["codes"]):
+                raise ValueError(f"{what} shares a vocabulary: no values or codes")
+            seq_shared.append(-1 if shared is None else cat_names.index(shared))
+            seq_vocabularies.append(
+                _checked_vocabulary(column["values"], column["codes"], what)
+            )
         for i, column in enumerate(num):
             if not (
                 isinstance(column["mean"], float)
@@ -1293,7 +1616,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                     f"numerical column {i}: mean and scale must be floats and "
                     "missing_indicator a bool"
                 )
-        if any(not isinstance(c["name"], str) for c in [*cat, *num]):
+        if any(not isinstance(c["name"], str) for c in [*cat, *num, *seq]):
             raise ValueError("column names must be strings")
         # Nothing of an earlier fit stays: no feature names if the state has
         # none, and no counts for partial_fit to add to.
@@ -1302,7 +1625,7 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         if names is not None:
             self.feature_names_in_ = names
         labels = np.empty(n, dtype=object)
-        for column in [*cat, *num]:
+        for column in [*cat, *num, *seq]:
             labels[column["position"]] = column["name"]
         self._set_fitted(
             np.array([c["position"] for c in cat], dtype=np.intp),
@@ -1313,6 +1636,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             np.array([c["scale"] for c in num], dtype=np.float64),
             np.array([c["missing_indicator"] for c in num], dtype=bool),
             np.array(buckets, dtype=np.int64),
+            np.array([c["position"] for c in seq], dtype=np.intp),
+            np.array(seq_shared, dtype=np.intp),
+            seq_vocabularies,
         )
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -1331,8 +1657,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         indicators = [f"missingindicator_{n}" for n in self.missing_indicator_features_]
+        slots = [
+            f"{name}[{k}]"
+            for name in self.sequence_features_
+            for k in range(self.max_sequence_length)
+        ]
         return np.asarray(
-            [*self.categorical_features_, *self.numerical_features_, *indicators],
+            [
+                *self.categorical_features_,
+                *slots,
+                *self.numerical_features_,
+                *indicators,
+            ],
             dtype=object,
         )
 

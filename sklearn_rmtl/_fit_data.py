@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from sklearn_rmtl._data import BlockStream, TensorDictDataset
-from sklearn_rmtl._encoding import EncodedParts, FeatureEncoder
+from sklearn_rmtl._encoding import EncodedParts, FeatureEncoder, embedding_layout
 from sklearn_rmtl._rows import Block, Rows
 from sklearn_rmtl._validation import resolve_device
 
@@ -204,8 +204,15 @@ class FitData:
 
     @property
     def cardinalities(self) -> list[int]:
+        """The sizes of the embedding tables the codes index."""
         assert self.encoder is not None
-        return [int(c) for c in self.encoder.cardinalities_]
+        return embedding_layout(self.encoder)[0]
+
+    @property
+    def sequences(self) -> list[tuple[int, int, int]]:
+        """Per sequence column: its table, candidate and length."""
+        assert self.encoder is not None
+        return embedding_layout(self.encoder)[1]
 
     @property
     def n_numerical(self) -> int:

@@ -95,6 +95,19 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         of a vocabulary, e.g. ``{"itemid": 2**18}``: memory bounded whatever
         the number of ids, unseen ids hashed like known ones, at the cost of
         shared embeddings where ids collide; see :class:`FeatureEncoder`.
+    sequence_features : dict of str to str or None, default=None
+        Columns whose cells are lists of ids, oldest first, each mapped to
+        the categorical column whose vocabulary and embedding table it
+        shares (a user's earlier items to the item column, e.g.
+        ``{"item_history": "itemid"}``; see
+        :func:`sklearn_rmtl.datasets.history_column`), or to ``None`` for a
+        vocabulary of its own (a multi-valued field such as tags). Each is
+        pooled into one embedding (``backbone_params["sequence_pooling"]``:
+        target attention by the column it shares by default, the mean for
+        a field of its own) that joins the state every backbone reads; see
+        :class:`FeatureEncoder`.
+    max_sequence_length : int, default=50
+        Most recent elements kept per sequence cell.
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed non-negative weight of each task's loss; the loss is
         ``sum_k task_weights[k] * BCE_k``. ``None`` means ``1 / n_tasks`` each
@@ -290,6 +303,12 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "min_frequency": FeatureEncoder._parameter_constraints["min_frequency"],
         "max_categories": FeatureEncoder._parameter_constraints["max_categories"],
         "hash_buckets": FeatureEncoder._parameter_constraints["hash_buckets"],
+        "sequence_features": FeatureEncoder._parameter_constraints[
+            "sequence_features"
+        ],
+        "max_sequence_length": FeatureEncoder._parameter_constraints[
+            "max_sequence_length"
+        ],
         "task_weights": ["array-like", None],
         "task_balancing": [StrOptions(set(BALANCINGS))],
         "task_balancing_params": [dict, None],
@@ -323,6 +342,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
         hash_buckets: dict[Any, int] | None = None,
+        sequence_features: dict[Any, Any] | None = None,
+        max_sequence_length: int = 50,
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
@@ -351,6 +372,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.min_frequency = min_frequency
         self.max_categories = max_categories
         self.hash_buckets = hash_buckets
+        self.sequence_features = sequence_features
+        self.max_sequence_length = max_sequence_length
         self.task_weights = task_weights
         self.task_balancing = task_balancing
         self.task_balancing_params = task_balancing_params
@@ -613,6 +636,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             min_frequency=self.min_frequency,
             max_categories=self.max_categories,
             hash_buckets=self.hash_buckets,
+            sequence_features=self.sequence_features,
+            max_sequence_length=self.max_sequence_length,
         )
         data.fit_encoder(encoder)
         return encoder, self._pretrain_net(data, params, task_weights)

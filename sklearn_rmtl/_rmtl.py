@@ -91,6 +91,12 @@ class RMTLClassifier(MTLClassifier):
     hash_buckets : dict of {str, int} to int, default=None
         Id columns encoded by hashing into this many buckets instead of a
         vocabulary; see :class:`MTLClassifier`.
+    sequence_features : dict of str to str or None, default=None
+        List-valued columns of ids and the categorical column whose
+        vocabulary each shares (or ``None``); see :class:`MTLClassifier`.
+        The critics' state averages each sequence's embeddings.
+    max_sequence_length : int, default=50
+        Most recent elements kept per sequence cell.
     task_weights : array-like of shape (n_tasks,), default=None
         Fixed per-task loss weights of pretraining and refit (``None``:
         ``1 / n_tasks`` each); RMTL's row weights multiply them.
@@ -369,6 +375,8 @@ class RMTLClassifier(MTLClassifier):
         min_frequency: int | float | None = None,
         max_categories: int | None = None,
         hash_buckets: dict[Any, int] | None = None,
+        sequence_features: dict[Any, Any] | None = None,
+        max_sequence_length: int = 50,
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
@@ -409,6 +417,8 @@ class RMTLClassifier(MTLClassifier):
             min_frequency=min_frequency,
             max_categories=max_categories,
             hash_buckets=hash_buckets,
+            sequence_features=sequence_features,
+            max_sequence_length=max_sequence_length,
             task_weights=task_weights,
             task_balancing=task_balancing,
             task_balancing_params=task_balancing_params,

@@ -38,7 +38,7 @@ from sklearn_rmtl._critic import (
     former_critic,
     set_fitted_critics,
 )
-from sklearn_rmtl._encoding import FeatureEncoder
+from sklearn_rmtl._encoding import FeatureEncoder, embedding_layout
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._rmtl import RMTLClassifier
@@ -86,7 +86,8 @@ _RENAMED = {"net_": ("backbone_", 3)}
 # only, and RMTLClassifier had the settings (FORMER_RMTL_PARAMETERS).
 _CRITIC_ESTIMATOR = 4
 # Network arguments added after format version 2 was first written.
-_NET_ADDED = frozenset({"precision"})
+_NET_ADDED = frozenset({"precision", "module__sequences"})
+_BACKBONE_PARAMS_ADDED = frozenset({"sequence_pooling", "attention_dims"})
 _OPTIONAL = frozenset(
     {
         "feature_names_in_",  # set only with feature names
@@ -569,7 +570,9 @@ class Reader(TreeReader):
         if (
             not isinstance(net, MultiTaskNet)
             or not isinstance(encoder, FeatureEncoder)
-            or list(net.module__cardinalities) != encoder.cardinalities_.tolist()
+            or list(net.module__cardinalities) != embedding_layout(encoder)[0]
+            or [tuple(s) for s in getattr(net, "module__sequences", [])]
+            != embedding_layout(encoder)[1]
             or net.module__n_tasks != est.n_tasks_
         ):
             raise fail(path, "the encoder, network and tasks do not fit together")
@@ -745,10 +748,10 @@ class Reader(TreeReader):
             raise fail(path, f"unknown backbone {str(backbone)[:80]!r}")
         params = kwargs.get("module__backbone_params")
         try:
-            valid = (
-                isinstance(params, dict)
-                and resolve_backbone_params(backbone, params).keys() == params.keys()
-            )
+            # Files written before a key existed lack it: its default holds.
+            valid = isinstance(params, dict) and set(params) <= set(
+                resolve_backbone_params(backbone, params)
+            ) <= set(params) | _BACKBONE_PARAMS_ADDED
         except (AttributeError, TypeError, ValueError):
             valid = False
         if not valid:
@@ -847,7 +850,8 @@ class Reader(TreeReader):
                 module = make()
         except (TypeError, ValueError, RuntimeError) as exc:
             raise fail(path, f"the critic cannot be rebuilt ({exc})") from exc
-        if module.get_config() != kwargs:
+        # Files written before sequence columns have no "sequences".
+        if module.get_config() != {"sequences": [], **kwargs}:
             raise fail(path, f"critic arguments must be {sorted(module.get_config())}")
         self.state_dict(module, module_node["state_dict"], module_path)
         task_names = self.value(node["task_names_"], where("task_names_"))

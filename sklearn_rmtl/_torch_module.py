@@ -9,9 +9,41 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._data import forward_batches
-from sklearn_rmtl._encoding import UNKNOWN_CODE
+from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
+
+#: How a sequence column's element embeddings become one vector.
+SEQUENCE_POOLINGS = ("attention", "mean", "sum")
+
+
+class TargetAttention(nn.Module):
+    """DIN's attention of a sequence by a candidate (Zhou et al., KDD 2018).
+
+    Each element ``h`` of the sequence gets the weight ``MLP([h, c, h - c,
+    h * c])`` for the candidate ``c``; the output is the weighted sum of the
+    elements, padding left out. As in DIN the weights are not normalised
+    (no softmax), so the output keeps how much of the history matches.
+
+    Shape: ``history (batch, L, d), candidate (batch, d), mask (batch, L)
+    -> (batch, d)``.
+    """
+
+    def __init__(self, embedding_dim: int, hidden_dims: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = 4 * embedding_dim
+        for size in hidden_dims:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, history: Tensor, candidate: Tensor, mask: Tensor) -> Tensor:
+        c = candidate.unsqueeze(1).expand_as(history)
+        scores = self.mlp(torch.cat([history, c, history - c, history * c], dim=-1))
+        weights = scores.squeeze(-1) * mask
+        return torch.einsum("bl,bld->bd", weights.to(history.dtype), history)
 
 
 class FeatureEmbedding(nn.Module):
@@ -20,8 +52,10 @@ class FeatureEmbedding(nn.Module):
     Each categorical column has its own embedding table (stored as one table
     with per-column offsets, so a batch is one lookup); the numerical columns
     are mapped together by one linear layer to ``embedding_dim``
-    (the paper's state representation), or passed on as they are. The
-    outputs are concatenated.
+    (the paper's state representation), or passed on as they are. Each
+    sequence column's elements are looked up in a table (the one of the
+    categorical column whose vocabulary it shares, or its own) and pooled
+    into one vector. The outputs are concatenated.
 
     Parameters
     ----------
@@ -36,13 +70,29 @@ class FeatureEmbedding(nn.Module):
         uniform (``std = sqrt(2 / (n_rows + embedding_dim))``, small for
         large tables). NOTE[DIFF]: a fixed small std (torch-rechub uses
         1e-4) is not the paper's.
+    sequences : sequence of (int, int, int), default=()
+        Per sequence column, ``(table, candidate, length)``: the index in
+        ``cardinalities`` of the table its codes index, the categorical
+        column whose embedding attends it (-1: none, a multi-valued field
+        with a table of its own) and its number of code columns. The tables
+        of the categorical columns come first in ``cardinalities``, then
+        those of the sequences' own vocabularies. NOTE[DIFF]: the paper's
+        state has no behaviour sequences.
+    sequence_pooling : {"attention", "mean", "sum"}, default="attention"
+        How a sequence's element embeddings become one vector: target
+        attention by its candidate (:class:`TargetAttention`; a sequence
+        without a candidate is averaged), their mean, or their sum; padding
+        (code 0) is left out.
+    attention_dims : sequence of int, default=(80, 40)
+        Hidden sizes of each attention MLP (DIN's defaults in DeepCTR).
 
     Shape
     -----
-    - ``x_cat``: ``(batch, len(cardinalities))`` int64 codes.
+    - ``x_cat``: ``(batch, n_categorical + sum of the sequences' lengths)``
+      int64 codes: the categorical columns', then each sequence's.
     - ``x_num``: ``(batch, n_numerical)`` float32.
     - output: ``(batch, out_features)`` with ``out_features = embedding_dim *
-      (len(cardinalities) + (n_numerical > 0))``.
+      (n_categorical + len(sequences) + (n_numerical > 0))``.
     """
 
     offsets: Tensor
@@ -54,6 +104,9 @@ class FeatureEmbedding(nn.Module):
         n_numerical: int,
         embedding_dim: int,
         embedding_init_std: float | None = None,
+        sequences: Sequence[Sequence[int]] = (),
+        sequence_pooling: str = "attention",
+        attention_dims: Sequence[int] = (80, 40),
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -69,14 +122,44 @@ class FeatureEmbedding(nn.Module):
             )
         if not cardinalities and n_numerical < 1:
             raise ValueError("FeatureEmbedding needs at least one input column.")
+        if sequence_pooling not in SEQUENCE_POOLINGS:
+            raise ValueError(
+                f"sequence_pooling must be one of {SEQUENCE_POOLINGS}, got "
+                f"{sequence_pooling!r}"
+            )
+        self.sequences = [tuple(int(v) for v in spec) for spec in sequences]
+        own = sorted({t for t, c, _ in self.sequences if c < 0})
+        self.n_categorical = len(cardinalities) - len(own)
+        if (
+            own != list(range(self.n_categorical, len(cardinalities)))
+            or any(
+                not 0 <= c < self.n_categorical or t != c
+                for t, c, _ in self.sequences
+                if c >= 0
+            )
+            or any(length < 1 for *_, length in self.sequences)
+        ):
+            raise ValueError(
+                "sequences must be (table, candidate, length) with a shared "
+                "table equal to its categorical candidate, own tables after the "
+                f"categorical ones, lengths >= 1; got {self.sequences}"
+            )
         cards = torch.as_tensor(list(cardinalities), dtype=torch.long)
-        self.n_categorical = len(cards)
         self.n_numerical = n_numerical
         self.embedding_dim = embedding_dim
         self.embedding_init_std = (
             None if embedding_init_std is None else float(embedding_init_std)
         )
-        self.out_features = embedding_dim * (self.n_categorical + (n_numerical > 0))
+        self.sequence_pooling = sequence_pooling
+        self.attention_dims = tuple(int(d) for d in attention_dims)
+        self.attention = nn.ModuleList(
+            TargetAttention(embedding_dim, self.attention_dims)
+            for _, c, _ in self.sequences
+            if c >= 0 and sequence_pooling == "attention"
+        )
+        self.out_features = embedding_dim * (
+            self.n_categorical + len(self.sequences) + (n_numerical > 0)
+        )
         self.register_buffer(
             "offsets", torch.cumsum(cards, 0) - cards if len(cards) else cards
         )
@@ -106,7 +189,23 @@ class FeatureEmbedding(nn.Module):
     def forward(self, x_cat: Tensor, x_num: Tensor) -> Tensor:
         parts = []
         if self.embedding is not None:
-            parts.append(self.embedding(x_cat + self.offsets).flatten(1))
+            n = self.n_categorical
+            scalars = self.embedding(x_cat[:, :n] + self.offsets[:n])
+            parts.append(scalars.flatten(1))
+            attention = iter(self.attention)
+            start = n
+            for table, candidate, length in self.sequences:
+                codes = x_cat[:, start : start + length]
+                start += length
+                history = self.embedding(codes + self.offsets[table])
+                mask = (codes != MISSING_CODE).to(history.dtype)
+                if candidate >= 0 and self.sequence_pooling == "attention":
+                    pooled = next(attention)(history, scalars[:, candidate], mask)
+                else:
+                    pooled = torch.einsum("bl,bld->bd", mask, history)
+                    if self.sequence_pooling != "sum":
+                        pooled = pooled / mask.sum(1, keepdim=True).clamp(min=1.0)
+                parts.append(pooled)
         if self.numerical is not None:
             parts.append(self.numerical(x_num))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
@@ -130,6 +229,9 @@ class MultiTaskModule(nn.Module):
         (:data:`sklearn_rmtl.backbones.EMBEDDING_KEYS`, see
         :func:`sklearn_rmtl.backbones.resolve_backbone_params`); missing
         embedding keywords take :class:`FeatureEmbedding`'s defaults.
+    sequences : sequence of (int, int, int), default=()
+        The sequence columns' tables, candidates and lengths; see
+        :class:`FeatureEmbedding`.
 
     Shape: ``x_cat (batch, n_cat), x_num (batch, n_num) -> (batch, n_tasks)``
     logits. Extra keyword inputs (such as per-row loss weights riding in the
@@ -144,12 +246,16 @@ class MultiTaskModule(nn.Module):
         n_tasks: int,
         backbone: str,
         backbone_params: Mapping[str, Any],
+        sequences: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         params = dict(backbone_params)
         embedding = {k: params.pop(k) for k in EMBEDDING_KEYS if k in params}
         self.embedding = FeatureEmbedding(
-            cardinalities=cardinalities, n_numerical=n_numerical, **embedding
+            cardinalities=cardinalities,
+            n_numerical=n_numerical,
+            sequences=sequences,
+            **embedding,
         )
         self.backbone = BACKBONES[backbone](
             in_features=self.embedding.out_features, n_tasks=n_tasks, **params

@@ -688,6 +688,7 @@ def train_net(
         callbacks=all_callbacks,
         module__cardinalities=data.cardinalities,
         module__n_numerical=data.n_numerical,
+        module__sequences=data.sequences,
         module__n_tasks=data.n_tasks,
         module__backbone=backbone,
         module__backbone_params=backbone_params,

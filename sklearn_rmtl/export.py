@@ -29,7 +29,11 @@ from a DataFrame. Their types:
   (integers in decimal, as :func:`onnx_inputs` writes them), ``""``
   meaning missing. The graph hashes them with ONNX Runtime's
   ``com.microsoft.MurmurHash3`` operator, so such a graph needs ONNX
-  Runtime (the other operators are standard ONNX).
+  Runtime (the other operators are standard ONNX);
+- a sequence column (``sequence_features``): an ``(n, max_sequence_length)``
+  input, each row's last elements first, then padding: ``string`` with its
+  ``missing_value`` as padding when the vocabulary it uses is text (or
+  hashed), ``double`` with NaN as padding otherwise.
 
 The graph computes in float32: for a model of ``precision="float32"`` its
 probabilities equal ``predict_proba``'s to 1e-5. ``predict_proba`` of a
@@ -57,7 +61,12 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 
-from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE, hash_key
+from sklearn_rmtl._encoding import (
+    MISSING_CODE,
+    UNKNOWN_CODE,
+    _flat_sequences,
+    hash_key,
+)
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._validation import to_pandas
 
@@ -132,8 +141,29 @@ def _input_columns(estimator: MTLClassifier) -> list[dict[str, Any]]:
             column["missing_value"] = _string_markers(column["values"])[0]
     for column in state["numerical"]:
         column.update(role="numerical", type="double")
+    by_name = {c["name"]: c for c in state["categorical"]}
+    for column in state["sequences"]:
+        # The elements are read as the shared column's values (or by the
+        # sequence's own vocabulary), as text or as float64: an (n, length)
+        # input needs a padding value, which int64 and bool inputs lack.
+        shared = by_name.get(column["vocabulary"], column)
+        buckets = shared.get("buckets", 0)
+        kind = "string" if buckets else _value_kind(shared["values"])
+        column.update(
+            role="sequence",
+            type="string" if kind == "string" else "double",
+            length=estimator.encoder_.max_sequence_length,
+            values=shared["values"],
+            codes=shared["codes"],
+            buckets=buckets,
+        )
+        if column["type"] == "string":
+            column["missing_value"] = (
+                "" if buckets else _string_markers(shared["values"])[0]
+            )
     return sorted(
-        state["categorical"] + state["numerical"], key=lambda c: c["position"]
+        state["categorical"] + state["numerical"] + state["sequences"],
+        key=lambda c: c["position"],
     )
 
 
@@ -158,23 +188,30 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         that means missing), a hashed one ``buckets`` (its code is ``2 +
         murmurhash3_32(id as UTF-8 text, seed=0, positive=True) %
         buckets``, 0 for ``missing_value``), a numerical one ``mean``,
-        ``scale`` and
-        ``missing_indicator``. Also ``missing_code``, ``unknown_code``,
-        ``task_names`` and ``layout`` (how ``x_cat`` and ``x_num`` are
-        assembled).
+        ``scale`` and ``missing_indicator``; a sequence column (role
+        "sequence", an input of ``length`` columns: each row's last
+        ``length`` elements, then ``missing_value`` or NaN as padding) has
+        ``vocabulary`` (the categorical column whose encoding it shares, or
+        None) and the encoding of its elements, as a categorical column's.
+        Also ``missing_code``, ``unknown_code``, ``task_names`` and
+        ``layout`` (the columns of ``x_cat``, a sequence's ``length`` codes
+        each, and of ``x_num``).
     """
     columns: list[dict[str, Any]] = []
     keys: tuple[str, ...]
     for column in _input_columns(estimator):
         kind = column["type"]
-        if column["role"] == "categorical" and column["buckets"]:
+        role = column["role"]
+        if role == "numerical":
+            keys = ("mean", "scale", "missing_indicator")
+        elif column["buckets"]:
             keys = ("buckets", "missing_value")
-        elif column["role"] == "categorical":
+        else:
             cast = {"string": str, "int64": int, "bool": bool, "double": float}[kind]
             column["values"] = [cast(v) for v in column["values"]]
             keys = ("values", "codes", *(["missing_value"] * (kind == "string")))
-        else:
-            keys = ("mean", "scale", "missing_indicator")
+        if role == "sequence":
+            keys = ("length", "vocabulary", *keys)
         columns.append({k: column[k] for k in ("name", "role", "type", *keys)})
     encoder = estimator.encoder_
     return {
@@ -183,7 +220,8 @@ def describe_encoding(estimator: MTLClassifier) -> dict[str, Any]:
         "unknown_code": UNKNOWN_CODE,
         "task_names": [str(t) for t in estimator.task_names_],
         "layout": {
-            "x_cat": [str(c) for c in encoder.categorical_features_],
+            "x_cat": [str(c) for c in encoder.categorical_features_]
+            + [str(c) for c in encoder.sequence_features_],
             "x_num": [str(c) for c in encoder.numerical_features_]
             + [f"missingindicator_{c}" for c in encoder.missing_indicator_features_],
         },
@@ -205,9 +243,10 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
     Returns
     -------
     feed : dict of str to ndarray
-        One ``(n, 1)`` array per input, of the input's type; missing values
-        of a string column become its ``missing_value`` (see
-        :func:`describe_encoding`), of a number ``NaN``.
+        One ``(n, 1)`` array per input (``(n, length)`` for a sequence
+        column), of the input's type; missing values of a string column
+        become its ``missing_value`` (see :func:`describe_encoding`), of a
+        number ``NaN``.
     """
     columns = _input_columns(estimator)
     X = to_pandas(X)
@@ -216,36 +255,50 @@ def onnx_inputs(estimator: MTLClassifier, X: pd.DataFrame) -> dict[str, np.ndarr
         X = pd.DataFrame(np.asarray(X))
     feed = {}
     for column in columns:
-        name, kind = column["name"], column["type"]
+        name = column["name"]
         values: pd.Series = X[name] if by_name else X.iloc[:, column["position"]]
-        array: np.ndarray
-        if column.get("buckets"):
-            ids = values.astype(object).where(values.notna().to_numpy(), "")
-            array = np.array([hash_key(v) for v in ids.tolist()], dtype=object)
-            if any(key is None for key in array.tolist()):
-                raise ValueError(
-                    f"Hashed column {name!r} holds values that are no ids "
-                    "(strings or integers)."
-                )
-        elif kind == "string":
-            missing, unseen = _string_markers(column["values"])
-            present = values.notna().to_numpy()
-            text = values.astype(object).where(present, missing).astype(str)
-            array = text.to_numpy(dtype=object)
-            # A present value that reads as the missing marker is unseen.
-            array[present & (array == missing)] = unseen
-        elif kind == "double":
-            array = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            if values.isna().any():
-                raise ValueError(
-                    f"Column {name!r} has missing values, which its "
-                    f"{kind} input cannot hold; fill them (an unseen value is "
-                    "encoded as unknown)."
-                )
-            array = values.to_numpy(dtype=np.int64 if kind == "int64" else np.bool_)
-        feed[name] = array.reshape(-1, 1)
+        if column["role"] != "sequence":
+            feed[name] = _as_input(values, column).reshape(-1, 1)
+            continue
+        length = column["length"]
+        flat, counts = _flat_sequences(name, values, length)
+        padding = column.get("missing_value", np.nan)
+        matrix = np.full((len(values), length), padding, dtype=object)
+        rows = np.repeat(np.arange(len(values)), counts)
+        slots = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+        matrix[rows, slots] = _as_input(flat, column)
+        feed[name] = matrix if column["type"] == "string" else matrix.astype(float)
     return feed
+
+
+def _as_input(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
+    """A column's values as the 1-D array its ONNX input takes."""
+    name, kind = column["name"], column["type"]
+    if column.get("buckets"):
+        ids = values.astype(object).where(values.notna().to_numpy(), "")
+        array = np.array([hash_key(v) for v in ids.tolist()], dtype=object)
+        if any(key is None for key in array.tolist()):
+            raise ValueError(
+                f"Hashed column {name!r} holds values that are no ids "
+                "(strings or integers)."
+            )
+        return array
+    if kind == "string":
+        missing, unseen = _string_markers(column["values"])
+        present = values.notna().to_numpy()
+        text = values.astype(object).where(present, missing).astype(str)
+        array = text.to_numpy(dtype=object)
+        # A present value that reads as the missing marker is unseen.
+        array[present & (array == missing)] = unseen
+        return array
+    if kind == "double":
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if values.isna().any():
+        raise ValueError(
+            f"Column {name!r} has missing values, which its {kind} input cannot "
+            "hold; fill them (an unseen value is encoded as unknown)."
+        )
+    return values.to_numpy(dtype=np.int64 if kind == "int64" else np.bool_)
 
 
 class _Probabilities(nn.Module):
@@ -262,9 +315,10 @@ class _Probabilities(nn.Module):
 def _network_inputs(estimator: MTLClassifier, n: int) -> tuple[Tensor, Tensor]:
     encoder = estimator.encoder_
     n_num = len(encoder.numerical_features_) + len(encoder.missing_indicator_features_)
-    x_cat = torch.full(
-        (n, len(encoder.categorical_features_)), MISSING_CODE, dtype=torch.int64
+    width = len(encoder.categorical_features_) + len(encoder.sequence_features_) * int(
+        encoder.max_sequence_length
     )
+    x_cat = torch.full((n, width), MISSING_CODE, dtype=torch.int64)
     return x_cat, torch.zeros((n, n_num), dtype=torch.float32)
 
 
@@ -503,6 +557,7 @@ def _encoding_graph(
     inputs: list[Any] = []
     codes: dict[str, str] = {}
     numbers: dict[str, str] = {}
+    widths: dict[str, int] = {}
 
     def const(name: str, array: np.ndarray) -> str:
         # Made once, on first use: runtimes warn about unused constants.
@@ -515,8 +570,10 @@ def _encoding_graph(
     for j, column in enumerate(description["columns"]):
         name, kind = column["name"], column["type"]
         x, c = name, f"{prefix}c{j}/"  # the input; its tensors' names
+        width = column.get("length", 1)
+        widths[name] = width
         inputs.append(
-            h.make_tensor_value_info(x, getattr(T, _ONNX_TYPES[kind]), [None, 1])
+            h.make_tensor_value_info(x, getattr(T, _ONNX_TYPES[kind]), [None, width])
         )
         if column["role"] == "numerical":
             nan = c + "is_nan"
@@ -540,6 +597,8 @@ def _encoding_graph(
             codes[name] = c + "code"
             continue
         keys, values = column["values"], column["codes"]
+        if column["role"] == "sequence" and kind == "double":
+            keys = [float(k) for k in keys]  # a sequence reads ids as float64
         if kind == "bool":
             nodes.append(h.make_node("Cast", [x], [c + "int"], to=T.INT64))
             x, kind, keys = c + "int", "int64", [int(k) for k in keys]
@@ -582,10 +641,11 @@ def _encoding_graph(
             codes[name] = c + "code"
     layout = description["layout"]
     outputs = []
-    for output, parts, dtype in (
-        (prefix + "x_cat", [codes[c] for c in layout["x_cat"]], T.INT64),
-        (prefix + "x_num", [numbers[c] for c in layout["x_num"]], T.FLOAT),
+    for output, names, tensors, dtype in (
+        (prefix + "x_cat", layout["x_cat"], codes, T.INT64),
+        (prefix + "x_num", layout["x_num"], numbers, T.FLOAT),
     ):
+        parts = [tensors[name] for name in names]
         if parts:
             nodes.append(h.make_node("Concat", parts, [output], axis=1))
         else:  # no such columns: an (n, 0) input for the network
@@ -603,7 +663,8 @@ def _encoding_graph(
                     value=h.make_tensor("value", dtype, [1], [0]),
                 ),
             ]
-        outputs.append(h.make_tensor_value_info(output, dtype, [None, len(parts)]))
+        width = sum(widths.get(name, 1) for name in names)
+        outputs.append(h.make_tensor_value_info(output, dtype, [None, width]))
     graph = h.make_graph(nodes, "sklearn_rmtl_encoding", inputs, outputs)
     domains = [h.make_opsetid("", opset), h.make_opsetid("ai.onnx.ml", 4)]
     if any(node.domain == "com.microsoft" for node in nodes):

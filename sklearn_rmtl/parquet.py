@@ -37,6 +37,15 @@ from sklearn_rmtl._validation import (
 from sklearn_rmtl._vocabulary import BLOCK_ROWS
 
 
+def _is_flat_list(kind: Any) -> bool:
+    """Whether a pyarrow type is a list of scalars (a sequence column's)."""
+    import pyarrow as pa
+
+    return (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    ) and not pa.types.is_nested(kind.value_type)
+
+
 def _names(value: Any, what: str) -> list[str]:
     if value is None:
         return []
@@ -101,7 +110,8 @@ class ParquetSource(Rows):
         when reading, if a file changed after the source was opened or a row
         group cannot be read (the message names the file).
     TypeError
-        If a column has a nested type (list, struct, map), or ``block_rows``
+        If a column has a nested type (struct, map, or a list other than a
+        feature's list of scalars), or ``block_rows``
         is not a positive int; if a column read has types in different files
         with no common one (e.g. text and numbers), or the session ids have
         different types (the message names the files).
@@ -204,10 +214,14 @@ class ParquetSource(Rows):
         self._files.check_types(named)
         for name in named:
             kind = schema.field(name).type
-            if pa.types.is_nested(kind):
+            # A feature may be a list of scalars: a sequence column (the
+            # estimator's sequence_features), read as arrays per cell.
+            listed = name in self.features and _is_flat_list(kind)
+            if pa.types.is_nested(kind) and not listed:
                 raise TypeError(
                     f"Column {name!r} has the nested type {kind}; targets, "
-                    "session, time and features must be scalar columns."
+                    "session, time and features must be scalar columns, or "
+                    "lists of scalars for a feature (a sequence column)."
                 )
         for name, check, what in (
             (time, _is_time_type, "numbers or timestamps"),

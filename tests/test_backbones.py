@@ -16,7 +16,13 @@ from sklearn_rmtl.backbones.esmm import ESMM
 # Keys beyond the paper's sizes and their defaults (docs/backbone_quality.rst).
 EXTRA_DEFAULTS = {
     k: BACKBONE_DEFAULTS[k]
-    for k in ("batch_norm", "gate_batch_norm", "embedding_init_std")
+    for k in (
+        "batch_norm",
+        "gate_batch_norm",
+        "embedding_init_std",
+        "sequence_pooling",
+        "attention_dims",
+    )
 }
 #: The paper's network: no batch normalisation, Xavier tables, linear numbers.
 PAPER_NETWORK = {

@@ -451,7 +451,7 @@ def test_values_too_far_apart_for_float32_are_an_error():
 def test_container_cells_are_an_error_naming_the_column(cell, categorical_features):
     tags = pd.Series([cell] * 3 + ["c"], dtype=object)
     X = pd.DataFrame({"price": [1.0, 2.0, 3.0, 4.0], "tags": tags})
-    message = r"Column 'tags' holds a \w+ .*scalars only.*Explode or join the list"
+    message = r"Column 'tags' holds a \w+ .*holds scalars.*declare the column in"
     with pytest.raises(ValueError, match=message):
         FeatureEncoder(categorical_features=categorical_features).fit(X)
     enc = FeatureEncoder().fit(X.assign(tags=["a", "b", "c", "d"]))

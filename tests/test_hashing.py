@@ -61,7 +61,9 @@ def test_partial_fit_over_blocks_equals_fit():
         blocks.partial_fit(X.iloc[start : start + 200])
     np.testing.assert_array_equal(whole.transform(X), blocks.transform(X))
     blocks.set_params(hash_buckets={"user": 32})
-    with pytest.raises(ValueError, match="hash_buckets changed since the first"):
+    with pytest.raises(
+        ValueError, match="hash_buckets or sequence_features changed since the first"
+    ):
         blocks.partial_fit(X.iloc[:10])
 
 
@@ -81,7 +83,7 @@ def test_a_hashed_column_is_categorical_whatever_categorical_features_says():
         (["a", "b", "c"], {5: 8}, "position 5 outside the 2 columns"),
         (["a", "b", "c"], {"id": 0}, r"must be in \[1, 2\*\*62\], got 0"),
         (["a", "b", "c"], {"id": True}, "must be a positive int"),
-        (["a", "b", "c"], {1.5: 8}, "keys must be column names"),
+        (["a", "b", "c"], {1.5: 8}, "names columns by name .* or position; got 1.5"),
     ],
 )
 def test_bad_hash_buckets_name_the_column_and_the_fix(column, buckets, message):

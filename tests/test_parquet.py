@@ -307,10 +307,13 @@ def test_bad_sources_raise_clear_errors(data, tmp_path):
         ParquetSource(path, target="click", time="item")
     with pytest.raises(ValueError, match="Cannot read Parquet data"):
         ParquetSource(tmp_path / "absent.parquet", target="click")
-    nested = pa.table({"x": [[1, 2], [3]], "y": [0, 1]})
+    nested = pa.table({"x": [[1, 2], [3]], "y": [[0], [1]], "z": [[[1]], [[2]]]})
     pq.write_table(nested, tmp_path / "nested.parquet")
-    with pytest.raises(TypeError, match="'x' has the nested type"):
-        ParquetSource(tmp_path / "nested.parquet", target="y")
+    assert ParquetSource(tmp_path / "nested.parquet", features=["x"]).features == ["x"]
+    with pytest.raises(TypeError, match="'y' has the nested type"):  # a target
+        ParquetSource(tmp_path / "nested.parquet", target="y", features=["x"])
+    with pytest.raises(TypeError, match="'z' has the nested type .*lists of scalars"):
+        ParquetSource(tmp_path / "nested.parquet", features=["z"])
     with pytest.raises(ValueError, match="no target columns"):
         _clf().fit(ParquetSource(path, features=FEATURES))
     with pytest.raises(TypeError, match="pass none of them"):

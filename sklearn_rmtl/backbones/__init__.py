@@ -25,6 +25,8 @@ from sklearn_rmtl.backbones.singletask import SingleTask
 EMBEDDING_KEYS: tuple[str, ...] = (
     "embedding_dim",
     "embedding_init_std",
+    "sequence_pooling",
+    "attention_dims",
 )
 
 #: Backbone classes by the name the estimators accept as ``backbone``.

@@ -1,0 +1,244 @@
+"""Sequence columns (``sequence_features``): encoding, pooling, every path."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier, SessionCritic
+from sklearn_rmtl._torch_module import FeatureEmbedding, TargetAttention
+from sklearn_rmtl.persistence import load, save
+
+TINY = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts": 2}
+SEQUENCES = {"hist": "item", "tags": None}
+
+
+def _log(n=400, seed=0):
+    """Items, a history of earlier items (some unseen, missing cells and
+    elements), tags of a vocabulary of their own, a text column, a number."""
+    rng = np.random.default_rng(seed)
+    hist = [list(rng.integers(0, 35, rng.integers(0, 12))) for _ in range(n)]
+    hist[3], hist[4] = None, [1, None, 2]
+    tags = [list(rng.choice(list("abcde"), rng.integers(0, 4))) for _ in range(n)]
+    X = pd.DataFrame(
+        {
+            "item": rng.integers(0, 30, n),
+            "hist": pd.Series(hist, dtype=object),
+            "tags": pd.Series(tags, dtype=object),
+            "s": rng.choice(["x", "y"], n).astype(object),
+            "p": rng.normal(size=n),
+        }
+    )
+    return X, np.c_[rng.integers(0, 2, n), rng.integers(0, 2, n)]
+
+
+def _mtl(**params):
+    defaults = dict(
+        backbone="mmoe",
+        categorical_features=["item", "s"],
+        sequence_features=SEQUENCES,
+        max_sequence_length=6,
+        backbone_params=TINY,
+        max_epochs=2,
+        random_state=0,
+    )
+    return MTLClassifier(**{**defaults, **params})
+
+
+def test_codes_keep_the_most_recent_elements_by_the_shared_vocabulary():
+    X = pd.DataFrame(
+        {
+            "item": pd.Categorical(["a", "b", "c", "a"]),
+            "hist": pd.Series([[], ["a"], ["a", "b", "zz"], None], dtype=object),
+            "tags": pd.Series([["x", "y"], ["y"], [], ["x", "x", "w"]], dtype=object),
+        }
+    )
+    enc = FeatureEncoder(sequence_features=SEQUENCES, max_sequence_length=2).fit(X)
+    assert enc.sequence_features_.tolist() == ["hist", "tags"]
+    assert enc.sequence_vocabularies_.tolist() == ["item", None]
+    assert enc.sequence_categories_[1].tolist() == ["w", "x", "y"]
+    assert enc.sequence_cardinalities_.tolist() == [0, 5]
+    assert enc.get_feature_names_out().tolist() == [
+        "item", "hist[0]", "hist[1]", "tags[0]", "tags[1]",
+    ]  # fmt: skip
+    # item: a=2, b=3, c=4; unseen "zz" is 1; padding 0; tags w=2, x=3, y=4.
+    assert enc.transform(X).astype(int).tolist() == [
+        [2, 0, 0, 3, 4],
+        [3, 2, 0, 4, 0],
+        [4, 3, 1, 0, 0],
+        [2, 0, 0, 3, 2],
+    ]
+
+
+def test_partial_fit_and_a_restored_state_encode_as_fit():
+    X, _ = _log()
+    params = dict(
+        categorical_features=["item", "s"],
+        sequence_features=SEQUENCES,
+        max_sequence_length=5,
+    )
+    whole = FeatureEncoder(**params).fit(X)
+    blocks = FeatureEncoder(**params)
+    for start in range(0, len(X), 150):
+        blocks.partial_fit(X.iloc[start : start + 150])
+    np.testing.assert_array_equal(blocks.transform(X), whole.transform(X))
+    restored = FeatureEncoder(**params)
+    restored._set_state(whole._get_state())
+    np.testing.assert_array_equal(restored.transform(X), whole.transform(X))
+    state = whole._get_state()
+    del state["sequences"]  # a file written before sequence columns existed
+    with pytest.raises(ValueError, match="positions"):
+        FeatureEncoder()._set_state(state)
+
+
+@pytest.mark.parametrize(
+    ("sequences", "extra", "message"),
+    [
+        ({"hist": "nope"}, {}, r"sequence_features\['hist'\] names column 'nope'"),
+        ({"hist": "p"}, {}, r"shares the vocabulary of \['p'\], which are not"),
+        ({"hist": "tags", "tags": None}, {}, "to a sequence column"),
+        ({"hist": "hist"}, {}, "to a sequence column .or to itself"),
+        (
+            {"hist": "item"},
+            {"categorical_features": ["item", "hist"]},
+            r"\['hist'\] are named in both categorical_features and",
+        ),
+        ({"hist": "item"}, {"hash_buckets": {"hist": 8}}, "names a sequence column"),
+        ({"s": None}, {}, "Sequence column 's' holds '[xy]' .str. in a cell"),
+    ],
+)
+def test_bad_sequence_features_are_clear_errors(sequences, extra, message):
+    X, _ = _log(50)
+    params = {"categorical_features": ["item"], **extra}
+    enc = FeatureEncoder(sequence_features=sequences, **params)
+    with pytest.raises(ValueError, match=message):
+        enc.fit(X.drop(columns="tags") if "tags" not in sequences else X)
+    assert not hasattr(enc, "sequence_features_")  # nothing half-fitted
+
+
+def test_pooling_masks_padding_and_attention_follows_din():
+    torch.manual_seed(0)
+    layout = dict(cardinalities=[6, 5], n_numerical=0, embedding_dim=3)
+    seqs = [(0, 0, 3), (1, -1, 2)]
+    x = torch.tensor([[2, 3, 0, 0, 4, 0], [3, 4, 5, 2, 0, 0]])
+    mean = FeatureEmbedding(**layout, sequences=seqs, sequence_pooling="mean")
+    table = mean.embedding.weight
+    out = mean(x, torch.zeros(2, 0))
+    assert out.shape == (2, 3 * 3)
+    # Row 0: history [3] (padding masked), tags [4] of the second table.
+    torch.testing.assert_close(out[0, 3:6], table[3])
+    torch.testing.assert_close(out[0, 6:], table[6 + 4])
+    torch.testing.assert_close(out[1, 3:6], table[[4, 5, 2]].mean(0))
+    summed = FeatureEmbedding(**layout, sequences=seqs, sequence_pooling="sum")
+    summed.load_state_dict(mean.state_dict())
+    torch.testing.assert_close(
+        summed(x, torch.zeros(2, 0))[1, 3:6], table[[4, 5, 2]].sum(0)
+    )
+    att = FeatureEmbedding(**layout, sequences=seqs, attention_dims=(4,))
+    assert len(att.attention) == 1  # the tags have no candidate: averaged
+    unit = att.attention[0]
+    h = torch.randn(2, 3, 3)
+    c = torch.randn(2, 3)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    scores = unit.mlp(
+        torch.cat([h, c[:, None].expand_as(h), h - c[:, None], h * c[:, None]], -1)
+    )
+    expected = (scores.squeeze(-1) * mask).unsqueeze(-1).mul(h).sum(1)
+    torch.testing.assert_close(unit(h, c, mask), expected)
+    assert isinstance(unit, TargetAttention)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_a_history_carries_a_signal_the_row_alone_lacks(pooling):
+    """The label is whether the candidate item is in the user's history."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    items = rng.integers(0, 20, n)
+    hist = [list(rng.integers(0, 20, rng.integers(0, 6))) for _ in range(n)]
+    y = np.array([int(i in h) for i, h in zip(items, hist, strict=True)])
+    X = pd.DataFrame({"item": pd.Categorical(items), "hist": pd.Series(hist)})
+    params = {
+        "embedding_dim": 16,
+        "bottom_dims": (64,),
+        "tower_dims": (),
+        "sequence_pooling": pooling,
+    }
+    est = MTLClassifier(
+        backbone="sharedbottom",
+        sequence_features={"hist": "item"},
+        max_sequence_length=8,
+        backbone_params=params,
+        max_epochs=40,
+        lr=1e-2,
+        batch_size=256,
+        n_iter_no_change=10,
+        random_state=0,
+    ).fit(X[:3200], np.c_[y, y][:3200])
+    auc = roc_auc_score(y[3200:], est.predict_proba(X[3200:])[:, 0])
+    assert auc > 0.9
+
+
+def test_estimators_save_pickle_and_export_sequence_columns(tmp_path):
+    X, Y = _log()
+    est = _mtl(hash_buckets={"item": 64}).fit(X, Y)
+    proba = est.predict_proba(X)
+    save(est, tmp_path / "m.rmtl")
+    np.testing.assert_array_equal(load(tmp_path / "m.rmtl").predict_proba(X), proba)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(est)).predict_proba(X), proba
+    )
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sklearn_rmtl.export import describe_encoding, onnx_inputs, to_onnx
+
+    for model in (est, _mtl().fit(X, Y)):  # hashed and vocabulary items
+        session = ort.InferenceSession(to_onnx(model).SerializeToString())
+        graph = session.run(None, onnx_inputs(model, X))[0]
+        np.testing.assert_allclose(graph, model.predict_proba(X), atol=1e-5)
+    hist = describe_encoding(est)["columns"][1]
+    assert (hist["role"], hist["vocabulary"], hist["length"]) == ("sequence", "item", 6)
+
+
+def test_rmtl_and_a_parquet_source_fit_sequence_columns(tmp_path):
+    pytest.importorskip("pyarrow")
+    from sklearn_rmtl.parquet import ParquetSource
+
+    X, Y = _log(300)
+    sessions, times = np.repeat(np.arange(60), 5), np.tile(np.arange(5), 60)
+    params = dict(
+        backbone="mmoe",
+        categorical_features=["item", "s"],
+        sequence_features=SEQUENCES,
+        max_sequence_length=6,
+        backbone_params=TINY,
+        max_epochs=2,
+        critic=SessionCritic(max_epochs=1, hidden_dims=(8,)),
+        random_state=0,
+    )
+    in_memory = RMTLClassifier(**params).fit(
+        X, Y, session_ids=sessions, timestamps=times
+    )
+    save(in_memory, tmp_path / "r.rmtl")
+    restored = load(tmp_path / "r.rmtl")
+    np.testing.assert_array_equal(restored.predict_proba(X), in_memory.predict_proba(X))
+    path = tmp_path / "log.parquet"
+    X.assign(click=Y[:, 0], buy=Y[:, 1], session=sessions, t=times).to_parquet(path)
+    source = ParquetSource(
+        path,
+        target=["click", "buy"],
+        session="session",
+        time="t",
+        features=list(X.columns),
+        block_rows=10**6,
+    )
+    streamed = RMTLClassifier(**params).fit(source)
+    np.testing.assert_array_equal(streamed.predict_proba(X), in_memory.predict_proba(X))
+    blocks = ParquetSource(path, features=list(X.columns), block_rows=70)
+    np.testing.assert_allclose(
+        streamed.predict_proba(blocks), in_memory.predict_proba(X), atol=1e-6
+    )
