@@ -1307,9 +1307,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                 not isinstance(self.categorical_features, str)
                 and (declared & is_seq).any()
             ):
-                names = [
-                    str(frame.columns[j]) for j in np.flatnonzero(declared & is_seq)
-                ]
+                both = np.flatnonzero(declared & is_seq)
+                names = [str(frame.columns[int(j)]) for j in both]
                 raise ValueError(
                     f"Columns {names} are named in both categorical_features and "
                     "sequence_features; a column is one or the other."

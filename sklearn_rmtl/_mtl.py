@@ -303,9 +303,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "min_frequency": FeatureEncoder._parameter_constraints["min_frequency"],
         "max_categories": FeatureEncoder._parameter_constraints["max_categories"],
         "hash_buckets": FeatureEncoder._parameter_constraints["hash_buckets"],
-        "sequence_features": FeatureEncoder._parameter_constraints[
-            "sequence_features"
-        ],
+        "sequence_features": FeatureEncoder._parameter_constraints["sequence_features"],
         "max_sequence_length": FeatureEncoder._parameter_constraints[
             "max_sequence_length"
         ],

@@ -749,9 +749,12 @@ class Reader(TreeReader):
         params = kwargs.get("module__backbone_params")
         try:
             # Files written before a key existed lack it: its default holds.
-            valid = isinstance(params, dict) and set(params) <= set(
-                resolve_backbone_params(backbone, params)
-            ) <= set(params) | _BACKBONE_PARAMS_ADDED
+            valid = (
+                isinstance(params, dict)
+                and set(params)
+                <= set(resolve_backbone_params(backbone, params))
+                <= set(params) | _BACKBONE_PARAMS_ADDED
+            )
         except (AttributeError, TypeError, ValueError):
             valid = False
         if not valid:

@@ -262,7 +262,7 @@ def test_version(capsys):
         # n_expert (typo of n_experts) configures no backbone of the command.
         ('{"n_expert": 2}', "['n_expert'] configure none of the backbones"),
         # MMoE's key, but ablation runs SharedBottom only.
-        ('{"n_experts": 2}', "valid keys are ['attention_dims', 'batch_norm', 'bottom_dims'"),
+        ('{"n_experts": 2}', "valid keys are ['attention_dims', 'batch_norm'"),
     ],
 )
 def test_backbone_params_errors(tmp_path, capsys, params, message):

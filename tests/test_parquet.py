@@ -312,7 +312,7 @@ def test_bad_sources_raise_clear_errors(data, tmp_path):
     assert ParquetSource(tmp_path / "nested.parquet", features=["x"]).features == ["x"]
     with pytest.raises(TypeError, match="'y' has the nested type"):  # a target
         ParquetSource(tmp_path / "nested.parquet", target="y", features=["x"])
-    with pytest.raises(TypeError, match="'z' has the nested type .*lists of scalars"):
+    with pytest.raises(TypeError, match=r"'z' has the nested type .*lists of scalars"):
         ParquetSource(tmp_path / "nested.parquet", features=["z"])
     with pytest.raises(ValueError, match="no target columns"):
         _clf().fit(ParquetSource(path, features=FEATURES))
