@@ -161,9 +161,21 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
             parser.error(f"only --method rmtl uses {flags}")
     elif critic:
         refit["critic"] = SessionCritic(**critic)
+    if args.task_space:
+        named = {t for pair in args.task_space for t in pair}
+        unknown = sorted(named - set(args.target))
+        if unknown:
+            parser.error(
+                f"--task-space names {unknown}, which are not --target columns"
+            )
+        if len(dict(args.task_space)) < len(args.task_space):
+            parser.error(
+                "--task-space gives a task twice; give each task one CONDITION"
+            )
     params = {
         "backbone": args.backbone,
         "backbone_params": args.backbone_params,
+        "task_space": dict(args.task_space) if args.task_space else None,
         "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,

@@ -468,10 +468,11 @@ def prepare_fit_data(
         n_positive=n_positive,
     )
     if not trained.all():
+        task = int(np.flatnonzero(~trained)[0])
         raise ValueError(
-            f"Task {task_names[np.flatnonzero(~trained)[0]]!r} has no observed label "
+            f"Task {task_names[task]!r} has no observed label "
             "with a positive sample_weight; it would not be trained. Give some of "
-            "its labelled rows a positive weight."
+            f"its labelled rows a positive weight.{rows._untrained_note(task)}"
         )
     check_params(task_names, rows.has_sessions)
     data.device = resolve_device(device)

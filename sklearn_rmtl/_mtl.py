@@ -29,6 +29,7 @@ from sklearn_rmtl._pickling import VersionedPickleMixin
 from sklearn_rmtl._precision import PRECISIONS, check_precision
 from sklearn_rmtl._rows import ArrayRows, Rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
+from sklearn_rmtl._task_space import resolve_task_space, with_task_space
 from sklearn_rmtl._task_view import TaskView
 from sklearn_rmtl._training import (
     SelectionOption,
@@ -130,6 +131,25 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         gradnorm; ``None``: ``lr``), ``alpha`` (gradnorm, 1.5),
         ``temperature`` (dwa, 2.0). Keys the method does not use raise an
         error.
+    task_space : dict or None, default=None
+        Funnel-aware losses: ``{task: conditioning_task}`` trains ``task``
+        only on the rows where ``conditioning_task`` is positive, e.g.
+        ``{"purchase": "click"}`` learns conversion on clicks. Tasks are
+        y's column names (``task_names_``) or positions in y's columns.
+        Outside its space a label is treated exactly as a missing label
+        (NaN) everywhere training reads labels: the loss and its sample
+        weights, task balancing, and early stopping's validation loss and
+        metrics, which are computed on the held-out rows of the task's
+        space; a missing or negative conditioning label puts the row
+        outside. Chains (purchase on cart on click) are followed, so the
+        row must be positive at every earlier step; a task conditioned on
+        itself, a cycle and the "esmm" backbone (which models the funnel
+        over all rows itself) are refused. ``predict_proba`` still scores
+        every row, but the task's probability is then conditional,
+        P(purchase = 1 | click = 1, x) (a CVR, not ESMM's CTCVR); multiply
+        it by the click probability for the entire-space P(click and
+        purchase | x), and score it on the rows where click is positive
+        only (see the user guide, "Funnel-aware losses").
     max_epochs : int, default=20
         Maximum number of passes over the training rows.
     batch_size : int, default=2048
@@ -310,6 +330,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         "task_weights": ["array-like", None],
         "task_balancing": [StrOptions(set(BALANCINGS))],
         "task_balancing_params": [dict, None],
+        "task_space": [dict, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -345,6 +366,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
+        task_space: dict[Any, Any] | None = None,
         max_epochs: int = 20,
         batch_size: int = BATCH_SIZE,
         lr: float = LEARNING_RATE,
@@ -375,6 +397,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         self.task_weights = task_weights
         self.task_balancing = task_balancing
         self.task_balancing_params = task_balancing_params
+        self.task_space = task_space
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -397,6 +420,20 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
     def _check_tasks(self, task_names: np.ndarray) -> None:
         """Check given fitted components against y's tasks (RMTL has some)."""
+
+    def _check_task_space(self, task_names: np.ndarray) -> None:
+        """Refuse a ``task_space`` that the backbone cannot train (y's tasks)."""
+        if resolve_task_space(self.task_space, task_names) and (
+            self._backbone_name() == "esmm"
+        ):
+            raise ValueError(
+                "task_space cannot be combined with backbone='esmm': ESMM models "
+                "the funnel itself, its later tasks being products of the "
+                "earlier ones (P(click and purchase | x)) learned on every row, "
+                "which training on a task's space only would contradict. Use "
+                "ESMM without task_space (its labels over all rows), or another "
+                "backbone with task_space."
+            )
 
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
         """Cross-parameter checks that need the data; raise before training.
@@ -703,7 +740,8 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
             device, random_state = rank_device(device), agreed_seed(random_state)
         data = prepare_fit_data(
             self,
-            rows,
+            # Labels outside a task's space read as missing, block by block.
+            with_task_space(rows, self.task_space),
             check_params=self._check_data_params,
             validation_fraction=(
                 self.validation_fraction if self.early_stopping else None
@@ -719,6 +757,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     def _check_data_params(self, task_names: np.ndarray, has_sessions: bool) -> None:
         self._check_params(len(task_names))
         self._check_tasks(task_names)
+        self._check_task_space(task_names)
         check_callbacks(self.callbacks)
         check_precision(self.precision, resolve_device(self.device))
         for name, value in self._selection_params().items():

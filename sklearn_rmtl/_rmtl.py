@@ -40,6 +40,7 @@ from sklearn_rmtl._mtl import MTLClassifier, fitted_mtl_state
 from sklearn_rmtl._refit import plan_refit
 from sklearn_rmtl._rows import Rows, labeled_rows
 from sklearn_rmtl._skorch_net import MultiTaskNet
+from sklearn_rmtl._task_space import resolve_task_space, task_space_labels
 from sklearn_rmtl._td import TDConfig
 from sklearn_rmtl._training import (
     SelectionOption,
@@ -109,6 +110,16 @@ class RMTLClassifier(MTLClassifier):
         its own.
     task_balancing_params : dict, default=None
         Hyper-parameters of ``task_balancing``; see :class:`MTLClassifier`.
+    task_space : dict or None, default=None
+        Funnel-aware losses, ``{task: conditioning_task}`` (e.g.
+        ``{"purchase": "click"}``); see :class:`MTLClassifier`. A label
+        outside its task's space is a missing label in every phase: it is
+        left out of the pretraining and refit losses and their early
+        stopping, its reward is 0 and out of the critics' TD loss of its
+        task (the row stays a state of its session), and
+        :meth:`loss_weights` gives it a NaN weight. A given ``actor`` must
+        have the same ``task_space``. ``predict_proba`` of such a task is
+        conditional on the conditioning task being positive.
     max_epochs : int, default=20
         Maximum pretraining epochs.
     batch_size : int, default=2048
@@ -380,6 +391,7 @@ class RMTLClassifier(MTLClassifier):
         task_weights: Any = None,
         task_balancing: str = "fixed",
         task_balancing_params: dict[str, Any] | None = None,
+        task_space: dict[Any, Any] | None = None,
         max_epochs: int = 20,
         batch_size: int = BATCH_SIZE,
         lr: float = LEARNING_RATE,
@@ -422,6 +434,7 @@ class RMTLClassifier(MTLClassifier):
             task_weights=task_weights,
             task_balancing=task_balancing,
             task_balancing_params=task_balancing_params,
+            task_space=task_space,
             max_epochs=max_epochs,
             batch_size=batch_size,
             lr=lr,
@@ -525,6 +538,25 @@ class RMTLClassifier(MTLClassifier):
             if fitted is not None:
                 check_same_tasks(name, fitted, task_names)
 
+    def _check_task_space(self, task_names: np.ndarray) -> None:
+        super()._check_task_space(task_names)
+        actor = self._given_actor()
+        if actor is None:
+            return
+        ours = resolve_task_space(self.task_space, task_names)
+        theirs = resolve_task_space(actor.task_space, task_names)
+        if ours != theirs:
+            # The refit continues the actor's network: a task learned over
+            # all rows and refit on its space only (or the reverse) would
+            # change its meaning (P(purchase | x) vs P(purchase | click, x))
+            # between the phases.
+            raise ValueError(
+                f"The actor's task_space ({actor.task_space!r}) differs from this "
+                f"estimator's ({self.task_space!r}); the pretraining and the "
+                "refit must train each task on the same rows. Give both the same "
+                "task_space."
+            )
+
     def _check_params(self, n_tasks: int) -> tuple[dict[str, Any], np.ndarray]:
         self._critic_spec()._check_params()
         if self.retrain_on_all and self.actor_update:
@@ -576,7 +608,7 @@ class RMTLClassifier(MTLClassifier):
             (the larger one is positive). A missing label (NaN, None,
             ``pd.NA``) is left out of the pretraining and refit losses and
             of the critics' TD loss of its task; the row stays a state of
-            its session.
+            its session. So is a label outside its task's ``task_space``.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row (ints or strings). ``None``: every row is a
             one-step session (a warning says RMTL then has no sequence to
@@ -846,7 +878,8 @@ class RMTLClassifier(MTLClassifier):
             ``ParquetSource`` is not accepted here).
         y : {array-like, DataFrame} of shape (n_samples, n_tasks)
             Labels, from ``classes_``; a missing label (NaN, None, ``pd.NA``)
-            gets a NaN weight, as it has no loss to weigh. A DataFrame's
+            gets a NaN weight, as it has no loss to weigh, and so does a
+            label outside its task's ``task_space``. A DataFrame's
             columns are matched to ``task_names_`` by name.
         session_ids : array-like of shape (n_samples,), default=None
             Session of each row. With cross-fitted critics (``critic`` with
@@ -882,6 +915,8 @@ class RMTLClassifier(MTLClassifier):
             session_ids=session_ids,
             timestamps=timestamps,
         )
+        # Labels outside their task's space weigh nothing, as in the refit.
+        y01 = task_space_labels(self, y01)
         missing = np.isnan(y01)
         y01 = np.where(missing, np.float32(0.0), y01)
         means = getattr(self, "label_weights_", None)  # absent in older pickles

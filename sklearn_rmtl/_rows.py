@@ -116,6 +116,10 @@ class Rows(abc.ABC):
         """Whether the rows carry session ids."""
         return False
 
+    def _untrained_note(self, task: int) -> str:
+        """What to add to the error of task ``task`` having no label to train on."""
+        return ""
+
 
 class ArrayRows(Rows):
     """Rows held in memory: arrays, DataFrames (pandas, polars, pyarrow).

@@ -105,6 +105,16 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _task_pair(text: str) -> tuple[str, str]:
+    """An argparse type: ``TASK=CONDITION``, two target columns."""
+    task, sep, condition = text.partition("=")
+    if not (sep and task and condition):
+        raise argparse.ArgumentTypeError(
+            f"expected TASK=CONDITION such as purchase=click, got {text!r}"
+        )
+    return task, condition
+
+
 def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--max-epochs",
@@ -385,6 +395,15 @@ def _add_data_commands(commands: Any) -> None:
         "--backbone-params",
         type=_json_object,
         help="JSON object of network sizes, e.g. '{\"bottom_dims\": [256, 128]}'",
+    )
+    fit.add_argument(
+        "--task-space",
+        nargs="+",
+        type=_task_pair,
+        metavar="TASK=CONDITION",
+        help="train TASK only on the rows where the target CONDITION is "
+        "positive, e.g. purchase=click (task_space; its probability is then "
+        "conditional on CONDITION)",
     )
     fit.add_argument("--max-epochs", type=_POSITIVE_INT)
     fit.add_argument("--batch-size", type=_POSITIVE_INT)

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from sklearn_rmtl._mdp import build_transitions, rewards
 from sklearn_rmtl._outcome import discounted_later, rows_left
 from sklearn_rmtl._rows import ArrayRows
+from sklearn_rmtl._task_space import task_space_labels
 from sklearn_rmtl._validation import binarize_labels
 
 __all__ = ["critic_diagnostics"]
@@ -63,7 +64,7 @@ def critic_diagnostics(
         the training rows this measures what the refit's weights carry.
     y : {array-like, DataFrame} of shape (n_samples, n_tasks)
         Their labels (missing ones NaN); a task's statistics use its observed
-        labels.
+        labels, those inside its space with the estimator's ``task_space``.
     session_ids : array-like of shape (n_samples,)
         Session of each row.
     timestamps : array-like of shape (n_samples,), default=None
@@ -127,6 +128,8 @@ def critic_diagnostics(
             f"y has shape {y01.shape}; expected ({rows.n_rows}, "
             f"{estimator.n_tasks_}), one label per row and task."
         )
+    # Labels outside their task's space had no reward in the critics' fit.
+    y01 = task_space_labels(estimator, y01)
     observed = ~np.isnan(y01)
     y01 = np.where(observed, y01, 0.0)
     proba = estimator.predict_proba(rows.X)
