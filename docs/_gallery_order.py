@@ -5,6 +5,7 @@ from __future__ import annotations
 ORDER = [
     "plot_quickstart.py",
     "plot_compare_backbones.py",
+    "plot_user_history.py",
     "plot_loss_weights.py",
     "plot_critic_transfer.py",
     "plot_grid_search.py",
