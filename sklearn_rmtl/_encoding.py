@@ -128,25 +128,7 @@ def hash_codes(label: str, values: np.ndarray, n_buckets: int) -> np.ndarray:
     return hashes % n_buckets + _N_RESERVED
 
 
-def _sequence_cells(label: str, column: pd.Series) -> list[Any]:
-    """The cells of a sequence column as lists; a missing cell is empty.
-
-    Accepts lists, tuples and 1-D arrays (pandas' and pyarrow's list
-    columns); a scalar or a nested list is an error naming the column.
-    """
-    cells: list[list[Any]] = []
-    for cell in column.tolist():
-        if cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell)):
-            cells.append([])
-            continue
-        if isinstance(cell, str | bytes | dict | set) or pd.api.types.is_scalar(cell):
-            raise ValueError(
-                f"Sequence column {label!r} holds {cell!r:.60} "
-                f"({type(cell).__name__}) in a cell; each cell of a sequence "
-                "column is a list (or array) of ids, oldest first, or missing."
-            )
-        cells.append(list(cell))
-    return cells
+_NO_ELEMENTS = np.empty(0, dtype=object)
 
 
 def _flat_sequences(
@@ -154,15 +136,39 @@ def _flat_sequences(
 ) -> tuple[pd.Series, np.ndarray]:
     """Every kept element of a sequence column, flat, and each row's count.
 
-    ``max_len`` keeps each row's last (most recent) ``max_len`` elements;
-    None keeps all of them (what fit counts).
+    A cell is a list, tuple or 1-D array (pandas' and pyarrow's list
+    columns) of ids, oldest first, or missing (no elements); a scalar is an
+    error naming the column. ``max_len`` keeps each row's last (most
+    recent) ``max_len`` elements; None keeps all of them (what fit counts).
+    The elements are joined by NumPy, not one by one, so that arrays of
+    ints (as :func:`sklearn_rmtl.datasets.history_column` makes them) stay
+    ints.
     """
-    cells = _sequence_cells(label, column)
-    if max_len is not None:
-        cells = [cell[-max_len:] if len(cell) > max_len else cell for cell in cells]
-    lengths = np.fromiter((len(c) for c in cells), dtype=np.intp, count=len(cells))
-    flat = pd.Series([v for cell in cells for v in cell], dtype=object, name=label)
-    return flat, lengths
+    kept = []
+    for cell in column.tolist():
+        if cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell)):
+            kept.append(_NO_ELEMENTS)
+            continue
+        if isinstance(cell, str | bytes | dict | set) or pd.api.types.is_scalar(cell):
+            raise ValueError(
+                f"Sequence column {label!r} holds {cell!r:.60} "
+                f"({type(cell).__name__}) in a cell; each cell of a sequence "
+                "column is a list (or array) of ids, oldest first, or missing."
+            )
+        elements = (
+            cell if isinstance(cell, np.ndarray) else np.array(cell, dtype=object)
+        )
+        if elements.ndim != 1:
+            raise ValueError(
+                f"Sequence column {label!r} holds a nested list in a cell; each "
+                "cell is a flat list of ids."
+            )
+        if max_len is not None and len(elements) > max_len:
+            elements = elements[-max_len:]
+        kept.append(elements)
+    lengths = np.fromiter(map(len, kept), dtype=np.intp, count=len(kept))
+    flat = np.concatenate(kept) if kept else _NO_ELEMENTS
+    return pd.Series(flat, name=label, copy=False), lengths
 
 
 def _too_wide(names: np.ndarray, far: str) -> ValueError:

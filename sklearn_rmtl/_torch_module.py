@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,17 +32,26 @@ class TargetAttention(nn.Module):
 
     def __init__(self, embedding_dim: int, hidden_dims: Sequence[int]) -> None:
         super().__init__()
+        widths = [4 * embedding_dim, *hidden_dims, 1]
+        # The MLP: ``first``, then ``rest`` (ReLU and the other layers).
+        self.first = nn.Linear(widths[0], widths[1])
         layers: list[nn.Module] = []
-        width = 4 * embedding_dim
-        for size in hidden_dims:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+        for width, size in itertools.pairwise(widths[1:]):
+            layers += [nn.ReLU(), nn.Linear(width, size)]
+        self.rest = nn.Sequential(*layers)
 
     def forward(self, history: Tensor, candidate: Tensor, mask: Tensor) -> Tensor:
-        c = candidate.unsqueeze(1).expand_as(history)
-        scores = self.mlp(torch.cat([history, c, history - c, history * c], dim=-1))
+        # The first layer on [h, c, h - c, h * c] is W_h h + W_c c + W_d (h - c)
+        # + W_p (h * c): the candidate's part is computed once per row, not
+        # once per element, and [h, h * c] is half the input per element.
+        # The same function and parameters as the concatenation.
+        w_h, w_c, w_d, w_p = self.first.weight.chunk(4, dim=1)
+        c = candidate.unsqueeze(1)
+        per_row = nn.functional.linear(candidate, w_c - w_d, self.first.bias)
+        per_element = nn.functional.linear(
+            torch.cat([history, history * c], dim=-1), torch.cat([w_h + w_d, w_p], 1)
+        )
+        scores = self.rest(per_element + per_row.unsqueeze(1))
         weights = scores.squeeze(-1) * mask
         return torch.einsum("bl,bld->bd", weights.to(history.dtype), history)
 

@@ -145,9 +145,9 @@ def test_pooling_masks_padding_and_attention_follows_din():
     h = torch.randn(2, 3, 3)
     c = torch.randn(2, 3)
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    scores = unit.mlp(
-        torch.cat([h, c[:, None].expand_as(h), h - c[:, None], h * c[:, None]], -1)
-    )
+    # DIN's MLP on the concatenation (the module computes it in parts).
+    din = torch.cat([h, c[:, None].expand_as(h), h - c[:, None], h * c[:, None]], -1)
+    scores = unit.rest(unit.first(din))
     expected = (scores.squeeze(-1) * mask).unsqueeze(-1).mul(h).sum(1)
     torch.testing.assert_close(unit(h, c, mask), expected)
     assert isinstance(unit, TargetAttention)
