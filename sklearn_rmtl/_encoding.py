@@ -756,7 +756,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         maps to the categorical column whose vocabulary (and, in the
         networks, embedding table) it shares, e.g. ``{"item_history":
         "itemid"}``, or to ``None`` for a vocabulary of its own, learnt from
-        all its elements (a multi-valued field, e.g. ``{"tags": None}``);
+        all its elements (a multi-valued field, e.g. ``{"tags": None}``;
+        ``min_frequency`` applies, counting elements);
         keys and values are column names (or positions for arrays). A
         sequence column is neither categorical nor numerical. ``None``: no
         sequence columns (a cell holding a list is then an error).

@@ -94,10 +94,11 @@ def test_bad_hash_buckets_name_the_column_and_the_fix(column, buckets, message):
     assert not hasattr(enc, "n_buckets_")  # nothing half-fitted
 
 
-def test_a_state_saved_before_hashing_existed_loads():
+def test_a_state_saved_before_hashing_and_sequences_existed_loads():
     X, _ = make_mtl_data(100)
     enc = FeatureEncoder().fit(X)
     state = enc._get_state()
+    del state["sequences"]
     for column in state["categorical"]:
         del column["buckets"]
     restored = FeatureEncoder()
