@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from sklearn_rmtl._data import forward_batches
+from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
 from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
 from sklearn_rmtl._precision import autocast
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
@@ -115,8 +116,8 @@ class FeatureEmbedding(nn.Module):
         embedding_dim: int,
         embedding_init_std: float | None = None,
         sequences: Sequence[Sequence[int]] = (),
-        sequence_pooling: str = "attention",
-        attention_dims: Sequence[int] = (80, 40),
+        sequence_pooling: str = D["sequence_pooling"],
+        attention_dims: Sequence[int] = D["attention_dims"],
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
