@@ -121,12 +121,17 @@ def _parquet_columns(path: Path) -> pd.DataFrame:
 
 
 def _categorical(
-    frame: Any, features: list[str], extra: list[str] | None
+    frame: Any, features: list[str], extra: list[str] | None, sequences: set[str]
 ) -> list[str] | None:
-    """The columns categorical by dtype plus those named by --categorical."""
+    """The columns categorical by dtype plus those named by --categorical
+    (the --sequence columns, lists, are neither)."""
     if not extra:
         return None  # the estimator's own rule: by dtype
-    return [c for c in features if c in extra or is_categorical_dtype(frame[c].dtype)]
+    return [
+        c
+        for c in features
+        if c not in sequences and (c in extra or is_categorical_dtype(frame[c].dtype))
+    ]
 
 
 def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -172,15 +177,30 @@ def _fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
             parser.error(
                 "--task-space gives a task twice; give each task one CONDITION"
             )
+    for flag, pairs in (("--hash", args.hash), ("--sequence", args.sequence)):
+        columns = [column for column, _ in pairs or []]
+        check(columns, what=flag)
+        if len(set(columns)) < len(columns):
+            parser.error(f"{flag} names a column twice; give each column once")
+    if args.sequence and not parquet:
+        parser.error(
+            f"--sequence: {args.data} is a CSV/TSV file, whose cells cannot hold "
+            "lists; store the sequence columns as Parquet list columns (e.g. "
+            "DataFrame.to_parquet of a column of lists)"
+        )
     params = {
         "backbone": args.backbone,
         "backbone_params": args.backbone_params,
         "task_space": dict(args.task_space) if args.task_space else None,
+        "hash_buckets": dict(args.hash) if args.hash else None,
+        "sequence_features": dict(args.sequence) if args.sequence else None,
         "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "device": args.device,
-        "categorical_features": _categorical(frame, features, args.categorical),
+        "categorical_features": _categorical(
+            frame, features, args.categorical, {c for c, _ in args.sequence or []}
+        ),
     }
     params = {k: v for k, v in params.items() if v is not None}
     if "backbone_params" in params:

@@ -115,6 +115,28 @@ def _task_pair(text: str) -> tuple[str, str]:
     return task, condition
 
 
+def _bucket_pair(text: str) -> tuple[str, int]:
+    """An argparse type: ``COLUMN=N``, an id column and its hash buckets."""
+    column, sep, count = text.rpartition("=")
+    if not (sep and column and count.isdigit() and int(count) >= 1):
+        raise argparse.ArgumentTypeError(
+            f"expected COLUMN=N with N >= 1 buckets, such as itemid=262144; got "
+            f"{text!r}"
+        )
+    return column, int(count)
+
+
+def _sequence_pair(text: str) -> tuple[str, str | None]:
+    """An argparse type: ``COLUMN=VOCABULARY`` or ``COLUMN=`` (its own)."""
+    column, sep, vocabulary = text.partition("=")
+    if not (sep and column):
+        raise argparse.ArgumentTypeError(
+            "expected COLUMN=VOCABULARY such as itemid_history=itemid, or "
+            f"COLUMN= for a vocabulary of its own; got {text!r}"
+        )
+    return column, vocabulary or None
+
+
 def _add_training_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--max-epochs",
@@ -404,6 +426,24 @@ def _add_data_commands(commands: Any) -> None:
         help="train TASK only on the rows where the target CONDITION is "
         "positive, e.g. purchase=click (task_space; its probability is then "
         "conditional on CONDITION)",
+    )
+    fit.add_argument(
+        "--hash",
+        nargs="+",
+        type=_bucket_pair,
+        metavar="COLUMN=N",
+        help="encode id COLUMN by hashing into N buckets instead of a "
+        "vocabulary, e.g. itemid=262144 (hash_buckets)",
+    )
+    fit.add_argument(
+        "--sequence",
+        nargs="+",
+        type=_sequence_pair,
+        metavar="COLUMN=VOCABULARY",
+        help="a Parquet list column of ids (oldest first) sharing the "
+        "vocabulary of categorical column VOCABULARY, e.g. "
+        "itemid_history=itemid, or COLUMN= for a vocabulary of its own "
+        "(sequence_features; pooled by target attention by default)",
     )
     fit.add_argument("--max-epochs", type=_POSITIVE_INT)
     fit.add_argument("--batch-size", type=_POSITIVE_INT)

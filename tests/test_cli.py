@@ -837,3 +837,66 @@ def test_vocabularies_the_parser_lists_are_the_registries():
         assert name == "synthetic" or hasattr(_experiments.datasets, f"load_{name}")
     block_rows = inspect.signature(ParquetSource).parameters["block_rows"].default
     assert block_rows == _vocabulary.BLOCK_ROWS
+
+
+def test_fit_hashes_ids_and_reads_parquet_list_columns_as_sequences(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    from sklearn_rmtl.persistence import load
+
+    frame = _zip_frame()
+    rng = np.random.default_rng(1)
+    frame["seen_shops"] = [
+        list(rng.integers(0, 5, rng.integers(0, 4))) for _ in frame.index
+    ]
+    data, model, out = (
+        tmp_path / "log.parquet",
+        tmp_path / "m.rmtl",
+        tmp_path / "p.parquet",
+    )
+    frame.to_parquet(data)
+    argv = ["fit", "--data", str(data), "--target", "click", "--method", "mtl"]
+    argv += ["--categorical", "shop", "--hash", "zip=16"]
+    argv += ["--sequence", "seen_shops=shop", *TINY_FIT, "--model", str(model)]
+    assert main(argv) == 0
+    fitted = load(model)
+    assert fitted.hash_buckets == {"zip": 16}
+    assert fitted.encoder_.sequence_vocabularies_.tolist() == ["shop"]
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    features = frame.drop(columns="click")
+    np.testing.assert_allclose(
+        pd.read_parquet(out)["click_proba"],
+        fitted.predict_proba(features)[:, 0],
+        atol=1e-6,
+    )
+    csv = tmp_path / "log.csv"
+    frame.to_csv(csv, index=False)
+    argv = ["fit", "--data", str(csv), "--target", "click", "--sequence", "seen_shops="]
+    with pytest.raises(SystemExit):
+        main([*argv, "--model", str(model)])
+    assert (
+        "cannot hold lists; store the sequence columns as Parquet"
+        in capsys.readouterr().err
+    )
+    fit = ["fit", "--data", str(data), "--target", "click", "--model", str(model)]
+    for flag, value, message in (
+        ("--hash", "zip=0", "expected COLUMN=N with N >= 1"),
+        ("--sequence", "=shop", "expected COLUMN=VOCABULARY"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*fit, flag, value])
+        assert message in capsys.readouterr().err
+    assert main([*fit, "--hash", "nope=4"]) == 2
+    assert "has no --hash column(s) ['nope']" in capsys.readouterr().err
