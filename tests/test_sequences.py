@@ -37,17 +37,20 @@ def _log(n=400, seed=0):
     return X, np.c_[rng.integers(0, 2, n), rng.integers(0, 2, n)]
 
 
+#: The estimators' settings of the tests on ``_log()``.
+PARAMS = dict(
+    backbone="mmoe",
+    categorical_features=["item", "s"],
+    sequence_features=SEQUENCES,
+    max_sequence_length=6,
+    backbone_params=TINY,
+    max_epochs=2,
+    random_state=0,
+)
+
+
 def _mtl(**params):
-    defaults = dict(
-        backbone="mmoe",
-        categorical_features=["item", "s"],
-        sequence_features=SEQUENCES,
-        max_sequence_length=6,
-        backbone_params=TINY,
-        max_epochs=2,
-        random_state=0,
-    )
-    return MTLClassifier(**{**defaults, **params})
+    return MTLClassifier(**{**PARAMS, **params})
 
 
 def test_codes_keep_the_most_recent_elements_by_the_shared_vocabulary():
@@ -210,16 +213,7 @@ def test_rmtl_and_a_parquet_source_fit_sequence_columns(tmp_path):
 
     X, Y = _log(300)
     sessions, times = np.repeat(np.arange(60), 5), np.tile(np.arange(5), 60)
-    params = dict(
-        backbone="mmoe",
-        categorical_features=["item", "s"],
-        sequence_features=SEQUENCES,
-        max_sequence_length=6,
-        backbone_params=TINY,
-        max_epochs=2,
-        critic=SessionCritic(max_epochs=1, hidden_dims=(8,)),
-        random_state=0,
-    )
+    params = dict(PARAMS, critic=SessionCritic(max_epochs=1, hidden_dims=(8,)))
     in_memory = RMTLClassifier(**params).fit(
         X, Y, session_ids=sessions, timestamps=times
     )
