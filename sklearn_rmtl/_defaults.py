@@ -29,6 +29,11 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     # attention MLP sizes of DeepCTR's DIN.
     "sequence_pooling": "attention",
     "attention_dims": (80, 40),
+    # PEPNet: the prior fields of its gates (None: every categorical column)
+    # and the hidden size of each gate NU (the paper does not give one).
+    "gate_fields": None,
+    "ppnet_fields": None,
+    "gate_hidden_dim": 64,
 }
 
 BATCH_SIZE = 2048

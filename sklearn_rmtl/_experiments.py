@@ -47,7 +47,11 @@ BASELINES = {
     "PLE": "ple",
 }
 #: Display names of backbones.
-DISPLAY = {v: k for k, v in BASELINES.items()} | {"omoe": "OMoE", "aitm": "AITM"}
+DISPLAY = {v: k for k, v in BASELINES.items()} | {
+    "omoe": "OMoE",
+    "aitm": "AITM",
+    "pepnet": "PEPNet",
+}
 #: The metrics of the paper's tables (Sec. 3.1.3): those of the registry
 #: (:data:`sklearn_rmtl.metrics.METRICS`) marked ``in_tables``, by display
 #: name, in the registry's order; the columns of the tables.

@@ -54,6 +54,18 @@ def encode_inputs(parts: EncodedParts, **extra: np.ndarray) -> dict[str, np.ndar
     }
 
 
+def state_field_names(encoder: FeatureEncoder) -> list[str]:
+    """The names of a fitted encoder's categorical, then sequence columns.
+
+    The network's ``field_names``: the fields of the state, in order
+    (:meth:`~sklearn_rmtl._torch_module.FeatureEmbedding.fields`).
+    """
+    return [
+        str(name)
+        for name in (*encoder.categorical_features_, *encoder.sequence_features_)
+    ]
+
+
 def encode_with(encoder: FeatureEncoder, X: Any) -> dict[str, np.ndarray]:
     """The network inputs of ``X`` under a fitted ``encoder``."""
     return encode_inputs(encoder._transform_parts(X))
@@ -213,6 +225,12 @@ class FitData:
         """Per sequence column: its table, candidate and length."""
         assert self.encoder is not None
         return embedding_layout(self.encoder)[1]
+
+    @property
+    def field_names(self) -> list[str]:
+        """The categorical, then the sequence columns: the state's fields."""
+        assert self.encoder is not None
+        return state_field_names(self.encoder)
 
     @property
     def n_numerical(self) -> int:

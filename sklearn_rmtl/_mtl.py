@@ -62,7 +62,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     """Multi-task classifier: one network predicts K binary tasks at once.
 
     The paper's baselines (SingleTask, SharedBottom, ESMM, MMoE, PLE, plus
-    OMoE and AITM) trained with a fixed weighting of the per-task binary
+    OMoE, AITM and PEPNet) trained with a fixed weighting of the per-task binary
     cross-entropies. It is also the pretraining step (the actor) of
     :class:`RMTLClassifier`.
 
@@ -73,7 +73,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     backbone : {"singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", \
-            "aitm"}, default="ple"
+            "aitm", "pepnet"}, default="ple"
         Multi-task architecture (see :mod:`sklearn_rmtl.backbones`). "esmm"
         and "aitm" model a funnel and need at least two tasks, in funnel
         order (e.g. click then purchase).
@@ -81,7 +81,9 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         Network sizes overriding the paper's defaults: ``embedding_dim``
         (128), ``bottom_dims`` ((512, 256)), ``tower_dims`` ((128, 64)),
         ``dropout`` (0.2), and where the backbone has experts ``n_experts``
-        (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE).
+        (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE);
+        PEPNet's prior fields ``gate_fields`` / ``ppnet_fields`` (column
+        names; None: every categorical column) and ``gate_hidden_dim`` (64).
         Keys the backbone does not use raise an error.
     categorical_features : "from_dtype", array-like or None, default="from_dtype"
         Which columns are categorical; see :class:`FeatureEncoder`.

@@ -39,6 +39,7 @@ from sklearn_rmtl._critic import (
     set_fitted_critics,
 )
 from sklearn_rmtl._encoding import FeatureEncoder, embedding_layout
+from sklearn_rmtl._fit_data import state_field_names
 from sklearn_rmtl._mtl import MTLClassifier
 from sklearn_rmtl._precision import PRECISIONS
 from sklearn_rmtl._rmtl import RMTLClassifier
@@ -86,7 +87,7 @@ _RENAMED = {"net_": ("backbone_", 3)}
 # only, and RMTLClassifier had the settings (FORMER_RMTL_PARAMETERS).
 _CRITIC_ESTIMATOR = 4
 # Network arguments added after format version 2 was first written.
-_NET_ADDED = frozenset({"precision", "module__sequences"})
+_NET_ADDED = frozenset({"precision", "module__sequences", "module__field_names"})
 _BACKBONE_PARAMS_ADDED = frozenset({"sequence_pooling", "attention_dims"})
 _OPTIONAL = frozenset(
     {
@@ -574,6 +575,8 @@ class Reader(TreeReader):
             or [tuple(s) for s in getattr(net, "module__sequences", [])]
             != embedding_layout(encoder)[1]
             or net.module__n_tasks != est.n_tasks_
+            or getattr(net, "module__field_names", None)
+            not in (None, state_field_names(encoder))
         ):
             raise fail(path, "the encoder, network and tasks do not fit together")
 

@@ -13,7 +13,7 @@ from sklearn_rmtl._data import forward_batches
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS as D
 from sklearn_rmtl._encoding import MISSING_CODE, UNKNOWN_CODE
 from sklearn_rmtl._precision import autocast
-from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS
+from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, StateFields
 
 #: How a sequence column's element embeddings become one vector.
 SEQUENCE_POOLINGS = ("attention", "mean", "sum")
@@ -180,6 +180,38 @@ class FeatureEmbedding(nn.Module):
         self.numerical = nn.Linear(n_numerical, embedding_dim) if n_numerical else None
         self.reset_parameters()
 
+    def fields(self, column_names: Sequence[str] | None = None) -> StateFields:
+        """The fields of the output, in order: where each column's vector lies.
+
+        Parameters
+        ----------
+        column_names : sequence of str, default=None
+            The categorical columns' names, then the sequence columns'; None
+            names them ``categorical_<i>`` and ``sequence_<j>``. The
+            numerical inputs' vector is the field ``"numerical"``.
+
+        Returns
+        -------
+        StateFields
+        """
+        n_columns = self.n_categorical + len(self.sequences)
+        if column_names is None:
+            column_names = [
+                *(f"categorical_{i}" for i in range(self.n_categorical)),
+                *(f"sequence_{j}" for j in range(len(self.sequences))),
+            ]
+        elif len(column_names) != n_columns:
+            raise ValueError(
+                f"field_names must name the {self.n_categorical} categorical and "
+                f"{len(self.sequences)} sequence columns, got {list(column_names)}"
+            )
+        numerical = ["numerical"] if self.numerical is not None else []
+        return StateFields(
+            names=(*(str(name) for name in column_names), *numerical),
+            n_categorical=self.n_categorical,
+            dim=self.embedding_dim,
+        )
+
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialise the embedding tables (the numerical layer is an nn.Linear)."""
         if self.embedding is not None:
@@ -243,6 +275,12 @@ class MultiTaskModule(nn.Module):
     sequences : sequence of (int, int, int), default=()
         The sequence columns' tables, candidates and lengths; see
         :class:`FeatureEmbedding`.
+    field_names : sequence of str, default=None
+        The categorical columns' names, then the sequence columns' (the
+        encoder's ``categorical_features_`` and ``sequence_features_``):
+        the names of the state's fields (:meth:`FeatureEmbedding.fields`)
+        given to backbones that declare ``needs_fields``. None: generic
+        names.
 
     Shape: ``x_cat (batch, n_cat), x_num (batch, n_num) -> (batch, n_tasks)``
     logits. Extra keyword inputs (such as per-row loss weights riding in the
@@ -258,6 +296,7 @@ class MultiTaskModule(nn.Module):
         backbone: str,
         backbone_params: Mapping[str, Any],
         sequences: Sequence[Sequence[int]] = (),
+        field_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         params = dict(backbone_params)
@@ -268,7 +307,10 @@ class MultiTaskModule(nn.Module):
             sequences=sequences,
             **embedding,
         )
-        self.backbone = BACKBONES[backbone](
+        backbone_cls = BACKBONES[backbone]
+        if backbone_cls.needs_fields:
+            params["fields"] = self.embedding.fields(field_names)
+        self.backbone = backbone_cls(
             in_features=self.embedding.out_features, n_tasks=n_tasks, **params
         )
 

@@ -689,6 +689,7 @@ def train_net(
         module__cardinalities=data.cardinalities,
         module__n_numerical=data.n_numerical,
         module__sequences=data.sequences,
+        module__field_names=data.field_names,
         module__n_tasks=data.n_tasks,
         module__backbone=backbone,
         module__backbone_params=backbone_params,

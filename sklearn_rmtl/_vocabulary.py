@@ -11,7 +11,16 @@ keys of its registry, in the same order.
 from __future__ import annotations
 
 #: Keys of :data:`sklearn_rmtl.backbones.BACKBONES`.
-BACKBONE_NAMES = ("singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", "aitm")
+BACKBONE_NAMES = (
+    "singletask",
+    "sharedbottom",
+    "esmm",
+    "mmoe",
+    "ple",
+    "omoe",
+    "aitm",
+    "pepnet",
+)
 #: Keys of :data:`sklearn_rmtl.balancing.BALANCINGS`.
 BALANCING_NAMES = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")
 #: Keys of ``sklearn_rmtl._precision.PRECISIONS``.

@@ -100,6 +100,17 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         distributed=distributed,
     ).fit(X, Y_missing, sample_weight=weight)
     out["weighted"] = weighted.predict_proba(X)
+    # PEPNet's gates read named fields of the state.
+    pepnet = MTLClassifier(
+        backbone="pepnet",
+        backbone_params={**PARAMS, "gate_fields": ["item"]},
+        max_epochs=2,
+        batch_size=45,
+        early_stopping=False,
+        random_state=0,
+        distributed=distributed,
+    ).fit(X, Y_missing, sample_weight=weight)
+    out["pepnet"] = pepnet.predict_proba(X)
     # Small critics, 2 epochs of each phase, batches of 45.
     rmtl_params = {
         "backbone_params": PARAMS,
@@ -243,14 +254,24 @@ def single():
 
 @pytest.mark.parametrize(
     "name",
-    ["mtl", "weighted", "rmtl", "ddpg", "retrain", "parquet", "float16", "batch_norm"],
+    [
+        "mtl",
+        "weighted",
+        "pepnet",
+        "rmtl",
+        "ddpg",
+        "retrain",
+        "parquet",
+        "float16",
+        "batch_norm",
+    ],
 )
 def test_every_rank_ends_with_the_same_estimator(ranks, name):
     np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
 
 
 @pytest.mark.parametrize(
-    "name", ["mtl", "weighted", "rmtl", "ddpg", "retrain", "parquet"]
+    "name", ["mtl", "weighted", "pepnet", "rmtl", "ddpg", "retrain", "parquet"]
 )
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sklearn_rmtl._defaults import BACKBONE_DEFAULTS
-from sklearn_rmtl.backbones._base import Backbone
+from sklearn_rmtl.backbones._base import Backbone, StateFields
 from sklearn_rmtl.backbones.aitm import AITM
 from sklearn_rmtl.backbones.esmm import ESMM
 from sklearn_rmtl.backbones.mmoe import MMoE
 from sklearn_rmtl.backbones.omoe import OMoE
+from sklearn_rmtl.backbones.pepnet import PEPNet
 from sklearn_rmtl.backbones.ple import PLE
 from sklearn_rmtl.backbones.sharedbottom import SharedBottom
 from sklearn_rmtl.backbones.singletask import SingleTask
@@ -38,13 +39,15 @@ BACKBONES: dict[str, type[Backbone]] = {
     "ple": PLE,
     "omoe": OMoE,
     "aitm": AITM,
+    "pepnet": PEPNet,
 }
 
 
 def backbone_keys(name: str) -> list[str]:
     """Size keywords that backbone ``name`` accepts (besides the input sizes)."""
     params = inspect.signature(BACKBONES[name]).parameters
-    return [p for p in params if p not in ("in_features", "n_tasks")]
+    # ``fields`` is the state's layout, given by the module, not a size.
+    return [p for p in params if p not in ("in_features", "n_tasks", "fields")]
 
 
 def resolve_backbone_params(
@@ -94,7 +97,9 @@ __all__ = [
     "Backbone",
     "MMoE",
     "OMoE",
+    "PEPNet",
     "SharedBottom",
     "SingleTask",
+    "StateFields",
     "resolve_backbone_params",
 ]

@@ -6,6 +6,7 @@ import inspect
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -67,6 +68,104 @@ def parameters_doc(cls: type) -> str:
     return doc.split("Parameters\n----------\n", 1)[1].split("\n\n", 1)[0]
 
 
+@dataclass(frozen=True)
+class StateFields:
+    """The fields of the state vector, in their order, ``dim`` entries each.
+
+    The state (:class:`~sklearn_rmtl._torch_module.FeatureEmbedding`'s
+    output) holds one ``dim``-sized vector per categorical column, then one
+    per sequence column, then one for all numerical inputs (the field
+    ``"numerical"``) if there are any. Backbones that declare
+    :attr:`Backbone.needs_fields` receive this layout as ``fields``.
+
+    Parameters
+    ----------
+    names : tuple of str
+        The fields' names: the categorical columns, the sequence columns,
+        then ``"numerical"`` where the state has numerical inputs (a column
+        itself named ``"numerical"`` is the one a name selects).
+    n_categorical : int
+        How many of the first fields are categorical columns.
+    dim : int
+        Size of each field's vector (``embedding_dim``).
+    """
+
+    names: tuple[str, ...]
+    n_categorical: int
+    dim: int
+
+    @property
+    def in_features(self) -> int:
+        """Size of the state vector."""
+        return len(self.names) * self.dim
+
+    def select(self, param: str, names: Sequence[str] | None) -> tuple[str, ...]:
+        """Check the field names given as ``backbone_params[param]``.
+
+        Parameters
+        ----------
+        param : str
+            The key of ``backbone_params`` that gave ``names`` (for errors).
+        names : sequence of str or None
+            Names of fields; None selects every categorical column.
+
+        Returns
+        -------
+        names : tuple of str
+            The selected fields' names, in the order given.
+
+        Raises
+        ------
+        ValueError
+            For a name that is no field (the message lists the valid ones),
+            a name given twice, or a string instead of a list of names.
+        """
+        if names is None:
+            return self.names[: self.n_categorical]
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            raise ValueError(
+                f"backbone_params[{param!r}] must be a list of field names such "
+                f"as [{self.names[0]!r}] or None, got {names!r}."
+            )
+        names = tuple(names)
+        unknown = [n for n in names if not isinstance(n, str) or n not in self.names]
+        if unknown:
+            raise ValueError(
+                f"backbone_params[{param!r}] names {unknown}, which are not "
+                f"fields of the state; valid names are {list(self.names)} (the "
+                "categorical columns, the sequence columns and 'numerical' for "
+                "the numerical inputs)."
+            )
+        if len(set(names)) < len(names):
+            raise ValueError(
+                f"backbone_params[{param!r}] names a field twice: {list(names)}."
+            )
+        return names
+
+    def spans(self, names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+        """The state's column ranges of the fields ``names``, in that order.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Names of fields (checked by :meth:`select`).
+
+        Returns
+        -------
+        spans : tuple of (int, int)
+            ``(start, stop)`` ranges of the state's columns; adjacent ranges
+            are merged, so that selecting them is few slices.
+        """
+        spans: list[tuple[int, int]] = []
+        for name in names:
+            start = self.names.index(name) * self.dim
+            if spans and spans[-1][1] == start:
+                spans[-1] = (spans[-1][0], start + self.dim)
+            else:
+                spans.append((start, start + self.dim))
+        return tuple(spans)
+
+
 class Backbone(nn.Module):
     """Base class of the multi-task networks (the RMTL actor).
 
@@ -93,6 +192,10 @@ class Backbone(nn.Module):
     min_tasks: ClassVar[int] = 1
     #: Whether ``bottom_dims`` may be empty (the towers then read the input).
     allow_empty_bottom: ClassVar[bool] = False
+    #: Whether the backbone takes the keyword ``fields``: where each field
+    #: lies in the state (:class:`StateFields`), given by
+    #: :class:`~sklearn_rmtl._torch_module.MultiTaskModule`.
+    needs_fields: ClassVar[bool] = False
 
     def __init__(self, *, in_features: int, n_tasks: int) -> None:
         super().__init__()
