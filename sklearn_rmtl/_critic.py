@@ -796,6 +796,8 @@ def new_critic(
             output=output,
         )
     init_parameters(critic, generator)
+    # A STEM actor's ``embedding`` is its shared tables: the critics start
+    # from those, not from the task-specific ``task_embeddings``.
     critic.init_embeddings_from(actor.embedding)  # type: ignore[arg-type]
     critic.init_output(torch.as_tensor(start_value))
     return critic, generator

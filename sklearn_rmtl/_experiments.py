@@ -51,6 +51,7 @@ DISPLAY = {v: k for k, v in BASELINES.items()} | {
     "omoe": "OMoE",
     "aitm": "AITM",
     "pepnet": "PEPNet",
+    "stem": "STEM",
 }
 #: The metrics of the paper's tables (Sec. 3.1.3): those of the registry
 #: (:data:`sklearn_rmtl.metrics.METRICS`) marked ``in_tables``, by display

@@ -62,7 +62,7 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     """Multi-task classifier: one network predicts K binary tasks at once.
 
     The paper's baselines (SingleTask, SharedBottom, ESMM, MMoE, PLE, plus
-    OMoE, AITM and PEPNet) trained with a fixed weighting of the per-task binary
+    OMoE, AITM, PEPNet and STEM) trained with a fixed weighting of the per-task binary
     cross-entropies. It is also the pretraining step (the actor) of
     :class:`RMTLClassifier`.
 
@@ -73,15 +73,17 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     backbone : {"singletask", "sharedbottom", "esmm", "mmoe", "ple", "omoe", \
-            "aitm", "pepnet"}, default="ple"
+            "aitm", "pepnet", "stem"}, default="ple"
         Multi-task architecture (see :mod:`sklearn_rmtl.backbones`). "esmm"
         and "aitm" model a funnel and need at least two tasks, in funnel
-        order (e.g. click then purchase).
+        order (e.g. click then purchase). "stem" holds the embedding tables
+        K + 1 times (a shared set and one per task).
     backbone_params : dict, default=None
         Network sizes overriding the paper's defaults: ``embedding_dim``
         (128), ``bottom_dims`` ((512, 256)), ``tower_dims`` ((128, 64)),
         ``dropout`` (0.2), and where the backbone has experts ``n_experts``
-        (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE);
+        (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE
+        and STEM);
         PEPNet's prior fields ``gate_fields`` / ``ppnet_fields`` (column
         names; None: every categorical column) and ``gate_hidden_dim`` (64).
         Keys the backbone does not use raise an error.

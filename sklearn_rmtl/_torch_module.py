@@ -282,6 +282,18 @@ class MultiTaskModule(nn.Module):
         given to backbones that declare ``needs_fields``. None: generic
         names.
 
+    Attributes
+    ----------
+    embedding : FeatureEmbedding
+        The state's tables (for STEM the shared ones); RMTL's critics start
+        from copies of them.
+    task_embeddings : nn.ModuleList of FeatureEmbedding
+        Further tables, one set per further state the backbone reads
+        (:meth:`~sklearn_rmtl.backbones.Backbone.n_embeddings`; STEM: one per
+        task); empty for the other backbones. The backbone then reads
+        ``(batch, 1 + len(task_embeddings), in_features)``, ``embedding``'s
+        state first.
+
     Shape: ``x_cat (batch, n_cat), x_num (batch, n_num) -> (batch, n_tasks)``
     logits. Extra keyword inputs (such as per-row loss weights riding in the
     skorch input dict) are accepted and ignored.
@@ -301,13 +313,23 @@ class MultiTaskModule(nn.Module):
         super().__init__()
         params = dict(backbone_params)
         embedding = {k: params.pop(k) for k in EMBEDDING_KEYS if k in params}
-        self.embedding = FeatureEmbedding(
-            cardinalities=cardinalities,
-            n_numerical=n_numerical,
-            sequences=sequences,
-            **embedding,
-        )
         backbone_cls = BACKBONES[backbone]
+
+        def make_embedding() -> FeatureEmbedding:
+            return FeatureEmbedding(
+                cardinalities=cardinalities,
+                n_numerical=n_numerical,
+                sequences=sequences,
+                **embedding,
+            )
+
+        self.embedding = make_embedding()
+        # The further tables of a backbone that reads several states (STEM:
+        # one per task); empty for the others, whose state dicts keep their
+        # keys.
+        self.task_embeddings = nn.ModuleList(
+            make_embedding() for _ in range(backbone_cls.n_embeddings(n_tasks) - 1)
+        )
         if backbone_cls.needs_fields:
             params["fields"] = self.embedding.fields(field_names)
         self.backbone = backbone_cls(
@@ -315,7 +337,11 @@ class MultiTaskModule(nn.Module):
         )
 
     def forward(self, x_cat: Tensor, x_num: Tensor, **_: Tensor) -> Tensor:
-        return self.backbone(self.embedding(x_cat, x_num))
+        state = self.embedding(x_cat, x_num)
+        if len(self.task_embeddings):
+            others = [e(x_cat, x_num) for e in self.task_embeddings]
+            state = torch.stack([state, *others], dim=1)
+        return self.backbone(state)
 
 
 def actor_proba(

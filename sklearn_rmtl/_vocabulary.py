@@ -20,6 +20,7 @@ BACKBONE_NAMES = (
     "omoe",
     "aitm",
     "pepnet",
+    "stem",
 )
 #: Keys of :data:`sklearn_rmtl.balancing.BALANCINGS`.
 BALANCING_NAMES = ("fixed", "uncertainty", "gradnorm", "dwa", "pcgrad")

@@ -111,6 +111,17 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         distributed=distributed,
     ).fit(X, Y_missing, sample_weight=weight)
     out["pepnet"] = pepnet.predict_proba(X)
+    # STEM: a table per task, other tasks' experts with their gradient stopped.
+    stem = MTLClassifier(
+        backbone="stem",
+        backbone_params={**PARAMS, "n_shared_experts": 1, "n_specific_experts": 1},
+        max_epochs=2,
+        batch_size=45,
+        early_stopping=False,
+        random_state=0,
+        distributed=distributed,
+    ).fit(X, Y_missing, sample_weight=weight)
+    out["stem"] = stem.predict_proba(X)
     # Small critics, 2 epochs of each phase, batches of 45.
     rmtl_params = {
         "backbone_params": PARAMS,
@@ -258,6 +269,7 @@ def single():
         "mtl",
         "weighted",
         "pepnet",
+        "stem",
         "rmtl",
         "ddpg",
         "retrain",
@@ -271,7 +283,8 @@ def test_every_rank_ends_with_the_same_estimator(ranks, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["mtl", "weighted", "pepnet", "rmtl", "ddpg", "retrain", "parquet"]
+    "name",
+    ["mtl", "weighted", "pepnet", "stem", "rmtl", "ddpg", "retrain", "parquet"],
 )
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)

@@ -20,6 +20,7 @@ from sklearn_rmtl.backbones.pepnet import PEPNet
 from sklearn_rmtl.backbones.ple import PLE
 from sklearn_rmtl.backbones.sharedbottom import SharedBottom
 from sklearn_rmtl.backbones.singletask import SingleTask
+from sklearn_rmtl.backbones.stem import STEM
 
 #: Keys of ``backbone_params`` that configure the feature embedding
 #: (:class:`sklearn_rmtl._torch_module.FeatureEmbedding`), not the backbone.
@@ -40,6 +41,7 @@ BACKBONES: dict[str, type[Backbone]] = {
     "omoe": OMoE,
     "aitm": AITM,
     "pepnet": PEPNet,
+    "stem": STEM,
 }
 
 
@@ -94,6 +96,7 @@ __all__ = [
     "EMBEDDING_KEYS",
     "ESMM",
     "PLE",
+    "STEM",
     "Backbone",
     "MMoE",
     "OMoE",

@@ -197,6 +197,27 @@ class Backbone(nn.Module):
     #: :class:`~sklearn_rmtl._torch_module.MultiTaskModule`.
     needs_fields: ClassVar[bool] = False
 
+    @classmethod
+    def n_embeddings(cls, n_tasks: int) -> int:
+        """How many states (sets of embedding tables) the backbone reads.
+
+        :class:`~sklearn_rmtl._torch_module.MultiTaskModule` builds that many
+        feature embeddings; with more than one the backbone's input is
+        ``(batch, n_embeddings, in_features)``, the module's ``embedding``
+        giving ``x[:, 0]`` and its ``task_embeddings`` the others (STEM: one
+        shared state and one per task). Most backbones read one state.
+
+        Parameters
+        ----------
+        n_tasks : int
+            Number of tasks K.
+
+        Returns
+        -------
+        int
+        """
+        return 1
+
     def __init__(self, *, in_features: int, n_tasks: int) -> None:
         super().__init__()
         name = type(self).__name__
