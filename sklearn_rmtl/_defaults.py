@@ -34,6 +34,12 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     "gate_fields": None,
     "ppnet_fields": None,
     "gate_hidden_dim": 64,
+    # ESMM's ESCM2 regulariser (Wang et al., SIGIR 2022): off by default; its
+    # weight is PaddleRec's counterfactual_w for Ali-CCP; the propensity
+    # floor bounds the inverse-propensity weights at 20.
+    "counterfactual": None,
+    "counterfactual_weight": 0.5,
+    "min_propensity": 0.05,
 }
 
 BATCH_SIZE = 2048

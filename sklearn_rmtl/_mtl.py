@@ -85,7 +85,10 @@ class MTLClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         (8) or ``n_shared_experts`` / ``n_specific_experts`` (4 / 4 for PLE
         and STEM);
         PEPNet's prior fields ``gate_fields`` / ``ppnet_fields`` (column
-        names; None: every categorical column) and ``gate_hidden_dim`` (64).
+        names; None: every categorical column) and ``gate_hidden_dim`` (64);
+        ESMM's ESCM2 regulariser ``counterfactual`` (None, ``"ipw"`` or
+        ``"dr"``), ``counterfactual_weight`` (0.5) and ``min_propensity``
+        (0.05), see :class:`~sklearn_rmtl.backbones.ESMM`.
         Keys the backbone does not use raise an error.
     categorical_features : "from_dtype", array-like or None, default="from_dtype"
         Which columns are categorical; see :class:`FeatureEncoder`.

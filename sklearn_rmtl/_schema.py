@@ -88,7 +88,15 @@ _RENAMED = {"net_": ("backbone_", 3)}
 _CRITIC_ESTIMATOR = 4
 # Network arguments added after format version 2 was first written.
 _NET_ADDED = frozenset({"precision", "module__sequences", "module__field_names"})
-_BACKBONE_PARAMS_ADDED = frozenset({"sequence_pooling", "attention_dims"})
+_BACKBONE_PARAMS_ADDED = frozenset(
+    {
+        "sequence_pooling",
+        "attention_dims",
+        "counterfactual",
+        "counterfactual_weight",
+        "min_propensity",
+    }
+)
 _OPTIONAL = frozenset(
     {
         "feature_names_in_",  # set only with feature names

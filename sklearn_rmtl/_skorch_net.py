@@ -241,15 +241,40 @@ class MultiTaskNet(NeuralNet):
             losses = losses * (local / total.clamp(min=torch.finfo(total.dtype).tiny))
         return losses
 
+    def extra_loss(
+        self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
+    ) -> Tensor | None:
+        """The backbone's training-only loss term of the step, or None.
+
+        A backbone with an ``extra_loss(y, mask, total)`` method (ESMM with
+        ESCM2's ``counterfactual``) computes it from what its last training
+        forward pass kept; the term is added to the task losses' weighted
+        sum, outside the task weights and the ``balancer``, and only in
+        training steps (validation losses are the criterion's). It sees the
+        loss mask (sample weights, missing labels) but not RMTL's row
+        weights, which weigh the tasks' BCE.
+        """
+        if not training:
+            return None
+        extra = getattr(getattr(self.module_, "backbone", None), "extra_loss", None)
+        if extra is None:
+            return None
+        total = None if self.data_parallel is None else self.data_parallel.total
+        mask = self.loss_mask(y_pred, X)
+        return cast(Tensor | None, extra(y_true.to(y_pred.device), mask, total))
+
     def get_loss(
         self, y_pred: Tensor, y_true: Tensor, X: Any = None, training: bool = False
     ) -> Tensor:
         if training and self.data_parallel is not None:
             weights = self.criterion_.task_weights
-            return (self.task_losses(y_pred, y_true, X, training) * weights).sum()
-        weight = self.row_weights(y_pred, y_true, X, training)
-        mask = self.loss_mask(y_pred, X)
-        return self.criterion_(y_pred, y_true.to(y_pred.device), weight, mask)
+            loss = (self.task_losses(y_pred, y_true, X, training) * weights).sum()
+        else:
+            weight = self.row_weights(y_pred, y_true, X, training)
+            mask = self.loss_mask(y_pred, X)
+            loss = self.criterion_(y_pred, y_true.to(y_pred.device), weight, mask)
+        extra = self.extra_loss(y_pred, y_true, X, training)
+        return loss if extra is None else loss + extra
 
     def train_step_single(self, batch: Any, **fit_params: Any) -> dict[str, Any]:
         """skorch's training step, with the gradients from the ``balancer``.
@@ -258,8 +283,10 @@ class MultiTaskNet(NeuralNet):
         loss mask applied, as in :meth:`get_loss`) go to :meth:`TaskBalancer.backward
         <sklearn_rmtl.balancing.TaskBalancer.backward>`, which fills the
         gradients (of the scaled losses under float16, see
-        :meth:`train_step`); without a balancer this is skorch's step. Under
-        data parallelism the gradients are then summed over the ranks.
+        :meth:`train_step`); without a balancer this is skorch's step. The
+        backbone's :meth:`extra_loss` (ESCM2) adds its own gradients beside
+        the balancer's, unbalanced. Under data parallelism the gradients are
+        then summed over the ranks.
 
         Parameters
         ----------
@@ -272,7 +299,8 @@ class MultiTaskNet(NeuralNet):
         -------
         step : dict
             ``{"loss": loss, "y_pred": y_pred}``, the loss being the
-            balancer's weighted sum of the task losses.
+            balancer's weighted sum of the task losses plus the backbone's
+            :meth:`extra_loss`.
         """
         scaler = getattr(self, "grad_scaler_", None)
         if self.balancer is None and scaler is None:
@@ -287,8 +315,11 @@ class MultiTaskNet(NeuralNet):
             # reaches every rank, so all skip the same steps.
             return self._synced({"loss": loss, "y_pred": y_pred})
         task_losses = self.task_losses(y_pred, yi, Xi, training=True)
+        # The backbone's own term (ESCM2) is no task's loss: the balancer
+        # adds its gradients beside its own, unbalanced.
+        extra = self.extra_loss(y_pred, yi, Xi, training=True)
         params = [p for _, p in self.get_all_learnable_params()]
-        loss = self.balancer.backward(task_losses, params)
+        loss = self.balancer.backward_with(task_losses, params, extra)
         return self._synced({"loss": loss, "y_pred": y_pred})
 
     def _synced(self, step: dict[str, Any]) -> dict[str, Any]:

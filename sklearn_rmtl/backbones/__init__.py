@@ -83,9 +83,18 @@ def resolve_backbone_params(
     params = dict(params or {})
     unknown = sorted(set(params) - set(valid))
     if unknown:
+        # A key of another backbone (ESMM's counterfactual, PEPNet's gate
+        # fields) names the backbones that take it.
+        owners = [
+            f"{key!r} is a key of backbone{'s' * (len(names) > 1)} "
+            + ", ".join(map(repr, names))
+            for key in unknown
+            if (names := [b for b in BACKBONES if key in backbone_keys(b)])
+        ]
+        hint = f" ({'; '.join(owners)})" if owners else ""
         raise ValueError(
             f"backbone_params has keys {unknown} that backbone {name!r} does not "
-            f"use; valid keys are {valid}."
+            f"use; valid keys are {valid}.{hint}"
         )
     return {k: params.get(k, BACKBONE_DEFAULTS[k]) for k in valid}
 

@@ -106,6 +106,40 @@ class TaskBalancer(ABC):
         weights.grad.div_(self.grad_scaler.get_scale())
         return bool(torch.isfinite(weights.grad).all())
 
+    def backward_with(
+        self,
+        task_losses: Tensor,
+        params: Sequence[nn.Parameter],
+        extra: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`backward`, plus the gradients of a term outside the balancing.
+
+        ``extra`` is no task's loss (ESMM's ESCM2 regulariser, see
+        :meth:`MultiTaskNet.extra_loss
+        <sklearn_rmtl._skorch_net.MultiTaskNet.extra_loss>`): its gradients
+        are added to the method's as they are, never weighted, projected or
+        normalised by it.
+
+        Parameters
+        ----------
+        task_losses : Tensor of shape (n_tasks,)
+            The step's per-task losses, attached to the graph.
+        params : sequence of Parameter
+            Every learnable parameter of the network.
+        extra : Tensor, default=None
+            A scalar attached to the same graph; None is :meth:`backward`.
+
+        Returns
+        -------
+        loss : Tensor
+            The method's loss plus ``extra``, detached.
+        """
+        if extra is None:
+            return self.backward(task_losses, params)
+        # First, keeping the graph that the method's backward passes read.
+        self.scaled(extra).backward(retain_graph=True)
+        return self.backward(task_losses, params) + extra.detach()
+
     def _backward_weighted(self, task_losses: Tensor, weights: Tensor) -> Tensor:
         """Fill the gradients of ``sum_k weights_k L_k``; return it, detached."""
         loss = (weights.to(task_losses.device) * task_losses).sum()

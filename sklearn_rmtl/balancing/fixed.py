@@ -43,6 +43,36 @@ class FixedWeights(TaskBalancer):
         """
         return self._backward_weighted(task_losses, self.task_weights)
 
+    def backward_with(
+        self,
+        task_losses: Tensor,
+        params: Sequence[nn.Parameter],
+        extra: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`backward` of ``sum_k c_k L_k + extra``, in one pass.
+
+        Parameters
+        ----------
+        task_losses : Tensor of shape (n_tasks,)
+            The step's per-task losses.
+        params : sequence of Parameter
+            The network's parameters (reached through ``backward``).
+        extra : Tensor, default=None
+            A scalar term outside the task weights (see
+            :meth:`TaskBalancer.backward_with`).
+
+        Returns
+        -------
+        loss : Tensor
+            ``sum_k c_k L_k + extra``, detached.
+        """
+        if extra is None:
+            return self.backward(task_losses, params)
+        weights = self.task_weights.to(task_losses.device)
+        loss = (weights * task_losses).sum() + extra
+        self.scaled(loss).backward()
+        return loss.detach()
+
     def weights(self) -> Tensor:
         """The fixed weights ``c_k``.
 
