@@ -7,6 +7,7 @@ import json
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import SMALL, make_session_data, tiny_critic_setup
@@ -89,6 +90,28 @@ def test_low_precision_reaches_every_product_of_fit_and_predict(
     # Master weights stay float32.
     assert {p.dtype for p in est.net_.module_.parameters()} == {torch.float32}
     assert {p.dtype for p in est.critic_.module_.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_low_precision_reaches_the_products_of_sequence_pooling(sessions, pooling):
+    """A history's attention MLP and pooling products run in bfloat16 too."""
+    X, Y, s, t = sessions
+    rng = np.random.default_rng(0)
+    items = X["item"].cat.categories.to_numpy(dtype=object)
+    history = [list(rng.choice(items, rng.integers(0, 6))) for _ in range(len(X))]
+    X = X.assign(history=pd.Series(history, index=X.index, dtype=object))
+    params = {**FAST["backbone_params"], "sequence_pooling": pooling}
+    est = RMTLClassifier(
+        **{**FAST, "backbone_params": params},
+        sequence_features={"history": "item"},
+        max_sequence_length=5,
+        precision="bfloat16",
+    )
+    with ProductDtypes() as spy:
+        est.fit(X, Y, session_ids=s, timestamps=t)
+        est.predict_proba(X)
+    assert len(spy.dtypes) > 100
+    assert set(spy.dtypes) == {torch.bfloat16}
 
 
 def test_float32_runs_no_bfloat16_product(sessions):
