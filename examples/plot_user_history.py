@@ -5,29 +5,29 @@ What the user did before: a behaviour history with target attention
 The most predictive input of click models since DIN (Zhou et al., KDD
 2018) is the user's recent behaviour: the items they viewed before this
 one, weighted by how much each resembles the candidate item. Here the
-history is built from the raw log of the bundled KuaiRand sample with
-:func:`~sklearn_rmtl.datasets.history_column` (each user's earlier videos,
-strictly earlier in time, so no row sees its own or a later event), and an
-MMoE with and without it is compared on the validation part of a temporal
-split. The history shares the video column's vocabulary and embedding
-table; ``sequence_pooling="attention"`` weights each earlier video by an
-MLP of it and the candidate video.
+history is built from the log of the bundled RetailRocket sample with
+:func:`~sklearn_rmtl.datasets.history_column` (each visitor's earlier
+items, strictly earlier in time, so no row sees its own or a later event),
+and an MMoE with and without it is compared on the validation part of a
+temporal split. The history shares the item column's vocabulary and
+embedding table; ``sequence_pooling="attention"`` weights each earlier
+item by an MLP of it and the candidate item.
 """
 
 # %%
 # A history column from the log
 # ------------------------------
-# One row per impression; the history of a row is the list of the user's
-# earlier videos, oldest first, at most ``max_len`` of them.
-from sklearn_rmtl.datasets import history_column, load_kuairand
+# One row per viewed item; the history of a row is the list of the
+# visitor's earlier items, oldest first, at most ``max_len`` of them.
+from sklearn_rmtl.datasets import history_column, load_retailrocket
 
-data = load_kuairand()
+data = load_retailrocket()
 X = data.X.assign(
     history=history_column(
-        data.X, user="user_id", item="video_id", time=data.timestamps, max_len=20
+        data.X, user="visitorid", item="itemid", time=data.timestamps, max_len=20
     )
 )
-print(X[["user_id", "video_id", "history"]].iloc[200:204])
+print(X[["visitorid", "itemid", "history"]].iloc[200:204])
 
 # %%
 # Fit with and without the history
@@ -50,7 +50,7 @@ models = {
     ),
     "MMoE + history": MTLClassifier(
         backbone_params={**sizes, "sequence_pooling": "attention"},
-        sequence_features={"history": "video_id"},
+        sequence_features={"history": "itemid"},
         max_sequence_length=20,
         **common,
     ).fit(X_tr, y_tr, timestamps=t_tr),
