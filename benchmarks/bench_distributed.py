@@ -18,8 +18,18 @@ cost of the per-step all-reduce of the gradients and of the smaller
 per-process batches; it says nothing about GPU scaling, where a process's
 step is much faster and the communication (NCCL) differs.
 
+With ``--compare-ddp`` it times the two ways of summing the gradients
+instead, in the same ``--nproc`` processes: ``DistributedDataParallel``
+(the default: buckets all-reduced during the backward pass) against the
+hand-written sum (``sklearn_rmtl._distributed.USE_DDP = False``: one flat
+all-reduce after it), alternating hand, DDP, DDP, hand over ``--repeats``
+pairs of fits so that a change in the machine's load hits both alike. It
+prints the rows/s of each (epoch loop, epochs after the first; with RMTL
+also the critics' TD epochs and the whole fit), their ratio, and the largest
+difference between the two fits' probabilities (float rounding only).
+
 Run: ``python benchmarks/bench_distributed.py [--nproc 2] [--epochs 2]
-[--backbone mmoe] [--no-rmtl]``.
+[--backbone mmoe] [--no-rmtl] [--rows N] [--compare-ddp [--repeats 2]]``.
 """
 
 from __future__ import annotations
@@ -39,14 +49,24 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import sklearn_rmtl._distributed as dp_module
 from sklearn_rmtl import MTLClassifier, RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import load_retailrocket
 
 
+def _data(args: argparse.Namespace) -> Any:
+    """The RetailRocket sample, or its first ``--rows`` rows."""
+    data = load_retailrocket()
+    if args.rows is None:
+        return data.X, data.y, data.session_ids, data.timestamps
+    n = args.rows
+    X, y = data.X.iloc[:n], data.y.iloc[:n]
+    return X, y, data.session_ids[:n], data.timestamps[:n]
+
+
 def _fits(args: argparse.Namespace, distributed: bool) -> dict[str, Any]:
     torch.set_num_threads(1)
-    data = load_retailrocket()
-    X, y = data.X, data.y
+    X, y, session_ids, timestamps = _data(args)
     common = {
         "backbone": args.backbone,
         "backbone_params": {"embedding_dim": 32, "dropout": 0.0},
@@ -69,8 +89,9 @@ def _fits(args: argparse.Namespace, distributed: bool) -> dict[str, Any]:
             critic=SessionCritic(max_epochs=1),
             refit_max_epochs=1,
             **common,
-        ).fit(X, y, session_ids=data.session_ids, timestamps=data.timestamps)
+        ).fit(X, y, session_ids=session_ids, timestamps=timestamps)
         out["rmtl_fit_s"] = time.perf_counter() - start
+        out["rmtl_critic_s"] = [r["dur"] for r in rmtl.history_["critic"]]
         out["rmtl_proba"] = rmtl.predict_proba(X).tolist()
     out["n_rows"] = len(X)
     return out
@@ -98,6 +119,84 @@ def _rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
         dist.destroy_process_group()
 
 
+def _compare_rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
+    """Fits alternating the hand-written sum and DDP; rank 0 writes them."""
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=args.nproc,
+    )
+    try:
+        # Untimed: the first fit of a process pays one-off costs.
+        _fits(argparse.Namespace(**{**vars(args), "rows": 2048, "epochs": 1}), True)
+        runs: dict[str, list[dict[str, Any]]] = {"hand": [], "ddp": []}
+        # hand, DDP, DDP, hand, ...: a drift in the load hits both alike.
+        pairs = [("hand", "ddp"), ("ddp", "hand")]
+        for mode in [m for i in range(args.repeats) for m in pairs[i % 2]]:
+            dp_module.USE_DDP = mode == "ddp"
+            runs[mode].append(_fits(args, distributed=True))
+        dp_module.USE_DDP = True
+        if rank == 0:
+            with open(path, "w") as f:
+                json.dump(runs, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _compare(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rank0.json")
+        mp.start_processes(
+            _compare_rank,
+            args=(_free_port(), args, path),
+            nprocs=args.nproc,
+            start_method="spawn",
+        )
+        with open(path) as f:
+            runs = json.load(f)
+    first = runs["hand"][0]
+    n = first["n_rows"]
+    steady = slice(1, None) if args.epochs > 1 else slice(None)
+
+    def rate(mode: str, key: str) -> float:
+        return n / float(np.mean([d for r in runs[mode] for d in r[key][steady]]))
+
+    print(
+        f"RetailRocket sample, {n} rows; MTLClassifier(backbone={args.backbone!r}, "
+        f"embedding 32, batch {args.batch_size}), {args.epochs} epoch(s), "
+        f"{len(runs['hand'])} fit(s) of each; {args.nproc} gloo processes of 1 "
+        f"thread; torch {torch.__version__}, {os.cpu_count()} CPU(s)"
+    )
+    print(f"{'':32s}{'hand sum':>12s}{'DDP':>12s}{'speed-up':>10s}")
+    rows = [("MTL train rows/s (epoch loop)", "mtl_epoch_s", True)]
+    rows.append(("MTL fit, s (mean)", "mtl_fit_s", False))
+    if args.rmtl:
+        rows.append(("RMTL fit, s (mean)", "rmtl_fit_s", False))
+    for label, key, is_rate in rows:
+        if is_rate:
+            hand, ddp = rate("hand", key), rate("ddp", key)
+            print(f"{label:32s}{hand:12.0f}{ddp:12.0f}{ddp / hand:10.2f}")
+        else:
+            hand = float(np.mean([r[key] for r in runs["hand"]]))
+            ddp = float(np.mean([r[key] for r in runs["ddp"]]))
+            print(f"{label:32s}{hand:12.1f}{ddp:12.1f}{hand / ddp:10.2f}")
+    if args.rmtl:  # every critic epoch: one per fit
+        hand, ddp = (
+            n / float(np.mean([d for r in runs[m] for d in r["rmtl_critic_s"]]))
+            for m in ("hand", "ddp")
+        )
+        label = "RMTL critic rows/s (TD epoch)"
+        print(f"{label:32s}{hand:12.0f}{ddp:12.0f}{ddp / hand:10.2f}")
+    print("(ratios above 1: DDP is faster)")
+    for key in ("mtl_proba", "rmtl_proba"):
+        if key in first:
+            diff = np.abs(
+                np.asarray(runs["hand"][0][key]) - np.asarray(runs["ddp"][0][key])
+            ).max()
+            print(f"max |proba difference| hand vs DDP, {key[:-6].upper()}: {diff:.1e}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,7 +210,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--backbone", default="mmoe")
     parser.add_argument("--no-rmtl", dest="rmtl", action="store_false")
+    parser.add_argument("--rows", type=int, default=None, help="first N rows only")
+    parser.add_argument(
+        "--compare-ddp",
+        action="store_true",
+        help="time DDP against the hand-written gradient sum instead",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="--compare-ddp: pairs of fits"
+    )
     args = parser.parse_args()
+    if args.compare_ddp:
+        _compare(args)
+        return
 
     one = _fits(args, distributed=False)
     with tempfile.TemporaryDirectory() as folder:

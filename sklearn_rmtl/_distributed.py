@@ -18,17 +18,29 @@ convergence test) are taken from rank 0 and broadcast, and every phase ends
 by copying rank 0's weights and buffers to the others, so that all ranks
 stop together and hold the same fitted estimator.
 
-The gradients are reduced by hand (one flat all-reduce per step) rather than
-by wrapping the networks in ``DistributedDataParallel``: the skorch net, the
-critics and the actor's optional update step keep their modules (and their
-``state_dict`` keys) unchanged, and no step depends on DDP's hooks.
+The gradients are summed by ``DistributedDataParallel`` (DDP), which
+buckets them and all-reduces each bucket while the backward pass still runs
+(:class:`GradientSync`). DDP averages the ranks' gradients, so each rank's
+loss share (normalised by the whole batch, as above) is multiplied by the
+number of ranks before ``backward``: the average is then the sum above, the
+whole batch's gradient. The networks themselves are never replaced by the
+wrapper: the skorch net, the critics and the actor keep their modules (and
+their ``state_dict`` keys), and only a training step's forward pass goes
+through it. The first step of each phase is summed by hand
+(:meth:`DataParallel.reduce_gradients`, one flat all-reduce after the
+backward pass); it shows whether every parameter gets a gradient on every
+rank, which DDP (without its costly search for unused parameters) needs,
+and a phase where one does not keeps the hand-written sum.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import inspect
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +48,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 #: The environment variables ``torchrun`` sets for every process.
 _LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -45,6 +58,11 @@ _LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 #: combine whole-batch per-task gradients (gradnorm, pcgrad), or learn
 #: weights of their own (uncertainty, dwa's loss history) per rank.
 DISTRIBUTED_BALANCINGS = frozenset({"fixed"})
+
+#: Whether :class:`GradientSync` hands the steps after the first to
+#: ``DistributedDataParallel``; False sums every step by hand (what
+#: ``benchmarks/bench_distributed.py --compare-ddp`` times against DDP).
+USE_DDP = True
 
 
 def _launch_hint() -> str:
@@ -235,3 +253,156 @@ class DataParallel:
         with torch.no_grad():
             for t in [*module.parameters(), *module.buffers()]:
                 t.copy_(_broadcast(t))
+
+
+def _ddp_options() -> dict[str, Any]:
+    """DDP's keywords: no buffer broadcasts, no start-up synchronisation.
+
+    Buffers (BatchNorm's running statistics) stay per rank as in the steps
+    summed by hand, and rank 0's are copied at the end of the phase
+    (:meth:`DataParallel.broadcast_module`); the parameters are already
+    equal on every rank when the wrapper is made (after the first step, whose
+    gradients every rank summed alike). torch 2.13 renamed
+    ``broadcast_buffers`` to ``forward_sync_buffers``.
+    """
+    accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+    options: dict[str, Any] = {"find_unused_parameters": False}
+    if "forward_sync_buffers" in accepted:
+        options["forward_sync_buffers"] = False
+    else:  # torch < 2.13
+        options["broadcast_buffers"] = False
+    if "init_sync" in accepted:
+        options["init_sync"] = False
+    return options
+
+
+class GradientSync:
+    """The gradients of one module's training steps, summed over the ranks.
+
+    A training step calls :attr:`model` for its forward pass, multiplies
+    this rank's loss share by :attr:`loss_scale`, runs ``backward`` in
+    :meth:`backward_context` and calls :meth:`after_backward`; every rank
+    then holds the whole batch's gradient (:meth:`backward` does the last
+    three for a plain loss).
+
+    The first step's gradients are summed by hand
+    (:meth:`DataParallel.reduce_gradients`, after the backward pass). If
+    every parameter of ``params`` belongs to ``module`` and got a gradient
+    on every rank, later steps go through ``DistributedDataParallel``
+    (``module`` wrapped, the wrapper held here): it sums bucket by bucket
+    while the backward pass runs, overlapping the communication with the
+    computation. DDP averages the ranks' gradients, hence
+    :attr:`loss_scale` = ``world_size``. A parameter without a gradient
+    (unused by the forward pass) would leave DDP's reduction unfinished, so
+    such a module keeps the hand-written sum, which skips it; so does a
+    step whose gradients are not those of one ``backward`` call
+    (``ddp=False``).
+
+    Parameters
+    ----------
+    data_parallel : DataParallel
+        The fit's ranks.
+    module : nn.Module
+        The network whose parameters a step trains; never replaced.
+    params : sequence of Parameter, default=None
+        The parameters whose gradients are summed; None: those of
+        ``module``.
+    ddp : bool, default=True
+        Whether DDP may take over after the first step (and
+        :data:`USE_DDP`): False where the
+        step computes gradients otherwise than by one ``backward`` of a loss
+        built from :attr:`model`'s output (``torch.autograd.grad``, several
+        backward passes), which DDP's hooks do not follow.
+    """
+
+    def __init__(
+        self,
+        data_parallel: DataParallel,
+        module: nn.Module,
+        params: Sequence[nn.Parameter] | None = None,
+        *,
+        ddp: bool = True,
+    ) -> None:
+        self.data_parallel = data_parallel
+        self.module = module
+        self.params = list(module.parameters()) if params is None else list(params)
+        self._ddp: DistributedDataParallel | None = None
+        # The first step decides whether DDP serves.
+        self._decide = ddp and USE_DDP
+
+    @property
+    def uses_ddp(self) -> bool:
+        """Whether the steps go through ``DistributedDataParallel`` now."""
+        return self._ddp is not None
+
+    @property
+    def model(self) -> nn.Module:
+        """What a training step's forward pass calls: DDP's wrapper or the module."""
+        return self.module if self._ddp is None else self._ddp
+
+    @property
+    def loss_scale(self) -> int:
+        """The factor of a rank's loss share before ``backward``.
+
+        ``world_size`` under DDP, whose average of the ranks' gradients is
+        then their sum; 1 for the hand-written sum.
+        """
+        return 1 if self._ddp is None else self.data_parallel.world_size
+
+    def backward(
+        self, loss: Tensor, scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        """Fill the whole batch's gradients from this rank's loss share.
+
+        Parameters
+        ----------
+        loss : Tensor
+            This rank's share of the batch's loss (normalised by the whole
+            batch), from :attr:`model`'s output.
+        scaler : GradScaler, default=None
+            float16's loss scaler: the gradients are summed still scaled,
+            so that an overflow on any rank reaches every rank.
+        """
+        if self.loss_scale != 1:
+            loss = loss * self.loss_scale
+        with self.backward_context():
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        self.after_backward()
+
+    @contextlib.contextmanager
+    def backward_context(self) -> Iterator[None]:
+        """The context of a step's backward pass.
+
+        DDP warns (once) when a gradient's strides differ from its bucket's
+        even where they differ on an axis of size 1 only, which grouped
+        layers of one group (weights of shape ``(1, m, n)``) show; the
+        gradient is copied into the bucket all the same, so the warning
+        is silenced here.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="Grad strides do not match bucket view strides",
+                category=UserWarning,
+            )
+            yield
+
+    def after_backward(self) -> None:
+        """Sum the step's gradients over the ranks, unless DDP has."""
+        if self._ddp is not None:
+            return  # summed during the backward pass
+        self.data_parallel.reduce_gradients(self.params)
+        if self._decide:
+            self._decide = False
+            if self._ddp_serves():
+                self._ddp = DistributedDataParallel(self.module, **_ddp_options())
+
+    def _ddp_serves(self) -> bool:
+        """Whether every rank's step filled every gradient, all of ``module``."""
+        own = {id(p) for p in self.module.parameters() if p.requires_grad}
+        trained = [p for p in self.params if p.requires_grad]
+        full = own == {id(p) for p in trained} and all(
+            p.grad is not None for p in trained
+        )
+        votes = self.data_parallel.total(torch.tensor([float(full)]))
+        return bool(votes.item() == self.data_parallel.world_size)

@@ -4,16 +4,19 @@ unpickling."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from skorch import NeuralNet
 from skorch.dataset import unpack_data
-from skorch.utils import TeeGenerator
-from torch import Tensor
+from skorch.utils import TeeGenerator, to_tensor
+from torch import Tensor, nn
 
 from sklearn_rmtl._critic import SessionCritic
 from sklearn_rmtl._data import BatchLoader, as_dataset
+from sklearn_rmtl._distributed import GradientSync
 from sklearn_rmtl._loss import WeightedMultiTaskBCE
 from sklearn_rmtl._pickling import (
     available_device,
@@ -24,7 +27,7 @@ from sklearn_rmtl._precision import autocast, grad_scaler, scaled_backward
 from sklearn_rmtl._seeding import isolated_global_rng, skipped_random_init
 from sklearn_rmtl._torch_module import MultiTaskModule
 from sklearn_rmtl._weighting import WEIGHTINGS
-from sklearn_rmtl.balancing import TaskBalancer
+from sklearn_rmtl.balancing import FixedWeights, TaskBalancer
 
 if TYPE_CHECKING:
     from sklearn_rmtl._distributed import DataParallel
@@ -79,6 +82,10 @@ class MultiTaskNet(NeuralNet):
         "precision",
     )
 
+    #: Under data parallelism, how the training steps sum their gradients
+    #: over the ranks (made by the first step; training-only).
+    gradient_sync: GradientSync | None = None
+
     def __init__(
         self,
         *args: Any,
@@ -115,7 +122,10 @@ class MultiTaskNet(NeuralNet):
         skops store as plain data. A net in training keeps skorch's state.
         """
         if not getattr(self, "_trimmed_for_prediction", False):
-            return cast(dict[str, Any], super().__getstate__())
+            state = cast(dict[str, Any], super().__getstate__())
+            # The DDP wrapper holds the process group: remade by the next step.
+            state.pop("gradient_sync", None)
+            return state
         return {
             _PREDICTION_STATE: {
                 "config": self.get_config(),
@@ -285,8 +295,13 @@ class MultiTaskNet(NeuralNet):
         gradients (of the scaled losses under float16, see
         :meth:`train_step`); without a balancer this is skorch's step. The
         backbone's :meth:`extra_loss` (ESCM2) adds its own gradients beside
-        the balancer's, unbalanced. Under data parallelism the gradients are
-        then summed over the ranks.
+        the balancer's, unbalanced.
+
+        Under data parallelism the gradients are summed over the ranks by
+        :class:`~sklearn_rmtl._distributed.GradientSync`: from the second
+        step on, by ``DistributedDataParallel`` during the backward pass (the
+        forward pass through its wrapper of ``module_``, the losses times
+        the number of ranks, since DDP averages), the first step by hand.
 
         Parameters
         ----------
@@ -300,35 +315,83 @@ class MultiTaskNet(NeuralNet):
         step : dict
             ``{"loss": loss, "y_pred": y_pred}``, the loss being the
             balancer's weighted sum of the task losses plus the backbone's
-            :meth:`extra_loss`.
+            :meth:`extra_loss` (the whole batch's, under data parallelism).
         """
         scaler = getattr(self, "grad_scaler_", None)
-        if self.balancer is None and scaler is None:
-            return self._synced(super().train_step_single(batch, **fit_params))
+        sync = self._gradient_sync()
+        if self.balancer is None and scaler is None and sync is None:
+            return cast(dict[str, Any], super().train_step_single(batch, **fit_params))
         self._set_training(True)
         Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
+        if sync is None:
+            y_pred = self.infer(Xi, **fit_params)
+        else:
+            y_pred = self._infer_with(sync.model, Xi, **fit_params)
+        # DDP averages the ranks' gradients: each rank's share of the whole
+        # batch's loss is multiplied by the number of ranks (1 otherwise).
+        scale = 1 if sync is None else sync.loss_scale
+        context = contextlib.nullcontext() if sync is None else sync.backward_context()
         if self.balancer is None:
             loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-            scaled_backward(loss, scaler)
             # Gradients summed while still scaled: an overflow on any rank
             # reaches every rank, so all skip the same steps.
-            return self._synced({"loss": loss, "y_pred": y_pred})
+            with context:
+                scaled_backward(loss if scale == 1 else loss * scale, scaler)
+            return self._synced({"loss": loss, "y_pred": y_pred}, sync)
         task_losses = self.task_losses(y_pred, yi, Xi, training=True)
         # The backbone's own term (ESCM2) is no task's loss: the balancer
         # adds its gradients beside its own, unbalanced.
         extra = self.extra_loss(y_pred, yi, Xi, training=True)
         params = [p for _, p in self.get_all_learnable_params()]
-        loss = self.balancer.backward_with(task_losses, params, extra)
-        return self._synced({"loss": loss, "y_pred": y_pred})
+        if scale == 1:
+            with context:
+                loss = self.balancer.backward_with(task_losses, params, extra)
+        else:  # FixedWeights only (GradientSync): linear in the losses
+            extra = None if extra is None else extra * scale
+            with context:
+                loss = self.balancer.backward_with(task_losses * scale, params, extra)
+            loss = loss / scale
+        return self._synced({"loss": loss, "y_pred": y_pred}, sync)
 
-    def _synced(self, step: dict[str, Any]) -> dict[str, Any]:
-        """A step's gradients and loss summed over the ranks (data parallelism)."""
-        if self.data_parallel is not None:
-            self.data_parallel.reduce_gradients(
-                p for _, p in self.get_all_learnable_params()
+    def _gradient_sync(self) -> GradientSync | None:
+        """How this fit's steps sum their gradients over the ranks (None: one process).
+
+        Made at the first training step of ``module_``. DDP may take over
+        only the steps of one ``backward`` pass: no balancer, or fixed
+        weights (the only balancing that runs data-parallel; the others
+        take per-task gradients with ``torch.autograd.grad`` or learn
+        weights of their own).
+        """
+        if self.data_parallel is None:
+            return None
+        sync = self.gradient_sync
+        if sync is None or sync.module is not self.module_:
+            sync = GradientSync(
+                self.data_parallel,
+                self.module_,
+                [p for _, p in self.get_all_learnable_params()],
+                ddp=self.balancer is None or isinstance(self.balancer, FixedWeights),
             )
-            step["loss"] = self.data_parallel.total(step["loss"])
+            self.gradient_sync = sync
+        return sync
+
+    def _infer_with(self, module: nn.Module, x: Any, **fit_params: Any) -> Tensor:
+        """:meth:`infer` through ``module`` (DDP's wrapper of ``module_``)."""
+        x = to_tensor(x, device=self.device)
+        with autocast(self.precision, self.device):
+            if isinstance(x, Mapping):
+                out = module(**self._merge_x_and_fit_params(x, fit_params))
+            else:
+                out = module(x, **fit_params)
+        return cast(Tensor, out).float()
+
+    def _synced(
+        self, step: dict[str, Any], sync: GradientSync | None
+    ) -> dict[str, Any]:
+        """A step's gradients and loss summed over the ranks (data parallelism)."""
+        if sync is not None:
+            sync.after_backward()
+            step["loss"] = sync.data_parallel.total(step["loss"])
         return step
 
 

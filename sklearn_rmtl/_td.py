@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sklearn_rmtl._distributed import DataParallel
+from sklearn_rmtl._distributed import DataParallel, GradientSync
 from sklearn_rmtl._fit_data import loss_mask
 from sklearn_rmtl._mdp import (
     behavior_actions,
@@ -84,7 +84,7 @@ def ips_weights(
 
 
 def squared_td_errors(
-    critic: Critic,
+    critic: Critic | nn.Module,
     target_critic: Critic,
     state: tuple[Tensor, Tensor],
     action: Tensor,
@@ -122,7 +122,7 @@ def td_step(
     config: TDConfig,
     mask: Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    data_parallel: DataParallel | None = None,
+    sync: GradientSync | None = None,
 ) -> Tensor:
     """One gradient step of the critics on a batch of transitions (Eqs. 11-14).
 
@@ -131,13 +131,15 @@ def td_step(
     normalised by the mask's sum. ``scaler`` (float16, see
     :func:`~sklearn_rmtl._precision.grad_scaler`) scales the loss's
     backward pass and steps ``optimizer`` through it. Returns the batch's
-    (weighted) mean squared TD error, detached. With ``data_parallel`` the
-    batch is this rank's shard: the loss is normalised by the whole batch's
-    mask sum (or entry count) and the gradients and the loss are summed over
-    the ranks.
+    (weighted) mean squared TD error, detached. With ``sync`` (data
+    parallelism, ``critic`` its module) the batch is this rank's shard: the
+    forward pass goes through ``sync.model``, the loss is normalised by the
+    whole batch's mask sum (or entry count) and the gradients and the loss
+    are summed over the ranks.
     """
+    data_parallel = None if sync is None else sync.data_parallel
     err = squared_td_errors(
-        critic,
+        critic if sync is None else sync.model,
         target_critic,
         state,
         action,
@@ -164,25 +166,26 @@ def td_step(
         # observed rows. Transitions are never cut.
         w = mask if weight is None else mask * weight
         loss = (err * w).sum() / mask.sum().clamp(min=torch.finfo(mask.dtype).tiny)
-    return _step(loss, optimizer, critic, scaler, data_parallel)
+    return _step(loss, optimizer, scaler, sync)
 
 
 def _step(
     loss: Tensor,
     optimizer: torch.optim.Optimizer,
-    module: nn.Module,
     scaler: torch.amp.GradScaler | None,
-    data_parallel: DataParallel | None,
+    sync: GradientSync | None,
 ) -> Tensor:
-    """Backward ``loss`` and step ``module``'s ``optimizer``; the loss, detached.
+    """Backward ``loss`` and step the ``optimizer``; the loss, detached.
 
-    Under data parallelism the ranks' gradients and losses are summed.
+    Under data parallelism (``sync``) the ranks' gradients and losses are
+    summed.
     """
     optimizer.zero_grad()
-    scaled_backward(loss, scaler)
-    if data_parallel is not None:  # summed still scaled: overflows reach all
-        data_parallel.reduce_gradients(module.parameters())
-        loss = data_parallel.total(loss)
+    if sync is None:
+        scaled_backward(loss, scaler)
+    else:  # summed still scaled: overflows reach all
+        sync.backward(loss, scaler)
+        loss = sync.data_parallel.total(loss)
     optimizer_step(optimizer, scaler)
     return loss.detach()
 
@@ -197,14 +200,16 @@ def actor_step(
     precision: str = "float32",
     mask: Tensor | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    data_parallel: DataParallel | None = None,
+    sync: GradientSync | None = None,
     rows: Tensor | None = None,
 ) -> Tensor:
     """Eq. (15): one step of the actor up the critics' Q; returns its loss.
 
     ``scaler`` is the actor optimiser's loss scaler under float16 (see
-    :func:`td_step`). With ``data_parallel`` the batch is this rank's shard,
-    and the means (of Q, of ``|Q|`` and of the BCE) are over the whole batch.
+    :func:`td_step`). With ``sync`` (data parallelism, ``actor`` its module)
+    the batch is this rank's shard, the actor's forward pass goes through
+    ``sync.model``, and the means (of Q, of ``|Q|`` and of the BCE) are over
+    the whole batch.
     ``rows`` (0/1 per row; None: all 1) leaves rows out of the loss: the
     held-out rows that select the actor.
 
@@ -215,11 +220,11 @@ def actor_step(
     """
     actor.train()
     with autocast(precision, y01.device):
-        logits = actor(*state).float()
+        logits = (actor if sync is None else sync.model)(*state).float()
         q = critic(*state, torch.sigmoid(logits)).float()
     # Sums over the whole batch: this shard's, or all shards' under data
     # parallelism (each rank's loss is then its share of the batch's).
-    total = (lambda t: t) if data_parallel is None else data_parallel.total
+    total = (lambda t: t) if sync is None else sync.data_parallel.total
     row_w = torch.ones_like(q) if rows is None else rows.unsqueeze(1).expand_as(q)
     n = total(row_w.sum()).clamp(min=1.0)
     q_term = (q * row_w).sum() / n
@@ -243,7 +248,7 @@ def actor_step(
                 min=torch.finfo(weight.dtype).tiny
             )
         loss = -scale * q_term + bce
-    return _step(loss, optimizer, actor, scaler, data_parallel)
+    return _step(loss, optimizer, scaler, sync)
 
 
 @dataclass
@@ -794,7 +799,11 @@ class ActorUpdate:
         n_rows: int = 0,
     ) -> None:
         self.actor, self.critic, self.config = actor, critic, config
-        self.data_parallel = data_parallel
+        # The actor's steps' gradients summed over the ranks (DDP after the
+        # first step); the critic is called outside it, unsynchronised.
+        self.sync = (
+            None if data_parallel is None else GradientSync(data_parallel, actor)
+        )
         self.target = copy.deepcopy(actor)
         lr = config.lr if config.actor_lr is None else config.actor_lr
         self.optimizer = torch.optim.Adam(actor.parameters(), lr=lr, fused=True)
@@ -839,7 +848,7 @@ class ActorUpdate:
             self.config.precision,
             batch["mask"],
             self.scaler,
-            self.data_parallel,
+            self.sync,
             rows=rows,
         )
         self.loss_sum += loss
@@ -903,6 +912,8 @@ def td_epochs(
     """
     target_critic = copy.deepcopy(critic)
     optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, fused=True)
+    # The TD steps' gradients summed over the ranks (DDP after the first).
+    sync = None if data_parallel is None else GradientSync(data_parallel, critic)
     # float16 only: the critics' loss scaler (None otherwise).
     scaler = grad_scaler(config.precision, device)
     history: list[dict[str, Any]] = []
@@ -932,7 +943,7 @@ def td_epochs(
                 **batch,
                 config=config,
                 scaler=scaler,
-                data_parallel=data_parallel,
+                sync=sync,
             )
             if update is not None:
                 assert y01 is not None

@@ -733,8 +733,10 @@ def train_net(
         net.notify("on_train_end", X=train, y=y_train)
     if dp is not None:
         dp.broadcast_module(net.module_)
-        # Training-only, like the balancer: a pickled fit holds no ranks.
+        # Training-only, like the balancer: a pickled fit holds no ranks
+        # (nor the DDP wrapper of its module, whose hooks go with it).
         net.data_parallel = net.iterator_train__data_parallel = None
+        net.gradient_sync = None
     set_dropout_generator(net.module_, None)
     net.balancer = None  # training-only; its weights are in the history
     return net

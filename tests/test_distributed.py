@@ -11,7 +11,9 @@ Measured here after 2-3 epochs: at most 5e-8 between the probabilities of
 2 ranks and of 1 process (2.4e-7 between RMTL's loss weights), and 0 between
 the ranks. ``ATOL = 1e-5`` is 200 times that and below what a wrong
 normaliser does: averaging the shards' mean losses instead (what
-``DistributedDataParallel`` does) moved the probabilities by 5e-5 with
+``DistributedDataParallel`` does with each rank's own mean loss; the
+library scales each rank's share of the whole batch's loss by the number of
+ranks before DDP averages) moved the probabilities by 5e-5 with
 unequal shards of 23 and 22 rows and by 4e-3 with sample weights and
 missing labels, failing these tests. float16 has its own, looser tolerance (``ATOL16``).
 """
@@ -71,11 +73,24 @@ class RowsSeen(Callback):
             self.epochs[-1].append(batch[0]["x_num"][:, -1].numpy().copy())
 
 
+class SummedBy(Callback):
+    """Record, per training step, whether DDP sums its gradients."""
+
+    def __init__(self) -> None:
+        self.ddp: list[bool] = []
+
+    def on_batch_begin(self, net, training=False, **kwargs) -> None:
+        if training and net.data_parallel is not None:
+            sync = net.gradient_sync  # made by the first step
+            self.ddp.append(sync is not None and sync.uses_ddp)
+
+
 def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     """Every fit of the tests, as predictions (and a few histories)."""
     X, Y, sessions, times, weight, Y_missing = _data()
     out = {}
     # Batches of 45 on 270 training rows split 23/22 rows between the ranks.
+    summed_by = SummedBy()
     mtl = MTLClassifier(
         backbone="mmoe",
         backbone_params=PARAMS,
@@ -84,8 +99,10 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         validation_interval=0.5,
         random_state=0,
         distributed=distributed,
+        callbacks=[summed_by],
     ).fit(X, Y)
     out["mtl"] = mtl.predict_proba(X)
+    out["mtl_ddp_steps"] = np.array(summed_by.ddp)
     valid = [r["valid_loss"] for r in mtl.history_["pretrain"]]
     out["mtl_valid_loss"] = np.array(valid)
     # Sample weights and missing labels: the shards' weights differ; 300 rows
@@ -122,6 +139,18 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
         distributed=distributed,
     ).fit(X, Y_missing, sample_weight=weight)
     out["stem"] = stem.predict_proba(X)
+    # ESCM2-DR: its imputation tower is reached by the extra loss only, not
+    # by the module's output (DDP sums its gradients all the same).
+    escm2 = MTLClassifier(
+        backbone="esmm",
+        backbone_params={**PARAMS, "counterfactual": "dr"},
+        max_epochs=2,
+        batch_size=45,
+        early_stopping=False,
+        random_state=0,
+        distributed=distributed,
+    ).fit(X, Y_missing, sample_weight=weight)
+    out["escm2"] = escm2.predict_proba(X)
     # Small critics, 2 epochs of each phase, batches of 45.
     rmtl_params = {
         "backbone_params": PARAMS,
@@ -270,6 +299,7 @@ def single():
         "weighted",
         "pepnet",
         "stem",
+        "escm2",
         "rmtl",
         "ddpg",
         "retrain",
@@ -284,10 +314,30 @@ def test_every_rank_ends_with_the_same_estimator(ranks, name):
 
 @pytest.mark.parametrize(
     "name",
-    ["mtl", "weighted", "pepnet", "stem", "rmtl", "ddpg", "retrain", "parquet"],
+    [
+        "mtl",
+        "weighted",
+        "pepnet",
+        "stem",
+        "escm2",
+        "rmtl",
+        "ddpg",
+        "retrain",
+        "parquet",
+    ],
 )
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)
+
+
+def test_ddp_sums_the_gradients_after_the_first_step(ranks, single):
+    # The first step, summed by hand, shows that every parameter gets a
+    # gradient on every rank; DistributedDataParallel sums the others.
+    for r in ranks:
+        steps = r["mtl_ddp_steps"]
+        assert len(steps) >= 6  # at least an epoch of 6 batches
+        assert not steps[0] and steps[1:].all()
+    assert len(single["mtl_ddp_steps"]) == 0
 
 
 def test_retrain_on_all_replays_the_one_process_steps(ranks, single):
