@@ -157,3 +157,24 @@ def two_task_mtl(two_task_sessions):
         max_epochs=2,
         random_state=0,
     ).fit(X, Y)
+
+
+def assert_onnx_parity(est, X, tmp_path):
+    """The ONNX export of ``est`` (fitted on ``X``'s "item" and categorical
+    "user") gives its probabilities, with missing and unseen values too."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sklearn_rmtl.export import onnx_inputs, to_onnx
+
+    path = tmp_path / "model.onnx"
+    to_onnx(est, path)
+    session = ort.InferenceSession(str(path))
+    new = X.copy()
+    new.loc[::4, "item"] = np.nan  # missing and unseen values
+    new["user"] = new["user"].cat.add_categories(["never_seen"])
+    new.loc[1::4, "user"] = "never_seen"
+    for rows in (slice(None), slice(0, 1), slice(3, 40)):
+        part = new.iloc[rows]
+        served = session.run(["probabilities"], onnx_inputs(est, part))[0]
+        assert served.shape == (len(part), len(est.task_names_))
+        np.testing.assert_allclose(served, est.predict_proba(part), rtol=0, atol=1e-5)

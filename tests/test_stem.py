@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_same_proba, make_session_data
+from conftest import assert_onnx_parity, assert_same_proba, make_session_data
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, ParquetSource, RMTLClassifier, SessionCritic
@@ -175,23 +175,8 @@ def test_safe_file_and_pickle_round_trips(fitted, tmp_path):
 
 
 def test_onnx_matches_predict_proba(fitted, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from sklearn_rmtl.export import onnx_inputs, to_onnx
-
     est, X = fitted
-    path = tmp_path / "stem.onnx"
-    to_onnx(est, path)
-    session = ort.InferenceSession(str(path))
-    new = X.copy()
-    new.loc[::4, "item"] = np.nan  # missing and unseen values
-    new["user"] = new["user"].cat.add_categories(["never_seen"])
-    new.loc[1::4, "user"] = "never_seen"
-    for rows in (slice(None), slice(0, 1), slice(3, 40)):
-        part = new.iloc[rows]
-        served = session.run(["probabilities"], onnx_inputs(est, part))[0]
-        assert served.shape == (len(part), 3)
-        np.testing.assert_allclose(served, est.predict_proba(part), rtol=0, atol=1e-5)
+    assert_onnx_parity(est, X, tmp_path)
 
 
 def test_onnx_matches_for_two_tasks(tmp_path):
