@@ -97,11 +97,15 @@ def _value_kind(values: list[Any]) -> str:
     """The input type of a categorical column, from its known values.
 
     The encoder keeps a column's values as they are when they share one
-    type and as strings otherwise, so text is the fallback.
+    type and as strings otherwise, so text is the fallback. A column with no
+    known values (missing in every fitted row) is text too: every value is
+    unseen there, and text is the one input type any value converts to.
     """
-    if all(isinstance(v, bool | np.bool_) for v in values) and values:
+    if not values:
+        return "string"
+    if all(isinstance(v, bool | np.bool_) for v in values):
         return "bool"
-    if all(isinstance(v, int | np.integer) for v in values) and values:
+    if all(isinstance(v, int | np.integer) for v in values):
         return "int64"
     if all(isinstance(v, int | float | np.number) for v in values):
         return "double"  # 3 and 3.0 are one value, as in predict_proba

@@ -191,6 +191,18 @@ def _fit_small(X, **params):
     return est.set_params(**params).fit(X, DATA.y)
 
 
+def test_a_category_missing_in_every_fitted_row_takes_any_value():
+    X = _features()
+    X["cat_1"] = pd.Series([None] * len(X), dtype=object)
+    est = _fit_small(X, categorical_features=["cat_0", "cat_1", "cat_2"])
+    new = _held_out(X)
+    new["cat_1"] = ["seen_now", 3.5, None] * (len(new) // 3) + [None] * (len(new) % 3)
+    served = _serve(to_onnx(est), onnx_inputs(est, new))
+    np.testing.assert_allclose(served, est.predict_proba(new), rtol=0, atol=1e-5)
+    column = next(c for c in describe_encoding(est)["columns"] if c["name"] == "cat_1")
+    assert (column["type"], column["values"]) == ("string", [])
+
+
 @pytest.mark.parametrize("empty_known", [False, True])
 def test_an_empty_string_is_unseen_as_in_predict_proba(empty_known):
     X = _features()  # cat_1 has missing values
