@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,28 @@ def test_every_backbone_learns(backbone, n_tasks):
     assert ((proba >= 0) & (proba <= 1)).all()
     aucs = [roc_auc_score(Y.iloc[test, k], proba[:, k]) for k in range(n_tasks)]
     assert min(aucs) > 0.75, aucs
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_trains_in_bfloat16_with_weights_and_missing_labels(backbone):
+    """bf16 autocast, per-row weights, missing labels and a balancer at once."""
+    X, Y = make_mtl_data(n_samples=300, n_tasks=2)
+    rng = np.random.default_rng(0)
+    Y = Y.astype(float)
+    Y.loc[rng.random(300) < 0.3, "task1"] = np.nan
+    est = MTLClassifier(
+        backbone=backbone,
+        backbone_params=SMALL,
+        precision="bfloat16",
+        task_balancing="gradnorm",
+        max_epochs=2,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # emulated on some CPUs
+        est.fit(X, Y, sample_weight=rng.uniform(0.0, 2.0, 300))
+    assert {p.dtype for p in est.net_.module_.parameters()} == {torch.float32}
+    assert np.isfinite(est.predict_proba(X)).all()
 
 
 def test_fitted_attributes(mtl_data):

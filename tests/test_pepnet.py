@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -254,34 +253,6 @@ def test_rmtl_with_pepnet_as_the_actor():
     assert est.net_.module_.backbone.ppnet_fields == ("item",)
     assert np.isfinite(est.predict_proba(X)).all()
     assert np.isfinite(est.loss_weights(X, Y)).all()
-
-
-def test_bfloat16_fit():
-    X, Y = _data(200)
-    est = MTLClassifier(
-        backbone="pepnet", backbone_params=SIZES, precision="bfloat16", **FAST
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # emulated on some CPUs
-        est.fit(X, Y)
-    assert {p.dtype for p in est.net_.module_.parameters()} == {torch.float32}
-    assert np.isfinite(est.predict_proba(X)).all()
-
-
-def test_sample_weights_missing_labels_and_task_balancing():
-    X, Y = _data(300)
-    rng = np.random.default_rng(0)
-    Y = Y.astype(float)
-    Y.loc[rng.random(300) < 0.3, "task1"] = np.nan
-    weight = rng.uniform(0.0, 2.0, 300)
-    for balancing in ("fixed", "uncertainty"):
-        est = MTLClassifier(
-            backbone="pepnet",
-            backbone_params=SIZES,
-            task_balancing=balancing,
-            **FAST,
-        ).fit(X, Y, sample_weight=weight)
-        assert np.isfinite(est.predict_proba(X)).all()
 
 
 def test_parquet_fit(tmp_path):

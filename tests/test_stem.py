@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -225,34 +224,6 @@ def test_critics_copy_the_shared_tables():
         torch.testing.assert_close(
             own.embedding.weight, actor.embedding.embedding.weight, rtol=0, atol=0
         )
-
-
-def test_bfloat16_fit():
-    X, Y = _data(200)
-    est = MTLClassifier(
-        backbone="stem", backbone_params=SIZES, precision="bfloat16", **FAST
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # emulated on some CPUs
-        est.fit(X, Y)
-    assert {p.dtype for p in est.net_.module_.parameters()} == {torch.float32}
-    assert np.isfinite(est.predict_proba(X)).all()
-
-
-def test_sample_weights_missing_labels_and_task_balancing():
-    X, Y = _data(300)
-    rng = np.random.default_rng(0)
-    Y = Y.astype(float)
-    Y.loc[rng.random(300) < 0.3, "task1"] = np.nan
-    weight = rng.uniform(0.0, 2.0, 300)
-    for balancing in ("fixed", "uncertainty", "gradnorm"):
-        est = MTLClassifier(
-            backbone="stem",
-            backbone_params=SIZES,
-            task_balancing=balancing,
-            **FAST,
-        ).fit(X, Y, sample_weight=weight)
-        assert np.isfinite(est.predict_proba(X)).all()
 
 
 def test_parquet_fit(tmp_path):
