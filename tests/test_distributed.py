@@ -292,40 +292,28 @@ def single():
     return _scenarios(False)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "mtl",
-        "weighted",
-        "pepnet",
-        "stem",
-        "escm2",
-        "rmtl",
-        "ddpg",
-        "retrain",
-        "parquet",
-        "float16",
-        "batch_norm",
-    ],
-)
+#: The scenarios whose distributed fit equals one process's to ATOL (float16
+#: has a looser test of its own; batch normalisation's per-rank statistics
+#: differ from one process's by design).
+AS_ONE = [
+    "mtl",
+    "weighted",
+    "pepnet",
+    "stem",
+    "escm2",
+    "rmtl",
+    "ddpg",
+    "retrain",
+    "parquet",
+]
+
+
+@pytest.mark.parametrize("name", [*AS_ONE, "float16", "batch_norm"])
 def test_every_rank_ends_with_the_same_estimator(ranks, name):
     np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "mtl",
-        "weighted",
-        "pepnet",
-        "stem",
-        "escm2",
-        "rmtl",
-        "ddpg",
-        "retrain",
-        "parquet",
-    ],
-)
+@pytest.mark.parametrize("name", AS_ONE)
 def test_two_processes_predict_as_one(ranks, single, name):
     np.testing.assert_allclose(ranks[0][name], single[name], rtol=0, atol=ATOL)
 
