@@ -210,7 +210,9 @@ def _cell(diff: dict[str, Any]) -> str:
 def tables(runs: dict[str, list[dict]]) -> str:
     """Scores (mean ± std) per arm, then paired differences, as Markdown."""
     metrics = list(next(iter(runs.values()))[0]["scores"])
-    header = ["Arm", *metrics, "fit s", "epochs", "parameters"]
+    # A "later|earlier" metric's bar would split its Markdown column.
+    names = [m.replace("|", "\\|") for m in metrics]
+    header = ["Arm", *names, "fit s", "epochs", "parameters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm, records in runs.items():
         cells = [
@@ -223,7 +225,7 @@ def tables(runs: dict[str, list[dict]]) -> str:
         lines.append(f"| {arm} | {' | '.join(cells)} |")
     pairs = [(a, ref) for ref in REFERENCES for a in runs if a not in REFERENCES]
     pairs += list(EXTRA_PAIRS)
-    header = ["Difference", *metrics]
+    header = ["Difference", *names]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for pair in pairs:
         if not set(pair) <= set(runs):
