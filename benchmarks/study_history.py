@@ -32,25 +32,24 @@ from scipy import stats
 from sklearn.metrics import log_loss, roc_auc_score
 
 from sklearn_rmtl import datasets
-from sklearn_rmtl._experiments import RETRAIN_ON_ALL, Settings, split_dataset
+from sklearn_rmtl._experiments import (
+    RETRAIN_ON_ALL,
+    Settings,
+    history_params,
+    split_dataset,
+)
 from sklearn_rmtl._precision import native_bfloat16
-
-#: The item column each loader's history shares.
-ITEMS = {"retailrocket": "itemid", "taobao": "item_id", "kuairand": "video_id"}
+from sklearn_rmtl.datasets._sessions import HISTORY_ITEMS, history_feature
 
 
 def fit_and_score(split, args, backbone: str, seed: int, history: bool) -> dict:
-    item = ITEMS[args.dataset]
-    column = f"{item}_history"
+    column, _ = history_feature(args.dataset)
     X_fit, X_eval = split.X_fit, split.X_eval
     params: dict = {"embedding_dim": args.embedding_dim}
     extra: dict = {}
     if history:
         params["sequence_pooling"] = args.pooling
-        extra = {
-            "sequence_features": {column: item},
-            "max_sequence_length": args.history_len,
-        }
+        extra = history_params(args.dataset, args.history_len)
     else:
         X_fit, X_eval = X_fit.drop(columns=column), X_eval.drop(columns=column)
     precision = args.precision or ("bfloat16" if native_bfloat16("cpu") else "float32")
@@ -76,7 +75,9 @@ def paired(a: list[float], b: list[float], greater: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(ITEMS), default="retailrocket")
+    parser.add_argument(
+        "--dataset", choices=sorted(HISTORY_ITEMS), default="retailrocket"
+    )
     parser.add_argument("--backbones", nargs="+", default=["mmoe", "ple"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--evaluate-on", choices=["valid", "test"], default="valid")

@@ -36,6 +36,7 @@ from sklearn_rmtl._tables import (
 from sklearn_rmtl._validation import resolve_device
 from sklearn_rmtl._vocabulary import BLOCK_ROWS
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
+from sklearn_rmtl.datasets._sessions import HISTORY_ITEMS
 from sklearn_rmtl.exceptions import DivergenceError
 from sklearn_rmtl.parquet import ParquetSource, predict_proba_to_parquet
 
@@ -466,6 +467,11 @@ def _experiment_command(
     parser: argparse.ArgumentParser, args: argparse.Namespace
 ) -> int:
     """``rmtl reproduce``, ``ablation``, ``transfer`` and ``study``."""
+    if args.history is not None and args.dataset not in HISTORY_ITEMS:
+        parser.error(
+            f"--history: --dataset {args.dataset} has no item history (its rows "
+            f"have no items); it is for {', '.join(sorted(HISTORY_ITEMS))}"
+        )
     # The experiments' defaults, chosen on the validation parts of the
     # bundled samples (docs/backbone_quality.rst, "Training on all rows").
     if args.retrain_on_all is None:
@@ -478,6 +484,10 @@ def _experiment_command(
         "embedding_dim": args.embedding_dim,
     }
     rmtl_params, critic_params = _flag_params(parser, args)
+    if args.history is not None:
+        # Every model, baselines included, so the comparisons stay paired;
+        # in rmtl_params, the settings key tells these runs from those without.
+        rmtl_params.update(ex.history_params(args.dataset, args.history))
     settings = ex.Settings(
         max_epochs=args.max_epochs,
         critic_max_epochs=args.critic_max_epochs,
@@ -508,7 +518,9 @@ def _experiment_command(
     if args.command == "reproduce":  # its baselines and D-PLE run their own
         backbones |= {*ex.BASELINES.values(), "ple"}
     _check_backbone_params(parser, params, backbones)
-    data = ex.load_dataset(args.dataset, args.data_home, args.n_sessions)
+    if args.history is not None:
+        title += f", with each user's last {args.history} earlier items"
+    data = ex.load_dataset(args.dataset, args.data_home, args.n_sessions, args.history)
     output = args.output / folder / args.dataset
     print(
         f"{title}: {len(data.X)} rows, {len(methods)} methods x {args.seeds} seeds; "

@@ -35,6 +35,7 @@ from sklearn_rmtl._version import __version__
 from sklearn_rmtl._vocabulary import STUDY_DEFAULT
 from sklearn_rmtl._weighting import WEIGHTINGS
 from sklearn_rmtl.backbones import EMBEDDING_KEYS, backbone_keys
+from sklearn_rmtl.datasets._sessions import history_feature
 from sklearn_rmtl.metrics import METRICS as metric_registry
 from sklearn_rmtl.model_selection import temporal_train_test_split
 
@@ -75,12 +76,34 @@ _VALIDATION_FRACTION = 0.25
 RETRAIN_ON_ALL = {"retailrocket": True, "kuairand": True, "taobao": False}
 
 
-def load_dataset(name: str, data_home: str | None, n_sessions: int) -> Bunch:
-    """Load a dataset Bunch by its command-line name (``DATASET_NAMES``)."""
+def load_dataset(
+    name: str, data_home: str | None, n_sessions: int, history: int | None = None
+) -> Bunch:
+    """Load a dataset Bunch by its command-line name (``DATASET_NAMES``).
+
+    ``history``: also its item history column, the last ``history`` earlier
+    items of each row's user (:func:`history_params` feeds it to a model).
+    """
     if name == "synthetic":
+        if history is not None:
+            history_feature(name)  # the error that names the datasets with one
         return datasets.make_sessions(n_sessions=n_sessions, random_state=0)
     loader = getattr(datasets, f"load_{name}")
-    return loader(data_home=data_home)
+    if history is None:
+        return loader(data_home=data_home)
+    return loader(data_home=data_home, history=True, history_len=history)
+
+
+def history_params(name: str, history: int) -> dict[str, Any]:
+    """The estimator parameters that feed dataset ``name``'s item history.
+
+    Its history column as a sequence feature sharing the item column's
+    vocabulary, cut to the last ``history`` items (as loaded by
+    :func:`load_dataset`), pooled as ``backbone_params`` say (by target
+    attention unless ``sequence_pooling`` is given).
+    """
+    column, item = history_feature(name)
+    return {"sequence_features": {column: item}, "max_sequence_length": history}
 
 
 @dataclass
@@ -245,10 +268,27 @@ def data_fingerprint(data: Bunch) -> str:
         # Names and dtypes matter too: hash_pandas_object hashes values only.
         columns = [(str(c), str(t)) for c, t in frame.dtypes.items()]
         digest.update(repr(columns).encode())
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().data)
+        # hash_pandas_object cannot hash cells that are arrays (a history):
+        # such a column is hashed as its cells' lengths and their values.
+        sequences = [c for c in frame.columns if _holds_sequences(frame[c])]
+        rest = frame.drop(columns=sequences)
+        digest.update(pd.util.hash_pandas_object(rest, index=False).to_numpy().data)
+        for column in sequences:
+            cells = frame[column].to_numpy()
+            lengths = np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
+            digest.update(pd.util.hash_array(lengths).data)
+            if lengths.any():
+                digest.update(pd.util.hash_array(np.concatenate(cells)).data)
     for values in (data.session_ids, data.timestamps):
         digest.update(pd.util.hash_array(np.asarray(values)).data)
     return digest.hexdigest()[:12]
+
+
+def _holds_sequences(column: pd.Series) -> bool:
+    """Whether every cell of ``column`` is a list or array (a sequence feature)."""
+    if column.dtype != object or column.empty:
+        return False
+    return bool(column.map(lambda v: isinstance(v, list | tuple | np.ndarray)).all())
 
 
 class RunLog:

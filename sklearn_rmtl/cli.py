@@ -305,6 +305,14 @@ def _parser() -> argparse.ArgumentParser:
             "--data-home",
             help="folder with the full raw dataset files (default: bundled sample)",
         )
+        sub.add_argument(
+            "--history",
+            type=_POSITIVE_INT,
+            metavar="N",
+            help="give every model the user's last N earlier items, pooled by "
+            "target attention; measured effect: docs/backbone_quality.rst, "
+            '"Behaviour histories" (default: off; not for synthetic)',
+        )
         if name == "ablation":
             sub.add_argument(
                 "--backbone", choices=sorted(BACKBONE_NAMES), default="mmoe"

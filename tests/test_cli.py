@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.utils import Bunch
 
 from sklearn_rmtl import _experiments as ex
+from sklearn_rmtl import datasets
 from sklearn_rmtl._precision import native_bfloat16
 from sklearn_rmtl.cli import main
 
@@ -302,6 +304,77 @@ def test_run_log_drops_a_cut_last_line_and_rejects_a_broken_one(tmp_path):
     path.write_text('{"method": "a"}\nnot json\n{"method": "b"}\n')
     with pytest.raises(ValueError, match=r"runs\.jsonl, line 2: not a run record"):
         ex.RunLog(path)
+
+
+def test_history_is_refused_where_the_rows_have_no_items(tmp_path, capsys):
+    from sklearn_rmtl.cli import _parser
+
+    for command in ("reproduce", "ablation", "transfer", "study"):
+        assert _parser().parse_args([command]).history is None  # off by default
+        assert _parser().parse_args([command, "--history", "7"]).history == 7
+    argv = ["ablation", "--dataset", "synthetic", "--history", "5"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--output", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dataset synthetic has no item history" in err
+    assert "kuairand, retailrocket, taobao" in err
+    assert not any(tmp_path.iterdir())  # stopped before any training
+
+
+def test_history_reaches_every_model_and_keys_its_runs_apart(
+    tmp_path, capsys, monkeypatch
+):
+    """--history N: the baseline and the RMTL run both read the item history
+    (through the encoder), and runs with and without it are other runs."""
+    load, loaded = datasets.load_retailrocket, {}
+
+    def first_rows(**kwargs):
+        # The bundled sample's first 3000 rows keep the test fast; loaded
+        # once per setting.
+        key = json.dumps(kwargs, sort_keys=True, default=str)
+        if key not in loaded:
+            data = load(**kwargs)
+            head = {k: data[k][:3000] for k in ("session_ids", "timestamps")}
+            loaded[key] = Bunch(X=data.X.iloc[:3000], y=data.y.iloc[:3000], **head)
+        return loaded[key]
+
+    fitted, evaluate = [], ex.evaluate
+
+    def recording(estimator, split):
+        fitted.append(estimator)
+        return evaluate(estimator, split)
+
+    monkeypatch.setattr(datasets, "load_retailrocket", first_rows)
+    monkeypatch.setattr(ex, "evaluate", recording)
+    # TINY's sizes, on RetailRocket's first rows.
+    argv = ["study", *TINY[4:], "--dataset", "retailrocket", "--seeds", "1"]
+    argv += ["--backbones", "sharedbottom", "--variants", "backbone", "rmtl"]
+    argv += ["--no-retrain-on-all", "--output", str(tmp_path)]
+    assert main([*argv, "--history", "3"]) == 0
+    assert "each user's last 3 earlier items" in capsys.readouterr().out
+    assert [type(e).__name__ for e in fitted] == ["MTLClassifier", "RMTLClassifier"]
+    for estimator in fitted:
+        encoder = estimator.encoder_
+        assert list(encoder.sequence_features_) == ["itemid_history"]
+        assert list(encoder.sequence_vocabularies_) == ["itemid"]  # shared
+        assert encoder.max_sequence_length == 3
+    fitted.clear()
+    assert main(argv) == 0
+    assert "skipped (done before)" not in capsys.readouterr().err
+    assert all(len(e.encoder_.sequence_features_) == 0 for e in fitted)
+    log = (tmp_path / "study/retailrocket/runs.jsonl").read_text()
+    runs = [json.loads(line) for line in log.splitlines()]
+    assert len(runs) == 4 and len({r["settings"] for r in runs}) == 2
+    assert [r["params"]["max_sequence_length"] for r in runs] == [3, 3, 50, 50]
+    # Each setting resumes its own runs.
+    for history in (["--history", "3"], []):
+        assert main([*argv, *history]) == 0
+        assert capsys.readouterr().err.count("skipped (done before)") == 2
+    # Another length is another setting too, whatever the data.
+    settings = [ex.history_params("retailrocket", n) for n in (3, 4)]
+    keys = {ex.Settings(rmtl_params=p).key() for p in [{}, *settings]}
+    assert len(keys) == 3
 
 
 # ------------------------------------------------------- rmtl fit / predict

@@ -14,6 +14,7 @@ from sklearn_rmtl.datasets import (
     load_retailrocket,
     load_taobao,
 )
+from sklearn_rmtl.datasets._sessions import history_feature
 
 
 def random_log(seed, n_rows=400, n_users=8, n_times=12):
@@ -263,6 +264,8 @@ def test_loader_history_column(load):
     plain = load()
     data = load(history=True, history_len=5)
     column = f"{item}_history"
+    # The pair the experiment commands' --history feeds to the models.
+    assert history_feature(load.__name__.removeprefix("load_")) == (column, item)
     assert data.feature_names == [*plain.feature_names, column]
     pd.testing.assert_frame_equal(data.X.drop(columns=column), plain.X)
     pd.testing.assert_frame_equal(data.y, plain.y)

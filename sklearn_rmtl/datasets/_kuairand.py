@@ -21,6 +21,7 @@ from sklearn_rmtl.datasets._sessions import (
     LOADER_CONSTRAINTS,
     TIME_FEATURES_DOC,
     gap_to_ms,
+    history_feature,
     session_bunch,
     sessionize,
 )
@@ -325,7 +326,7 @@ def load_kuairand(
         targets=tasks,
         descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
-        history="video_id_history" if history else None,
+        history=history_feature("kuairand")[0] if history else None,
         history_len=history_len,
         utc_offset_hours=UTC_OFFSET_HOURS,
     )

@@ -23,6 +23,7 @@ from sklearn_rmtl.datasets._sessions import (
     TIME_FEATURES_DOC,
     funnel_rows,
     gap_to_ms,
+    history_feature,
     session_bunch,
 )
 
@@ -381,6 +382,6 @@ def load_retailrocket(
         targets=["click", "purchase"],
         descr=DESCR_DATA + (DESCR_SAMPLE if home is None else ""),
         return_X_y=return_X_y,
-        history="itemid_history" if history else None,
+        history=history_feature("retailrocket")[0] if history else None,
         history_len=history_len,
     )

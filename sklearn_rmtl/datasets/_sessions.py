@@ -49,6 +49,35 @@ FUNNEL_CONSTRAINTS: dict[str, list[Any]] = {
     "label_window": [StrOptions({"after_view", "session"})],
 }
 
+#: The item column of each loader, by dataset name: the loader's
+#: ``history=True`` column holds earlier values of it, so that column, as a
+#: sequence feature, shares its vocabulary (:func:`history_feature`).
+HISTORY_ITEMS = {"retailrocket": "itemid", "taobao": "item_id", "kuairand": "video_id"}
+
+
+def history_feature(dataset: str) -> tuple[str, str]:
+    """A loader's history column and the item column whose vocabulary it shares.
+
+    Parameters
+    ----------
+    dataset : {"retailrocket", "taobao", "kuairand"}
+        The loader, by its name in :data:`HISTORY_ITEMS`.
+
+    Returns
+    -------
+    column, item : str
+        ``"<item>_history"`` and ``"<item>"``: the pair that
+        ``sequence_features={column: item}`` of the estimators takes.
+    """
+    if dataset not in HISTORY_ITEMS:
+        raise ValueError(
+            f"{dataset!r} has no item history; the loaders with one are "
+            f"{sorted(HISTORY_ITEMS)}."
+        )
+    item = HISTORY_ITEMS[dataset]
+    return f"{item}_history", item
+
+
 #: The features every loader derives from time and session order, described
 #: for the loaders' DESCR (``{clock}``: time zone).
 TIME_FEATURES_DOC = """\

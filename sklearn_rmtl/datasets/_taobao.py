@@ -23,6 +23,7 @@ from sklearn_rmtl.datasets._sessions import (
     TIME_FEATURES_DOC,
     funnel_rows,
     gap_to_ms,
+    history_feature,
     session_bunch,
 )
 
@@ -345,7 +346,7 @@ def load_taobao(
         targets=["click", "purchase"],
         descr=DESCR_DATA + (DESCR_SAMPLE if data_home is None else ""),
         return_X_y=return_X_y,
-        history="item_id_history" if history else None,
+        history=history_feature("taobao")[0] if history else None,
         history_len=history_len,
         utc_offset_hours=UTC_OFFSET_HOURS,
     )
