@@ -64,10 +64,26 @@ def check_features(X: Any, *, min_samples: int = 1) -> pd.DataFrame | np.ndarray
     )
 
 
-def _check_scalar_cells(label: str, values: Any) -> None:
-    """Reject cells that are containers (lists, dicts, sets, arrays, tuples)."""
+def _nested_cell(label: str, value: Any) -> ValueError:
+    """The error for a sequence cell whose elements are containers."""
+    return ValueError(
+        f"Sequence column {label!r} has a cell with a nested list "
+        f"({value!r:.60}); each cell is a flat list of ids, one level deep "
+        "(e.g. [3, 7, 7]): flatten the inner lists, or join each into one id "
+        "(e.g. a string)."
+    )
+
+
+def _check_scalar_cells(label: str, values: Any, elements: bool = False) -> None:
+    """Reject cells that are containers (lists, dicts, sets, arrays, tuples).
+
+    ``elements``: ``values`` are a sequence column's elements, so a container
+    among them is a nested list.
+    """
     for value in values:
         if not pd.api.types.is_scalar(value):
+            if elements:
+                raise _nested_cell(label, value)
             raise ValueError(
                 f"Column {label!r} holds a {type(value).__name__} ({value!r:.60}) "
                 "in a cell; a categorical or numerical column holds scalars: "
@@ -128,6 +144,49 @@ def hash_codes(label: str, values: np.ndarray, n_buckets: int) -> np.ndarray:
     return hashes % n_buckets + _N_RESERVED
 
 
+#: Kinds of ids (``pd.api.types.infer_dtype``) by their type: a sequence's
+#: ids are of the type of the vocabulary it shares (:func:`_check_shared_ids`).
+_ID_TYPES = {
+    "string": "strings",
+    "integer": "numbers",
+    "floating": "numbers",
+    "mixed-integer-float": "numbers",
+    "boolean": "booleans",
+}
+
+
+def _check_shared_ids(
+    label: str, shared: str, vocabulary: np.ndarray, elements: np.ndarray
+) -> None:
+    """Reject a sequence's ids of another type than its shared vocabulary's.
+
+    ``vocabulary`` holds the distinct values of the categorical column
+    ``shared`` seen so far, ``elements`` the distinct elements of sequence
+    column ``label``. An id of another type than a vocabulary of one type
+    is a mistake in the data: a vocabulary of numbers encodes a string as
+    unknown, one of strings matches a number by its text only. A
+    vocabulary that mixes types (learnt as strings) accepts any id.
+    """
+    expected = _ID_TYPES.get(pd.api.types.infer_dtype(vocabulary, skipna=True))
+    if expected is None or not len(elements):
+        return
+    if _ID_TYPES.get(pd.api.types.infer_dtype(elements, skipna=True)) == expected:
+        return
+    bad = next(
+        v
+        for v in elements.tolist()
+        if _ID_TYPES.get(pd.api.types.infer_dtype([v])) != expected
+    )
+    raise ValueError(
+        f"Sequence column {label!r} holds {bad!r:.60} ({type(bad).__name__}), "
+        f"but {shared!r}, whose vocabulary it shares, holds {expected} "
+        f"({type(vocabulary[0]).__name__}); a sequence's ids have the type of "
+        f"its vocabulary's. Convert the elements of {label!r} (e.g. "
+        f"[str(i) for i in ids] per cell) or the column {shared!r}, so that "
+        "both hold ids of one type."
+    )
+
+
 _NO_ELEMENTS = np.empty(0, dtype=object)
 
 
@@ -159,10 +218,7 @@ def _flat_sequences(
             cell if isinstance(cell, np.ndarray) else np.array(cell, dtype=object)
         )
         if elements.ndim != 1:
-            raise ValueError(
-                f"Sequence column {label!r} holds a nested list in a cell; each "
-                "cell is a flat list of ids."
-            )
+            raise _nested_cell(label, cell)
         if max_len is not None and len(elements) > max_len:
             elements = elements[-max_len:]
         kept.append(elements)
@@ -257,12 +313,16 @@ def _may_merge_strings(column: pd.Series, values: np.ndarray) -> bool:
     return False
 
 
-def _column_counts(column: pd.Series, split: bool = True) -> _Column:
+def _column_counts(
+    column: pd.Series, split: bool = True, elements: bool = False
+) -> _Column:
     """A block's categorical column: its entries and each row's (-1: missing).
 
     Missing values (None, NaN, NA, NaT) have no entry. ``split=False`` (for
     a vocabulary compared as objects) leaves values equal as objects one
-    entry even where their strings differ.
+    entry even where their strings differ. ``elements``: ``column`` holds a
+    sequence column's elements (:func:`_flat_sequences`), for the error on
+    a container among them.
     """
     strings = None
     if isinstance(column.dtype, pd.CategoricalDtype):
@@ -280,10 +340,11 @@ def _column_counts(column: pd.Series, split: bool = True) -> _Column:
         try:
             positions, uniques = pd.factorize(column, use_na_sentinel=True)
         except TypeError:  # unhashable cells: lists, dicts, sets, arrays
-            _check_scalar_cells(str(column.name), column.to_numpy(dtype=object))
+            label = str(column.name)
+            _check_scalar_cells(label, column.to_numpy(dtype=object), elements)
             raise
         values = np.asarray(uniques, dtype=object)
-        _check_scalar_cells(str(column.name), values.tolist())  # tuples...
+        _check_scalar_cells(str(column.name), values.tolist(), elements)  # tuples...
         positions = positions.astype(np.intp, copy=False)
         if split and _may_merge_strings(column, values):
             # Split the values equal as objects by their strings.
@@ -755,7 +816,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         :func:`sklearn_rmtl.datasets.history_column`) or a row's tags. Each
         maps to the categorical column whose vocabulary (and, in the
         networks, embedding table) it shares, e.g. ``{"item_history":
-        "itemid"}``, or to ``None`` for a vocabulary of its own, learnt from
+        "itemid"}`` (its ids then have that column's type: strings,
+        numbers or booleans, else fit raises an error naming the column),
+        or to ``None`` for a vocabulary of its own, learnt from
         all its elements (a multi-valued field, e.g. ``{"tags": None}``;
         ``min_frequency`` applies, counting elements);
         keys and values are column names (or positions for arrays). A
@@ -1088,9 +1151,8 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             )
             table = tables[shared] if shared >= 0 else sequence_tables[s]
             buckets = int(self.n_buckets_[shared]) if shared >= 0 else 0
-            element_codes = _entry_codes(
-                label, *_column_counts(flat, split=table[1]), table, buckets
-            )
+            counts = _column_counts(flat, split=table[1], elements=True)
+            element_codes = _entry_codes(label, *counts, table, buckets)
             # Each row's elements from its first slot on; the rest stays
             # MISSING_CODE, the padding the networks mask.
             rows = np.repeat(np.arange(n), lengths)
@@ -1330,9 +1392,18 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
                     "categorical_features, or a 'category' dtype)."
                 )
             if (buckets[is_seq] > 0).any():
+                j = int(np.flatnonzero(is_seq & (buckets > 0))[0])
+                k = int(sequences[j])
+                instead = (
+                    f"hash {str(frame.columns[k])!r}, whose vocabulary it shares, "
+                    "instead (its elements are hashed with it)"
+                    if k >= 0
+                    else "leave it out of hash_buckets (a sequence with a "
+                    "vocabulary of its own is not hashed)"
+                )
                 raise ValueError(
-                    "hash_buckets names a sequence column; hash the column whose "
-                    "vocabulary it shares instead (its elements are hashed with it)."
+                    f"hash_buckets names the sequence column "
+                    f"{str(frame.columns[j])!r}; {instead}."
                 )
             if first:
                 labels = np.array([str(c) for c in frame.columns], dtype=object)
@@ -1409,9 +1480,16 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             seq_idx, seq_shared, statistics.sequence_counts, strict=True
         ):
             flat, _ = _flat_sequences(str(labels[j]), frame.iloc[:, int(j)], None)
-            block, _ = _column_counts(flat)
+            block, _ = _column_counts(flat, elements=True)
             if k >= 0 and buckets[k]:
                 hash_codes(str(labels[j]), block.values, int(buckets[k]))
+            elif k >= 0:
+                _check_shared_ids(
+                    str(labels[j]),
+                    str(labels[cat_idx[k]]),
+                    categories[k].values,
+                    block.values,
+                )
             sequence_counts.append(seen if k >= 0 else _merge_counts(seen, block))
         seq_vocabularies = [
             _vocabulary(seen, int(seen.counts.sum()), self.min_frequency, None)

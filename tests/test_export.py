@@ -49,11 +49,28 @@ def _serve(model, feed):
     return session.run(["probabilities"], feed)[0]
 
 
+def _with_history(X, seed=0):
+    """X and a history of up to 6 earlier ``cat_0`` values per row (some rows
+    without one)."""
+    rng = np.random.default_rng(seed)
+    values = X["cat_0"].astype(object).to_numpy()
+    hist = [list(rng.choice(values, rng.integers(0, 7))) for _ in range(len(X))]
+    return X.assign(hist=pd.Series(hist, index=X.index, dtype=object))
+
+
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_onnx_matches_predict_proba_for_every_backbone(backbone, tmp_path):
-    X = _features()
-    params = {**SIZES, **EXPERTS.get(backbone, {})}
-    est = MTLClassifier(backbone=backbone, backbone_params=params, **SMALL)
+    """Every column kind at once: text, integer and boolean categories,
+    numbers with missing values, and a history pooled by target attention."""
+    X = _with_history(_features())
+    params = {**SIZES, **EXPERTS.get(backbone, {}), "attention_dims": (4,)}
+    est = MTLClassifier(
+        backbone=backbone,
+        backbone_params=params,
+        sequence_features={"hist": "cat_0"},
+        max_sequence_length=4,
+        **SMALL,
+    )
     est.fit(X, DATA.y)
     path = tmp_path / "model.onnx"
     to_onnx(est, path)

@@ -8,10 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_same_proba
 from sklearn.metrics import roc_auc_score
 
-from sklearn_rmtl import FeatureEncoder, MTLClassifier, RMTLClassifier, SessionCritic
+from sklearn_rmtl import (
+    FeatureEncoder,
+    MTLClassifier,
+    ParquetSource,
+    RMTLClassifier,
+    SessionCritic,
+)
 from sklearn_rmtl._torch_module import FeatureEmbedding, TargetAttention
+from sklearn_rmtl.backbones import BACKBONES, resolve_backbone_params
 from sklearn_rmtl.persistence import load, save
 
 TINY = {"embedding_dim": 4, "bottom_dims": (8,), "tower_dims": (4,), "n_experts": 2}
@@ -100,23 +108,67 @@ def test_partial_fit_and_a_restored_state_encode_as_fit():
 
 
 @pytest.mark.parametrize(
-    ("sequences", "extra", "message"),
+    ("sequences", "extra", "cell", "message"),
     [
-        ({"hist": "nope"}, {}, r"sequence_features\['hist'\] names column 'nope'"),
-        ({"hist": "p"}, {}, r"shares the vocabulary of \['p'\], which are not"),
-        ({"hist": "tags", "tags": None}, {}, "to a sequence column"),
-        ({"hist": "hist"}, {}, "to a sequence column .or to itself"),
+        (
+            {"hist": "nope"},
+            {},
+            None,
+            r"sequence_features\['hist'\] names column 'nope'",
+        ),
+        ({"hist": "p"}, {}, None, r"shares the vocabulary of \['p'\], which are not"),
+        ({"hist": "tags", "tags": None}, {}, None, "to a sequence column"),
+        ({"hist": "hist"}, {}, None, "to a sequence column .or to itself"),
         (
             {"hist": "item"},
             {"categorical_features": ["item", "hist"]},
+            None,
             r"\['hist'\] are named in both categorical_features and",
         ),
-        ({"hist": "item"}, {"hash_buckets": {"hist": 8}}, "names a sequence column"),
-        ({"s": None}, {}, "Sequence column 's' holds '[xy]' .str. in a cell"),
+        (
+            {"hist": "item"},
+            {"hash_buckets": {"hist": 8}},
+            None,
+            "names the sequence column 'hist'; hash 'item', whose vocabulary",
+        ),
+        (
+            {"tags": None},
+            {"hash_buckets": {"tags": 8}},
+            None,
+            "names the sequence column 'tags'; leave it out of hash_buckets",
+        ),
+        ({"s": None}, {}, None, "Sequence column 's' holds '[xy]' .str. in a cell"),
+        (
+            {"hist": "item"},
+            {"max_sequence_length": 0},
+            None,
+            "'max_sequence_length' .* range \\[1,",
+        ),
+        (
+            {"hist": "item"},
+            {},
+            [3, "7"],  # the item column holds integers
+            r"Sequence column 'hist' holds '7' \(str\), but 'item', whose "
+            r"vocabulary it shares, holds numbers",
+        ),
+        (
+            {"hist": "item"},
+            {},
+            [3, [4, 5]],
+            r"Sequence column 'hist' has a cell with a nested list \(\[4, 5\]\)",
+        ),
+        (
+            {"hist": "item"},
+            {},
+            [[3, 4], [4, 5]],
+            r"Sequence column 'hist' has a cell with a nested list",
+        ),
     ],
 )
-def test_bad_sequence_features_are_clear_errors(sequences, extra, message):
+def test_bad_sequence_features_are_clear_errors(sequences, extra, cell, message):
     X, _ = _log(50)
+    if cell is not None:  # one bad cell among good ones
+        X["hist"] = pd.Series([*X["hist"][:7], cell, *X["hist"][8:]], dtype=object)
     params = {"categorical_features": ["item"], **extra}
     enc = FeatureEncoder(sequence_features=sequences, **params)
     with pytest.raises(ValueError, match=message):
@@ -186,40 +238,23 @@ def test_a_history_carries_a_signal_the_row_alone_lacks(pooling):
     assert auc > 0.9
 
 
-def test_estimators_save_pickle_and_export_sequence_columns(tmp_path):
-    X, Y = _log()
-    est = _mtl(hash_buckets={"item": 64}).fit(X, Y)
-    proba = est.predict_proba(X)
-    save(est, tmp_path / "m.rmtl")
-    np.testing.assert_array_equal(load(tmp_path / "m.rmtl").predict_proba(X), proba)
-    np.testing.assert_array_equal(
-        pickle.loads(pickle.dumps(est)).predict_proba(X), proba
-    )
+def _onnx_parity(est, X):
+    """The ONNX graph of ``est`` serves its probabilities of ``X``."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from sklearn_rmtl.export import describe_encoding, onnx_inputs, to_onnx
+    from sklearn_rmtl.export import onnx_inputs, to_onnx
 
-    for model in (est, _mtl().fit(X, Y)):  # hashed and vocabulary items
-        session = ort.InferenceSession(to_onnx(model).SerializeToString())
-        graph = session.run(None, onnx_inputs(model, X))[0]
-        np.testing.assert_allclose(graph, model.predict_proba(X), atol=1e-5)
-    hist = describe_encoding(est)["columns"][1]
-    assert (hist["role"], hist["vocabulary"], hist["length"]) == ("sequence", "item", 6)
+    session = ort.InferenceSession(to_onnx(est).SerializeToString())
+    graph = session.run(None, onnx_inputs(est, X))[0]
+    np.testing.assert_allclose(graph, est.predict_proba(X), rtol=0, atol=1e-5)
 
 
-def test_rmtl_and_a_parquet_source_fit_sequence_columns(tmp_path):
+def _sessions_in_parquet(n, tmp_path):
+    """``_log(n)`` in sessions of 5 rows, their fit keywords, and the same
+    rows as a Parquet file read in one block."""
     pytest.importorskip("pyarrow")
-    from sklearn_rmtl.parquet import ParquetSource
-
-    X, Y = _log(300)
-    sessions, times = np.repeat(np.arange(60), 5), np.tile(np.arange(5), 60)
-    params = dict(PARAMS, critic=SessionCritic(max_epochs=1, hidden_dims=(8,)))
-    in_memory = RMTLClassifier(**params).fit(
-        X, Y, session_ids=sessions, timestamps=times
-    )
-    save(in_memory, tmp_path / "r.rmtl")
-    restored = load(tmp_path / "r.rmtl")
-    np.testing.assert_array_equal(restored.predict_proba(X), in_memory.predict_proba(X))
+    X, Y = _log(n)
+    sessions, times = np.repeat(np.arange(n // 5), 5), np.tile(np.arange(5), n // 5)
     path = tmp_path / "log.parquet"
     X.assign(click=Y[:, 0], buy=Y[:, 1], session=sessions, t=times).to_parquet(path)
     source = ParquetSource(
@@ -230,9 +265,53 @@ def test_rmtl_and_a_parquet_source_fit_sequence_columns(tmp_path):
         features=list(X.columns),
         block_rows=10**6,
     )
+    return X, Y, {"session_ids": sessions, "timestamps": times}, source
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_fits_saves_and_streams_a_history(backbone, tmp_path):
+    """A history pooled by target attention (and tags by the mean): the safe
+    file and a fit from Parquet give the fitted model's probabilities,
+    whatever the backbone (tests/test_export.py checks every backbone's ONNX
+    graph with a history)."""
+    X, Y, sessions, source = _sessions_in_parquet(200, tmp_path)
+    valid = resolve_backbone_params(backbone, None)
+    sizes = {key: value for key, value in TINY.items() if key in valid}
+    params = dict(backbone=backbone, backbone_params={**sizes, "attention_dims": (4,)})
+    est = _mtl(**params).fit(X, Y, **sessions)
+    assert len(est.net_.module_.embedding.attention) == 1  # hist's, by item
+    proba = est.predict_proba(X)
+    save(est, tmp_path / "m.rmtl")
+    np.testing.assert_array_equal(load(tmp_path / "m.rmtl").predict_proba(X), proba)
+    assert_same_proba(_mtl(**params).fit(source).predict_proba(X), proba)
+
+
+def test_a_hashed_item_and_its_history_save_pickle_and_export(tmp_path):
+    X, Y = _log()
+    est = _mtl(hash_buckets={"item": 64}).fit(X, Y)
+    proba = est.predict_proba(X)
+    save(est, tmp_path / "m.rmtl")
+    np.testing.assert_array_equal(load(tmp_path / "m.rmtl").predict_proba(X), proba)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(est)).predict_proba(X), proba
+    )
+    _onnx_parity(est, X)
+    from sklearn_rmtl.export import describe_encoding
+
+    hist = describe_encoding(est)["columns"][1]
+    assert (hist["role"], hist["vocabulary"], hist["length"]) == ("sequence", "item", 6)
+
+
+def test_rmtl_and_a_parquet_source_fit_sequence_columns(tmp_path):
+    X, Y, sessions, source = _sessions_in_parquet(300, tmp_path)
+    params = dict(PARAMS, critic=SessionCritic(max_epochs=1, hidden_dims=(8,)))
+    in_memory = RMTLClassifier(**params).fit(X, Y, **sessions)
+    save(in_memory, tmp_path / "r.rmtl")
+    restored = load(tmp_path / "r.rmtl")
+    np.testing.assert_array_equal(restored.predict_proba(X), in_memory.predict_proba(X))
     streamed = RMTLClassifier(**params).fit(source)
     np.testing.assert_array_equal(streamed.predict_proba(X), in_memory.predict_proba(X))
-    blocks = ParquetSource(path, features=list(X.columns), block_rows=70)
+    blocks = ParquetSource(source.path, features=list(X.columns), block_rows=70)
     np.testing.assert_allclose(
         streamed.predict_proba(blocks), in_memory.predict_proba(X), atol=1e-6
     )
