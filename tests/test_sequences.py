@@ -238,6 +238,22 @@ def test_a_history_carries_a_signal_the_row_alone_lacks(pooling):
     assert auc > 0.9
 
 
+def test_arrow_and_polars_list_columns_are_the_same_data():
+    pa = pytest.importorskip("pyarrow")
+    pl = pytest.importorskip("polars")
+    X, Y = _log(200)
+    ids = [[int(v) for v in cell if v is not None] for cell in X["hist"].fillna("")]
+    X = X.drop(columns="tags").assign(hist=pd.Series(ids, dtype=object))
+    params = {"sequence_features": {"hist": "item"}}
+    proba = _mtl(**params).fit(X, Y).predict_proba(X)
+    arrow = X.assign(hist=pd.array(ids, dtype=pd.ArrowDtype(pa.list_(pa.int64()))))
+    polars = pl.from_pandas(X)
+    assert polars.schema["hist"] == pl.List(pl.Int64)
+    for frame in (arrow, polars):
+        fitted = _mtl(**params).fit(frame, Y)
+        np.testing.assert_array_equal(fitted.predict_proba(frame), proba)
+
+
 def _onnx_parity(est, X):
     """The ONNX graph of ``est`` serves its probabilities of ``X``."""
     ort = pytest.importorskip("onnxruntime")
