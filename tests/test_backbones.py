@@ -10,7 +10,11 @@ from sklearn_rmtl._encoding import UNKNOWN_CODE
 from sklearn_rmtl._seeding import init_parameters
 from sklearn_rmtl._torch_module import FeatureEmbedding, MultiTaskModule
 from sklearn_rmtl.backbones import BACKBONES, EMBEDDING_KEYS, resolve_backbone_params
-from sklearn_rmtl.backbones._layers import GroupedBatchNorm, GroupedLinear
+from sklearn_rmtl.backbones._layers import (
+    GroupedBatchNorm,
+    GroupedLinear,
+    grouped_matmul,
+)
 from sklearn_rmtl.backbones.esmm import ESMM
 
 # Keys beyond the paper's sizes and their defaults (docs/backbone_quality.rst).
@@ -101,6 +105,30 @@ def test_ple_expert_counts():
     assert first.specific.weight.shape == (2, 12, 2 * 16)
     assert first.shared.weight.shape == (1, 12, 3 * 16)
     assert first.shared_gate is not None and net.levels[-1].shared_gate is None
+
+
+def test_ple_with_three_levels_trains():
+    """A middle level's shared gate reads task experts laid out group-major."""
+    net = _build("ple", 2, bottom_dims=(16, 8, 8)).train()
+    net(torch.randn(5, 12)).sum().backward()
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+@pytest.mark.parametrize("group_major", [True, False])
+def test_grouped_matmul_is_each_groups_product(shared_input, group_major):
+    """Values and gradients are the per-group products' in either layout."""
+    torch.manual_seed(0)
+    shape = (6, 5) if shared_input else (6, 3, 5)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    out = grouped_matmul(x, w, b, group_major=group_major)
+    rows = [x if shared_input else x[:, k] for k in range(3)]
+    expected = torch.stack([rows[k] @ w[k] + b[k] for k in range(3)], dim=1)
+    torch.testing.assert_close(out, expected)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: grouped_matmul(x, w, b, group_major=group_major), (x, w, b)
+    )
 
 
 def test_esmm_is_a_funnel():

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
-def grouped_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def grouped_matmul(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    group_major: bool = False,
+) -> Tensor:
     """``x`` times each group's matrix, plus ``bias``: :class:`GroupedLinear`.
 
     Parameters
@@ -23,19 +30,93 @@ def grouped_matmul(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
         One input for every group, or one per group.
     weight : Tensor of shape (n_groups, in, out)
     bias : Tensor of shape (n_groups, out), optional
+    group_major : bool, default=False
+        Lay out the result of a shared input (``x`` of shape (batch, in))
+        group-major in memory, as the result of an input per group always
+        is: the order in which another grouped product reads it without a
+        copy. Only the memory order differs, not the values.
 
     Returns
     -------
     Tensor of shape (batch, n_groups, out)
     """
     n_groups, n_in, n_out = weight.shape
+    if x.dim() == 2 and torch.is_grad_enabled():
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # _SharedInputProduct's products are no autocast ops: cast as
+            # autocast would (autograd casts the gradients back).
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        out = _SharedInputProduct.apply(x, weight, bias, group_major)
+        return out.transpose(0, 1)
     if x.dim() == 2:
-        # Shared input: a single (in, groups * out) product, bias fused in.
+        # Shared input, no gradients (inference, export): a single
+        # (in, groups * out) product, bias fused in.
         w = weight.permute(1, 0, 2).reshape(n_in, -1)
         out = x @ w if bias is None else torch.addmm(bias.reshape(-1), x, w)
         return out.view(x.shape[0], n_groups, n_out)
-    out = torch.einsum("bgi,gio->bgo", x, weight)
-    return out if bias is None else out + bias
+    # The products run group-major, on a contiguous (groups, batch, in) copy
+    # of ``x``: then neither they nor the backward's ``x^T @ grad`` make a
+    # strided copy of their own, which in bfloat16 costs more than the
+    # product. The result is a group-major view: a stack of grouped layers
+    # (and the element-wise work between them) stays in that memory order,
+    # so the copy is made once per stack, not around every product. The
+    # bias goes into the product, so under autocast the output stays in the
+    # autocast dtype as ``nn.Linear``'s does.
+    xg = x.transpose(0, 1).contiguous()
+    if bias is None:
+        out = torch.bmm(xg, weight)
+    else:
+        out = torch.baddbmm(bias.unsqueeze(1), xg, weight)
+    return out.transpose(0, 1)
+
+
+class _SharedInputProduct(torch.autograd.Function):
+    """``x`` of shape (batch, in) times each group's matrix, plus the bias.
+
+    Returns the products indexed (groups, batch, out), laid out group-major
+    or batch-major in memory. One product per group writes its part of the
+    result, and the backward writes the weight's gradient group by group in
+    the weight's own layout; a single product with the (in, groups * out)
+    matrix would copy the weight into that layout in every step and its
+    gradient back.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, group_major: bool
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        n_groups, batch, n_out = weight.shape[0], x.shape[0], weight.shape[2]
+        if group_major:
+            out = x.new_empty(n_groups, batch, n_out)
+        else:
+            out = x.new_empty(batch, n_groups, n_out).transpose(0, 1)
+        for k, w in enumerate(weight):
+            if bias is None:
+                torch.mm(x, w, out=out[k])
+            else:
+                torch.addmm(bias[k], x, w, out=out[k])
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            # The groups' products summed in place by the matrix routine.
+            grad_x = grad[0] @ weight[0].T
+            for g, w in zip(grad[1:], weight[1:], strict=True):
+                grad_x.addmm_(g, w.T)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.empty_like(weight)
+            for k, g in enumerate(grad):
+                torch.mm(x.T, g, out=grad_w[k])
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum(1)
+        return grad_x, grad_w, grad_b, None
 
 
 class GroupedLinear(nn.Module):
@@ -53,6 +134,12 @@ class GroupedLinear(nn.Module):
     - input: ``(batch, in_features)`` (every group reads the same input) or
       ``(batch, n_groups, in_features)`` (group ``g`` reads ``x[:, g]``).
     - output: ``(batch, n_groups, out_features)``.
+
+    Attributes
+    ----------
+    group_major : bool
+        Passed to :func:`grouped_matmul`: :class:`GroupedMLP` sets it, so
+        that each of its layers hands the next one a group-major input.
     """
 
     def __init__(self, n_groups: int, in_features: int, out_features: int) -> None:
@@ -65,6 +152,7 @@ class GroupedLinear(nn.Module):
         self.n_groups = n_groups
         self.in_features = in_features
         self.out_features = out_features
+        self.group_major = False
         self.weight = nn.Parameter(torch.empty(n_groups, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(n_groups, out_features))
         self.reset_parameters()
@@ -76,7 +164,7 @@ class GroupedLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        return grouped_matmul(x, self.weight, self.bias)
+        return grouped_matmul(x, self.weight, self.bias, group_major=self.group_major)
 
     def extra_repr(self) -> str:
         return (
@@ -196,8 +284,13 @@ class ReLUDropout(nn.Module):
             generator=self.generator,
         )
         noise = words.view(torch.uint8)[:n].view(x.shape)
-        # Masks as bytes: torch's bool kernels are several times slower.
-        keep = (noise >= self._threshold).view(torch.uint8)
+        # Masks as bytes (torch's bool kernels are several times slower), in
+        # ``x``'s memory order (group-major after a grouped product): the
+        # element-wise work below is several times slower on operands of two
+        # orders, and reordering bytes is the cheapest place to pay for it.
+        keep = torch.empty_like(x, dtype=torch.bool)
+        torch.ge(noise, self._threshold, out=keep)
+        keep = keep.view(torch.uint8)
         keep.mul_((x > 0).view(torch.uint8))
         return x * keep.to(x.dtype).mul_(self._scale)
 
@@ -241,8 +334,12 @@ class GroupedMLP(nn.Module):
         layers: list[nn.Module] = []
         d = in_features
         for h in hidden_dims:
+            linear = GroupedLinear(n_groups, d, h)
+            # The next layer reads group-major inputs without a copy;
+            # GroupedBatchNorm reads batch-major ones.
+            linear.group_major = not batch_norm
             layers += [
-                GroupedLinear(n_groups, d, h),
+                linear,
                 *([GroupedBatchNorm(n_groups, h)] if batch_norm else []),
                 ReLUDropout(dropout),
             ]

@@ -80,7 +80,7 @@ class _ExtractionLayer(nn.Module):
         g_sh = self.shared_gate_norm(self.shared_gate(x_shared))
         g_sh = torch.softmax(g_sh.squeeze(1), dim=-1)
         y_shared = torch.einsum(
-            "bs,bsh->bh", g_sh[:, : k * s], spec.view(b, k * s, h)
+            "bks,bksh->bh", g_sh[:, : k * s].view(b, k, s), spec
         ) + torch.einsum("bj,bjh->bh", g_sh[:, k * s :], shared)
         return y_tasks, y_shared
 
