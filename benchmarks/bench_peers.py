@@ -57,6 +57,25 @@ def _aucs(y: np.ndarray, proba: np.ndarray) -> list[float]:
     return [float(roc_auc_score(y[:, k], proba[:, k])) for k in range(y.shape[1])]
 
 
+def peer_epoch(trainer: Any, loader: Any) -> float:
+    """Seconds of one epoch of torch-rechub's ``MTLTrainer``, its output muted."""
+    start = time.perf_counter()
+    # Its progress bar and prints would flood the report.
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        trainer.train_one_epoch(loader)
+    return time.perf_counter() - start
+
+
+def peer_aucs(net: torch.nn.Module, data: _PeerData) -> list[float]:
+    """Per-task AUC of a torch-rechub network on ``data``'s scored rows."""
+    net.eval()
+    with torch.no_grad():
+        return _aucs(data.y_eval, net(data.x_eval).numpy())
+
+
 def run_ours(
     model: str, split: Any, precision: str, epochs: int, dim: int, seed: int
 ) -> dict[str, Any]:
@@ -98,22 +117,10 @@ def run_peer(
             n_epoch=epochs,
             model_path=tmp,
         )
-        seconds = 0.0
-        for _ in range(epochs):
-            start = time.perf_counter()
-            # Its progress bar and prints would flood the report.
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                trainer.train_one_epoch(loader)
-            seconds += time.perf_counter() - start
-    net.eval()
-    with torch.no_grad():
-        proba = net(data.x_eval).numpy()
+        seconds = sum(peer_epoch(trainer, loader) for _ in range(epochs))
     return {
         "rows_s": len(data.y_fit) * epochs / seconds,
-        "auc": _aucs(data.y_eval, proba),
+        "auc": peer_aucs(net, data),
     }
 
 
