@@ -35,11 +35,13 @@ Run: ``python benchmarks/bench_distributed.py [--nproc 2] [--epochs 2]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -97,14 +99,23 @@ def _fits(args: argparse.Namespace, distributed: bool) -> dict[str, Any]:
     return out
 
 
-def _rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
+@contextlib.contextmanager
+def _process_group(rank: int, port: int, world_size: int) -> Iterator[None]:
+    """This process in a gloo group of ``world_size``, left at the end."""
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
-        world_size=args.nproc,
+        world_size=world_size,
     )
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
+    with _process_group(rank, port, args.nproc):
         result = _fits(args, distributed=True)
         grads = torch.zeros(result["n_params"])
         dist.all_reduce(grads)  # warm-up
@@ -115,19 +126,11 @@ def _rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
         if rank == 0:
             with open(path, "w") as f:
                 json.dump(result, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def _compare_rank(rank: int, port: int, args: argparse.Namespace, path: str) -> None:
     """Fits alternating the hand-written sum and DDP; rank 0 writes them."""
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=args.nproc,
-    )
-    try:
+    with _process_group(rank, port, args.nproc):
         # Untimed: the first fit of a process pays one-off costs.
         _fits(argparse.Namespace(**{**vars(args), "rows": 2048, "epochs": 1}), True)
         runs: dict[str, list[dict[str, Any]]] = {"hand": [], "ddp": []}
@@ -140,8 +143,6 @@ def _compare_rank(rank: int, port: int, args: argparse.Namespace, path: str) -> 
         if rank == 0:
             with open(path, "w") as f:
                 json.dump(runs, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def _compare(args: argparse.Namespace) -> None:

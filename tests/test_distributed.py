@@ -89,6 +89,18 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     """Every fit of the tests, as predictions (and a few histories)."""
     X, Y, sessions, times, weight, Y_missing = _data()
     out = {}
+
+    def fixed_length(backbone, backbone_params=PARAMS, **params):
+        """An MTLClassifier of a fixed number of epochs (no early stopping)."""
+        settings = {"max_epochs": 2, "batch_size": 45, "random_state": 0, **params}
+        return MTLClassifier(
+            backbone=backbone,
+            backbone_params=backbone_params,
+            early_stopping=False,
+            distributed=distributed,
+            **settings,
+        )
+
     # Batches of 45 on 270 training rows split 23/22 rows between the ranks.
     summed_by = SummedBy()
     mtl = MTLClassifier(
@@ -107,49 +119,26 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     out["mtl_valid_loss"] = np.array(valid)
     # Sample weights and missing labels: the shards' weights differ; 300 rows
     # in batches of 23 leave a last batch of 1 row, taken by both ranks.
-    weighted = MTLClassifier(
-        backbone="sharedbottom",
-        backbone_params=PARAMS,
-        max_epochs=3,
-        batch_size=23,
-        early_stopping=False,
-        random_state=0,
-        distributed=distributed,
-    ).fit(X, Y_missing, sample_weight=weight)
+    weighted = fixed_length("sharedbottom", max_epochs=3, batch_size=23).fit(
+        X, Y_missing, sample_weight=weight
+    )
     out["weighted"] = weighted.predict_proba(X)
     # PEPNet's gates read named fields of the state.
-    pepnet = MTLClassifier(
-        backbone="pepnet",
-        backbone_params={**PARAMS, "gate_fields": ["item"]},
-        max_epochs=2,
-        batch_size=45,
-        early_stopping=False,
-        random_state=0,
-        distributed=distributed,
-    ).fit(X, Y_missing, sample_weight=weight)
+    pepnet = fixed_length("pepnet", {**PARAMS, "gate_fields": ["item"]}).fit(
+        X, Y_missing, sample_weight=weight
+    )
     out["pepnet"] = pepnet.predict_proba(X)
     # STEM: a table per task, other tasks' experts with their gradient stopped.
-    stem = MTLClassifier(
-        backbone="stem",
-        backbone_params={**PARAMS, "n_shared_experts": 1, "n_specific_experts": 1},
-        max_epochs=2,
-        batch_size=45,
-        early_stopping=False,
-        random_state=0,
-        distributed=distributed,
-    ).fit(X, Y_missing, sample_weight=weight)
+    experts = {"n_shared_experts": 1, "n_specific_experts": 1}
+    stem = fixed_length("stem", {**PARAMS, **experts}).fit(
+        X, Y_missing, sample_weight=weight
+    )
     out["stem"] = stem.predict_proba(X)
     # ESCM2-DR: its imputation tower is reached by the extra loss only, not
     # by the module's output (DDP sums its gradients all the same).
-    escm2 = MTLClassifier(
-        backbone="esmm",
-        backbone_params={**PARAMS, "counterfactual": "dr"},
-        max_epochs=2,
-        batch_size=45,
-        early_stopping=False,
-        random_state=0,
-        distributed=distributed,
-    ).fit(X, Y_missing, sample_weight=weight)
+    escm2 = fixed_length("esmm", {**PARAMS, "counterfactual": "dr"}).fit(
+        X, Y_missing, sample_weight=weight
+    )
     out["escm2"] = escm2.predict_proba(X)
     # Small critics, 2 epochs of each phase, batches of 45.
     rmtl_params = {
@@ -208,31 +197,15 @@ def _scenarios(distributed: bool) -> dict[str, np.ndarray]:
     # scaled, so an overflow on either rank makes both skip the step.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # emulated on CPU
-        half = MTLClassifier(
-            backbone="sharedbottom",
-            backbone_params=PARAMS,
-            max_epochs=2,
-            batch_size=45,
-            early_stopping=False,
-            precision="float16",
-            random_state=0,
-            distributed=distributed,
-        ).fit(X, Y)
+        half = fixed_length("sharedbottom", precision="float16").fit(X, Y)
     out["float16"] = half.predict_proba(X)
     if distributed:
         # Dropout (0.2): each rank's masks are its own, and the batch order
         # stays the same on both, so the shards still partition the rows.
         seen = RowsSeen()
-        MTLClassifier(
-            backbone="sharedbottom",
-            backbone_params=SMALL,
-            max_epochs=3,
-            batch_size=45,
-            early_stopping=False,
-            random_state=0,
-            distributed=True,
-            callbacks=[seen],
-        ).fit(X.assign(row=np.arange(len(X), dtype=float)), Y)
+        fixed_length("sharedbottom", SMALL, max_epochs=3, callbacks=[seen]).fit(
+            X.assign(row=np.arange(len(X), dtype=float)), Y
+        )
         for epoch, batches in enumerate(seen.epochs):
             out[f"rows_epoch{epoch}"] = np.concatenate(batches)
         # Per-rank BatchNorm statistics: not a one-process fit, but every
