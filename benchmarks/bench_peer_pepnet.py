@@ -25,18 +25,22 @@ normalisation, every gate's hidden layer 64 wide. Arms (``--arms``):
 - ``ours_init``: ours with NextRec's embedding initialisation
   (``embedding_init_std=1e-4``);
 - ``nextrec_ours_rule``: NextRec without gradient clipping and with the
-  mean of the task losses (``loss_weights`` 1/K), our training rule.
+  mean of the task losses (``loss_weights`` 1/K), our training rule;
+- ``ours_detached``: ours with NextRec's stop-gradient on the prior fields'
+  embeddings in both gates' inputs (no option of ours: a patch of the
+  backbone's private ``_take`` for this arm's fit only).
 
-The other differences between the networks (listed in benchmarks/README.md,
-"PEPNet beside NextRec's") cannot be set through either library's options.
+The other differences between the networks (listed in
+docs/backbone_quality.rst, "PEPNet beside NextRec's") cannot be set
+through either library's options.
 
 Printed: per seed each arm's AUC and Logloss per task, epochs, seconds and
 training rows/s (rows of the training part times epochs run, divided by the
 fit's wall time: both include their hold-out checks); then the mean +- std
 over seeds, the trainable parameters, and the paired differences (paired
 t-test p-value, wins per seed) "ours - nextrec", "ours_init - ours",
-"nextrec_ours_rule - nextrec" and "ours - nextrec_ours_rule". Per seed the
-libraries alternate which goes first.
+"nextrec_ours_rule - nextrec", "ours - nextrec_ours_rule" and
+"ours_detached - ours". Per seed the libraries alternate which goes first.
 
 NextRec is an optional benchmark dependency, never a runtime one of the
 package: ``pip install nextrec`` (0.6.14 was measured). On Python < 3.12 its
@@ -81,12 +85,13 @@ GATE_HIDDEN = 64
 DROPOUT = 0.2
 #: NextRec's embedding initialisation: normal(0, 1e-4).
 PEER_INIT_STD = 1e-4
-ARMS = ("ours", "nextrec", "ours_init", "nextrec_ours_rule")
+ARMS = ("ours", "nextrec", "ours_init", "nextrec_ours_rule", "ours_detached")
 PAIRS = (
     ("ours", "nextrec"),
     ("ours_init", "ours"),
     ("nextrec_ours_rule", "nextrec"),
     ("ours", "nextrec_ours_rule"),
+    ("ours_detached", "ours"),
 )
 
 
@@ -101,6 +106,23 @@ def _require_nextrec() -> Any:
             "itself)."
         ) from exc
     return nextrec
+
+
+def _detached_take(x: torch.Tensor, spans: Any) -> list[torch.Tensor]:
+    return [x[:, start:stop].detach() for start, stop in spans]
+
+
+@contextlib.contextmanager
+def _detached_priors() -> Any:
+    """Our PEPNet's gates read the prior fields without their gradient."""
+    from sklearn_rmtl.backbones import pepnet
+
+    saved = pepnet._take
+    pepnet._take = _detached_take
+    try:
+        yield
+    finally:
+        pepnet._take = saved
 
 
 def run_ours(split: Split, seed: int, max_epochs: int, arm: str) -> dict[str, Any]:
@@ -127,8 +149,10 @@ def run_ours(split: Split, seed: int, max_epochs: int, arm: str) -> dict[str, An
         precision="float32",
         random_state=seed,
     )
+    patch = _detached_priors() if arm == "ours_detached" else contextlib.nullcontext()
     t0 = time.perf_counter()
-    clf.fit(split.X_fit, split.y_fit, timestamps=split.t_fit)
+    with patch:
+        clf.fit(split.X_fit, split.y_fit, timestamps=split.t_fit)
     wall = time.perf_counter() - t0
     proba = clf.predict_proba(split.X_eval)
     module = clf.net_.module_
