@@ -251,10 +251,17 @@ def test_a_lower_precision_model_warns_and_stays_within_its_tolerance(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["x_cat", "x_num", "zero", "missing_code", "c0/mean", "rmtl/c1/z"]
+    "names",
+    # One export per prefix: a column starting with "rmtl/" changes it.
+    [("x_cat", "x_num", "zero", "missing_code", "c0/mean"), ("rmtl/c1/z",)],
+    ids="-".join,
 )
-def test_a_column_named_like_an_internal_tensor_exports(name):
-    X = _features().rename(columns={"num_0": name})
+def test_a_column_named_like_an_internal_tensor_exports(names):
+    """num_0 renamed, and a noisy copy of it under each further name."""
+    X = _features().rename(columns={"num_0": names[0]})
+    rng = np.random.default_rng(0)
+    for name in names[1:]:
+        X[name] = X[names[0]] + rng.normal(size=len(X))
     est = _fit_small(X)
     served = _serve(to_onnx(est), onnx_inputs(est, X))
     np.testing.assert_allclose(served, est.predict_proba(X), rtol=0, atol=1e-5)

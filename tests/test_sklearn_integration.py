@@ -200,32 +200,42 @@ def test_column_transformer_in_front_keeps_categories(data):
     assert pipe.predict_proba(X).shape == (len(X), 2)
 
 
-@pytest.mark.parametrize("cls", [MTLClassifier, RMTLClassifier])
-def test_joblib_round_trip_in_a_new_process(cls, data, tmp_path):
+@pytest.fixture(scope="module")
+def joblib_files(data, tmp_path_factory):
+    """Both estimators (ple) fitted, dumped with joblib and loaded in one new
+    process (starting one costs more than both fits): {cls: (est, path)} and
+    what that process printed, one "<name>: ok" line per estimator."""
     X, Y, s, t = data
-    params = (
-        FAST
-        if cls is RMTLClassifier
-        else {k: v for k, v in FAST.items() if "critic" not in k}
-    )
-    est = cls(backbone="ple", **params).fit(X, Y, session_ids=s, timestamps=t)
-    path = tmp_path / "model.joblib"
-    joblib.dump(est, path)
-    X.to_pickle(tmp_path / "X.pkl")
-    expected = est.predict_proba(X)
-    np.save(tmp_path / "expected.npy", expected)
+    folder = tmp_path_factory.mktemp("joblib")
+    X.to_pickle(folder / "X.pkl")
+    files = {}
+    for cls in (MTLClassifier, RMTLClassifier):
+        params = FAST if cls is RMTLClassifier else FAST_MTL
+        est = cls(backbone="ple", **params).fit(X, Y, session_ids=s, timestamps=t)
+        path = folder / f"{cls.__name__}.joblib"
+        joblib.dump(est, path)
+        np.save(folder / f"{cls.__name__}.npy", est.predict_proba(X))
+        files[cls] = (est, path)
     code = (
-        "import joblib, numpy as np, pandas as pd;"
-        f"est = joblib.load({str(path)!r});"
-        f"X = pd.read_pickle({str(tmp_path / 'X.pkl')!r});"
-        f"expected = np.load({str(tmp_path / 'expected.npy')!r});"
-        "np.testing.assert_array_equal(est.predict_proba(X), expected);"
-        "print('ok')"
+        "import joblib, numpy as np, pandas as pd\n"
+        f"X = pd.read_pickle({str(folder / 'X.pkl')!r})\n"
+        f"for name in {[cls.__name__ for cls in files]!r}:\n"
+        f"    est = joblib.load({str(folder)!r} + f'/{{name}}.joblib')\n"
+        f"    expected = np.load({str(folder)!r} + f'/{{name}}.npy')\n"
+        "    np.testing.assert_array_equal(est.predict_proba(X), expected)\n"
+        "    print(f'{name}: ok', flush=True)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
-    assert out.returncode == 0, out.stderr
+    return files, out
+
+
+@pytest.mark.parametrize("cls", [MTLClassifier, RMTLClassifier])
+def test_joblib_round_trip_in_a_new_process(cls, joblib_files):
+    files, out = joblib_files
+    est, path = files[cls]
+    assert f"{cls.__name__}: ok" in out.stdout.splitlines(), out.stderr
     size = path.stat().st_size
     print(f"{cls.__name__} (ple, small) joblib file: {size / 1024:.1f} KiB")
     # Configuration and weights only: no optimizer state or training data.
