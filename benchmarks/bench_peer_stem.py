@@ -49,6 +49,11 @@ Variants (``--arms``) that measure which difference matters:
   at PyTorch's default (uniform +-1/sqrt(fan_in) weights and biases, as our
   grouped layers), instead of N(0, 1e-4^2) tables and Xavier normal
   weights with zero biases;
+- ``authors_one_numeric``: their module with the numerical inputs as ours
+  takes them, one field projected by ``Linear(n_numerical, (K + 1) * d)``
+  (Xavier normal, zero bias, as their layers; cut into the same slices as
+  their tables) instead of one ``Linear(1, (K + 1) * d)`` field per
+  numerical column;
 - ``ours_emb_init``: ours with the tables starting from N(0, 1e-4^2) as
   theirs (``embedding_init_std=1e-4``) instead of Xavier uniform.
 
@@ -107,6 +112,7 @@ ARMS = (
     "authors_mlp_gate",
     "authors_emb_l2",
     "authors_our_init",
+    "authors_one_numeric",
     "ours_emb_init",
 )
 DEFAULT_ARMS = "ours,authors,authors_mlp_gate,authors_our_init"
@@ -182,6 +188,30 @@ def their_model(stem_cls: Any, fmap: Any, arm: str, seed: int) -> torch.nn.Modul
         )
 
 
+class OneNumericField(torch.nn.Module):
+    """Their embedding layer with the numerical columns as one field, as ours."""
+
+    def __init__(self, inner: torch.nn.Module, numeric: list[str], width: int):
+        super().__init__()
+        self.inner, self.numeric = inner, numeric
+        self.proj = torch.nn.Linear(len(numeric), width)
+        torch.nn.init.xavier_normal_(self.proj.weight)
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def forward(self, X: dict[str, torch.Tensor]) -> torch.Tensor:
+        num = torch.stack([X[n].float() for n in self.numeric], dim=1)
+        return torch.cat([self.inner(X), self.proj(num).unsqueeze(1)], dim=1)
+
+
+def one_numeric_field(model: Any, numeric: list[str]) -> None:
+    """Swap their per-column numerical fields for one (``authors_one_numeric``)."""
+    layers = model.embedding_layer.embedding_layer.embedding_layers
+    for name in numeric:
+        del layers[name]  # their forward skips features without a layer
+    width = model.embedding_dim * (model.num_tasks + 1)
+    model.embedding_layer = OneNumericField(model.embedding_layer, numeric, width)
+
+
 def init_as_ours(model: torch.nn.Module, n_rows: int, n_numerical: int) -> None:
     """Start their module as ours starts (see ``authors_our_init``)."""
     dim = model.embedding_dim
@@ -209,7 +239,11 @@ def run_theirs(
 ) -> dict[str, Any]:
     """Train their module by our rule; scores on the scored part."""
     fmap = their_feature_map(data, tasks)
+    if arm == "authors_one_numeric":  # their layers' widths follow num_fields
+        fmap.num_fields = len(data.sparse) + 1
     model = their_model(stem_cls, fmap, arm, seed)
+    if arm == "authors_one_numeric":
+        one_numeric_field(model, data.dense)
     if arm == "authors_our_init":
         init_as_ours(model, sum(card for _, card in data.sparse), len(data.dense))
     # Their forward reads one (batch, columns) tensor, columns in feature
