@@ -54,6 +54,9 @@ Variants (``--arms``) that measure which difference matters:
   (Xavier normal, zero bias, as their layers; cut into the same slices as
   their tables) instead of one ``Linear(1, (K + 1) * d)`` field per
   numerical column;
+- ``authors_matched``: both of the two above, their module as close to
+  ours as it goes (left: their sigmoid-then-BCE output and their unused
+  ``K + 1``-th gate);
 - ``ours_emb_init``: ours with the tables starting from N(0, 1e-4^2) as
   theirs (``embedding_init_std=1e-4``) instead of Xavier uniform.
 
@@ -113,9 +116,10 @@ ARMS = (
     "authors_emb_l2",
     "authors_our_init",
     "authors_one_numeric",
+    "authors_matched",
     "ours_emb_init",
 )
-DEFAULT_ARMS = "ours,authors,authors_mlp_gate,authors_our_init"
+DEFAULT_ARMS = "ours,authors,authors_mlp_gate,authors_our_init,authors_one_numeric"
 REFERENCE = "authors"
 NEEDS = "torch, numpy, pandas, scikit-learn, h5py, pyyaml, tqdm"
 
@@ -239,12 +243,13 @@ def run_theirs(
 ) -> dict[str, Any]:
     """Train their module by our rule; scores on the scored part."""
     fmap = their_feature_map(data, tasks)
-    if arm == "authors_one_numeric":  # their layers' widths follow num_fields
+    one_field = arm in ("authors_one_numeric", "authors_matched")
+    if one_field:  # their layers' widths follow num_fields
         fmap.num_fields = len(data.sparse) + 1
     model = their_model(stem_cls, fmap, arm, seed)
-    if arm == "authors_one_numeric":
+    if one_field:
         one_numeric_field(model, data.dense)
-    if arm == "authors_our_init":
+    if arm in ("authors_our_init", "authors_matched"):
         init_as_ours(model, sum(card for _, card in data.sparse), len(data.dense))
     # Their forward reads one (batch, columns) tensor, columns in feature
     # order (codes as floats, cast back to long by their embedding layer).
