@@ -77,13 +77,32 @@ def _require_rechub() -> Any:
     return torch_rechub
 
 
-def _scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+def task_scores(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     out: dict[str, float] = {}
     p = np.clip(proba, 1e-7, 1 - 1e-7)
     for k in range(y.shape[1]):
         out[f"auc{k}"] = float(roc_auc_score(y[:, k], p[:, k]))
         out[f"logloss{k}"] = float(log_loss(y[:, k], p[:, k], labels=[0, 1]))
     return out
+
+
+def load_split(dataset: str, evaluate_on: str) -> tuple[Split, list[str]]:
+    """A bundled dataset's split (fitted and scored rows) and its task names."""
+    split = split_dataset(
+        getattr(datasets, f"load_{dataset}")(), evaluate_on=evaluate_on
+    )
+    return split, [str(c) for c in split.y_eval.columns]
+
+
+def metric_labels(tasks: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The keys of :func:`task_scores` in print order, and their labels."""
+    metrics = [f"{m}{k}" for k in range(len(tasks)) for m in ("auc", "logloss")]
+    label = {
+        f"{m}{k}": f"{t} {'AUC' if m == 'auc' else m}"
+        for m in ("auc", "logloss")
+        for k, t in enumerate(tasks)
+    }
+    return metrics, label
 
 
 def _holdout(split: Split) -> np.ndarray:
@@ -112,12 +131,12 @@ def run_ours(
     t0 = time.perf_counter()
     clf.fit(split.X_fit, split.y_fit, timestamps=split.t_fit)
     wall = time.perf_counter() - t0
-    scores = _scores(split.y_eval.to_numpy(), clf.predict_proba(split.X_eval))
+    scores = task_scores(split.y_eval.to_numpy(), clf.predict_proba(split.X_eval))
     return {**scores, "epochs": clf.n_iter_, "wall_s": wall}
 
 
-class _PeerData:
-    """Our encoder's codes and scaled numbers as torch-rechub feature dicts."""
+class EncodedSplit:
+    """Our encoder's codes and scaled numbers as feature dicts (torch-rechub's form)."""
 
     def __init__(self, split: Split) -> None:
         enc = FeatureEncoder().fit(split.X_fit)
@@ -155,7 +174,7 @@ class _PeerData:
 
 
 def _peer_model(
-    model: str, data: _PeerData, n_tasks: int, dim: int = EMBEDDING_DIM
+    model: str, data: EncodedSplit, n_tasks: int, dim: int = EMBEDDING_DIM
 ) -> torch.nn.Module:
     from torch_rechub.basic.features import DenseFeature, SparseFeature
     from torch_rechub.models.multi_task import MMOE, PLE
@@ -186,7 +205,7 @@ def _peer_model(
 
 
 def run_peer(
-    model: str, data: _PeerData, seed: int, epochs: int, retrain: bool = False
+    model: str, data: EncodedSplit, seed: int, epochs: int, retrain: bool = False
 ) -> dict[str, Any]:
     from torch_rechub.trainers import MTLTrainer
 
@@ -242,10 +261,10 @@ def run_peer(
     net.eval()
     with torch.no_grad():
         proba = net(data.x_eval).numpy()
-    return {**_scores(data.y_eval, proba), "wall_s": wall, "best_epoch": best_epoch}
+    return {**task_scores(data.y_eval, proba), "wall_s": wall, "best_epoch": best_epoch}
 
 
-def _mean_std(xs: list[float]) -> str:
+def mean_std(xs: list[float]) -> str:
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.4f} +- {sd:.4f}"
 
@@ -299,11 +318,8 @@ def main() -> dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
         seeds = seeds[:1]
-    split = split_dataset(
-        getattr(datasets, f"load_{args.dataset}")(), evaluate_on=args.evaluate_on
-    )
-    tasks = [str(c) for c in split.y_eval.columns]
-    data = _PeerData(split)
+    split, tasks = load_split(args.dataset, args.evaluate_on)
+    data = EncodedSplit(split)
     rep.add(
         "setup",
         {
@@ -318,12 +334,7 @@ def main() -> dict[str, Any]:
         f"{tasks}, seeds {seeds}, "
         f"torch-rechub best of {args.peer_epochs} epochs",
     )
-    metrics = [f"{m}{k}" for k in range(len(tasks)) for m in ("auc", "logloss")]
-    label = {
-        f"{m}{k}": f"{t} {'AUC' if m == 'auc' else m}"
-        for m in ("auc", "logloss")
-        for k, t in enumerate(tasks)
-    }
+    metrics, label = metric_labels(tasks)
     results: dict[str, Any] = {}
     for model in args.models.split(","):
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "torch-rechub": []}
@@ -352,8 +363,8 @@ def main() -> dict[str, Any]:
                 "welch_p": _welch(a, b),
             }
             print(
-                f"  {DISPLAY[model]} {label[m]:>18s}: ours {_mean_std(a)}  "
-                f"torch-rechub {_mean_std(b)}  diff {summary[m]['diff']:+.4f}  "
+                f"  {DISPLAY[model]} {label[m]:>18s}: ours {mean_std(a)}  "
+                f"torch-rechub {mean_std(b)}  diff {summary[m]['diff']:+.4f}  "
                 f"p={summary[m]['welch_p']:.3f}",
                 flush=True,
             )

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import Report, fmt_rate, median, parse_args
-from bench_peer_quality import _peer_model, _PeerData, _require_rechub
+from bench_peer_quality import EncodedSplit, _peer_model, _require_rechub
 from sklearn.metrics import roc_auc_score
 
 from sklearn_rmtl import MTLClassifier
@@ -69,7 +69,7 @@ def peer_epoch(trainer: Any, loader: Any) -> float:
     return time.perf_counter() - start
 
 
-def peer_aucs(net: torch.nn.Module, data: _PeerData) -> list[float]:
+def peer_aucs(net: torch.nn.Module, data: EncodedSplit) -> list[float]:
     """Per-task AUC of a torch-rechub network on ``data``'s scored rows."""
     net.eval()
     with torch.no_grad():
@@ -100,7 +100,7 @@ def run_ours(
 
 
 def run_peer(
-    model: str, data: _PeerData, epochs: int, dim: int, seed: int
+    model: str, data: EncodedSplit, epochs: int, dim: int, seed: int
 ) -> dict[str, Any]:
     from torch_rechub.trainers import MTLTrainer
 
@@ -137,7 +137,7 @@ def main() -> dict[str, Any]:
     epochs = args.epochs or (1 if args.quick else 2)
     rounds = args.rounds or (1 if args.quick else 2)
     split = split_dataset(load_dataset("retailrocket", None, 0), "test")
-    data = _PeerData(split)
+    data = EncodedSplit(split)
     tasks = list(split.y_eval.columns)
     for model in args.models.split(","):
         runs: dict[str, list[dict[str, Any]]] = {

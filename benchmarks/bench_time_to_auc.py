@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import Report, fmt_rate, median, parse_args
-from bench_peer_quality import PATIENCE, _peer_model, _PeerData, _require_rechub
+from bench_peer_quality import PATIENCE, EncodedSplit, _peer_model, _require_rechub
 from bench_peers import _aucs, peer_aucs, peer_epoch
 from scipy.special import expit
 from skorch.callbacks import Callback
@@ -158,7 +158,7 @@ def run_ours(
 
 
 def run_peer(
-    model: str, data: _PeerData, seed: int, max_epochs: int, dim: int
+    model: str, data: EncodedSplit, seed: int, max_epochs: int, dim: int
 ) -> _Curve:
     from torch_rechub.basic.callback import EarlyStopper
     from torch_rechub.trainers import MTLTrainer
@@ -271,7 +271,7 @@ def main() -> dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     max_epochs = min(args.max_epochs, 3) if args.quick else args.max_epochs
     split = split_dataset(datasets.load_retailrocket(), evaluate_on="valid")
-    data = _PeerData(split)
+    data = EncodedSplit(split)
     tasks = [str(t) for t in split.y_eval.columns]
     n_rows = len(split.X_fit)
     for model in args.models.split(","):
