@@ -72,12 +72,14 @@ from bench_peer_quality import (
     PATIENCE,
     VALIDATION_FRACTION,
     _holdout,
-    _scores,
+    mean_std,
+    paired_by_seed,
+    task_scores,
 )
 
 from sklearn_rmtl import MTLClassifier, datasets
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._experiments import Split, paired_difference, split_dataset
+from sklearn_rmtl._experiments import Split, split_dataset
 
 LR = 1e-3
 TOWER = (512, 256, 128, 64)
@@ -157,7 +159,7 @@ def run_ours(split: Split, seed: int, max_epochs: int, arm: str) -> dict[str, An
     proba = clf.predict_proba(split.X_eval)
     module = clf.net_.module_
     return {
-        **_scores(split.y_eval.to_numpy(), proba),
+        **task_scores(split.y_eval.to_numpy(), proba),
         "epochs": clf.n_iter_,
         "wall_s": wall,
         "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
@@ -259,16 +261,11 @@ def run_nextrec(
         x = {name: torch.as_tensor(v) for name, v in data.x_eval.items()}
         proba = torch.sigmoid(net(x)).numpy()
     return {
-        **_scores(data.y_eval, proba),
+        **task_scores(data.y_eval, proba),
         "epochs": int(net.epoch_index) + 1,
         "wall_s": wall,
         "parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
     }
-
-
-def _mean_std(xs: list[float]) -> str:
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.4f} +- {sd:.4f}"
 
 
 def _cell(diff: dict[str, Any]) -> str:
@@ -320,7 +317,7 @@ def run_dataset(
         rs = list(runs[arm].values())
         print(
             f"  {arm:>17s}: "
-            + "  ".join(f"{label[m]} {_mean_std([r[m] for r in rs])}" for m in metrics)
+            + "  ".join(f"{label[m]} {mean_std([r[m] for r in rs])}" for m in metrics)
             + f"  epochs {statistics.mean(r['epochs'] for r in rs):.1f}"
             f"  rows/s {statistics.mean(r['rows_per_s'] for r in rs):.0f}"
             f"  parameters {rs[0]['parameters']:,}",
@@ -330,14 +327,7 @@ def run_dataset(
     for a, b in PAIRS:
         if a not in runs or b not in runs:
             continue
-        diffs[f"{a} - {b}"] = {
-            m: paired_difference(
-                {s: r[m] for s, r in runs[a].items()},
-                {s: r[m] for s, r in runs[b].items()},
-                m.startswith("auc"),
-            )
-            for m in metrics
-        }
+        diffs[f"{a} - {b}"] = paired_by_seed(runs[a], runs[b], metrics)
         print(
             f"  {a} - {b}: "
             + "  ".join(

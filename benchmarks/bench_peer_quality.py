@@ -55,7 +55,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from sklearn_rmtl import MTLClassifier, datasets
 from sklearn_rmtl._encoding import FeatureEncoder
-from sklearn_rmtl._experiments import Split, split_dataset
+from sklearn_rmtl._experiments import Split, paired_difference, split_dataset
 
 EMBEDDING_DIM = 32
 VALIDATION_FRACTION = 0.25
@@ -267,6 +267,22 @@ def run_peer(
 def mean_std(xs: list[float]) -> str:
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.4f} +- {sd:.4f}"
+
+
+def paired_by_seed(
+    first: dict[Any, dict[str, float]],
+    second: dict[Any, dict[str, float]],
+    metrics: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Per metric, first minus second over the seeds both ran (runs by seed)."""
+    return {
+        m: paired_difference(
+            {s: r[m] for s, r in first.items()},
+            {s: r[m] for s, r in second.items()},
+            m.startswith("auc"),
+        )
+        for m in metrics
+    }
 
 
 def _welch(a: list[float], b: list[float]) -> float:

@@ -95,13 +95,14 @@ from bench_peer_quality import (
     load_split,
     mean_std,
     metric_labels,
+    paired_by_seed,
     task_scores,
 )
 from torch.nn import functional as F
 
 from sklearn_rmtl import MTLClassifier
 from sklearn_rmtl._encoding import UNKNOWN_CODE
-from sklearn_rmtl._experiments import Split, paired_difference
+from sklearn_rmtl._experiments import Split
 
 LR = 1e-3
 #: Our STEM's defaults (sklearn_rmtl._defaults), given to their module.
@@ -398,14 +399,7 @@ def main() -> dict[str, Any]:
         for arm in arms:
             if arm == REFERENCE:
                 continue
-            diffs[arm] = {
-                m: paired_difference(
-                    {s: r[m] for s, r in runs[arm].items()},
-                    {s: r[m] for s, r in runs[REFERENCE].items()},
-                    m.startswith("auc"),
-                )
-                for m in metrics
-            }
+            diffs[arm] = paired_by_seed(runs[arm], runs[REFERENCE], metrics)
             print(
                 f"  {arm} - {REFERENCE}: "
                 + "  ".join(
