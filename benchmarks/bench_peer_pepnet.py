@@ -58,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import statistics
 import tempfile
 import time
 from typing import Any
@@ -72,8 +71,11 @@ from bench_peer_quality import (
     PATIENCE,
     VALIDATION_FRACTION,
     _holdout,
-    mean_std,
+    arm_line,
+    diff_line,
+    metric_labels,
     paired_by_seed,
+    run_line,
     task_scores,
 )
 
@@ -268,12 +270,6 @@ def run_nextrec(
     }
 
 
-def _cell(diff: dict[str, Any]) -> str:
-    p = diff["p_value"]
-    p_text = "p n/a" if p != p else f"p {p:.3f}"
-    return f"{diff['mean_diff']:+.4f} ({p_text}, {diff['wins_label']})"
-
-
 def run_dataset(
     name: str, seeds: list[int], arms: list[str], max_epochs: int, rep: Report
 ) -> dict[str, Any]:
@@ -287,12 +283,7 @@ def run_dataset(
         f"{len(split.y_fit) - n_train} held out), scored on valid, tasks "
         f"{data.tasks}, seeds {seeds}, arms {arms}",
     )
-    metrics = [f"{m}{k}" for k in range(len(data.tasks)) for m in ("auc", "logloss")]
-    label = {
-        f"{m}{k}": f"{t} {'AUC' if m == 'auc' else 'Logloss'}"
-        for m in ("auc", "logloss")
-        for k, t in enumerate(data.tasks)
-    }
+    metrics, label = metric_labels(data.tasks)
     runs: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in arms}
     for i, seed in enumerate(seeds):
         ours_first = [a for a in arms if a.startswith("ours")]
@@ -306,35 +297,19 @@ def run_dataset(
             r["rows_per_s"] = n_train * r["epochs"] / r["wall_s"]
             runs[arm][seed] = r
             print(
-                f"{name} seed {seed} {arm:>17s}: "
-                + "  ".join(f"{label[m]} {r[m]:.4f}" for m in metrics)
-                + f"  ({r['epochs']} epochs, {r['wall_s']:.0f} s, "
-                f"{r['rows_per_s']:.0f} rows/s)",
+                f"{name} seed {seed} {arm:>17s}: {run_line(r, metrics, label)}",
                 flush=True,
             )
     print(f"\n{name}, validation part, mean +- std over {len(seeds)} seeds:")
     for arm in arms:
         rs = list(runs[arm].values())
-        print(
-            f"  {arm:>17s}: "
-            + "  ".join(f"{label[m]} {mean_std([r[m] for r in rs])}" for m in metrics)
-            + f"  epochs {statistics.mean(r['epochs'] for r in rs):.1f}"
-            f"  rows/s {statistics.mean(r['rows_per_s'] for r in rs):.0f}"
-            f"  parameters {rs[0]['parameters']:,}",
-            flush=True,
-        )
+        print(f"  {arm:>17s}: {arm_line(rs, metrics, label)}", flush=True)
     diffs: dict[str, dict[str, Any]] = {}
     for a, b in PAIRS:
         if a not in runs or b not in runs:
             continue
         diffs[f"{a} - {b}"] = paired_by_seed(runs[a], runs[b], metrics)
-        print(
-            f"  {a} - {b}: "
-            + "  ".join(
-                f"{label[m]} {_cell(d)}" for m, d in diffs[f"{a} - {b}"].items()
-            ),
-            flush=True,
-        )
+        print(f"  {a} - {b}: {diff_line(diffs[f'{a} - {b}'], label)}", flush=True)
     return {"runs": runs, "differences": diffs}
 
 

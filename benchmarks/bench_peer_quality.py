@@ -285,6 +285,38 @@ def paired_by_seed(
     }
 
 
+def run_line(run: dict[str, Any], metrics: list[str], label: dict[str, str]) -> str:
+    """One fit's scores, epochs, time, rows/s and parameters, on one line."""
+    return (
+        "  ".join(f"{label[m]} {run[m]:.4f}" for m in metrics)
+        + f"  {run['epochs']} epochs {run['wall_s']:.0f} s "
+        f"{run['rows_per_s']:.0f} rows/s {run['parameters']:,} parameters"
+    )
+
+
+def arm_line(
+    runs: list[dict[str, Any]], metrics: list[str], label: dict[str, str]
+) -> str:
+    """An arm's mean +- std over seeds, and its mean epochs, time and rows/s."""
+    return (
+        "  ".join(f"{label[m]} {mean_std([r[m] for r in runs])}" for m in metrics)
+        + f"  epochs {statistics.mean(r['epochs'] for r in runs):.1f}"
+        f"  {statistics.mean(r['wall_s'] for r in runs):.0f} s"
+        f"  {statistics.mean(r['rows_per_s'] for r in runs):.0f} rows/s"
+        f"  {runs[0]['parameters']:,} parameters"
+    )
+
+
+def diff_line(diffs: dict[str, dict[str, Any]], label: dict[str, str]) -> str:
+    """Paired differences per metric: mean, p-value and wins per seed."""
+    cells = []
+    for m, d in diffs.items():
+        p = d["p_value"]
+        p_text = "p n/a" if p != p else f"p {p:.3f}"
+        cells.append(f"{label[m]} {d['mean_diff']:+.4f} ({p_text}, {d['wins_label']})")
+    return "  ".join(cells)
+
+
 def _welch(a: list[float], b: list[float]) -> float:
     if len(a) < 2 or len(b) < 2:
         return float("nan")

@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -92,10 +91,12 @@ from bench_peer_quality import (
     PATIENCE,
     VALIDATION_FRACTION,
     EncodedSplit,
+    arm_line,
+    diff_line,
     load_split,
-    mean_std,
     metric_labels,
     paired_by_seed,
+    run_line,
     task_scores,
 )
 from torch.nn import functional as F
@@ -376,23 +377,11 @@ def main() -> dict[str, Any]:
                 run = run_theirs(stem_cls, data, tasks, arm, seed, args)
             runs[arm][seed] = run
             print(
-                f"seed {seed} {arm:>16s}: "
-                + "  ".join(f"{label[m]} {run[m]:.4f}" for m in metrics)
-                + f"  {run['epochs']} epochs {run['wall_s']:.0f} s "
-                f"{run['rows_per_s']:.0f} rows/s {run['parameters']:,} parameters",
-                flush=True,
+                f"seed {seed} {arm:>16s}: {run_line(run, metrics, label)}", flush=True
             )
     print("\nmean +- std over seeds:")
     for arm in arms:
-        rs = list(runs[arm].values())
-        print(
-            f"  {arm:>16s}: "
-            + "  ".join(f"{label[m]} {mean_std([r[m] for r in rs])}" for m in metrics)
-            + f"  epochs {statistics.mean(r['epochs'] for r in rs):.1f}"
-            f"  {statistics.mean(r['wall_s'] for r in rs):.0f} s"
-            f"  {statistics.mean(r['rows_per_s'] for r in rs):.0f} rows/s"
-            f"  {rs[0]['parameters']:,} parameters"
-        )
+        print(f"  {arm:>16s}: {arm_line(list(runs[arm].values()), metrics, label)}")
     diffs: dict[str, dict[str, Any]] = {}
     if REFERENCE in arms:
         print(f"\npaired differences against {REFERENCE} (mean, p, wins):")
@@ -400,14 +389,7 @@ def main() -> dict[str, Any]:
             if arm == REFERENCE:
                 continue
             diffs[arm] = paired_by_seed(runs[arm], runs[REFERENCE], metrics)
-            print(
-                f"  {arm} - {REFERENCE}: "
-                + "  ".join(
-                    f"{label[m]} {d['mean_diff']:+.4f} (p {d['p_value']:.3f}, "
-                    f"{d['wins_label']})"
-                    for m, d in diffs[arm].items()
-                )
-            )
+            print(f"  {arm} - {REFERENCE}: {diff_line(diffs[arm], label)}")
     rep.add("runs", runs)
     rep.add("differences", diffs)
     return rep.done()
