@@ -286,9 +286,14 @@ def data_fingerprint(data: Bunch) -> str:
 
 def _holds_sequences(column: pd.Series) -> bool:
     """Whether every cell of ``column`` is a list or array (a sequence feature)."""
-    if column.dtype != object or column.empty:
+
+    def is_sequence(v: object) -> bool:
+        return isinstance(v, list | tuple | np.ndarray)
+
+    # The first cell settles a column of ids or strings without a pass over it.
+    if column.dtype != object or column.empty or not is_sequence(column.iloc[0]):
         return False
-    return bool(column.map(lambda v: isinstance(v, list | tuple | np.ndarray)).all())
+    return bool(column.map(is_sequence).all())
 
 
 class RunLog:

@@ -203,3 +203,30 @@ def test_evaluate_scores_each_table_column_by_its_registry_metric():
         assert list(task_scores) == list(ex.METRICS)
         for metric, value in task_scores.items():
             assert value == pytest.approx(expected[metric][k])
+
+
+def test_data_fingerprint_changes_with_any_cell_of_any_column_kind():
+    """A run key's data part: ids, strings, numbers, histories, sessions, times."""
+    data = make_sessions(n_sessions=20, random_state=0)
+    X = data.X.copy()
+    X["history"] = [np.arange(i % 4) for i in range(len(X))]  # some empty
+    X["label"] = [f"s{i % 3}" for i in range(len(X))]
+    number = X.select_dtypes("number").columns[0]
+
+    def key(frame=X, **changes):
+        return ex.data_fingerprint(type(data)(**{**data, "X": frame, **changes}))
+
+    base = key()
+    assert key(X.copy()) == base
+    for column, value in [
+        ("history", np.array([7, 8])),
+        ("label", "other"),
+        (number, X[number].iloc[1] + 1),
+    ]:
+        edited = X.copy()
+        edited.at[edited.index[1], column] = value
+        assert key(edited) != base, column
+    for name in ("session_ids", "timestamps"):
+        values = np.asarray(data[name]).copy()
+        values[[0, -1]] = values[[-1, 0]]
+        assert key(**{name: values}) != base, name
