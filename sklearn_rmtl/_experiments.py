@@ -284,16 +284,17 @@ def data_fingerprint(data: Bunch) -> str:
     return digest.hexdigest()[:12]
 
 
+_SEQUENCE_CELLS = (list, tuple, np.ndarray)
+
+
 def _holds_sequences(column: pd.Series) -> bool:
     """Whether every cell of ``column`` is a list or array (a sequence feature)."""
-
-    def is_sequence(v: object) -> bool:
-        return isinstance(v, list | tuple | np.ndarray)
-
     # The first cell settles a column of ids or strings without a pass over it.
-    if column.dtype != object or column.empty or not is_sequence(column.iloc[0]):
+    if column.dtype != object or column.empty:
         return False
-    return bool(column.map(is_sequence).all())
+    if not isinstance(column.iloc[0], _SEQUENCE_CELLS):
+        return False
+    return bool(column.map(lambda v: isinstance(v, _SEQUENCE_CELLS)).all())
 
 
 class RunLog:
