@@ -85,7 +85,13 @@ def critic_diagnostics(
         - ``weight_r2_label_free``: by the predicted entropy, the position in
           the session and the rows left (and their logarithm), none of which
           needs a label;
-        - ``weight_r2_both``: by all of them.
+        - ``weight_r2_both``: by all of them;
+        - ``weight_r2_own_reward``: by all of them and the row's own reward
+          (Eq. 2 at ``p``), which needs the row's label;
+        - ``weight_r2_later_return``: by all of those and the discounted
+          realised return of the session's later rows, which needs their
+          labels. Its excess over ``weight_r2_own_reward`` is what the weights
+          say about the session's outcome beyond the row itself.
 
     Raises
     ------
@@ -105,7 +111,7 @@ def critic_diagnostics(
     ...                      max_epochs=2, random_state=0)
     >>> clf = clf.fit(X, y, session_ids=s, timestamps=t)
     >>> critic_diagnostics(clf, X, y, session_ids=s, timestamps=t).shape
-    (2, 7)
+    (2, 9)
     """
     check_is_fitted(estimator)
     critic = getattr(estimator, "critic_", None)
@@ -138,9 +144,9 @@ def critic_diagnostics(
     q = -critic.row_weights(inputs, proba, y01, "neg_q", 1.0, estimator.precision)
     q = q.numpy()
     transitions = build_transitions(rows.session_ids, rows.timestamps, rows.n_rows)
-    realised = discounted_later(
-        transitions, rewards(y01, proba, observed), critic.gamma, include_own=True
-    )
+    own = rewards(y01, proba, observed)
+    later = discounted_later(transitions, own, critic.gamma, include_own=False)
+    realised = own + later
     p = np.clip(proba, 1e-7, 1 - 1e-7)
     entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
     left = rows_left(transitions).astype(float)
@@ -150,6 +156,7 @@ def critic_diagnostics(
     for k, task in enumerate(estimator.task_names_):
         m = observed[:, k]
         w, ret, qk = weights[m, k], realised[m, k], q[m, k]
+        label = y01[m, k]
         free = (entropy[m, k], position[m], left[m], np.log1p(left[m]))
         out.append(
             {
@@ -160,9 +167,11 @@ def critic_diagnostics(
                 "q_return_relative_error": float(
                     np.abs(qk - ret).mean() / max(np.abs(ret).mean(), 1e-12)
                 ),
-                "weight_r2_label": _r2(w, y01[m, k]),
+                "weight_r2_label": _r2(w, label),
                 "weight_r2_label_free": _r2(w, *free),
-                "weight_r2_both": _r2(w, y01[m, k], *free),
+                "weight_r2_both": _r2(w, label, *free),
+                "weight_r2_own_reward": _r2(w, label, *free, own[m, k]),
+                "weight_r2_later_return": _r2(w, label, *free, own[m, k], later[m, k]),
             }
         )
     return pd.DataFrame(out).set_index("task")

@@ -1,8 +1,11 @@
 """critic_diagnostics: what a fit's critics learnt, on sessions they did not see."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sklearn_rmtl import RMTLClassifier, SessionCritic
 from sklearn_rmtl.datasets import make_sessions
@@ -30,9 +33,15 @@ def _fit(data, rows, **params):
     return clf.fit(X[rows], y[rows], session_ids=s[rows], timestamps=t[rows])
 
 
-def test_critics_predict_the_returns_of_sessions_they_did_not_see(split):
+@pytest.fixture(scope="module")
+def fitted(split):
+    data, train = split
+    return _fit(data, train)
+
+
+def test_critics_predict_the_returns_of_sessions_they_did_not_see(split, fitted):
     (X, y, s, t), train = split
-    clf = _fit((X, y, s, t), train)
+    clf = fitted
     held = ~train
     report = critic_diagnostics(
         clf, X[held], y[held], session_ids=s[held], timestamps=t[held]
@@ -43,9 +52,17 @@ def test_critics_predict_the_returns_of_sessions_they_did_not_see(split):
     # the latent intent: a critic that learnt a value ranks them.
     assert (report["q_return_spearman"] > 0.3).all()
     assert (report["q_return_pearson"] > 0.3).all()
-    for column in ("weight_r2_label", "weight_r2_label_free", "weight_r2_both"):
+    nested = (
+        "weight_r2_label_free",
+        "weight_r2_both",
+        "weight_r2_own_reward",
+        "weight_r2_later_return",
+    )
+    for column in ("weight_r2_label", *nested):
         assert report[column].between(0, 1).all()
-    assert (report["weight_r2_both"] >= report["weight_r2_label_free"] - 1e-9).all()
+    # Each column's regressors contain the previous column's.
+    for smaller, larger in itertools.pairwise(nested):
+        assert (report[larger] >= report[smaller] - 1e-9).all()
     # y's task columns are matched by name, whatever their order.
     swapped = y[held][["purchase", "click"]]
     pd.testing.assert_frame_equal(
@@ -75,3 +92,46 @@ def test_diagnostics_need_critics_and_sessions(split):
         critic_diagnostics(clf, X, y.iloc[:-1], session_ids=s)
     with pytest.raises(ValueError, match="fitted on 2 tasks"):
         critic_diagnostics(clf, X, y.iloc[:, :1], session_ids=s)
+
+
+def _later_returns(s, t, reward, gamma):
+    """``sum_{j > i} gamma**(j - i) r_j`` over each row's session, by a plain loop."""
+    later = np.zeros_like(reward)
+    frame = pd.DataFrame({"s": s, "t": t})
+    for _, group in frame.groupby("s"):
+        order = group.sort_values("t", kind="stable").index.to_numpy()
+        running = np.zeros(reward.shape[1])
+        for i in order[::-1]:
+            later[i] = running
+            running = gamma * (reward[i] + running)
+    return later
+
+
+@pytest.mark.parametrize("source", ["own", "later"])
+def test_weight_r2_columns_tell_the_rows_own_reward_from_the_sessions_later_return(
+    split, fitted, monkeypatch, source
+):
+    # Critics whose -Q is exactly one of the two parts of the realised return:
+    # the column that adds that part explains all of the weights, the one
+    # before it does not.
+    (X, y, s, t), train = split
+    clf = fitted
+    rows = ~train
+    Xh, yh, sh, th = X[rows], y[rows].to_numpy(float), s[rows], t[rows]
+    p = np.clip(clf.predict_proba(Xh), 1e-7, 1 - 1e-7)
+    own = yh * np.log(p) + (1 - yh) * np.log1p(-p)
+    later = _later_returns(sh, th, own, clf.critic_.gamma)
+    target = own if source == "own" else later
+    monkeypatch.setattr(
+        clf.critic_,
+        "row_weights",
+        lambda *args, **kwargs: torch.as_tensor(-target),
+    )
+    report = critic_diagnostics(clf, Xh, y[rows], session_ids=sh, timestamps=th)
+    np.testing.assert_allclose(report["weight_r2_later_return"], 1.0, atol=1e-9)
+    # On these sessions the label, the entropy and the rows left explain most
+    # of either part, so the column without it falls short by a little.
+    short = "weight_r2_both" if source == "own" else "weight_r2_own_reward"
+    assert (report[short] < 1.0 - 1e-3).all()
+    if source == "own":
+        np.testing.assert_allclose(report["weight_r2_own_reward"], 1.0, atol=1e-9)
