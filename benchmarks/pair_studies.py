@@ -46,7 +46,12 @@ def _cell(a: dict[int, float], b: dict[int, float], metric: str) -> str:
     return f'"{r["mean_diff"]:+.4f} (p {r["p_value"]:.3f}, {r["wins_label"]})"'
 
 
-def _gap(arms: dict[tuple[str, str], Scores], backbone: str, pair, column):
+def _gap(
+    arms: dict[tuple[str, str], Scores],
+    backbone: str,
+    pair: tuple[str, str],
+    column: tuple[str, str],
+) -> dict[int, float]:
     treated, control = (arms[(backbone, v)][column] for v in pair)
     return {s: treated[s] - control[s] for s in treated.keys() & control.keys()}
 

@@ -31,9 +31,13 @@ import argparse
 import time
 
 import numpy as np
-from scipy import stats
 
-from sklearn_rmtl._experiments import Settings, load_dataset, split_dataset
+from sklearn_rmtl._experiments import (
+    Settings,
+    load_dataset,
+    paired_difference,
+    split_dataset,
+)
 from sklearn_rmtl.inspection import critic_diagnostics
 
 CRITICS = {"every session": {}, "cross-fitted (cv=5)": {"cv": 5}}
@@ -53,7 +57,11 @@ def _parts(diag) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="retailrocket")
+    parser.add_argument(
+        "--dataset",
+        choices=("retailrocket", "taobao", "kuairand"),
+        default="retailrocket",
+    )
     parser.add_argument("--backbones", nargs="+", default=["mmoe", "ple"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evaluate-on", choices=("valid", "test"), default="valid")
@@ -100,10 +108,10 @@ def main() -> None:
         b = np.array(parts[(backbone, crossed)])[:, :, 3]
         cells = []
         for k, task in enumerate(tasks):
-            d = a[:, k] - b[:, k]
-            p = stats.ttest_rel(a[:, k], b[:, k]).pvalue if len(d) > 1 else np.nan
-            wins = f"{(d > 0).sum()}/{len(d)}"
-            cells.append(f"{task} {d.mean():+.4f} (p {p:.3f}, {wins})")
+            inner, outer = dict(enumerate(a[:, k])), dict(enumerate(b[:, k]))
+            r = paired_difference(inner, outer, greater_is_better=True)
+            stats = f"(p {r['p_value']:.3f}, {r['wins_label']})"
+            cells.append(f"{task} {r['mean_diff']:+.4f} {stats}")
         print(f"{backbone}: " + "; ".join(cells))
 
 
