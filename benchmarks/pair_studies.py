@@ -23,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sklearn_rmtl._experiments import GREATER_IS_BETTER, paired_difference
+from sklearn_rmtl._experiments import GREATER_IS_BETTER, _p, paired_difference
 
 Scores = dict[tuple[str, str], dict[int, float]]
 
@@ -43,7 +43,7 @@ def load(folder: Path) -> dict[tuple[str, str], Scores]:
 
 def _cell(a: dict[int, float], b: dict[int, float], metric: str) -> str:
     r = paired_difference(a, b, GREATER_IS_BETTER[metric])
-    return f'"{r["mean_diff"]:+.4f} (p {r["p_value"]:.3f}, {r["wins_label"]})"'
+    return f'"{r["mean_diff"]:+.4f} ({_p(r["p_value"])}, {r["wins_label"]})"'
 
 
 def _gap(

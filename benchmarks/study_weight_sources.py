@@ -34,6 +34,7 @@ import numpy as np
 
 from sklearn_rmtl._experiments import (
     Settings,
+    _p,
     load_dataset,
     paired_difference,
     split_dataset,
@@ -110,7 +111,7 @@ def main() -> None:
         for k, task in enumerate(tasks):
             inner, outer = dict(enumerate(a[:, k])), dict(enumerate(b[:, k]))
             r = paired_difference(inner, outer, greater_is_better=True)
-            stats = f"(p {r['p_value']:.3f}, {r['wins_label']})"
+            stats = f"({_p(r['p_value'])}, {r['wins_label']})"
             cells.append(f"{task} {r['mean_diff']:+.4f} {stats}")
         print(f"{backbone}: " + "; ".join(cells))
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sklearn_rmtl import RMTLClassifier, SessionCritic
+from sklearn_rmtl._mdp import rewards
 from sklearn_rmtl.datasets import make_sessions
 from sklearn_rmtl.inspection import critic_diagnostics
 
@@ -118,8 +119,7 @@ def test_weight_r2_columns_tell_the_rows_own_reward_from_the_sessions_later_retu
     clf = fitted
     rows = ~train
     Xh, yh, sh, th = X[rows], y[rows].to_numpy(float), s[rows], t[rows]
-    p = np.clip(clf.predict_proba(Xh), 1e-7, 1 - 1e-7)
-    own = yh * np.log(p) + (1 - yh) * np.log1p(-p)
+    own = rewards(yh, clf.predict_proba(Xh)).astype(float)
     later = _later_returns(sh, th, own, clf.critic_.gamma)
     target = own if source == "own" else later
     monkeypatch.setattr(
